@@ -1,0 +1,494 @@
+//! The one TOML configuration file, its embedded defaults, and the
+//! commented example `fedge config example` prints.
+//!
+//! Owns reading and checking settings. Every mistake becomes a
+//! [`ConfigError`] whose message fits on one line and names the file, the
+//! key and what is wrong; the CLI turns it into exit code 2. Relative paths
+//! in a file are taken relative to that file's directory; the embedded
+//! defaults are relative to the working directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sip::uri::{Host, Scheme, Uri, parse_host};
+
+/// A configuration problem, printed as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub federation: FederationConfig,
+    pub internal: InternalConfig,
+    pub store: StoreConfig,
+    pub admin: AdminConfig,
+    pub sip: SipConfig,
+    pub log: LogConfig,
+}
+
+/// The partner-facing listener (SIP over mutual TLS).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    pub listen: SocketAddr,
+    /// The edge's public FQDN: in Record-Route, Warning headers and its certificate.
+    pub fqdn: String,
+    /// SIP domains the home organisation owns.
+    pub home_domains: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM bundle of the CAs partner certificates must chain to.
+    pub trust: PathBuf,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5061)),
+            fqdn: "sip.fedge.test".into(),
+            home_domains: vec!["fedge.test".into()],
+            cert: "certs/dev/edge.crt".into(),
+            key: "certs/dev/edge.key".into(),
+            trust: "certs/dev/ca.crt".into(),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// The listener for the home pool, and where admitted requests go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InternalConfig {
+    /// UDP and TCP on this address.
+    pub listen: SocketAddr,
+    /// A SIP URI such as `sip:127.0.0.1:5080;transport=udp` (udp, tcp or tls).
+    pub next_hop: String,
+    pub max_connections: usize,
+}
+
+impl Default for InternalConfig {
+    fn default() -> Self {
+        InternalConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5065)),
+            next_hop: "sip:127.0.0.1:5080;transport=udp".into(),
+            max_connections: 256,
+        }
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (created when missing) or `postgres://...`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://var/fedge.db".into(),
+        }
+    }
+}
+
+/// The admin HTTP listener (health and, later, pages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8061)),
+        }
+    }
+}
+
+/// SIP limits and timers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub max_head_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_headers: usize,
+    /// A connection with no traffic for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A message must be complete this long after its first byte.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            max_head_bytes: 32 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_headers: 256,
+            idle_timeout: Duration::from_secs(600),
+            message_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `fedge=debug,info`, ... (RUST_LOG overrides it).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// The commented example printed by `fedge config example`; it equals the
+/// embedded defaults (a test holds it to that).
+pub const EXAMPLE: &str = r#"# fedge configuration. Every key is optional: what you leave out keeps the
+# value shown here, which is also what `fedge serve` uses without --config.
+# Relative paths are relative to this file's directory.
+
+[federation]
+# Where partners' edges connect: SIP over mutual TLS (SfB/Lync use 5061).
+listen = "127.0.0.1:5061"
+# This edge's public FQDN. It must be a name, not an address: it goes into
+# Record-Route (Lync follows only FQDN routes), Warning headers and logs, and
+# partners check it against our certificate.
+fqdn = "sip.fedge.test"
+# SIP domains of the home organisation. Partners may reach these only.
+home_domains = ["fedge.test"]
+# Our certificate chain and key (PEM). The certificate must name `fqdn`.
+# Without --config, a development PKI is created under certs/dev/.
+cert = "certs/dev/edge.crt"
+key = "certs/dev/edge.key"
+# PEM bundle of the CAs a partner's certificate must chain to.
+trust = "certs/dev/ca.crt"
+# A TLS handshake must finish within this time.
+handshake_timeout = "10s"
+# Most simultaneous partner connections.
+max_connections = 1024
+
+[internal]
+# Where the home pool (our SfB/Lync servers) sends traffic for partners:
+# UDP and TCP on this address.
+listen = "127.0.0.1:5065"
+# Where admitted partner requests go: a SIP URI with transport udp, tcp or tls.
+next_hop = "sip:127.0.0.1:5080;transport=udp"
+# Most simultaneous TCP connections from the home pool.
+max_connections = 256
+
+[store]
+# sqlite://PATH (created if missing) for one node, postgres://... for several.
+url = "sqlite://var/fedge.db"
+
+[admin]
+# HTTP listener for health checks and operator pages. Keep it private.
+listen = "127.0.0.1:8061"
+
+[sip]
+# Largest header section and body accepted; larger messages are refused
+# with 513 and the connection is closed.
+max_head_bytes = 32768
+max_body_bytes = 1048576
+# Most header fields in one message.
+max_headers = 256
+# A connection with no traffic for this long is closed.
+idle_timeout = "10m"
+# A message must be complete this long after its first byte arrived.
+message_timeout = "10s"
+
+[log]
+# A tracing filter such as "info" or "fedge=debug,info"; RUST_LOG overrides it.
+level = "info"
+# "text" for people, "json" for log collectors.
+format = "text"
+"#;
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let mut cfg = Config::from_toml(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        cfg.validate()
+            .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text (no path resolution, no checks).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    ConfigError(format!("line {l}, column {c}: {msg}"))
+                }
+                None => ConfigError(msg),
+            }
+        })
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            &mut self.federation.cert,
+            &mut self.federation.key,
+            &mut self.federation.trust,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(rest) = self.store.url.strip_prefix("sqlite://") {
+            let p = Path::new(rest);
+            if p.is_relative() && !rest.starts_with(':') && !rest.is_empty() {
+                self.store.url = format!("sqlite://{}", base.join(p).display());
+            }
+        }
+    }
+
+    /// Checks values the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.federation;
+        match parse_host(&f.fqdn) {
+            Ok(Host::Name(n)) if n.contains('.') => {}
+            Ok(Host::Name(_)) => {
+                return Err(ConfigError(format!(
+                    "[federation] fqdn {:?} must be a fully qualified domain name",
+                    f.fqdn
+                )));
+            }
+            Ok(_) => {
+                return Err(ConfigError(format!(
+                    "[federation] fqdn {:?} must be a name, not an IP address (Lync follows only FQDN routes)",
+                    f.fqdn
+                )));
+            }
+            Err(_) => {
+                return Err(ConfigError(format!(
+                    "[federation] fqdn {:?} is not a valid host name",
+                    f.fqdn
+                )));
+            }
+        }
+        if f.home_domains.is_empty() {
+            return Err(ConfigError(
+                "[federation] home_domains must name at least one SIP domain".into(),
+            ));
+        }
+        for (i, d) in f.home_domains.iter().enumerate() {
+            if !matches!(parse_host(d), Ok(Host::Name(_))) {
+                return Err(ConfigError(format!(
+                    "[federation] home_domains: {d:?} is not a valid domain name"
+                )));
+            }
+            if f.home_domains[..i]
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(d))
+            {
+                return Err(ConfigError(format!(
+                    "[federation] home_domains lists {d:?} twice"
+                )));
+            }
+        }
+        if f.handshake_timeout.is_zero() {
+            return Err(ConfigError(
+                "[federation] handshake_timeout must be greater than zero".into(),
+            ));
+        }
+        if f.max_connections == 0 || self.internal.max_connections == 0 {
+            return Err(ConfigError("max_connections must be at least 1".into()));
+        }
+        self.next_hop()?;
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(format!(
+                "[store] url {url:?} must start with sqlite:// or postgres://"
+            )));
+        }
+        let s = &self.sip;
+        if s.max_head_bytes < 1024 {
+            return Err(ConfigError(
+                "[sip] max_head_bytes must be at least 1024".into(),
+            ));
+        }
+        if s.max_headers < 8 {
+            return Err(ConfigError("[sip] max_headers must be at least 8".into()));
+        }
+        if s.idle_timeout.is_zero() || s.message_timeout.is_zero() {
+            return Err(ConfigError(
+                "[sip] idle_timeout and message_timeout must be greater than zero".into(),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError(format!(
+                "[log] format {:?} must be \"text\" or \"json\"",
+                self.log.format
+            )));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError(format!(
+                "[log] level {:?} is not a valid filter: {e}",
+                self.log.level
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// The parsed `[internal] next_hop`: host, port and transport.
+    pub fn next_hop(&self) -> Result<NextHop, ConfigError> {
+        let raw = &self.internal.next_hop;
+        let bad = |why: &str| ConfigError(format!("[internal] next_hop {raw:?}: {why}"));
+        let u = Uri::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        if !u.is_sip() {
+            return Err(bad("must be a sip: or sips: URI"));
+        }
+        if u.user.is_some() {
+            return Err(bad("must name a host, not a user"));
+        }
+        let transport = match u.transport().map(str::to_ascii_lowercase) {
+            None if u.scheme == Scheme::Sips => "tls".to_string(),
+            None => "udp".to_string(),
+            Some(t) if matches!(t.as_str(), "udp" | "tcp" | "tls") => t,
+            Some(t) => return Err(bad(&format!("transport {t:?} is not udp, tcp or tls"))),
+        };
+        let host = u
+            .host
+            .map(|h| h.to_string())
+            .ok_or_else(|| bad("has no host"))?;
+        let port = u
+            .port
+            .unwrap_or(if transport == "tls" { 5061 } else { 5060 });
+        Ok(NextHop {
+            host,
+            port,
+            transport,
+        })
+    }
+}
+
+/// Where admitted partner requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: u16,
+    /// `udp`, `tcp` or `tls`.
+    pub transport: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_equals_the_embedded_defaults() {
+        let parsed = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn example_names_every_key() {
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let defaults: toml::Table =
+            toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        for (section, table) in &defaults {
+            let ex = example
+                .get(section)
+                .and_then(|v| v.as_table())
+                .unwrap_or_else(|| panic!("example lacks [{section}]"));
+            for key in table.as_table().unwrap().keys() {
+                assert!(ex.contains_key(key), "example lacks [{section}] {key}");
+            }
+        }
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_are_one_line_and_say_where() {
+        let e = Config::from_toml("[federation]\nlisen = \"1.2.3.4:5\"\n").unwrap_err();
+        assert!(
+            e.0.starts_with("line 2, column 1: unknown field `lisen`"),
+            "{}",
+            e.0
+        );
+        assert!(!e.0.contains('\n'));
+        let e = Config::from_toml("[federation]\nlisten = \"nonsense\"\n").unwrap_err();
+        assert!(e.0.contains("line 2"), "{}", e.0);
+        let e = Config::from_toml("[sip]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.0.contains("line 2"), "{}", e.0);
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let mut c = Config::default();
+        c.federation.fqdn = "192.0.2.1".into();
+        assert!(c.validate().unwrap_err().0.contains("not an IP address"));
+        let mut c = Config::default();
+        c.internal.next_hop = "sip:pool.fedge.test;transport=sctp".into();
+        assert!(c.validate().unwrap_err().0.contains("sctp"));
+        let mut c = Config::default();
+        c.store.url = "mysql://x".into();
+        assert!(c.validate().is_err());
+        let c = Config::default();
+        assert_eq!(
+            c.next_hop().unwrap(),
+            NextHop {
+                host: "127.0.0.1".into(),
+                port: 5080,
+                transport: "udp".into()
+            }
+        );
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fedge.toml");
+        std::fs::write(
+            &p,
+            "[federation]\ncert = \"tls/edge.crt\"\n[store]\nurl = \"sqlite://db/fedge.db\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.federation.cert, dir.path().join("tls/edge.crt"));
+        assert_eq!(
+            c.store.url,
+            format!("sqlite://{}", dir.path().join("db/fedge.db").display())
+        );
+    }
+}

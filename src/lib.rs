@@ -1,0 +1,16 @@
+//! fedge: a federation edge for health and care unified communications.
+//!
+//! The crate is layered so that data flows one way (bytes -> frame ->
+//! message -> identity -> policy -> forward): [`sip`] knows SIP only,
+//! [`federation`] decides who may talk to whom, [`store`] is the only place
+//! with SQL, [`config`] reads the one TOML file, [`pki`] makes development
+//! certificates, [`admin`] serves HTTP, and [`server`] wires the pieces
+//! together for `fedge serve`. See docs/ARCHITECTURE.md.
+
+pub mod admin;
+pub mod config;
+pub mod federation;
+pub mod pki;
+pub mod server;
+pub mod sip;
+pub mod store;

@@ -1,0 +1,291 @@
+//! The `fedge` command line: `serve`, `config example|check|show`, and
+//! `certs dev`.
+//!
+//! Owns argument parsing, logging set-up and exit codes: 0 on success, 2
+//! with one line on stderr for any usage or configuration mistake, 1 for
+//! runtime failures.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use fedge::config::{Config, EXAMPLE};
+use fedge::pki::{DevFiles, DevNames, create_dev_pki};
+use fedge::server::{self, ServeError};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fedge",
+    version,
+    about = "Federation edge for health and care unified communications"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it, embedded loopback defaults are used.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the edge.
+    Serve,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Certificate helpers.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print a complete, commented configuration file.
+    Example,
+    /// Check the configuration (the --config file, or the embedded defaults).
+    Check,
+    /// Print the effective configuration as TOML.
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCmd {
+    /// Create a development PKI (CA, edge and sample partner certificates).
+    Dev {
+        /// Where to write the files.
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// A failure with the exit code it deserves.
+struct Failure {
+    code: u8,
+    msg: String,
+}
+
+impl Failure {
+    fn usage(msg: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure {
+            code: 1,
+            msg: format!("{e:#}"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let rendered = e.render().to_string();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let usage = rendered
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Usage: "))
+                    .unwrap_or("fedge <COMMAND>");
+                eprintln!("fedge: a subcommand is missing; usage: {usage} (see --help)");
+                return ExitCode::from(2);
+            }
+            // One line: clap's first line says what is wrong.
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("fedge: {first} (see fedge --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("fedge: {}", f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load_config(path: &Option<PathBuf>) -> Result<Config, Failure> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| Failure::usage(e.0)),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Config {
+            cmd: ConfigCmd::Example,
+        } => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+        Command::Config {
+            cmd: ConfigCmd::Check,
+        } => {
+            let cfg = load_config(&cli.config)?;
+            let what = cli
+                .config
+                .as_ref()
+                .map_or("embedded defaults".to_string(), |p| p.display().to_string());
+            println!(
+                "{what}: ok (federation {} as {}, internal {})",
+                cfg.federation.listen, cfg.federation.fqdn, cfg.internal.listen
+            );
+            Ok(())
+        }
+        Command::Config {
+            cmd: ConfigCmd::Show,
+        } => {
+            let cfg = load_config(&cli.config)?;
+            let text = toml::to_string(&cfg).context("cannot render the configuration")?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Certs {
+            cmd: CertsCmd::Dev { dir, force },
+        } => {
+            let cfg = load_config(&cli.config)?;
+            let files = DevFiles { dir };
+            if files.complete() && !force {
+                println!(
+                    "{}: development PKI already present (use --force to replace it)",
+                    files.dir.display()
+                );
+                return Ok(());
+            }
+            create_dev_pki(&files, &dev_names(&cfg))
+                .context("cannot create the development PKI")?;
+            println!(
+                "{}: development PKI created (CA, edge {}, partner {}); for development only",
+                files.dir.display(),
+                cfg.federation.fqdn,
+                DEV_PARTNER
+            );
+            Ok(())
+        }
+        Command::Serve => serve(cli.config),
+    }
+}
+
+const DEV_PARTNER: &str = "sip.partner.test";
+
+fn dev_names(cfg: &Config) -> DevNames {
+    DevNames {
+        edge_fqdn: cfg.federation.fqdn.clone(),
+        partner_fqdn: DEV_PARTNER.into(),
+    }
+}
+
+fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
+    let cfg = load_config(&config)?;
+    if config.is_some() {
+        // Certificates named by a config file are part of the configuration:
+        // a bad one is reported as one line before logging starts.
+        server::preflight(&cfg).map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    init_logging(&cfg);
+    if config.is_none() {
+        let files = DevFiles {
+            dir: PathBuf::from("certs/dev"),
+        };
+        if !files.complete() {
+            create_dev_pki(&files, &dev_names(&cfg))
+                .context("cannot create the development PKI")?;
+            warn!(
+                dir = %files.dir.display(),
+                "DEVELOPMENT CERTIFICATES CREATED: a throw-away CA, the edge's certificate and a sample partner's. \
+                 They are for development only; never use them in production"
+            );
+        }
+        warn!(
+            "running on embedded defaults with DEVELOPMENT CERTIFICATES from certs/dev (for development only); pass --config for real use"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signals.cancel();
+        });
+        match server::run(cfg, shutdown).await {
+            Ok(()) => {
+                info!("stopped");
+                Ok(())
+            }
+            Err(ServeError::Config(m)) => Err(Failure::usage(m)),
+            Err(ServeError::Runtime(m)) => {
+                error!("{m}");
+                Err(Failure { code: 1, msg: m })
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

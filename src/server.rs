@@ -1,0 +1,167 @@
+//! `fedge serve`: binds the listeners, opens the store, and runs until
+//! SIGINT or SIGTERM.
+//!
+//! Owns start-up order and shutdown. Problems with the configuration's
+//! content (unreadable or mismatched certificates, say) are reported as
+//! [`ServeError::Config`] so the CLI can exit with 2; everything else that
+//! stops the edge from starting is [`ServeError::Runtime`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::admin;
+use crate::config::Config;
+use crate::federation::{Edge, EdgeIdentity};
+use crate::sip::parse::Limits;
+use crate::sip::transport::stream::StreamListener;
+use crate::sip::transport::tls::{TlsFiles, federation_server_config};
+use crate::sip::transport::{ConnectionTable, Role, TransportSettings, udp};
+use crate::store::Store;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration names something unusable (exit code 2).
+    #[error("{0}")]
+    Config(String),
+    /// Anything else (exit code 1).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The running edge's shared state, for the admin listener.
+#[derive(Debug)]
+pub struct EdgeState {
+    pub connections: Arc<ConnectionTable>,
+    pub fqdn: String,
+}
+
+async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Runtime(format!("cannot listen on {addr} ({what}): {e}")))
+}
+
+fn tls_files(cfg: &Config) -> TlsFiles {
+    TlsFiles {
+        cert: cfg.federation.cert.clone(),
+        key: cfg.federation.key.clone(),
+        trust: cfg.federation.trust.clone(),
+    }
+}
+
+/// Checks what the configuration names but cannot check itself (the TLS
+/// material), without binding anything.
+pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
+    federation_server_config(&tls_files(cfg))
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    Ok(())
+}
+
+/// Runs the edge until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let tls = federation_server_config(&tls_files(&cfg))
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let store = Store::open(&cfg.store.url)
+        .await
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    info!(url = %cfg.store.url, backend = ?store.backend(), "store open");
+
+    let settings = Arc::new(TransportSettings {
+        limits: Limits {
+            max_head: cfg.sip.max_head_bytes,
+            max_body: cfg.sip.max_body_bytes,
+            max_headers: cfg.sip.max_headers,
+        },
+        idle_timeout: cfg.sip.idle_timeout,
+        message_timeout: cfg.sip.message_timeout,
+        agent: cfg.federation.fqdn.clone(),
+    });
+    let table = ConnectionTable::new();
+
+    let fed = bind_tcp(cfg.federation.listen, "federation").await?;
+    let int_tcp = bind_tcp(cfg.internal.listen, "internal TCP").await?;
+    let int_udp_addr = int_tcp
+        .local_addr()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    let int_udp = UdpSocket::bind(int_udp_addr).await.map_err(|e| {
+        ServeError::Runtime(format!(
+            "cannot listen on {int_udp_addr} (internal UDP): {e}"
+        ))
+    })?;
+    let admin_listener = bind_tcp(cfg.admin.listen, "admin").await?;
+
+    let fed_addr = fed
+        .local_addr()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    let edge = Edge::new(EdgeIdentity {
+        fqdn: cfg.federation.fqdn.clone(),
+        local_addrs: vec![fed_addr.ip(), int_udp_addr.ip()],
+        server: format!("fedge/{}", env!("CARGO_PKG_VERSION")),
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(
+        StreamListener {
+            role: Role::Federation,
+            listener: fed,
+            tls: Some((TlsAcceptor::from(tls), cfg.federation.handshake_timeout)),
+            settings: settings.clone(),
+            table: table.clone(),
+            handler: edge.clone(),
+            max_connections: cfg.federation.max_connections,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        StreamListener {
+            role: Role::Internal,
+            listener: int_tcp,
+            tls: None,
+            settings: settings.clone(),
+            table: table.clone(),
+            handler: edge.clone(),
+            max_connections: cfg.internal.max_connections,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(udp::run(
+        Role::Internal,
+        Arc::new(int_udp),
+        settings.clone(),
+        edge.clone(),
+        shutdown.clone(),
+    ));
+    let state = Arc::new(EdgeState {
+        connections: table.clone(),
+        fqdn: cfg.federation.fqdn.clone(),
+    });
+    tasks.spawn(admin::serve(admin_listener, state, shutdown.clone()));
+
+    info!(role = "federation", transport = "tls", addr = %fed_addr, fqdn = %cfg.federation.fqdn, "listening");
+    info!(role = "internal", transport = "udp+tcp", addr = %int_udp_addr, "listening");
+    info!(role = "admin", transport = "http", addr = %admin_addr, "listening");
+    info!(version = env!("CARGO_PKG_VERSION"), "fedge ready");
+
+    shutdown.cancelled().await;
+    info!("shutting down");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        warn!("listeners did not stop within 5 s");
+    }
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! SIP on the wire: URIs, header grammars, framing, parsing into a
+//! byte-preserving [`message::SipMessage`], in-place editing for forwarding,
+//! responses the edge originates, generic request validation, and the
+//! transports (mutual TLS, TCP, UDP).
+//!
+//! Knows SIP and nothing else: it never asks who a partner is or whether a
+//! message is allowed. Those questions belong to `federation`.
+
+pub mod edit;
+pub mod framing;
+pub mod grammar;
+pub mod headers;
+pub mod message;
+pub mod parse;
+pub mod response;
+pub mod transport;
+pub mod uri;
+pub mod validate;
+
+#[cfg(test)]
+mod conformance;
+
+pub use message::{Method, SipMessage};

@@ -1,0 +1,266 @@
+//! Transports: TLS and TCP streams, UDP datagrams, and the table of live
+//! connections.
+//!
+//! Owns sockets, framing on the wire, syntax rejections and keep-alives.
+//! Every well-formed message goes up to a [`Handler`] together with its
+//! [`Source`]: where it came from, on which listener and, for mutual TLS,
+//! the authenticated [`PeerIdentity`]. Malformed messages never go up: they
+//! are answered (or the connection is closed) here. Knows no policy.
+
+pub mod stream;
+pub mod tls;
+pub mod udp;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::message::SipMessage;
+use super::parse::Limits;
+
+pub use tls::PeerIdentity;
+
+/// The transport a message travelled on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// The name used in Via headers.
+    pub fn via_name(&self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    pub fn is_stream(&self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        })
+    }
+}
+
+/// Which listener a message arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Partners' edges over mutual TLS.
+    Federation,
+    /// The home pool (our own SfB/Lync servers).
+    Internal,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Federation => "federation",
+            Role::Internal => "internal",
+        })
+    }
+}
+
+/// Settings shared by every listener.
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    pub limits: Limits,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// A message must be complete this long after its first byte arrived.
+    pub message_timeout: Duration,
+    /// The name put in Warning headers of syntax rejections.
+    pub agent: String,
+}
+
+/// A live stream connection that others may send on or close.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: u64,
+    pub role: Role,
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub identity: Option<Arc<PeerIdentity>>,
+    tx: mpsc::Sender<Bytes>,
+    close: CancellationToken,
+}
+
+/// Why bytes could not be queued for sending.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connection {0} is closed")]
+    Closed(u64),
+    #[error("connection {0} is not reading; its send queue is full")]
+    Full(u64),
+    #[error("UDP send to {0} failed: {1}")]
+    Udp(SocketAddr, std::io::Error),
+}
+
+impl Connection {
+    /// Queues bytes for this connection without waiting.
+    pub fn send(&self, data: Bytes) -> Result<(), SendError> {
+        if data.is_empty() {
+            return Ok(()); // an empty chunk is the writer's close marker
+        }
+        self.tx.try_send(data).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full(self.id),
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed(self.id),
+        })
+    }
+
+    /// Closes the connection (queued bytes are dropped).
+    pub fn close(&self) {
+        self.close.cancel();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.close.is_cancelled() || self.tx.is_closed()
+    }
+}
+
+/// Every live stream connection, by id.
+#[derive(Debug, Default)]
+pub struct ConnectionTable {
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, Connection>>,
+}
+
+impl ConnectionTable {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConnectionTable {
+            next_id: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Connection>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every operation is a single insert/remove), so poisoning is ignored.
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn allocate_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn insert(&self, c: Connection) {
+        self.lock().insert(c.id, c);
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub fn get(&self, id: u64) -> Option<Connection> {
+        self.lock().get(&id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of the live connections.
+    pub fn list(&self) -> Vec<Connection> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Closes every connection for which `pred` holds; returns how many.
+    pub fn close_where(&self, pred: impl Fn(&Connection) -> bool) -> usize {
+        let victims: Vec<Connection> = self.lock().values().filter(|c| pred(c)).cloned().collect();
+        for c in &victims {
+            c.close();
+        }
+        victims.len()
+    }
+}
+
+/// Where a message came from, and how to answer on the same path.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub role: Role,
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// The authenticated certificate identity (mutual TLS only).
+    pub identity: Option<Arc<PeerIdentity>>,
+    /// The stream connection, for TCP and TLS.
+    pub conn: Option<Connection>,
+    /// The socket a datagram arrived on, for UDP.
+    pub udp: Option<Arc<UdpSocket>>,
+}
+
+impl Source {
+    /// Sends bytes back on the path the message came from: the same stream
+    /// connection, or the same UDP socket to `target` (default: the sender).
+    pub async fn send_back(
+        &self,
+        data: Bytes,
+        target: Option<SocketAddr>,
+    ) -> Result<(), SendError> {
+        if let Some(c) = &self.conn {
+            return c.send(data);
+        }
+        match &self.udp {
+            Some(sock) => {
+                let to = target.unwrap_or(self.remote);
+                sock.send_to(&data, to)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| SendError::Udp(to, e))
+            }
+            None => Err(SendError::Closed(0)),
+        }
+    }
+
+    /// Where a response to `req` goes over UDP (RFC 3261 §18.2.2 with RFC
+    /// 3581 rport): the packet's source port when rport was asked for,
+    /// otherwise the source address with the Via sent-by port.
+    pub fn response_target(&self, req: &SipMessage) -> SocketAddr {
+        if self.transport.is_stream() {
+            return self.remote;
+        }
+        match req.top_via() {
+            Some(v) if v.rport().is_none() => {
+                SocketAddr::new(self.remote.ip(), v.port.unwrap_or(5060))
+            }
+            _ => self.remote,
+        }
+    }
+}
+
+/// A message handed up from a transport.
+#[derive(Debug)]
+pub struct Inbound {
+    pub msg: SipMessage,
+    pub source: Source,
+}
+
+/// The layer above the transports.
+pub trait Handler: Send + Sync + 'static {
+    /// Called once per well-formed message, in arrival order per connection.
+    fn on_message(&self, inbound: Inbound) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,398 @@
+//! Stream listeners (TLS and TCP) and the life of one stream connection:
+//! handshake, framing, keep-alive pongs, syntax rejections, timeouts and
+//! an ordered send queue.
+//!
+//! Owns per-connection failure: whatever a peer sends, only its own
+//! connection is answered or closed; the listener and every other
+//! connection carry on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::tls::{describe_handshake_error, identity_of};
+use super::{
+    Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Role, Source, Transport,
+    TransportSettings,
+};
+use crate::sip::framing::{StreamDecoder, StreamError, StreamItem};
+use crate::sip::parse::Rejected;
+use crate::sip::response::ResponseBuilder;
+
+/// Send queue depth per connection; a peer that lets it fill is not reading.
+const SEND_QUEUE: usize = 512;
+
+/// Everything a stream listener needs.
+pub struct StreamListener<H: Handler> {
+    pub role: Role,
+    pub listener: TcpListener,
+    /// `Some` for TLS listeners.
+    pub tls: Option<(TlsAcceptor, Duration)>,
+    pub settings: Arc<TransportSettings>,
+    pub table: Arc<ConnectionTable>,
+    pub handler: Arc<H>,
+    pub max_connections: usize,
+    pub shutdown: CancellationToken,
+}
+
+impl<H: Handler> StreamListener<H> {
+    /// Accepts connections until shutdown.
+    pub async fn run(self) {
+        let slots = Arc::new(Semaphore::new(self.max_connections.max(1)));
+        let local = self.listener.local_addr().ok();
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(role = %self.role, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                warn!(role = %self.role, %remote, limit = self.max_connections, "connection refused: connection limit reached");
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let local = tcp
+                .local_addr()
+                .ok()
+                .or(local)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let ctx = ConnCtx {
+                role: self.role,
+                settings: self.settings.clone(),
+                table: self.table.clone(),
+                shutdown: self.shutdown.clone(),
+                remote,
+                local,
+            };
+            let handler = self.handler.clone();
+            let tls = self.tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    Some((acceptor, hs_timeout)) => {
+                        accept_tls(tcp, acceptor, hs_timeout, ctx, handler).await
+                    }
+                    None => serve_connection(tcp, Transport::Tcp, None, ctx, handler).await,
+                }
+                drop(permit);
+            });
+        }
+        info!(role = %self.role, "listener stopped");
+    }
+}
+
+#[derive(Clone)]
+struct ConnCtx {
+    role: Role,
+    settings: Arc<TransportSettings>,
+    table: Arc<ConnectionTable>,
+    shutdown: CancellationToken,
+    remote: SocketAddr,
+    local: SocketAddr,
+}
+
+async fn accept_tls<H: Handler>(
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    hs_timeout: Duration,
+    ctx: ConnCtx,
+    handler: Arc<H>,
+) {
+    let remote = ctx.remote;
+    let tls = match tokio::time::timeout(hs_timeout, acceptor.accept(tcp)).await {
+        Err(_) => {
+            warn!(role = %ctx.role, %remote, timeout = ?hs_timeout, "TLS handshake refused: timed out");
+            return;
+        }
+        Ok(Err(e)) => {
+            warn!(role = %ctx.role, %remote, reason = %describe_handshake_error(&e), "TLS handshake refused");
+            return;
+        }
+        Ok(Ok(s)) => s,
+    };
+    let (_, conn) = tls.get_ref();
+    let identity = match conn.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => match identity_of(cert, true) {
+            Ok(id) => Some(Arc::new(id)),
+            Err(e) => {
+                // The verifier already refuses these; this is a second line of defence.
+                warn!(role = %ctx.role, %remote, reason = %e, "TLS peer refused");
+                return;
+            }
+        },
+        None => {
+            warn!(role = %ctx.role, %remote, "TLS peer refused: no client certificate");
+            return;
+        }
+    };
+    let version = conn
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    if let Some(id) = &identity {
+        info!(role = %ctx.role, %remote, identity = %id, subject = %id.subject, %version, "TLS peer authenticated");
+    }
+    serve_connection(tls, Transport::Tls, identity, ctx, handler).await;
+}
+
+/// Runs one connection to completion.
+async fn serve_connection<S, H>(
+    stream: S,
+    transport: Transport,
+    identity: Option<Arc<PeerIdentity>>,
+    ctx: ConnCtx,
+    handler: Arc<H>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
+    let close = ctx.shutdown.child_token();
+    let id = ctx.table.allocate_id();
+    let conn = Connection {
+        id,
+        role: ctx.role,
+        transport,
+        remote: ctx.remote,
+        local: ctx.local,
+        identity: identity.clone(),
+        tx,
+        close: close.clone(),
+    };
+    ctx.table.insert(conn.clone());
+    let writer = tokio::spawn(write_loop(wr, rx, close.clone()));
+    let source = Source {
+        role: ctx.role,
+        transport,
+        remote: ctx.remote,
+        local: ctx.local,
+        identity,
+        conn: Some(conn.clone()),
+        udp: None,
+    };
+    let reason = read_loop(&mut rd, &source, &ctx.settings, &close, handler.as_ref()).await;
+    ctx.table.remove(id);
+    debug!(role = %ctx.role, conn = id, remote = %ctx.remote, %reason, "connection closed");
+    // Let queued responses (e.g. a final 400) go out, then close: an empty
+    // chunk tells the writer to shut the stream down.
+    let mut writer = writer;
+    if !close.is_cancelled() && conn.tx.send(Bytes::new()).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+    }
+    writer.abort();
+    close.cancel();
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    close: CancellationToken,
+) {
+    loop {
+        let data = tokio::select! {
+            _ = close.cancelled() => break,
+            d = rx.recv() => match d { Some(d) => d, None => break },
+        };
+        if data.is_empty() {
+            break; // close marker from the reader
+        }
+        if wr.write_all(&data).await.is_err() {
+            close.cancel();
+            return;
+        }
+        // Coalesce whatever else is queued before flushing.
+        while let Ok(more) = rx.try_recv() {
+            if more.is_empty() {
+                let _ = wr.flush().await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+            if wr.write_all(&more).await.is_err() {
+                close.cancel();
+                return;
+            }
+        }
+        if wr.flush().await.is_err() {
+            close.cancel();
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads and dispatches until the connection ends; returns why it ended.
+async fn read_loop<R, H>(
+    rd: &mut R,
+    source: &Source,
+    settings: &TransportSettings,
+    close: &CancellationToken,
+    handler: &H,
+) -> String
+where
+    R: AsyncRead + Unpin,
+    H: Handler,
+{
+    let mut decoder = StreamDecoder::new(settings.limits);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut msg_started: Option<Instant> = None;
+    let mut eof = false;
+    loop {
+        // Hand up everything already complete.
+        loop {
+            let item = if eof {
+                decoder.decode_eof(&mut buf)
+            } else {
+                decoder.decode(&mut buf)
+            };
+            match item {
+                Ok(Some(item)) => {
+                    msg_started = None;
+                    dispatch(item, source, settings, handler).await;
+                }
+                Ok(None) => break,
+                Err(e) => return fatal(e, source, settings),
+            }
+        }
+        if eof {
+            return "peer closed the connection".into();
+        }
+        let mid = decoder.mid_message(&buf);
+        if mid && msg_started.is_none() {
+            msg_started = Some(Instant::now());
+        }
+        let deadline = match msg_started {
+            Some(t) if mid => t + settings.message_timeout,
+            _ => Instant::now() + settings.idle_timeout,
+        };
+        tokio::select! {
+            _ = close.cancelled() => return "closed by the edge".into(),
+            _ = tokio::time::sleep_until(deadline) => {
+                if mid {
+                    warn!(role = %source.role, remote = %source.remote, pending = buf.len(),
+                        "connection closed: message incomplete after {:?}", settings.message_timeout);
+                    return "incomplete message timed out".into();
+                }
+                return "idle timeout".into();
+            }
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) => return format!("read error: {e}"),
+            }
+        }
+    }
+}
+
+async fn dispatch<H: Handler>(
+    item: StreamItem,
+    source: &Source,
+    settings: &TransportSettings,
+    handler: &H,
+) {
+    match item {
+        StreamItem::Ping => {
+            if let Some(c) = &source.conn {
+                let _ = c.send(Bytes::from_static(b"\r\n"));
+            }
+        }
+        StreamItem::Message(msg) => {
+            handler
+                .on_message(Inbound {
+                    msg,
+                    source: source.clone(),
+                })
+                .await;
+        }
+        StreamItem::Rejected(r) => {
+            answer_rejection(&r, source, settings, false);
+        }
+    }
+}
+
+fn fatal(e: StreamError, source: &Source, settings: &TransportSettings) -> String {
+    match e {
+        StreamError::Fatal(r) => {
+            answer_rejection(&r, source, settings, true);
+            format!("framing lost: {}", r.error)
+        }
+        StreamError::Truncated(n) => {
+            warn!(role = %source.role, remote = %source.remote, pending = n, "connection closed mid-message");
+            format!("closed mid-message with {n} bytes pending")
+        }
+        StreamError::Io(e) => format!("read error: {e}"),
+    }
+}
+
+/// Answers a syntax rejection on a stream (requests only) and logs it.
+fn answer_rejection(r: &Rejected, source: &Source, settings: &TransportSettings, closing: bool) {
+    let identity = source
+        .identity
+        .as_ref()
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    let what = r
+        .partial
+        .as_ref()
+        .map(|m| truncate_for_log(m.start_line_str()))
+        .unwrap_or_default();
+    warn!(
+        role = %source.role,
+        remote = %source.remote,
+        identity = %identity,
+        status = r.error.status,
+        reason = %r.error.reason,
+        message = %what,
+        closing,
+        "malformed message rejected"
+    );
+    if let (Some(req), true) = (&r.partial, r.is_request()) {
+        if req
+            .method()
+            .is_some_and(|m| *m == crate::sip::message::Method::Ack)
+        {
+            return; // ACK is never answered
+        }
+        let resp = build_rejection(req, r, settings);
+        if let Some(c) = &source.conn {
+            let _ = c.send(resp);
+        }
+    }
+}
+
+/// The response to a malformed request.
+pub(crate) fn build_rejection(
+    req: &crate::sip::message::SipMessage,
+    r: &Rejected,
+    settings: &TransportSettings,
+) -> Bytes {
+    ResponseBuilder::new(req, r.error.status)
+        .warning(399, &settings.agent, &r.error.reason)
+        .build()
+}
+
+fn truncate_for_log(s: &str) -> String {
+    let mut t: String = s.chars().take(120).collect();
+    if s.chars().count() > 120 {
+        t.push('…');
+    }
+    t
+}

@@ -1,0 +1,81 @@
+//! The UDP listener: one message per datagram, syntax rejections answered
+//! to the sender, keep-alive datagrams ignored.
+//!
+//! Owns the receive loop of one socket. A bad datagram costs only itself.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Handler, Inbound, Role, Source, Transport, TransportSettings};
+use crate::sip::framing::{DatagramItem, parse_datagram};
+use crate::sip::message::Method;
+
+/// Largest datagram accepted (the UDP maximum).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Receives on `socket` until shutdown.
+pub async fn run<H: Handler>(
+    role: Role,
+    socket: Arc<UdpSocket>,
+    settings: Arc<TransportSettings>,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(%role, error = %e, "UDP socket has no local address");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP errors surface here on some systems; they concern one peer only.
+                    warn!(%role, error = %e, "UDP receive failed");
+                    continue;
+                }
+            },
+        };
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        let source = Source {
+            role,
+            transport: Transport::Udp,
+            remote,
+            local,
+            identity: None,
+            conn: None,
+            udp: Some(socket.clone()),
+        };
+        match parse_datagram(data, &settings.limits) {
+            DatagramItem::KeepAlive => {}
+            DatagramItem::Message(msg) => handler.on_message(Inbound { msg, source }).await,
+            DatagramItem::Rejected(r) => {
+                let what = r
+                    .partial
+                    .as_ref()
+                    .map(|m| m.start_line_str().chars().take(120).collect::<String>())
+                    .unwrap_or_default();
+                warn!(%role, %remote, status = r.error.status, reason = %r.error.reason, message = %what, "malformed datagram rejected");
+                if let (Some(req), true) = (&r.partial, r.is_request())
+                    && req.method() != Some(&Method::Ack)
+                {
+                    let resp = super::stream::build_rejection(req, &r, &settings);
+                    let target = source.response_target(req);
+                    if let Err(e) = source.send_back(resp, Some(target)).await {
+                        warn!(%role, %remote, error = %e, "could not send rejection");
+                    }
+                }
+            }
+        }
+    }
+    info!(%role, "UDP listener stopped");
+}

@@ -1,0 +1,95 @@
+//! The internal listener (home pool side): UDP and TCP on one address,
+//! answering OPTIONS to the edge and refusing bad datagrams without harm.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::*;
+
+fn options(transport: &str, port: u16, n: u32, rport: bool) -> String {
+    let rp = if rport { ";rport" } else { "" };
+    format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK-int-{n}{rp}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:pool@fedge.test>;tag=p{n}\r\nTo: <sip:127.0.0.1>\r\n\
+         Call-ID: int-{n}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn recv_status(sock: &UdpSocket) -> Option<(u16, String)> {
+    let mut b = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut b).ok()?;
+    let text = String::from_utf8_lossy(&b[..n]).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+#[test]
+fn udp_options_keepalives_and_bad_datagrams() {
+    let pki = Pki::new();
+    let mut edge = Edge::start(&pki, &test_config(&pki, ""));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let port = sock.local_addr().unwrap().port();
+
+    // Answered to the Via sent-by port (RFC 3261 §18.2.2), which is ours.
+    sock.send_to(options("UDP", port, 1, false).as_bytes(), edge.internal)
+        .unwrap();
+    assert_eq!(recv_status(&sock).map(|s| s.0), Some(200));
+
+    // A keep-alive datagram is ignored; the next request is still answered.
+    sock.send_to(b"\r\n\r\n", edge.internal).unwrap();
+    // A malformed request (CSeq method mismatch) is answered 400 with a reason,
+    // sent to the packet's source because the Via asks for rport.
+    let bad = options("UDP", 9, 2, true).replace("CSeq: 2 OPTIONS", "CSeq: 2 INVITE");
+    sock.send_to(bad.as_bytes(), edge.internal).unwrap();
+    let (status, text) = recv_status(&sock).expect("400 for the malformed datagram");
+    assert_eq!(status, 400);
+    assert!(text.contains("Warning: 399 sip.fedge.test \"CSeq method INVITE does not match the request method OPTIONS\""), "{text}");
+    // Pure noise is dropped and logged, and costs nothing else.
+    sock.send_to(&[0xff, 0x00, 0x13, 0x37], edge.internal)
+        .unwrap();
+    sock.send_to(options("UDP", port, 3, false).as_bytes(), edge.internal)
+        .unwrap();
+    assert_eq!(recv_status(&sock).map(|s| s.0), Some(200));
+    assert!(
+        edge.wait_log(&["malformed datagram rejected"], Duration::from_secs(2))
+            .is_some()
+    );
+    edge.assert_healthy();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_on_the_same_address() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let mut edge = Edge::start(&pki, &test_config(&pki, ""));
+    let mut tcp = tokio::net::TcpStream::connect(edge.internal).await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    tcp.write_all(options("TCP", port, 1, false).as_bytes())
+        .await
+        .unwrap();
+    let mut b = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&b[..n]).starts_with("SIP/2.0 200 OK\r\n"));
+    // A request for a user is refused with a reason (no partner serves the domain).
+    let msg = options("TCP", port, 2, false).replace(
+        "OPTIONS sip:127.0.0.1 SIP/2.0",
+        "OPTIONS sip:carol@unknown.test SIP/2.0",
+    );
+    tcp.write_all(msg.as_bytes()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&b[..n]).into_owned();
+    assert!(
+        text.starts_with("SIP/2.0 404 Not Found\r\n") && text.contains("unknown.test"),
+        "{text}"
+    );
+    edge.assert_healthy();
+}
