@@ -217,6 +217,25 @@ fn check(s: &str, f: fn(u8) -> bool, err: UriError) -> Result<(), UriError> {
     Ok(())
 }
 
+/// Checks `;name[=value]` parameters (starting at the `;`): no empty names
+/// or values, names by `name_ok`, values of paramchar.
+fn check_params(params: &str, name_ok: fn(u8) -> bool) -> Result<(), UriError> {
+    for p in params[1..].split(';') {
+        let (name, value) = match p.find('=') {
+            Some(e) => (&p[..e], Some(&p[e + 1..])),
+            None => (p, None),
+        };
+        if name.is_empty() || value.is_some_and(str::is_empty) {
+            return Err(UriError::BadParam);
+        }
+        check(name, name_ok, UriError::BadParam)?;
+        if let Some(v) = value {
+            check(v, is_paramchar, UriError::BadParam)?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), UriError> {
     let (userinfo, hostpart) = match rest.find('@') {
         Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
@@ -283,19 +302,7 @@ fn parse_sip<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), UriError> {
                 None => UriError::BadParam,
             });
         }
-        for p in params[1..].split(';') {
-            let (name, value) = match p.find('=') {
-                Some(e) => (&p[..e], Some(&p[e + 1..])),
-                None => (p, None),
-            };
-            if name.is_empty() || value.is_some_and(str::is_empty) {
-                return Err(UriError::BadParam);
-            }
-            check(name, is_paramchar, UriError::BadParam)?;
-            if let Some(v) = value {
-                check(v, is_paramchar, UriError::BadParam)?;
-            }
-        }
+        check_params(params, is_paramchar)?;
         uri.params = params;
     }
     if let Some(h) = headers {
@@ -372,23 +379,7 @@ fn parse_tel<'a>(rest: &'a str, uri: &mut Uri<'a>) -> Result<(), UriError> {
         return Err(UriError::BadTel);
     }
     if !params.is_empty() {
-        for p in params[1..].split(';') {
-            let (name, value) = match p.find('=') {
-                Some(e) => (&p[..e], Some(&p[e + 1..])),
-                None => (p, None),
-            };
-            if name.is_empty() || value.is_some_and(str::is_empty) {
-                return Err(UriError::BadParam);
-            }
-            check(
-                name,
-                |b| b.is_ascii_alphanumeric() || b == b'-',
-                UriError::BadParam,
-            )?;
-            if let Some(v) = value {
-                check(v, is_paramchar, UriError::BadParam)?;
-            }
-        }
+        check_params(params, |b| b.is_ascii_alphanumeric() || b == b'-')?;
     }
     uri.user = Some(number);
     uri.params = params;
