@@ -93,3 +93,43 @@ async fn tcp_on_the_same_address() {
     );
     edge.assert_healthy();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listeners_and_ipv6_references() {
+    let pki = Pki::new();
+    let cfg = test_config(&pki, "").replace("listen = \"127.0.0.1:0\"", "listen = \"[::1]:0\"");
+    let mut edge = Edge::start(&pki, &cfg);
+    assert!(edge.federation.is_ipv6() && edge.internal.is_ipv6());
+
+    // UDP over ::1, Request-URI naming the edge by its IPv6 address.
+    let sock = UdpSocket::bind("[::1]:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let req = format!(
+        "OPTIONS sip:[::1] SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:{port};branch=z9hG4bK-v6-1\r\nMax-Forwards: 70\r\n\
+         From: <sip:pool@[::1]>;tag=v6\r\nTo: <sip:[::1]>\r\nCall-ID: v6-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(req.as_bytes(), edge.internal).unwrap();
+    assert_eq!(recv_status(&sock).map(|s| s.0), Some(200));
+
+    // Mutual TLS over ::1 with IPv6 references in Via, From and Contact.
+    let mut c = tls_connect(edge.federation, &pki, &pki.partner)
+        .await
+        .unwrap();
+    let msg = format!(
+        "MESSAGE sip:bob@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS [2001:db8::5]:5061;branch=z9hG4bK-v6-2;received=[2001:db8::6]\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@[2001:db8::5]>;tag=a\r\nTo: <sip:bob@fedge.test>\r\n\
+         Contact: <sip:alice@[2001:db8::5]:5061;transport=tls>\r\nCall-ID: v6-2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.send(msg.as_bytes()).await.unwrap();
+    match c.recv(Duration::from_secs(5)).await {
+        Reply::Message(m) => {
+            assert_eq!(m.status(), Some(403));
+            let via = m.top_via().expect("Via echoed");
+            assert_eq!(via.host.to_string(), "[2001:db8::5]");
+            assert_eq!(via.port, Some(5061));
+        }
+        other => panic!("{other:?}"),
+    }
+    edge.assert_healthy();
+}
