@@ -92,12 +92,16 @@ impl Default for InternalConfig {
 pub struct StoreConfig {
     /// `sqlite://PATH` (created when missing) or `postgres://...`.
     pub url: String,
+    /// How often a running edge checks the registry for changes.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://var/fedge.db".into(),
+            poll_interval: Duration::from_millis(250),
         }
     }
 }
@@ -201,6 +205,9 @@ max_connections = 256
 [store]
 # sqlite://PATH (created if missing) for one node, postgres://... for several.
 url = "sqlite://var/fedge.db"
+# How often a running edge checks the store for registry changes (partners
+# added, enabled, suspended, revoked). Changes act within about this time.
+poll_interval = "250ms"
 
 [admin]
 # HTTP listener for health checks and operator pages. Keep it private.
@@ -349,6 +356,11 @@ impl Config {
         }
         if s.max_headers < 8 {
             return Err(ConfigError("[sip] max_headers must be at least 8".into()));
+        }
+        if self.store.poll_interval.is_zero() || self.store.poll_interval > Duration::from_secs(1) {
+            return Err(ConfigError(
+                "[store] poll_interval must be more than 0 and at most 1s".into(),
+            ));
         }
         if s.idle_timeout.is_zero() || s.message_timeout.is_zero() {
             return Err(ConfigError(

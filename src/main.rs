@@ -1,9 +1,11 @@
-//! The `fedge` command line: `serve`, `config example|check|show`, and
-//! `certs dev`.
+//! The `fedge` command line: `serve`, `partner ...`, `store check`,
+//! `config example|check|show`, and `certs dev`.
 //!
 //! Owns argument parsing, logging set-up and exit codes: 0 on success, 2
 //! with one line on stderr for any usage or configuration mistake, 1 for
 //! runtime failures.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +15,10 @@ use clap::{Parser, Subcommand};
 use fedge::config::{Config, EXAMPLE};
 use fedge::pki::{DevFiles, DevNames, create_dev_pki};
 use fedge::server::{self, ServeError};
+use fedge::store::Store;
+
+use cli::Failure;
+use cli::partner::PartnerCmd;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -35,6 +41,16 @@ struct Cli {
 enum Command {
     /// Run the edge.
     Serve,
+    /// Manage federation partners (the registry the edge enforces).
+    Partner {
+        #[command(subcommand)]
+        cmd: PartnerCmd,
+    },
+    /// Database helpers.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -58,6 +74,12 @@ enum ConfigCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum StoreCmd {
+    /// Check the database's integrity and the registry's invariants.
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
 enum CertsCmd {
     /// Create a development PKI (CA, edge and sample partner certificates).
     Dev {
@@ -68,30 +90,6 @@ enum CertsCmd {
         #[arg(long)]
         force: bool,
     },
-}
-
-/// A failure with the exit code it deserves.
-struct Failure {
-    code: u8,
-    msg: String,
-}
-
-impl Failure {
-    fn usage(msg: impl Into<String>) -> Self {
-        Failure {
-            code: 2,
-            msg: msg.into(),
-        }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure {
-            code: 1,
-            msg: format!("{e:#}"),
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -206,7 +204,58 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve => serve(cli.config),
+        Command::Partner { cmd } => {
+            let cfg = load_config(&cli.config)?;
+            with_store(
+                &cfg,
+                |store| async move { cli::partner::run(cmd, &store).await },
+            )
+        }
+        Command::Store {
+            cmd: StoreCmd::Check,
+        } => {
+            let cfg = load_config(&cli.config)?;
+            let url = cfg.store.url.clone();
+            with_store(&cfg, |store| async move {
+                let problems = store
+                    .verify()
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                if problems.is_empty() {
+                    println!("{url}: ok");
+                    Ok(())
+                } else {
+                    for p in &problems {
+                        println!("{p}");
+                    }
+                    Err(Failure::runtime(format!(
+                        "{} problem(s) found in {url}",
+                        problems.len()
+                    )))
+                }
+            })
+        }
     }
+}
+
+/// Opens the store on a small runtime and runs `f` with it.
+fn with_store<F, Fut>(cfg: &Config, f: F) -> Result<(), Failure>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let store = Store::open(&cfg.store.url)
+            .await
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let result = f(store.clone()).await;
+        store.close().await;
+        result
+    })
 }
 
 const DEV_PARTNER: &str = "sip.partner.test";
@@ -262,7 +311,7 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
             Err(ServeError::Config(m)) => Err(Failure::usage(m)),
             Err(ServeError::Runtime(m)) => {
                 error!("{m}");
-                Err(Failure { code: 1, msg: m })
+                Err(Failure::runtime(m))
             }
         }
     })

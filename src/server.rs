@@ -16,6 +16,8 @@ use tracing::{info, warn};
 
 use crate::admin;
 use crate::config::Config;
+use crate::federation::partner::PartnerState;
+use crate::federation::registry::{Registry, RegistryEvent};
 use crate::federation::{Edge, EdgeIdentity};
 use crate::sip::parse::Limits;
 use crate::sip::transport::stream::StreamListener;
@@ -38,7 +40,66 @@ pub enum ServeError {
 #[derive(Debug)]
 pub struct EdgeState {
     pub connections: Arc<ConnectionTable>,
+    pub registry: Arc<Registry>,
     pub fqdn: String,
+}
+
+/// Closes the federation connections of partners that leave `enabled`,
+/// unless another enabled partner shares the same edge (hosted services).
+fn close_on_registry_events(
+    registry: Arc<Registry>,
+    table: Arc<ConnectionTable>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut rx = registry.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = rx.recv() => ev,
+            };
+            match ev {
+                Ok(RegistryEvent::LeftEnabled {
+                    partner,
+                    edge_fqdn: Some(fqdn),
+                    now,
+                }) => {
+                    let snap = registry.snapshot();
+                    let shared = snap
+                        .by_edge(&fqdn)
+                        .iter()
+                        .any(|p| p.state == PartnerState::Enabled);
+                    if shared {
+                        info!(partner = partner.name(), edge = %fqdn, "edge still serves another enabled partner; connections kept");
+                        continue;
+                    }
+                    let n = table.close_where(|c| {
+                        c.role == Role::Federation
+                            && c.identity.as_ref().is_some_and(|id| id.matches(&fqdn))
+                    });
+                    info!(partner = partner.name(), edge = %fqdn, %now, closed = n, "partner connections closed");
+                }
+                Ok(RegistryEvent::LeftEnabled { .. }) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(
+                        missed = n,
+                        "registry events missed; closing connections of every partner not enabled"
+                    );
+                    let snap = registry.snapshot();
+                    table.close_where(|c| {
+                        c.role == Role::Federation
+                            && c.identity.as_ref().is_some_and(|id| {
+                                !snap
+                                    .by_identity(id)
+                                    .iter()
+                                    .any(|p| p.state == PartnerState::Enabled)
+                            })
+                    });
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
 }
 
 async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, ServeError> {
@@ -70,7 +131,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     let store = Store::open(&cfg.store.url)
         .await
         .map_err(|e| ServeError::Runtime(e.to_string()))?;
-    info!(url = %cfg.store.url, backend = ?store.backend(), "store open");
+    let registry = Registry::load(&store)
+        .await
+        .map_err(|e| ServeError::Runtime(format!("cannot load the partner registry: {e}")))?;
+    {
+        let snap = registry.snapshot();
+        info!(url = %cfg.store.url, backend = ?store.backend(), version = snap.version, enabled = snap.enabled_count(), "store open");
+    }
 
     let settings = Arc::new(TransportSettings {
         limits: Limits {
@@ -109,6 +176,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     });
 
     let mut tasks = tokio::task::JoinSet::new();
+    let watcher = registry.watch(store.clone(), cfg.store.poll_interval, shutdown.clone());
+    let closer = close_on_registry_events(registry.clone(), table.clone(), shutdown.clone());
     tasks.spawn(
         StreamListener {
             role: Role::Federation,
@@ -144,6 +213,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     ));
     let state = Arc::new(EdgeState {
         connections: table.clone(),
+        registry: registry.clone(),
         fqdn: cfg.federation.fqdn.clone(),
     });
     tasks.spawn(admin::serve(admin_listener, state, shutdown.clone()));
@@ -162,6 +232,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     {
         warn!("listeners did not stop within 5 s");
     }
+    let _ = watcher.await;
+    let _ = closer.await;
     store.close().await;
     Ok(())
 }

@@ -116,11 +116,9 @@ async fn ipv6_listeners_and_ipv6_references() {
     let mut c = tls_connect(edge.federation, &pki, &pki.partner)
         .await
         .unwrap();
-    let msg = format!(
-        "MESSAGE sip:bob@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS [2001:db8::5]:5061;branch=z9hG4bK-v6-2;received=[2001:db8::6]\r\n\
+    let msg = "MESSAGE sip:bob@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS [2001:db8::5]:5061;branch=z9hG4bK-v6-2;received=[2001:db8::6]\r\n\
          Max-Forwards: 70\r\nFrom: <sip:alice@[2001:db8::5]>;tag=a\r\nTo: <sip:bob@fedge.test>\r\n\
-         Contact: <sip:alice@[2001:db8::5]:5061;transport=tls>\r\nCall-ID: v6-2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
-    );
+         Contact: <sip:alice@[2001:db8::5]:5061;transport=tls>\r\nCall-ID: v6-2\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n".to_string();
     c.send(msg.as_bytes()).await.unwrap();
     match c.recv(Duration::from_secs(5)).await {
         Reply::Message(m) => {

@@ -22,13 +22,34 @@ async fn health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
         "fqdn": state.fqdn,
         "version": env!("CARGO_PKG_VERSION"),
         "connections": state.connections.len(),
+        "registry_version": state.registry.snapshot().version,
     }))
+}
+
+/// `GET /registry`: the registry snapshot this node enforces right now.
+async fn registry(State(state): State<Arc<EdgeState>>) -> Json<Value> {
+    let snap = state.registry.snapshot();
+    let mut partners: Vec<Value> = snap
+        .partners()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "org_name": p.details.org_name,
+                "domains": p.details.domains,
+                "edge_fqdn": p.details.edge_fqdn,
+                "state": p.state,
+            })
+        })
+        .collect();
+    partners.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Json(json!({ "version": snap.version, "partners": partners }))
 }
 
 /// Serves the admin API until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/health", get(health))
+        .route("/registry", get(registry))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

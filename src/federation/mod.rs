@@ -7,6 +7,10 @@
 //! cannot admit with a status, a Warning that says why, and a log line
 //! carrying the same reason.
 
+pub mod fpa;
+pub mod partner;
+pub mod registry;
+
 use std::sync::Arc;
 
 use tracing::{debug, info, warn};

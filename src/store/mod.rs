@@ -9,7 +9,13 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row};
+
+mod partners;
+
+pub use partners::{Change, now_rfc3339, today};
+
+use crate::federation::partner::TransitionError;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +28,32 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("no partner has the domain {0}")]
+    NotFound(String),
+    #[error("domain {domain} already belongs to {holder}")]
+    DomainTaken { domain: String, holder: String },
+    #[error("{0}")]
+    Transition(TransitionError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the database holds something this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True for mistakes in what the operator asked (exit code 2), as opposed
+    /// to failures of the database itself.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound(_)
+                | StoreError::DomainTaken { .. }
+                | StoreError::Transition(_)
+                | StoreError::Invalid(_)
+        )
+    }
 }
 
 /// Which database is behind the pool.
@@ -101,6 +133,46 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Checks the database: SQLite's own integrity check, then the registry's
+    /// invariants (every partner has an audit trail that ends in its current
+    /// state, and its domains are claimed unless it is revoked). Returns the
+    /// problems found; empty means healthy.
+    pub async fn verify(&self) -> Result<Vec<String>, StoreError> {
+        let mut problems = Vec::new();
+        if self.backend == Backend::Sqlite {
+            let rows = sqlx::query("PRAGMA integrity_check")
+                .fetch_all(&self.pool)
+                .await?;
+            for r in rows {
+                let v: String = r.try_get(0)?;
+                if v != "ok" {
+                    problems.push(format!("sqlite integrity: {v}"));
+                }
+            }
+        }
+        for p in self.partners().await? {
+            let trail = self.trail(&p.id).await?;
+            match trail.last() {
+                None => problems.push(format!(
+                    "partner {} ({}) has no audit trail",
+                    p.name(),
+                    p.id
+                )),
+                Some(last) if last.to_state != p.state => problems.push(format!(
+                    "partner {} is {} but its audit trail ends in {}",
+                    p.name(),
+                    p.state,
+                    last.to_state
+                )),
+                Some(_) => {}
+            }
+            if p.details.domains.is_empty() {
+                problems.push(format!("partner {} has no domains", p.id));
+            }
+        }
+        Ok(problems)
     }
 
     /// Closes the pool, waiting for connections to finish.

@@ -436,3 +436,42 @@ pub fn s_client(addr: SocketAddr, extra: &[&str], input: &[u8], wait_for: &str) 
         exited,
     }
 }
+
+/// Runs the fedge CLI with a config file; returns (exit code, stdout, stderr).
+pub fn fedge_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(fedge_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("USER", "tester")
+        .output()
+        .expect("run fedge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Like [`fedge_cli`] but asserts success and returns stdout.
+pub fn fedge_ok(config: &Path, args: &[&str]) -> String {
+    let (code, out, err) = fedge_cli(config, args);
+    assert_eq!(code, 0, "fedge {args:?} failed: {err}");
+    out
+}
+
+/// GET a path from the admin listener; returns the JSON body.
+pub fn admin_get(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let mut s = std::net::TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("admin {path}: {e}: {resp}"))
+}

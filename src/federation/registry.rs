@@ -1,0 +1,320 @@
+//! The running edge's view of the partner registry: an immutable snapshot
+//! swapped atomically when the store's registry version moves, and events
+//! when a partner leaves `enabled`.
+//!
+//! Owns propagation. The CLI writes to the store; every edge node polls the
+//! store's version counter (every 250 ms by default), reloads, and swaps the
+//! snapshot, so a change reaches every node, SQLite or PostgreSQL, without
+//! a restart and without the CLI knowing where the edges are. Readers on
+//! the hot path take the current snapshot without locking.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::partner::{Partner, PartnerState};
+use crate::sip::transport::PeerIdentity;
+use crate::store::{Store, StoreError};
+
+/// An immutable view of the registry at one version.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub version: i64,
+    /// Live partners (revoked ones are left out), by id.
+    partners: HashMap<String, Arc<Partner>>,
+    /// Lower-case SIP domain to partner id.
+    by_domain: HashMap<String, String>,
+    /// Lower-case edge FQDN to partner ids (hosted edges serve several).
+    by_edge: HashMap<String, Vec<String>>,
+}
+
+impl Snapshot {
+    pub fn build(version: i64, partners: Vec<Partner>) -> Snapshot {
+        let mut s = Snapshot {
+            version,
+            ..Snapshot::default()
+        };
+        for p in partners
+            .into_iter()
+            .filter(|p| p.state != PartnerState::Revoked)
+        {
+            for d in &p.details.domains {
+                s.by_domain.insert(d.to_ascii_lowercase(), p.id.clone());
+            }
+            if let Some(f) = &p.details.edge_fqdn {
+                s.by_edge
+                    .entry(f.to_ascii_lowercase())
+                    .or_default()
+                    .push(p.id.clone());
+            }
+            s.partners.insert(p.id.clone(), Arc::new(p));
+        }
+        s
+    }
+
+    /// The live partner holding `domain`.
+    pub fn by_domain(&self, domain: &str) -> Option<&Arc<Partner>> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.by_domain.get(&d).and_then(|id| self.partners.get(id))
+    }
+
+    /// Live partners whose edge FQDN is `fqdn`.
+    pub fn by_edge(&self, fqdn: &str) -> Vec<&Arc<Partner>> {
+        let f = fqdn.trim_end_matches('.').to_ascii_lowercase();
+        self.by_edge
+            .get(&f)
+            .map(|ids| ids.iter().filter_map(|id| self.partners.get(id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Live partners whose edge FQDN the certificate names.
+    pub fn by_identity(&self, id: &PeerIdentity) -> Vec<&Arc<Partner>> {
+        id.names.iter().flat_map(|n| self.by_edge(n)).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Partner>> {
+        self.partners.get(id)
+    }
+
+    pub fn partners(&self) -> impl Iterator<Item = &Arc<Partner>> {
+        self.partners.values()
+    }
+
+    pub fn enabled_count(&self) -> usize {
+        self.partners
+            .values()
+            .filter(|p| p.state == PartnerState::Enabled)
+            .count()
+    }
+}
+
+/// Something the proxy must act on.
+#[derive(Debug, Clone)]
+pub enum RegistryEvent {
+    /// A partner that was enabled no longer is (suspended, revoked, or its
+    /// edge FQDN changed): close its connections.
+    LeftEnabled {
+        partner: Arc<Partner>,
+        /// The edge FQDN it had while enabled.
+        edge_fqdn: Option<String>,
+        /// Its state now (`revoked` also when it vanished).
+        now: PartnerState,
+    },
+}
+
+/// The live registry of one edge node.
+#[derive(Debug)]
+pub struct Registry {
+    current: ArcSwap<Snapshot>,
+    events: broadcast::Sender<RegistryEvent>,
+}
+
+impl Registry {
+    /// Loads the current registry from the store.
+    pub async fn load(store: &Store) -> Result<Arc<Registry>, StoreError> {
+        let version = store.registry_version().await?;
+        let partners = store.partners().await?;
+        let (events, _) = broadcast::channel(256);
+        Ok(Arc::new(Registry {
+            current: ArcSwap::from_pointee(Snapshot::build(version, partners)),
+            events,
+        }))
+    }
+
+    /// A registry with no partners (for tests of the layers above).
+    pub fn empty() -> Arc<Registry> {
+        let (events, _) = broadcast::channel(16);
+        Arc::new(Registry {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            events,
+        })
+    }
+
+    /// The current snapshot (cheap; no lock).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RegistryEvent> {
+        self.events.subscribe()
+    }
+
+    /// Installs a new snapshot and announces partners that left `enabled`.
+    pub fn install(&self, next: Snapshot) {
+        let prev = self.current.swap(Arc::new(next));
+        let next = self.current.load();
+        for old in prev.partners().filter(|p| p.state == PartnerState::Enabled) {
+            let still = next.get(&old.id);
+            let same = still.is_some_and(|p| {
+                p.state == PartnerState::Enabled && p.details.edge_fqdn == old.details.edge_fqdn
+            });
+            if !same {
+                let now = still.map_or(PartnerState::Revoked, |p| p.state);
+                info!(partner = old.name(), org = %old.details.org_name, %now, "partner left enabled");
+                let _ = self.events.send(RegistryEvent::LeftEnabled {
+                    partner: still.cloned().unwrap_or_else(|| old.clone()),
+                    edge_fqdn: old.details.edge_fqdn.clone(),
+                    now,
+                });
+            }
+        }
+    }
+
+    /// Polls the store's version every `every` and reloads on change.
+    pub fn watch(
+        self: &Arc<Self>,
+        store: Store,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let seen = me.snapshot().version;
+                let result = async {
+                    let v = store.registry_version().await?;
+                    if v == seen {
+                        return Ok::<_, StoreError>(None);
+                    }
+                    // A change landing between these two reads is loaded now
+                    // and loaded again on the next tick, since the stored
+                    // version will have moved past `v`: never lost.
+                    let partners = store.partners().await?;
+                    Ok(Some((v, partners)))
+                }
+                .await;
+                match result {
+                    Ok(None) => failing = false,
+                    Ok(Some((v, partners))) => {
+                        failing = false;
+                        let snap = Snapshot::build(v, partners);
+                        info!(
+                            version = v,
+                            partners = snap.partners.len(),
+                            enabled = snap.enabled_count(),
+                            "registry reloaded"
+                        );
+                        me.install(snap);
+                    }
+                    Err(e) => {
+                        if !failing {
+                            warn!(error = %e, "registry reload failed; keeping the last snapshot");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::partner::PartnerDetails;
+
+    fn p(id: &str, domains: &[&str], edge: &str, state: PartnerState) -> Partner {
+        Partner {
+            id: id.into(),
+            details: PartnerDetails {
+                org_name: id.into(),
+                domains: domains.iter().map(|d| d.to_string()).collect(),
+                edge_fqdn: Some(edge.into()),
+                ..PartnerDetails::default()
+            },
+            state,
+            requested_at: String::new(),
+            federated_at: None,
+            suspended_at: None,
+            revoked_at: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn lookups_and_shared_edges() {
+        let s = Snapshot::build(
+            3,
+            vec![
+                p("a", &["a.test"], "edge.host.test", PartnerState::Enabled),
+                p(
+                    "b",
+                    &["b.test", "b2.test"],
+                    "EDGE.host.test",
+                    PartnerState::Suspended,
+                ),
+                p("c", &["c.test"], "sip.c.test", PartnerState::Revoked),
+            ],
+        );
+        assert_eq!(s.by_domain("B2.TEST.").map(|p| p.id.as_str()), Some("b"));
+        assert!(
+            s.by_domain("c.test").is_none(),
+            "revoked partners are not live"
+        );
+        let mut ids: Vec<&str> = s
+            .by_edge("edge.host.test")
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(s.enabled_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn leaving_enabled_is_announced_once() {
+        let r = Registry::empty();
+        let mut rx = r.subscribe();
+        r.install(Snapshot::build(
+            1,
+            vec![p("a", &["a.test"], "sip.a.test", PartnerState::Enabled)],
+        ));
+        assert!(rx.try_recv().is_err(), "becoming enabled is not an event");
+        r.install(Snapshot::build(
+            2,
+            vec![p("a", &["a.test"], "sip.a.test", PartnerState::Suspended)],
+        ));
+        match rx.try_recv() {
+            Ok(RegistryEvent::LeftEnabled {
+                partner,
+                now,
+                edge_fqdn,
+            }) => {
+                assert_eq!(partner.id, "a");
+                assert_eq!(now, PartnerState::Suspended);
+                assert_eq!(edge_fqdn.as_deref(), Some("sip.a.test"));
+            }
+            other => panic!("{other:?}"),
+        }
+        r.install(Snapshot::build(
+            3,
+            vec![p("a", &["a.test"], "sip.a.test", PartnerState::Suspended)],
+        ));
+        assert!(rx.try_recv().is_err());
+        // An enabled partner whose edge FQDN changes leaves its old edge.
+        r.install(Snapshot::build(
+            4,
+            vec![p("a", &["a.test"], "sip.a.test", PartnerState::Enabled)],
+        ));
+        r.install(Snapshot::build(
+            5,
+            vec![p("a", &["a.test"], "new.a.test", PartnerState::Enabled)],
+        ));
+        assert!(
+            matches!(rx.try_recv(), Ok(RegistryEvent::LeftEnabled { edge_fqdn: Some(f), .. }) if f == "sip.a.test")
+        );
+    }
+}
