@@ -48,6 +48,8 @@ pub struct FederationConfig {
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     pub max_connections: usize,
+    /// Most TLS connections opened to one partner edge (SfB allows 1 to 4).
+    pub partner_connections: usize,
 }
 
 impl Default for FederationConfig {
@@ -61,6 +63,7 @@ impl Default for FederationConfig {
             trust: "certs/dev/ca.crt".into(),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            partner_connections: 4,
         }
     }
 }
@@ -74,6 +77,10 @@ pub struct InternalConfig {
     /// A SIP URI such as `sip:127.0.0.1:5080;transport=udp` (udp, tcp or tls).
     pub next_hop: String,
     pub max_connections: usize,
+    /// The name the home pool knows this edge by (in its Record-Route);
+    /// the federation FQDN when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<String>,
 }
 
 impl Default for InternalConfig {
@@ -82,6 +89,7 @@ impl Default for InternalConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5065)),
             next_hop: "sip:127.0.0.1:5080;transport=udp".into(),
             max_connections: 256,
+            fqdn: None,
         }
     }
 }
@@ -134,6 +142,19 @@ pub struct SipConfig {
     /// A message must be complete this long after its first byte.
     #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
+    /// RFC 3261 timer T1 (round-trip estimate): retransmissions start at
+    /// T1 and transactions time out after 64*T1 (Timers B and F).
+    #[serde(with = "humantime_serde")]
+    pub t1: Duration,
+    /// T2: the longest retransmission interval of non-INVITE requests.
+    #[serde(with = "humantime_serde")]
+    pub t2: Duration,
+    /// T4: how long a message may linger in the network.
+    #[serde(with = "humantime_serde")]
+    pub t4: Duration,
+    /// Timer C: how long an INVITE may ring before the edge cancels it.
+    #[serde(with = "humantime_serde")]
+    pub timer_c: Duration,
 }
 
 impl Default for SipConfig {
@@ -144,6 +165,10 @@ impl Default for SipConfig {
             max_headers: 256,
             idle_timeout: Duration::from_secs(600),
             message_timeout: Duration::from_secs(10),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            timer_c: Duration::from_secs(181),
         }
     }
 }
@@ -192,6 +217,9 @@ trust = "certs/dev/ca.crt"
 handshake_timeout = "10s"
 # Most simultaneous partner connections.
 max_connections = 1024
+# Most TLS connections the edge opens to one partner's edge (1 to 4, as in
+# SfB's OutgoingTlsCountForFederatedPartners); they are reused.
+partner_connections = 4
 
 [internal]
 # Where the home pool (our SfB/Lync servers) sends traffic for partners:
@@ -201,6 +229,9 @@ listen = "127.0.0.1:5065"
 next_hop = "sip:127.0.0.1:5080;transport=udp"
 # Most simultaneous TCP connections from the home pool.
 max_connections = 256
+# The name the home pool uses for this edge's internal side, as written in
+# Record-Route. Unset: the federation fqdn.
+# fqdn = "edge-int.fedge.test"
 
 [store]
 # sqlite://PATH (created if missing) for one node, postgres://... for several.
@@ -224,6 +255,14 @@ max_headers = 256
 idle_timeout = "10m"
 # A message must be complete this long after its first byte arrived.
 message_timeout = "10s"
+# Transaction timers (RFC 3261 §17). T1 is the round-trip estimate: UDP
+# retransmissions start at T1 and a request with no answer times out after
+# 64*T1 (408). T2 caps non-INVITE retransmission intervals; T4 is how long
+# a message may linger. Timer C bounds how long an INVITE may ring.
+t1 = "500ms"
+t2 = "4s"
+t4 = "5s"
+timer_c = "3m 1s"
 
 [log]
 # A tracing filter such as "info" or "fedge=debug,info"; RUST_LOG overrides it.
@@ -356,6 +395,27 @@ impl Config {
         }
         if s.max_headers < 8 {
             return Err(ConfigError("[sip] max_headers must be at least 8".into()));
+        }
+        if !(1..=4).contains(&f.partner_connections) {
+            return Err(ConfigError(
+                "[federation] partner_connections must be from 1 to 4".into(),
+            ));
+        }
+        if let Some(n) = &self.internal.fqdn
+            && !matches!(parse_host(n), Ok(Host::Name(_)))
+        {
+            return Err(ConfigError(format!(
+                "[internal] fqdn {n:?} must be a host name"
+            )));
+        }
+        if self.sip.t1.is_zero()
+            || self.sip.t2 < self.sip.t1
+            || self.sip.t4.is_zero()
+            || self.sip.timer_c.is_zero()
+        {
+            return Err(ConfigError(
+                "[sip] timers must be positive and t2 at least t1".into(),
+            ));
         }
         if self.store.poll_interval.is_zero() || self.store.poll_interval > Duration::from_secs(1) {
             return Err(ConfigError(

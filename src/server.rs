@@ -16,12 +16,17 @@ use tracing::{info, warn};
 
 use crate::admin;
 use crate::config::Config;
+use crate::federation::Edge;
 use crate::federation::partner::PartnerState;
+use crate::federation::policy::{PROXY_EXTENSIONS, PolicyConfig};
 use crate::federation::registry::{Registry, RegistryEvent};
-use crate::federation::{Edge, EdgeIdentity};
 use crate::sip::parse::Limits;
+use crate::sip::proxy::txn::Timers;
+use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig};
+use crate::sip::transport::Transport;
+use crate::sip::transport::outbound::{Pool, StreamTarget};
 use crate::sip::transport::stream::StreamListener;
-use crate::sip::transport::tls::{TlsFiles, federation_server_config};
+use crate::sip::transport::tls::{TlsFiles, federation_client_config, federation_server_config};
 use crate::sip::transport::{ConnectionTable, Role, TransportSettings, udp};
 use crate::store::Store;
 
@@ -41,7 +46,14 @@ pub enum ServeError {
 pub struct EdgeState {
     pub connections: Arc<ConnectionTable>,
     pub registry: Arc<Registry>,
+    pub proxy: Arc<Proxy<Edge>>,
     pub fqdn: String,
+}
+
+/// An IP address as it appears in a URI host (IPv6 without brackets here;
+/// callers compare it with parsed hosts).
+fn fmt_ip(ip: std::net::IpAddr) -> String {
+    ip.to_string()
 }
 
 /// Closes the federation connections of partners that leave `enabled`,
@@ -124,9 +136,47 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Resolves `[internal] next_hop` into a hop.
+async fn resolve_next_hop(cfg: &Config) -> Result<(Hop, Transport), ServeError> {
+    let nh = cfg.next_hop().map_err(|e| ServeError::Config(e.0))?;
+    match nh.transport.as_str() {
+        "udp" => {
+            let addr = tokio::net::lookup_host((nh.host.as_str(), nh.port))
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    ServeError::Runtime(format!("[internal] next_hop: cannot resolve {}", nh.host))
+                })?;
+            Ok((Hop::Udp(addr), Transport::Udp))
+        }
+        t => {
+            let transport = if t == "tls" {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            };
+            Ok((
+                Hop::Stream(StreamTarget {
+                    transport,
+                    server_name: (transport == Transport::Tls).then(|| nh.host.clone()),
+                    host: nh.host,
+                    port: nh.port,
+                    role: Role::Internal,
+                    max_conns: 4,
+                }),
+                transport,
+            ))
+        }
+    }
+}
+
 /// Runs the edge until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let tls = federation_server_config(&tls_files(&cfg))
+    let files = tls_files(&cfg);
+    let tls = federation_server_config(&files)
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let client_tls = federation_client_config(&files)
         .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
     let store = Store::open(&cfg.store.url)
         .await
@@ -148,32 +198,101 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         idle_timeout: cfg.sip.idle_timeout,
         message_timeout: cfg.sip.message_timeout,
         agent: cfg.federation.fqdn.clone(),
+        handshake_timeout: cfg.federation.handshake_timeout,
     });
     let table = ConnectionTable::new();
 
     let fed = bind_tcp(cfg.federation.listen, "federation").await?;
     let int_tcp = bind_tcp(cfg.internal.listen, "internal TCP").await?;
-    let int_udp_addr = int_tcp
+    let int_addr = int_tcp
         .local_addr()
         .map_err(|e| ServeError::Runtime(e.to_string()))?;
-    let int_udp = UdpSocket::bind(int_udp_addr).await.map_err(|e| {
-        ServeError::Runtime(format!(
-            "cannot listen on {int_udp_addr} (internal UDP): {e}"
-        ))
+    let int_udp = UdpSocket::bind(int_addr).await.map_err(|e| {
+        ServeError::Runtime(format!("cannot listen on {int_addr} (internal UDP): {e}"))
     })?;
+    let int_udp = Arc::new(int_udp);
     let admin_listener = bind_tcp(cfg.admin.listen, "admin").await?;
-
     let fed_addr = fed
         .local_addr()
         .map_err(|e| ServeError::Runtime(e.to_string()))?;
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|e| ServeError::Runtime(e.to_string()))?;
-    let edge = Edge::new(EdgeIdentity {
-        fqdn: cfg.federation.fqdn.clone(),
-        local_addrs: vec![fed_addr.ip(), int_udp_addr.ip()],
+
+    let (next_hop, next_transport) = resolve_next_hop(&cfg).await?;
+    let fqdn = cfg.federation.fqdn.to_ascii_lowercase();
+    let internal_fqdn = cfg
+        .internal
+        .fqdn
+        .clone()
+        .unwrap_or_else(|| fqdn.clone())
+        .to_ascii_lowercase();
+    let internal_via_host = if int_addr.ip().is_unspecified() {
+        internal_fqdn.clone()
+    } else {
+        fmt_ip(int_addr.ip())
+    };
+    // The internal listener speaks UDP and TCP: a TLS next hop is reached
+    // over TLS, but the pool comes back to us over TCP.
+    let (via_t, rr_t) = match next_transport {
+        Transport::Udp => ("UDP", "udp"),
+        Transport::Tcp => ("TCP", "tcp"),
+        Transport::Tls => ("TLS", "tcp"),
+    };
+    let mut self_hosts = vec![
+        fqdn.clone(),
+        internal_fqdn.clone(),
+        fmt_ip(fed_addr.ip()),
+        fmt_ip(int_addr.ip()),
+    ];
+    self_hosts.dedup();
+    let proxy_cfg = ProxyConfig {
+        federation: Leg {
+            via: format!("SIP/2.0/TLS {fqdn}:{}", fed_addr.port()),
+            record_route: format!("<sip:{fqdn}:{};transport=tls;lr>", fed_addr.port()),
+        },
+        internal: Leg {
+            via: format!("SIP/2.0/{via_t} {internal_via_host}:{}", int_addr.port()),
+            record_route: format!(
+                "<sip:{internal_fqdn}:{};transport={rr_t};lr>",
+                int_addr.port()
+            ),
+        },
+        self_hosts,
+        self_ports: vec![fed_addr.port(), int_addr.port()],
+        proxy_extensions: PROXY_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        agent: fqdn.clone(),
         server: format!("fedge/{}", env!("CARGO_PKG_VERSION")),
-    });
+        timers: Timers {
+            t1: cfg.sip.t1,
+            t2: cfg.sip.t2,
+            t4: cfg.sip.t4,
+            timer_c: cfg.sip.timer_c,
+        },
+    };
+    let edge = Edge {
+        registry: registry.clone(),
+        policy: PolicyConfig {
+            fqdn: fqdn.clone(),
+            home_domains: cfg
+                .federation
+                .home_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+            next_hop,
+            local_addrs: vec![fed_addr.ip(), int_addr.ip()],
+            partner_connections: cfg.federation.partner_connections,
+        },
+    };
+    let pool = Arc::new(Pool::new(
+        client_tls,
+        settings.clone(),
+        table.clone(),
+        shutdown.clone(),
+        cfg.federation.handshake_timeout,
+    ));
+    let proxy = Proxy::new(edge, proxy_cfg, pool, int_udp.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
     let watcher = registry.watch(store.clone(), cfg.store.poll_interval, shutdown.clone());
@@ -185,7 +304,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
             tls: Some((TlsAcceptor::from(tls), cfg.federation.handshake_timeout)),
             settings: settings.clone(),
             table: table.clone(),
-            handler: edge.clone(),
+            handler: proxy.clone(),
             max_connections: cfg.federation.max_connections,
             shutdown: shutdown.clone(),
         }
@@ -198,7 +317,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
             tls: None,
             settings: settings.clone(),
             table: table.clone(),
-            handler: edge.clone(),
+            handler: proxy.clone(),
             max_connections: cfg.internal.max_connections,
             shutdown: shutdown.clone(),
         }
@@ -206,17 +325,19 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     );
     tasks.spawn(udp::run(
         Role::Internal,
-        Arc::new(int_udp),
+        int_udp,
         settings.clone(),
-        edge.clone(),
+        proxy.clone(),
         shutdown.clone(),
     ));
     let state = Arc::new(EdgeState {
         connections: table.clone(),
         registry: registry.clone(),
+        proxy: proxy.clone(),
         fqdn: cfg.federation.fqdn.clone(),
     });
     tasks.spawn(admin::serve(admin_listener, state, shutdown.clone()));
+    let int_udp_addr = int_addr;
 
     info!(role = "federation", transport = "tls", addr = %fed_addr, fqdn = %cfg.federation.fqdn, "listening");
     info!(role = "internal", transport = "udp+tcp", addr = %int_udp_addr, "listening");

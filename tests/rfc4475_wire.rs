@@ -50,8 +50,8 @@ const MAY_BE_400: &[&str] = &[
 /// Syntax rejections use these statuses.
 const SYNTAX_STATUSES: &[u16] = &[400, 501, 505, 513];
 
-/// Collects replies until `enough` have arrived, the connection closes, or
-/// it stays quiet for `quiet`.
+/// Collects final responses (1xx are skipped) until `enough` have arrived,
+/// the connection closes, or it stays quiet for `quiet`.
 async fn replies(
     c: &mut SipTlsClient,
     quiet: Duration,
@@ -63,6 +63,7 @@ async fn replies(
             return (out, false);
         }
         match c.recv(quiet).await {
+            Reply::Message(m) if m.status().is_some_and(|s| s < 200) => {}
             Reply::Message(m) => out.push(m),
             Reply::Pong => {}
             Reply::Closed => return (out, true),

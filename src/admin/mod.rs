@@ -4,6 +4,7 @@
 //! behaviour on its own.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -23,6 +24,19 @@ async fn health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "connections": state.connections.len(),
         "registry_version": state.registry.snapshot().version,
+        "transactions": {
+            "server": state.proxy.transactions().0,
+            "client": state.proxy.transactions().1,
+        },
+        "sip": {
+            "requests": state.proxy.stats.requests.load(Ordering::Relaxed),
+            "responses": state.proxy.stats.responses.load(Ordering::Relaxed),
+            "forwarded": state.proxy.stats.forwarded.load(Ordering::Relaxed),
+            "rejected": state.proxy.stats.rejected.load(Ordering::Relaxed),
+            "retransmissions": state.proxy.stats.retransmissions.load(Ordering::Relaxed),
+            "stray_responses": state.proxy.stats.stray_responses.load(Ordering::Relaxed),
+            "loops": state.proxy.stats.loops.load(Ordering::Relaxed),
+        },
     }))
 }
 

@@ -112,6 +112,15 @@ impl<'m> Editor<'m> {
         }
     }
 
+    /// Removes every value of a header given by name (full or compact form,
+    /// known or not).
+    pub fn remove_header(&mut self, name: &str) {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            HeaderName::Other => self.remove_all_named(name),
+            known => self.remove_all(known),
+        }
+    }
+
     /// Inserts a header line as the first header of the message.
     pub fn insert_top(&mut self, name: &str, value: &str) {
         let pos = self.msg.start_line_span().end as usize + 2;

@@ -12,6 +12,7 @@ pub mod grammar;
 pub mod headers;
 pub mod message;
 pub mod parse;
+pub mod proxy;
 pub mod response;
 pub mod transport;
 pub mod uri;

@@ -7,6 +7,7 @@
 //! the authenticated [`PeerIdentity`]. Malformed messages never go up: they
 //! are answered (or the connection is closed) here. Knows no policy.
 
+pub mod outbound;
 pub mod stream;
 pub mod tls;
 pub mod udp;
@@ -90,6 +91,8 @@ pub struct TransportSettings {
     pub message_timeout: Duration,
     /// The name put in Warning headers of syntax rejections.
     pub agent: String,
+    /// Outbound TLS handshakes must finish within this time.
+    pub handshake_timeout: Duration,
 }
 
 /// A live stream connection that others may send on or close.
@@ -135,6 +138,11 @@ impl Connection {
 
     pub fn is_closed(&self) -> bool {
         self.close.is_cancelled() || self.tx.is_closed()
+    }
+
+    /// True when more than half of the send queue is waiting.
+    pub fn is_busy(&self) -> bool {
+        self.tx.capacity() < self.tx.max_capacity() / 2
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Decoder;
@@ -85,28 +85,28 @@ impl<H: Handler> StreamListener<H> {
             };
             let handler = self.handler.clone();
             let tls = self.tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    Some((acceptor, hs_timeout)) => {
-                        accept_tls(tcp, acceptor, hs_timeout, ctx, handler).await
-                    }
-                    None => serve_connection(tcp, Transport::Tcp, None, ctx, handler).await,
+            match tls {
+                Some((acceptor, hs_timeout)) => {
+                    tokio::spawn(accept_tls(tcp, acceptor, hs_timeout, ctx, handler, permit));
                 }
-                drop(permit);
-            });
+                None => {
+                    spawn_connection(tcp, Transport::Tcp, None, ctx, handler, Some(permit));
+                }
+            }
         }
         info!(role = %self.role, "listener stopped");
     }
 }
 
+/// What a connection needs besides its socket.
 #[derive(Clone)]
-struct ConnCtx {
-    role: Role,
-    settings: Arc<TransportSettings>,
-    table: Arc<ConnectionTable>,
-    shutdown: CancellationToken,
-    remote: SocketAddr,
-    local: SocketAddr,
+pub(crate) struct ConnCtx {
+    pub role: Role,
+    pub settings: Arc<TransportSettings>,
+    pub table: Arc<ConnectionTable>,
+    pub shutdown: CancellationToken,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
 }
 
 async fn accept_tls<H: Handler>(
@@ -115,6 +115,7 @@ async fn accept_tls<H: Handler>(
     hs_timeout: Duration,
     ctx: ConnCtx,
     handler: Arc<H>,
+    permit: OwnedSemaphorePermit,
 ) {
     let remote = ctx.remote;
     let tls = match tokio::time::timeout(hs_timeout, acceptor.accept(tcp)).await {
@@ -150,21 +151,24 @@ async fn accept_tls<H: Handler>(
     if let Some(id) = &identity {
         info!(role = %ctx.role, %remote, identity = %id, subject = %id.subject, %version, "TLS peer authenticated");
     }
-    serve_connection(tls, Transport::Tls, identity, ctx, handler).await;
+    spawn_connection(tls, Transport::Tls, identity, ctx, handler, Some(permit));
 }
 
-/// Runs one connection to completion.
-async fn serve_connection<S, H>(
+/// Registers a connection and runs it in its own task; returns its handle
+/// at once so that the caller may send on it (outbound connections).
+pub(crate) fn spawn_connection<S, H>(
     stream: S,
     transport: Transport,
     identity: Option<Arc<PeerIdentity>>,
     ctx: ConnCtx,
     handler: Arc<H>,
-) where
+    permit: Option<OwnedSemaphorePermit>,
+) -> Connection
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let (mut rd, wr) = tokio::io::split(stream);
+    let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
     let close = ctx.shutdown.child_token();
     let id = ctx.table.allocate_id();
@@ -180,26 +184,32 @@ async fn serve_connection<S, H>(
     };
     ctx.table.insert(conn.clone());
     let writer = tokio::spawn(write_loop(wr, rx, close.clone()));
-    let source = Source {
-        role: ctx.role,
-        transport,
-        remote: ctx.remote,
-        local: ctx.local,
-        identity,
-        conn: Some(conn.clone()),
-        udp: None,
-    };
-    let reason = read_loop(&mut rd, &source, &ctx.settings, &close, handler.as_ref()).await;
-    ctx.table.remove(id);
-    debug!(role = %ctx.role, conn = id, remote = %ctx.remote, %reason, "connection closed");
-    // Let queued responses (e.g. a final 400) go out, then close: an empty
-    // chunk tells the writer to shut the stream down.
-    let mut writer = writer;
-    if !close.is_cancelled() && conn.tx.send(Bytes::new()).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
-    }
-    writer.abort();
-    close.cancel();
+    let handle = conn.clone();
+    tokio::spawn(async move {
+        let mut rd = rd;
+        let source = Source {
+            role: ctx.role,
+            transport,
+            remote: ctx.remote,
+            local: ctx.local,
+            identity,
+            conn: Some(conn.clone()),
+            udp: None,
+        };
+        let reason = read_loop(&mut rd, &source, &ctx.settings, &close, handler.as_ref()).await;
+        ctx.table.remove(id);
+        debug!(role = %ctx.role, conn = id, remote = %ctx.remote, %reason, "connection closed");
+        // Let queued responses (e.g. a final 400) go out, then close: an empty
+        // chunk tells the writer to shut the stream down.
+        let mut writer = writer;
+        if !close.is_cancelled() && conn.tx.send(Bytes::new()).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+        }
+        writer.abort();
+        close.cancel();
+        drop(permit);
+    });
+    handle
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(

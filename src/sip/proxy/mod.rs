@@ -1,0 +1,703 @@
+//! The stateful proxy core (RFC 3261 §16): request validation, transaction
+//! matching, loop detection, loose and strict routing over our own Route
+//! entries, Max-Forwards, Via and Record-Route on both legs, forwarding with
+//! in-place edits, response routing back upstream, and CANCEL.
+//!
+//! Mechanism only. Where a request may go, and why it may not, is asked of
+//! a [`Router`] (the federation policy); this module carries out the answer.
+//! A forwarded message is the received bytes with a few spans spliced
+//! (`sip::edit`), never a re-serialisation.
+
+pub mod txn;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tracing::{debug, info, warn};
+
+use self::txn::{ClientSpec, SendPath, ServerTxn, Tables, Timers, Upstream};
+use super::edit::Editor;
+use super::headers::{HeaderName, NameAddr};
+use super::message::{Method, SipMessage};
+use super::parse::{Limits, find_head_end, parse_framed};
+use super::response::{ResponseBuilder, quote, random_token};
+use super::transport::outbound::{ConnectError, Pool, StreamTarget};
+use super::transport::{Handler, Inbound, Role, Source};
+use super::uri::{Host, Uri};
+use super::validate::check_request;
+
+/// Marks branches this proxy made; the loop hash follows it.
+pub const BRANCH_PREFIX: &str = "z9hG4bK-fe";
+
+/// What the proxy puts on the messages it sends out of one side.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    /// Via value without branch, e.g. `SIP/2.0/TLS sip.fedge.test:5061`.
+    pub via: String,
+    /// Record-Route value, e.g. `<sip:sip.fedge.test:5061;transport=tls;lr>`.
+    pub record_route: String,
+}
+
+/// Static proxy settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub federation: Leg,
+    pub internal: Leg,
+    /// Names and addresses that are this edge (lower-case), for Route and loop checks.
+    pub self_hosts: Vec<String>,
+    /// Ports this edge listens on.
+    pub self_ports: Vec<u16>,
+    /// Option tags this proxy implements (Proxy-Require).
+    pub proxy_extensions: Vec<String>,
+    /// The Warning agent (the edge FQDN).
+    pub agent: String,
+    /// The Server header of responses the edge makes.
+    pub server: String,
+    pub timers: Timers,
+}
+
+impl ProxyConfig {
+    fn leg(&self, r: Role) -> &Leg {
+        match r {
+            Role::Federation => &self.federation,
+            Role::Internal => &self.internal,
+        }
+    }
+}
+
+/// Where a forwarded request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hop {
+    /// Over the internal UDP socket.
+    Udp(SocketAddr),
+    /// Over a pooled stream connection.
+    Stream(StreamTarget),
+}
+
+/// A request to forward, as the router decided it.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// The side it leaves on (its Via and Record-Route).
+    pub leg: Role,
+    pub hop: Hop,
+    /// Headers to remove (case-insensitive names, compact forms understood).
+    pub strip: Vec<String>,
+    /// Headers to append.
+    pub add: Vec<(String, String)>,
+}
+
+/// A refusal: status, reason (Warning text and log), and optionally the
+/// `ms-diagnostics-public` code and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub reason: String,
+    pub warn_code: u16,
+    pub diagnostic: Option<(u16, &'static str)>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reject {
+    pub fn new(status: u16, reason: impl Into<String>) -> Reject {
+        Reject {
+            status,
+            reason: reason.into(),
+            warn_code: 399,
+            diagnostic: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn diag(mut self, code: u16, text: &'static str) -> Reject {
+        self.diagnostic = Some((code, text));
+        self
+    }
+}
+
+/// The router's answer for one request.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Forward(Forward),
+    Reject(Reject),
+    /// Answer it ourselves (OPTIONS to the edge).
+    Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+    },
+    /// Say nothing (requests that are never answered, e.g. BENOTIFY), with the reason for the log.
+    Drop(String),
+}
+
+/// What the proxy learned about a request before asking the router.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    /// The To header has a tag.
+    pub in_dialog: bool,
+    /// How many of the topmost Route entries were ours (and are removed).
+    pub own_routes: usize,
+    /// The first Route entry left after ours, if any.
+    pub next_route: Option<String>,
+}
+
+/// The decisions the proxy core asks for.
+pub trait Router: Send + Sync + 'static {
+    /// Where a request goes, or why not.
+    fn route(&self, req: &SipMessage, source: &Source, info: &RequestInfo) -> Decision;
+    /// The answer when the next hop could not be reached.
+    fn forward_failed(&self, req: &SipMessage, source: &Source, err: &ConnectError) -> Reject;
+    /// Edits to a response before it goes upstream on `to`.
+    fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>);
+}
+
+/// Counters, cumulative since start.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub responses: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub rejected: AtomicU64,
+    pub retransmissions: AtomicU64,
+    pub stray_responses: AtomicU64,
+    pub loops: AtomicU64,
+}
+
+/// The stateful proxy.
+pub struct Proxy<R: Router> {
+    me: Weak<Proxy<R>>,
+    pub router: R,
+    pub cfg: ProxyConfig,
+    tables: Arc<Tables>,
+    pool: Arc<Pool>,
+    udp: Arc<UdpSocket>,
+    pub stats: Stats,
+}
+
+impl<R: Router> std::fmt::Debug for Proxy<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+/// Our own Route entries at the top, and a strict-routing fix if needed.
+struct Prep {
+    own: Vec<usize>,
+    strict: Option<(String, usize)>,
+    loop_hash: u32,
+}
+
+impl<R: Router> Proxy<R> {
+    pub fn new(router: R, cfg: ProxyConfig, pool: Arc<Pool>, udp: Arc<UdpSocket>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Proxy {
+            me: me.clone(),
+            router,
+            cfg,
+            tables: Tables::new(),
+            pool,
+            udp,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Live (server, client) transactions.
+    pub fn transactions(&self) -> (usize, usize) {
+        self.tables.counts()
+    }
+
+    fn is_self_uri(&self, u: &Uri<'_>) -> bool {
+        let Some(h) = u.host else { return false };
+        let host = match h {
+            Host::Name(n) => n.trim_end_matches('.').to_ascii_lowercase(),
+            Host::V4(a) => a.to_string(),
+            Host::V6(a) => a.to_string(),
+        };
+        self.cfg.self_hosts.contains(&host)
+            && u.port.is_none_or(|p| self.cfg.self_ports.contains(&p))
+    }
+
+    fn prepare(&self, msg: &SipMessage) -> Prep {
+        let routes: Vec<usize> = msg.indices(HeaderName::Route).collect();
+        let mut own = Vec::new();
+        for &i in &routes {
+            let v = msg.value(&msg.headers()[i]);
+            match NameAddr::parse(v) {
+                Ok(na) if self.is_self_uri(&na.uri) => own.push(i),
+                _ => break,
+            }
+        }
+        // Strict routing (§16.4): the Request-URI is a Record-Route value of ours.
+        let mut strict = None;
+        if let Some(u) = msg.request_uri()
+            && u.user.is_none()
+            && self.is_self_uri(&u)
+            && u.param("lr").is_none()
+            && let Some(&last) = routes.iter().rev().find(|i| !own.contains(i))
+            && let Ok(na) = NameAddr::parse(msg.value(&msg.headers()[last]))
+        {
+            strict = Some((na.uri.raw.to_string(), last));
+        }
+        Prep {
+            own,
+            strict,
+            loop_hash: loop_hash(msg),
+        }
+    }
+
+    /// True when a Via of ours carries this request's loop hash (§16.3 step 4).
+    fn looped(&self, msg: &SipMessage, hash: u32) -> bool {
+        let want = format!("{hash:08x}");
+        msg.vias().any(|v| {
+            v.branch()
+                .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
+                .is_some_and(|rest| rest.starts_with(&want))
+                && self.cfg.self_hosts.contains(
+                    &v.host
+                        .to_string()
+                        .trim_matches(['[', ']'])
+                        .to_ascii_lowercase(),
+                )
+        })
+    }
+
+    fn reject_bytes(&self, req: &SipMessage, r: &Reject) -> Bytes {
+        let mut b =
+            ResponseBuilder::new(req, r.status).warning(r.warn_code, &self.cfg.agent, &r.reason);
+        if let Some((code, text)) = r.diagnostic {
+            b = b.header(
+                "ms-diagnostics-public",
+                format!("{code};reason={}", quote(text)),
+            );
+        }
+        for (n, v) in &r.headers {
+            b = b.header(n.clone(), v.clone());
+        }
+        b.header("Server", self.cfg.server.clone()).build()
+    }
+
+    fn log_reject(&self, req: &SipMessage, source: &Source, r: &Reject) {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            role = %source.role,
+            remote = %source.remote,
+            identity = %source.identity.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+            status = r.status,
+            diagnostic = r.diagnostic.map(|d| d.0).unwrap_or(0),
+            reason = %r.reason,
+            request = %req.summary(),
+            from = req.from().map(|f| f.uri.raw.to_string()).unwrap_or_default(),
+            call_id = req.call_id().unwrap_or(""),
+            "request refused"
+        );
+    }
+
+    async fn answer(
+        &self,
+        req: &SipMessage,
+        source: &Source,
+        server: Option<&Arc<ServerTxn>>,
+        data: Bytes,
+        status: u16,
+    ) {
+        match server {
+            Some(s) => s.respond(data, status).await,
+            None => {
+                if let Err(e) = source
+                    .send_back(data, Some(source.response_target(req)))
+                    .await
+                {
+                    warn!(role = %source.role, remote = %source.remote, error = %e, "response not sent");
+                }
+            }
+        }
+    }
+
+    async fn refuse(
+        &self,
+        req: &SipMessage,
+        source: &Source,
+        server: Option<&Arc<ServerTxn>>,
+        r: Reject,
+    ) {
+        self.log_reject(req, source, &r);
+        if req.method() == Some(&Method::Ack) {
+            return;
+        }
+        let data = self.reject_bytes(req, &r);
+        self.answer(req, source, server, data, r.status).await;
+    }
+
+    async fn on_request(&self, msg: SipMessage, source: Source) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
+        let Some(me) = self.me.upgrade() else { return };
+        let key = txn::server_key(&msg);
+        match method {
+            Method::Ack => {
+                if let Some(s) = key.as_deref().and_then(|k| self.tables.server(k))
+                    && s.ack()
+                {
+                    return; // hop-by-hop ACK for our non-2xx answer
+                }
+            }
+            Method::Cancel => {
+                let invite_key = key.as_deref().map(|k| k.replace("|CANCEL", "|INVITE"));
+                let found = invite_key.as_deref().and_then(|k| self.tables.server(k));
+                let (status, note) = match &found {
+                    Some(_) => (200, None),
+                    None => (481, Some("no transaction matches this CANCEL")),
+                };
+                let mut b = ResponseBuilder::new(&msg, status);
+                if let Some(n) = note {
+                    b = b.warning(399, &self.cfg.agent, n);
+                }
+                let data = b.header("Server", self.cfg.server.clone()).build();
+                self.answer(&msg, &source, None, data, status).await;
+                if let Some(s) = found {
+                    debug!(call_id = msg.call_id().unwrap_or(""), "CANCEL passed on");
+                    s.cancel();
+                }
+                return;
+            }
+            _ => {}
+        }
+        let stateless = matches!(method, Method::Ack | Method::Benotify);
+        let server = if stateless {
+            None
+        } else {
+            let Some(k) = key else { return };
+            let target = source.response_target(&msg);
+            let (s, created) = self.tables.server_or_insert(
+                k,
+                method == Method::Invite,
+                &source,
+                target,
+                self.cfg.timers,
+            );
+            if !created {
+                self.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
+                s.retransmission().await;
+                return;
+            }
+            Some(s)
+        };
+        let ext: Vec<&str> = self
+            .cfg
+            .proxy_extensions
+            .iter()
+            .map(String::as_str)
+            .collect();
+        if let Err(r) = check_request(&msg, &ext) {
+            let mut rej = Reject::new(r.status, r.reason);
+            rej.headers = r
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect();
+            if method == Method::Benotify {
+                self.log_reject(&msg, &source, &rej);
+            } else {
+                self.refuse(&msg, &source, server.as_ref(), rej).await;
+            }
+            return;
+        }
+        if method == Method::Invite
+            && let Some(s) = &server
+        {
+            let trying = ResponseBuilder::new(&msg, 100).build();
+            s.respond(trying, 100).await;
+        }
+        let prep = self.prepare(&msg);
+        if self.looped(&msg, prep.loop_hash) {
+            self.stats.loops.fetch_add(1, Ordering::Relaxed);
+            let r = Reject::new(
+                482,
+                "the request has already passed through this edge (loop)",
+            );
+            if method != Method::Benotify {
+                self.refuse(&msg, &source, server.as_ref(), r).await;
+            }
+            return;
+        }
+        let info = RequestInfo {
+            in_dialog: msg.to().is_some_and(|t| t.tag().is_some()),
+            own_routes: prep.own.len(),
+            next_route: msg
+                .indices(HeaderName::Route)
+                .find(|i| !prep.own.contains(i))
+                .map(|i| msg.value(&msg.headers()[i]).to_string()),
+        };
+        match self.router.route(&msg, &source, &info) {
+            Decision::Reject(r) => {
+                if method == Method::Benotify {
+                    self.log_reject(&msg, &source, &r);
+                } else {
+                    self.refuse(&msg, &source, server.as_ref(), r).await;
+                }
+            }
+            Decision::Drop(why) => {
+                info!(role = %source.role, remote = %source.remote, request = %msg.summary(), reason = %why, "request dropped");
+            }
+            Decision::Answer { status, headers } => {
+                let mut b = ResponseBuilder::new(&msg, status);
+                for (n, v) in headers {
+                    b = b.header(n, v);
+                }
+                let data = b.header("Server", self.cfg.server.clone()).build();
+                self.answer(&msg, &source, server.as_ref(), data, status)
+                    .await;
+            }
+            Decision::Forward(fwd) => {
+                let record_route = !info.in_dialog
+                    && matches!(
+                        method,
+                        Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+                    );
+                let (data, branch) = self.build_forward(&msg, &source, &fwd, &prep, record_route);
+                let path = match &fwd.hop {
+                    Hop::Udp(to) => Some(SendPath::Udp {
+                        sock: self.udp.clone(),
+                        to: *to,
+                    }),
+                    Hop::Stream(t) => self.pool.try_get(t).map(SendPath::Stream),
+                };
+                match path {
+                    Some(p) => me.send_forward(msg, source, server, data, branch, p).await,
+                    None => {
+                        // A new connection is needed: do not hold up this listener for it.
+                        let Hop::Stream(target) = fwd.hop.clone() else {
+                            return;
+                        };
+                        tokio::spawn(async move {
+                            match me.pool.get(&target, me.clone()).await {
+                                Ok(c) => {
+                                    me.send_forward(
+                                        msg,
+                                        source,
+                                        server,
+                                        data,
+                                        branch,
+                                        SendPath::Stream(c),
+                                    )
+                                    .await
+                                }
+                                Err(e) => {
+                                    let r = me.router.forward_failed(&msg, &source, &e);
+                                    if msg.method() != Some(&Method::Benotify) {
+                                        me.refuse(&msg, &source, server.as_ref(), r).await;
+                                    } else {
+                                        me.log_reject(&msg, &source, &r);
+                                    }
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The forwarded bytes: our Via on top, Max-Forwards down by one, our
+    /// Route entries removed, Record-Route on both legs when asked, and the
+    /// router's header edits. Everything else is copied as received.
+    fn build_forward(
+        &self,
+        msg: &SipMessage,
+        source: &Source,
+        fwd: &Forward,
+        prep: &Prep,
+        record_route: bool,
+    ) -> (Bytes, String) {
+        let out = self.cfg.leg(fwd.leg);
+        let branch = format!("{BRANCH_PREFIX}{:08x}-{}", prep.loop_hash, random_token());
+        let mut ed = Editor::new(msg);
+        if let Some((uri, idx)) = &prep.strict {
+            ed.set_request_uri(uri);
+            ed.remove_value(*idx);
+        }
+        for &i in &prep.own {
+            ed.remove_value(i);
+        }
+        match msg.indices(HeaderName::MaxForwards).next() {
+            Some(i) => ed.replace_value(
+                i,
+                msg.max_forwards()
+                    .unwrap_or(70)
+                    .saturating_sub(1)
+                    .to_string(),
+            ),
+            None => ed.append("Max-Forwards", "70"),
+        }
+        if record_route {
+            // The topmost entry faces the next hop; the second, where the request came from.
+            ed.insert_before_first(HeaderName::RecordRoute, &out.record_route);
+            if source.role != fwd.leg {
+                ed.insert_before_first(
+                    HeaderName::RecordRoute,
+                    &self.cfg.leg(source.role).record_route,
+                );
+            }
+        }
+        for name in &fwd.strip {
+            ed.remove_header(name);
+        }
+        for (n, v) in &fwd.add {
+            ed.append(n, v);
+        }
+        ed.insert_before_first(HeaderName::Via, &format!("{};branch={branch}", out.via));
+        (ed.finish(), branch)
+    }
+
+    async fn send_forward(
+        self: Arc<Self>,
+        msg: SipMessage,
+        source: Source,
+        server: Option<Arc<ServerTxn>>,
+        data: Bytes,
+        branch: String,
+        path: SendPath,
+    ) {
+        let method = msg.method().cloned().unwrap_or(Method::Other("?".into()));
+        if let Some(server) = server {
+            let (cancel, ack_for): (Option<Bytes>, Option<txn::AckBuilder>) =
+                if method == Method::Invite {
+                    match find_head_end(&data, 0)
+                        .and_then(|he| parse_framed(data.clone(), he, &Limits::default()).ok())
+                    {
+                        Some(fwd) => {
+                            let cancel = txn::build_cancel(&fwd);
+                            let ack = Box::new(move |resp: &SipMessage| {
+                                txn::build_ack(&fwd, resp).unwrap_or_default()
+                            }) as txn::AckBuilder;
+                            (cancel, Some(ack))
+                        }
+                        None => (None, None),
+                    }
+                } else {
+                    (None, None)
+                };
+            let spec = ClientSpec {
+                key: txn::client_key(&branch, method.as_str()),
+                method: method.clone(),
+                request: data.clone(),
+                cancel,
+                ack_for,
+                path: path.clone(),
+                timers: self.cfg.timers,
+            };
+            let upstream = ToUpstream {
+                proxy: self.clone(),
+                server: server.clone(),
+                request: msg.clone(),
+            };
+            let events = txn::start_client(&self.tables, spec, upstream);
+            if !server.attach(events) {
+                return;
+            }
+        }
+        if let Err(e) = path.send(data).await {
+            let r = Reject::new(503, format!("the next hop could not be sent to: {e}"));
+            self.refuse(&msg, &source, None, r).await;
+            return;
+        }
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        debug!(role = %source.role, request = %msg.summary(), "forwarded");
+    }
+
+    async fn on_response(&self, msg: SipMessage, source: Source) {
+        self.stats.responses.fetch_add(1, Ordering::Relaxed);
+        let key = msg
+            .top_via()
+            .and_then(|v| {
+                v.branch()
+                    .filter(|b| b.starts_with(BRANCH_PREFIX))
+                    .map(str::to_string)
+            })
+            .zip(msg.cseq().map(|c| c.method.to_string()))
+            .map(|(b, m)| txn::client_key(&b, &m));
+        let delivered = key
+            .as_deref()
+            .is_some_and(|k| self.tables.deliver(k, msg.clone()));
+        if !delivered {
+            self.stats.stray_responses.fetch_add(1, Ordering::Relaxed);
+            debug!(role = %source.role, remote = %source.remote, response = %msg.summary(), "response matching no transaction dropped");
+        }
+    }
+
+    /// Strips our Via and applies the router's edits.
+    fn upstream_bytes(&self, resp: &SipMessage, to: &Source) -> Bytes {
+        let mut ed = Editor::new(resp);
+        if let Some(i) = resp.indices(HeaderName::Via).next() {
+            ed.remove_value(i);
+        }
+        self.router.edit_response(resp, to, &mut ed);
+        ed.finish()
+    }
+}
+
+/// A client transaction's way back to its server transaction.
+struct ToUpstream<R: Router> {
+    proxy: Arc<Proxy<R>>,
+    server: Arc<ServerTxn>,
+    request: SipMessage,
+}
+
+impl<R: Router> Upstream for ToUpstream<R> {
+    async fn forward(&self, resp: SipMessage) {
+        let status = resp.status().unwrap_or(500);
+        let data = self.proxy.upstream_bytes(&resp, &self.server.source);
+        self.server.respond(data, status).await;
+    }
+
+    async fn timeout(&self, status: u16, reason: &str) {
+        if self.server.final_sent() {
+            return;
+        }
+        let r = Reject::new(status, reason.to_string());
+        self.proxy
+            .refuse(&self.request, &self.server.source, Some(&self.server), r)
+            .await;
+    }
+}
+
+impl<R: Router> Handler for Proxy<R> {
+    async fn on_message(&self, inbound: Inbound) {
+        let Inbound { msg, source } = inbound;
+        if msg.is_request() {
+            self.on_request(msg, source).await;
+        } else {
+            self.on_response(msg, source).await;
+        }
+    }
+}
+
+/// The loop-detection hash of RFC 3261 §16.6 step 8: the request's
+/// identifying fields as received.
+pub fn loop_hash(msg: &SipMessage) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    msg.to()
+        .and_then(|t| t.tag().map(str::to_string))
+        .hash(&mut h);
+    msg.from()
+        .and_then(|f| f.tag().map(str::to_string))
+        .hash(&mut h);
+    msg.call_id().hash(&mut h);
+    msg.cseq().map(|c| c.seq).hash(&mut h);
+    msg.request_uri_str().hash(&mut h);
+    msg.first(HeaderName::Route).hash(&mut h);
+    for v in msg.values(HeaderName::ProxyRequire) {
+        v.hash(&mut h);
+    }
+    for v in msg.values(HeaderName::ProxyAuthorization) {
+        v.hash(&mut h);
+    }
+    h.finish() as u32
+}
