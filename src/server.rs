@@ -330,6 +330,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         proxy.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(proxy.clone().run_timers(shutdown.clone()));
     let state = Arc::new(EdgeState {
         connections: table.clone(),
         registry: registry.clone(),

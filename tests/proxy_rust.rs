@@ -206,7 +206,12 @@ async fn benotify_is_relayed_and_never_waited_for() {
 async fn every_method_crosses_with_bodies_and_unknown_headers_intact() {
     let pki = Pki::new();
     let home = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let edge = edge_with_home(&pki, home.local_addr().unwrap().port(), "");
+    // Several runtime threads here, one elsewhere: both are exercised.
+    let edge = edge_with_home(
+        &pki,
+        home.local_addr().unwrap().port(),
+        "\n[runtime]\nthreads = 2",
+    );
     enable_partner(&edge, "partner.test", PARTNER_FQDN, None);
     let mut c = tls_connect(edge.federation, &pki, &pki.partner)
         .await

@@ -18,7 +18,9 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
-use self::txn::{ClientSpec, SendPath, ServerTxn, Tables, Timers, Upstream};
+use self::txn::{
+    Action, ClientSpec, ClientTxn, SendPath, ServerTxn, Step, Tables, TimerKey, Timers,
+};
 use super::edit::Editor;
 use super::headers::{HeaderName, NameAddr};
 use super::message::{Method, SipMessage};
@@ -360,9 +362,13 @@ impl<R: Router> Proxy<R> {
                 }
                 let data = b.header("Server", self.cfg.server.clone()).build();
                 self.answer(&msg, &source, None, data, status).await;
-                if let Some(s) = found {
+                if let Some(client) = found
+                    .and_then(|s| s.cancel())
+                    .and_then(|k| self.tables.client(&k))
+                {
                     debug!(call_id = msg.call_id().unwrap_or(""), "CANCEL passed on");
-                    s.cancel();
+                    let step = client.on_cancel(tokio::time::Instant::now());
+                    self.apply(&client, step).await;
                 }
                 return;
             }
@@ -565,6 +571,8 @@ impl<R: Router> Proxy<R> {
         path: SendPath,
     ) {
         let method = msg.method().cloned().unwrap_or(Method::Other("?".into()));
+        let mut cancelled = false;
+        let mut client = None;
         if let Some(server) = server {
             let (cancel, ack_for): (Option<Bytes>, Option<txn::AckBuilder>) =
                 if method == Method::Invite {
@@ -583,7 +591,7 @@ impl<R: Router> Proxy<R> {
                 } else {
                     (None, None)
                 };
-            let spec = ClientSpec {
+            let c = ClientTxn::new(ClientSpec {
                 key: txn::client_key(&branch, method.as_str()),
                 method: method.clone(),
                 request: data.clone(),
@@ -591,16 +599,18 @@ impl<R: Router> Proxy<R> {
                 ack_for,
                 path: path.clone(),
                 timers: self.cfg.timers,
-            };
-            let upstream = ToUpstream {
-                proxy: self.clone(),
                 server: server.clone(),
-                request: msg.clone(),
-            };
-            let events = txn::start_client(&self.tables, spec, upstream);
-            if !server.attach(events) {
-                return;
+                received: msg.clone(),
+            });
+            self.tables.insert_client(c.clone());
+            match server.attach(&c.key) {
+                None => {
+                    self.tables.remove_client(&c.key);
+                    return;
+                }
+                Some(was_cancelled) => cancelled = was_cancelled,
             }
+            client = Some(c);
         }
         if let Err(e) = path.send(data).await {
             let r = Reject::new(503, format!("the next hop could not be sent to: {e}"));
@@ -609,6 +619,71 @@ impl<R: Router> Proxy<R> {
         }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         debug!(role = %source.role, request = %msg.summary(), "forwarded");
+        if let Some(c) = client {
+            let now = tokio::time::Instant::now();
+            let step = if cancelled {
+                c.on_cancel(now)
+            } else {
+                c.on_timer(now)
+            };
+            self.apply(&c, step).await;
+        }
+    }
+
+    /// Carries out what a client transaction asked for, and schedules or
+    /// ends it.
+    async fn apply(&self, c: &Arc<ClientTxn>, step: Step) {
+        for a in step.actions {
+            match a {
+                Action::Downstream(d) => {
+                    let _ = c.path.send(d).await;
+                }
+                Action::Upstream(resp) => {
+                    let status = resp.status().unwrap_or(500);
+                    let data = self.upstream_bytes(&resp, &c.server.source);
+                    c.server.respond(data, status).await;
+                }
+                Action::Timeout(received, status, reason) => {
+                    if !c.server.final_sent() {
+                        let r = Reject::new(status, reason);
+                        self.refuse(&received, &c.server.source, Some(&c.server), r)
+                            .await;
+                    }
+                }
+            }
+        }
+        match step.next {
+            None => self.tables.remove_client(&c.key),
+            Some(at) => {
+                if let Some(at) = c.wake_to_schedule(at) {
+                    self.tables
+                        .wheel
+                        .schedule(at, TimerKey::Client(c.key.clone()));
+                }
+            }
+        }
+    }
+
+    /// Fires transaction timers until shutdown.
+    pub async fn run_timers(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.tables.wheel.wait() => {}
+            }
+            let now = tokio::time::Instant::now();
+            for key in self.tables.wheel.take_due(now) {
+                match key {
+                    TimerKey::Client(k) => {
+                        if let Some(c) = self.tables.client(&k) {
+                            let step = c.on_timer(now);
+                            self.apply(&c, step).await;
+                        }
+                    }
+                    TimerKey::ServerEnd(k) => self.tables.remove_server(&k),
+                }
+            }
+        }
     }
 
     async fn on_response(&self, msg: SipMessage, source: Source) {
@@ -622,12 +697,15 @@ impl<R: Router> Proxy<R> {
             })
             .zip(msg.cseq().map(|c| c.method.to_string()))
             .map(|(b, m)| txn::client_key(&b, &m));
-        let delivered = key
-            .as_deref()
-            .is_some_and(|k| self.tables.deliver(k, msg.clone()));
-        if !delivered {
-            self.stats.stray_responses.fetch_add(1, Ordering::Relaxed);
-            debug!(role = %source.role, remote = %source.remote, response = %msg.summary(), "response matching no transaction dropped");
+        match key.as_deref().and_then(|k| self.tables.client(k)) {
+            Some(c) => {
+                let step = c.on_response(msg, tokio::time::Instant::now());
+                self.apply(&c, step).await;
+            }
+            None => {
+                self.stats.stray_responses.fetch_add(1, Ordering::Relaxed);
+                debug!(role = %source.role, remote = %source.remote, response = %msg.summary(), "response matching no transaction dropped");
+            }
         }
     }
 
@@ -639,31 +717,6 @@ impl<R: Router> Proxy<R> {
         }
         self.router.edit_response(resp, to, &mut ed);
         ed.finish()
-    }
-}
-
-/// A client transaction's way back to its server transaction.
-struct ToUpstream<R: Router> {
-    proxy: Arc<Proxy<R>>,
-    server: Arc<ServerTxn>,
-    request: SipMessage,
-}
-
-impl<R: Router> Upstream for ToUpstream<R> {
-    async fn forward(&self, resp: SipMessage) {
-        let status = resp.status().unwrap_or(500);
-        let data = self.proxy.upstream_bytes(&resp, &self.server.source);
-        self.server.respond(data, status).await;
-    }
-
-    async fn timeout(&self, status: u16, reason: &str) {
-        if self.server.final_sent() {
-            return;
-        }
-        let r = Reject::new(status, reason.to_string());
-        self.proxy
-            .refuse(&self.request, &self.server.source, Some(&self.server), r)
-            .await;
     }
 }
 

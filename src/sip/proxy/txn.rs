@@ -5,18 +5,21 @@
 //!
 //! Owns retransmission (UDP only), timeouts (Timer B/F, C for INVITE),
 //! hop-by-hop ACK for non-2xx answers, CANCEL towards the next hop, and the
-//! cleanup of transaction state. Decides nothing about where a request goes.
+//! cleanup of transaction state. Transactions have no tasks of their own:
+//! responses and one shared timer queue drive them, and they return what
+//! to send. Decides nothing about where a request goes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
@@ -116,7 +119,7 @@ pub fn client_key(branch: &str, method: &str) -> String {
 struct ServerState {
     last: Option<Bytes>,
     final_status: Option<u16>,
-    client: Option<mpsc::UnboundedSender<ClientEvent>>,
+    client: Option<String>,
     cancelled: bool,
 }
 
@@ -138,7 +141,7 @@ impl ServerTxn {
     }
 
     /// Sends a response upstream and moves the transaction on.
-    pub async fn respond(self: &Arc<Self>, data: Bytes, status: u16) {
+    pub async fn respond(&self, data: Bytes, status: u16) {
         {
             let mut st = self.lock();
             match st.final_status {
@@ -164,7 +167,7 @@ impl ServerTxn {
         }
     }
 
-    fn schedule_end(self: &Arc<Self>, status: u16) {
+    fn schedule_end(&self, status: u16) {
         let reliable = self.source.transport.is_stream();
         let wait = match (self.invite, (200..300).contains(&status), reliable) {
             (false, _, true) => Duration::ZERO,       // Timer J, reliable
@@ -175,14 +178,12 @@ impl ServerTxn {
         let Some(table) = self.table.upgrade() else {
             return;
         };
-        let key = self.key.clone();
         if wait.is_zero() {
-            table.remove_server(&key);
+            table.remove_server(&self.key);
         } else {
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                table.remove_server(&key);
-            });
+            table
+                .wheel
+                .schedule(Instant::now() + wait, TimerKey::ServerEnd(self.key.clone()));
         }
     }
 
@@ -196,10 +197,8 @@ impl ServerTxn {
 
     /// The hop-by-hop ACK for a non-2xx final answer: the transaction is done.
     pub fn ack(&self) -> bool {
-        let st = self.lock();
-        let absorbed = matches!(st.final_status, Some(s) if s >= 300);
-        drop(st);
-        if absorbed && let Some(t) = self.table.upgrade() {
+        let absorbed = matches!(self.lock().final_status, Some(s) if s >= 300);
+        if let (true, Some(t)) = (absorbed, self.table.upgrade()) {
             t.remove_server(&self.key);
         }
         absorbed
@@ -209,41 +208,120 @@ impl ServerTxn {
         self.lock().final_status.is_some()
     }
 
-    /// Links the client transaction forwarding this request.
-    pub fn attach(&self, client: mpsc::UnboundedSender<ClientEvent>) -> bool {
+    /// Links the client transaction forwarding this request. Returns
+    /// `None` when a final answer already went up, else whether upstream
+    /// has cancelled in the meantime.
+    pub fn attach(&self, client_key: &str) -> Option<bool> {
         let mut st = self.lock();
-        if st.cancelled {
-            let _ = client.send(ClientEvent::Cancel);
-        }
         if st.final_status.is_some() {
-            return false;
+            return None;
         }
-        st.client = Some(client);
-        true
+        st.client = Some(client_key.to_string());
+        Some(st.cancelled)
     }
 
-    /// Upstream cancelled: pass it to the client transaction.
-    pub fn cancel(&self) {
+    /// Upstream cancelled: returns the client transaction to pass it to.
+    pub fn cancel(&self) -> Option<String> {
         let mut st = self.lock();
         st.cancelled = true;
-        if let Some(c) = &st.client {
-            let _ = c.send(ClientEvent::Cancel);
+        st.client.clone()
+    }
+}
+
+/// What a timer entry refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerKey {
+    Client(String),
+    ServerEnd(String),
+}
+
+/// Timers fire on multiples of this, so the timer task wakes at most a
+/// hundred times a second however many transactions there are.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// One timer queue for every transaction: entries are cheap to add, a
+/// single task fires them in batches, and an entry that became stale does
+/// nothing.
+#[derive(Debug)]
+pub struct Wheel {
+    base: Instant,
+    due: Mutex<BTreeMap<(Instant, u64), TimerKey>>,
+    seq: AtomicU64,
+    notify: Notify,
+}
+
+impl Default for Wheel {
+    fn default() -> Self {
+        Wheel {
+            base: Instant::now(),
+            due: Mutex::new(BTreeMap::new()),
+            seq: AtomicU64::new(0),
+            notify: Notify::new(),
         }
     }
 }
 
-/// What a client transaction reacts to.
-#[derive(Debug)]
-pub enum ClientEvent {
-    Response(SipMessage),
-    Cancel,
+impl Wheel {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Instant, u64), TimerKey>> {
+        self.due.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rounds up to the next tick.
+    fn round(&self, at: Instant) -> Instant {
+        let tick = TICK.as_nanos();
+        let since = at.saturating_duration_since(self.base).as_nanos();
+        let ticks = since.div_ceil(tick);
+        self.base + Duration::from_nanos(u64::try_from(ticks * tick).unwrap_or(u64::MAX))
+    }
+
+    pub fn schedule(&self, at: Instant, key: TimerKey) {
+        let at = self.round(at);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut due = self.lock();
+        let earlier = due.keys().next().is_none_or(|(first, _)| at < *first);
+        due.insert((at, seq), key);
+        drop(due);
+        if earlier {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Entries due by `now`, removed from the queue.
+    pub fn take_due(&self, now: Instant) -> Vec<TimerKey> {
+        let mut due = self.lock();
+        let later = due.split_off(&(now, u64::MAX));
+        let fired = std::mem::replace(&mut *due, later);
+        fired.into_values().collect()
+    }
+
+    pub fn next(&self) -> Option<Instant> {
+        self.lock().keys().next().map(|(t, _)| *t)
+    }
+
+    /// Waits until the earliest entry is due or an earlier one is added.
+    pub async fn wait(&self) {
+        match self.next() {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = self.notify.notified() => {}
+                }
+            }
+            None => self.notify.notified().await,
+        }
+    }
 }
 
-/// The transaction tables.
+/// Transaction tables hash with foldhash: seeded per process, and several
+/// times cheaper than SipHash on these short keys.
+type Map<V> = foldhash::HashMap<String, V>;
+
+/// The transaction tables and their timers.
 #[derive(Debug, Default)]
 pub struct Tables {
-    servers: Mutex<HashMap<String, Arc<ServerTxn>>>,
-    clients: Mutex<HashMap<String, mpsc::UnboundedSender<ClientEvent>>>,
+    servers: Mutex<Map<Arc<ServerTxn>>>,
+    clients: Mutex<Map<Arc<ClientTxn>>>,
+    pub wheel: Wheel,
 }
 
 impl Tables {
@@ -251,13 +329,11 @@ impl Tables {
         Arc::new(Tables::default())
     }
 
-    fn servers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ServerTxn>>> {
+    fn servers(&self) -> std::sync::MutexGuard<'_, Map<Arc<ServerTxn>>> {
         self.servers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn clients(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<ClientEvent>>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, Map<Arc<ClientTxn>>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -295,12 +371,16 @@ impl Tables {
         self.servers().remove(key);
     }
 
-    /// Hands a response to its client transaction; false when none matches.
-    pub fn deliver(&self, key: &str, resp: SipMessage) -> bool {
-        match self.clients().get(key) {
-            Some(tx) => tx.send(ClientEvent::Response(resp)).is_ok(),
-            None => false,
-        }
+    pub fn client(&self, key: &str) -> Option<Arc<ClientTxn>> {
+        self.clients().get(key).cloned()
+    }
+
+    pub fn insert_client(&self, t: Arc<ClientTxn>) {
+        self.clients().insert(t.key.clone(), t);
+    }
+
+    pub fn remove_client(&self, key: &str) {
+        self.clients().remove(key);
     }
 
     pub fn counts(&self) -> (usize, usize) {
@@ -308,18 +388,10 @@ impl Tables {
     }
 }
 
-/// What a client transaction does with an answer it receives.
-pub trait Upstream: Send + Sync + 'static {
-    /// Forward a response (already stripped of our Via) upstream.
-    fn forward(&self, resp: SipMessage) -> impl std::future::Future<Output = ()> + Send;
-    /// No final answer came: answer upstream with this status.
-    fn timeout(&self, status: u16, reason: &str) -> impl std::future::Future<Output = ()> + Send;
-}
-
 /// Builds the ACK for a non-2xx answer from that answer.
 pub type AckBuilder = Box<dyn Fn(&SipMessage) -> Bytes + Send + Sync>;
 
-/// Everything a client transaction needs to run.
+/// Everything a client transaction starts with.
 pub struct ClientSpec {
     pub key: String,
     pub method: Method,
@@ -331,28 +403,21 @@ pub struct ClientSpec {
     pub ack_for: Option<AckBuilder>,
     pub path: SendPath,
     pub timers: Timers,
+    /// Where answers go.
+    pub server: Arc<ServerTxn>,
+    /// The request as received, to answer upstream on a timeout.
+    pub received: SipMessage,
 }
 
-/// Registers and runs a client transaction; returns the sender of its events.
-pub fn start_client<U: Upstream>(
-    tables: &Arc<Tables>,
-    spec: ClientSpec,
-    upstream: U,
-) -> mpsc::UnboundedSender<ClientEvent> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tables.clients().insert(spec.key.clone(), tx.clone());
-    let tables = tables.clone();
-    tokio::spawn(async move {
-        let key = spec.key.clone();
-        run_client(spec, rx, upstream).await;
-        tables.clients().remove(&key);
-    });
-    tx
-}
-
-enum Wake {
-    Event(ClientEvent),
-    Timer,
+/// Something the proxy must do for a client transaction.
+#[derive(Debug)]
+pub enum Action {
+    /// Send these bytes to the next hop (a retransmission, ACK or CANCEL).
+    Downstream(Bytes),
+    /// Pass this response upstream.
+    Upstream(SipMessage),
+    /// No final answer came: answer upstream (to this request) with this status and reason.
+    Timeout(SipMessage, u16, &'static str),
 }
 
 enum Phase {
@@ -360,154 +425,263 @@ enum Phase {
     Waiting,
     /// A provisional answer came (Proceeding).
     Proceeding,
-    /// A final answer came; absorbing retransmissions until this time.
+    /// A final answer came; absorbing retransmissions until the deadline.
     Done,
 }
 
-async fn run_client<U: Upstream>(
-    spec: ClientSpec,
-    mut rx: mpsc::UnboundedReceiver<ClientEvent>,
-    upstream: U,
-) {
-    let invite = spec.method == Method::Invite;
-    let t = spec.timers;
-    let reliable = spec.path.reliable();
-    let start = Instant::now();
-    let mut phase = Phase::Waiting;
-    let mut retransmit_every = t.t1;
-    let mut next_retransmit = (!reliable).then(|| start + t.t1);
-    // Timer B (INVITE) or F (others); for INVITE, Timer C replaces it once a provisional arrives.
-    let mut deadline = start + t.t1x64();
-    let mut cancel_wanted = false;
-    let mut cancel_sent = false;
-    let mut ack: Option<Bytes> = None;
-    loop {
-        let wake = next_retransmit.map_or(deadline, |r| r.min(deadline));
-        let ev = tokio::select! {
-            ev = rx.recv() => match ev {
-                Some(e) => Wake::Event(e),
-                None => return, // nobody can reach this transaction any more
-            },
-            _ = tokio::time::sleep_until(wake) => Wake::Timer,
-        };
-        let now = Instant::now();
-        match ev {
-            Wake::Event(ClientEvent::Response(resp)) => {
-                let status = resp.status().unwrap_or(0);
-                match phase {
-                    Phase::Done => {
-                        // Retransmitted final: repeat our ACK, or pass a 2xx on.
-                        if (200..300).contains(&status) && invite {
-                            upstream.forward(resp).await;
-                        } else if let Some(a) = &ack {
-                            let _ = spec.path.send(a.clone()).await;
-                        }
-                        continue;
-                    }
-                    _ if status < 200 => {
-                        if matches!(phase, Phase::Waiting) {
-                            phase = Phase::Proceeding;
-                        }
-                        if invite {
-                            next_retransmit = None; // Timer A stops
-                            deadline = now + t.timer_c;
-                            if cancel_wanted && !cancel_sent {
-                                cancel_sent = send_cancel(&spec, &mut deadline).await;
-                            }
-                        } else if !reliable {
-                            retransmit_every = t.t2;
-                        }
-                        if status != 100 {
-                            upstream.forward(resp).await;
-                        }
-                    }
-                    _ => {
-                        phase = Phase::Done;
-                        next_retransmit = None;
-                        let success = (200..300).contains(&status);
-                        if invite
-                            && !success
-                            && let Some(build) = &spec.ack_for
-                        {
-                            let a = build(&resp);
-                            let _ = spec.path.send(a.clone()).await;
-                            ack = Some(a);
-                        }
-                        upstream.forward(resp).await;
-                        let linger = match (invite, success, reliable) {
-                            (true, true, _) => t.t1x64(), // Timer M: pass 2xx retransmissions
-                            (true, false, false) => Duration::from_secs(32), // Timer D
-                            (false, _, false) => t.t4,    // Timer K
-                            _ => Duration::ZERO,
-                        };
-                        if linger.is_zero() {
-                            return;
-                        }
-                        deadline = now + linger;
-                    }
-                }
-            }
-            Wake::Event(ClientEvent::Cancel) => {
-                if !invite || matches!(phase, Phase::Done) {
-                    continue;
-                }
-                cancel_wanted = true;
-                if matches!(phase, Phase::Proceeding) && !cancel_sent {
-                    cancel_sent = send_cancel(&spec, &mut deadline).await;
-                }
-            }
-            Wake::Timer => {
-                if matches!(phase, Phase::Done) && now >= deadline {
-                    return;
-                }
-                if now >= deadline {
-                    match phase {
-                        Phase::Proceeding if invite && !cancel_sent => {
-                            // Timer C: give up on the callee politely.
-                            debug!(key = %spec.key, "Timer C fired; cancelling");
-                            cancel_sent = send_cancel(&spec, &mut deadline).await;
-                            if !cancel_sent {
-                                upstream
-                                    .timeout(408, "no final answer before Timer C")
-                                    .await;
-                                return;
-                            }
-                        }
-                        _ => {
-                            let why = match phase {
-                                Phase::Waiting => "no answer from the next hop",
-                                _ => "no final answer from the next hop",
-                            };
-                            upstream.timeout(408, why).await;
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                if let Some(r) = next_retransmit
-                    && now >= r
-                {
-                    let _ = spec.path.send(spec.request.clone()).await;
-                    retransmit_every = if invite {
-                        retransmit_every * 2
-                    } else {
-                        (retransmit_every * 2).min(t.t2)
-                    };
-                    next_retransmit = Some(now + retransmit_every);
-                }
-            }
-        }
+struct ClientState {
+    phase: Phase,
+    /// The request as received, kept until a final answer (for a 408).
+    received: Option<SipMessage>,
+    request: Option<Bytes>,
+    every: Duration,
+    next_retransmit: Option<Instant>,
+    deadline: Instant,
+    cancel: Option<Bytes>,
+    cancel_wanted: bool,
+    cancel_sent: bool,
+    ack_for: Option<AckBuilder>,
+    ack: Option<Bytes>,
+    scheduled: Option<Instant>,
+}
+
+/// A request we forwarded, waiting for its answers. It has no task of its
+/// own: responses and timers drive it, and it returns what to do.
+pub struct ClientTxn {
+    pub key: String,
+    pub invite: bool,
+    pub path: SendPath,
+    pub server: Arc<ServerTxn>,
+    timers: Timers,
+    st: Mutex<ClientState>,
+}
+
+impl std::fmt::Debug for ClientTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTxn")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
-/// Sends the prepared CANCEL; gives the INVITE 64*T1 more for its 487.
-async fn send_cancel(spec: &ClientSpec, deadline: &mut Instant) -> bool {
-    let Some(c) = &spec.cancel else { return false };
-    if spec.path.send(c.clone()).await.is_err() {
-        return false;
+/// The outcome of driving a client transaction once.
+pub struct Step {
+    pub actions: Vec<Action>,
+    /// When to wake it next; `None` when it has ended.
+    pub next: Option<Instant>,
+}
+
+impl ClientTxn {
+    pub fn new(spec: ClientSpec) -> Arc<ClientTxn> {
+        let now = Instant::now();
+        let reliable = spec.path.reliable();
+        let t = spec.timers;
+        Arc::new(ClientTxn {
+            key: spec.key,
+            invite: spec.method == Method::Invite,
+            path: spec.path,
+            server: spec.server,
+            timers: t,
+            st: Mutex::new(ClientState {
+                phase: Phase::Waiting,
+                received: Some(spec.received),
+                request: (!reliable).then_some(spec.request),
+                every: t.t1,
+                next_retransmit: (!reliable).then(|| now + t.t1),
+                // Timer B (INVITE) or F; for INVITE, Timer C replaces it after a provisional.
+                deadline: now + t.t1x64(),
+                cancel: spec.cancel,
+                cancel_wanted: false,
+                cancel_sent: false,
+                ack_for: spec.ack_for,
+                ack: None,
+                scheduled: None,
+            }),
+        })
     }
-    *deadline = Instant::now() + spec.timers.t1x64();
-    true
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClientState> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next wake-up, if it is not already scheduled; marks it scheduled.
+    pub fn wake_to_schedule(&self, next: Instant) -> Option<Instant> {
+        let mut st = self.lock();
+        if st.scheduled.is_some_and(|s| s <= next) {
+            return None;
+        }
+        st.scheduled = Some(next);
+        Some(next)
+    }
+
+    fn next_wake(st: &ClientState) -> Instant {
+        st.next_retransmit
+            .map_or(st.deadline, |r| r.min(st.deadline))
+    }
+
+    fn cancel_now(&self, st: &mut ClientState, now: Instant, out: &mut Vec<Action>) -> bool {
+        match &st.cancel {
+            Some(c) => {
+                out.push(Action::Downstream(c.clone()));
+                st.cancel_sent = true;
+                // Give the INVITE 64*T1 more for its 487.
+                st.deadline = now + self.timers.t1x64();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A response from the next hop.
+    pub fn on_response(&self, resp: SipMessage, now: Instant) -> Step {
+        let t = self.timers;
+        let reliable = self.path.reliable();
+        let status = resp.status().unwrap_or(0);
+        let mut st = self.lock();
+        let mut out = Vec::new();
+        match st.phase {
+            Phase::Done => {
+                // A retransmitted final: repeat our ACK, or pass a 2xx on.
+                if (200..300).contains(&status) && self.invite {
+                    out.push(Action::Upstream(resp));
+                } else if let Some(a) = &st.ack {
+                    out.push(Action::Downstream(a.clone()));
+                }
+            }
+            _ if status < 200 => {
+                st.phase = Phase::Proceeding;
+                if self.invite {
+                    st.next_retransmit = None; // Timer A stops
+                    st.deadline = now + t.timer_c;
+                    if st.cancel_wanted && !st.cancel_sent {
+                        self.cancel_now(&mut st, now, &mut out);
+                    }
+                } else if !reliable {
+                    st.every = t.t2;
+                }
+                if status != 100 {
+                    out.push(Action::Upstream(resp));
+                }
+            }
+            _ => {
+                st.phase = Phase::Done;
+                st.next_retransmit = None;
+                st.request = None;
+                st.received = None;
+                let success = (200..300).contains(&status);
+                if self.invite
+                    && !success
+                    && let Some(build) = &st.ack_for
+                {
+                    let a = build(&resp);
+                    out.push(Action::Downstream(a.clone()));
+                    st.ack = Some(a);
+                }
+                out.push(Action::Upstream(resp));
+                let linger = match (self.invite, success, reliable) {
+                    (true, true, _) => t.t1x64(), // Timer M: pass 2xx retransmissions
+                    (true, false, false) => Duration::from_secs(32), // Timer D
+                    (false, _, false) => t.t4,    // Timer K
+                    _ => Duration::ZERO,
+                };
+                if linger.is_zero() {
+                    return Step {
+                        actions: out,
+                        next: None,
+                    };
+                }
+                st.deadline = now + linger;
+            }
+        }
+        let next = Self::next_wake(&st);
+        Step {
+            actions: out,
+            next: Some(next),
+        }
+    }
+
+    /// Upstream cancelled the INVITE.
+    pub fn on_cancel(&self, now: Instant) -> Step {
+        let mut st = self.lock();
+        let mut out = Vec::new();
+        if self.invite && !matches!(st.phase, Phase::Done) {
+            st.cancel_wanted = true;
+            if matches!(st.phase, Phase::Proceeding) && !st.cancel_sent {
+                self.cancel_now(&mut st, now, &mut out);
+            }
+        }
+        let next = Self::next_wake(&st);
+        Step {
+            actions: out,
+            next: Some(next),
+        }
+    }
+
+    fn timeout(st: &mut ClientState, why: &'static str, out: &mut Vec<Action>) {
+        if let Some(r) = st.received.take() {
+            out.push(Action::Timeout(r, 408, why));
+        }
+    }
+
+    /// A timer fired (possibly a stale one).
+    pub fn on_timer(&self, now: Instant) -> Step {
+        let t = self.timers;
+        let mut st = self.lock();
+        st.scheduled = None;
+        let mut out = Vec::new();
+        if now >= st.deadline {
+            match st.phase {
+                Phase::Done => {
+                    return Step {
+                        actions: out,
+                        next: None,
+                    };
+                }
+                Phase::Proceeding if self.invite && !st.cancel_sent => {
+                    // Timer C: give up on the callee politely.
+                    if !self.cancel_now(&mut st, now, &mut out) {
+                        Self::timeout(&mut st, "no final answer before Timer C", &mut out);
+                        return Step {
+                            actions: out,
+                            next: None,
+                        };
+                    }
+                }
+                Phase::Waiting => {
+                    Self::timeout(&mut st, "no answer from the next hop", &mut out);
+                    return Step {
+                        actions: out,
+                        next: None,
+                    };
+                }
+                Phase::Proceeding => {
+                    Self::timeout(&mut st, "no final answer from the next hop", &mut out);
+                    return Step {
+                        actions: out,
+                        next: None,
+                    };
+                }
+            }
+        }
+        if let Some(r) = st.next_retransmit
+            && now >= r
+        {
+            if let Some(req) = &st.request {
+                out.push(Action::Downstream(req.clone()));
+            }
+            st.every = if self.invite {
+                st.every * 2
+            } else {
+                (st.every * 2).min(t.t2)
+            };
+            st.next_retransmit = Some(now + st.every);
+        }
+        let next = Self::next_wake(&st);
+        Step {
+            actions: out,
+            next: Some(next),
+        }
+    }
 }
 
 /// Builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1): same
@@ -546,4 +720,192 @@ fn derived_request(invite: &SipMessage, method: &str, to_override: Option<&str>)
         invite.call_id()?
     );
     Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::parse::{Limits, find_head_end, parse_framed};
+    use crate::sip::transport::{Role, Transport};
+
+    fn msg(s: &str) -> SipMessage {
+        let raw = Bytes::copy_from_slice(s.as_bytes());
+        let he = find_head_end(&raw, 0).unwrap();
+        parse_framed(raw, he, &Limits::default()).unwrap()
+    }
+
+    fn req(method: &str) -> SipMessage {
+        msg(&format!(
+            "{method} sip:bob@home.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-up\r\nMax-Forwards: 70\r\n\
+             From: <sip:a@p.test>;tag=1\r\nTo: <sip:bob@home.test>\r\nCall-ID: c\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        ))
+    }
+
+    fn resp(status: u16, method: &str) -> SipMessage {
+        msg(&format!(
+            "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5065;branch=z9hG4bK-fe00000000-1\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-up\r\n\
+             From: <sip:a@p.test>;tag=1\r\nTo: <sip:bob@home.test>;tag=2\r\nCall-ID: c\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        ))
+    }
+
+    const T: Timers = Timers {
+        t1: Duration::from_millis(500),
+        t2: Duration::from_secs(4),
+        t4: Duration::from_secs(5),
+        timer_c: Duration::from_secs(181),
+    };
+
+    async fn txn(method: &str) -> (Arc<ClientTxn>, Instant) {
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let source = Source {
+            role: Role::Federation,
+            transport: Transport::Udp,
+            remote: "192.0.2.1:5060".parse().unwrap(),
+            local: "127.0.0.1:5065".parse().unwrap(),
+            identity: None,
+            conn: None,
+            udp: Some(sock.clone()),
+        };
+        let tables = Tables::new();
+        let r = req(method);
+        let (server, _) = tables.server_or_insert(
+            server_key(&r).unwrap(),
+            method == "INVITE",
+            &source,
+            source.remote,
+            T,
+        );
+        let path = SendPath::Udp {
+            sock,
+            to: "127.0.0.1:9".parse().unwrap(),
+        };
+        let start = Instant::now();
+        let c = ClientTxn::new(ClientSpec {
+            key: client_key("z9hG4bK-fe00000000-1", method),
+            method: Method::from_token(method),
+            request: Bytes::from_static(b"REQ"),
+            cancel: Some(Bytes::from_static(b"CANCEL")),
+            ack_for: Some(Box::new(|_| Bytes::from_static(b"ACK"))),
+            path,
+            timers: T,
+            server,
+            received: r,
+        });
+        (c, start)
+    }
+
+    fn sent(step: &Step) -> Vec<&[u8]> {
+        step.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Downstream(b) => Some(&b[..]),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn non_invite_over_udp_retransmits_then_times_out() {
+        let (c, t0) = txn("MESSAGE").await;
+        // Timer E: first after T1, then 2*T1, 4*T1, ..., capped at T2.
+        let mut at = t0;
+        let mut gaps = Vec::new();
+        for _ in 0..6 {
+            let step = c.on_timer(at);
+            let next = step.next.unwrap();
+            gaps.push((next - at).as_millis());
+            at = next;
+        }
+        assert_eq!(gaps, [500, 1000, 2000, 4000, 4000, 4000]);
+        // Timer F at 64*T1: a 408 upstream, and the transaction ends.
+        let step = c.on_timer(t0 + T.t1x64() + Duration::from_millis(1));
+        assert!(step.next.is_none());
+        assert!(matches!(
+            step.actions.last(),
+            Some(Action::Timeout(_, 408, _))
+        ));
+    }
+
+    #[tokio::test]
+    async fn non_invite_final_lingers_for_timer_k_and_absorbs_retransmissions() {
+        let (c, t0) = txn("MESSAGE").await;
+        let step = c.on_response(resp(200, "MESSAGE"), t0);
+        assert!(matches!(step.actions[..], [Action::Upstream(_)]));
+        assert_eq!(step.next, Some(t0 + T.t4));
+        // The same final again: nothing goes anywhere.
+        let step = c.on_response(resp(200, "MESSAGE"), t0 + Duration::from_secs(1));
+        assert!(step.actions.is_empty());
+        assert!(c.on_timer(t0 + T.t4).next.is_none());
+    }
+
+    #[tokio::test]
+    async fn invite_provisional_stops_retransmission_and_cancel_waits_for_it() {
+        let (c, t0) = txn("INVITE").await;
+        // Cancelled before any answer: nothing is sent yet (RFC 3261 §9.1).
+        let step = c.on_cancel(t0);
+        assert!(sent(&step).is_empty());
+        // The 180 arrives: it goes upstream and the pending CANCEL goes down.
+        let step = c.on_response(resp(180, "INVITE"), t0 + Duration::from_millis(100));
+        assert_eq!(sent(&step), [&b"CANCEL"[..]]);
+        assert!(
+            step.actions
+                .iter()
+                .any(|a| matches!(a, Action::Upstream(_)))
+        );
+        // No more INVITE retransmissions after a provisional.
+        let step = c.on_timer(t0 + Duration::from_secs(3));
+        assert!(sent(&step).is_empty());
+        // The 487: ACKed hop by hop and passed upstream.
+        let step = c.on_response(resp(487, "INVITE"), t0 + Duration::from_secs(4));
+        assert_eq!(sent(&step), [&b"ACK"[..]]);
+        // A retransmitted 487 gets the same ACK again.
+        let step = c.on_response(resp(487, "INVITE"), t0 + Duration::from_secs(5));
+        assert_eq!(sent(&step), [&b"ACK"[..]]);
+    }
+
+    #[tokio::test]
+    async fn invite_2xx_passes_retransmissions_upstream() {
+        let (c, t0) = txn("INVITE").await;
+        let step = c.on_response(resp(200, "INVITE"), t0);
+        assert!(
+            sent(&step).is_empty(),
+            "a 2xx is ACKed end to end, not by the proxy"
+        );
+        assert_eq!(step.next, Some(t0 + T.t1x64()));
+        let step = c.on_response(resp(200, "INVITE"), t0 + Duration::from_secs(1));
+        assert!(matches!(step.actions[..], [Action::Upstream(_)]));
+    }
+
+    #[tokio::test]
+    async fn timer_c_cancels_a_ringing_invite() {
+        let (c, t0) = txn("INVITE").await;
+        c.on_response(resp(180, "INVITE"), t0);
+        let step = c.on_timer(t0 + T.timer_c);
+        assert_eq!(sent(&step), [&b"CANCEL"[..]]);
+        // If even the CANCEL gets no answer, 408 after 64*T1 more.
+        let step = c.on_timer(t0 + T.timer_c + T.t1x64());
+        assert!(matches!(
+            step.actions.last(),
+            Some(Action::Timeout(_, 408, _))
+        ));
+    }
+
+    #[test]
+    fn wheel_rounds_to_ticks_and_returns_due_entries_in_order() {
+        let w = Wheel::default();
+        let t0 = Instant::now();
+        w.schedule(t0 + Duration::from_millis(25), TimerKey::Client("b".into()));
+        w.schedule(t0 + Duration::from_millis(3), TimerKey::Client("a".into()));
+        w.schedule(t0 + Duration::from_secs(9), TimerKey::ServerEnd("z".into()));
+        let first = w.next().unwrap();
+        assert!(
+            first >= t0 + Duration::from_millis(3) && first <= t0 + Duration::from_millis(3) + TICK
+        );
+        let due = w.take_due(t0 + Duration::from_millis(40));
+        assert_eq!(
+            due,
+            [TimerKey::Client("a".into()), TimerKey::Client("b".into())]
+        );
+        assert_eq!(w.take_due(t0 + Duration::from_millis(50)), []);
+    }
 }

@@ -1,0 +1,627 @@
+//! Benchmark (not a test): MESSAGE relayed partner to home over mutual TLS
+//! at fixed rates, and mutual-TLS handshakes, against the real `fedge`
+//! binary (or, with `--target kamailio`, against Kamailio doing the same
+//! relay, for a baseline on the same machine).
+//!
+//! Partner side: several TLS connections with a partner certificate send
+//! MESSAGEs at a fixed total rate. Home side: a UDP responder answers 200.
+//! The relay's CPU time is read from /proc before and after each step, so
+//! "CPU per message" is the relay's own cost while the load generator runs
+//! on the same two cores.
+//!
+//! Run: `cargo bench --bench relay -- [--rates 1000,2000,4000] [--secs 8]
+//!       [--conns 8] [--handshake-secs 5] [--target fedge|kamailio]`
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use fedge::pki::{Authority, LeafSpec, write_pem};
+use fedge::sip::framing::{DatagramItem, StreamDecoder, StreamItem, parse_datagram};
+use fedge::sip::parse::Limits;
+use fedge::sip::response::ResponseBuilder;
+use fedge::sip::transport::tls::{TlsFiles, federation_client_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::Decoder;
+
+struct Args {
+    threads: usize,
+    rates: Vec<u64>,
+    secs: u64,
+    conns: usize,
+    handshake_secs: u64,
+    target: String,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        threads: 1,
+        rates: vec![1000, 2000, 4000, 6000],
+        secs: 8,
+        conns: 8,
+        handshake_secs: 5,
+        target: "fedge".into(),
+    };
+    let v: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < v.len() {
+        let next = v.get(i + 1).cloned().unwrap_or_default();
+        match v[i].as_str() {
+            "--rates" => {
+                a.rates = next
+                    .split(',')
+                    .filter_map(|r| r.trim().parse().ok())
+                    .collect()
+            }
+            "--secs" => a.secs = next.parse().unwrap_or(a.secs),
+            "--conns" => a.conns = next.parse().unwrap_or(a.conns),
+            "--handshake-secs" => a.handshake_secs = next.parse().unwrap_or(a.handshake_secs),
+            "--target" => a.target = next,
+            "--threads" => a.threads = next.parse().unwrap_or(1),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+/// CPU seconds (user + system, own and reaped children's) of a set of processes, from /proc.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let tck: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            // Fields after the ")" that ends the command name.
+            let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime, stime, and the reaped children's cutime, cstime (a
+            // Kamailio child that exits hands its CPU to its parent).
+            (11..=14)
+                .map(|i| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+                .sum::<f64>()
+                / tck
+        })
+        .sum()
+}
+
+fn rss_mib(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .sum::<f64>()
+        / 1024.0
+}
+
+/// The relay's processes: the child and, for Kamailio, its process group.
+fn relay_pids(child: &Child, group: bool) -> Vec<u32> {
+    if !group {
+        return vec![child.id()];
+    }
+    let pgid = child.id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|x| x.1.split_whitespace().nth(2).map(str::to_string))
+                })
+                .flatten()
+                .is_some_and(|g| g == pgid)
+        })
+        .collect()
+}
+
+struct Pki {
+    dir: PathBuf,
+    ca: PathBuf,
+    edge: (PathBuf, PathBuf),
+    partner: (PathBuf, PathBuf),
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ca = Authority::new("bench CA").unwrap();
+    let write = |name: &str, spec: &LeafSpec| {
+        let i = ca.issue(spec).unwrap();
+        let c = dir.join(format!("{name}.crt"));
+        let k = dir.join(format!("{name}.key"));
+        write_pem(&c, &i.cert_pem, false).unwrap();
+        write_pem(&k, &i.key_pem, true).unwrap();
+        (c, k)
+    };
+    let ca_file = dir.join("ca.crt");
+    write_pem(&ca_file, &ca.pem.cert_pem, false).unwrap();
+    Pki {
+        dir: dir.to_path_buf(),
+        ca: ca_file,
+        edge: write("edge", &LeafSpec::new("sip.fedge.test", 30)),
+        partner: write("partner", &LeafSpec::new("sip.partner.test", 30)),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Home pool: answers every request with 200 from a thread of its own.
+fn home_responder(stop: Arc<AtomicBool>) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut b = vec![0u8; 65535];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut b) else {
+                continue;
+            };
+            if let DatagramItem::Message(m) =
+                parse_datagram(Bytes::copy_from_slice(&b[..n]), &Limits::default())
+                && m.is_request()
+            {
+                let r = ResponseBuilder::new(&m, 200).to_tag("home").build();
+                let target = match m.top_via() {
+                    Some(v) if v.rport().is_none() => {
+                        SocketAddr::new(from.ip(), v.port.unwrap_or(5060))
+                    }
+                    _ => from,
+                };
+                let _ = sock.send_to(&r, target);
+            }
+        }
+    });
+    addr
+}
+
+struct Relay {
+    child: Child,
+    fed: SocketAddr,
+    group: bool,
+    /// fedge's admin listener (for its transaction counts).
+    admin: Option<SocketAddr>,
+}
+
+impl Relay {
+    fn pids(&self) -> Vec<u32> {
+        relay_pids(&self.child, self.group)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", self.child.id())])
+                .status();
+        } else {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn start_fedge(p: &Pki, home: SocketAddr, threads: usize) -> Relay {
+    let fed = free_port();
+    let admin = free_port();
+    let cfg = p.dir.join("fedge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[federation]\nlisten = \"127.0.0.1:{fed}\"\nfqdn = \"sip.fedge.test\"\nhome_domains = [\"fedge.test\"]\n\
+             cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
+             [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n",
+            p.edge.0.display(),
+            p.edge.1.display(),
+            p.ca.display(),
+            p.dir.display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_fedge");
+    let st = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "partner",
+            "add",
+            "--domain",
+            "partner.test",
+            "--org",
+            "Bench Partner",
+            "--edge-fqdn",
+            "sip.partner.test",
+            "--state",
+            "enabled",
+            "--reason",
+            "benchmark",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "cannot add the bench partner");
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_port(fed);
+    Relay {
+        child,
+        fed: SocketAddr::from(([127, 0, 0, 1], fed)),
+        group: false,
+        admin: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
+    }
+}
+
+fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
+    use std::os::unix::process::CommandExt;
+    let fed = free_port();
+    let mpath = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("kamailio/modules"))
+        .find(|p| p.join("tls.so").exists())
+        .expect("kamailio with tls module");
+    let tls = p.dir.join("tls.cfg");
+    std::fs::write(
+        &tls,
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\nverify_certificate = yes\nrequire_certificate = yes\nprivate_key = {}\ncertificate = {}\nca_list = {}\n",
+            p.edge.1.display(),
+            p.edge.0.display(),
+            p.ca.display()
+        ),
+    )
+    .unwrap();
+    let cfg = p.dir.join("kamailio.cfg");
+    // The same job as fedge: a stateful relay of TLS requests to the UDP pool.
+    std::fs::write(
+        &cfg,
+        format!(
+            "#!KAMAILIO\ndebug=1\nlog_stderror=yes\nfork=yes\nchildren=2\ntcp_children=2\nauto_aliases=no\ndisable_sctp=yes\n\
+             listen=udp:127.0.0.1:{}\nlisten=tls:127.0.0.1:{fed}\nenable_tls=yes\nmpath=\"{}\"\n\
+             loadmodule \"tls.so\"\nloadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\nloadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\n\
+             modparam(\"tls\", \"config\", \"{}\")\n\
+             request_route {{\n  if (!mf_process_maxfwd_header(\"10\")) {{ sl_send_reply(\"483\",\"Too Many Hops\"); exit; }}\n\
+               $du = \"sip:{home};transport=udp\";\n  if (!t_relay()) {{ sl_reply_error(); }}\n  exit;\n}}\n",
+            free_port(),
+            mpath.display(),
+            tls.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("kamailio")
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-DD", "-E", "-m", "256", "-M", "16", "-Y"])
+        .arg(&p.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("kamailio");
+    wait_port(fed);
+    Relay {
+        child,
+        fed: SocketAddr::from(([127, 0, 0, 1], fed)),
+        group: true,
+        admin: None,
+    }
+}
+
+fn wait_port(port: u16) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "relay did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn message(conn: usize, seq: u64) -> Vec<u8> {
+    let body = "Bench message across the edge";
+    format!(
+        "MESSAGE sip:bob@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS sip.partner.test:5061;branch=z9hG4bK-b{conn}-{seq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@partner.test>;tag=b{conn}\r\nTo: <sip:bob@fedge.test>\r\n\
+         Call-ID: b{conn}-{seq}@partner.test\r\nCSeq: {seq} MESSAGE\r\nContact: <sip:alice@partner.test;transport=tls>\r\n\
+         User-Agent: UCCAPI/16.0.4266.1001 OC/16.0.4266.1001 (Skype for Business)\r\n\
+         Content-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+struct StepResult {
+    sent: u64,
+    ok: u64,
+    failed: u64,
+    lat_us: Vec<u64>,
+    cpu: f64,
+    rss: f64,
+    secs: f64,
+}
+
+async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) -> StepResult {
+    let cfg = federation_client_config(&TlsFiles {
+        cert: p.partner.0.clone(),
+        key: p.partner.1.clone(),
+        trust: p.ca.clone(),
+    })
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(cfg);
+    let mut streams = Vec::new();
+    for _ in 0..conns {
+        let tcp = tokio::net::TcpStream::connect(relay.fed).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let s = connector
+            .connect(
+                rustls::pki_types::ServerName::try_from("sip.fedge.test").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        streams.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicU64::new(0));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity((rate * secs) as usize)));
+    let pids = relay.pids();
+    let cpu0 = cpu_seconds(&pids);
+    let t0 = Instant::now();
+    let per_conn = rate as f64 / conns as f64;
+    let mut tasks = Vec::new();
+    for (ci, s) in streams.into_iter().enumerate() {
+        let (mut rd, mut wr) = tokio::io::split(s);
+        let inflight: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+        let (i2, ok2, bad2, lat2) = (inflight.clone(), ok.clone(), bad.clone(), lat.clone());
+        let reader = tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            let mut dec = StreamDecoder::new(Limits::default());
+            loop {
+                while let Ok(Some(item)) = dec.decode(&mut buf) {
+                    if let StreamItem::Message(m) = item {
+                        let Some(st) = m.status() else { continue };
+                        if st < 200 {
+                            continue;
+                        }
+                        let seq = m.cseq().map(|c| u64::from(c.seq)).unwrap_or(0);
+                        if let Some(t) = i2.lock().unwrap().remove(&seq) {
+                            if st == 200 {
+                                ok2.fetch_add(1, Ordering::Relaxed);
+                                lat2.lock().unwrap().push(t.elapsed().as_micros() as u64);
+                            } else {
+                                bad2.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                match tokio::time::timeout(Duration::from_secs(5), rd.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            }
+        });
+        let sent2 = sent.clone();
+        let writer = tokio::spawn(async move {
+            let total = (per_conn * secs as f64) as u64;
+            let every = Duration::from_secs_f64(1.0 / per_conn);
+            let start = tokio::time::Instant::now();
+            for seq in 1..=total {
+                tokio::time::sleep_until(start + every * (seq as u32 - 1)).await;
+                inflight.lock().unwrap().insert(seq, Instant::now());
+                if wr.write_all(&message(ci, seq)).await.is_err() {
+                    break;
+                }
+                sent2.fetch_add(1, Ordering::Relaxed);
+            }
+            // Wait for the stragglers, then stop.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !inflight.lock().unwrap().is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let left = inflight.lock().unwrap().len() as u64;
+            let _ = wr.shutdown().await;
+            left
+        });
+        tasks.push((writer, reader));
+    }
+    let mut lost = 0;
+    for (w, r) in tasks {
+        lost += w.await.unwrap_or(0);
+        r.abort();
+    }
+    let secs_f = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(&pids) - cpu0;
+    let mut lat_us = std::mem::take(&mut *lat.lock().unwrap());
+    lat_us.sort_unstable();
+    StepResult {
+        sent: sent.load(Ordering::Relaxed),
+        ok: ok.load(Ordering::Relaxed),
+        failed: bad.load(Ordering::Relaxed) + lost,
+        lat_us,
+        cpu,
+        rss: rss_mib(&pids),
+        secs: secs_f,
+    }
+}
+
+async fn handshakes(relay: &Relay, p: &Pki, secs: u64, parallel: usize) -> (u64, f64, f64) {
+    let cfg = federation_client_config(&TlsFiles {
+        cert: p.partner.0.clone(),
+        key: p.partner.1.clone(),
+        trust: p.ca.clone(),
+    })
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(cfg);
+    let pids = relay.pids();
+    let cpu0 = cpu_seconds(&pids);
+    let t0 = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let (c, d, fed) = (connector.clone(), done.clone(), relay.fed);
+        tasks.push(tokio::spawn(async move {
+            while t0.elapsed() < Duration::from_secs(secs) {
+                let Ok(tcp) = tokio::net::TcpStream::connect(fed).await else { continue };
+                let name = rustls::pki_types::ServerName::try_from("sip.fedge.test").unwrap();
+                if let Ok(mut s) = c.connect(name, tcp).await {
+                    // Make sure the server finished its side (TLS 1.3 client
+                    // auth completes after the client's Finished): a CRLF ping
+                    // is answered only by a fully authenticated connection.
+                    if s.write_all(b"\r\n\r\n").await.is_ok() {
+                        let mut b = [0u8; 8];
+                        if matches!(tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await, Ok(Ok(n)) if n > 0) {
+                            d.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    let _ = s.shutdown().await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = done.load(Ordering::Relaxed);
+    let el = t0.elapsed().as_secs_f64();
+    (
+        n,
+        n as f64 / el,
+        (cpu_seconds(&pids) - cpu0) / n.max(1) as f64,
+    )
+}
+
+/// fedge's live (server, client) transactions, from its admin listener.
+fn transactions(relay: &Relay) -> String {
+    use std::io::{Read, Write};
+    let Some(a) = relay.admin else {
+        return "-".into();
+    };
+    let Ok(mut s) = std::net::TcpStream::connect(a) else {
+        return "?".into();
+    };
+    let _ = write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    );
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r);
+    let body = r.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    format!(
+        "{}/{}",
+        v["transactions"]["server"], v["transactions"]["client"]
+    )
+}
+
+fn pct(v: &[u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+fn main() {
+    let a = args();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let home = home_responder(stop.clone());
+    let relay = match a.target.as_str() {
+        "kamailio" => start_kamailio(&p, home),
+        _ => start_fedge(&p, home, a.threads),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "relay: {}{}   connections: {}   step: {} s   (load generator on the same 2 cores)",
+        a.target,
+        if a.target == "fedge" {
+            format!(
+                " ({} runtime thread{})",
+                a.threads,
+                if a.threads == 1 { "" } else { "s" }
+            )
+        } else {
+            String::new()
+        },
+        a.conns,
+        a.secs
+    );
+    println!(
+        "{:>8} {:>10} {:>8} {:>8} {:>9} {:>9} {:>12} {:>9} {:>12}",
+        "rate",
+        "achieved/s",
+        "ok",
+        "failed",
+        "p50 ms",
+        "p99 ms",
+        "CPU us/msg",
+        "RSS MiB",
+        "txns s/c"
+    );
+    for &rate in &a.rates {
+        let r = rt.block_on(run_step(&relay, &p, rate, a.secs, a.conns));
+        let achieved = r.ok as f64 / r.secs;
+        println!(
+            "{:>8} {:>10.0} {:>8} {:>8} {:>9.2} {:>9.2} {:>12.1} {:>9.1} {:>12}",
+            rate,
+            achieved,
+            r.ok,
+            r.failed + r.sent.saturating_sub(r.ok + r.failed),
+            pct(&r.lat_us, 0.50),
+            pct(&r.lat_us, 0.99),
+            r.cpu * 1e6 / r.ok.max(1) as f64,
+            r.rss,
+            transactions(&relay)
+        );
+    }
+    if a.handshake_secs > 0 {
+        let (n, per_s, cpu) = rt.block_on(handshakes(&relay, &p, a.handshake_secs, 4));
+        println!(
+            "mutual-TLS handshakes: {n} in {} s = {per_s:.0}/s, relay CPU {:.2} ms per handshake",
+            a.handshake_secs,
+            cpu * 1e3
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+}
