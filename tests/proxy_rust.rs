@@ -433,3 +433,95 @@ async fn retransmitted_requests_are_absorbed_and_answered_again() {
     let m = seen.lock().unwrap()[0].clone();
     assert!(m.top_via().unwrap().host.to_string() == "sip.fedge.test");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_only_from_where_the_invite_came_from() {
+    let pki = Pki::new();
+    let home = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let edge = edge_with_home(&pki, home.local_addr().unwrap().port(), "");
+    enable_partner(&edge, "partner.test", PARTNER_FQDN, None);
+    let mut a = tls_connect(edge.federation, &pki, &pki.partner)
+        .await
+        .unwrap();
+    let mut b = tls_connect(edge.federation, &pki, &pki.partner)
+        .await
+        .unwrap();
+    let invite = request(
+        "INVITE",
+        "sip:bob@fedge.test",
+        "sip:alice@partner.test",
+        "sip:bob@fedge.test",
+        "z9hG4bK-cx",
+        "",
+        b"",
+    );
+    a.send(&invite).await.unwrap();
+    let (inv, from) = recv_datagram(&home, Duration::from_secs(5)).expect("INVITE relayed");
+    answer(&home, &inv, from, 180);
+    assert!(
+        matches!(a.recv(Duration::from_secs(5)).await, Reply::Message(m) if m.status() == Some(100))
+    );
+    assert!(
+        matches!(a.recv(Duration::from_secs(5)).await, Reply::Message(m) if m.status() == Some(180))
+    );
+    // The same CANCEL from another connection matches nothing it may touch.
+    let cancel = String::from_utf8(invite.clone())
+        .unwrap()
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 7 INVITE", "CSeq: 7 CANCEL");
+    b.send(cancel.as_bytes()).await.unwrap();
+    assert!(
+        matches!(b.recv(Duration::from_secs(5)).await, Reply::Message(m) if m.status() == Some(481))
+    );
+    assert!(
+        recv_datagram(&home, Duration::from_millis(300)).is_none(),
+        "a foreign CANCEL reached the callee"
+    );
+    // From the INVITE's own connection it works: 200, and CANCEL downstream.
+    a.send(cancel.as_bytes()).await.unwrap();
+    assert!(
+        matches!(a.recv(Duration::from_secs(5)).await, Reply::Message(m) if m.status() == Some(200))
+    );
+    let (c, _) = recv_datagram(&home, Duration::from_secs(5)).expect("CANCEL relayed");
+    assert_eq!(c.method().map(|m| m.as_str()), Some("CANCEL"));
+    assert_eq!(
+        c.top_via().unwrap().branch(),
+        inv.top_via().unwrap().branch(),
+        "CANCEL must match the forwarded INVITE's branch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strict_router_is_repaired() {
+    let pki = Pki::new();
+    let home = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let edge = edge_with_home(&pki, home.local_addr().unwrap().port(), "");
+    enable_partner(&edge, "partner.test", PARTNER_FQDN, None);
+    let mut c = tls_connect(edge.federation, &pki, &pki.partner)
+        .await
+        .unwrap();
+    // An RFC 2543 strict router puts our Record-Route URI in the
+    // Request-URI and the remote target last in Route (RFC 3261 §16.4).
+    let ours = format!(
+        "sip:{EDGE_FQDN}:{};transport=tls;lr",
+        edge.federation.port()
+    );
+    let bye = format!(
+        "BYE {ours} SIP/2.0\r\nVia: SIP/2.0/TLS sip.partner.test:5061;branch=z9hG4bK-strict\r\nMax-Forwards: 70\r\n\
+         Route: <sip:bob@192.0.2.20:5060>\r\nFrom: <sip:alice@partner.test>;tag=p1\r\nTo: <sip:bob@fedge.test>;tag=callee\r\n\
+         Call-ID: strict@partner.test\r\nCSeq: 8 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes();
+    c.send(&bye).await.unwrap();
+    let Some((m, _)) = recv_datagram(&home, Duration::from_secs(5)) else {
+        panic!(
+            "BYE not relayed; the partner got {:?}",
+            c.recv(Duration::from_secs(1)).await
+        );
+    };
+    assert_eq!(m.request_uri_str(), Some("sip:bob@192.0.2.20:5060"));
+    assert!(
+        m.first(fedge::sip::headers::HeaderName::Route).is_none(),
+        "the used Route entry must go"
+    );
+}

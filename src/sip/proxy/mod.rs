@@ -238,7 +238,8 @@ impl<R: Router> Proxy<R> {
         if let Some(u) = msg.request_uri()
             && u.user.is_none()
             && self.is_self_uri(&u)
-            && u.param("lr").is_none()
+            // Our Record-Route URIs always carry `lr`: a strict router copies one here.
+            && u.param("lr").is_some()
             && let Some(&last) = routes.iter().rev().find(|i| !own.contains(i))
             && let Ok(na) = NameAddr::parse(msg.value(&msg.headers()[last]))
         {
@@ -351,7 +352,13 @@ impl<R: Router> Proxy<R> {
             }
             Method::Cancel => {
                 let invite_key = key.as_deref().map(|k| k.replace("|CANCEL", "|INVITE"));
-                let found = invite_key.as_deref().and_then(|k| self.tables.server(k));
+                // Only whoever sent the INVITE may cancel it.
+                let found = invite_key
+                    .as_deref()
+                    .and_then(|k| self.tables.server(k))
+                    .filter(|s| {
+                        s.source.remote == source.remote && s.source.transport == source.transport
+                    });
                 let (status, note) = match &found {
                     Some(_) => (200, None),
                     None => (481, Some("no transaction matches this CANCEL")),
@@ -613,8 +620,14 @@ impl<R: Router> Proxy<R> {
             client = Some(c);
         }
         if let Err(e) = path.send(data).await {
+            // Answer through the transaction, which then ignores the timer
+            // of a client transaction that never got its request out.
+            let server = client.as_ref().map(|c| c.server.clone());
+            if let Some(c) = &client {
+                self.tables.remove_client(&c.key);
+            }
             let r = Reject::new(503, format!("the next hop could not be sent to: {e}"));
-            self.refuse(&msg, &source, None, r).await;
+            self.refuse(&msg, &source, server.as_ref(), r).await;
             return;
         }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
