@@ -65,6 +65,27 @@ fn enable_partner(edge: &Edge, domain: &str, edge_fqdn: &str, address: Option<So
     }
 }
 
+/// The usual set-up: a home pool socket as fedge's next hop, fedge with
+/// `sip_extra`, partner.test enabled, and one partner TLS connection.
+struct Setup {
+    /// Holds the temporary directory (certificates, database) for the test's lifetime.
+    pki: Pki,
+    home: UdpSocket,
+    edge: Edge,
+    c: SipTlsClient,
+}
+
+async fn setup(sip_extra: &str) -> Setup {
+    let pki = Pki::new();
+    let home = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let edge = edge_with_home(&pki, home.local_addr().unwrap().port(), sip_extra);
+    enable_partner(&edge, "partner.test", PARTNER_FQDN, None);
+    let c = tls_connect(edge.federation, &pki, &pki.partner)
+        .await
+        .unwrap();
+    Setup { pki, home, edge, c }
+}
+
 fn request(
     method: &str,
     ruri: &str,
@@ -111,17 +132,12 @@ async fn final_reply(c: &mut SipTlsClient, within: Duration) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_next_hop_gets_retransmissions_then_timer_f_answers_408() {
-    let pki = Pki::new();
-    let home = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let edge = edge_with_home(
-        &pki,
-        home.local_addr().unwrap().port(),
-        "t1 = \"50ms\"\nt2 = \"200ms\"",
-    );
-    enable_partner(&edge, "partner.test", PARTNER_FQDN, None);
-    let mut c = tls_connect(edge.federation, &pki, &pki.partner)
-        .await
-        .unwrap();
+    let Setup {
+        pki: _pki,
+        home,
+        edge: _edge,
+        mut c,
+    } = setup("t1 = \"50ms\"\nt2 = \"200ms\"").await;
     c.send(&request(
         "MESSAGE",
         "sip:bob@fedge.test",
@@ -169,13 +185,12 @@ async fn udp_next_hop_gets_retransmissions_then_timer_f_answers_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn benotify_is_relayed_and_never_waited_for() {
-    let pki = Pki::new();
-    let home = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let edge = edge_with_home(&pki, home.local_addr().unwrap().port(), "t1 = \"50ms\"");
-    enable_partner(&edge, "partner.test", PARTNER_FQDN, None);
-    let mut c = tls_connect(edge.federation, &pki, &pki.partner)
-        .await
-        .unwrap();
+    let Setup {
+        pki: _pki,
+        home,
+        edge: _edge,
+        mut c,
+    } = setup("t1 = \"50ms\"").await;
     let body = b"<categories/>";
     c.send(&request(
         "BENOTIFY",
@@ -204,18 +219,13 @@ async fn benotify_is_relayed_and_never_waited_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_crosses_with_bodies_and_unknown_headers_intact() {
-    let pki = Pki::new();
-    let home = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Several runtime threads here, one elsewhere: both are exercised.
-    let edge = edge_with_home(
-        &pki,
-        home.local_addr().unwrap().port(),
-        "\n[runtime]\nthreads = 2",
-    );
-    enable_partner(&edge, "partner.test", PARTNER_FQDN, None);
-    let mut c = tls_connect(edge.federation, &pki, &pki.partner)
-        .await
-        .unwrap();
+    let Setup {
+        pki: _pki,
+        home,
+        edge: _edge,
+        mut c,
+    } = setup("\n[runtime]\nthreads = 2").await;
     // A Lync-style two-SDP multipart body with a NUL, and headers the edge does not know.
     let body: Vec<u8> = b"--b1\r\nContent-Type: application/sdp\r\nContent-Disposition: session; handling=optional; ms-proxy-2007fallback\r\n\r\nv=0\r\na=x-candidate:\x00\xff\r\n--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:abc\r\n--b1--\r\n".to_vec();
     let odd = "X-Odd-Header:   spaced   value\r\nms-conversation-id: AdQ1xVxU\r\nx-folded: first\r\n  second\r\n";
@@ -493,13 +503,12 @@ async fn cancel_only_from_where_the_invite_came_from() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_router_is_repaired() {
-    let pki = Pki::new();
-    let home = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let edge = edge_with_home(&pki, home.local_addr().unwrap().port(), "");
-    enable_partner(&edge, "partner.test", PARTNER_FQDN, None);
-    let mut c = tls_connect(edge.federation, &pki, &pki.partner)
-        .await
-        .unwrap();
+    let Setup {
+        pki: _pki,
+        home,
+        edge,
+        mut c,
+    } = setup("").await;
     // An RFC 2543 strict router puts our Record-Route URI in the
     // Request-URI and the remote target last in Route (RFC 3261 §16.4).
     let ours = format!(

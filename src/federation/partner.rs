@@ -510,27 +510,40 @@ pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
     Some((h.to_string(), port))
 }
 
+/// A partner for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn sample(
+    id: &str,
+    domains: &[&str],
+    edge: Option<&str>,
+    state: PartnerState,
+) -> Partner {
+    Partner {
+        id: id.into(),
+        details: PartnerDetails {
+            org_name: format!("Org {id}"),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            edge_fqdn: edge.map(str::to_string),
+            ..PartnerDetails::default()
+        },
+        state,
+        requested_at: String::new(),
+        federated_at: None,
+        suspended_at: None,
+        revoked_at: None,
+        created_at: String::new(),
+        updated_at: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn partner(state: PartnerState, edge: Option<&str>) -> Partner {
-        Partner {
-            id: "p1".into(),
-            details: PartnerDetails {
-                org_name: "Org".into(),
-                domains: vec!["partner.test".into()],
-                edge_fqdn: edge.map(str::to_string),
-                ..PartnerDetails::default()
-            },
-            state,
-            requested_at: String::new(),
-            federated_at: None,
-            suspended_at: None,
-            revoked_at: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
+        let mut p = sample("p1", &["partner.test"], edge, state);
+        p.details.org_name = "Org".into();
+        p
     }
 
     /// The whole lifecycle table: every (state, verb) pair.

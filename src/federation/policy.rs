@@ -110,6 +110,10 @@ fn addressed_to_edge(msg: &SipMessage, cfg: &PolicyConfig) -> bool {
     }
 }
 
+fn refuse(status: u16, reason: impl Into<String>, d: (u16, &'static str)) -> Decision {
+    Decision::Reject(Reject::new(status, reason).diag(d))
+}
+
 fn options_answer() -> Decision {
     Decision::Answer {
         status: 200,
@@ -153,16 +157,14 @@ fn inbound(
     cfg: &PolicyConfig,
 ) -> Decision {
     let Some(peer) = peer else {
-        return Decision::Reject(
-            Reject::new(403, "no authenticated certificate on this connection")
-                .diag(diag::CERTIFICATE.0, diag::CERTIFICATE.1),
+        return refuse(
+            403,
+            "no authenticated certificate on this connection",
+            diag::CERTIFICATE,
         );
     };
     let Some(from_domain) = msg.from().and_then(|f| domain_of(&f.uri)) else {
-        return Decision::Reject(
-            Reject::new(403, "the From URI has no domain")
-                .diag(diag::NOT_AUTHORIZED.0, diag::NOT_AUTHORIZED.1),
-        );
+        return refuse(403, "the From URI has no domain", diag::NOT_AUTHORIZED);
     };
     let partner: &Partner = match snap.by_domain(&from_domain) {
         Some(p) => p,
@@ -174,9 +176,7 @@ fn inbound(
                 ),
                 None => format!("domain {from_domain} is not a federation partner of this service"),
             };
-            return Decision::Reject(
-                Reject::new(403, reason).diag(diag::NOT_AUTHORIZED.0, diag::NOT_AUTHORIZED.1),
-            );
+            return refuse(403, reason, diag::NOT_AUTHORIZED);
         }
     };
     let edge_ok = partner
@@ -194,18 +194,14 @@ fn inbound(
                 .as_deref()
                 .unwrap_or("found by DNS SRV")
         );
-        return Decision::Reject(
-            Reject::new(403, reason).diag(diag::CERTIFICATE.0, diag::CERTIFICATE.1),
-        );
+        return refuse(403, reason, diag::CERTIFICATE);
     }
     if partner.state != PartnerState::Enabled {
         let reason = format!(
             "partner {} (domain {from_domain}) is {}",
             partner.details.org_name, partner.state
         );
-        return Decision::Reject(
-            Reject::new(403, reason).diag(diag::NOT_AUTHORIZED.0, diag::NOT_AUTHORIZED.1),
-        );
+        return refuse(403, reason, diag::NOT_AUTHORIZED);
     }
     match target_domain(msg, info) {
         Some(d) if cfg.is_home(&d) => {}
@@ -214,15 +210,13 @@ fn inbound(
                 "domain {d} is not served here: partners may reach {} only",
                 cfg.home_domains.join(", ")
             );
-            return Decision::Reject(
-                Reject::new(403, reason)
-                    .diag(diag::DOMAIN_COMBINATION.0, diag::DOMAIN_COMBINATION.1),
-            );
+            return refuse(403, reason, diag::DOMAIN_COMBINATION);
         }
         None => {
-            return Decision::Reject(
-                Reject::new(403, "the request names no destination domain")
-                    .diag(diag::CANNOT_ROUTE.0, diag::CANNOT_ROUTE.1),
+            return refuse(
+                403,
+                "the request names no destination domain",
+                diag::CANNOT_ROUTE,
             );
         }
     }
@@ -247,16 +241,14 @@ fn outbound(msg: &SipMessage, info: &RequestInfo, snap: &Snapshot, cfg: &PolicyC
                 "From domain {} is not a home domain; the edge relays home users only",
                 other.unwrap_or_else(|| "(none)".into())
             );
-            return Decision::Reject(
-                Reject::new(403, reason)
-                    .diag(diag::DOMAIN_COMBINATION.0, diag::DOMAIN_COMBINATION.1),
-            );
+            return refuse(403, reason, diag::DOMAIN_COMBINATION);
         }
     }
     let Some(domain) = target_domain(msg, info) else {
-        return Decision::Reject(
-            Reject::new(404, "the request names no destination domain")
-                .diag(diag::CANNOT_ROUTE.0, diag::CANNOT_ROUTE.1),
+        return refuse(
+            404,
+            "the request names no destination domain",
+            diag::CANNOT_ROUTE,
         );
     };
     let Some(partner) = snap.by_domain(&domain) else {
@@ -265,25 +257,21 @@ fn outbound(msg: &SipMessage, info: &RequestInfo, snap: &Snapshot, cfg: &PolicyC
         } else {
             format!("no federation partner serves domain {domain}")
         };
-        return Decision::Reject(
-            Reject::new(404, reason).diag(diag::CANNOT_ROUTE.0, diag::CANNOT_ROUTE.1),
-        );
+        return refuse(404, reason, diag::CANNOT_ROUTE);
     };
     if partner.state != PartnerState::Enabled {
         let reason = format!(
             "partner {} (domain {domain}) is {}",
             partner.details.org_name, partner.state
         );
-        return Decision::Reject(
-            Reject::new(403, reason).diag(diag::CANNOT_ROUTE.0, diag::CANNOT_ROUTE.1),
-        );
+        return refuse(403, reason, diag::CANNOT_ROUTE);
     }
     let Some(edge) = &partner.details.edge_fqdn else {
         let reason = format!(
             "partner {} has no edge FQDN and this edge does not route by DNS SRV yet",
             partner.details.org_name
         );
-        return Decision::Reject(Reject::new(504, reason).diag(diag::NO_SRV.0, diag::NO_SRV.1));
+        return refuse(504, reason, diag::NO_SRV);
     };
     let (host, port) = partner
         .details
@@ -317,44 +305,24 @@ pub fn forward_failed(role: Role, err: &ConnectError) -> Reject {
             504,
             format!("{err}: the partner's certificate does not name its edge FQDN"),
         )
-        .diag(diag::CERTIFICATE.0, diag::CERTIFICATE.1),
-        ConnectError::Tls { .. } => {
-            Reject::new(504, err.to_string()).diag(diag::TLS_FAILED.0, diag::TLS_FAILED.1)
-        }
-        ConnectError::Resolve { .. } => {
-            Reject::new(504, err.to_string()).diag(diag::NO_A_RECORD.0, diag::NO_A_RECORD.1)
-        }
+        .diag(diag::CERTIFICATE),
+        ConnectError::Tls { .. } => Reject::new(504, err.to_string()).diag(diag::TLS_FAILED),
+        ConnectError::Resolve { .. } => Reject::new(504, err.to_string()).diag(diag::NO_A_RECORD),
         ConnectError::Connect { .. } | ConnectError::Timeout { .. } if toward_partner => {
-            Reject::new(504, err.to_string()).diag(diag::TLS_FAILED.0, diag::TLS_FAILED.1)
+            Reject::new(504, err.to_string()).diag(diag::TLS_FAILED)
         }
-        _ => Reject::new(503, err.to_string()).diag(diag::TEMPORARILY.0, diag::TEMPORARILY.1),
+        _ => Reject::new(503, err.to_string()).diag(diag::TEMPORARILY),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::federation::partner::PartnerDetails;
     use crate::sip::parse::{Limits, find_head_end, parse_framed};
     use std::net::SocketAddr;
 
     fn partner(id: &str, domains: &[&str], edge: Option<&str>, state: PartnerState) -> Partner {
-        Partner {
-            id: id.into(),
-            details: PartnerDetails {
-                org_name: format!("Org {id}"),
-                domains: domains.iter().map(|d| d.to_string()).collect(),
-                edge_fqdn: edge.map(str::to_string),
-                ..PartnerDetails::default()
-            },
-            state,
-            requested_at: String::new(),
-            federated_at: None,
-            suspended_at: None,
-            revoked_at: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
+        crate::federation::partner::sample(id, domains, edge, state)
     }
 
     fn snapshot() -> Snapshot {

@@ -223,25 +223,11 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::federation::partner::PartnerDetails;
 
     fn p(id: &str, domains: &[&str], edge: &str, state: PartnerState) -> Partner {
-        Partner {
-            id: id.into(),
-            details: PartnerDetails {
-                org_name: id.into(),
-                domains: domains.iter().map(|d| d.to_string()).collect(),
-                edge_fqdn: Some(edge.into()),
-                ..PartnerDetails::default()
-            },
-            state,
-            requested_at: String::new(),
-            federated_at: None,
-            suspended_at: None,
-            revoked_at: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
+        let mut p = crate::federation::partner::sample(id, domains, Some(edge), state);
+        p.details.org_name = id.into();
+        p
     }
 
     #[test]

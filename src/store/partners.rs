@@ -159,6 +159,53 @@ impl Store {
         })
     }
 
+    /// Refuses domains that a live partner already holds, naming it.
+    async fn ensure_unclaimed<'d>(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        domains: impl IntoIterator<Item = &'d String>,
+    ) -> Result<(), StoreError> {
+        for d in domains {
+            if let Some(holder) = self.holder(tx, d).await? {
+                let other = self.load(tx, &holder).await?;
+                return Err(StoreError::DomainTaken {
+                    domain: d.clone(),
+                    holder: format!("{} ({})", other.details.org_name, other.state),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a partner's domains in order; the unique index catches a
+    /// concurrent claim that `ensure_unclaimed` could not see.
+    async fn claim_domains(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        partner_id: &str,
+        domains: &[String],
+    ) -> Result<(), StoreError> {
+        for (pos, d) in domains.iter().enumerate() {
+            sqlx::query("INSERT INTO partner_domains (partner_id, domain, pos, released_at) VALUES ($1, $2, $3, NULL)")
+                .bind(partner_id)
+                .bind(d)
+                .bind(pos as i64)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::DomainTaken {
+                            domain: d.clone(),
+                            holder: "another partner (added concurrently)".into(),
+                        }
+                    } else {
+                        e.into()
+                    }
+                })?;
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn audit(
         &self,
@@ -239,15 +286,7 @@ impl Store {
         let now = now_rfc3339();
         let id = new_id("p");
         let mut tx = self.pool.begin().await?;
-        for d in &details.domains {
-            if let Some(holder) = self.holder(&mut tx, d).await? {
-                let other = self.load(&mut tx, &holder).await?;
-                return Err(StoreError::DomainTaken {
-                    domain: d.clone(),
-                    holder: format!("{} ({})", other.details.org_name, other.state),
-                });
-            }
-        }
+        self.ensure_unclaimed(&mut tx, &details.domains).await?;
         let federated =
             matches!(state, PartnerState::Enabled | PartnerState::Suspended).then(|| now.clone());
         let suspended = (state == PartnerState::Suspended).then(|| now.clone());
@@ -268,24 +307,7 @@ impl Store {
             .bind(suspended)
             .execute(&mut *tx)
             .await?;
-        for (pos, d) in details.domains.iter().enumerate() {
-            let r = sqlx::query("INSERT INTO partner_domains (partner_id, domain, pos, released_at) VALUES ($1, $2, $3, NULL)")
-                .bind(&id)
-                .bind(d)
-                .bind(pos as i64)
-                .execute(&mut *tx)
-                .await;
-            if let Err(e) = r {
-                return Err(if is_unique_violation(&e) {
-                    StoreError::DomainTaken {
-                        domain: d.clone(),
-                        holder: "another partner (added concurrently)".into(),
-                    }
-                } else {
-                    e.into()
-                });
-            }
-        }
+        self.claim_domains(&mut tx, &id, &details.domains).await?;
         let detail = serde_json::to_string(&details).ok();
         self.audit(
             &mut tx, &id, &now, actor, "add", None, state, reason, detail,
@@ -496,43 +518,19 @@ impl Store {
             )));
         }
         if before.details.domains != details.domains {
-            for d in details
+            let added: Vec<&String> = details
                 .domains
                 .iter()
                 .filter(|d| !before.details.domains.contains(d))
-            {
-                if let Some(holder) = self.holder(&mut tx, d).await? {
-                    let other = self.load(&mut tx, &holder).await?;
-                    return Err(StoreError::DomainTaken {
-                        domain: d.clone(),
-                        holder: format!("{} ({})", other.details.org_name, other.state),
-                    });
-                }
-            }
+                .collect();
+            self.ensure_unclaimed(&mut tx, added).await?;
             sqlx::query(
                 "DELETE FROM partner_domains WHERE partner_id = $1 AND released_at IS NULL",
             )
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-            for (pos, d) in details.domains.iter().enumerate() {
-                sqlx::query("INSERT INTO partner_domains (partner_id, domain, pos, released_at) VALUES ($1, $2, $3, NULL)")
-                    .bind(&id)
-                    .bind(d)
-                    .bind(pos as i64)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| {
-                        if is_unique_violation(&e) {
-                            StoreError::DomainTaken {
-                                domain: d.clone(),
-                                holder: "another partner (added concurrently)".into(),
-                            }
-                        } else {
-                            e.into()
-                        }
-                    })?;
-            }
+            self.claim_domains(&mut tx, &id, &details.domains).await?;
         }
         let detail = serde_json::to_string(&diff).ok();
         self.audit(

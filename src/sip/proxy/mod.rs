@@ -113,7 +113,8 @@ impl Reject {
         }
     }
 
-    pub fn diag(mut self, code: u16, text: &'static str) -> Reject {
+    /// Adds the `ms-diagnostics-public` code and its standard text.
+    pub fn diag(mut self, (code, text): (u16, &'static str)) -> Reject {
         self.diagnostic = Some((code, text));
         self
     }
