@@ -235,7 +235,8 @@ fn start_fedge(p: &Pki, home: SocketAddr, threads: usize) -> Relay {
         format!(
             "[federation]\nlisten = \"127.0.0.1:{fed}\"\nfqdn = \"sip.fedge.test\"\nhome_domains = [\"fedge.test\"]\n\
              cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
-             [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n",
+             [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n\
+             [policy]\nrate = 1000000\nburst = 1000000\n",
             p.edge.0.display(),
             p.edge.1.display(),
             p.ca.display(),

@@ -29,8 +29,83 @@ pub struct Config {
     pub store: StoreConfig,
     pub admin: AdminConfig,
     pub sip: SipConfig,
+    pub policy: PolicyConfig,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
+}
+
+/// What may cross the edge, and how fast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Requests per second a partner may send (token bucket), unless its
+    /// record says otherwise.
+    pub rate: u32,
+    /// How many requests a partner may send at once above the rate.
+    pub burst: u32,
+    /// Most distinct home addresses one partner may reach per window.
+    pub enumeration_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub enumeration_window: Duration,
+    /// Media types allowed in bodies (every part of a multipart body).
+    pub body_types: Vec<String>,
+    /// Largest body allowed across the edge.
+    pub max_body_bytes: usize,
+    /// Oldest Lync/SfB client build accepted (UCCAPI and OC in User-Agent).
+    pub min_client_version: String,
+    /// Oldest Lync/SfB server version accepted (RTC and RTCC in User-Agent).
+    pub min_server_version: String,
+    /// Accept products other than Lync and Skype for Business (off: refused).
+    pub allow_other_products: bool,
+    /// The user part of the onboarding test address in each home domain.
+    pub test_user: String,
+    /// How often IG certification expiry dates are checked.
+    #[serde(with = "humantime_serde")]
+    pub ig_check_interval: Duration,
+    /// Days before expiry that a warning is logged.
+    pub ig_warning_days: u32,
+}
+
+/// Body types allowed by default: IM, presence, SDP, multipart, typing
+/// and delivery notifications.
+pub const DEFAULT_BODY_TYPES: &[&str] = &[
+    "text/plain",
+    "text/html",
+    "text/rtf",
+    "application/sdp",
+    "multipart/alternative",
+    "multipart/mixed",
+    "multipart/related",
+    "application/im-iscomposing+xml",
+    "application/ms-imdn+xml",
+    "message/imdn+xml",
+    "application/pidf+xml",
+    "application/xpidf+xml",
+    "text/xml+msrtc.pidf",
+    "application/rlmi+xml",
+    "application/msrtc-event-categories+xml",
+    "application/msrtc-adrl-categorylist+xml",
+    "application/msrtc-category-publish+xml",
+    "application/xml",
+];
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            rate: 20,
+            burst: 40,
+            enumeration_limit: 1000,
+            enumeration_window: Duration::from_secs(3600),
+            body_types: DEFAULT_BODY_TYPES.iter().map(|s| s.to_string()).collect(),
+            max_body_bytes: 64 * 1024,
+            min_client_version: "4.0.7577.4103".into(),
+            min_server_version: "4.0".into(),
+            allow_other_products: false,
+            test_user: "federation-test".into(),
+            ig_check_interval: Duration::from_secs(3600),
+            ig_warning_days: 30,
+        }
+    }
 }
 
 /// The async runtime.
@@ -281,6 +356,58 @@ t2 = "4s"
 t4 = "5s"
 timer_c = "3m 1s"
 
+[policy]
+# Requests per second each partner may send (a token bucket refilled at this
+# rate, holding up to `burst`); more are answered 503 with Retry-After. A
+# partner's record may set its own rate (`fedge partner update D --set
+# rate_limit=N`). SfB uses 20/s for discovered partners.
+rate = 20
+burst = 40
+# User-enumeration guard: a partner may reach at most this many distinct home
+# addresses per window; requests to further ones are refused (403).
+enumeration_limit = 1000
+enumeration_window = "1h"
+# Media types allowed in bodies, in both directions; every part of a
+# multipart body must be one of them. File transfer and recording are
+# refused before this list is consulted.
+body_types = [
+    "text/plain",
+    "text/html",
+    "text/rtf",
+    "application/sdp",
+    "multipart/alternative",
+    "multipart/mixed",
+    "multipart/related",
+    "application/im-iscomposing+xml",
+    "application/ms-imdn+xml",
+    "message/imdn+xml",
+    "application/pidf+xml",
+    "application/xpidf+xml",
+    "text/xml+msrtc.pidf",
+    "application/rlmi+xml",
+    "application/msrtc-event-categories+xml",
+    "application/msrtc-adrl-categorylist+xml",
+    "application/msrtc-category-publish+xml",
+    "application/xml",
+]
+# Largest body allowed across the edge (a larger one is refused with 413).
+max_body_bytes = 65536
+# Oldest products accepted from partners, read from User-Agent: Lync and
+# SfB clients (UCCAPI/OC builds; Lync 2010 is 4.0.7577) and servers (RTC,
+# RTCC). Other products (Cisco Jabber, consumer Skype, ...) are refused
+# unless allowed here or on a partner's record (`--set product_check=off`).
+min_client_version = "4.0.7577.4103"
+min_server_version = "4.0"
+allow_other_products = false
+# The onboarding test address is sip:<test_user>@<each home domain>: a
+# partner's technical contact sends it a MESSAGE and gets one back, which
+# records the passed IM test that `partner enable` asks for.
+test_user = "federation-test"
+# IG certification: partners whose expiry date has passed are suspended
+# automatically; a warning is logged this many days before.
+ig_check_interval = "1h"
+ig_warning_days = 30
+
 [runtime]
 # Worker threads. 1 runs the edge on one thread: the least CPU per message,
 # since no message is handed between threads (measured in docs/benchmarks.md).
@@ -448,6 +575,45 @@ impl Config {
         if s.idle_timeout.is_zero() || s.message_timeout.is_zero() {
             return Err(ConfigError(
                 "[sip] idle_timeout and message_timeout must be greater than zero".into(),
+            ));
+        }
+        let p = &self.policy;
+        if p.rate == 0 || p.burst == 0 {
+            return Err(ConfigError(
+                "[policy] rate and burst must be at least 1".into(),
+            ));
+        }
+        if p.enumeration_limit == 0 || p.enumeration_window.is_zero() {
+            return Err(ConfigError(
+                "[policy] enumeration_limit and enumeration_window must be positive".into(),
+            ));
+        }
+        for t in &p.body_types {
+            if crate::sip::body::media_type(t) != t.to_ascii_lowercase() {
+                return Err(ConfigError(format!(
+                    "[policy] body_types: {t:?} is not a media type like text/plain"
+                )));
+            }
+        }
+        for (k, v) in [
+            ("min_client_version", &p.min_client_version),
+            ("min_server_version", &p.min_server_version),
+        ] {
+            if crate::federation::product::Version::parse(v).is_none() {
+                return Err(ConfigError(format!(
+                    "[policy] {k} {v:?} is not a dotted version like 4.0.7577.4103"
+                )));
+            }
+        }
+        if !crate::sip::grammar::is_token(&p.test_user) {
+            return Err(ConfigError(format!(
+                "[policy] test_user {:?} is not a valid SIP user",
+                p.test_user
+            )));
+        }
+        if p.ig_check_interval.is_zero() {
+            return Err(ConfigError(
+                "[policy] ig_check_interval must be positive".into(),
             ));
         }
         if !(1..=64).contains(&self.runtime.threads) {

@@ -66,6 +66,16 @@ enum Command {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
+    /// Check the way to a partner step by step: DNS, TCP, mutual TLS, an
+    /// OPTIONS to its edge and an IM to its technical contact (like SfB's
+    /// Test-CsFederatedPartner). Needs no running edge.
+    TestFederation {
+        /// One of the partner's SIP domains.
+        domain: String,
+        /// How long each step may take.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +219,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve => serve(cli.config),
+        Command::TestFederation { domain, timeout } => {
+            let cfg = load_config(&cli.config)?;
+            test_federation(&cfg, domain, timeout)
+        }
         Command::Partner { cmd } => {
             let cfg = load_config(&cli.config)?;
             with_store(
@@ -241,6 +255,67 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })
         }
     }
+}
+
+/// `fedge test-federation`: prints one line per step; exit 0 only when all passed.
+fn test_federation(
+    cfg: &Config,
+    domain: String,
+    timeout: std::time::Duration,
+) -> Result<(), Failure> {
+    use fedge::federation::probe::{self, Me};
+    let tls = fedge::sip::transport::tls::federation_client_config(&server::tls_files(cfg))
+        .map_err(|e| Failure::usage(format!("[federation] {e}")))?;
+    let me = Me {
+        fqdn: cfg.federation.fqdn.clone(),
+        port: cfg.federation.listen.port(),
+        address: format!(
+            "sip:{}@{}",
+            cfg.policy.test_user,
+            cfg.federation
+                .home_domains
+                .first()
+                .map(String::as_str)
+                .unwrap_or(&cfg.federation.fqdn)
+        ),
+    };
+    with_store(cfg, |store| async move {
+        let partner = store.partner_by_domain(&domain).await.map_err(|e| {
+            if e.is_usage() {
+                Failure::usage(e.to_string())
+            } else {
+                Failure::runtime(e.to_string())
+            }
+        })?;
+        println!(
+            "federation test: {} ({}, {}) from {} as {}",
+            domain, partner.details.org_name, partner.state, me.fqdn, me.address
+        );
+        let steps = probe::run(&partner, tls, &me, timeout).await;
+        for s in &steps {
+            println!(
+                "  {:<8} {:<6} {}",
+                s.name,
+                if s.ok { "ok" } else { "FAILED" },
+                s.detail
+            );
+        }
+        match steps.iter().find(|s| !s.ok) {
+            None if steps.last().is_some_and(|s| s.name == "message") => {
+                println!(
+                    "all steps passed: ask the technical contact to reply, then check `fedge partner show {domain}`"
+                );
+                Ok(())
+            }
+            None => Err(Failure::runtime(format!(
+                "federation test with {domain} did not finish"
+            ))),
+            Some(s) => Err(Failure::runtime(format!(
+                "federation test with {domain} failed at step {}",
+                s.name
+            ))),
+        }
+    })
 }
 
 /// Opens the store on a small runtime and runs `f` with it.

@@ -16,13 +16,20 @@ use tracing::{info, warn};
 
 use crate::admin;
 use crate::config::Config;
-use crate::federation::Edge;
+use std::sync::OnceLock;
+
+use crate::federation::content;
+use crate::federation::ig;
+use crate::federation::limits::Limits as RateLimits;
+use crate::federation::metrics::Metrics;
 use crate::federation::partner::PartnerState;
 use crate::federation::policy::{PROXY_EXTENSIONS, PolicyConfig};
+use crate::federation::product::{Minimums, Version};
 use crate::federation::registry::{Registry, RegistryEvent};
+use crate::federation::{Edge, RateConfig};
 use crate::sip::parse::Limits;
 use crate::sip::proxy::txn::Timers;
-use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig};
+use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology};
 use crate::sip::transport::Transport;
 use crate::sip::transport::outbound::{Pool, StreamTarget};
 use crate::sip::transport::stream::StreamListener;
@@ -47,6 +54,7 @@ pub struct EdgeState {
     pub connections: Arc<ConnectionTable>,
     pub registry: Arc<Registry>,
     pub proxy: Arc<Proxy<Edge>>,
+    pub metrics: Arc<Metrics>,
     pub fqdn: String,
 }
 
@@ -120,7 +128,8 @@ async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, ServeErro
         .map_err(|e| ServeError::Runtime(format!("cannot listen on {addr} ({what}): {e}")))
 }
 
-fn tls_files(cfg: &Config) -> TlsFiles {
+/// The federation TLS files the configuration names.
+pub fn tls_files(cfg: &Config) -> TlsFiles {
     TlsFiles {
         cert: cfg.federation.cert.clone(),
         key: cfg.federation.key.clone(),
@@ -220,6 +229,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         .map_err(|e| ServeError::Runtime(e.to_string()))?;
 
     let (next_hop, next_transport) = resolve_next_hop(&cfg).await?;
+    let metrics = Arc::new(Metrics::new());
     let fqdn = cfg.federation.fqdn.to_ascii_lowercase();
     let internal_fqdn = cfg
         .internal
@@ -246,6 +256,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         fmt_ip(int_addr.ip()),
     ];
     self_hosts.dedup();
+    let mut fresh = [0u8; 32];
+    rand::fill(&mut fresh);
+    let topology_key = store
+        .secret("topology", fresh)
+        .await
+        .map_err(|e| ServeError::Runtime(format!("cannot read the topology-hiding key: {e}")))?;
+    let home_domains: Vec<String> = cfg
+        .federation
+        .home_domains
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
     let proxy_cfg = ProxyConfig {
         federation: Leg {
             via: format!("SIP/2.0/TLS {fqdn}:{}", fed_addr.port()),
@@ -269,21 +291,53 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
             t4: cfg.sip.t4,
             timer_c: cfg.sip.timer_c,
         },
+        topology: Arc::new(
+            Topology::new(
+                &topology_key,
+                home_domains.clone(),
+                format!("{fqdn}:{};transport=tls", fed_addr.port()),
+            )
+            .map_err(|e| ServeError::Runtime(e.to_string()))?,
+        ),
     };
     let edge = Edge {
         registry: registry.clone(),
         policy: PolicyConfig {
             fqdn: fqdn.clone(),
-            home_domains: cfg
-                .federation
-                .home_domains
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
+            home_domains,
             next_hop,
             local_addrs: vec![fed_addr.ip(), int_addr.ip()],
             partner_connections: cfg.federation.partner_connections,
+            content: content::Rules {
+                body_types: cfg
+                    .policy
+                    .body_types
+                    .iter()
+                    .map(|t| t.to_ascii_lowercase())
+                    .collect(),
+                max_body: cfg.policy.max_body_bytes,
+            },
+            products: Minimums {
+                client: Version::parse(&cfg.policy.min_client_version).ok_or_else(|| {
+                    ServeError::Config("[policy] min_client_version is not a version".into())
+                })?,
+                server: Version::parse(&cfg.policy.min_server_version).ok_or_else(|| {
+                    ServeError::Config("[policy] min_server_version is not a version".into())
+                })?,
+                allow_other: cfg.policy.allow_other_products,
+            },
+            test_user: cfg.policy.test_user.clone(),
         },
+        rates: RateConfig {
+            rate: cfg.policy.rate,
+            burst: cfg.policy.burst,
+            enumeration_limit: cfg.policy.enumeration_limit,
+            enumeration_window: cfg.policy.enumeration_window,
+        },
+        limits: RateLimits::new(),
+        metrics: metrics.clone(),
+        store: Some(store.clone()),
+        proxy: OnceLock::new(),
     };
     let pool = Arc::new(Pool::new(
         client_tls,
@@ -293,9 +347,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         cfg.federation.handshake_timeout,
     ));
     let proxy = Proxy::new(edge, proxy_cfg, pool, int_udp.clone());
+    let _ = proxy.router.proxy.set(Arc::downgrade(&proxy));
 
     let mut tasks = tokio::task::JoinSet::new();
     let watcher = registry.watch(store.clone(), cfg.store.poll_interval, shutdown.clone());
+    let ig_watch = ig::spawn(
+        store.clone(),
+        registry.clone(),
+        metrics.clone(),
+        cfg.policy.ig_check_interval,
+        cfg.policy.ig_warning_days,
+        shutdown.clone(),
+    );
     let closer = close_on_registry_events(registry.clone(), table.clone(), shutdown.clone());
     tasks.spawn(
         StreamListener {
@@ -335,6 +398,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         connections: table.clone(),
         registry: registry.clone(),
         proxy: proxy.clone(),
+        metrics: metrics.clone(),
         fqdn: cfg.federation.fqdn.clone(),
     });
     tasks.spawn(admin::serve(admin_listener, state, shutdown.clone()));
@@ -355,6 +419,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         warn!("listeners did not stop within 5 s");
     }
     let _ = watcher.await;
+    let _ = ig_watch.await;
     let _ = closer.await;
     store.close().await;
     Ok(())

@@ -91,7 +91,28 @@ fn lifecycle_scenario(cfg: &Path) {
             "FPA technical details",
         ],
     );
-    let out = fedge_ok(cfg, &["partner", "enable", "partner.test"]);
+    // Without a passed onboarding IM test, enabling needs an explicit, reasoned skip.
+    refused(
+        cfg,
+        &["partner", "enable", "partner.test"],
+        "no IM test has passed",
+    );
+    refused(
+        cfg,
+        &["partner", "enable", "partner.test", "--skip-im-test"],
+        "--reason is required for enable",
+    );
+    let out = fedge_ok(
+        cfg,
+        &[
+            "partner",
+            "enable",
+            "partner.test",
+            "--skip-im-test",
+            "--reason",
+            "IM tested by phone with the SPOC",
+        ],
+    );
     assert!(out.contains("approved -> enabled"), "{out}");
     refused(
         cfg,
@@ -260,6 +281,7 @@ fn lifecycle_scenario(cfg: &Path) {
     assert_eq!(entries[6]["from_state"], "enabled");
     assert_eq!(entries[6]["to_state"], "suspended");
     assert_eq!(entries[6]["reason"], "IG certification lapsed");
+    assert_eq!(entries[5]["detail"], "{\"im_test\":\"skipped\"}");
     assert!(
         entries[4]["detail"]
             .as_str()

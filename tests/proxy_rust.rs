@@ -144,7 +144,7 @@ async fn udp_next_hop_gets_retransmissions_then_timer_f_answers_408() {
         "sip:alice@partner.test",
         "sip:bob@fedge.test",
         "z9hG4bK-tf",
-        "",
+        "Content-Type: text/plain\r\n",
         b"hi",
     ))
     .await
@@ -533,4 +533,71 @@ async fn a_strict_router_is_repaired() {
         m.first(fedge::sip::headers::HeaderName::Route).is_none(),
         "the used Route entry must go"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partners_cannot_route_into_the_home_network_or_forge_hiding_tokens() {
+    use fedge::sip::headers::HeaderName;
+    let Setup {
+        pki: _pki,
+        home,
+        edge,
+        mut c,
+    } = setup("").await;
+    let port = edge.federation.port();
+    // A Route past the edge's own entry, naming an internal host: dropped.
+    c.send(&request(
+        "MESSAGE",
+        "sip:bob@fedge.test",
+        "sip:alice@partner.test",
+        "sip:bob@fedge.test",
+        "z9hG4bK-inject",
+        &format!(
+            "Route: <sip:{EDGE_FQDN}:{port};transport=tls;lr>, <sip:10.9.9.9:5060;lr>\r\n\
+             Content-Type: text/plain\r\n"
+        ),
+        b"hi",
+    ))
+    .await
+    .unwrap();
+    let (m, from) = recv_datagram(&home, Duration::from_secs(5)).expect("MESSAGE relayed");
+    assert_eq!(m.first(HeaderName::Route), None, "{:?}", m.summary());
+    assert!(!String::from_utf8_lossy(m.raw()).contains("10.9.9.9"));
+    answer(&home, &m, from, 200);
+    let Reply::Message(r) = final_reply(&mut c, Duration::from_secs(5)).await else {
+        panic!("no answer")
+    };
+    assert_eq!(r.status(), Some(200));
+
+    // Forged tokens: a stand-in Contact and a sealed route the edge never made.
+    for (n, (ruri, route)) in [
+        (
+            format!("sip:fe1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA@{EDGE_FQDN}:{port};transport=tls"),
+            String::new(),
+        ),
+        (
+            "sip:bob@fedge.test".to_string(),
+            format!("Route: <sip:{EDGE_FQDN}:{port};transport=tls;lr;fe-h=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA>\r\n"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bye = format!(
+            "BYE {ruri} SIP/2.0\r\nVia: SIP/2.0/TLS sip.partner.test:5061;branch=z9hG4bK-forged{n}\r\nMax-Forwards: 70\r\n\
+             {route}From: <sip:alice@partner.test>;tag=p1\r\nTo: <sip:bob@fedge.test>;tag=callee\r\n\
+             Call-ID: forged{n}@partner.test\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        c.send(bye.as_bytes()).await.unwrap();
+        let Reply::Message(r) = final_reply(&mut c, Duration::from_secs(5)).await else {
+            panic!("no answer to forged token {n}")
+        };
+        assert_eq!(r.status(), Some(404), "forged token {n}");
+        let w = r.values_named("Warning").next().unwrap_or("");
+        assert!(w.contains("was not made by this edge for this dialog"), "{w}");
+        assert!(
+            recv_datagram(&home, Duration::from_millis(200)).is_none(),
+            "forged token {n} reached the home side"
+        );
+    }
 }

@@ -59,11 +59,91 @@ async fn registry(State(state): State<Arc<EdgeState>>) -> Json<Value> {
     Json(json!({ "version": snap.version, "partners": partners }))
 }
 
+/// `GET /metrics`: counters and gauges in the Prometheus text format.
+async fn metrics(
+    State(state): State<Arc<EdgeState>>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    let st = &state.proxy.stats;
+    let (servers, clients) = state.proxy.transactions();
+    let snap = state.registry.snapshot();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let extra = [
+        (
+            "fedge_connections",
+            "Live stream connections",
+            state.connections.len() as f64,
+        ),
+        (
+            "fedge_server_transactions",
+            "Live server transactions",
+            servers as f64,
+        ),
+        (
+            "fedge_client_transactions",
+            "Live client transactions",
+            clients as f64,
+        ),
+        (
+            "fedge_sip_requests_received",
+            "SIP requests received (cumulative)",
+            load(&st.requests),
+        ),
+        (
+            "fedge_sip_responses_received",
+            "SIP responses received (cumulative)",
+            load(&st.responses),
+        ),
+        (
+            "fedge_sip_forwarded",
+            "SIP requests forwarded (cumulative)",
+            load(&st.forwarded),
+        ),
+        (
+            "fedge_sip_rejected",
+            "SIP requests refused (cumulative)",
+            load(&st.rejected),
+        ),
+        (
+            "fedge_sip_retransmissions",
+            "Request retransmissions absorbed (cumulative)",
+            load(&st.retransmissions),
+        ),
+        (
+            "fedge_sip_stray_responses",
+            "Responses matching no transaction, dropped (cumulative)",
+            load(&st.stray_responses),
+        ),
+        (
+            "fedge_sip_loops",
+            "Requests refused as loops (cumulative)",
+            load(&st.loops),
+        ),
+        (
+            "fedge_registry_version",
+            "Registry version this node enforces",
+            snap.version as f64,
+        ),
+        (
+            "fedge_partners_enabled",
+            "Enabled partners",
+            snap.enabled_count() as f64,
+        ),
+    ];
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(&extra),
+    )
+}
+
 /// Serves the admin API until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/registry", get(registry))
+        .route("/metrics", get(metrics))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -25,8 +25,8 @@ pub enum PartnerCmd {
     AgreementSigned(VerbArgs),
     /// agreement_signed -> approved: the FPA is approved.
     Approve(VerbArgs),
-    /// approved -> enabled: traffic may cross (needs an edge FQDN).
-    Enable(VerbArgs),
+    /// approved -> enabled: traffic may cross (needs an edge FQDN and a passed IM test).
+    Enable(EnableArgs),
     /// enabled -> suspended: traffic stops at once (--reason required).
     Suspend(VerbArgs),
     /// suspended -> enabled (--reason required).
@@ -125,6 +125,15 @@ pub struct VerbArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct EnableArgs {
+    #[command(flatten)]
+    verb: VerbArgs,
+    /// Enable without a passed onboarding IM test (needs --reason).
+    #[arg(long)]
+    skip_im_test: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct UpdateArgs {
     domain: String,
     /// Set a field, e.g. --set edge_fqdn=sip.partner.example (repeatable).
@@ -187,7 +196,7 @@ pub async fn run(cmd: PartnerCmd, store: &Store) -> Result<(), Failure> {
         PartnerCmd::AgreementSent(v) => verb(Verb::AgreementSent, v, store).await,
         PartnerCmd::AgreementSigned(v) => verb(Verb::AgreementSigned, v, store).await,
         PartnerCmd::Approve(v) => verb(Verb::Approve, v, store).await,
-        PartnerCmd::Enable(v) => verb(Verb::Enable, v, store).await,
+        PartnerCmd::Enable(e) => verb_with(Verb::Enable, e.verb, e.skip_im_test, store).await,
         PartnerCmd::Suspend(v) => verb(Verb::Suspend, v, store).await,
         PartnerCmd::Reinstate(v) => verb(Verb::Reinstate, v, store).await,
         PartnerCmd::Revoke(v) => verb(Verb::Revoke, v, store).await,
@@ -305,8 +314,18 @@ async fn add(a: AddArgs, store: &Store) -> Result<(), Failure> {
 }
 
 async fn verb(v: Verb, a: VerbArgs, store: &Store) -> Result<(), Failure> {
+    verb_with(v, a, false, store).await
+}
+
+async fn verb_with(v: Verb, a: VerbArgs, skip_im_test: bool, store: &Store) -> Result<(), Failure> {
     let (p, from) = store
-        .apply_verb(&a.domain, v, &actor(&a.actor), a.reason.as_deref())
+        .apply_verb(
+            &a.domain,
+            v,
+            &actor(&a.actor),
+            a.reason.as_deref(),
+            skip_im_test,
+        )
         .await
         .map_err(store_failure)?;
     println!(
@@ -449,6 +468,23 @@ fn print_partner(p: &Partner) {
     println!("federated:        {}", opt(&p.federated_at));
     println!("suspended:        {}", opt(&p.suspended_at));
     println!("revoked:          {}", opt(&p.revoked_at));
+    println!(
+        "im test:          {}",
+        match (&p.im_test_at, &p.im_test_from) {
+            (Some(at), Some(from)) => format!("passed {at} from {from}"),
+            _ => "not yet".into(),
+        }
+    );
+    println!(
+        "rate limit:       {}",
+        d.rate_limit
+            .clone()
+            .unwrap_or_else(|| "- (the [policy] rate)".into())
+    );
+    println!(
+        "product check:    {}",
+        d.product_check.clone().unwrap_or_else(|| "on".into())
+    );
     println!("comment:          {}", opt(&d.comment));
 }
 

@@ -129,6 +129,8 @@ pub fn parse(text: &str) -> Result<PartnerDetails, Vec<Violation>> {
         ig_level: s(&doc, "/organisation/information_governance/level"),
         ig_expires: s(&doc, "/organisation/information_governance/expires"),
         comment: Some(comment),
+        rate_limit: None,
+        product_check: None,
     };
     details.normalise();
     // Rules the schema cannot express, mapped back to where they came from.

@@ -1,58 +1,314 @@
 //! Who may talk to whom across the edge.
 //!
 //! `partner` is the record and its lifecycle, `fpa` the agreement a partner
-//! submits, `registry` the live snapshot each node enforces, and `policy`
-//! the one place that decides what crosses. [`Edge`] is the proxy's
-//! [`Router`]: it hands every request to `policy::decide` with the current
-//! snapshot and keeps internal diagnostics from leaving towards partners.
+//! submits, `registry` the live snapshot each node enforces, `policy` the
+//! one place that decides what crosses (with `content` and `product` for
+//! what a message carries and who sent it), `limits` the per-partner rates,
+//! `metrics` the counters. [`Edge`] is the proxy's [`Router`]: it asks
+//! `policy::decide`, applies the rate limits to what the policy lets
+//! through, answers the onboarding IM test, counts every outcome, and
+//! keeps internal diagnostics from leaving towards partners.
 
+pub mod content;
 pub mod fpa;
+pub mod ig;
+pub mod limits;
+pub mod metrics;
 pub mod partner;
 pub mod policy;
+pub mod probe;
+pub mod product;
 pub mod registry;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::{info, warn};
 
 use crate::sip::edit::Editor;
 use crate::sip::headers::HeaderName;
-use crate::sip::message::SipMessage;
-use crate::sip::proxy::{Decision, Reject, RequestInfo, Router};
-use crate::sip::response::quote;
+use crate::sip::message::{Method, SipMessage};
+use crate::sip::proxy::{Decision, Hop, Proxy, Reject, RequestInfo, Router};
+use crate::sip::response::{quote, random_token};
 use crate::sip::transport::outbound::ConnectError;
 use crate::sip::transport::{Role, Source};
+use crate::store::Store;
+use limits::Limits;
+use metrics::Metrics;
+use partner::Partner;
 use policy::{PolicyConfig, diag};
 use registry::Registry;
+
+/// Rates applied to partners' requests.
+#[derive(Debug, Clone)]
+pub struct RateConfig {
+    pub rate: u32,
+    pub burst: u32,
+    pub enumeration_limit: u32,
+    pub enumeration_window: Duration,
+}
 
 /// The federation edge's decisions, for the proxy core.
 #[derive(Debug)]
 pub struct Edge {
     pub registry: Arc<Registry>,
     pub policy: PolicyConfig,
+    pub rates: RateConfig,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    /// Where IM test results are recorded.
+    pub store: Option<Store>,
+    /// The proxy this edge routes for, to send its own requests (IM test replies).
+    pub proxy: OnceLock<Weak<Proxy<Edge>>>,
+}
+
+const REJECTIONS: &str = "fedge_rejections_total";
+const REJECTIONS_HELP: &str = "Requests refused by the edge, by rule, partner and direction";
+const REQUESTS: &str = "fedge_requests_total";
+const REQUESTS_HELP: &str = "Requests decided by the federation policy, by outcome and direction";
+
+impl Edge {
+    fn direction(role: Role) -> &'static str {
+        match role {
+            Role::Federation => "inbound",
+            Role::Internal => "outbound",
+        }
+    }
+
+    /// Rate limits and the enumeration guard, for what the policy let through.
+    fn limit(
+        &self,
+        req: &SipMessage,
+        partner: &Partner,
+        info: &RequestInfo,
+    ) -> Option<(Reject, &'static str)> {
+        if req.method() == Some(&Method::Ack) {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let rate = partner
+            .details
+            .rate_limit
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(self.rates.rate);
+        let burst = self.rates.burst.max(rate);
+        if let Err(wait) = self.limits.take(&partner.id, rate, burst, now) {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut r = Reject::new(
+                503,
+                format!(
+                    "partner {} exceeds its {rate} requests per second; retry after {secs} s",
+                    partner.details.org_name
+                ),
+            )
+            .diag(diag::TEMPORARILY);
+            r.headers.push(("Retry-After".into(), secs.to_string()));
+            return Some((r, "rate_limited"));
+        }
+        if !info.in_dialog {
+            let target = req
+                .request_uri()
+                .map(|u| {
+                    format!("{}@{}", u.user.unwrap_or(""), u.domain().unwrap_or(""))
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            let w = self.rates.enumeration_window;
+            if !self
+                .limits
+                .reach(&partner.id, &target, self.rates.enumeration_limit, w, now)
+            {
+                let r = Reject::new(
+                    403,
+                    format!(
+                        "partner {} has reached {} distinct home addresses within {}; requests to new ones are refused",
+                        partner.details.org_name,
+                        self.rates.enumeration_limit,
+                        humantime::format_duration(w)
+                    ),
+                )
+                .diag(diag::NOT_AUTHORIZED);
+                return Some((r, "enumeration"));
+            }
+        }
+        None
+    }
+
+    /// Answers the onboarding IM test with a MESSAGE back to the sender,
+    /// and records the test as passed once that reply is accepted.
+    fn im_test(&self, req: &SipMessage, partner: Arc<Partner>) {
+        let Some(proxy) = self.proxy.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let Some(from) = req.from().map(|f| f.uri.raw.to_string()) else {
+            return;
+        };
+        let Some(edge) = partner.details.edge_fqdn.clone() else {
+            return;
+        };
+        let home = self
+            .policy
+            .home_domains
+            .first()
+            .cloned()
+            .unwrap_or_default();
+        let me = format!("sip:{}@{home}", self.policy.test_user);
+        let hop = Hop::Stream(policy::partner_target(
+            &partner,
+            &edge,
+            self.policy.partner_connections,
+        ));
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let fqdn = self.policy.fqdn.clone();
+        info!(partner = partner.name(), from = %from, "IM test received; replying");
+        tokio::spawn(async move {
+            let body = format!(
+                "This is the federation edge of {home}. Your message from {from} arrived, and this reply proves the way back. \
+                 The IM test for {} passes when your side accepts this message.",
+                partner.details.org_name
+            );
+            let build = |via: &str| {
+                Bytes::from(format!(
+                    "MESSAGE {from} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{me}>;tag={}\r\nTo: <{from}>\r\n\
+                     Call-ID: {}@{fqdn}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+                    random_token(),
+                    random_token(),
+                    body.len()
+                ))
+            };
+            let outcome = match proxy.originate(Role::Federation, &hop, build).await {
+                Ok(resp) if resp.status().is_some_and(|s| (200..300).contains(&s)) => Ok(()),
+                Ok(resp) => Err(format!(
+                    "the reply was refused with {}",
+                    resp.status().unwrap_or(0)
+                )),
+                Err(e) => Err(format!("the reply could not be delivered: {e}")),
+            };
+            match outcome {
+                Ok(()) => {
+                    let recorded = match &store {
+                        Some(s) => s
+                            .record_im_test(&partner.id, &from, "fedge")
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                        None => Ok(()),
+                    };
+                    match recorded {
+                        Ok(()) => {
+                            metrics.inc(
+                                "fedge_im_tests_total",
+                                "Onboarding IM tests",
+                                &[("partner", partner.name()), ("result", "passed")],
+                            );
+                            info!(partner = partner.name(), from = %from, "IM test passed and recorded");
+                        }
+                        Err(e) => {
+                            warn!(partner = partner.name(), error = %e, "IM test passed but could not be recorded")
+                        }
+                    }
+                }
+                Err(why) => {
+                    metrics.inc(
+                        "fedge_im_tests_total",
+                        "Onboarding IM tests",
+                        &[("partner", partner.name()), ("result", "failed")],
+                    );
+                    warn!(partner = partner.name(), from = %from, reason = %why, "IM test failed");
+                }
+            }
+        });
+    }
 }
 
 impl Router for Edge {
     fn route(&self, req: &SipMessage, source: &Source, info: &RequestInfo) -> Decision {
         let snap = self.registry.snapshot();
-        policy::decide(
+        let v = policy::decide(
             req,
             source.role,
             source.identity.as_deref(),
             info,
             &snap,
             &self.policy,
-        )
+        );
+        let dir = Edge::direction(source.role);
+        let partner_name = v
+            .partner
+            .as_ref()
+            .map(|p| p.name().to_string())
+            .unwrap_or_else(|| "-".into());
+        let mut decision = v.decision;
+        let mut rule = v.rule;
+        if source.role == Role::Federation
+            && let (Decision::Forward(_), Some(p)) = (&decision, &v.partner)
+            && let Some((r, why)) = self.limit(req, p, info)
+        {
+            decision = Decision::Reject(r);
+            rule = why;
+        }
+        match &decision {
+            Decision::Reject(_) => self.metrics.inc(
+                REJECTIONS,
+                REJECTIONS_HELP,
+                &[
+                    ("rule", rule),
+                    ("partner", &partner_name),
+                    ("direction", dir),
+                ],
+            ),
+            _ => self.metrics.inc(
+                REQUESTS,
+                REQUESTS_HELP,
+                &[("outcome", rule), ("direction", dir)],
+            ),
+        }
+        if v.im_test
+            && let Some(p) = v.partner
+        {
+            self.im_test(req, p);
+        }
+        decision
     }
 
     fn forward_failed(&self, _req: &SipMessage, source: &Source, err: &ConnectError) -> Reject {
-        policy::forward_failed(source.role, err)
+        let r = policy::forward_failed(source.role, err);
+        self.metrics.inc(
+            REJECTIONS,
+            REJECTIONS_HELP,
+            &[
+                ("rule", "next_hop_unreachable"),
+                ("partner", "-"),
+                ("direction", Edge::direction(source.role)),
+            ],
+        );
+        r
     }
 
     fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>) {
         match to.role {
-            // Internal diagnostics name internal servers: they never leave.
+            // Internal diagnostics and the home pool's message signing
+            // (`targetname=` names a pool) never leave.
             Role::Federation => {
                 ed.remove_all(HeaderName::MsDiagnostics);
                 ed.remove_header(policy::TRUST_HEADER);
+                for h in policy::INTERNAL_AUTH_HEADERS
+                    .iter()
+                    .chain(&policy::INTERNAL_HEADERS)
+                {
+                    ed.remove_header(h);
+                }
+                // A Warning's agent names the host that wrote it: only the
+                // edge's own leave.
+                for i in resp.indices(HeaderName::Warning) {
+                    let agent = resp.value(&resp.headers()[i]).split_whitespace().nth(1);
+                    if !agent.is_some_and(|a| a.eq_ignore_ascii_case(&self.policy.fqdn)) {
+                        ed.remove_value(i);
+                    }
+                }
             }
             // A partner's failure without a diagnostic gets SfB's 1034, so
             // the home side can tell "the partner said no" from "we said no".

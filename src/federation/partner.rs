@@ -205,6 +205,10 @@ pub struct PartnerDetails {
     /// `YYYY-MM-DD`.
     pub ig_expires: Option<String>,
     pub comment: Option<String>,
+    /// Requests per second this partner may send (default: `[policy] rate`).
+    pub rate_limit: Option<String>,
+    /// `off` lets a lab partner use products other than Lync and SfB.
+    pub product_check: Option<String>,
 }
 
 /// A partner as stored.
@@ -219,6 +223,9 @@ pub struct Partner {
     pub federated_at: Option<String>,
     pub suspended_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// When the onboarding IM test passed, and from which SIP address.
+    pub im_test_at: Option<String>,
+    pub im_test_from: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -274,6 +281,10 @@ pub enum TransitionError {
     )]
     NeedsEdgeFqdn { partner: String },
     #[error(
+        "cannot enable partner {partner}: no IM test has passed; its technical contact sends a MESSAGE to the federation test address first (or use --skip-im-test with --reason)"
+    )]
+    NeedsImTest { partner: String },
+    #[error(
         "cannot {verb} partner {partner}: its IG certification expired on {expired}; record a current one first"
     )]
     IgExpired {
@@ -284,11 +295,13 @@ pub enum TransitionError {
 }
 
 /// Decides a lifecycle change. `today` is `YYYY-MM-DD` (UTC).
+/// `skip_im_test` lets `enable` go ahead without a passed IM test (with a reason).
 pub fn transition(
     partner: &Partner,
     verb: Verb,
     reason: Option<&str>,
     today: &str,
+    skip_im_test: bool,
 ) -> Result<PartnerState, TransitionError> {
     let name = partner.name().to_string();
     let to = verb
@@ -307,6 +320,17 @@ pub fn transition(
     }
     if to == PartnerState::Enabled {
         check_enableable(&partner.details, &name, verb, today)?;
+    }
+    if verb == Verb::Enable && partner.im_test_at.is_none() {
+        if !skip_im_test {
+            return Err(TransitionError::NeedsImTest { partner: name });
+        }
+        if reason.is_none_or(|r| r.trim().is_empty()) {
+            return Err(TransitionError::ReasonRequired {
+                verb,
+                partner: name,
+            });
+        }
     }
     Ok(to)
 }
@@ -353,6 +377,8 @@ pub const FIELDS: &[&str] = &[
     "ig_level",
     "ig_expires",
     "comment",
+    "rate_limit",
+    "product_check",
 ];
 
 impl PartnerDetails {
@@ -376,6 +402,8 @@ impl PartnerDetails {
             "ig_level" => self.ig_level.as_deref(),
             "ig_expires" => self.ig_expires.as_deref(),
             "comment" => self.comment.as_deref(),
+            "rate_limit" => self.rate_limit.as_deref(),
+            "product_check" => self.product_check.as_deref(),
             _ => return None,
         };
         Some(v)
@@ -404,6 +432,8 @@ impl PartnerDetails {
             "ig_level" => &mut self.ig_level,
             "ig_expires" => &mut self.ig_expires,
             "comment" => &mut self.comment,
+            "rate_limit" => &mut self.rate_limit,
+            "product_check" => &mut self.product_check,
             _ => return false,
         };
         *slot = value;
@@ -482,6 +512,19 @@ impl PartnerDetails {
                 ),
             }
         }
+        if let Some(r) = &self.rate_limit
+            && !r.parse::<u32>().is_ok_and(|n| (1..=100_000).contains(&n))
+        {
+            bad(
+                "rate_limit",
+                format!("{r:?} is not a number of requests per second from 1 to 100000"),
+            );
+        }
+        if let Some(p) = &self.product_check
+            && !matches!(p.as_str(), "on" | "off")
+        {
+            bad("product_check", format!("{p:?} must be on or off"));
+        }
         for (f, v) in [
             ("spoc_email", &self.contacts.spoc_email),
             ("tech_email", &self.contacts.tech_email),
@@ -531,6 +574,8 @@ pub(crate) fn sample(
         federated_at: None,
         suspended_at: None,
         revoked_at: None,
+        im_test_at: None,
+        im_test_from: None,
         created_at: String::new(),
         updated_at: String::new(),
     }
@@ -543,6 +588,7 @@ mod tests {
     fn partner(state: PartnerState, edge: Option<&str>) -> Partner {
         let mut p = sample("p1", &["partner.test"], edge, state);
         p.details.org_name = "Org".into();
+        p.im_test_at = Some("2026-01-01T00:00:00.000Z".into());
         p
     }
 
@@ -572,7 +618,7 @@ mod tests {
                     .find(|(f, v, _)| *f == from && *v == verb)
                     .map(|t| t.2);
                 let p = partner(from, Some("sip.partner.test"));
-                let got = transition(&p, verb, Some("because"), "2026-01-01").ok();
+                let got = transition(&p, verb, Some("because"), "2026-01-01", false).ok();
                 assert_eq!(got, want, "{from} --{verb}-->");
             }
         }
@@ -585,6 +631,7 @@ mod tests {
             Verb::Approve,
             None,
             "2026-01-01",
+            false,
         )
         .unwrap_err();
         assert_eq!(
@@ -596,6 +643,7 @@ mod tests {
             Verb::Reinstate,
             Some("x"),
             "2026-01-01",
+            false,
         )
         .unwrap_err();
         assert!(e.to_string().contains("revoked is final"), "{e}");
@@ -605,27 +653,56 @@ mod tests {
     fn reasons_edge_fqdn_and_ig_expiry() {
         let p = partner(PartnerState::Enabled, Some("sip.partner.test"));
         assert!(matches!(
-            transition(&p, Verb::Suspend, None, "2026-01-01"),
+            transition(&p, Verb::Suspend, None, "2026-01-01", false),
             Err(TransitionError::ReasonRequired { .. })
         ));
         assert!(matches!(
-            transition(&p, Verb::Suspend, Some("  "), "2026-01-01"),
+            transition(&p, Verb::Suspend, Some("  "), "2026-01-01", false),
             Err(TransitionError::ReasonRequired { .. })
         ));
         let p = partner(PartnerState::Approved, None);
         assert!(matches!(
-            transition(&p, Verb::Enable, None, "2026-01-01"),
+            transition(&p, Verb::Enable, None, "2026-01-01", false),
             Err(TransitionError::NeedsEdgeFqdn { .. })
         ));
         let mut p = partner(PartnerState::Approved, Some("sip.partner.test"));
         p.details.ig_expires = Some("2025-12-31".into());
         assert!(matches!(
-            transition(&p, Verb::Enable, None, "2026-01-01"),
+            transition(&p, Verb::Enable, None, "2026-01-01", false),
             Err(TransitionError::IgExpired { .. })
         ));
         p.details.ig_expires = Some("2026-01-01".into());
         assert_eq!(
-            transition(&p, Verb::Enable, None, "2026-01-01"),
+            transition(&p, Verb::Enable, None, "2026-01-01", false),
+            Ok(PartnerState::Enabled)
+        );
+    }
+
+    #[test]
+    fn enabling_needs_a_passed_im_test_or_a_reasoned_skip() {
+        let mut p = partner(PartnerState::Approved, Some("sip.partner.test"));
+        p.im_test_at = None;
+        let e = transition(&p, Verb::Enable, None, "2026-01-01", false).unwrap_err();
+        assert!(matches!(e, TransitionError::NeedsImTest { .. }), "{e}");
+        assert!(matches!(
+            transition(&p, Verb::Enable, None, "2026-01-01", true),
+            Err(TransitionError::ReasonRequired { .. })
+        ));
+        assert_eq!(
+            transition(
+                &p,
+                Verb::Enable,
+                Some("tested by phone"),
+                "2026-01-01",
+                true
+            ),
+            Ok(PartnerState::Enabled)
+        );
+        // Reinstating a suspended partner does not ask for a new test.
+        let mut s = partner(PartnerState::Suspended, Some("sip.partner.test"));
+        s.im_test_at = None;
+        assert_eq!(
+            transition(&s, Verb::Reinstate, Some("ok"), "2026-01-01", false),
             Ok(PartnerState::Enabled)
         );
     }

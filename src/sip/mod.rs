@@ -6,6 +6,7 @@
 //! Knows SIP and nothing else: it never asks who a partner is or whether a
 //! message is allowed. Those questions belong to `federation`.
 
+pub mod body;
 pub mod edit;
 pub mod framing;
 pub mod grammar;

@@ -175,6 +175,37 @@ impl Store {
         Ok(problems)
     }
 
+    /// A named 32-byte secret shared by every node on this database, made
+    /// (from `fresh`) the first time it is asked for and the same ever after.
+    pub async fn secret(&self, name: &str, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let key = format!("secret:{name}");
+        let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        sqlx::query(
+            "INSERT INTO store_info (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&key)
+        .bind(&hex)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT value FROM store_info WHERE name = $1")
+            .bind(&key)
+            .fetch_one(&self.pool)
+            .await?;
+        let value: String = row.try_get(0)?;
+        let mut out = [0u8; 32];
+        let bytes = value.as_bytes();
+        if bytes.len() != 64 {
+            return Err(StoreError::Corrupt(format!("{key} is not 32 hex bytes")));
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = std::str::from_utf8(&bytes[2 * i..2 * i + 2])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("{key} is not 32 hex bytes")))?;
+        }
+        Ok(out)
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -53,7 +53,8 @@ macro_rules! partner_columns {
     () => {
         "id, org_name, org_reg_number, org_address, edge_fqdn, address, usage_statement, \
          spoc_name, spoc_email, spoc_phone, tech_name, tech_email, tech_phone, tech_sip, ig_level, ig_expires, \
-         comment, state, requested_at, federated_at, suspended_at, revoked_at, created_at, updated_at"
+         comment, rate_limit, product_check, state, requested_at, federated_at, suspended_at, revoked_at, \
+         im_test_at, im_test_from, created_at, updated_at"
     };
 }
 
@@ -81,6 +82,8 @@ fn partner_from_row(row: &AnyRow, domains: Vec<String>) -> Result<Partner, Store
         federated_at: g("federated_at")?,
         suspended_at: g("suspended_at")?,
         revoked_at: g("revoked_at")?,
+        im_test_at: g("im_test_at")?,
+        im_test_from: g("im_test_from")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -293,8 +296,10 @@ impl Store {
         let mut q = sqlx::query(
             "INSERT INTO partners (id, org_name, org_reg_number, org_address, edge_fqdn, address, usage_statement, \
              spoc_name, spoc_email, spoc_phone, tech_name, tech_email, tech_phone, tech_sip, ig_level, ig_expires, \
-             comment, state, requested_at, federated_at, suspended_at, revoked_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, NULL, $19, $19)",
+             comment, rate_limit, product_check, state, requested_at, federated_at, suspended_at, revoked_at, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
+             NULL, $21, $21)",
         )
         .bind(&id)
         .bind(&details.org_name);
@@ -365,11 +370,15 @@ impl Store {
         verb: Verb,
         actor: &str,
         reason: Option<&str>,
+        skip_im_test: bool,
     ) -> Result<(Partner, PartnerState), StoreError> {
         let mut tx = self.pool.begin().await?;
         let id = self.id_by_domain(&mut tx, domain).await?;
         let p = self.load(&mut tx, &id).await?;
-        let to = transition(&p, verb, reason, &today()).map_err(StoreError::Transition)?;
+        let to =
+            transition(&p, verb, reason, &today(), skip_im_test).map_err(StoreError::Transition)?;
+        let skipped = (verb == Verb::Enable && p.im_test_at.is_none())
+            .then(|| r#"{"im_test":"skipped"}"#.to_string());
         let now = now_rfc3339();
         let federated = if to == PartnerState::Enabled && p.federated_at.is_none() {
             Some(now.clone())
@@ -417,7 +426,7 @@ impl Store {
             Some(p.state),
             to,
             reason,
-            None,
+            skipped,
         )
         .await?;
         let after = self.load(&mut tx, &id).await?;
@@ -472,9 +481,12 @@ impl Store {
         }
         details.normalise();
         Self::check_details(&details)?;
-        if before.state == PartnerState::Enabled {
-            check_enableable(&details, before.name(), Verb::Enable, &today())
-                .map_err(StoreError::Transition)?;
+        // An enabled partner must stay reachable. (A lapsed IG date may be
+        // recorded: the edge then suspends the partner itself, audited.)
+        if before.state == PartnerState::Enabled && details.edge_fqdn.is_none() {
+            return Err(StoreError::Transition(TransitionError::NeedsEdgeFqdn {
+                partner: before.name().to_string(),
+            }));
         }
         let mut diff = serde_json::Map::new();
         for f in FIELDS {
@@ -498,8 +510,8 @@ impl Store {
         let mut q = sqlx::query(
             "UPDATE partners SET org_name = $1, org_reg_number = $2, org_address = $3, edge_fqdn = $4, address = $5, \
              usage_statement = $6, spoc_name = $7, spoc_email = $8, spoc_phone = $9, tech_name = $10, tech_email = $11, \
-             tech_phone = $12, tech_sip = $13, ig_level = $14, ig_expires = $15, comment = $16, updated_at = $17 \
-             WHERE id = $18 AND updated_at = $19",
+             tech_phone = $12, tech_sip = $13, ig_level = $14, ig_expires = $15, comment = $16, rate_limit = $17, \
+             product_check = $18, updated_at = $19 WHERE id = $20 AND updated_at = $21",
         )
         .bind(&details.org_name);
         for f in FIELDS.iter().filter(|f| **f != "org_name") {
@@ -591,6 +603,42 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Records a passed onboarding IM test on a partner (audited).
+    pub async fn record_im_test(
+        &self,
+        partner_id: &str,
+        from: &str,
+        actor: &str,
+    ) -> Result<Partner, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let p = self.load(&mut tx, partner_id).await?;
+        let now = now_rfc3339();
+        sqlx::query(
+            "UPDATE partners SET im_test_at = $1, im_test_from = $2, updated_at = $1 WHERE id = $3",
+        )
+        .bind(&now)
+        .bind(from)
+        .bind(partner_id)
+        .execute(&mut *tx)
+        .await?;
+        let detail = serde_json::json!({ "im_test_from": from }).to_string();
+        self.audit(
+            &mut tx,
+            partner_id,
+            &now,
+            actor,
+            "im-test",
+            Some(p.state),
+            p.state,
+            None,
+            Some(detail),
+        )
+        .await?;
+        let after = self.load(&mut tx, partner_id).await?;
+        tx.commit().await?;
+        Ok(after)
     }
 
     /// The registry version; it moves on every change.

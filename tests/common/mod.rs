@@ -461,8 +461,8 @@ pub fn fedge_ok(config: &Path, args: &[&str]) -> String {
     out
 }
 
-/// GET a path from the admin listener; returns the JSON body.
-pub fn admin_get(addr: SocketAddr, path: &str) -> serde_json::Value {
+/// GET a path from the admin listener; returns the body as text.
+pub fn admin_text(addr: SocketAddr, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("admin connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
@@ -472,6 +472,32 @@ pub fn admin_get(addr: SocketAddr, path: &str) -> serde_json::Value {
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("admin {path}: {e}: {resp}"))
+    resp.split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_else(|| panic!("admin {path}: no body in {resp:?}"))
+}
+
+/// GET a path from the admin listener; returns the JSON body.
+pub fn admin_get(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let body = admin_text(addr, path);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("admin {path}: {e}: {body}"))
+}
+
+/// The value of the Prometheus sample `name{labels}` on the edge's
+/// /metrics (labels as rendered, e.g. `rule="file_transfer"`, all of which
+/// must appear), summed over the samples that match; 0 when none does.
+pub fn metric(addr: SocketAddr, name: &str, labels: &[&str]) -> f64 {
+    admin_text(addr, "/metrics")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            (series == &name || series.starts_with(&format!("{name}{{")))
+                && labels.iter().all(|lab| series.contains(lab))
+        })
+        .map(|(_, v)| {
+            v.parse::<f64>()
+                .unwrap_or_else(|e| panic!("metric {name}: {v:?}: {e}"))
+        })
+        .sum()
 }

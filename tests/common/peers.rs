@@ -243,6 +243,13 @@ pub fn scenario(dir: &Path, template: &str, values: &[(&str, &str)]) -> PathBuf 
         ("STATUS", "200"),
         ("RESPONSE", "200 OK"),
         ("EXTRA", ""),
+        ("USER", "[service]"),
+        (
+            "HEADERS",
+            "\n      User-Agent: UCCAPI/16.0.4266.1001 OC/16.0.4266.1001 (Skype for Business)",
+        ),
+        ("CT", "text/plain; charset=UTF-8"),
+        ("BODY", "Hello across the edge, message [call_number]"),
     ] {
         s = s.replace(&format!("@{key}@"), default);
     }

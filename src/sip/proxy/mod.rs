@@ -8,6 +8,7 @@
 //! A forwarded message is the received bytes with a few spans spliced
 //! (`sip::edit`), never a re-serialisation.
 
+pub mod topology;
 pub mod txn;
 
 use std::net::SocketAddr;
@@ -18,8 +19,10 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
+use self::topology::{BadToken, ResponseEdit};
+pub use self::topology::{Hide, Topology};
 use self::txn::{
-    Action, ClientSpec, ClientTxn, SendPath, ServerTxn, Step, Tables, TimerKey, Timers,
+    Action, ClientSpec, ClientTxn, SendPath, ServerTxn, Step, Tables, TimerKey, Timers, Upstream,
 };
 use super::edit::Editor;
 use super::headers::{HeaderName, NameAddr};
@@ -59,6 +62,8 @@ pub struct ProxyConfig {
     /// The Server header of responses the edge makes.
     pub server: String,
     pub timers: Timers,
+    /// The key and rules of topology hiding.
+    pub topology: Arc<Topology>,
 }
 
 impl ProxyConfig {
@@ -89,6 +94,8 @@ pub struct Forward {
     pub strip: Vec<String>,
     /// Headers to append.
     pub add: Vec<(String, String)>,
+    /// Which side of the request the other must not see (see `topology`).
+    pub hide: Hide,
 }
 
 /// A refusal: status, reason (Warning text and log), and optionally the
@@ -189,6 +196,10 @@ struct Prep {
     own: Vec<usize>,
     strict: Option<(String, usize)>,
     loop_hash: u32,
+    /// Route entries and target that our topology tokens hid from the sender.
+    restored_routes: Vec<String>,
+    restored_target: Option<String>,
+    bad_token: Option<BadToken>,
 }
 
 impl<R: Router> Proxy<R> {
@@ -215,13 +226,24 @@ impl<R: Router> Proxy<R> {
 
     fn is_self_uri(&self, u: &Uri<'_>) -> bool {
         let Some(h) = u.host else { return false };
-        let host = match h {
-            Host::Name(n) => n.trim_end_matches('.').to_ascii_lowercase(),
-            Host::V4(a) => a.to_string(),
-            Host::V6(a) => a.to_string(),
+        let known = match h {
+            Host::Name(n) => {
+                let n = n.trim_end_matches('.');
+                self.cfg
+                    .self_hosts
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(n))
+            }
+            Host::V4(a) => self.cfg.self_hosts.contains(&a.to_string()),
+            Host::V6(a) => self.cfg.self_hosts.contains(&a.to_string()),
         };
-        self.cfg.self_hosts.contains(&host)
-            && u.port.is_none_or(|p| self.cfg.self_ports.contains(&p))
+        known && u.port.is_none_or(|p| self.cfg.self_ports.contains(&p))
+    }
+
+    /// A Route entry of ours: our host and port, and no user part (our
+    /// stand-in Contacts have one).
+    fn is_own_route(&self, u: &Uri<'_>) -> bool {
+        u.user.is_none() && self.is_self_uri(u)
     }
 
     fn prepare(&self, msg: &SipMessage) -> Prep {
@@ -230,7 +252,7 @@ impl<R: Router> Proxy<R> {
         for &i in &routes {
             let v = msg.value(&msg.headers()[i]);
             match NameAddr::parse(v) {
-                Ok(na) if self.is_self_uri(&na.uri) => own.push(i),
+                Ok(na) if self.is_own_route(&na.uri) => own.push(i),
                 _ => break,
             }
         }
@@ -246,10 +268,40 @@ impl<R: Router> Proxy<R> {
         {
             strict = Some((na.uri.raw.to_string(), last));
         }
+        // What our topology tokens hid: route entries sealed in the Route
+        // entries of ours (and, for a strict router, in the Request-URI),
+        // and the target behind a stand-in Contact.
+        let request_uri = msg.request_uri();
+        let mut route_uris: Vec<Uri<'_>> = own
+            .iter()
+            .filter_map(|&i| NameAddr::parse(msg.value(&msg.headers()[i])).ok())
+            .map(|na| na.uri)
+            .collect();
+        let strict_target = strict.as_ref().and_then(|(u, _)| Uri::parse(u).ok());
+        let target = match &strict {
+            Some(_) => {
+                route_uris.extend(request_uri.clone());
+                strict_target.as_ref()
+            }
+            None => request_uri.as_ref(),
+        };
+        let call_id = msg.call_id().unwrap_or("");
+        let (restored_routes, restored_target, bad_token) =
+            match self
+                .cfg
+                .topology
+                .restore_request(call_id, &route_uris, target, |u| self.is_self_uri(u))
+            {
+                Ok((r, t)) => (r, t, None),
+                Err(e) => (Vec::new(), None, Some(e)),
+            };
         Prep {
             own,
             strict,
             loop_hash: loop_hash(msg),
+            restored_routes,
+            restored_target,
+            bad_token,
         }
     }
 
@@ -443,10 +495,11 @@ impl<R: Router> Proxy<R> {
         let info = RequestInfo {
             in_dialog: msg.to().is_some_and(|t| t.tag().is_some()),
             own_routes: prep.own.len(),
-            next_route: msg
-                .indices(HeaderName::Route)
-                .find(|i| !prep.own.contains(i))
-                .map(|i| msg.value(&msg.headers()[i]).to_string()),
+            next_route: prep.restored_routes.first().cloned().or_else(|| {
+                msg.indices(HeaderName::Route)
+                    .find(|i| !prep.own.contains(i))
+                    .map(|i| msg.value(&msg.headers()[i]).to_string())
+            }),
         };
         match self.router.route(&msg, &source, &info) {
             Decision::Reject(r) => {
@@ -468,13 +521,32 @@ impl<R: Router> Proxy<R> {
                 self.answer(&msg, &source, server.as_ref(), data, status)
                     .await;
             }
+            Decision::Forward(_) if prep.bad_token.is_some() => {
+                let why = prep
+                    .bad_token
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default();
+                let r = Reject::new(404, why);
+                if method == Method::Benotify {
+                    self.log_reject(&msg, &source, &r);
+                } else {
+                    self.refuse(&msg, &source, server.as_ref(), r).await;
+                }
+            }
             Decision::Forward(fwd) => {
                 let record_route = !info.in_dialog
                     && matches!(
                         method,
                         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
                     );
-                let (data, branch) = self.build_forward(&msg, &source, &fwd, &prep, record_route);
+                let (data, branch, edit) = self.build_forward(
+                    &msg,
+                    &source,
+                    &fwd,
+                    &prep,
+                    (record_route, server.is_some()),
+                );
                 let path = match &fwd.hop {
                     Hop::Udp(to) => Some(SendPath::Udp {
                         sock: self.udp.clone(),
@@ -483,7 +555,10 @@ impl<R: Router> Proxy<R> {
                     Hop::Stream(t) => self.pool.try_get(t).map(SendPath::Stream),
                 };
                 match path {
-                    Some(p) => me.send_forward(msg, source, server, data, branch, p).await,
+                    Some(p) => {
+                        me.send_forward(msg, source, server, (data, branch, edit), p)
+                            .await
+                    }
                     None => {
                         // A new connection is needed: do not hold up this listener for it.
                         let Hop::Stream(target) = fwd.hop.clone() else {
@@ -496,8 +571,7 @@ impl<R: Router> Proxy<R> {
                                         msg,
                                         source,
                                         server,
-                                        data,
-                                        branch,
+                                        (data, branch, edit),
                                         SendPath::Stream(c),
                                     )
                                     .await
@@ -519,25 +593,39 @@ impl<R: Router> Proxy<R> {
     }
 
     /// The forwarded bytes: our Via on top, Max-Forwards down by one, our
-    /// Route entries removed, Record-Route on both legs when asked, and the
-    /// router's header edits. Everything else is copied as received.
+    /// Route entries removed (and what our tokens hid put back),
+    /// Record-Route on both legs when asked, topology hidden when asked,
+    /// and the router's header edits. Everything else is copied as
+    /// received. Also returns the branch and what the responses need.
     fn build_forward(
         &self,
         msg: &SipMessage,
         source: &Source,
         fwd: &Forward,
         prep: &Prep,
-        record_route: bool,
-    ) -> (Bytes, String) {
+        (record_route, stateful): (bool, bool),
+    ) -> (Bytes, String, ResponseEdit) {
         let out = self.cfg.leg(fwd.leg);
         let branch = format!("{BRANCH_PREFIX}{:08x}-{}", prep.loop_hash, random_token());
         let mut ed = Editor::new(msg);
+        let restored = prep.restored_target.as_deref();
         if let Some((uri, idx)) = &prep.strict {
-            ed.set_request_uri(uri);
+            ed.set_request_uri(restored.unwrap_or(uri));
             ed.remove_value(*idx);
+        } else if let Some(uri) = restored {
+            ed.set_request_uri(uri);
         }
-        for &i in &prep.own {
-            ed.remove_value(i);
+        if fwd.hide == Hide::Destination {
+            // The sender may not route into the side hidden from it: only
+            // the entries our tokens restore are followed.
+            ed.remove_all(HeaderName::Route);
+        } else {
+            for &i in &prep.own {
+                ed.remove_value(i);
+            }
+        }
+        for r in &prep.restored_routes {
+            ed.insert_before_first(HeaderName::Route, r);
         }
         match msg.indices(HeaderName::MaxForwards).next() {
             Some(i) => ed.replace_value(
@@ -549,14 +637,29 @@ impl<R: Router> Proxy<R> {
             ),
             None => ed.append("Max-Forwards", "70"),
         }
-        if record_route {
+        let inner = &self.cfg.leg(source.role).record_route;
+        let two_legs = source.role != fwd.leg;
+        let mut response_edit = match fwd.hide {
+            Hide::Destination if stateful => ResponseEdit::Hide {
+                below: msg.values(HeaderName::RecordRoute).count(),
+                ours: if !record_route {
+                    0
+                } else if two_legs {
+                    2
+                } else {
+                    1
+                },
+            },
+            _ => ResponseEdit::Nothing,
+        };
+        if fwd.hide == Hide::Source {
+            let rr = record_route.then_some((out.record_route.as_str(), inner.as_str()));
+            response_edit = self.cfg.topology.hide_request(msg, &mut ed, rr, stateful);
+        } else if record_route {
             // The topmost entry faces the next hop; the second, where the request came from.
             ed.insert_before_first(HeaderName::RecordRoute, &out.record_route);
-            if source.role != fwd.leg {
-                ed.insert_before_first(
-                    HeaderName::RecordRoute,
-                    &self.cfg.leg(source.role).record_route,
-                );
+            if two_legs {
+                ed.insert_before_first(HeaderName::RecordRoute, inner);
             }
         }
         for name in &fwd.strip {
@@ -566,7 +669,7 @@ impl<R: Router> Proxy<R> {
             ed.append(n, v);
         }
         ed.insert_before_first(HeaderName::Via, &format!("{};branch={branch}", out.via));
-        (ed.finish(), branch)
+        (ed.finish(), branch, response_edit)
     }
 
     async fn send_forward(
@@ -574,8 +677,7 @@ impl<R: Router> Proxy<R> {
         msg: SipMessage,
         source: Source,
         server: Option<Arc<ServerTxn>>,
-        data: Bytes,
-        branch: String,
+        (data, branch, response_edit): (Bytes, String, ResponseEdit),
         path: SendPath,
     ) {
         let method = msg.method().cloned().unwrap_or(Method::Other("?".into()));
@@ -607,8 +709,9 @@ impl<R: Router> Proxy<R> {
                 ack_for,
                 path: path.clone(),
                 timers: self.cfg.timers,
-                server: server.clone(),
+                upstream: Upstream::Server(server.clone()),
                 received: msg.clone(),
+                response_edit,
             });
             self.tables.insert_client(c.clone());
             match server.attach(&c.key) {
@@ -623,7 +726,10 @@ impl<R: Router> Proxy<R> {
         if let Err(e) = path.send(data).await {
             // Answer through the transaction, which then ignores the timer
             // of a client transaction that never got its request out.
-            let server = client.as_ref().map(|c| c.server.clone());
+            let server = client.as_ref().and_then(|c| match &c.upstream {
+                Upstream::Server(s) => Some(s.clone()),
+                Upstream::Local(_) => None,
+            });
             if let Some(c) = &client {
                 self.tables.remove_client(&c.key);
             }
@@ -644,6 +750,60 @@ impl<R: Router> Proxy<R> {
         }
     }
 
+    /// Sends a request of the edge's own (it is the UAC) on `leg` to `hop`
+    /// and waits for its final answer. `build` gets our Via value and
+    /// returns the whole request.
+    pub async fn originate(
+        self: &Arc<Self>,
+        leg: Role,
+        hop: &Hop,
+        build: impl FnOnce(&str) -> Bytes,
+    ) -> Result<SipMessage, String> {
+        let branch = format!("{BRANCH_PREFIX}00000000-{}", random_token());
+        let data = build(&format!("{};branch={branch}", self.cfg.leg(leg).via));
+        let msg = find_head_end(&data, 0)
+            .and_then(|he| parse_framed(data.clone(), he, &Limits::default()).ok())
+            .ok_or_else(|| "the edge built an unparsable request".to_string())?;
+        let method = msg
+            .method()
+            .cloned()
+            .ok_or_else(|| "not a request".to_string())?;
+        let path = match hop {
+            Hop::Udp(to) => SendPath::Udp {
+                sock: self.udp.clone(),
+                to: *to,
+            },
+            Hop::Stream(t) => SendPath::Stream(
+                self.pool
+                    .get(t, self.clone())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let c = ClientTxn::new(ClientSpec {
+            key: txn::client_key(&branch, method.as_str()),
+            method,
+            request: data.clone(),
+            cancel: None,
+            ack_for: None,
+            path: path.clone(),
+            timers: self.cfg.timers,
+            upstream: Upstream::Local(std::sync::Mutex::new(Some(tx))),
+            received: msg,
+            response_edit: ResponseEdit::Nothing,
+        });
+        self.tables.insert_client(c.clone());
+        if let Err(e) = path.send(data).await {
+            self.tables.remove_client(&c.key);
+            return Err(e.to_string());
+        }
+        let step = c.on_timer(tokio::time::Instant::now());
+        self.apply(&c, step).await;
+        rx.await
+            .map_err(|_| "no final answer before the transaction timed out".to_string())
+    }
+
     /// Carries out what a client transaction asked for, and schedules or
     /// ends it.
     async fn apply(&self, c: &Arc<ClientTxn>, step: Step) {
@@ -652,18 +812,34 @@ impl<R: Router> Proxy<R> {
                 Action::Downstream(d) => {
                     let _ = c.path.send(d).await;
                 }
-                Action::Upstream(resp) => {
-                    let status = resp.status().unwrap_or(500);
-                    let data = self.upstream_bytes(&resp, &c.server.source);
-                    c.server.respond(data, status).await;
-                }
-                Action::Timeout(received, status, reason) => {
-                    if !c.server.final_sent() {
-                        let r = Reject::new(status, reason);
-                        self.refuse(&received, &c.server.source, Some(&c.server), r)
-                            .await;
+                Action::Upstream(resp) => match &c.upstream {
+                    Upstream::Server(server) => {
+                        let status = resp.status().unwrap_or(500);
+                        let data = self.upstream_bytes(&resp, &server.source, &c.response_edit);
+                        server.respond(data, status).await;
                     }
-                }
+                    Upstream::Local(waiter) => {
+                        if resp.status().is_some_and(|s| s >= 200) {
+                            let tx = waiter.lock().unwrap_or_else(|p| p.into_inner()).take();
+                            if let Some(tx) = tx {
+                                let _ = tx.send(resp);
+                            }
+                        }
+                    }
+                },
+                Action::Timeout(received, status, reason) => match &c.upstream {
+                    Upstream::Server(server) => {
+                        if !server.final_sent() {
+                            let r = Reject::new(status, reason);
+                            self.refuse(&received, &server.source, Some(server), r)
+                                .await;
+                        }
+                    }
+                    // Dropping the waiter tells the originator nothing came.
+                    Upstream::Local(waiter) => {
+                        drop(waiter.lock().unwrap_or_else(|p| p.into_inner()).take())
+                    }
+                },
             }
         }
         match step.next {
@@ -723,11 +899,27 @@ impl<R: Router> Proxy<R> {
         }
     }
 
-    /// Strips our Via and applies the router's edits.
-    fn upstream_bytes(&self, resp: &SipMessage, to: &Source) -> Bytes {
+    /// Strips our Via, restores or hides topology, and applies the
+    /// router's edits.
+    fn upstream_bytes(&self, resp: &SipMessage, to: &Source, edit: &ResponseEdit) -> Bytes {
         let mut ed = Editor::new(resp);
         if let Some(i) = resp.indices(HeaderName::Via).next() {
             ed.remove_value(i);
+        }
+        let is_self = |u: &Uri<'_>| self.is_self_uri(u);
+        match edit {
+            ResponseEdit::Nothing => {}
+            ResponseEdit::Restore { vias, record_route } => {
+                self.cfg
+                    .topology
+                    .restore_response(resp, &mut ed, vias, record_route, is_self)
+            }
+            ResponseEdit::Hide { below, ours } => {
+                let outer = &self.cfg.leg(to.role).record_route;
+                self.cfg
+                    .topology
+                    .hide_response(resp, &mut ed, outer, *below, *ours)
+            }
         }
         self.router.edit_response(resp, to, &mut ed);
         ed.finish()

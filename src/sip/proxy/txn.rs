@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::warn;
 
+use super::topology::ResponseEdit;
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::transport::{Connection, SendError, Source};
@@ -391,6 +392,15 @@ impl Tables {
 /// Builds the ACK for a non-2xx answer from that answer.
 pub type AckBuilder = Box<dyn Fn(&SipMessage) -> Bytes + Send + Sync>;
 
+/// Where a client transaction's answers go.
+#[derive(Debug)]
+pub enum Upstream {
+    /// A request we are proxying: its server transaction.
+    Server(Arc<ServerTxn>),
+    /// A request the edge sent itself: the final answer goes to its waiter.
+    Local(Mutex<Option<tokio::sync::oneshot::Sender<SipMessage>>>),
+}
+
 /// Everything a client transaction starts with.
 pub struct ClientSpec {
     pub key: String,
@@ -404,9 +414,11 @@ pub struct ClientSpec {
     pub path: SendPath,
     pub timers: Timers,
     /// Where answers go.
-    pub server: Arc<ServerTxn>,
+    pub upstream: Upstream,
     /// The request as received, to answer upstream on a timeout.
     pub received: SipMessage,
+    /// What to do to responses before they go upstream (topology hiding).
+    pub response_edit: ResponseEdit,
 }
 
 /// Something the proxy must do for a client transaction.
@@ -451,7 +463,8 @@ pub struct ClientTxn {
     pub key: String,
     pub invite: bool,
     pub path: SendPath,
-    pub server: Arc<ServerTxn>,
+    pub upstream: Upstream,
+    pub response_edit: ResponseEdit,
     timers: Timers,
     st: Mutex<ClientState>,
 }
@@ -480,7 +493,8 @@ impl ClientTxn {
             key: spec.key,
             invite: spec.method == Method::Invite,
             path: spec.path,
-            server: spec.server,
+            upstream: spec.upstream,
+            response_edit: spec.response_edit,
             timers: t,
             st: Mutex::new(ClientState {
                 phase: Phase::Waiting,
@@ -788,8 +802,9 @@ mod tests {
             ack_for: Some(Box::new(|_| Bytes::from_static(b"ACK"))),
             path,
             timers: T,
-            server,
+            upstream: Upstream::Server(server),
             received: r,
+            response_edit: ResponseEdit::Nothing,
         });
         (c, start)
     }

@@ -277,6 +277,10 @@ where
                 Ok(Some(item)) => {
                     msg_started = None;
                     dispatch(item, source, settings, handler).await;
+                    // One message is one unit of tokio's cooperative budget:
+                    // a peer that sends a burst yields to the other
+                    // connections instead of holding the worker.
+                    tokio::task::consume_budget().await;
                 }
                 Ok(None) => break,
                 Err(e) => return fatal(e, source, settings),

@@ -1,0 +1,156 @@
+//! Counters and gauges with labels, exposed in the Prometheus text format
+//! at the admin listener's `/metrics`.
+//!
+//! Owns naming and exposition only; the rules that count live elsewhere.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+type Key = (&'static str, String);
+
+/// A small metrics registry.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<Key, u64>>,
+    gauges: Mutex<BTreeMap<Key, f64>>,
+    help: Mutex<BTreeMap<&'static str, (&'static str, &'static str)>>,
+}
+
+fn labels(l: &[(&str, &str)]) -> String {
+    if l.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = l
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    fn describe(&self, name: &'static str, kind: &'static str, help: &'static str) {
+        self.help
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name)
+            .or_insert((kind, help));
+    }
+
+    /// Adds one to a counter.
+    pub fn inc(&self, name: &'static str, help: &'static str, l: &[(&str, &str)]) {
+        self.describe(name, "counter", help);
+        *self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((name, labels(l)))
+            .or_insert(0) += 1;
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, name: &'static str, help: &'static str, l: &[(&str, &str)], v: f64) {
+        self.describe(name, "gauge", help);
+        self.gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((name, labels(l)), v);
+    }
+
+    /// Removes every series of a gauge (before setting the current ones).
+    pub fn clear_gauge(&self, name: &'static str) {
+        self.gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(n, _), _| *n != name);
+    }
+
+    pub fn counter(&self, name: &'static str, l: &[(&str, &str)]) -> u64 {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(name, labels(l)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The Prometheus text exposition of everything, plus `extra` lines.
+    pub fn render(&self, extra: &[(&'static str, &'static str, f64)]) -> String {
+        let help = self.help.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out = String::new();
+        let mut last = "";
+        for ((name, l), v) in self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if *name != last {
+                let (kind, h) = help.get(name).copied().unwrap_or(("counter", ""));
+                let _ = writeln!(out, "# HELP {name} {h}\n# TYPE {name} {kind}");
+                last = name;
+            }
+            let _ = writeln!(out, "{name}{l} {v}");
+        }
+        for ((name, l), v) in self.gauges.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if *name != last {
+                let (kind, h) = help.get(name).copied().unwrap_or(("gauge", ""));
+                let _ = writeln!(out, "# HELP {name} {h}\n# TYPE {name} {kind}");
+                last = name;
+            }
+            let _ = writeln!(out, "{name}{l} {v}");
+        }
+        for (name, h, v) in extra {
+            let _ = writeln!(out, "# HELP {name} {h}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let m = Metrics::new();
+        m.inc(
+            "fedge_rejections_total",
+            "Requests refused",
+            &[("rule", "rate"), ("partner", "a\"b")],
+        );
+        m.inc(
+            "fedge_rejections_total",
+            "Requests refused",
+            &[("rule", "rate"), ("partner", "a\"b")],
+        );
+        m.set(
+            "fedge_partner_ig_days_left",
+            "Days",
+            &[("partner", "x")],
+            12.0,
+        );
+        let t = m.render(&[("fedge_up", "Up", 1.0)]);
+        assert!(t.contains("# TYPE fedge_rejections_total counter\nfedge_rejections_total{rule=\"rate\",partner=\"a\\\"b\"} 2\n"), "{t}");
+        assert!(t.contains("fedge_partner_ig_days_left{partner=\"x\"} 12\n"));
+        assert!(t.contains("fedge_up 1\n"));
+        assert_eq!(
+            m.counter(
+                "fedge_rejections_total",
+                &[("rule", "rate"), ("partner", "a\"b")]
+            ),
+            2
+        );
+    }
+}
