@@ -14,20 +14,23 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use fedge::pki::{Authority, LeafSpec, write_pem};
 use fedge::sip::framing::{DatagramItem, StreamDecoder, StreamItem, parse_datagram};
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
 use fedge::sip::transport::tls::{TlsFiles, federation_client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
+
+#[path = "common.rs"]
+mod common;
+
+use common::*;
 
 struct Args {
     threads: usize,
@@ -73,102 +76,6 @@ fn args() -> Args {
     a
 }
 
-/// CPU seconds (user + system, own and reaped children's) of a set of processes, from /proc.
-fn cpu_seconds(pids: &[u32]) -> f64 {
-    let tck: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .map(|s| {
-            // Fields after the ")" that ends the command name.
-            let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            // utime, stime, and the reaped children's cutime, cstime (a
-            // Kamailio child that exits hands its CPU to its parent).
-            (11..=14)
-                .map(|i| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-                .sum::<f64>()
-                / tck
-        })
-        .sum()
-}
-
-fn rss_mib(pids: &[u32]) -> f64 {
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<f64>().ok())
-        })
-        .sum::<f64>()
-        / 1024.0
-}
-
-/// The relay's processes: the child and, for Kamailio, its process group.
-fn relay_pids(child: &Child, group: bool) -> Vec<u32> {
-    if !group {
-        return vec![child.id()];
-    }
-    let pgid = child.id().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|x| x.1.split_whitespace().nth(2).map(str::to_string))
-                })
-                .flatten()
-                .is_some_and(|g| g == pgid)
-        })
-        .collect()
-}
-
-struct Pki {
-    dir: PathBuf,
-    ca: PathBuf,
-    edge: (PathBuf, PathBuf),
-    partner: (PathBuf, PathBuf),
-}
-
-fn pki(dir: &Path) -> Pki {
-    let ca = Authority::new("bench CA").unwrap();
-    let write = |name: &str, spec: &LeafSpec| {
-        let i = ca.issue(spec).unwrap();
-        let c = dir.join(format!("{name}.crt"));
-        let k = dir.join(format!("{name}.key"));
-        write_pem(&c, &i.cert_pem, false).unwrap();
-        write_pem(&k, &i.key_pem, true).unwrap();
-        (c, k)
-    };
-    let ca_file = dir.join("ca.crt");
-    write_pem(&ca_file, &ca.pem.cert_pem, false).unwrap();
-    Pki {
-        dir: dir.to_path_buf(),
-        ca: ca_file,
-        edge: write("edge", &LeafSpec::new("sip.fedge.test", 30)),
-        partner: write("partner", &LeafSpec::new("sip.partner.test", 30)),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Home pool: answers every request with 200 from a thread of its own.
 fn home_responder(stop: Arc<AtomicBool>) -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -197,90 +104,6 @@ fn home_responder(stop: Arc<AtomicBool>) -> SocketAddr {
         }
     });
     addr
-}
-
-struct Relay {
-    child: Child,
-    fed: SocketAddr,
-    group: bool,
-    /// fedge's admin listener (for its transaction counts).
-    admin: Option<SocketAddr>,
-}
-
-impl Relay {
-    fn pids(&self) -> Vec<u32> {
-        relay_pids(&self.child, self.group)
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if self.group {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", self.child.id())])
-                .status();
-        } else {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn start_fedge(p: &Pki, home: SocketAddr, threads: usize) -> Relay {
-    let fed = free_port();
-    let admin = free_port();
-    let cfg = p.dir.join("fedge.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[federation]\nlisten = \"127.0.0.1:{fed}\"\nfqdn = \"sip.fedge.test\"\nhome_domains = [\"fedge.test\"]\n\
-             cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
-             [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n\
-             [policy]\nrate = 1000000\nburst = 1000000\n",
-            p.edge.0.display(),
-            p.edge.1.display(),
-            p.ca.display(),
-            p.dir.display()
-        ),
-    )
-    .unwrap();
-    let bin = env!("CARGO_BIN_EXE_fedge");
-    let st = Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "partner",
-            "add",
-            "--domain",
-            "partner.test",
-            "--org",
-            "Bench Partner",
-            "--edge-fqdn",
-            "sip.partner.test",
-            "--state",
-            "enabled",
-            "--reason",
-            "benchmark",
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "cannot add the bench partner");
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    wait_port(fed);
-    Relay {
-        child,
-        fed: SocketAddr::from(([127, 0, 0, 1], fed)),
-        group: false,
-        admin: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
-    }
 }
 
 fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
@@ -338,18 +161,6 @@ fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
         group: true,
         admin: None,
     }
-}
-
-fn wait_port(port: u16) {
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "relay did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
 }
 
 fn message(conn: usize, seq: u64) -> Vec<u8> {
@@ -550,14 +361,6 @@ fn transactions(relay: &Relay) -> String {
     )
 }
 
-fn pct(v: &[u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i] as f64 / 1000.0
-}
-
 fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
@@ -566,7 +369,7 @@ fn main() {
     let home = home_responder(stop.clone());
     let relay = match a.target.as_str() {
         "kamailio" => start_kamailio(&p, home),
-        _ => start_fedge(&p, home, a.threads),
+        _ => start_fedge(&p, home, a.threads, ""),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

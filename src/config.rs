@@ -30,8 +30,49 @@ pub struct Config {
     pub admin: AdminConfig,
     pub sip: SipConfig,
     pub policy: PolicyConfig,
+    pub media: MediaSection,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
+}
+
+/// The media relay for federated A/V calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Anchor A/V media of calls crossing the edge on the relay.
+    pub enabled: bool,
+    /// Where the relay binds towards partners, and what it writes into
+    /// their SDP when that differs (a 1:1 NAT).
+    pub federation_address: std::net::IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_advertise: Option<std::net::IpAddr>,
+    /// The same towards the home pool.
+    pub internal_address: std::net::IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_advertise: Option<std::net::IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub max_sessions: usize,
+    /// A call with no media packet for this long has its relay session closed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+        MediaSection {
+            enabled: true,
+            federation_address: lo,
+            federation_advertise: None,
+            internal_address: lo,
+            internal_advertise: None,
+            port_min: 50000,
+            port_max: 59999,
+            max_sessions: 2500,
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What may cross the edge, and how fast.
@@ -408,6 +449,27 @@ test_user = "federation-test"
 ig_check_interval = "1h"
 ig_warning_days = 30
 
+[media]
+# The relay that anchors the A/V media of calls crossing the edge (RTP,
+# RTCP, SRTP, ICE-lite, RFC 4571 TCP). Each side of a call gets an even/odd
+# port pair per stream from port_min-port_max.
+enabled = true
+# Where the relay binds towards partners; federation_advertise is written
+# into SDP instead when partners reach it at another address (1:1 NAT).
+federation_address = "127.0.0.1"
+# federation_advertise = "192.0.2.10"
+# The same towards the home pool.
+internal_address = "127.0.0.1"
+# internal_advertise = "10.0.0.10"
+port_min = 50000
+port_max = 59999
+# Calls relayed at once; more are refused with 503 and the reason. Each
+# stream of a call takes a port pair on each side: 5000 pairs carry 2500
+# audio calls, 1250 with video.
+max_sessions = 2500
+# A call's relay session closes after this long without a media packet.
+timeout = "60s"
+
 [runtime]
 # Worker threads. 1 runs the edge on one thread: the least CPU per message,
 # since no message is handed between threads (measured in docs/benchmarks.md).
@@ -616,6 +678,47 @@ impl Config {
                 "[policy] ig_check_interval must be positive".into(),
             ));
         }
+        let m = &self.media;
+        if m.port_min < 1024 || m.port_max <= m.port_min || m.port_max - m.port_min < 3 {
+            return Err(ConfigError(format!(
+                "[media] port_min {} - port_max {} must be a range above 1023 holding at least two even/odd pairs",
+                m.port_min, m.port_max
+            )));
+        }
+        if m.max_sessions == 0 || m.timeout.is_zero() {
+            return Err(ConfigError(
+                "[media] max_sessions and timeout must be positive".into(),
+            ));
+        }
+        if m.enabled {
+            // What each side is told to send media to must reach the relay.
+            for (side, bind, adv, listener) in [
+                (
+                    "federation",
+                    m.federation_address,
+                    m.federation_advertise,
+                    self.federation.listen.ip(),
+                ),
+                (
+                    "internal",
+                    m.internal_address,
+                    m.internal_advertise,
+                    self.internal.listen.ip(),
+                ),
+            ] {
+                let told = adv.unwrap_or(bind);
+                if told.is_unspecified() {
+                    return Err(ConfigError(format!(
+                        "[media] {side}_address {bind} binds every interface: set {side}_advertise to the address the {side} side reaches the relay at"
+                    )));
+                }
+                if told.is_loopback() && !listener.is_loopback() {
+                    return Err(ConfigError(format!(
+                        "[media] {side}_address is {told} (loopback) while the {side} SIP listener is on {listener}: set [media] {side}_address (and {side}_advertise behind NAT), or enabled = false"
+                    )));
+                }
+            }
+        }
         if !(1..=64).contains(&self.runtime.threads) {
             return Err(ConfigError("[runtime] threads must be from 1 to 64".into()));
         }
@@ -700,6 +803,26 @@ mod tests {
             }
         }
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn media_addresses_must_reach_the_relay() {
+        let check = |toml: &str| Config::from_toml(toml).unwrap().validate();
+        // A public federation listener with the loopback media default.
+        let e = check("[federation]\nlisten = \"192.0.2.10:5061\"\n").unwrap_err();
+        assert!(
+            e.0.contains("[media] federation_address is 127.0.0.1 (loopback)"),
+            "{}",
+            e.0
+        );
+        // Binding every interface needs an address to advertise.
+        let e = check("[media]\nfederation_address = \"0.0.0.0\"\n").unwrap_err();
+        assert!(e.0.contains("set federation_advertise"), "{}", e.0);
+        check("[federation]\nlisten = \"192.0.2.10:5061\"\n[media]\nfederation_address = \"0.0.0.0\"\nfederation_advertise = \"192.0.2.10\"\n").unwrap();
+        // Or no relay at all.
+        check("[federation]\nlisten = \"192.0.2.10:5061\"\n[media]\nenabled = false\n").unwrap();
+        let e = check("[media]\nport_min = 60000\nport_max = 60001\n").unwrap_err();
+        assert!(e.0.contains("at least two even/odd pairs"), "{}", e.0);
     }
 
     #[test]

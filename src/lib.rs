@@ -2,7 +2,8 @@
 //!
 //! The crate is layered so that data flows one way (bytes -> frame ->
 //! message -> identity -> policy -> forward): [`sip`] knows SIP only,
-//! [`federation`] decides who may talk to whom, [`store`] is the only place
+//! [`federation`] decides who may talk to whom, [`media`] relays A/V media
+//! (it knows SDP, not SIP), [`store`] is the only place
 //! with SQL, [`config`] reads the one TOML file, [`pki`] makes development
 //! certificates, [`admin`] serves HTTP, and [`server`] wires the pieces
 //! together for `fedge serve`. See docs/ARCHITECTURE.md.
@@ -10,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod federation;
+pub mod media;
 pub mod pki;
 pub mod server;
 pub mod sip;

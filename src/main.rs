@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
+    /// The running edge's media relay (through its admin listener).
+    Media {
+        #[command(subcommand)]
+        cmd: cli::media::MediaCmd,
+    },
     /// Check the way to a partner step by step: DNS, TCP, mutual TLS, an
     /// OPTIONS to its edge and an IM to its technical contact (like SfB's
     /// Test-CsFederatedPartner). Needs no running edge.
@@ -219,6 +224,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve => serve(cli.config),
+        Command::Media { cmd } => {
+            let cfg = load_config(&cli.config)?;
+            cli::media::run(cmd, cfg.admin.listen)
+        }
         Command::TestFederation { domain, timeout } => {
             let cfg = load_config(&cli.config)?;
             test_federation(&cfg, domain, timeout)

@@ -56,6 +56,7 @@ pub struct EdgeState {
     pub proxy: Arc<Proxy<Edge>>,
     pub metrics: Arc<Metrics>,
     pub fqdn: String,
+    pub media: Option<Arc<crate::media::Relay>>,
 }
 
 /// An IP address as it appears in a URI host (IPv6 without brackets here;
@@ -300,6 +301,25 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
             .map_err(|e| ServeError::Runtime(e.to_string()))?,
         ),
     };
+    let media = cfg.media.enabled.then(|| {
+        let side =
+            |bind: std::net::IpAddr, adv: Option<std::net::IpAddr>| crate::media::SideAddress {
+                bind,
+                advertise: adv.unwrap_or(bind),
+            };
+        crate::media::Relay::new(crate::media::MediaConfig {
+            addresses: [
+                side(cfg.media.federation_address, cfg.media.federation_advertise),
+                side(cfg.media.internal_address, cfg.media.internal_advertise),
+            ],
+            port_min: cfg.media.port_min,
+            port_max: cfg.media.port_max,
+            max_sessions: cfg.media.max_sessions,
+            timeout: cfg.media.timeout,
+            // A call may ring until Timer C gives up on it.
+            ring_timeout: cfg.sip.timer_c + std::time::Duration::from_secs(30),
+        })
+    });
     let edge = Edge {
         registry: registry.clone(),
         policy: PolicyConfig {
@@ -338,6 +358,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         metrics: metrics.clone(),
         store: Some(store.clone()),
         proxy: OnceLock::new(),
+        media: media.clone(),
     };
     let pool = Arc::new(Pool::new(
         client_tls,
@@ -394,12 +415,27 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         shutdown.clone(),
     ));
     tasks.spawn(proxy.clone().run_timers(shutdown.clone()));
+    if let Some(relay) = &media {
+        let sweeper = relay.spawn_sweeper(shutdown.clone());
+        tasks.spawn(async move {
+            let _ = sweeper.await;
+        });
+        let m = &cfg.media;
+        info!(
+            federation = %m.federation_address,
+            internal = %m.internal_address,
+            ports = %format!("{}-{}", m.port_min, m.port_max),
+            max_sessions = m.max_sessions,
+            "media relay ready"
+        );
+    }
     let state = Arc::new(EdgeState {
         connections: table.clone(),
         registry: registry.clone(),
         proxy: proxy.clone(),
         metrics: metrics.clone(),
         fqdn: cfg.federation.fqdn.clone(),
+        media: media.clone(),
     });
     tasks.spawn(admin::serve(admin_listener, state, shutdown.clone()));
     let int_udp_addr = int_addr;

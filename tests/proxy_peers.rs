@@ -148,6 +148,17 @@ fn cancel_of_a_ringing_invite() {
     );
     lab.assert_ok("partner caller cancelling", &uac);
     lab.assert_ok("home callee", &uas.wait(LIMIT));
+    // The cancelled call's media relay session ends with it.
+    assert!(
+        lab.edge
+            .wait_log(
+                &["media session closed", "INVITE failed with 487"],
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        lab.edge.logs().join("\n")
+    );
     // The other way round.
     let uas = Sipp::spawn(
         lab.dir(),

@@ -67,7 +67,7 @@ async fn metrics(
     let (servers, clients) = state.proxy.transactions();
     let snap = state.registry.snapshot();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let extra = [
+    let mut extra = vec![
         (
             "fedge_connections",
             "Live stream connections",
@@ -129,6 +129,56 @@ async fn metrics(
             snap.enabled_count() as f64,
         ),
     ];
+    if let Some(r) = &state.media {
+        let t = &r.totals;
+        extra.extend([
+            (
+                "fedge_media_sessions",
+                "Live media relay sessions",
+                r.len() as f64,
+            ),
+            (
+                "fedge_media_sessions_total",
+                "Media relay sessions opened (cumulative)",
+                load(&t.sessions),
+            ),
+            (
+                "fedge_media_refused_total",
+                "Calls refused by the relay: full or draining (cumulative)",
+                load(&t.refused),
+            ),
+            (
+                "fedge_media_packets_total",
+                "Media packets relayed (cumulative)",
+                load(&t.packets),
+            ),
+            (
+                "fedge_media_bytes_total",
+                "Media bytes relayed (cumulative)",
+                load(&t.bytes),
+            ),
+            (
+                "fedge_media_drops_total",
+                "Media packets dropped: unlatched source or no destination (cumulative)",
+                load(&t.drops),
+            ),
+            (
+                "fedge_media_stun_total",
+                "ICE connectivity checks answered (cumulative)",
+                load(&t.stun),
+            ),
+            (
+                "fedge_media_ports_in_use",
+                "Media port pairs in use",
+                r.ports_in_use() as f64,
+            ),
+            (
+                "fedge_media_draining",
+                "1 while the relay takes no new calls",
+                if r.draining() { 1.0 } else { 0.0 },
+            ),
+        ]);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -138,12 +188,59 @@ async fn metrics(
     )
 }
 
+/// `GET /media`: the relay's live sessions with their counters.
+async fn media_sessions(
+    State(state): State<Arc<EdgeState>>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    match &state.media {
+        Some(r) => (
+            axum::http::StatusCode::OK,
+            Json(json!({
+                "draining": r.draining(),
+                "ports_in_use": r.ports_in_use(),
+                "sessions": r.list(),
+            })),
+        ),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"error": "the media relay is not enabled ([media] enabled = false)"})),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DrainQuery {
+    on: Option<bool>,
+}
+
+/// `POST /media/drain[?on=false]`: stop (or resume) taking new calls.
+async fn media_drain(
+    State(state): State<Arc<EdgeState>>,
+    axum::extract::Query(q): axum::extract::Query<DrainQuery>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    match &state.media {
+        Some(r) => {
+            r.set_draining(q.on.unwrap_or(true));
+            (
+                axum::http::StatusCode::OK,
+                Json(json!({"draining": r.draining(), "sessions": r.len()})),
+            )
+        }
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"error": "the media relay is not enabled ([media] enabled = false)"})),
+        ),
+    }
+}
+
 /// Serves the admin API until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/registry", get(registry))
         .route("/metrics", get(metrics))
+        .route("/media", get(media_sessions))
+        .route("/media/drain", axum::routing::post(media_drain))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

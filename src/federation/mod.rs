@@ -9,6 +9,7 @@
 //! through, answers the onboarding IM test, counts every outcome, and
 //! keeps internal diagnostics from leaving towards partners.
 
+pub mod anchor;
 pub mod content;
 pub mod fpa;
 pub mod ig;
@@ -61,6 +62,8 @@ pub struct Edge {
     pub store: Option<Store>,
     /// The proxy this edge routes for, to send its own requests (IM test replies).
     pub proxy: OnceLock<Weak<Proxy<Edge>>>,
+    /// The media relay that anchors A/V calls, when enabled.
+    pub media: Option<Arc<crate::media::Relay>>,
 }
 
 const REJECTIONS: &str = "fedge_rejections_total";
@@ -250,6 +253,15 @@ impl Router for Edge {
             decision = Decision::Reject(r);
             rule = why;
         }
+        if let (Decision::Forward(fwd), Some(relay)) = (&mut decision, &self.media) {
+            match anchor::request(relay, req, source.role) {
+                Ok(body) => fwd.body = body,
+                Err(r) => {
+                    decision = Decision::Reject(r);
+                    rule = "media";
+                }
+            }
+        }
         match &decision {
             Decision::Reject(_) => self.metrics.inc(
                 REJECTIONS,
@@ -288,7 +300,18 @@ impl Router for Edge {
         r
     }
 
+    fn refused(&self, req: &SipMessage, status: u16) {
+        if let Some(relay) = &self.media {
+            anchor::refused(relay, req, status);
+        }
+    }
+
     fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>) {
+        if let Some(relay) = &self.media
+            && let Some(body) = anchor::response(relay, resp, to.role)
+        {
+            ed.set_body(body);
+        }
         match to.role {
             // Internal diagnostics and the home pool's message signing
             // (`targetname=` names a pool) never leave.

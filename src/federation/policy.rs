@@ -432,6 +432,7 @@ fn inbound(
             strip,
             add: vec![(TRUST_HEADER.into(), trust)],
             hide: Hide::Destination,
+            body: None,
         }),
         p,
         if foreign_pai {
@@ -511,6 +512,7 @@ fn outbound(msg: &SipMessage, info: &RequestInfo, snap: &Snapshot, cfg: &PolicyC
                 .collect(),
             add: Vec::new(),
             hide: Hide::Source,
+            body: None,
         }),
         p,
         "forward",

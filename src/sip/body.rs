@@ -151,6 +151,30 @@ fn collect<'a>(
     }
 }
 
+/// Where `part` (a slice of `body`, as [`leaves`] returns them) lies in it.
+pub fn range_in(body: &[u8], part: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= body.len()).then_some(start..end)
+}
+
+/// `body` with the given ranges (in order, not overlapping) replaced.
+pub fn replace_ranges(body: &[u8], edits: &[(std::ops::Range<usize>, Vec<u8>)]) -> Vec<u8> {
+    let extra: usize = edits.iter().map(|(_, b)| b.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + extra);
+    let mut at = 0;
+    for (r, b) in edits {
+        if r.start < at || r.end > body.len() {
+            continue;
+        }
+        out.extend_from_slice(&body[at..r.start]);
+        out.extend_from_slice(b);
+        at = r.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    out
+}
+
 /// The `a=` attribute lines of an SDP body (without `a=`).
 pub fn sdp_attributes(sdp: &[u8]) -> impl Iterator<Item = &str> {
     std::str::from_utf8(sdp)

@@ -161,15 +161,16 @@ impl Lab {
         kam
     }
 
-    /// A user of the partner behind `via` (a Kamailio's UDP address) starts
-    /// sending `sc` to `to_user@to_domain`; `extra` are further SIPp
-    /// arguments (e.g. `-m 600 -r 200`, which override the single call).
-    pub fn spawn_uac(
+    /// A user `from` (user, domain) starts sending `sc` to `to` (user,
+    /// domain) through `via`, from local port `port`; `extra` are further
+    /// SIPp arguments (e.g. `-m 600 -r 200`, which override the single call).
+    pub fn spawn_from(
         &self,
         via: SocketAddr,
+        port: u16,
         sc: &Path,
         to: (&str, &str),
-        from_domain: &str,
+        from: (&str, &str),
         extra: &[&str],
     ) -> Sipp {
         let mut args = vec![
@@ -180,13 +181,26 @@ impl Lab {
             to.1,
             "-key",
             "from_domain",
-            from_domain,
+            from.1,
             "-key",
             "from_user",
-            "alice",
+            from.0,
         ];
         args.extend_from_slice(extra);
-        Sipp::spawn(self.dir(), sc, free_port(false), Some(via), &args)
+        Sipp::spawn(self.dir(), sc, port, Some(via), &args)
+    }
+
+    /// A user of the partner behind `via` (a Kamailio's UDP address) starts
+    /// sending `sc` to `to_user@to_domain` as alice@`from_domain`.
+    pub fn spawn_uac(
+        &self,
+        via: SocketAddr,
+        sc: &Path,
+        to: (&str, &str),
+        from_domain: &str,
+        extra: &[&str],
+    ) -> Sipp {
+        self.spawn_from(via, free_port(false), sc, to, ("alice", from_domain), extra)
     }
 
     /// A partner user sends through Kamailio.
@@ -210,24 +224,13 @@ impl Lab {
         to_domain: &str,
         from_domain: &str,
     ) -> SippResult {
-        Sipp::spawn(
-            self.dir(),
-            sc,
+        self.spawn_from(
+            self.edge.internal,
             port,
-            Some(self.edge.internal),
-            &[
-                "-s",
-                to_user,
-                "-key",
-                "to_domain",
-                to_domain,
-                "-key",
-                "from_domain",
-                from_domain,
-                "-key",
-                "from_user",
-                "bob",
-            ],
+            sc,
+            (to_user, to_domain),
+            ("bob", from_domain),
+            &[],
         )
         .wait(LIMIT)
     }

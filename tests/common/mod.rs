@@ -461,6 +461,22 @@ pub fn fedge_ok(config: &Path, args: &[&str]) -> String {
     out
 }
 
+/// POST (empty) to a path of the admin listener; returns the body as text.
+pub fn admin_post(addr: SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_else(|| panic!("admin {path}: no body in {resp:?}"))
+}
+
 /// GET a path from the admin listener; returns the body as text.
 pub fn admin_text(addr: SocketAddr, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("admin connect");

@@ -96,6 +96,8 @@ pub struct Forward {
     pub add: Vec<(String, String)>,
     /// Which side of the request the other must not see (see `topology`).
     pub hide: Hide,
+    /// A new body (Content-Length follows), e.g. SDP pointing at a relay.
+    pub body: Option<Bytes>,
 }
 
 /// A refusal: status, reason (Warning text and log), and optionally the
@@ -160,6 +162,9 @@ pub trait Router: Send + Sync + 'static {
     fn forward_failed(&self, req: &SipMessage, source: &Source, err: &ConnectError) -> Reject;
     /// Edits to a response before it goes upstream on `to`.
     fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>);
+    /// The proxy answered `req` itself with a final `status` (a refusal,
+    /// an unreachable next hop, a transaction timeout).
+    fn refused(&self, _req: &SipMessage, _status: u16) {}
 }
 
 /// Counters, cumulative since start.
@@ -381,6 +386,7 @@ impl<R: Router> Proxy<R> {
         r: Reject,
     ) {
         self.log_reject(req, source, &r);
+        self.router.refused(req, r.status);
         if req.method() == Some(&Method::Ack) {
             return;
         }
@@ -667,6 +673,9 @@ impl<R: Router> Proxy<R> {
         }
         for (n, v) in &fwd.add {
             ed.append(n, v);
+        }
+        if let Some(b) = &fwd.body {
+            ed.set_body(b.clone());
         }
         ed.insert_before_first(HeaderName::Via, &format!("{};branch={branch}", out.via));
         (ed.finish(), branch, response_edit)

@@ -1,0 +1,214 @@
+//! Pieces shared by the benchmarks: a throw-away PKI, starting the real
+//! `fedge` binary with a partner enabled, reading a process's CPU time and
+//! RSS from /proc, and percentiles.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fedge::pki::{Authority, LeafSpec, write_pem};
+
+/// CPU seconds (user + system, own and reaped children's) of a set of processes, from /proc.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    let tck: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            // Fields after the ")" that ends the command name.
+            let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime, stime, and the reaped children's cutime, cstime (a
+            // Kamailio child that exits hands its CPU to its parent).
+            (11..=14)
+                .map(|i| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+                .sum::<f64>()
+                / tck
+        })
+        .sum()
+}
+
+pub fn rss_mib(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .sum::<f64>()
+        / 1024.0
+}
+
+/// The relay's processes: the child and, for Kamailio, its process group.
+pub fn relay_pids(child: &Child, group: bool) -> Vec<u32> {
+    if !group {
+        return vec![child.id()];
+    }
+    let pgid = child.id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|x| x.1.split_whitespace().nth(2).map(str::to_string))
+                })
+                .flatten()
+                .is_some_and(|g| g == pgid)
+        })
+        .collect()
+}
+
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub edge: (PathBuf, PathBuf),
+    pub partner: (PathBuf, PathBuf),
+}
+
+pub fn pki(dir: &Path) -> Pki {
+    let ca = Authority::new("bench CA").unwrap();
+    let write = |name: &str, spec: &LeafSpec| {
+        let i = ca.issue(spec).unwrap();
+        let c = dir.join(format!("{name}.crt"));
+        let k = dir.join(format!("{name}.key"));
+        write_pem(&c, &i.cert_pem, false).unwrap();
+        write_pem(&k, &i.key_pem, true).unwrap();
+        (c, k)
+    };
+    let ca_file = dir.join("ca.crt");
+    write_pem(&ca_file, &ca.pem.cert_pem, false).unwrap();
+    Pki {
+        dir: dir.to_path_buf(),
+        ca: ca_file,
+        edge: write("edge", &LeafSpec::new("sip.fedge.test", 30)),
+        partner: write("partner", &LeafSpec::new("sip.partner.test", 30)),
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Relay {
+    pub child: Child,
+    pub fed: SocketAddr,
+    pub group: bool,
+    /// fedge's admin listener (for its transaction counts).
+    pub admin: Option<SocketAddr>,
+}
+
+impl Relay {
+    pub fn pids(&self) -> Vec<u32> {
+        relay_pids(&self.child, self.group)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", self.child.id())])
+                .status();
+        } else {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `fedge` with partner.test enabled, `home` as its next hop, and
+/// `extra` appended to its configuration.
+pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Relay {
+    let fed = free_port();
+    let admin = free_port();
+    let cfg = p.dir.join("fedge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[federation]\nlisten = \"127.0.0.1:{fed}\"\nfqdn = \"sip.fedge.test\"\nhome_domains = [\"fedge.test\"]\n\
+             cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
+             [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n\
+             [policy]\nrate = 1000000\nburst = 1000000\n{extra}",
+            p.edge.0.display(),
+            p.edge.1.display(),
+            p.ca.display(),
+            p.dir.display()
+        ),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_fedge");
+    let st = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "partner",
+            "add",
+            "--domain",
+            "partner.test",
+            "--org",
+            "Bench Partner",
+            "--edge-fqdn",
+            "sip.partner.test",
+            "--state",
+            "enabled",
+            "--reason",
+            "benchmark",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "cannot add the bench partner");
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_port(fed);
+    Relay {
+        child,
+        fed: SocketAddr::from(([127, 0, 0, 1], fed)),
+        group: false,
+        admin: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
+    }
+}
+
+pub fn wait_port(port: u16) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "relay did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+pub fn pct(v: &[u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}

@@ -1,0 +1,128 @@
+//! `fedge media`: the running edge's media relay, through its admin
+//! listener (the relay's sessions live in the edge process, not in the
+//! database): list live sessions with their counters, start or stop
+//! draining.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::Failure;
+
+#[derive(Subcommand, Debug)]
+pub enum MediaCmd {
+    /// List the relay's live sessions: per stream, each side's relay port,
+    /// packets, bytes, drops and seconds since its last packet.
+    List {
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop taking new calls (existing ones finish); --off resumes.
+    Drain {
+        #[arg(long)]
+        off: bool,
+    },
+}
+
+/// One HTTP/1.1 exchange with the admin listener; the body as JSON.
+fn call(admin: SocketAddr, method: &str, path: &str) -> Result<Value, Failure> {
+    let addr = if admin.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), admin.port())
+    } else {
+        admin
+    };
+    let unreachable = |e: std::io::Error| {
+        Failure::runtime(format!(
+            "cannot reach the edge's admin listener at {addr} (is `fedge serve` running with this configuration?): {e}"
+        ))
+    };
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(unreachable)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(unreachable)?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(unreachable)?;
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| Failure::runtime(format!("{addr}: not an HTTP answer")))?;
+    let v: Value =
+        serde_json::from_str(body).map_err(|e| Failure::runtime(format!("{addr}: {e}")))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        let why = v["error"]
+            .as_str()
+            .unwrap_or(head.lines().next().unwrap_or(""));
+        return Err(Failure::runtime(why.to_string()));
+    }
+    Ok(v)
+}
+
+pub fn run(cmd: MediaCmd, admin: SocketAddr) -> Result<(), Failure> {
+    match cmd {
+        MediaCmd::List { json } => {
+            let v = call(admin, "GET", "/media")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(());
+            }
+            let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{} session(s), {} port pair(s) in use{}",
+                sessions.len(),
+                v["ports_in_use"],
+                if v["draining"] == true {
+                    ", DRAINING"
+                } else {
+                    ""
+                }
+            );
+            for s in &sessions {
+                println!(
+                    "{}  started {}  {}",
+                    s["id"].as_str().unwrap_or(""),
+                    s["started"].as_str().unwrap_or(""),
+                    if s["confirmed"] == true {
+                        "confirmed"
+                    } else {
+                        "offered"
+                    }
+                );
+                for (i, st) in s["streams"].as_array().into_iter().flatten().enumerate() {
+                    for (side, e) in ["A (partner)", "B (home)"]
+                        .iter()
+                        .zip(st.as_array().into_iter().flatten())
+                    {
+                        let idle = e["idle_secs"]
+                            .as_u64()
+                            .map_or("never".to_string(), |s| format!("{s}s ago"));
+                        println!(
+                            "  stream {i} {side:<11} port {:<5} packets {:<8} bytes {:<10} drops {:<6} last packet {idle}",
+                            e["port"], e["packets"], e["bytes"], e["drops"]
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        MediaCmd::Drain { off } => {
+            let v = call(admin, "POST", &format!("/media/drain?on={}", !off))?;
+            println!(
+                "media relay {}; {} session(s) live",
+                if v["draining"] == true {
+                    "draining: no new calls"
+                } else {
+                    "taking new calls"
+                },
+                v["sessions"]
+            );
+            Ok(())
+        }
+    }
+}

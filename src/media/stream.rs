@@ -1,0 +1,584 @@
+//! One relayed media stream: the relay's sockets facing each side, where
+//! each side receives (as its SDP said, then as learned from its packets),
+//! and the tasks that move packets between them.
+//!
+//! Owns forwarding. A packet is read into one buffer per socket and sent on
+//! from it, never copied otherwise and never parsed beyond telling STUN
+//! from media and RTCP from RTP: RTP, RTCP (feedback included), SRTP and
+//! DTLS pass as they came. Each side is latched: its first packet (or an
+//! ICE check it nominates) fixes where it is sent to, so NAT works, and
+//! packets from elsewhere are dropped while that source is live.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::ports::PortLease;
+use super::sdp::IceCredentials;
+use super::stun;
+use super::{Side, Totals};
+
+/// A side that went quiet this long may be re-learned from a new source
+/// (a NAT rebinding, a moved endpoint).
+const RELATCH_AFTER_MS: u64 = 2_000;
+/// Frames queued towards one RFC 4571 connection before drops.
+const TCP_QUEUE: usize = 512;
+const BUF: usize = 8192;
+/// RFC 4571 connections one relay port accepts at once.
+const TCP_CONNECTIONS: usize = 4;
+/// How long a new RFC 4571 connection may take to send its first frame.
+const TCP_FIRST_FRAME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Which socket of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Rtp,
+    Rtcp,
+}
+
+/// RFC 5761 §4: payload types 64-95 in the second byte are RTCP.
+pub fn is_rtcp(p: &[u8]) -> bool {
+    p.len() >= 2 && (192..=223).contains(&p[1])
+}
+
+/// Counters of what one side sent to the relay (and what was dropped).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Packets from an unlatched source, or that could not be sent on.
+    pub drops: AtomicU64,
+    /// Milliseconds since the relay started, of the last packet; 0 = none.
+    pub last_ms: AtomicU64,
+    pub stun: AtomicU64,
+}
+
+/// Where a side receives.
+#[derive(Debug, Default)]
+struct Target {
+    /// The side has described its media (before that, nothing from it is taken).
+    announced: bool,
+    sdp_rtp: Option<SocketAddr>,
+    sdp_rtcp: Option<SocketAddr>,
+    /// RTCP on the RTP port (both sides asked for rtcp-mux).
+    mux: bool,
+    /// Old-style hold or rejected: nothing is sent to it.
+    silent: bool,
+    learned: [Option<SocketAddr>; 2],
+    learned_ms: [u64; 2],
+    /// An RFC 4571 connection the side sends on; replies go the same way.
+    tcp: Option<mpsc::Sender<Bytes>>,
+}
+
+impl Target {
+    fn latch(&mut self, c: usize, from: SocketAddr, now: u64) {
+        self.learned[c] = Some(from);
+        self.learned_ms[c] = now;
+    }
+
+    /// Whether a packet from `from` on component `c` is this side's, and
+    /// where to send to it from now on (RFC 3550 symmetric RTP, with NAT):
+    /// - nothing before the side described its media;
+    /// - the address its SDP announced is always its own, and wins;
+    /// - otherwise the first source is learned (a NAT shows another
+    ///   address); RTCP must come from the RTP source's host;
+    /// - a learned source silent for a while may be replaced by another
+    ///   port of the same host (a NAT rebinding), never by another host:
+    ///   that takes a new SDP or an ICE check (`force`).
+    fn accept(&mut self, c: usize, from: SocketAddr, now: u64, force: bool) -> bool {
+        if force {
+            self.latch(c, from, now);
+            return true;
+        }
+        if !self.announced {
+            return false;
+        }
+        let sdp = if c == 0 { self.sdp_rtp } else { self.sdp_rtcp };
+        if sdp == Some(from) {
+            self.latch(c, from, now);
+            return true;
+        }
+        let ok = match self.learned[c] {
+            Some(l) if l == from => true,
+            Some(l) => {
+                l.ip() == from.ip() && now.saturating_sub(self.learned_ms[c]) > RELATCH_AFTER_MS
+            }
+            None if c == 1 => {
+                // RTCP from the host RTP comes from (or the one announced).
+                let host = self.learned[0].or(self.sdp_rtp).map(|a| a.ip());
+                host.is_none_or(|h| h == from.ip())
+            }
+            None => true,
+        };
+        if ok {
+            self.latch(c, from, now);
+        }
+        ok
+    }
+}
+
+/// The relay's sockets facing one side, and what it knows of that side.
+#[derive(Debug)]
+pub struct End {
+    rtp: Arc<UdpSocket>,
+    rtcp: Arc<UdpSocket>,
+    pub rtp_port: u16,
+    pub rtcp_port: u16,
+    pub tcp: bool,
+    target: Mutex<Target>,
+    ice: Arc<IceCredentials>,
+    pub counters: Counters,
+    /// Given back to the range at close, before the tasks have ended (their
+    /// sockets then only keep the ports busy until they do).
+    lease: Mutex<Option<PortLease>>,
+}
+
+fn lock(t: &Mutex<Target>) -> std::sync::MutexGuard<'_, Target> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a packet arrived.
+enum Via<'a> {
+    Udp,
+    Tcp(&'a mpsc::Sender<Bytes>),
+}
+
+enum Out {
+    Udp(Arc<UdpSocket>, SocketAddr),
+    Tcp(mpsc::Sender<Bytes>),
+}
+
+impl End {
+    fn socket(&self, c: Component) -> &Arc<UdpSocket> {
+        match c {
+            Component::Rtp => &self.rtp,
+            Component::Rtcp => &self.rtcp,
+        }
+    }
+
+    /// Where a packet for this side goes.
+    fn out(&self, rtcp: bool) -> Option<Out> {
+        let t = lock(&self.target);
+        if t.silent {
+            return None;
+        }
+        if let Some(tx) = &t.tcp
+            && !tx.is_closed()
+        {
+            return Some(Out::Tcp(tx.clone()));
+        }
+        let separate = rtcp && !t.mux;
+        let (c, sdp, sock) = if separate {
+            (1, t.sdp_rtcp, &self.rtcp)
+        } else {
+            (0, t.sdp_rtp, &self.rtp)
+        };
+        t.learned[c].or(sdp).map(|a| Out::Udp(sock.clone(), a))
+    }
+}
+
+/// One relayed stream: ends facing side A and side B.
+#[derive(Debug)]
+pub struct Stream {
+    ends: [End; 2],
+    totals: Arc<Totals>,
+    epoch: tokio::time::Instant,
+    closed: AtomicBool,
+}
+
+/// What a side's SDP says about one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announce {
+    pub rtp: Option<SocketAddr>,
+    pub rtcp: Option<SocketAddr>,
+    pub mux: bool,
+    pub silent: bool,
+}
+
+/// The sockets of one end, before its tasks start.
+pub struct EndSockets {
+    pub rtp: std::net::UdpSocket,
+    pub rtcp: std::net::UdpSocket,
+    pub tcp: Option<std::net::TcpListener>,
+    pub lease: PortLease,
+    pub ice: Arc<IceCredentials>,
+}
+
+impl Stream {
+    /// Starts relaying between two ends until `cancel`.
+    pub fn start(
+        a: EndSockets,
+        b: EndSockets,
+        totals: Arc<Totals>,
+        epoch: tokio::time::Instant,
+        cancel: CancellationToken,
+    ) -> std::io::Result<Arc<Stream>> {
+        let mut listeners = Vec::new();
+        let mut end = |s: EndSockets| -> std::io::Result<End> {
+            listeners.push(s.tcp);
+            Ok(End {
+                rtp_port: s.lease.rtp_port(),
+                rtcp_port: s.lease.rtcp_port(),
+                tcp: listeners.last().is_some_and(Option::is_some),
+                rtp: Arc::new(UdpSocket::from_std(s.rtp)?),
+                rtcp: Arc::new(UdpSocket::from_std(s.rtcp)?),
+                target: Mutex::new(Target::default()),
+                ice: s.ice,
+                counters: Counters::default(),
+                lease: Mutex::new(Some(s.lease)),
+            })
+        };
+        let ends = [end(a)?, end(b)?];
+        let stream = Arc::new(Stream {
+            ends,
+            totals,
+            epoch,
+            closed: AtomicBool::new(false),
+        });
+        for side in [Side::A, Side::B] {
+            for c in [Component::Rtp, Component::Rtcp] {
+                tokio::spawn(pump_udp(stream.clone(), side, c, cancel.clone()));
+            }
+        }
+        for (i, l) in listeners.into_iter().enumerate() {
+            if let Some(l) = l {
+                let side = if i == 0 { Side::A } else { Side::B };
+                tokio::spawn(accept_tcp(
+                    stream.clone(),
+                    side,
+                    TcpListener::from_std(l)?,
+                    cancel.clone(),
+                ));
+            }
+        }
+        Ok(stream)
+    }
+
+    pub fn end(&self, side: Side) -> &End {
+        &self.ends[side.index()]
+    }
+
+    fn now_ms(&self) -> u64 {
+        // Never 0, which means "no packet yet".
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// A side's SDP said this about the stream. A new address lets the side
+    /// be re-learned at once; the same address keeps what was learned, so a
+    /// re-INVITE that changes nothing causes no gap.
+    pub fn announce(&self, side: Side, a: Announce) {
+        let mut t = lock(&self.end(side).target);
+        if t.sdp_rtp != a.rtp || t.sdp_rtcp != a.rtcp {
+            t.learned = [None, None];
+            t.learned_ms = [0, 0];
+            t.tcp = None;
+        }
+        t.announced = true;
+        t.sdp_rtp = a.rtp;
+        t.sdp_rtcp = a.rtcp;
+        t.mux = a.mux;
+        t.silent = a.silent;
+    }
+
+    /// What `side` last announced, if it has.
+    pub fn announced(&self, side: Side) -> Option<Announce> {
+        let t = lock(&self.end(side).target);
+        t.announced.then_some(Announce {
+            rtp: t.sdp_rtp,
+            rtcp: t.sdp_rtcp,
+            mux: t.mux,
+            silent: t.silent,
+        })
+    }
+
+    /// Whether RTCP shares the RTP port towards `side`.
+    pub fn set_mux(&self, side: Side, mux: bool) {
+        lock(&self.end(side).target).mux = mux;
+    }
+
+    /// Marks the stream closed (its tasks stop through the session's token).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for e in &self.ends {
+            e.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+
+    /// The latest packet from either side (ms since the relay started).
+    pub fn last_ms(&self) -> u64 {
+        self.ends
+            .iter()
+            .map(|e| e.counters.last_ms.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn on_packet(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) {
+        let end = self.end(x);
+        if stun::is_stun(pkt) {
+            self.on_stun(x, c, pkt, from, via);
+            return;
+        }
+        let now = self.now_ms();
+        let accepted = {
+            let mut t = lock(&end.target);
+            let ok = t.accept(c as usize, from, now, false);
+            if ok {
+                match via {
+                    Via::Tcp(tx) => t.tcp = Some(tx.clone()),
+                    // The side sends over UDP now: answer it there too.
+                    Via::Udp => t.tcp = None,
+                }
+            }
+            ok
+        };
+        if !accepted {
+            end.counters.drops.fetch_add(1, Ordering::Relaxed);
+            self.totals.drops.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        end.counters.packets.fetch_add(1, Ordering::Relaxed);
+        end.counters
+            .bytes
+            .fetch_add(pkt.len() as u64, Ordering::Relaxed);
+        end.counters.last_ms.store(now, Ordering::Relaxed);
+        let rtcp = c == Component::Rtcp || is_rtcp(pkt);
+        let sent = match self.end(x.other()).out(rtcp) {
+            Some(Out::Udp(sock, to)) => sock.try_send_to(pkt, to).is_ok(),
+            Some(Out::Tcp(tx)) => tx.try_send(frame(pkt)).is_ok(),
+            None => false,
+        };
+        if sent {
+            self.totals.packets.fetch_add(1, Ordering::Relaxed);
+            self.totals
+                .bytes
+                .fetch_add(pkt.len() as u64, Ordering::Relaxed);
+        } else {
+            end.counters.drops.fetch_add(1, Ordering::Relaxed);
+            self.totals.drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// ICE-lite: answer a Binding request with our credentials for that
+    /// side; a nominating one (USE-CANDIDATE) latches the side there.
+    fn on_stun(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) {
+        let end = self.end(x);
+        let Some(req) = stun::parse_binding_request(pkt) else {
+            return; // responses, indications, legacy STUN: not ours to answer
+        };
+        // Only checks naming our username fragment get any answer, so the
+        // relay is no reflector for strangers' spoofed requests.
+        if req.ufrags().map(|(o, _)| o) != Some(end.ice.ufrag.as_bytes()) {
+            end.counters.drops.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let reply = if req.verify(pkt, end.ice.pwd.as_bytes()) {
+            end.counters.stun.fetch_add(1, Ordering::Relaxed);
+            self.totals.stun.fetch_add(1, Ordering::Relaxed);
+            if req.use_candidate {
+                let mut t = lock(&end.target);
+                t.accept(c as usize, from, self.now_ms(), true);
+                if let Via::Tcp(tx) = via {
+                    t.tcp = Some(tx.clone());
+                }
+            }
+            stun::binding_success(&req.transaction, from, end.ice.pwd.as_bytes())
+        } else {
+            debug!(%from, "STUN check with wrong credentials");
+            stun::binding_error(&req.transaction, 401, "Unauthorized")
+        };
+        match via {
+            Via::Udp => {
+                let _ = end.socket(c).try_send_to(&reply, from);
+            }
+            Via::Tcp(tx) => {
+                let _ = tx.try_send(frame(&reply));
+            }
+        }
+    }
+}
+
+/// RFC 4571 framing: a 16-bit length, then the packet.
+fn frame(pkt: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(pkt.len() + 2);
+    b.extend_from_slice(&(pkt.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    b.extend_from_slice(&pkt[..pkt.len().min(u16::MAX as usize)]);
+    b.freeze()
+}
+
+async fn pump_udp(stream: Arc<Stream>, side: Side, c: Component, cancel: CancellationToken) {
+    let sock = stream.end(side).socket(c).clone();
+    let mut buf = vec![0u8; BUF];
+    // One registration with the token for the task's life, not one per packet.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut cancelled => return,
+            r = sock.readable() => if r.is_err() { return },
+        }
+        // Drain what is there; one wake-up may carry several packets. Each
+        // spends tokio's cooperative budget, so a flooded port gives way
+        // to the rest of the edge.
+        loop {
+            match sock.try_recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    stream.on_packet(side, c, &buf[..n], from, Via::Udp);
+                    tokio::task::consume_budget().await;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+async fn accept_tcp(stream: Arc<Stream>, side: Side, l: TcpListener, cancel: CancellationToken) {
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = l.accept() => match r {
+                Ok((s, from)) => {
+                    // A side needs one connection (two with RTCP apart): a
+                    // few more allow for retries, not a pile of idle ones.
+                    if live.load(Ordering::Relaxed) >= TCP_CONNECTIONS {
+                        debug!(%from, "media TCP connection refused: too many on this port");
+                        continue;
+                    }
+                    live.fetch_add(1, Ordering::Relaxed);
+                    let (stream, cancel, live) = (stream.clone(), cancel.clone(), live.clone());
+                    tokio::spawn(async move {
+                        tcp_conn(stream, side, s, from, cancel).await;
+                        live.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                // Out of descriptors and the like: try again shortly.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            },
+        }
+    }
+}
+
+async fn tcp_conn(
+    stream: Arc<Stream>,
+    side: Side,
+    s: TcpStream,
+    from: SocketAddr,
+    cancel: CancellationToken,
+) {
+    let _ = s.set_nodelay(true);
+    let (mut rd, mut wr) = s.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(TCP_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = BytesMut::with_capacity(BUF);
+    let mut framed_any = false;
+    let deadline = tokio::time::sleep(TCP_FIRST_FRAME);
+    tokio::pin!(deadline);
+    'conn: loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            // A connection that carries nothing within its first seconds goes.
+            _ = &mut deadline, if !framed_any => break,
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+        }
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let n = u16::from_be_bytes([buf[0], buf[1]]) as usize;
+            if n == 0 {
+                break 'conn; // framing lost: this connection alone ends
+            }
+            framed_any = true;
+            if buf.len() < 2 + n {
+                break;
+            }
+            let pkt = buf.split_to(2 + n);
+            stream.on_packet(side, Component::Rtp, &pkt[2..], from, Via::Tcp(&tx));
+        }
+    }
+    drop(tx);
+    writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtcp_is_told_from_rtp() {
+        assert!(is_rtcp(&[0x80, 200, 0, 6])); // SR
+        assert!(is_rtcp(&[0x81, 206, 0, 2])); // PSFB (PLI/FIR)
+        assert!(is_rtcp(&[0x81, 205, 0, 3])); // RTPFB (NACK, TMMBR)
+        assert!(!is_rtcp(&[0x80, 0, 0, 1])); // PCMU
+        assert!(!is_rtcp(&[0x80, 0xe0, 0, 1])); // PT 96 with marker bit
+    }
+
+    #[test]
+    fn latching_follows_the_sdp_nat_and_ice_but_not_strangers() {
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let (sdp, sdp_rtcp) = (addr("192.0.2.1:4000"), addr("192.0.2.1:4001"));
+        let (nat, nat2) = (addr("198.51.100.7:31000"), addr("198.51.100.7:31002"));
+        let stranger = addr("203.0.113.9:4000");
+        let mut t = Target::default();
+        assert!(
+            !t.accept(0, nat, 10, false),
+            "nothing before the side's SDP"
+        );
+        t.announced = true;
+        t.sdp_rtp = Some(sdp);
+        t.sdp_rtcp = Some(sdp_rtcp);
+        assert!(
+            t.accept(0, nat, 20, false),
+            "the first source (behind a NAT)"
+        );
+        assert!(t.accept(0, nat, 30, false));
+        assert!(
+            !t.accept(0, stranger, 40, false),
+            "another host while the first is live"
+        );
+        assert!(
+            !t.accept(0, stranger, 40 + RELATCH_AFTER_MS + 1, false),
+            "nor after silence"
+        );
+        assert!(
+            t.accept(0, nat2, 40 + RELATCH_AFTER_MS + 1, false),
+            "a NAT rebinding after silence"
+        );
+        assert_eq!(t.learned[0], Some(nat2));
+        assert!(
+            t.accept(0, sdp, 50 + RELATCH_AFTER_MS, false),
+            "the announced address always"
+        );
+        assert_eq!(t.learned[0], Some(sdp));
+        // RTCP comes from the RTP source's host.
+        assert!(!t.accept(1, addr("203.0.113.9:4001"), 60 + RELATCH_AFTER_MS, false));
+        assert!(t.accept(1, addr("192.0.2.1:4101"), 60 + RELATCH_AFTER_MS, false));
+        // A pair an ICE check nominated wins.
+        assert!(t.accept(0, stranger, 70 + RELATCH_AFTER_MS, true));
+        assert_eq!(t.learned[0], Some(stranger));
+    }
+
+    #[test]
+    fn frames_carry_their_length() {
+        assert_eq!(&frame(b"abc")[..], b"\x00\x03abc");
+    }
+}
