@@ -31,8 +31,83 @@ pub struct Config {
     pub sip: SipConfig,
     pub policy: PolicyConfig,
     pub media: MediaSection,
+    pub dns: DnsSection,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
+}
+
+/// DNS: the zone the edge publishes, and where it looks partners up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// Serve the zone here (UDP and TCP); off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The edge's public addresses for A/AAAA records (default: the
+    /// federation listener's address, when it is a specific one).
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The port published in SRV records (default: the federation
+    /// listener's port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_port: Option<u16>,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// The CVI gateway's SIP domain, published with SIP SRV records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cvi_domain: Option<String>,
+    pub cvi_port: u16,
+    pub cvi_tls_port: u16,
+    /// The name server fedge asks for partners' records (`IP:PORT`);
+    /// default: the system's (/etc/resolv.conf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<SocketAddr>,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            listen: None,
+            addresses: Vec::new(),
+            sip_port: None,
+            ttl: Duration::from_secs(3600),
+            cvi_domain: None,
+            cvi_port: 5060,
+            cvi_tls_port: 5061,
+            resolver: None,
+        }
+    }
+}
+
+impl Config {
+    /// What the edge publishes in DNS, from the configuration.
+    pub fn publish(&self) -> Result<crate::dns::zone::Publish, ConfigError> {
+        let listen = self.federation.listen;
+        let addresses = if self.dns.addresses.is_empty() {
+            if listen.ip().is_unspecified() {
+                return Err(ConfigError(format!(
+                    "[dns] addresses is empty and the federation listener is on {}: name the edge's public addresses",
+                    listen.ip()
+                )));
+            }
+            vec![listen.ip()]
+        } else {
+            self.dns.addresses.clone()
+        };
+        Ok(crate::dns::zone::Publish {
+            home_domains: self.federation.home_domains.clone(),
+            edge_fqdn: self.federation.fqdn.clone(),
+            sip_port: self.dns.sip_port.unwrap_or(listen.port()),
+            addresses,
+            cvi_domain: self.dns.cvi_domain.clone(),
+            cvi_port: self.dns.cvi_port,
+            cvi_tls_port: self.dns.cvi_tls_port,
+            ttl: self.dns.ttl.as_secs() as u32,
+            serial: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(1),
+        })
+    }
 }
 
 /// The media relay for federated A/V calls.
@@ -470,6 +545,26 @@ max_sessions = 2500
 # A call's relay session closes after this long without a media packet.
 timeout = "60s"
 
+[dns]
+# fedge can publish its domains' records itself (hickory-server, UDP and
+# TCP): _sipfederationtls._tcp and _sip._tls SRV for each home domain, A/AAAA
+# for the names they point at, and the CVI domain's SIP records. Off unless
+# listen is set; `fedge dns zone` prints the same records as zone files for
+# your own DNS.
+# listen = "0.0.0.0:53"
+# The edge's public addresses for A/AAAA (default: the federation
+# listener's address when it is a specific one).
+addresses = []
+# The port published in SRV records (default: the federation listener's).
+# sip_port = 5061
+ttl = "1h"
+# cvi_domain = "cvi.example.org"
+cvi_port = 5060
+cvi_tls_port = 5061
+# The name server fedge asks for partners' SRV and A records, as IP:PORT
+# (default: the system's, from /etc/resolv.conf).
+# resolver = "192.0.2.53:53"
+
 [runtime]
 # Worker threads. 1 runs the edge on one thread: the least CPU per message,
 # since no message is handed between threads (measured in docs/benchmarks.md).
@@ -718,6 +813,23 @@ impl Config {
                     )));
                 }
             }
+        }
+        let ttl = self.dns.ttl.as_secs();
+        if !(1..=604_800).contains(&ttl) {
+            return Err(ConfigError("[dns] ttl must be from 1s to 7 days".into()));
+        }
+        if let Some(c) = &self.dns.cvi_domain
+            && (c.is_empty()
+                || !c.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }))
+        {
+            return Err(ConfigError(format!(
+                "[dns] cvi_domain {c:?} is not a domain name"
+            )));
+        }
+        if self.dns.listen.is_some() {
+            self.publish()?;
         }
         if !(1..=64).contains(&self.runtime.threads) {
             return Err(ConfigError("[runtime] threads must be from 1 to 64".into()));

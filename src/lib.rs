@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dns;
 pub mod federation;
 pub mod media;
 pub mod pki;

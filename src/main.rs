@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         cmd: CertsCmd,
     },
+    /// DNS helpers.
+    Dns {
+        #[command(subcommand)]
+        cmd: DnsCmd,
+    },
     /// The running edge's media relay (through its admin listener).
     Media {
         #[command(subcommand)]
@@ -91,6 +96,13 @@ enum ConfigCmd {
     Check,
     /// Print the effective configuration as TOML.
     Show,
+}
+
+#[derive(Subcommand, Debug)]
+enum DnsCmd {
+    /// Print the records the edge publishes, as BIND zone files (one per
+    /// domain), for operators who run their own DNS.
+    Zone,
 }
 
 #[derive(Subcommand, Debug)]
@@ -224,6 +236,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve => serve(cli.config),
+        Command::Dns { cmd: DnsCmd::Zone } => {
+            let cfg = load_config(&cli.config)?;
+            let publish = cfg.publish().map_err(|e| Failure::usage(e.0))?;
+            for z in fedge::dns::zone::zones(&publish) {
+                println!("{}", z.text);
+            }
+            Ok(())
+        }
         Command::Media { cmd } => {
             let cfg = load_config(&cli.config)?;
             cli::media::run(cmd, cfg.admin.listen)
@@ -288,7 +308,9 @@ fn test_federation(
                 .unwrap_or(&cfg.federation.fqdn)
         ),
     };
+    let resolver = cfg.dns.resolver;
     with_store(cfg, |store| async move {
+        let dns = fedge::dns::Dns::new(resolver).map_err(|e| Failure::runtime(e.to_string()))?;
         let partner = store.partner_by_domain(&domain).await.map_err(|e| {
             if e.is_usage() {
                 Failure::usage(e.to_string())
@@ -300,7 +322,15 @@ fn test_federation(
             "federation test: {} ({}, {}) from {} as {}",
             domain, partner.details.org_name, partner.state, me.fqdn, me.address
         );
-        let steps = probe::run(&partner, tls, &me, timeout).await;
+        let steps = probe::run(
+            &partner,
+            &domain.to_ascii_lowercase(),
+            &dns,
+            tls,
+            &me,
+            timeout,
+        )
+        .await;
         for s in &steps {
             println!(
                 "  {:<8} {:<6} {}",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::config::Config;
@@ -320,7 +320,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
             ring_timeout: cfg.sip.timer_c + std::time::Duration::from_secs(30),
         })
     });
+    let dns =
+        crate::dns::Dns::new(cfg.dns.resolver).map_err(|e| ServeError::Runtime(e.to_string()))?;
     let edge = Edge {
+        dns: dns.clone(),
         registry: registry.clone(),
         policy: PolicyConfig {
             fqdn: fqdn.clone(),
@@ -360,13 +363,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         proxy: OnceLock::new(),
         media: media.clone(),
     };
-    let pool = Arc::new(Pool::new(
-        client_tls,
-        settings.clone(),
-        table.clone(),
-        shutdown.clone(),
-        cfg.federation.handshake_timeout,
-    ));
+    let pool = Arc::new(
+        Pool::new(
+            client_tls,
+            settings.clone(),
+            table.clone(),
+            shutdown.clone(),
+            cfg.federation.handshake_timeout,
+        )
+        .with_resolver(Arc::new(dns.clone())),
+    );
     let proxy = Proxy::new(edge, proxy_cfg, pool, int_udp.clone());
     let _ = proxy.router.proxy.set(Arc::downgrade(&proxy));
 
@@ -415,6 +421,25 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         shutdown.clone(),
     ));
     tasks.spawn(proxy.clone().run_timers(shutdown.clone()));
+    if let Some(addr) = cfg.dns.listen {
+        let publish = cfg
+            .publish()
+            .map_err(|e| ServeError::Config(e.to_string()))?;
+        let zones = crate::dns::zone::zones(&publish);
+        // Load the zones and bind before saying ready.
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = crate::dns::server::serve(addr, zones, sd, ready_tx).await {
+                error!(error = %e, "DNS server stopped");
+            }
+        });
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServeError::Runtime(e)),
+            Err(_) => return Err(ServeError::Runtime("the DNS server did not start".into())),
+        }
+    }
     if let Some(relay) = &media {
         let sweeper = relay.spawn_sweeper(shutdown.clone());
         tasks.spawn(async move {

@@ -73,12 +73,6 @@ fn lifecycle_scenario(cfg: &Path) {
         ],
     );
     fedge_ok(cfg, &["partner", "approve", "PARTNER.test"]);
-    // No edge FQDN yet: an allowed-domain partner cannot be enabled until DNS SRV exists.
-    refused(
-        cfg,
-        &["partner", "enable", "partner.test"],
-        "has no edge FQDN",
-    );
     fedge_ok(
         cfg,
         &[

@@ -41,6 +41,34 @@ use partner::Partner;
 use policy::{PolicyConfig, diag};
 use registry::Registry;
 
+/// Where a partner's edge is: its pinned edge FQDN (an allowed partner
+/// server), or what `_sipfederationtls._tcp.<domain>` names (an allowed
+/// domain), under the same-domain rule.
+pub async fn partner_hop(
+    dns: &crate::dns::Dns,
+    partner: &Partner,
+    domain: &str,
+    max_conns: usize,
+) -> Result<crate::sip::transport::outbound::StreamTarget, String> {
+    use crate::dns::SrvAnswer;
+    match &partner.details.edge_fqdn {
+        Some(edge) => Ok(policy::partner_target(partner, edge, max_conns)),
+        None => match dns.federation_srv(domain).await {
+            SrvAnswer::Targets(ts) => ts
+                .iter()
+                .find(|t| crate::dns::zone::directly_in(&t.target, domain))
+                .map(|t| policy::srv_stream_target(partner, t, max_conns))
+                .ok_or_else(|| {
+                    format!("_sipfederationtls._tcp.{domain} names no host directly in {domain}")
+                }),
+            SrvAnswer::NotFound => Err(format!(
+                "{domain} publishes no _sipfederationtls._tcp SRV record"
+            )),
+            SrvAnswer::Failed(e) => Err(format!("DNS: {e}")),
+        },
+    }
+}
+
 /// Rates applied to partners' requests.
 #[derive(Debug, Clone)]
 pub struct RateConfig {
@@ -64,6 +92,8 @@ pub struct Edge {
     pub proxy: OnceLock<Weak<Proxy<Edge>>>,
     /// The media relay that anchors A/V calls, when enabled.
     pub media: Option<Arc<crate::media::Relay>>,
+    /// Where partners' SRV and address records are looked up.
+    pub dns: crate::dns::Dns,
 }
 
 const REJECTIONS: &str = "fedge_rejections_total";
@@ -148,9 +178,10 @@ impl Edge {
         let Some(from) = req.from().map(|f| f.uri.raw.to_string()) else {
             return;
         };
-        let Some(edge) = partner.details.edge_fqdn.clone() else {
-            return;
-        };
+        let domain = req
+            .from()
+            .and_then(|f| f.uri.domain().map(|d| d.to_ascii_lowercase()))
+            .unwrap_or_default();
         let home = self
             .policy
             .home_domains
@@ -158,11 +189,8 @@ impl Edge {
             .cloned()
             .unwrap_or_default();
         let me = format!("sip:{}@{home}", self.policy.test_user);
-        let hop = Hop::Stream(policy::partner_target(
-            &partner,
-            &edge,
-            self.policy.partner_connections,
-        ));
+        let dns = self.dns.clone();
+        let max = self.policy.partner_connections;
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let fqdn = self.policy.fqdn.clone();
@@ -182,13 +210,19 @@ impl Edge {
                     body.len()
                 ))
             };
-            let outcome = match proxy.originate(Role::Federation, &hop, build).await {
-                Ok(resp) if resp.status().is_some_and(|s| (200..300).contains(&s)) => Ok(()),
-                Ok(resp) => Err(format!(
-                    "the reply was refused with {}",
-                    resp.status().unwrap_or(0)
-                )),
-                Err(e) => Err(format!("the reply could not be delivered: {e}")),
+            let outcome = match partner_hop(&dns, &partner, &domain, max).await {
+                Err(why) => Err(format!("the partner's edge could not be found: {why}")),
+                Ok(t) => match proxy
+                    .originate(Role::Federation, &Hop::Stream(t), build)
+                    .await
+                {
+                    Ok(resp) if resp.status().is_some_and(|s| (200..300).contains(&s)) => Ok(()),
+                    Ok(resp) => Err(format!(
+                        "the reply was refused with {}",
+                        resp.status().unwrap_or(0)
+                    )),
+                    Err(e) => Err(format!("the reply could not be delivered: {e}")),
+                },
             };
             match outcome {
                 Ok(()) => {
@@ -227,16 +261,25 @@ impl Edge {
     }
 }
 
-impl Router for Edge {
-    fn route(&self, req: &SipMessage, source: &Source, info: &RequestInfo) -> Decision {
-        let snap = self.registry.snapshot();
+impl Edge {
+    /// The policy's verdict with the rates, the media relay and the IM
+    /// test applied, counted.
+    fn decide(
+        &self,
+        req: &SipMessage,
+        source: &Source,
+        info: &RequestInfo,
+        snap: &registry::Snapshot,
+        srv: Option<&policy::SrvFacts>,
+    ) -> Decision {
         let v = policy::decide(
             req,
             source.role,
             source.identity.as_deref(),
             info,
-            &snap,
+            snap,
             &self.policy,
+            srv,
         );
         let dir = Edge::direction(source.role);
         let partner_name = v
@@ -284,6 +327,21 @@ impl Router for Edge {
             self.im_test(req, p);
         }
         decision
+    }
+}
+
+impl Router for Edge {
+    async fn route(&self, req: &SipMessage, source: &Source, info: &RequestInfo) -> Decision {
+        let snap = self.registry.snapshot();
+        // An allowed-domain partner is found (and checked) by DNS first.
+        let srv = match policy::srv_needed(req, source.role, info, &snap) {
+            Some(domain) => Some(policy::SrvFacts {
+                answer: self.dns.federation_srv(&domain).await,
+                domain,
+            }),
+            None => None,
+        };
+        self.decide(req, source, info, &snap, srv.as_ref())
     }
 
     fn forward_failed(&self, _req: &SipMessage, source: &Source, err: &ConnectError) -> Reject {

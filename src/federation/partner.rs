@@ -276,10 +276,7 @@ pub enum TransitionError {
     },
     #[error("cannot {verb} partner {partner}: --reason is required for {verb}")]
     ReasonRequired { verb: Verb, partner: String },
-    #[error(
-        "cannot enable partner {partner}: it has no edge FQDN; an allowed-domain partner is found by DNS SRV, which this edge does not do yet, so set --edge-fqdn first"
-    )]
-    NeedsEdgeFqdn { partner: String },
+
     #[error(
         "cannot enable partner {partner}: no IM test has passed; its technical contact sends a MESSAGE to the federation test address first (or use --skip-im-test with --reason)"
     )]
@@ -342,11 +339,6 @@ pub fn check_enableable(
     verb: Verb,
     today: &str,
 ) -> Result<(), TransitionError> {
-    if d.edge_fqdn.is_none() {
-        return Err(TransitionError::NeedsEdgeFqdn {
-            partner: name.to_string(),
-        });
-    }
     if let Some(exp) = &d.ig_expires
         && exp.as_str() < today
     {
@@ -660,11 +652,12 @@ mod tests {
             transition(&p, Verb::Suspend, Some("  "), "2026-01-01", false),
             Err(TransitionError::ReasonRequired { .. })
         ));
+        // An allowed-domain partner (no edge FQDN) is found by DNS SRV.
         let p = partner(PartnerState::Approved, None);
-        assert!(matches!(
-            transition(&p, Verb::Enable, None, "2026-01-01", false),
-            Err(TransitionError::NeedsEdgeFqdn { .. })
-        ));
+        assert_eq!(
+            transition(&p, Verb::Enable, None, "2026-01-01", true),
+            Ok(PartnerState::Enabled)
+        );
         let mut p = partner(PartnerState::Approved, Some("sip.partner.test"));
         p.details.ig_expires = Some("2025-12-31".into());
         assert!(matches!(

@@ -16,6 +16,8 @@ use super::content::{self, Issue};
 use super::partner::{Partner, PartnerState};
 use super::product::{self, Minimums};
 use super::registry::Snapshot;
+use crate::dns::zone::directly_in;
+use crate::dns::{SrvAnswer, SrvTarget};
 use crate::sip::headers::{HeaderName, NameAddr};
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::{Decision, Forward, Hide, Hop, Reject, RequestInfo};
@@ -32,6 +34,7 @@ pub mod diag {
     pub const CANNOT_ROUTE: (u16, &str) = (1005, "Cannot route to destination domain");
     pub const TEMPORARILY: (u16, &str) = (1007, "Temporarily cannot route");
     pub const NO_SRV: (u16, &str) = (1008, "Unable to resolve DNS SRV record");
+    pub const NO_SRV_MATCH: (u16, &str) = (1009, "No match for domain in DNS SRV results");
     pub const CERTIFICATE: (u16, &str) = (
         1010,
         "Certificate trust with another server could not be established",
@@ -195,6 +198,81 @@ fn options_answer() -> Decision {
 }
 
 /// Decides a request that passed the generic protocol checks.
+/// What DNS said about a domain's `_sipfederationtls._tcp` records: the
+/// Edge looks it up before deciding, for partners found by DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvFacts {
+    pub domain: String,
+    pub answer: SrvAnswer,
+}
+
+/// The domain whose SRV records a decision needs: that of an allowed-domain
+/// partner (no edge FQDN on its record), the sender's inbound, the
+/// destination's outbound.
+pub fn srv_needed(
+    msg: &SipMessage,
+    role: Role,
+    info: &RequestInfo,
+    snap: &Snapshot,
+) -> Option<String> {
+    let domain = match role {
+        Role::Federation => msg.from().and_then(|f| domain_of(&f.uri))?,
+        Role::Internal => target_domain(msg, info)?,
+    };
+    let p = snap.by_domain(&domain)?;
+    p.details.edge_fqdn.is_none().then_some(domain)
+}
+
+/// The SRV targets of `facts` that obey the same-domain rule, or the
+/// refusal (rule, status, reason, diagnostic) when there are none.
+// The refusal is the large variant and is built only on the way out.
+#[allow(clippy::result_large_err)]
+fn srv_targets<'f>(
+    facts: Option<&'f SrvFacts>,
+    domain: &str,
+    partner: &Partner,
+    status_when_missing: u16,
+) -> Result<Vec<&'f SrvTarget>, (&'static str, Decision)> {
+    let name = format!("_sipfederationtls._tcp.{domain}");
+    match facts.filter(|f| f.domain == domain).map(|f| &f.answer) {
+        Some(SrvAnswer::Targets(ts)) => {
+            let valid: Vec<&SrvTarget> = ts
+                .iter()
+                .filter(|t| directly_in(&t.target, domain))
+                .collect();
+            if valid.is_empty() {
+                let named: Vec<&str> = ts.iter().map(|t| t.target.as_str()).collect();
+                let reason = format!(
+                    "{name} names {}, which is not directly in {domain} (the same-domain rule); partner {} needs an edge FQDN on record",
+                    named.join(", "),
+                    partner.details.org_name
+                );
+                return Err(("srv_domain", refuse(504, reason, diag::NO_SRV_MATCH)));
+            }
+            Ok(valid)
+        }
+        Some(SrvAnswer::NotFound) => {
+            let reason = format!(
+                "{domain} publishes no {name} SRV record, and partner {} has no edge FQDN on record",
+                partner.details.org_name
+            );
+            Err(("no_srv", refuse(status_when_missing, reason, diag::NO_SRV)))
+        }
+        Some(SrvAnswer::Failed(e)) => Err((
+            "dns_failed",
+            refuse(
+                504,
+                format!("the DNS lookup of {name} failed: {e}"),
+                diag::NO_SRV,
+            ),
+        )),
+        None => Err((
+            "dns_failed",
+            refuse(504, format!("{name} was not looked up"), diag::NO_SRV),
+        )),
+    }
+}
+
 pub fn decide(
     msg: &SipMessage,
     role: Role,
@@ -202,6 +280,7 @@ pub fn decide(
     info: &RequestInfo,
     snap: &Snapshot,
     cfg: &PolicyConfig,
+    srv: Option<&SrvFacts>,
 ) -> Verdict {
     let method = msg.method().cloned().unwrap_or(Method::Other("".into()));
     if method == Method::Options
@@ -212,8 +291,8 @@ pub fn decide(
         return Verdict::of(options_answer(), None, "options");
     }
     match role {
-        Role::Federation => inbound(msg, &method, peer, info, snap, cfg),
-        Role::Internal => outbound(msg, info, snap, cfg),
+        Role::Federation => inbound(msg, &method, peer, info, snap, cfg, srv),
+        Role::Internal => outbound(msg, info, snap, cfg, srv),
     }
 }
 
@@ -280,6 +359,7 @@ fn inbound(
     info: &RequestInfo,
     snap: &Snapshot,
     cfg: &PolicyConfig,
+    srv: Option<&SrvFacts>,
 ) -> Verdict {
     let Some(peer) = peer else {
         return Verdict::of(
@@ -314,22 +394,28 @@ fn inbound(
         );
     };
     let p = Some(partner);
-    let edge_ok = partner
-        .details
-        .edge_fqdn
-        .as_deref()
-        .is_some_and(|f| peer.matches(f));
-    if !edge_ok {
-        let reason = format!(
-            "certificate names {peer}, but domain {from_domain} belongs to partner {} whose edge is {}",
-            partner.details.org_name,
-            partner
-                .details
-                .edge_fqdn
-                .as_deref()
-                .unwrap_or("found by DNS SRV")
-        );
-        return Verdict::of(refuse(403, reason, diag::CERTIFICATE), p, "spoofed_domain");
+    match partner.details.edge_fqdn.as_deref() {
+        Some(edge) if !peer.matches(edge) => {
+            let reason = format!(
+                "certificate names {peer}, but domain {from_domain} belongs to partner {} whose edge is {edge}",
+                partner.details.org_name
+            );
+            return Verdict::of(refuse(403, reason, diag::CERTIFICATE), p, "spoofed_domain");
+        }
+        Some(_) => {}
+        // An allowed-domain partner: its edge is what DNS names for the From domain.
+        None => match srv_targets(srv, &from_domain, partner, 403) {
+            Err((rule, d)) => return Verdict::of(d, p, rule),
+            Ok(targets) if !targets.iter().any(|t| peer.matches(&t.target)) => {
+                let named: Vec<&str> = targets.iter().map(|t| t.target.as_str()).collect();
+                let reason = format!(
+                    "certificate names {peer}, but _sipfederationtls._tcp.{from_domain} names {}",
+                    named.join(", ")
+                );
+                return Verdict::of(refuse(403, reason, diag::CERTIFICATE), p, "spoofed_domain");
+            }
+            Ok(_) => {}
+        },
     }
     let test_address = for_test_address(msg, info, cfg);
     let may_test = matches!(
@@ -444,7 +530,13 @@ fn inbound(
 }
 
 /// Home to partner.
-fn outbound(msg: &SipMessage, info: &RequestInfo, snap: &Snapshot, cfg: &PolicyConfig) -> Verdict {
+fn outbound(
+    msg: &SipMessage,
+    info: &RequestInfo,
+    snap: &Snapshot,
+    cfg: &PolicyConfig,
+    srv: Option<&SrvFacts>,
+) -> Verdict {
     match msg.from().and_then(|f| domain_of(&f.uri)) {
         Some(d) if cfg.is_home(&d) => {}
         other => {
@@ -490,12 +582,13 @@ fn outbound(msg: &SipMessage, info: &RequestInfo, snap: &Snapshot, cfg: &PolicyC
         );
         return Verdict::of(refuse(403, reason, diag::CANNOT_ROUTE), p, "not_enabled");
     }
-    let Some(edge) = &partner.details.edge_fqdn else {
-        let reason = format!(
-            "partner {} has no edge FQDN and this edge does not route by DNS SRV yet",
-            partner.details.org_name
-        );
-        return Verdict::of(refuse(504, reason, diag::NO_SRV), p, "no_srv");
+    let target = match &partner.details.edge_fqdn {
+        // An allowed partner server: its pinned edge, no SRV.
+        Some(edge) => partner_target(partner, edge, cfg.partner_connections),
+        None => match srv_targets(srv, &domain, partner, 504) {
+            Err((rule, d)) => return Verdict::of(d, p, rule),
+            Ok(targets) => srv_stream_target(partner, targets[0], cfg.partner_connections),
+        },
     };
     if let Some(v) = content_verdict(msg, partner, cfg) {
         return v;
@@ -503,7 +596,7 @@ fn outbound(msg: &SipMessage, info: &RequestInfo, snap: &Snapshot, cfg: &PolicyC
     Verdict::of(
         Decision::Forward(Forward {
             leg: Role::Federation,
-            hop: Hop::Stream(partner_target(partner, edge, cfg.partner_connections)),
+            hop: Hop::Stream(target),
             strip: [TRUST_HEADER, "ms-diagnostics"]
                 .into_iter()
                 .chain(INTERNAL_AUTH_HEADERS)
@@ -517,6 +610,25 @@ fn outbound(msg: &SipMessage, info: &RequestInfo, snap: &Snapshot, cfg: &PolicyC
         p,
         "forward",
     )
+}
+
+/// A partner's edge found by DNS: the SRV target and port (its address
+/// override still wins for labs); its certificate must name the target.
+pub fn srv_stream_target(partner: &Partner, t: &SrvTarget, max_conns: usize) -> StreamTarget {
+    let (host, port) = partner
+        .details
+        .address
+        .as_deref()
+        .and_then(super::partner::parse_host_port)
+        .unwrap_or_else(|| (t.target.clone(), t.port));
+    StreamTarget {
+        transport: Transport::Tls,
+        host,
+        port,
+        server_name: Some(t.target.clone()),
+        role: Role::Federation,
+        max_conns,
+    }
 }
 
 /// Where a partner's edge is: its address override, else its FQDN on 5061.
@@ -679,6 +791,7 @@ mod tests {
             &RequestInfo::default(),
             &snapshot(),
             &cfg(),
+            None,
         )
     }
 
@@ -816,6 +929,7 @@ mod tests {
             &info,
             &snapshot(),
             &cfg(),
+            None,
         );
         assert!(matches!(v.decision, Decision::Forward(_)));
         // OPTIONS to the edge itself is answered.
@@ -1069,6 +1183,7 @@ mod tests {
                 &RequestInfo::default(),
                 &snap,
                 &cfg(),
+                None,
             );
             let (s, _, c, reason) = reject(&v);
             assert_eq!(
@@ -1095,6 +1210,7 @@ mod tests {
             &RequestInfo::default(),
             &snap,
             &cfg(),
+            None,
         );
         assert_eq!((reject(&v).0, reject(&v).1), (606, 309));
         let v = decide(
@@ -1109,6 +1225,7 @@ mod tests {
             &RequestInfo::default(),
             &snap,
             &cfg(),
+            None,
         );
         match v.decision {
             Decision::Forward(f) => {
@@ -1160,5 +1277,170 @@ mod tests {
             },
         );
         assert_eq!(r.status, 503);
+    }
+
+    #[test]
+    fn allowed_domain_partners_are_found_and_checked_by_srv() {
+        let snap = Snapshot::build(
+            1,
+            vec![
+                partner("d", &["dom.test"], None, PartnerState::Enabled),
+                partner("a", &["a.test"], Some("sip.a.test"), PartnerState::Enabled),
+            ],
+        );
+        let t = |target: &str, port: u16| SrvTarget {
+            priority: 0,
+            weight: 0,
+            port,
+            target: target.into(),
+        };
+        let facts = |answer: SrvAnswer| SrvFacts {
+            domain: "dom.test".into(),
+            answer,
+        };
+        let inbound = msg(
+            "MESSAGE",
+            "sip:x@fedge.test",
+            "sip:y@dom.test",
+            "sip:x@fedge.test",
+        );
+        let outbound = msg(
+            "MESSAGE",
+            "sip:y@dom.test",
+            "sip:x@fedge.test",
+            "sip:y@dom.test",
+        );
+        let info = RequestInfo::default();
+        // Which domain needs looking up: only the allowed-domain partner's.
+        assert_eq!(
+            srv_needed(&inbound, Role::Federation, &info, &snap).as_deref(),
+            Some("dom.test")
+        );
+        assert_eq!(
+            srv_needed(&outbound, Role::Internal, &info, &snap).as_deref(),
+            Some("dom.test")
+        );
+        let pinned = msg(
+            "MESSAGE",
+            "sip:y@a.test",
+            "sip:x@fedge.test",
+            "sip:y@a.test",
+        );
+        assert_eq!(srv_needed(&pinned, Role::Internal, &info, &snap), None);
+
+        let good = facts(SrvAnswer::Targets(vec![t("sip.dom.test", 5071)]));
+        let elsewhere = facts(SrvAnswer::Targets(vec![
+            t("sip.sub.dom.test", 5061),
+            t("edge.other.test", 5061),
+        ]));
+        let missing = facts(SrvAnswer::NotFound);
+        let failed = facts(SrvAnswer::Failed("timed out".into()));
+        let other_domain = SrvFacts {
+            domain: "else.test".into(),
+            answer: SrvAnswer::Targets(vec![t("sip.else.test", 5061)]),
+        };
+        let decide_in = |peer: &str, f: &SrvFacts| {
+            decide(
+                &inbound,
+                Role::Federation,
+                Some(&id(&[peer])),
+                &info,
+                &snap,
+                &cfg(),
+                Some(f),
+            )
+        };
+        // Inbound: the certificate must name the SRV target.
+        assert!(matches!(
+            decide_in("sip.dom.test", &good).decision,
+            Decision::Forward(_)
+        ));
+        let rows: [(&str, &SrvFacts, u16, u16, &str, &str); 5] = [
+            (
+                "sip.evil.test",
+                &good,
+                403,
+                1010,
+                "spoofed_domain",
+                "but _sipfederationtls._tcp.dom.test names sip.dom.test",
+            ),
+            (
+                "sip.sub.dom.test",
+                &elsewhere,
+                504,
+                1009,
+                "srv_domain",
+                "not directly in dom.test (the same-domain rule)",
+            ),
+            (
+                "sip.dom.test",
+                &missing,
+                403,
+                1008,
+                "no_srv",
+                "publishes no _sipfederationtls._tcp.dom.test SRV record",
+            ),
+            (
+                "sip.dom.test",
+                &failed,
+                504,
+                1008,
+                "dns_failed",
+                "failed: timed out",
+            ),
+            (
+                "sip.dom.test",
+                &other_domain,
+                504,
+                1008,
+                "dns_failed",
+                "was not looked up",
+            ),
+        ];
+        for (peer, f, status, code, rule, frag) in rows {
+            let v = decide_in(peer, f);
+            let (s, _, c, reason) = reject(&v);
+            assert_eq!(
+                (s, c, v.rule),
+                (status, Some(code), rule),
+                "{peer}: {reason}"
+            );
+            assert!(reason.contains(frag), "{reason}");
+        }
+        // Outbound: to the SRV target and port, its certificate checked against the target.
+        let v = decide(
+            &outbound,
+            Role::Internal,
+            None,
+            &info,
+            &snap,
+            &cfg(),
+            Some(&good),
+        );
+        let Decision::Forward(f) = v.decision else {
+            panic!("{:?}", v.rule)
+        };
+        let Hop::Stream(st) = f.hop else { panic!() };
+        assert_eq!(
+            (st.host.as_str(), st.port, st.server_name.as_deref()),
+            ("sip.dom.test", 5071, Some("sip.dom.test"))
+        );
+        for (f, status, code, rule) in [
+            (&elsewhere, 504, 1009, "srv_domain"),
+            (&missing, 504, 1008, "no_srv"),
+            (&failed, 504, 1008, "dns_failed"),
+        ] {
+            let v = decide(
+                &outbound,
+                Role::Internal,
+                None,
+                &info,
+                &snap,
+                &cfg(),
+                Some(f),
+            );
+            let (s, _, c, reason) = reject(&v);
+            assert_eq!((s, c, v.rule), (status, Some(code), rule), "{reason}");
+        }
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::codec::Decoder;
 
 use super::partner::Partner;
 use super::policy::partner_target;
+use crate::dns::Dns;
 use crate::sip::framing::{StreamDecoder, StreamItem};
 use crate::sip::message::SipMessage;
 use crate::sip::parse::Limits;
@@ -102,23 +103,43 @@ fn describe(m: &SipMessage) -> String {
 /// Runs the steps in order; stops at the first one that cannot go on.
 pub async fn run(
     partner: &Partner,
+    domain: &str,
+    dns: &Dns,
     tls: Arc<rustls::ClientConfig>,
     me: &Me,
     within: Duration,
 ) -> Vec<Step> {
     let mut out = Vec::new();
-    let Some(edge) = partner.details.edge_fqdn.clone() else {
-        out.push(step(
-            "edge",
-            false,
-            "the partner has no edge FQDN (DNS SRV discovery is not available yet)",
-        ));
-        return out;
+    // An allowed partner server is pinned; an allowed domain is found by SRV.
+    let target = match &partner.details.edge_fqdn {
+        Some(edge) => partner_target(partner, edge, 1),
+        None => match super::partner_hop(dns, partner, domain, 1).await {
+            Ok(t) => {
+                let name = t.server_name.clone().unwrap_or_default();
+                out.push(step(
+                    "srv",
+                    true,
+                    format!("_sipfederationtls._tcp.{domain} -> {name}:{}", t.port),
+                ));
+                t
+            }
+            Err(why) => {
+                out.push(step("srv", false, why));
+                return out;
+            }
+        },
     };
-    let target = partner_target(partner, &edge, 1);
-    let addrs: Vec<SocketAddr> =
-        match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
-            Ok(a) => a.collect(),
+    let edge = target
+        .server_name
+        .clone()
+        .unwrap_or_else(|| target.host.clone());
+    let addrs: Vec<SocketAddr> = match target.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, target.port)],
+        Err(_) => match dns.addresses(&target.host).await {
+            Ok(a) => a
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, target.port))
+                .collect(),
             Err(e) => {
                 out.push(step(
                     "resolve",
@@ -127,7 +148,8 @@ pub async fn run(
                 ));
                 return out;
             }
-        };
+        },
+    };
     let Some(addr) = addrs.first().copied() else {
         out.push(step(
             "resolve",

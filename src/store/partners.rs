@@ -481,13 +481,10 @@ impl Store {
         }
         details.normalise();
         Self::check_details(&details)?;
-        // An enabled partner must stay reachable. (A lapsed IG date may be
-        // recorded: the edge then suspends the partner itself, audited.)
-        if before.state == PartnerState::Enabled && details.edge_fqdn.is_none() {
-            return Err(StoreError::Transition(TransitionError::NeedsEdgeFqdn {
-                partner: before.name().to_string(),
-            }));
-        }
+        // (A lapsed IG date may be recorded: the edge then suspends the
+        // partner itself, audited. Without an edge FQDN a partner is found
+        // by DNS SRV.)
+
         let mut diff = serde_json::Map::new();
         for f in FIELDS {
             let (a, b) = (before.details.get(f).flatten(), details.get(f).flatten());

@@ -156,8 +156,13 @@ pub struct RequestInfo {
 
 /// The decisions the proxy core asks for.
 pub trait Router: Send + Sync + 'static {
-    /// Where a request goes, or why not.
-    fn route(&self, req: &SipMessage, source: &Source, info: &RequestInfo) -> Decision;
+    /// Where a request goes, or why not (it may look things up first).
+    fn route(
+        &self,
+        req: &SipMessage,
+        source: &Source,
+        info: &RequestInfo,
+    ) -> impl std::future::Future<Output = Decision> + Send;
     /// The answer when the next hop could not be reached.
     fn forward_failed(&self, req: &SipMessage, source: &Source, err: &ConnectError) -> Reject;
     /// Edits to a response before it goes upstream on `to`.
@@ -507,7 +512,7 @@ impl<R: Router> Proxy<R> {
                     .map(|i| msg.value(&msg.headers()[i]).to_string())
             }),
         };
-        match self.router.route(&msg, &source, &info) {
+        match self.router.route(&msg, &source, &info).await {
             Decision::Reject(r) => {
                 if method == Method::Benotify {
                     self.log_reject(&msg, &source, &r);

@@ -66,6 +66,34 @@ pub enum ConnectError {
     Timeout { target: String },
 }
 
+/// Looks up the addresses of a host for outbound connections: the system
+/// resolver by default, the edge's configured name server when set.
+pub trait HostResolver: Send + Sync {
+    fn addresses<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, String>> + Send + 'a>>;
+}
+
+/// The system's resolver (getaddrinfo through tokio).
+#[derive(Debug, Default)]
+pub struct SystemResolver;
+
+impl HostResolver for SystemResolver {
+    fn addresses<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            tokio::net::lookup_host((host, 0))
+                .await
+                .map(|a| a.map(|s| s.ip()).collect())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Reusable outbound connections.
 pub struct Pool {
     conns: Mutex<HashMap<StreamTarget, Vec<Connection>>>,
@@ -77,6 +105,7 @@ pub struct Pool {
     shutdown: CancellationToken,
     connect_timeout: Duration,
     next: AtomicUsize,
+    resolver: Arc<dyn HostResolver>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -102,7 +131,14 @@ impl Pool {
             shutdown,
             connect_timeout,
             next: AtomicUsize::new(0),
+            resolver: Arc::new(SystemResolver),
         }
+    }
+
+    /// Looks hosts up with `r` instead of the system resolver.
+    pub fn with_resolver(mut self, r: Arc<dyn HostResolver>) -> Pool {
+        self.resolver = r;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamTarget, Vec<Connection>>> {
@@ -178,12 +214,16 @@ impl Pool {
         let target = t.to_string();
         let addrs: Vec<SocketAddr> = match t.host.parse::<std::net::IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, t.port)],
-            Err(_) => tokio::net::lookup_host((t.host.as_str(), t.port))
+            Err(_) => self
+                .resolver
+                .addresses(&t.host)
                 .await
-                .map_err(|e| ConnectError::Resolve {
+                .map_err(|detail| ConnectError::Resolve {
                     host: t.host.clone(),
-                    detail: e.to_string(),
+                    detail,
                 })?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, t.port))
                 .collect(),
         };
         if addrs.is_empty() {

@@ -1,0 +1,148 @@
+//! Looking partners up: `_sipfederationtls._tcp.<domain>` SRV records and
+//! the A/AAAA records of their targets, through hickory-resolver, either
+//! from the system's resolver configuration or from one name server the
+//! configuration names (so labs and tests never depend on resolv.conf).
+//! Answers are cached for their TTL (positive and negative) by the resolver.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
+
+use crate::sip::transport::outbound::HostResolver;
+
+/// One SRV target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvTarget {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    /// Lower-case, without the final dot.
+    pub target: String,
+}
+
+/// The outcome of an SRV lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrvAnswer {
+    /// Targets, best first (lowest priority, then highest weight).
+    Targets(Vec<SrvTarget>),
+    /// The name does not exist or has no SRV record.
+    NotFound,
+    /// The lookup itself failed (no answer, server failure, ...).
+    Failed(String),
+}
+
+/// Why the resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("DNS resolver: {0}")]
+pub struct ResolverError(String);
+
+/// The edge's resolver.
+#[derive(Clone)]
+pub struct Dns {
+    resolver: Arc<TokioResolver>,
+    /// Where it asks, for logs.
+    pub server: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Dns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dns")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dns {
+    /// Asks `server` (UDP, then TCP), or the system's name servers when `None`.
+    pub fn new(server: Option<SocketAddr>) -> Result<Dns, ResolverError> {
+        let builder = match server {
+            Some(addr) => {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![ns]),
+                    TokioRuntimeProvider::default(),
+                )
+            }
+            None => TokioResolver::builder_tokio().map_err(|e| ResolverError(e.to_string()))?,
+        };
+        let mut builder = builder;
+        // Partners' names are absolute: no search domains.
+        builder.options_mut().ndots = 0;
+        let resolver = builder.build().map_err(|e| ResolverError(e.to_string()))?;
+        Ok(Dns {
+            resolver: Arc::new(resolver),
+            server,
+        })
+    }
+
+    /// `_sipfederationtls._tcp.<domain>`.
+    pub async fn federation_srv(&self, domain: &str) -> SrvAnswer {
+        self.srv(&format!(
+            "_sipfederationtls._tcp.{}.",
+            domain.trim_end_matches('.')
+        ))
+        .await
+    }
+
+    /// The SRV records of an absolute name.
+    pub async fn srv(&self, name: &str) -> SrvAnswer {
+        match self.resolver.srv_lookup(name).await {
+            Ok(lookup) => {
+                let mut targets: Vec<SrvTarget> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::SRV(s) => Some(SrvTarget {
+                            priority: s.priority,
+                            weight: s.weight,
+                            port: s.port,
+                            target: s
+                                .target
+                                .to_string()
+                                .trim_end_matches('.')
+                                .to_ascii_lowercase(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                if targets.is_empty() {
+                    return SrvAnswer::NotFound;
+                }
+                targets.sort_by(|a, b| a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)));
+                SrvAnswer::Targets(targets)
+            }
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => SrvAnswer::NotFound,
+            Err(e) => SrvAnswer::Failed(e.to_string()),
+        }
+    }
+
+    /// A and AAAA records of a host.
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        let name = format!("{}.", host.trim_end_matches('.'));
+        match self.resolver.lookup_ip(name.as_str()).await {
+            Ok(l) => Ok(l.iter().collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
+                Err("no A or AAAA record".into())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+impl HostResolver for Dns {
+    fn addresses<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>> {
+        Box::pin(Dns::addresses(self, host))
+    }
+}
