@@ -147,20 +147,21 @@ fn partner_user(lab: &Lab, users_port: u16) -> Sipp {
 #[test]
 fn an_allowed_domain_partner_is_routed_and_checked_by_srv_both_ways() {
     let addr = dns_addr();
-    // Placeholder zone until Kamailio's port is known.
     let lab = lab_with_resolver(addr);
-    let port = lab.kam.tls.port();
-    let dns = TestDns::start(
-        addr,
-        vec![zone(
-            "partner.test",
-            30,
-            &[
-                srv("partner.test", 30, port, PARTNER_FQDN),
-                a(PARTNER_FQDN, 30),
-            ],
-        )],
-    );
+    // The partner's DNS is a fedge too, publishing partner.test's zone:
+    // its edge sip.partner.test (Kamailio here) on Kamailio's TLS port.
+    let partner_dns_cfg = test_config(&lab.pki, "")
+        .replace("fqdn = \"sip.fedge.test\"", "fqdn = \"sip.partner.test\"")
+        .replace(
+            "home_domains = [\"fedge.test\"]",
+            "home_domains = [\"partner.test\"]",
+        )
+        .replace("fedge.db", "partner-dns.db")
+        + &format!(
+            "\n[dns]\nlisten = \"{addr}\"\naddresses = [\"127.0.0.1\"]\nsip_port = {}\nttl = \"30s\"\n",
+            lab.kam.tls.port()
+        );
+    let dns = Edge::start(&lab.pki, &partner_dns_cfg);
     // Home to partner: SRV -> sip.partner.test:<port> -> A -> mutual TLS, its certificate naming the SRV target.
     let uas = partner_user(&lab, lab.users);
     lab.assert_ok(
@@ -179,7 +180,7 @@ fn an_allowed_domain_partner_is_routed_and_checked_by_srv_both_ways() {
     // Partner to home: accepted because the certificate names the SRV target of the From domain.
     lab.message_delivered("bob", "partner to home, checked by SRV");
     // Cached for the TTL: with the DNS server gone the edge still routes.
-    dns.stop();
+    drop(dns);
     let uas = partner_user(&lab, lab.users);
     lab.assert_ok(
         "within the TTL, from the cache",
