@@ -32,8 +32,91 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub media: MediaSection,
     pub dns: DnsSection,
+    pub cvi: CviSection,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
+}
+
+/// CVI gateway mode: room systems into Teams meetings by conference ID.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CviSection {
+    pub enabled: bool,
+    /// The SIP domain room systems dial (`teams@<domain>`, `<id>@<domain>`).
+    pub domain: String,
+    /// The reception's user part.
+    pub reception: String,
+    /// The test call's user part.
+    pub test_call: String,
+    /// How long the test call echoes before it hangs up.
+    #[serde(with = "humantime_serde")]
+    pub test_call_time: Duration,
+    /// A tenant key room systems may dial as `<key>.<id>@<domain>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_key: Option<String>,
+    /// SIP over UDP and TCP for room systems.
+    pub listen: SocketAddr,
+    /// SIP over TLS for room systems (the federation certificate; client
+    /// certificates optional); off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_tls: Option<SocketAddr>,
+    /// Where a meeting's calls go: a SIP URI template with `{id}` (and
+    /// `{tenant}`), e.g. `sip:{id}@connector.example;transport=tls`.
+    pub connector: String,
+    /// `HOST:PORT` to send to instead of resolving the connector's host (labs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_address: Option<String>,
+    /// The relay's address towards room systems and towards the connector.
+    pub media_address: std::net::IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_advertise: Option<std::net::IpAddr>,
+    pub connector_media_address: std::net::IpAddr,
+    pub media_port_min: u16,
+    pub media_port_max: u16,
+    /// Gateway calls at once on this node; more get 503 with Retry-After.
+    pub max_calls: usize,
+    /// Room systems trusted to bypass the lobby: IP addresses or subnets
+    /// (`10.0.0.0/8`) and SIP domains (`example.nhs.uk`).
+    pub trusted: Vec<String>,
+    /// Domains organisers may be enrolled from.
+    pub organiser_domains: Vec<String>,
+    /// Where the dialling instructions pages are published (the admin
+    /// listener serves them at /cvi/<id>).
+    pub instructions_base: String,
+    /// A pause this long ends a conference ID entry.
+    #[serde(with = "humantime_serde")]
+    pub digit_pause: Duration,
+    /// Wrong IDs before the reception says goodbye.
+    pub tries: u32,
+}
+
+impl Default for CviSection {
+    fn default() -> Self {
+        let lo2 = std::net::IpAddr::from([127, 0, 0, 2]);
+        CviSection {
+            enabled: false,
+            domain: "cvi.fedge.test".into(),
+            reception: "teams".into(),
+            test_call: "test_call".into(),
+            test_call_time: Duration::from_secs(60),
+            tenant_key: None,
+            listen: SocketAddr::new(lo2, 5060),
+            listen_tls: None,
+            connector: "sip:{id}@connector.fedge.test;transport=tcp".into(),
+            connector_address: None,
+            media_address: lo2,
+            media_advertise: None,
+            connector_media_address: lo2,
+            media_port_min: 40000,
+            media_port_max: 49999,
+            max_calls: 16,
+            trusted: Vec::new(),
+            organiser_domains: vec!["nhs.net".into()],
+            instructions_base: "http://127.0.0.1:8061".into(),
+            digit_pause: Duration::from_secs(3),
+            tries: 3,
+        }
+    }
 }
 
 /// DNS: the zone the edge publishes, and where it looks partners up.
@@ -565,6 +648,39 @@ cvi_tls_port = 5061
 # (default: the system's, from /etc/resolv.conf).
 # resolver = "192.0.2.53:53"
 
+[cvi]
+# CVI gateway mode: video room systems dial teams@<domain> and type a
+# meeting's 10-digit conference ID, or dial <id>@<domain>; fedge bridges
+# them to the connector (the Teams side) as a B2BUA, media through its
+# relay. Off by default; its loopback defaults use 127.0.0.2, away from the
+# federation listener.
+enabled = false
+domain = "cvi.fedge.test"
+reception = "teams"
+test_call = "test_call"
+test_call_time = "1m"
+# tenant_key = "12345678"          # also dialable as <key>.<id>@<domain>
+# SIP over UDP and TCP for room systems (5060 on their own address in
+# production), and over TLS (5061; client certificates optional).
+listen = "127.0.0.2:5060"
+# listen_tls = "127.0.0.2:5061"
+# A meeting's calls go here; {id} is its conference ID, {tenant} the key.
+connector = "sip:{id}@connector.fedge.test;transport=tcp"
+# connector_address = "192.0.2.20:5061"
+media_address = "127.0.0.2"
+# media_advertise = "203.0.113.20"
+connector_media_address = "127.0.0.2"
+media_port_min = 40000
+media_port_max = 49999
+# Gateway calls at once on this node (one Teams Connector VM handles 16).
+max_calls = 16
+# Room systems that may bypass the lobby: addresses, subnets, SIP domains.
+trusted = []
+organiser_domains = ["nhs.net"]
+instructions_base = "http://127.0.0.1:8061"
+digit_pause = "3s"
+tries = 3
+
 [runtime]
 # Worker threads. 1 runs the edge on one thread: the least CPU per message,
 # since no message is handed between threads (measured in docs/benchmarks.md).
@@ -831,6 +947,68 @@ impl Config {
         if self.dns.listen.is_some() {
             self.publish()?;
         }
+        let c = &self.cvi;
+        if c.enabled {
+            if !c.connector.contains("{id}") || !c.connector.starts_with("sip") {
+                return Err(ConfigError(format!(
+                    "[cvi] connector {:?} must be a SIP URI template with {{id}}",
+                    c.connector
+                )));
+            }
+            let clash = |a: SocketAddr, b: SocketAddr| {
+                // Port 0 takes a free port: it clashes with nothing.
+                a.port() != 0
+                    && a.port() == b.port()
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            };
+            if clash(c.listen, self.federation.listen)
+                || clash(c.listen, self.internal.listen)
+                || clash(c.listen, self.admin.listen)
+                || self.dns.listen.is_some_and(|d| clash(c.listen, d))
+            {
+                return Err(ConfigError(format!(
+                    "[cvi] listen {} is the address of another listener",
+                    c.listen
+                )));
+            }
+            if c.media_port_min < 1024 || c.media_port_max <= c.media_port_min + 2 {
+                return Err(ConfigError(format!(
+                    "[cvi] media_port_min {} - media_port_max {} must be a range above 1023",
+                    c.media_port_min, c.media_port_max
+                )));
+            }
+            if let Some(t) = c.listen_tls
+                && (clash(t, self.federation.listen)
+                    || clash(t, c.listen)
+                    || clash(t, self.admin.listen))
+            {
+                return Err(ConfigError(format!(
+                    "[cvi] listen_tls {t} is the address of another listener"
+                )));
+            }
+            self.cvi_connector_address()?;
+            if self.media.enabled
+                && c.media_port_min <= self.media.port_max
+                && self.media.port_min <= c.media_port_max
+            {
+                return Err(ConfigError(format!(
+                    "[cvi] media ports {}-{} overlap [media] ports {}-{}",
+                    c.media_port_min, c.media_port_max, self.media.port_min, self.media.port_max
+                )));
+            }
+            if c.max_calls == 0 || c.tries == 0 {
+                return Err(ConfigError(
+                    "[cvi] max_calls and tries must be positive".into(),
+                ));
+            }
+            for t in &c.trusted {
+                if crate::cvi::Trust::parse(t).is_none() {
+                    return Err(ConfigError(format!(
+                        "[cvi] trusted {t:?} is not an address, a subnet or a domain"
+                    )));
+                }
+            }
+        }
         if !(1..=64).contains(&self.runtime.threads) {
             return Err(ConfigError("[runtime] threads must be from 1 to 64".into()));
         }
@@ -847,6 +1025,21 @@ impl Config {
             ))
         })?;
         Ok(())
+    }
+
+    /// The parsed `[cvi] connector_address` (`HOST:PORT`, IPv6 in brackets).
+    pub fn cvi_connector_address(&self) -> Result<Option<(String, u16)>, ConfigError> {
+        let Some(raw) = &self.cvi.connector_address else {
+            return Ok(None);
+        };
+        let bad = || ConfigError(format!("[cvi] connector_address {raw:?} must be HOST:PORT"));
+        let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(Some((host.to_string(), port)))
     }
 
     /// The parsed `[internal] next_hop`: host, port and transport.

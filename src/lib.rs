@@ -10,8 +10,10 @@
 
 pub mod admin;
 pub mod config;
+pub mod cvi;
 pub mod dns;
 pub mod federation;
+pub mod firewall;
 pub mod media;
 pub mod pki;
 pub mod server;

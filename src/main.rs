@@ -71,6 +71,15 @@ enum Command {
         #[command(subcommand)]
         cmd: DnsCmd,
     },
+    /// CVI gateway mode: enrol organisers, give meetings conference IDs,
+    /// and watch or drain the running gateway.
+    Cvi {
+        #[command(subcommand)]
+        cmd: cli::cvi::CviCmd,
+    },
+    /// Print an nftables ruleset for the configured listeners and media
+    /// ranges (load it with `nft -f`).
+    Firewall,
     /// The running edge's media relay (through its admin listener).
     Media {
         #[command(subcommand)]
@@ -242,6 +251,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
             for z in fedge::dns::zone::zones(&publish) {
                 println!("{}", z.text);
             }
+            Ok(())
+        }
+        Command::Cvi { cmd } => {
+            let cfg = load_config(&cli.config)?;
+            if cli::cvi::needs_store(&cmd) {
+                let c = cfg.clone();
+                with_store(
+                    &cfg,
+                    |store| async move { cli::cvi::run(cmd, &c, &store).await },
+                )
+            } else {
+                cli::cvi::admin(cmd, cfg.admin.listen)
+            }
+        }
+        Command::Firewall => {
+            let cfg = load_config(&cli.config)?;
+            let what = cli
+                .config
+                .as_ref()
+                .map_or("the embedded defaults".to_string(), |p| {
+                    p.display().to_string()
+                });
+            print!("{}", fedge::firewall::ruleset(&cfg, &what));
             Ok(())
         }
         Command::Media { cmd } => {

@@ -18,6 +18,9 @@ use crate::admin;
 use crate::config::Config;
 use std::sync::OnceLock;
 
+use crate::cvi::Trust;
+use crate::cvi::gateway::{Gateway, GatewayConfig};
+use crate::cvi::meetings::Dialling;
 use crate::federation::content;
 use crate::federation::ig;
 use crate::federation::limits::Limits as RateLimits;
@@ -33,7 +36,9 @@ use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology};
 use crate::sip::transport::Transport;
 use crate::sip::transport::outbound::{Pool, StreamTarget};
 use crate::sip::transport::stream::StreamListener;
-use crate::sip::transport::tls::{TlsFiles, federation_client_config, federation_server_config};
+use crate::sip::transport::tls::{
+    TlsFiles, cvi_server_config, federation_client_config, federation_server_config,
+};
 use crate::sip::transport::{ConnectionTable, Role, TransportSettings, udp};
 use crate::store::Store;
 
@@ -57,6 +62,152 @@ pub struct EdgeState {
     pub metrics: Arc<Metrics>,
     pub fqdn: String,
     pub media: Option<Arc<crate::media::Relay>>,
+    /// The CVI gateway, when `[cvi] enabled`.
+    pub cvi: Option<Arc<Gateway>>,
+    pub store: Store,
+    /// What the CVI dialling instructions say.
+    pub dialling: Dialling,
+}
+
+/// The CVI dialling facts the configuration gives.
+pub fn dialling(cfg: &Config) -> Dialling {
+    Dialling {
+        domain: cfg.cvi.domain.clone(),
+        reception: cfg.cvi.reception.clone(),
+        test_call: cfg.cvi.test_call.clone(),
+        tenant_key: cfg.cvi.tenant_key.clone(),
+        instructions_base: cfg.cvi.instructions_base.clone(),
+    }
+}
+
+/// Starts the CVI gateway: its relay, its SIP listeners (UDP and TCP on
+/// `listen`, TLS on `listen_tls`), and its watch over calls.
+#[allow(clippy::too_many_arguments)]
+async fn start_cvi(
+    cfg: &Config,
+    files: &TlsFiles,
+    store: Store,
+    pool: Arc<Pool>,
+    settings: Arc<TransportSettings>,
+    table: Arc<ConnectionTable>,
+    shutdown: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<Arc<Gateway>, ServeError> {
+    let c = &cfg.cvi;
+    let tcp = bind_tcp(c.listen, "CVI TCP").await?;
+    let local = tcp
+        .local_addr()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    let udp =
+        Arc::new(UdpSocket::bind(local).await.map_err(|e| {
+            ServeError::Runtime(format!("cannot listen on {local} (CVI UDP): {e}"))
+        })?);
+    let tls = match c.listen_tls {
+        Some(a) => {
+            let conf = cvi_server_config(files)
+                .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+            Some((bind_tcp(a, "CVI TLS").await?, conf))
+        }
+        None => None,
+    };
+    let relay = crate::media::Relay::new(crate::media::MediaConfig {
+        addresses: [
+            crate::media::SideAddress {
+                bind: c.media_address,
+                advertise: c.media_advertise.unwrap_or(c.media_address),
+            },
+            crate::media::SideAddress {
+                bind: c.connector_media_address,
+                advertise: c.connector_media_address,
+            },
+        ],
+        port_min: c.media_port_min,
+        port_max: c.media_port_max,
+        max_sessions: c.max_calls,
+        timeout: cfg.media.timeout,
+        ring_timeout: cfg.sip.timer_c + std::time::Duration::from_secs(30),
+    });
+    let gateway = Gateway::new(
+        GatewayConfig {
+            domain: c.domain.to_ascii_lowercase(),
+            reception: c.reception.clone(),
+            test_call: c.test_call.clone(),
+            test_call_time: c.test_call_time,
+            tenant_key: c.tenant_key.clone(),
+            connector: c.connector.clone(),
+            connector_address: cfg
+                .cvi_connector_address()
+                .map_err(|e| ServeError::Config(e.0))?,
+            max_calls: c.max_calls,
+            trusted: c.trusted.iter().filter_map(|t| Trust::parse(t)).collect(),
+            digit_pause: c.digit_pause,
+            tries: c.tries,
+            local,
+            player_address: c.connector_media_address,
+            t1: cfg.sip.t1,
+            t2: cfg.sip.t2,
+            ring_timeout: cfg.sip.timer_c,
+            agent: format!("fedge/{}", env!("CARGO_PKG_VERSION")),
+        },
+        store,
+        relay.clone(),
+        udp.clone(),
+        pool,
+    );
+    let sweeper = relay.spawn_sweeper(shutdown.clone());
+    tasks.spawn(async move {
+        let _ = sweeper.await;
+    });
+    tasks.spawn(gateway.clone().watch(shutdown.clone()));
+    tasks.spawn(udp::run(
+        Role::Cvi,
+        udp,
+        settings.clone(),
+        gateway.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(
+        StreamListener {
+            role: Role::Cvi,
+            listener: tcp,
+            tls: None,
+            settings: settings.clone(),
+            table: table.clone(),
+            handler: gateway.clone(),
+            max_connections: c.max_calls * 4 + 16,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    info!(role = "cvi", transport = "udp+tcp", addr = %local, domain = %c.domain, "listening");
+    if let Some((l, conf)) = tls {
+        let addr = l
+            .local_addr()
+            .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        tasks.spawn(
+            StreamListener {
+                role: Role::Cvi,
+                listener: l,
+                tls: Some((TlsAcceptor::from(conf), cfg.federation.handshake_timeout)),
+                settings,
+                table,
+                handler: gateway.clone(),
+                max_connections: c.max_calls * 4 + 16,
+                shutdown,
+            }
+            .run(),
+        );
+        info!(role = "cvi", transport = "tls", %addr, "listening");
+    }
+    info!(
+        media = %c.media_address,
+        connector_media = %c.connector_media_address,
+        ports = %format!("{}-{}", c.media_port_min, c.media_port_max),
+        max_calls = c.max_calls,
+        connector = %c.connector,
+        "CVI gateway ready"
+    );
+    Ok(gateway)
 }
 
 /// An IP address as it appears in a URI host (IPv6 without brackets here;
@@ -373,6 +524,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         )
         .with_resolver(Arc::new(dns.clone())),
     );
+    let cvi_pool = pool.clone();
     let proxy = Proxy::new(edge, proxy_cfg, pool, int_udp.clone());
     let _ = proxy.router.proxy.set(Arc::downgrade(&proxy));
 
@@ -454,6 +606,23 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
             "media relay ready"
         );
     }
+    let cvi = if cfg.cvi.enabled {
+        Some(
+            start_cvi(
+                &cfg,
+                &files,
+                store.clone(),
+                cvi_pool,
+                settings.clone(),
+                table.clone(),
+                shutdown.clone(),
+                &mut tasks,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let state = Arc::new(EdgeState {
         connections: table.clone(),
         registry: registry.clone(),
@@ -461,6 +630,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         metrics: metrics.clone(),
         fqdn: cfg.federation.fqdn.clone(),
         media: media.clone(),
+        cvi,
+        store: store.clone(),
+        dialling: dialling(&cfg),
     });
     tasks.spawn(admin::serve(admin_listener, state, shutdown.clone()));
     let int_udp_addr = int_addr;

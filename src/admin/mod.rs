@@ -1,4 +1,6 @@
-//! The admin HTTP listener: health now, operator pages later.
+//! The admin HTTP listener: health, registry, metrics, the media relay's
+//! and the CVI gateway's state and drain switches, and the CVI dialling
+//! instructions pages (`/cvi/<id>`).
 //!
 //! Owns the HTTP surface. It reads the edge's state; it never changes SIP
 //! behaviour on its own.
@@ -179,6 +181,67 @@ async fn metrics(
             ),
         ]);
     }
+    if let Some(g) = &state.cvi {
+        let s = &g.stats;
+        extra.extend([
+            ("fedge_cvi_calls", "Live CVI gateway calls", g.live() as f64),
+            (
+                "fedge_cvi_max_calls",
+                "CVI gateway calls this node takes at once",
+                g.max_calls() as f64,
+            ),
+            (
+                "fedge_cvi_calls_total",
+                "CVI calls received (cumulative)",
+                load(&s.calls),
+            ),
+            (
+                "fedge_cvi_connected_total",
+                "CVI calls connected to the meeting service (cumulative)",
+                load(&s.connected),
+            ),
+            (
+                "fedge_cvi_refused_full_total",
+                "CVI calls refused 503 at capacity (cumulative)",
+                load(&s.refused_full),
+            ),
+            (
+                "fedge_cvi_refused_draining_total",
+                "CVI calls refused 503 while draining (cumulative)",
+                load(&s.refused_draining),
+            ),
+            (
+                "fedge_cvi_not_found_total",
+                "Conference IDs not accepted (cumulative)",
+                load(&s.not_found),
+            ),
+            (
+                "fedge_cvi_connector_failed_total",
+                "Calls the meeting service refused or did not answer (cumulative)",
+                load(&s.connector_failed),
+            ),
+            (
+                "fedge_cvi_test_calls_total",
+                "Test calls (cumulative)",
+                load(&s.test_calls),
+            ),
+            (
+                "fedge_cvi_ports_in_use",
+                "CVI media port pairs in use",
+                g.relay.ports_in_use() as f64,
+            ),
+            (
+                "fedge_cvi_media_packets_total",
+                "CVI media packets relayed (cumulative)",
+                load(&g.relay.totals.packets),
+            ),
+            (
+                "fedge_cvi_draining",
+                "1 while the CVI gateway takes no new calls",
+                if g.draining() { 1.0 } else { 0.0 },
+            ),
+        ]);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -233,6 +296,106 @@ async fn media_drain(
     }
 }
 
+/// `GET /cvi/{id}`: a meeting's alternate VTC dialling instructions (HTML);
+/// an unknown, withdrawn or ended meeting gets a not-found page (404).
+async fn cvi_instructions(
+    State(state): State<Arc<EdgeState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> (
+    axum::http::StatusCode,
+    [(axum::http::header::HeaderName, &'static str); 1],
+    String,
+) {
+    use crate::cvi::meetings::{instructions_page, is_conference_id, not_found_page};
+    use axum::http::StatusCode;
+    let html = [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")];
+    let digits: String = id.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if !is_conference_id(&digits) {
+        let shown: String = id.chars().take(40).collect();
+        return (
+            StatusCode::NOT_FOUND,
+            html,
+            not_found_page(&shown, "a Video Conference ID has 10 digits"),
+        );
+    }
+    match state.store.cvi_meeting(&digits).await {
+        Ok(Some((m, enrolled))) => {
+            if let Err(why) = m.joinable(enrolled, &crate::store::now_rfc3339()) {
+                (StatusCode::NOT_FOUND, html, not_found_page(&digits, why))
+            } else {
+                (
+                    StatusCode::OK,
+                    html,
+                    instructions_page(&state.dialling, &digits, m.subject.as_deref()),
+                )
+            }
+        }
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            html,
+            not_found_page(&digits, "no meeting has this ID"),
+        ),
+        Err(e) => {
+            warn!(error = %e, "CVI meeting lookup failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                html,
+                not_found_page(&digits, "the meeting cannot be looked up just now"),
+            )
+        }
+    }
+}
+
+fn cvi_off() -> (axum::http::StatusCode, Json<Value>) {
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        Json(json!({"error": "the CVI gateway is not enabled ([cvi] enabled = false)"})),
+    )
+}
+
+/// `GET /cvi`: the gateway's calls, capacity and counters.
+async fn cvi_status(State(state): State<Arc<EdgeState>>) -> (axum::http::StatusCode, Json<Value>) {
+    let Some(g) = &state.cvi else {
+        return cvi_off();
+    };
+    let s = &g.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    (
+        axum::http::StatusCode::OK,
+        Json(json!({
+            "calls": g.live(),
+            "max_calls": g.max_calls(),
+            "draining": g.draining(),
+            "ports_in_use": g.relay.ports_in_use(),
+            "totals": {
+                "calls": load(&s.calls),
+                "connected": load(&s.connected),
+                "refused_full": load(&s.refused_full),
+                "refused_draining": load(&s.refused_draining),
+                "not_found": load(&s.not_found),
+                "connector_failed": load(&s.connector_failed),
+                "test_calls": load(&s.test_calls),
+            },
+            "media": g.relay.list(),
+        })),
+    )
+}
+
+/// `POST /cvi/drain[?on=false]`: the gateway stops (or resumes) taking calls.
+async fn cvi_drain(
+    State(state): State<Arc<EdgeState>>,
+    axum::extract::Query(q): axum::extract::Query<DrainQuery>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let Some(g) = &state.cvi else {
+        return cvi_off();
+    };
+    g.set_draining(q.on.unwrap_or(true));
+    (
+        axum::http::StatusCode::OK,
+        Json(json!({"draining": g.draining(), "calls": g.live()})),
+    )
+}
+
 /// Serves the admin API until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: CancellationToken) {
     let app = Router::new()
@@ -241,6 +404,9 @@ pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: Cance
         .route("/metrics", get(metrics))
         .route("/media", get(media_sessions))
         .route("/media/drain", axum::routing::post(media_drain))
+        .route("/cvi", get(cvi_status))
+        .route("/cvi/drain", axum::routing::post(cvi_drain))
+        .route("/cvi/{id}", get(cvi_instructions))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

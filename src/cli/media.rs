@@ -29,7 +29,7 @@ pub enum MediaCmd {
 }
 
 /// One HTTP/1.1 exchange with the admin listener; the body as JSON.
-fn call(admin: SocketAddr, method: &str, path: &str) -> Result<Value, Failure> {
+pub(crate) fn call(admin: SocketAddr, method: &str, path: &str) -> Result<Value, Failure> {
     let addr = if admin.ip().is_unspecified() {
         SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), admin.port())
     } else {

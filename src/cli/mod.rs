@@ -2,6 +2,7 @@
 //! exit-code carrying failures and the partner commands. Part of the
 //! binary, not the library.
 
+pub mod cvi;
 pub mod media;
 pub mod partner;
 

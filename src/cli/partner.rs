@@ -153,7 +153,7 @@ pub struct UpdateArgs {
 }
 
 /// Who is making a change: --actor, else the login name, else the uid.
-fn actor(a: &Option<String>) -> String {
+pub(crate) fn actor(a: &Option<String>) -> String {
     a.clone()
         .or_else(|| std::env::var("SUDO_USER").ok())
         .or_else(|| std::env::var("USER").ok())
@@ -181,7 +181,7 @@ fn login_from_uid() -> Option<String> {
     None
 }
 
-fn store_failure(e: fedge::store::StoreError) -> Failure {
+pub(crate) fn store_failure(e: fedge::store::StoreError) -> Failure {
     if e.is_usage() {
         Failure::usage(e.to_string())
     } else {

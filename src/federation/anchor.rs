@@ -29,7 +29,7 @@ use crate::sip::transport::Role;
 pub fn side(role: Role) -> Side {
     match role {
         Role::Federation => Side::A,
-        Role::Internal => Side::B,
+        Role::Internal | Role::Cvi => Side::B,
     }
 }
 

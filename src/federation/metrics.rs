@@ -112,7 +112,13 @@ impl Metrics {
             let _ = writeln!(out, "{name}{l} {v}");
         }
         for (name, h, v) in extra {
-            let _ = writeln!(out, "# HELP {name} {h}\n# TYPE {name} gauge\n{name} {v}");
+            // Cumulative values are counters, by the Prometheus naming rule.
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP {name} {h}\n# TYPE {name} {kind}\n{name} {v}");
         }
         out
     }

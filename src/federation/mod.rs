@@ -106,6 +106,7 @@ impl Edge {
         match role {
             Role::Federation => "inbound",
             Role::Internal => "outbound",
+            Role::Cvi => "cvi",
         }
     }
 
@@ -391,6 +392,7 @@ impl Router for Edge {
                     }
                 }
             }
+            Role::Cvi => {}
             // A partner's failure without a diagnostic gets SfB's 1034, so
             // the home side can tell "the partner said no" from "we said no".
             Role::Internal => {

@@ -218,6 +218,7 @@ pub fn srv_needed(
     let domain = match role {
         Role::Federation => msg.from().and_then(|f| domain_of(&f.uri))?,
         Role::Internal => target_domain(msg, info)?,
+        Role::Cvi => return None,
     };
     let p = snap.by_domain(&domain)?;
     p.details.edge_fqdn.is_none().then_some(domain)
@@ -293,6 +294,12 @@ pub fn decide(
     match role {
         Role::Federation => inbound(msg, &method, peer, info, snap, cfg, srv),
         Role::Internal => outbound(msg, info, snap, cfg, srv),
+        // The CVI listeners have their own handler; nothing of theirs is routed here.
+        Role::Cvi => Verdict::of(
+            refuse(403, "not a federation listener", diag::NOT_AUTHORIZED),
+            None,
+            "wrong_listener",
+        ),
     }
 }
 

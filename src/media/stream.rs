@@ -93,6 +93,10 @@ impl Target {
     ///   port of the same host (a NAT rebinding), never by another host:
     ///   that takes a new SDP or an ICE check (`force`).
     fn accept(&mut self, c: usize, from: SocketAddr, now: u64, force: bool) -> bool {
+        // Port 0 is no source anything can be sent back to (RFC 768).
+        if from.port() == 0 {
+            return false;
+        }
         if force {
             self.latch(c, from, now);
             return true;
@@ -546,6 +550,10 @@ mod tests {
         t.announced = true;
         t.sdp_rtp = Some(sdp);
         t.sdp_rtcp = Some(sdp_rtcp);
+        assert!(
+            !t.accept(0, addr("198.51.100.7:0"), 15, false) && t.learned[0].is_none(),
+            "source port 0 is never latched"
+        );
         assert!(
             t.accept(0, nat, 20, false),
             "the first source (behind a NAT)"

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+pub mod cvi;
 mod partners;
 
 pub use partners::{Change, now_rfc3339, today};

@@ -88,6 +88,9 @@ pub struct Edge {
     pub federation: SocketAddr,
     pub internal: SocketAddr,
     pub admin: SocketAddr,
+    /// The CVI gateway's UDP+TCP and TLS listeners, when enabled.
+    pub cvi: Option<SocketAddr>,
+    pub cvi_tls: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     pub config_path: PathBuf,
 }
@@ -162,6 +165,7 @@ impl Edge {
         let mut fed = None;
         let mut int = None;
         let mut admin = None;
+        let (mut cvi, mut cvi_tls) = (None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -185,6 +189,8 @@ impl Edge {
                     "federation" => fed = Some(addr),
                     "internal" => int = Some(addr),
                     "admin" => admin = Some(addr),
+                    "cvi" if f["transport"] == "tls" => cvi_tls = Some(addr),
+                    "cvi" => cvi = Some(addr),
                     _ => {}
                 }
             }
@@ -197,6 +203,8 @@ impl Edge {
             federation: fed.expect("federation address"),
             internal: int.expect("internal address"),
             admin: admin.expect("admin address"),
+            cvi,
+            cvi_tls,
             logs,
             config_path,
         }

@@ -311,6 +311,18 @@ impl Sipp {
         }
     }
 
+    /// SIPp's result if it has already exited.
+    pub fn exited(&mut self) -> Option<SippResult> {
+        match self.child.try_wait() {
+            Ok(Some(st)) => Some(SippResult {
+                code: st.code(),
+                errors: std::fs::read_to_string(&self.err_file).unwrap_or_default(),
+                messages: std::fs::read_to_string(&self.msg_file).unwrap_or_default(),
+            }),
+            _ => None,
+        }
+    }
+
     /// Waits for SIPp to finish (killing it after `limit`).
     pub fn wait(mut self, limit: Duration) -> SippResult {
         let deadline = Instant::now() + limit;

@@ -70,7 +70,7 @@ impl ProxyConfig {
     fn leg(&self, r: Role) -> &Leg {
         match r {
             Role::Federation => &self.federation,
-            Role::Internal => &self.internal,
+            Role::Internal | Role::Cvi => &self.internal,
         }
     }
 }

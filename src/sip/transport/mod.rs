@@ -70,6 +70,8 @@ pub enum Role {
     Federation,
     /// The home pool (our own SfB/Lync servers).
     Internal,
+    /// Video room systems and the connector, in CVI gateway mode.
+    Cvi,
 }
 
 impl fmt::Display for Role {
@@ -77,6 +79,7 @@ impl fmt::Display for Role {
         f.write_str(match self {
             Role::Federation => "federation",
             Role::Internal => "internal",
+            Role::Cvi => "cvi",
         })
     }
 }

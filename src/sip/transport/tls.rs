@@ -305,6 +305,27 @@ pub fn federation_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, T
     Ok(Arc::new(cfg))
 }
 
+/// Server side for room systems on the CVI TLS listener: our federation
+/// certificate; a client certificate is verified against `trust` when one
+/// is presented, but none is required (room systems seldom have one).
+pub fn cvi_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(&files.cert, "certificate")?;
+    let key = load_key(&files.key)?;
+    let roots = load_roots(&files.trust)?;
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Rustls(format!("certificate and key do not fit together: {e}")))?;
+    Ok(Arc::new(cfg))
+}
+
 /// Client side for outbound partner connections: presents our certificate
 /// and verifies the partner's server certificate against `trust`.
 pub fn federation_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {

@@ -1,0 +1,362 @@
+//! `fedge cvi ...`: the local administrator's commands for CVI gateway
+//! mode. Enrolment and meetings are changes to the store (committed before
+//! success is printed); `status` and `drain` talk to the running edge
+//! through its admin listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use fedge::config::Config;
+use fedge::cvi::enrol::{Enrolment, RowError, check_email, check_org, check_rows, parse_csv};
+use fedge::cvi::meetings::{instructions_url, invite_block, new_conference_id};
+use fedge::store::Store;
+use serde_json::json;
+
+use super::Failure;
+use super::partner::{actor, store_failure};
+
+#[derive(Subcommand, Debug)]
+pub enum CviCmd {
+    /// Enrol meeting organisers (by --email, or a CSV file with one column
+    /// headed EmailAddress). Any bad row changes nothing unless --partial.
+    Enrol(EnrolArgs),
+    /// End an organiser's enrolment: their meetings can no longer be joined.
+    Withdraw {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Show an organiser's enrolment.
+    Show {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Meetings and their VTC conference IDs.
+    Meeting {
+        #[command(subcommand)]
+        cmd: MeetingCmd,
+    },
+    /// The running gateway's calls, capacity and counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop taking new gateway calls (calls up finish); --off resumes.
+    Drain {
+        #[arg(long)]
+        off: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct EnrolArgs {
+    /// The organisation's name.
+    #[arg(long)]
+    org: String,
+    /// The organisation's ODS code.
+    #[arg(long)]
+    ods: String,
+    /// Confirms that Microsoft Teams is in these users' policy.
+    #[arg(long)]
+    teams_enabled: bool,
+    /// An organiser's address (repeat for several).
+    #[arg(
+        long = "email",
+        value_name = "ADDRESS",
+        required_unless_present = "csv"
+    )]
+    emails: Vec<String>,
+    /// A CSV file with exactly one column, headed EmailAddress.
+    #[arg(long, value_name = "FILE", conflicts_with = "emails")]
+    csv: Option<PathBuf>,
+    /// Enrol the good rows even when some are bad (the bad ones are listed).
+    #[arg(long)]
+    partial: bool,
+    #[arg(long)]
+    actor: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MeetingCmd {
+    /// Give an enrolled organiser's meeting a unique conference ID and print
+    /// the block for its invitation.
+    Create {
+        /// The organiser's address (enrolled).
+        #[arg(long)]
+        organiser: String,
+        #[arg(long)]
+        subject: Option<String>,
+        /// When the ID stops working (RFC 3339, e.g. 2026-12-01T17:00:00Z).
+        #[arg(long, value_name = "RFC3339-TIME")]
+        expires: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a meeting by its conference ID.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--expires` as the store keeps times (UTC, milliseconds).
+fn parse_expiry(raw: &str) -> Result<String, Failure> {
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(raw.trim(), &Rfc3339).map_err(|e| {
+        Failure::usage(format!(
+            "--expires {raw:?} is not an RFC 3339 time such as 2026-12-01T17:00:00Z: {e}"
+        ))
+    })?;
+    let utc = t.to_offset(time::UtcOffset::UTC);
+    if utc <= time::OffsetDateTime::now_utc() {
+        return Err(Failure::usage(format!("--expires {raw} is in the past")));
+    }
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    utc.format(&fmt)
+        .map_err(|e| Failure::usage(format!("--expires {raw}: {e}")))
+}
+
+/// The rows to enrol, or every reason why not.
+fn enrolments(a: &EnrolArgs, domains: &[String]) -> Result<Vec<Enrolment>, Failure> {
+    check_org(&a.org, &a.ods, a.teams_enabled).map_err(Failure::usage)?;
+    let (source, good, bad): (String, Vec<(usize, String)>, Vec<RowError>) = match &a.csv {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+            let rows =
+                parse_csv(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+            if rows.is_empty() {
+                return Err(Failure::usage(format!(
+                    "{}: no addresses under the EmailAddress header",
+                    path.display()
+                )));
+            }
+            let (good, bad) = check_rows(&rows, domains);
+            (path.display().to_string(), good, bad)
+        }
+        None => {
+            let mut good = Vec::new();
+            let mut bad = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (i, e) in a.emails.iter().enumerate() {
+                match check_email(e, domains) {
+                    Ok(e) if !seen.insert(e.clone()) => bad.push(RowError {
+                        line: i + 1,
+                        what: format!("{e} appears twice"),
+                    }),
+                    Ok(e) => good.push((i + 1, e)),
+                    Err(what) => bad.push(RowError { line: i + 1, what }),
+                }
+            }
+            ("--email".to_string(), good, bad)
+        }
+    };
+    if !bad.is_empty() {
+        for b in &bad {
+            if a.csv.is_some() {
+                eprintln!("{source}: {b}");
+            } else {
+                eprintln!("--email #{}: {}", b.line, b.what);
+            }
+        }
+        if !a.partial || good.is_empty() {
+            return Err(Failure::usage(format!(
+                "{source}: {} bad row(s); nothing enrolled{}",
+                bad.len(),
+                if good.is_empty() {
+                    ""
+                } else {
+                    " (--partial enrols the good rows)"
+                }
+            )));
+        }
+        eprintln!("{source}: {} bad row(s) skipped (--partial)", bad.len());
+    }
+    Ok(good
+        .into_iter()
+        .map(|(_, email)| Enrolment {
+            email,
+            org_name: a.org.trim().to_string(),
+            ods_code: a.ods.trim().to_ascii_uppercase(),
+        })
+        .collect())
+}
+
+pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure> {
+    let dialling = fedge::server::dialling(cfg);
+    match cmd {
+        CviCmd::Enrol(a) => {
+            let rows = enrolments(&a, &cfg.cvi.organiser_domains)?;
+            let n = store
+                .cvi_enrol(&rows, &actor(&a.actor))
+                .await
+                .map_err(store_failure)?;
+            for r in &rows {
+                println!("enrolled {} ({}, {})", r.email, r.org_name, r.ods_code);
+            }
+            println!("{n} organiser(s) enrolled for CVI");
+            Ok(())
+        }
+        CviCmd::Withdraw { email, actor: who } => {
+            let o = store
+                .cvi_withdraw(&email, &actor(&who))
+                .await
+                .map_err(store_failure)?;
+            println!(
+                "{} withdrawn from CVI at {}; their meetings can no longer be joined",
+                o.email,
+                o.withdrawn_at.unwrap_or_default()
+            );
+            Ok(())
+        }
+        CviCmd::Show { email, json } => {
+            let o = store
+                .cvi_organiser(&email)
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(|| Failure::usage(format!("{email} is not enrolled for CVI")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&o).unwrap_or_default());
+            } else {
+                let state = match &o.withdrawn_at {
+                    Some(w) => format!("withdrawn {w}"),
+                    None => "enrolled".into(),
+                };
+                println!(
+                    "{}: {state} ({}, {}; enrolled {} by {})",
+                    o.email, o.org_name, o.ods_code, o.enrolled_at, o.enrolled_by
+                );
+            }
+            Ok(())
+        }
+        CviCmd::Meeting {
+            cmd:
+                MeetingCmd::Create {
+                    organiser,
+                    subject,
+                    expires,
+                    json,
+                },
+        } => {
+            let expires = expires.as_deref().map(parse_expiry).transpose()?;
+            let subject = subject
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty());
+            let mut rng = rand::rng();
+            let m = store
+                .cvi_create_meeting(&organiser, subject.as_deref(), expires.as_deref(), || {
+                    new_conference_id(&mut rng)
+                })
+                .await
+                .map_err(store_failure)?;
+            if json {
+                let v = json!({
+                    "meeting": m,
+                    "dial": format!("{}@{}", dialling.reception, dialling.domain),
+                    "direct": format!("{}@{}", m.conference_id, dialling.domain),
+                    "instructions": instructions_url(&dialling, &m.conference_id),
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", invite_block(&dialling, &m.conference_id));
+            }
+            Ok(())
+        }
+        CviCmd::Meeting {
+            cmd: MeetingCmd::Show { id, json },
+        } => {
+            let id: String = id.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let (m, enrolled) = store
+                .cvi_meeting(&id)
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(|| Failure::usage(format!("no meeting has conference ID {id}")))?;
+            let state = match m.joinable(enrolled, &fedge::store::now_rfc3339()) {
+                Ok(()) => "can be joined",
+                Err(why) => why,
+            };
+            if json {
+                let v = json!({"meeting": m, "state": state});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!(
+                    "{} ({}): {state}; organiser {}, created {}, expires {}",
+                    m.conference_id,
+                    m.subject.as_deref().unwrap_or("no subject"),
+                    m.organiser,
+                    m.created_at,
+                    m.expires_at.as_deref().unwrap_or("never")
+                );
+            }
+            Ok(())
+        }
+        CviCmd::Status { .. } | CviCmd::Drain { .. } => admin(cmd, cfg.admin.listen),
+    }
+}
+
+/// The commands that need no store: they ask the running edge.
+pub fn needs_store(cmd: &CviCmd) -> bool {
+    !matches!(cmd, CviCmd::Status { .. } | CviCmd::Drain { .. })
+}
+
+/// `status` and `drain`, through the admin listener.
+pub fn admin(cmd: CviCmd, admin: SocketAddr) -> Result<(), Failure> {
+    use super::media::call;
+    match cmd {
+        CviCmd::Status { json } => {
+            let v = call(admin, "GET", "/cvi")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return Ok(());
+            }
+            let t = &v["totals"];
+            println!(
+                "{} of {} call(s), {} media port pair(s) in use{}",
+                v["calls"],
+                v["max_calls"],
+                v["ports_in_use"],
+                if v["draining"] == true {
+                    "; draining"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "since start: {} call(s), {} connected, {} test call(s), {} refused full, {} refused draining, {} ID(s) not found, {} meeting service failure(s)",
+                t["calls"],
+                t["connected"],
+                t["test_calls"],
+                t["refused_full"],
+                t["refused_draining"],
+                t["not_found"],
+                t["connector_failed"]
+            );
+            Ok(())
+        }
+        CviCmd::Drain { off } => {
+            let path = if off {
+                "/cvi/drain?on=false"
+            } else {
+                "/cvi/drain"
+            };
+            let v = call(admin, "POST", path)?;
+            if v["draining"] == true {
+                println!(
+                    "CVI gateway draining: no new calls; {} call(s) still up",
+                    v["calls"]
+                );
+            } else {
+                println!("CVI gateway taking calls again");
+            }
+            Ok(())
+        }
+        _ => Err(Failure::runtime("not an admin command")),
+    }
+}

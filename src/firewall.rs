@@ -1,0 +1,255 @@
+//! `fedge firewall`: an nftables ruleset for what this configuration
+//! serves: the federation listener (SIP over mutual TLS), the internal
+//! listener (from the next hop when it is an address), the admin listener,
+//! the DNS server, the federation media relay's range, and in CVI gateway
+//! mode the room systems' SIP listeners (UDP and TCP 5060, TLS 5061) and
+//! the gateway's media range (UDP and TCP, as in Pexip's port tables that
+//! the CVI service publishes). Pure text from the configuration.
+
+use std::fmt::Write;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Config;
+
+/// `ip daddr A ` / `ip6 daddr A ` for a specific address; nothing for a
+/// wildcard (any address of the host).
+fn daddr(ip: IpAddr) -> String {
+    match ip {
+        ip if ip.is_unspecified() => String::new(),
+        IpAddr::V4(a) => format!("ip daddr {a} "),
+        IpAddr::V6(a) => format!("ip6 daddr {a} "),
+    }
+}
+
+fn saddr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("ip saddr {a} "),
+        IpAddr::V6(a) => format!("ip6 saddr {a} "),
+    }
+}
+
+fn sport_addr(ip: IpAddr) -> String {
+    match ip {
+        ip if ip.is_unspecified() => String::new(),
+        IpAddr::V4(a) => format!("ip saddr {a} "),
+        IpAddr::V6(a) => format!("ip6 saddr {a} "),
+    }
+}
+
+struct Rules {
+    input: Vec<String>,
+    output: Vec<String>,
+}
+
+impl Rules {
+    fn listen(&mut self, from: &str, at: SocketAddr, protos: &[&str], what: &str) {
+        for p in protos {
+            self.input.push(format!(
+                "{from}{}{p} dport {} accept comment \"{what} ({p})\"",
+                daddr(at.ip()),
+                at.port()
+            ));
+        }
+    }
+
+    fn range(&mut self, at: IpAddr, lo: u16, hi: u16, what: &str) {
+        for p in ["udp", "tcp"] {
+            self.input.push(format!(
+                "{}{p} dport {lo}-{hi} accept comment \"{what} ({p})\"",
+                daddr(at)
+            ));
+            self.output.push(format!(
+                "{}{p} sport {lo}-{hi} accept comment \"{what} ({p})\"",
+                sport_addr(at)
+            ));
+        }
+    }
+}
+
+/// The ruleset; `source` names the configuration in its header.
+pub fn ruleset(cfg: &Config, source: &str) -> String {
+    let mut r = Rules {
+        input: Vec::new(),
+        output: Vec::new(),
+    };
+    r.listen(
+        "",
+        cfg.federation.listen,
+        &["tcp"],
+        "federation: partners' Access Edges, SIP over mutual TLS",
+    );
+    r.output.push(
+        "tcp dport 5061 accept comment \"federation: to partners' Access Edges (SRV may name other ports)\""
+            .into(),
+    );
+    // The internal listener takes only the next hop when it is an address.
+    let next_hop_ip = cfg
+        .next_hop()
+        .ok()
+        .and_then(|n| n.host.parse::<IpAddr>().ok());
+    let from_next_hop = next_hop_ip.map(saddr).unwrap_or_default();
+    r.listen(
+        &from_next_hop,
+        cfg.internal.listen,
+        &["udp", "tcp"],
+        "internal: the home pool's next hop",
+    );
+    if let Ok(n) = cfg.next_hop() {
+        let proto = if n.transport == "udp" { "udp" } else { "tcp" };
+        let to = next_hop_ip
+            .map(|ip| match ip {
+                IpAddr::V4(a) => format!("ip daddr {a} "),
+                IpAddr::V6(a) => format!("ip6 daddr {a} "),
+            })
+            .unwrap_or_default();
+        r.output.push(format!(
+            "{to}{proto} dport {} accept comment \"internal: to the next hop {}\"",
+            n.port, n.host
+        ));
+    }
+    r.listen(
+        "",
+        cfg.admin.listen,
+        &["tcp"],
+        "admin API and /cvi/<id> instructions pages: restrict to your management network",
+    );
+    if let Some(d) = cfg.dns.listen {
+        r.listen("", d, &["udp", "tcp"], "DNS: the edge's published records");
+    }
+    r.output
+        .push("udp dport 53 accept comment \"DNS lookups\"".into());
+    r.output
+        .push("tcp dport 53 accept comment \"DNS lookups\"".into());
+    if cfg.media.enabled {
+        let m = &cfg.media;
+        r.range(
+            m.federation_address,
+            m.port_min,
+            m.port_max,
+            "federation media relay: partners' A/V",
+        );
+        if m.internal_address != m.federation_address {
+            r.range(
+                m.internal_address,
+                m.port_min,
+                m.port_max,
+                "federation media relay: home side",
+            );
+        }
+    }
+    if cfg.cvi.enabled {
+        let c = &cfg.cvi;
+        r.listen("", c.listen, &["udp", "tcp"], "CVI: room systems' SIP");
+        if let Some(t) = c.listen_tls {
+            r.listen("", t, &["tcp"], "CVI: room systems' SIP over TLS");
+        }
+        r.output.push(format!(
+            "{}udp sport {} accept comment \"CVI: requests to room systems over UDP\"",
+            sport_addr(c.listen.ip()),
+            c.listen.port()
+        ));
+        r.output.push(
+            "tcp dport { 5060, 5061 } accept comment \"CVI: to room systems and the meeting service\""
+                .into(),
+        );
+        r.range(
+            c.media_address,
+            c.media_port_min,
+            c.media_port_max,
+            "CVI media: room systems",
+        );
+        if c.connector_media_address != c.media_address {
+            r.range(
+                c.connector_media_address,
+                c.media_port_min,
+                c.media_port_max,
+                "CVI media: the meeting service",
+            );
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "#!/usr/sbin/nft -f");
+    let _ = writeln!(
+        out,
+        "# fedge {}: firewall for {source}, printed by `fedge firewall`.",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "# Input is dropped unless a rule below accepts it. Keep (or adapt) the\n\
+         # management SSH rule before loading: `nft -c -f` checks, `nft -f` loads.\n\
+         # Output stays open (policy accept); its rules list what fedge sends, so\n\
+         # that a site filtering egress can set the policy to drop."
+    );
+    let _ = writeln!(out, "table inet fedge {{");
+    let _ = writeln!(out, "\tchain input {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype filter hook input priority filter; policy drop;"
+    );
+    for line in [
+        "ct state established,related accept",
+        "ct state invalid drop",
+        "iif \"lo\" accept",
+        "meta l4proto { icmp, ipv6-icmp } accept",
+        "tcp dport 22 accept comment \"management SSH: adapt before loading\"",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(r.input)
+    {
+        let _ = writeln!(out, "\t\t{line}");
+    }
+    let _ = writeln!(out, "\t}}");
+    let _ = writeln!(out, "\tchain output {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype filter hook output priority filter; policy accept;"
+    );
+    for line in [
+        "ct state established,related accept".to_string(),
+        "oif \"lo\" accept".into(),
+    ]
+    .into_iter()
+    .chain(r.output)
+    {
+        let _ = writeln!(out, "\t\t{line}");
+    }
+    let _ = writeln!(out, "\t}}");
+    let _ = writeln!(out, "}}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_cvi() {
+        let mut cfg = Config::default();
+        let plain = ruleset(&cfg, "defaults");
+        assert!(
+            plain.contains("ip daddr 127.0.0.1 tcp dport 5061 accept"),
+            "{plain}"
+        );
+        assert!(!plain.contains("CVI"), "CVI is off by default: {plain}");
+        cfg.cvi.enabled = true;
+        cfg.cvi.listen = "0.0.0.0:5060".parse().unwrap();
+        cfg.cvi.listen_tls = Some("0.0.0.0:5061".parse().unwrap());
+        cfg.cvi.media_address = "0.0.0.0".parse().unwrap();
+        cfg.cvi.connector_media_address = "0.0.0.0".parse().unwrap();
+        let t = ruleset(&cfg, "test");
+        for want in [
+            "\t\tudp dport 5060 accept comment \"CVI: room systems' SIP (udp)\"",
+            "\t\ttcp dport 5060 accept comment \"CVI: room systems' SIP (tcp)\"",
+            "\t\ttcp dport 5061 accept comment \"CVI: room systems' SIP over TLS (tcp)\"",
+            "\t\tudp dport 40000-49999 accept comment \"CVI media: room systems (udp)\"",
+            "\t\ttcp dport 40000-49999 accept comment \"CVI media: room systems (tcp)\"",
+            "policy drop;",
+        ] {
+            assert!(t.contains(want), "{want:?} not in\n{t}");
+        }
+        // One rule per port, not repeated for the same wildcard address.
+        assert_eq!(t.matches("udp dport 40000-49999").count(), 1, "{t}");
+    }
+}

@@ -1,0 +1,1281 @@
+//! CVI gateway mode end to end: SIPp as the video room system (UDP and
+//! TCP), SIPp as the connector (the Teams side, over TCP, playing media),
+//! the real fedge binary between them with its relay, and the operator's
+//! CLI and HTTP pages. Key presses are SIPp playing the RFC 4733
+//! telephone-event recordings that Debian's sip-tester ships, and SIP INFO.
+
+mod common;
+
+#[path = "common/peers.rs"]
+mod peers;
+
+#[path = "common/lab.rs"]
+mod lab;
+
+#[path = "common/rtp.rs"]
+mod rtp;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use lab::{ereg, refs, xml};
+use peers::{Sipp, SippResult, free_port, scenario};
+use rtp::{udp_rx_queue, write_pcap};
+
+const DOMAIN: &str = "cvi.fedge.test";
+const ORGANISER: &str = "jane.doe@nhs.net";
+const LIMIT: Duration = Duration::from_secs(60);
+/// 100 packets of 172 bytes: what a socket holds at least once all arrived.
+const ALL_ARRIVED: u64 = 100 * 172;
+const DTMF_PCAPS: &str = "/usr/share/sip-tester";
+
+/// A running edge in CVI gateway mode, with its connector's address.
+struct Cvi {
+    pki: Pki,
+    edge: Edge,
+    /// The connector SIPp's TCP port.
+    connector: u16,
+}
+
+/// Values of `[cvi]` the tests use, overridable one by one.
+fn cvi_section(connector: u16, overrides: &[(&str, &str)]) -> String {
+    let address = format!("\"127.0.0.1:{connector}\"");
+    let defaults: Vec<(&str, &str)> = vec![
+        ("enabled", "true"),
+        ("listen", "\"127.0.0.2:0\""),
+        ("listen_tls", "\"127.0.0.2:0\""),
+        (
+            "connector",
+            "\"sip:{id}@connector.fedge.test;transport=tcp\"",
+        ),
+        ("connector_address", &address),
+        ("digit_pause", "\"1s\""),
+        ("test_call_time", "\"8s\""),
+        ("tenant_key", "\"87654321\""),
+        ("trusted", "[\"127.0.0.1\"]"),
+        ("instructions_base", "\"https://cvi.fedge.test\""),
+    ];
+    let mut s = String::from("\n[cvi]\n");
+    for (k, v) in &defaults {
+        let v = overrides
+            .iter()
+            .find(|(ok, _)| ok == k)
+            .map_or(*v, |(_, ov)| *ov);
+        s.push_str(&format!("{k} = {v}\n"));
+    }
+    for (k, v) in overrides {
+        if !defaults.iter().any(|(dk, _)| dk == k) {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    s
+}
+
+impl Cvi {
+    fn start(overrides: &[(&str, &str)]) -> Cvi {
+        let pki = Pki::new();
+        let connector = free_port(true);
+        let config = test_config(&pki, "") + &cvi_section(connector, overrides);
+        let edge = Edge::start(&pki, &config);
+        assert!(
+            edge.cvi.is_some() && edge.cvi_tls.is_some(),
+            "CVI listeners"
+        );
+        let cvi = Cvi {
+            pki,
+            edge,
+            connector,
+        };
+        cvi.cli_ok(&[
+            "cvi",
+            "enrol",
+            "--org",
+            "Leeds Teaching Hospitals",
+            "--ods",
+            "RR8",
+            "--teams-enabled",
+            "--email",
+            ORGANISER,
+        ]);
+        cvi
+    }
+
+    fn dir(&self) -> &Path {
+        self.pki.path()
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.edge.cvi.expect("CVI listener")
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        fedge_cli(&self.edge.config_path, args)
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        fedge_ok(&self.edge.config_path, args)
+    }
+
+    /// A new meeting's conference ID, read from the invite block.
+    fn meeting(&self, extra: &[&str]) -> String {
+        let mut args = vec!["cvi", "meeting", "create", "--organiser", ORGANISER];
+        args.extend_from_slice(extra);
+        let out = self.cli_ok(&args);
+        assert!(
+            out.contains("Join with a video conferencing device\nteams@cvi.fedge.test\n"),
+            "{out}"
+        );
+        let id: String = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Video Conference ID: "))
+            .unwrap_or_else(|| panic!("no ID in {out}"))
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        assert_eq!(id.len(), 10, "{out}");
+        assert!(
+            out.contains(&format!("https://cvi.fedge.test/cvi/{id}")),
+            "{out}"
+        );
+        id
+    }
+
+    fn logs(&self) -> String {
+        self.edge.logs().join("\n")
+    }
+
+    /// The connector: SIPp over TCP, answering with PCMA and playing a pcap.
+    fn connector(&self, checks: &str, references: &str, pcap: &Path, end: &str) -> (Sipp, u16) {
+        let media = free_port(false);
+        // SIPp refuses variables assigned but never used: the dialog's
+        // From and To are used only when the connector hangs up itself.
+        let references = if end.contains("[$from]") {
+            references.to_string()
+        } else {
+            format!("{references}{}", refs(&["from", "to"]))
+        };
+        let sc = scenario(
+            self.dir(),
+            "cvi_connector_uas.xml",
+            &[
+                ("CHECKS", checks),
+                ("REFERENCES", &references),
+                ("PCAP", pcap.to_str().unwrap()),
+                ("END", end),
+            ],
+        );
+        let mut s = Sipp::spawn(
+            self.dir(),
+            &sc,
+            self.connector,
+            None,
+            &["-t", "t1", "-mp", &media.to_string(), "-timeout", "60s"],
+        );
+        self.wait_connector(&mut s);
+        (s, media)
+    }
+
+    /// Waits until the connector SIPp listens on its TCP port.
+    fn wait_connector(&self, sipp: &mut Sipp) {
+        let port = format!(":{:04X} ", self.connector);
+        wait_for(
+            self,
+            "the connector listening",
+            Duration::from_secs(10),
+            || {
+                if let Some(r) = sipp.exited() {
+                    panic!(
+                        "the connector SIPp exited ({:?}) before listening: {}",
+                        r.code, r.errors
+                    );
+                }
+                std::fs::read_to_string("/proc/net/tcp")
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.get(1).is_some_and(|a| format!("{a} ").ends_with(&port))
+                            && f.get(3) == Some(&"0A")
+                    })
+            },
+        );
+    }
+
+    /// The room system: SIPp calling `user@DOMAIN`.
+    fn room(&self, call: &RoomCall) -> Sipp {
+        let ok = call.status == "200";
+        let sc = scenario(
+            self.dir(),
+            "cvi_room_uac.xml",
+            &[
+                ("KEYS", &call.keys),
+                ("THEN", &call.then),
+                ("CHECKS", &call.checks),
+                ("REFERENCES", &call.references),
+                ("USER", &call.user),
+                ("DOMAIN", DOMAIN),
+                ("FROM_DOMAIN", "rooms.leeds.nhs.uk"),
+                // SIPp sends its pcaps from its media port only when the
+                // SDP names it by keyword (else from port 0).
+                (
+                    "MPORT",
+                    &if call.media_port == call.sipp_media {
+                        "[media_port]".to_string()
+                    } else {
+                        call.media_port.to_string()
+                    },
+                ),
+                ("STATUS", call.status),
+                (
+                    "ACK_URI",
+                    &if ok {
+                        "[next_url]".to_string()
+                    } else {
+                        format!("sip:{}@{DOMAIN}", call.user)
+                    },
+                ),
+                ("ACK_BRANCH", if ok { "[branch]" } else { "[branch-4]" }),
+                ("ACK_ROUTES", if ok { "[routes]" } else { "" }),
+            ],
+        );
+        let mut args = vec![
+            "-mp".to_string(),
+            call.sipp_media.to_string(),
+            "-timeout".into(),
+            "60s".into(),
+        ];
+        let port = if call.tcp {
+            args.extend(["-t".into(), "t1".into()]);
+            free_port(true)
+        } else {
+            free_port(false)
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Sipp::spawn(self.dir(), &sc, port, Some(self.addr()), &args)
+    }
+}
+
+/// One room system call.
+struct RoomCall {
+    user: String,
+    status: &'static str,
+    checks: String,
+    references: String,
+    keys: String,
+    then: String,
+    /// The port in the SDP offer (SIPp's own, or a test's socket).
+    media_port: u16,
+    /// SIPp's media socket (what plays the pcaps).
+    sipp_media: u16,
+    tcp: bool,
+}
+
+impl RoomCall {
+    fn new(user: &str) -> RoomCall {
+        let m = free_port(false);
+        RoomCall {
+            user: user.to_string(),
+            status: "200",
+            checks: String::new(),
+            references: String::new(),
+            keys: String::new(),
+            then: String::new(),
+            media_port: m,
+            sipp_media: m,
+            tcp: false,
+        }
+    }
+}
+
+fn assert_ok(what: &str, r: &SippResult, logs: &str) {
+    assert!(
+        r.ok(),
+        "{what}: SIPp exit {:?}\nerrors:\n{}\nmessages:\n{}\nfedge:\n{logs}",
+        r.code,
+        r.errors,
+        r.messages
+    );
+}
+
+/// Key presses as RFC 4733 telephone-events: SIPp plays sip-tester's
+/// recording of each key from its media socket.
+fn keys_rtp(keys: &str) -> String {
+    keys.chars()
+        .map(|c| {
+            let name = match c {
+                '#' => "pound".to_string(),
+                '*' => "star".to_string(),
+                d => d.to_string(),
+            };
+            format!(
+                "  <nop><action><exec play_pcap_audio=\"{DTMF_PCAPS}/dtmf_2833_{name}.pcap\"/></action></nop>\n  <pause milliseconds=\"300\"/>\n"
+            )
+        })
+        .collect()
+}
+
+/// An in-dialog request from the room system.
+fn room_request(user: &str, method: &str, cseq: u32, body: Option<(&str, &str)>) -> String {
+    let (ct, len, body) = match body {
+        Some((ct, b)) => (
+            format!("Content-Type: {ct}\n      "),
+            "[len]",
+            b.to_string(),
+        ),
+        None => (String::new(), "0", String::new()),
+    };
+    format!(
+        r#"  <send retrans="500">
+    <![CDATA[
+
+      {method} [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: "Room 101" <sip:room101@rooms.leeds.nhs.uk>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{user}@{DOMAIN}>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} {method}
+      Max-Forwards: 70
+      Contact: <sip:room101@[local_ip]:[local_port];transport=[transport]>
+      {ct}Content-Length: {len}
+
+      {body}
+    ]]>
+  </send>
+  <recv response="200"/>
+"#
+    )
+}
+
+/// Key presses as SIP INFO (`application/dtmf-relay` or `application/dtmf`),
+/// CSeq from `cseq`; returns the XML and the next CSeq.
+fn keys_info(user: &str, keys: &str, dtmf_relay: bool, cseq: u32) -> (String, u32) {
+    let mut out = String::new();
+    let mut n = cseq;
+    for c in keys.chars() {
+        let (ct, body) = if dtmf_relay {
+            (
+                "application/dtmf-relay",
+                format!("Signal={c}\n      Duration=160"),
+            )
+        } else {
+            ("application/dtmf", c.to_string())
+        };
+        out.push_str(&room_request(user, "INFO", n, Some((ct, &body))));
+        out.push_str("  <pause milliseconds=\"100\"/>\n");
+        n += 1;
+    }
+    (out, n)
+}
+
+/// The gateway's re-INVITE once the meeting answers, our answer, media
+/// (`pcap` from SIPp's socket), then our BYE after `hold_ms`.
+fn then_join(user: &str, media_port: u16, cseq: u32, pcap: Option<&Path>, hold_ms: u32) -> String {
+    let reinvite_checks = ereg("m=audio 4[0-9]{4} RTP/AVP 8 101", "body", "ra", false)
+        + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "rc", false);
+    let play = pcap
+        .map(|p| {
+            format!(
+                "  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n",
+                xml(p.to_str().unwrap())
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"  <recv request="INVITE" crlf="true" timeout="30000">
+    <action>
+      {reinvite_checks}
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:room101@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=room101 1 2 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio {media_port} RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=sendrecv
+
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+{play}  <pause milliseconds="{hold_ms}"/>
+{bye}  {refs}
+"#,
+        bye = room_request(user, "BYE", cseq, None),
+        refs = refs(&["ra", "rc"]),
+    )
+}
+
+/// Waits for the gateway's BYE and answers it; `checks` are ereg actions
+/// on the BYE.
+fn then_gateway_hangs_up(checks: &str) -> String {
+    format!(
+        r#"  <recv request="BYE" timeout="45000">
+    <action>
+      {checks}
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#
+    )
+}
+
+/// The connector waits for the gateway's BYE.
+fn end_on_bye() -> String {
+    then_gateway_hangs_up("")
+}
+
+/// The connector hangs up after `hold_ms`.
+fn end_hang_up(hold_ms: u32) -> String {
+    format!(
+        r#"  <pause milliseconds="{hold_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+"#
+    )
+}
+
+/// Checks on the gateway's INVITE to the connector for meeting `id`.
+fn connector_checks(id: &str, trusted: bool) -> (String, String) {
+    let checks = ereg(&format!("^ *{id}$"), "X-Fedge-Conference-Id:", "cid", false)
+        + &ereg(
+            &format!("^INVITE sip:{id}@connector\\.fedge\\.test;transport=tcp SIP/2\\.0"),
+            "msg",
+            "ruri",
+            false,
+        )
+        + &ereg("m=audio 4[0-9]{4} RTP/AVP 0 8 101", "body", "m", false)
+        + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "c", false)
+        + &ereg("X-Fedge-Trusted-Device: yes", "msg", "trust", !trusted);
+    (checks, refs(&["cid", "ruri", "m", "c", "trust"]))
+}
+
+/// Waits until `f` holds, or fails with `what` and the edge's log.
+fn wait_for(cvi: &Cvi, what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < within, "{what}\nfedge:\n{}", cvi.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A log line of the edge with every needle, within `within`.
+fn log_line(cvi: &Cvi, needles: &[&str], within: Duration) -> String {
+    cvi.edge
+        .wait_log(needles, within)
+        .unwrap_or_else(|| panic!("no log line with {needles:?}:\n{}", cvi.logs()))
+}
+
+/// The DTMF recordings SIPp plays carry payload type 101, the one our
+/// offers map to telephone-event.
+fn assert_pcap_payload_type_101() {
+    let p =
+        std::fs::read(format!("{DTMF_PCAPS}/dtmf_2833_5.pcap")).expect("sip-tester's DTMF pcaps");
+    // pcap header 24, record header 16, Ethernet 14, IPv4 20, UDP 8.
+    let rtp = &p[24 + 16 + 14 + 20 + 8..];
+    assert_eq!(
+        rtp[1] & 0x7f,
+        101,
+        "telephone-event payload type of the recording"
+    );
+}
+
+#[test]
+fn reception_takes_rfc4733_keys_refuses_a_wrong_id_and_joins_the_meeting() {
+    assert_pcap_payload_type_101();
+    let mut cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&["--subject", "Ward round"]);
+    let room_pcap = cvi.dir().join("room.pcap");
+    let meeting_pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&room_pcap, 0x1111_1111, 0xaa, 100);
+    write_pcap(&meeting_pcap, 0x2222_2222, 0xbb, 100);
+    let (checks, references) = connector_checks(&id, true);
+    let (connector, connector_media) =
+        cvi.connector(&checks, &references, &meeting_pcap, &end_on_bye());
+
+    let mut call = RoomCall::new("teams");
+    // The reception answers with G.711 (the first offered, PCMU) and
+    // telephone-event from the relay's range on the room side.
+    call.checks = ereg("m=audio 4[0-9]{4} RTP/AVP 0 101", "body", "a", false)
+        + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "ac", false);
+    call.references = refs(&["a", "ac"]);
+    call.keys = keys_rtp("1111111111#")
+        + "  <pause milliseconds=\"1500\"/>\n"
+        + &keys_rtp(&format!("{id}#"));
+    call.then = then_join("teams", call.media_port, 2, Some(&room_pcap), 4000);
+    let room = cvi.room(&call);
+
+    // While the meeting is up, the room's media reaches the connector
+    // through the relay.
+    wait_for(
+        &cvi,
+        "the room's media at the connector",
+        Duration::from_secs(40),
+        || udp_rx_queue(connector_media).unwrap_or(0) >= ALL_ARRIVED,
+    );
+    let live = admin_get(cvi.edge.admin, "/cvi");
+    assert_eq!(live["calls"], 1, "{live}");
+    assert!(live["ports_in_use"].as_u64().unwrap_or(0) >= 1, "{live}");
+
+    let logs = cvi.logs();
+    assert_ok("room system", &room.wait(LIMIT), &logs);
+    assert_ok("connector", &connector.wait(LIMIT), &logs);
+    let first = log_line(
+        &cvi,
+        &["conference ID entered", "\"attempt\":1"],
+        Duration::from_secs(1),
+    );
+    assert!(first.contains("\"entered\":\"1111111111\""), "{first}");
+    let second = log_line(
+        &cvi,
+        &["conference ID entered", "\"attempt\":2"],
+        Duration::from_secs(1),
+    );
+    assert!(
+        second.contains(&format!("\"entered\":\"{id}\"")),
+        "{second}"
+    );
+    log_line(
+        &cvi,
+        &[
+            "conference ID not accepted",
+            "no meeting has conference ID 1111111111",
+        ],
+        Duration::from_secs(1),
+    );
+    log_line(
+        &cvi,
+        &["room system joined the meeting", &id],
+        Duration::from_secs(1),
+    );
+    // The room's BYE ended both legs and freed the relay's ports.
+    log_line(
+        &cvi,
+        &["CVI call ended", "the room system hung up"],
+        Duration::from_secs(5),
+    );
+    wait_for(&cvi, "ports freed", Duration::from_secs(5), || {
+        metric(cvi.edge.admin, "fedge_cvi_ports_in_use", &[]) == 0.0
+    });
+    assert_eq!(metric(cvi.edge.admin, "fedge_cvi_calls", &[]), 0.0);
+    assert_eq!(
+        metric(cvi.edge.admin, "fedge_cvi_connected_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        metric(cvi.edge.admin, "fedge_cvi_not_found_total", &[]),
+        1.0
+    );
+    // Prompts, keys, room and meeting media all crossed the relay.
+    assert!(metric(cvi.edge.admin, "fedge_cvi_media_packets_total", &[]) >= 300.0);
+    cvi.edge.assert_healthy();
+}
+
+#[test]
+fn reception_takes_sip_info_keys_ended_by_a_pause_and_the_meeting_hangs_up() {
+    let cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&[]);
+    let meeting_pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&meeting_pcap, 0x2222_2222, 0xbb, 50);
+    let (checks, references) = connector_checks(&id, true);
+    // The meeting side ends the call this time.
+    let (connector, _) = cvi.connector(&checks, &references, &meeting_pcap, &end_hang_up(1500));
+
+    let mut call = RoomCall::new("teams");
+    // A short wrong entry ended by the pause (application/dtmf), then the
+    // right one with # (application/dtmf-relay).
+    let (wrong, next) = keys_info("teams", "123", false, 2);
+    let (right, next) = keys_info("teams", &format!("{id}#"), true, next);
+    call.keys = wrong + "  <pause milliseconds=\"2500\"/>\n" + &right;
+    // The re-INVITE, our answer; then the meeting's BYE reaches us.
+    let join = then_join("teams", call.media_port, next, None, 0);
+    let upto_bye = join
+        .split("  <send retrans=\"500\">")
+        .next()
+        .unwrap()
+        .to_string();
+    call.then = upto_bye
+        + &then_gateway_hangs_up(&ereg(
+            "the meeting service hung up",
+            "Reason:",
+            "why",
+            false,
+        ))
+        + &refs(&["why", "ra", "rc"]);
+    let room = cvi.room(&call);
+    let logs = || cvi.logs();
+    assert_ok("room system", &room.wait(LIMIT), &logs());
+    assert_ok("connector", &connector.wait(LIMIT), &logs());
+    let first = log_line(
+        &cvi,
+        &["conference ID entered", "\"attempt\":1"],
+        Duration::from_secs(1),
+    );
+    assert!(first.contains("\"entered\":\"123\""), "{first}");
+    log_line(
+        &cvi,
+        &["room system joined the meeting", &id],
+        Duration::from_secs(1),
+    );
+    log_line(
+        &cvi,
+        &["CVI call ended", "the meeting service hung up"],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn three_wrong_ids_get_a_goodbye_and_a_bye() {
+    let cvi = Cvi::start(&[]);
+    let mut call = RoomCall::new("teams");
+    let mut keys = String::new();
+    let mut cseq = 2;
+    for _ in 0..3 {
+        let (k, n) = keys_info("teams", "9999999999#", true, cseq);
+        keys.push_str(&k);
+        keys.push_str("  <pause milliseconds=\"500\"/>\n");
+        cseq = n;
+    }
+    call.keys = keys;
+    call.then = then_gateway_hangs_up(&ereg("no valid conference ID", "Reason:", "why", false))
+        + &refs(&["why"]);
+    let room = cvi.room(&call);
+    assert_ok("room system", &room.wait(LIMIT), &cvi.logs());
+    for attempt in 1..=3 {
+        log_line(
+            &cvi,
+            &[
+                "conference ID entered",
+                &format!("\"attempt\":{attempt}"),
+                "9999999999",
+            ],
+            Duration::from_secs(1),
+        );
+    }
+    assert_eq!(
+        metric(cvi.edge.admin, "fedge_cvi_not_found_total", &[]),
+        3.0
+    );
+    // The goodbye prompt played before the BYE: the player's packets
+    // crossed the relay towards the room.
+    let closed = log_line(
+        &cvi,
+        &["media session closed", "no valid conference ID"],
+        Duration::from_secs(5),
+    );
+    assert!(closed.contains("\"packets_from_b\":"), "{closed}");
+}
+
+#[test]
+fn direct_dial_bridges_media_both_ways_and_marks_trusted_rooms() {
+    let cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&[]);
+    let room_pcap = cvi.dir().join("room.pcap");
+    let meeting_pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&room_pcap, 0x1111_1111, 0xaa, 100);
+    write_pcap(&meeting_pcap, 0x2222_2222, 0xbb, 100);
+
+    // <id>@domain from a trusted address, over UDP.
+    let (checks, references) = connector_checks(&id, true);
+    let (connector, connector_media) =
+        cvi.connector(&checks, &references, &meeting_pcap, &end_on_bye());
+    let mut call = RoomCall::new(&id);
+    call.checks = ereg("m=audio 4[0-9]{4} RTP/AVP 8 101", "body", "a", false);
+    call.references = refs(&["a"]);
+    call.keys = format!(
+        "  <nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n  <pause milliseconds=\"4000\"/>\n",
+        xml(room_pcap.to_str().unwrap())
+    );
+    call.then = room_request(&id, "BYE", 2, None);
+    let room_media = call.sipp_media;
+    let room = cvi.room(&call);
+    wait_for(&cvi, "media both ways", Duration::from_secs(20), || {
+        udp_rx_queue(connector_media).unwrap_or(0) >= ALL_ARRIVED
+            && udp_rx_queue(room_media).unwrap_or(0) >= ALL_ARRIVED
+    });
+    assert_ok("room system", &room.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+    let closed = log_line(
+        &cvi,
+        &["media session closed", "the room system hung up"],
+        Duration::from_secs(5),
+    );
+    for want in [
+        "\"packets_from_a\":100",
+        "\"packets_from_b\":100",
+        "\"drops\":0",
+    ] {
+        assert!(closed.contains(want), "{want} not in {closed}");
+    }
+
+    // <tenant>.<id>@domain over TCP, from an address not trusted: no mark.
+    let cvi2 = Cvi::start(&[("trusted", "[\"10.0.0.0/8\", \"trusted.example\"]")]);
+    let id2 = cvi2.meeting(&[]);
+    let (checks, references) = connector_checks(&id2, false);
+    let (connector, _) = cvi2.connector(&checks, &references, &meeting_pcap, &end_on_bye());
+    let user = format!("87654321.{id2}");
+    let mut call = RoomCall::new(&user);
+    call.tcp = true;
+    call.keys = "  <pause milliseconds=\"500\"/>\n".into();
+    call.then = room_request(&user, "BYE", 2, None);
+    let room = cvi2.room(&call);
+    assert_ok("room system over TCP", &room.wait(LIMIT), &cvi2.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi2.logs());
+    log_line(
+        &cvi2,
+        &["calling the connector", "\"trusted\":false"],
+        Duration::from_secs(1),
+    );
+}
+
+#[test]
+fn unknown_expired_and_withdrawn_meetings_are_refused_with_reasons() {
+    let cvi = Cvi::start(&[]);
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let expiring = cvi.meeting(&["--expires", &soon]);
+    let unknown = if expiring.starts_with('1') {
+        "2000000000"
+    } else {
+        "1000000000"
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let refused = |user: &str, status: &'static str, why: &str| {
+        let mut call = RoomCall::new(user);
+        call.status = status;
+        call.checks = ereg(
+            &format!("^ *399 cvi\\.fedge\\.test \".*{why}"),
+            "Warning:",
+            "w",
+            false,
+        );
+        call.references = refs(&["w"]);
+        let r = cvi.room(&call).wait(LIMIT);
+        assert_ok(&format!("{user} refused {status}"), &r, &cvi.logs());
+    };
+    refused(&expiring, "404", "the meeting has ended");
+    refused(
+        unknown,
+        "404",
+        &format!("no meeting has conference ID {unknown}"),
+    );
+    refused(
+        "sales",
+        "404",
+        "sales@cvi\\.fedge\\.test is not an address here",
+    );
+    // A withdrawn organiser's meetings stop working.
+    let id = cvi.meeting(&[]);
+    let out = cvi.cli_ok(&["cvi", "withdraw", "--email", ORGANISER]);
+    assert!(out.contains("withdrawn from CVI"), "{out}");
+    refused(&id, "404", "its organiser is no longer enrolled");
+    assert_eq!(
+        metric(cvi.edge.admin, "fedge_cvi_not_found_total", &[]),
+        3.0
+    );
+    // And the page says so too.
+    let (status, page) = http_get(cvi.edge.admin, &format!("/cvi/{expiring}"));
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("the meeting has ended"), "{page}");
+    // New meetings for a withdrawn organiser are refused with the reason.
+    let (code, _, err) = cvi.cli(&["cvi", "meeting", "create", "--organiser", ORGANISER]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CVI enrolment was withdrawn on"), "{err}");
+    let (code, _, err) = cvi.cli(&["cvi", "meeting", "create", "--organiser", "nobody@nhs.net"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("nobody@nhs.net is not enrolled for CVI"),
+        "{err}"
+    );
+    let (code, _, err) = cvi.cli(&[
+        "cvi",
+        "meeting",
+        "create",
+        "--organiser",
+        ORGANISER,
+        "--expires",
+        "tomorrow",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not an RFC 3339 time"), "{err}");
+}
+
+/// Reads RTP from `sock` until `until` holds or `within` passes: how many
+/// packets carried `ssrc` with a payload of `fill` bytes, and how many others.
+fn receive_rtp(
+    sock: &UdpSocket,
+    ssrc: u32,
+    fill: u8,
+    within: Duration,
+    until: impl Fn(usize) -> bool,
+) -> (usize, usize) {
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (mut ours, mut others) = (0, 0);
+    let t0 = Instant::now();
+    let mut b = [0u8; 2048];
+    while t0.elapsed() < within && !until(ours) {
+        if let Ok((n, _)) = sock.recv_from(&mut b) {
+            if n >= 12 && b[8..12] == ssrc.to_be_bytes() && b[12..n].iter().all(|x| *x == fill) {
+                ours += 1;
+            } else if n > 12 {
+                others += 1;
+            }
+        }
+    }
+    (ours, others)
+}
+
+/// RTP packet `i` of a PCMU stream: SSRC `ssrc`, every payload byte `fill`.
+fn rtp_packet(i: u16, ssrc: u32, fill: u8) -> Vec<u8> {
+    let mut p = vec![0x80, 0];
+    p.extend_from_slice(&i.to_be_bytes());
+    p.extend_from_slice(&(u32::from(i) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend(std::iter::repeat_n(fill, 160));
+    p
+}
+
+#[test]
+fn the_test_call_plays_a_prompt_and_echoes_the_rooms_media() {
+    let cvi = Cvi::start(&[]);
+    // The room's media is this test's socket; SIPp does the signalling.
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut call = RoomCall::new("test_call");
+    call.media_port = media.local_addr().unwrap().port();
+    call.then = then_gateway_hangs_up(&ereg("the test call's time is up", "Reason:", "why", false))
+        + &refs(&["why"]);
+    let room = cvi.room(&call);
+    // The relay's port for the room, from the operator's view.
+    let mut relay_port = 0;
+    wait_for(
+        &cvi,
+        "the test call's relay session",
+        Duration::from_secs(10),
+        || {
+            let v = admin_get(cvi.edge.admin, "/cvi");
+            relay_port = v["media"][0]["streams"][0][0]["port"].as_u64().unwrap_or(0) as u16;
+            relay_port != 0
+        },
+    );
+    let relay = SocketAddr::from(([127, 0, 0, 2], relay_port));
+    let ssrc = 0x5eed_0001;
+    let sender = media.try_clone().unwrap();
+    let send = std::thread::spawn(move || {
+        for i in 0..100u16 {
+            sender.send_to(&rtp_packet(i, ssrc, 0x5a), relay).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let (echoed, prompt) = receive_rtp(&media, ssrc, 0x5a, Duration::from_secs(20), |n| n >= 100);
+    send.join().unwrap();
+    assert_eq!(
+        echoed,
+        100,
+        "every packet came back (prompt packets: {prompt})\n{}",
+        cvi.logs()
+    );
+    // The prompt (several seconds of PCMU) came first.
+    assert!(prompt > 100, "prompt packets: {prompt}");
+    assert_ok("room system", &room.wait(LIMIT), &cvi.logs());
+    assert_eq!(
+        metric(cvi.edge.admin, "fedge_cvi_test_calls_total", &[]),
+        1.0
+    );
+}
+
+#[test]
+fn a_full_node_answers_503_with_retry_after_and_drains_on_request() {
+    let cvi = Cvi::start(&[("max_calls", "1"), ("test_call_time", "\"6s\"")]);
+    // One call fills the node.
+    let mut first = RoomCall::new("test_call");
+    first.then = then_gateway_hangs_up("");
+    let held = cvi.room(&first);
+    wait_for(&cvi, "the first call up", Duration::from_secs(10), || {
+        metric(cvi.edge.admin, "fedge_cvi_calls", &[]) == 1.0
+            && metric(cvi.edge.admin, "fedge_cvi_ports_in_use", &[]) >= 1.0
+    });
+    let mut second = RoomCall::new("test_call");
+    second.status = "503";
+    second.checks = ereg("^ *30$", "Retry-After:", "ra", false)
+        + &ereg("carries its maximum of 1 calls", "Warning:", "w", false);
+    second.references = refs(&["ra", "w"]);
+    assert_ok("second call", &cvi.room(&second).wait(LIMIT), &cvi.logs());
+    assert_eq!(
+        metric(cvi.edge.admin, "fedge_cvi_refused_full_total", &[]),
+        1.0
+    );
+    assert_ok("first call", &held.wait(LIMIT), &cvi.logs());
+
+    // Draining: calls up finish, new ones are refused, --off resumes.
+    let cli = cvi.dir().join("admin.toml");
+    std::fs::write(&cli, format!("[admin]\nlisten = \"{}\"\n", cvi.edge.admin)).unwrap();
+    let out = fedge_ok(&cli, &["cvi", "drain"]);
+    assert!(out.contains("CVI gateway draining"), "{out}");
+    let mut third = RoomCall::new("test_call");
+    third.status = "503";
+    third.checks = ereg("^ *60$", "Retry-After:", "ra", false)
+        + &ereg("this gateway is draining", "Warning:", "w", false);
+    third.references = refs(&["ra", "w"]);
+    assert_ok(
+        "call while draining",
+        &cvi.room(&third).wait(LIMIT),
+        &cvi.logs(),
+    );
+    assert_eq!(metric(cvi.edge.admin, "fedge_cvi_draining", &[]), 1.0);
+    let status = fedge_ok(&cli, &["cvi", "status"]);
+    assert!(
+        status.contains("draining") && status.contains("1 refused full"),
+        "{status}"
+    );
+    let out = fedge_ok(&cli, &["cvi", "drain", "--off"]);
+    assert!(out.contains("taking calls again"), "{out}");
+    assert_eq!(metric(cvi.edge.admin, "fedge_cvi_draining", &[]), 0.0);
+}
+
+#[test]
+fn the_connectors_failures_reach_the_room_system() {
+    // The meeting service refuses: its 403 reaches the room with the reason.
+    let cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&[]);
+    let sc = scenario(
+        cvi.dir(),
+        "cvi_connector_refuse_uas.xml",
+        &[("RESPONSE", "403 Forbidden")],
+    );
+    let mut connector = Sipp::spawn(cvi.dir(), &sc, cvi.connector, None, &["-t", "t1"]);
+    cvi.wait_connector(&mut connector);
+    let mut call = RoomCall::new(&id);
+    call.status = "403";
+    call.checks = ereg(
+        "the meeting service answered 403 Forbidden",
+        "Warning:",
+        "w",
+        false,
+    );
+    call.references = refs(&["w"]);
+    assert_ok("room system", &cvi.room(&call).wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+    // Its server error becomes 503; nobody listening is 503 too.
+    let sc = scenario(
+        cvi.dir(),
+        "cvi_connector_refuse_uas.xml",
+        &[("RESPONSE", "500 Server Internal Error")],
+    );
+    let mut connector = Sipp::spawn(cvi.dir(), &sc, cvi.connector, None, &["-t", "t1"]);
+    cvi.wait_connector(&mut connector);
+    call.status = "503";
+    call.checks = ereg("the meeting service answered 500", "Warning:", "w", false);
+    assert_ok("room system", &cvi.room(&call).wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+    call.checks = ereg("the connector cannot be reached", "Warning:", "w", false);
+    assert_ok("room system", &cvi.room(&call).wait(LIMIT), &cvi.logs());
+    assert_eq!(
+        metric(cvi.edge.admin, "fedge_cvi_connector_failed_total", &[]),
+        3.0
+    );
+    assert_eq!(metric(cvi.edge.admin, "fedge_cvi_calls", &[]), 0.0);
+    assert_eq!(metric(cvi.edge.admin, "fedge_cvi_ports_in_use", &[]), 0.0);
+}
+
+/// GET over HTTP/1.1: status and body.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: cvi\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_instructions_page_is_served_over_http() {
+    let cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&["--subject", "MDT <weekly>"]);
+    let (status, page) = http_get(cvi.edge.admin, &format!("/cvi/{id}"));
+    assert_eq!(status, 200, "{page}");
+    let spaced = format!("{} {} {}", &id[..4], &id[4..7], &id[7..]);
+    for want in [
+        format!("<code>{id}@{DOMAIN}</code>"),
+        format!("<code>teams@{DOMAIN}</code>"),
+        format!("<code>87654321.{id}@{DOMAIN}</code>"),
+        format!("<code>test_call@{DOMAIN}</code>"),
+        spaced,
+        "MDT &lt;weekly&gt;".to_string(),
+    ] {
+        assert!(page.contains(&want), "{want} not in {page}");
+    }
+    let (status, page) = http_get(cvi.edge.admin, "/cvi/1234567890");
+    assert_eq!(status, 404, "{page}");
+    assert!(
+        page.contains("Meeting not found") && page.contains("no meeting has this ID"),
+        "{page}"
+    );
+    let (status, page) = http_get(cvi.edge.admin, "/cvi/12345");
+    assert_eq!(status, 404, "{page}");
+    assert!(page.contains("10 digits"), "{page}");
+}
+
+/// A TLS client without a certificate (room systems seldom have one).
+async fn tls_options(addr: SocketAddr, ca: &Path) -> String {
+    use fedge::sip::transport::tls::{load_roots, provider};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let roots = load_roots(ca).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(EDGE_FQDN).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS without a client certificate");
+    let req = format!(
+        "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-tls1\r\nMax-Forwards: 70\r\nFrom: <sip:room@rooms.example>;tag=1\r\nTo: <sip:{DOMAIN}>\r\nCall-ID: tls-options-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("an answer over TLS")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn room_systems_may_use_tls_without_a_client_certificate() {
+    let cvi = Cvi::start(&[]);
+    let addr = cvi.edge.cvi_tls.unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = rt.block_on(tls_options(addr, &cvi.pki.ca_file));
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("Allow: INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, UPDATE"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn csv_enrolment_checks_every_row_and_changes_nothing_on_a_bad_file() {
+    let pki = Pki::new();
+    let config = pki.path().join("fedge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}/fedge.db\"\n[cvi]\norganiser_domains = [\"nhs.net\"]\n",
+            pki.path().display()
+        ),
+    )
+    .unwrap();
+    let enrol = |csv: &PathBuf, partial: bool| {
+        let mut args = vec![
+            "cvi",
+            "enrol",
+            "--org",
+            "Leeds Teaching Hospitals",
+            "--ods",
+            "RR8",
+            "--teams-enabled",
+            "--csv",
+            csv.to_str().unwrap(),
+        ];
+        if partial {
+            args.push("--partial");
+        }
+        fedge_cli(&config, &args)
+    };
+    let enrolled = |email: &str| fedge_cli(&config, &["cvi", "show", "--email", email]).0 == 0;
+    let write = |name: &str, text: &str| {
+        let p = pki.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+
+    // A bad file: its lines named, nothing enrolled.
+    let bad = write(
+        "bad.csv",
+        "EmailAddress\r\nann.smith@nhs.net\r\nnot-an-address\r\nbob.jones@nhs.net\r\nbob@gmail.com\r\nann.smith@nhs.net\r\n",
+    );
+    let (code, out, err) = enrol(&bad, false);
+    assert_eq!(code, 2, "{out}{err}");
+    for want in [
+        "bad.csv: line 3: \"not-an-address\" is not an email address",
+        "bad.csv: line 5: bob@gmail.com is not in a domain enrolled here (nhs.net)",
+        "bad.csv: line 6: ann.smith@nhs.net appears twice",
+        "3 bad row(s); nothing enrolled (--partial enrols the good rows)",
+    ] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    assert!(!enrolled("ann.smith@nhs.net") && !enrolled("bob.jones@nhs.net"));
+    // --partial enrols the good rows.
+    let (code, out, err) = enrol(&bad, true);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 organiser(s) enrolled"), "{out}");
+    assert!(enrolled("ann.smith@nhs.net") && enrolled("bob.jones@nhs.net"));
+
+    // A good file.
+    let good = write(
+        "good.csv",
+        "EmailAddress\ncarol.white@nhs.net\n\"dave.green@leeds.nhs.net\"\n",
+    );
+    let (code, out, err) = enrol(&good, false);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 organiser(s) enrolled"), "{out}");
+    assert!(enrolled("carol.white@nhs.net") && enrolled("dave.green@leeds.nhs.net"));
+    let shown = fedge_ok(&config, &["cvi", "show", "--email", "carol.white@nhs.net"]);
+    assert!(
+        shown.contains("enrolled (Leeds Teaching Hospitals, RR8; enrolled ")
+            && shown.contains("by tester"),
+        "{shown}"
+    );
+
+    // Files of the wrong shape, and a request without the Teams confirmation.
+    let two = write("two.csv", "EmailAddress,Name\nerin@nhs.net,Erin\n");
+    let (code, _, err) = enrol(&two, false);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("line 1: the file must have exactly one column, headed EmailAddress"),
+        "{err}"
+    );
+    let header = write("header.csv", "Email\nerin@nhs.net\n");
+    let (code, _, err) = enrol(&header, false);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("line 1: the column must be headed EmailAddress"),
+        "{err}"
+    );
+    let (code, _, err) = fedge_cli(
+        &config,
+        &[
+            "cvi",
+            "enrol",
+            "--org",
+            "Leeds",
+            "--ods",
+            "RR8",
+            "--email",
+            "erin@nhs.net",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--teams-enabled must confirm"), "{err}");
+    assert!(!enrolled("erin@nhs.net"));
+    // Withdrawal.
+    let out = fedge_ok(
+        &config,
+        &["cvi", "withdraw", "--email", "carol.white@nhs.net"],
+    );
+    assert!(
+        out.contains("carol.white@nhs.net withdrawn from CVI"),
+        "{out}"
+    );
+    let (code, _, err) = fedge_cli(
+        &config,
+        &["cvi", "withdraw", "--email", "carol.white@nhs.net"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("was already withdrawn"), "{err}");
+}
+
+#[test]
+fn the_firewall_ruleset_covers_the_cvi_listeners_and_loads_in_nft() {
+    let pki = Pki::new();
+    let config = pki.path().join("fedge.toml");
+    std::fs::write(
+        &config,
+        "[media]\nenabled = true\n[cvi]\nenabled = true\nlisten = \"192.0.2.10:5060\"\nlisten_tls = \"192.0.2.10:5061\"\nmedia_address = \"192.0.2.10\"\nconnector_media_address = \"192.0.2.11\"\n",
+    )
+    .unwrap();
+    let rules = fedge_ok(&config, &["firewall"]);
+    for want in [
+        "ip daddr 192.0.2.10 udp dport 5060 accept",
+        "ip daddr 192.0.2.10 tcp dport 5060 accept",
+        "ip daddr 192.0.2.10 tcp dport 5061 accept",
+        "ip daddr 192.0.2.10 udp dport 40000-49999 accept",
+        "ip daddr 192.0.2.10 tcp dport 40000-49999 accept",
+        "ip daddr 192.0.2.11 udp dport 40000-49999 accept",
+        "ip daddr 127.0.0.1 tcp dport 5061 accept",
+        "udp dport 50000-59999 accept",
+    ] {
+        assert!(rules.contains(want), "{want:?} not in\n{rules}");
+    }
+    // nftables itself accepts it (checked, not loaded).
+    let path = pki.path().join("fedge.nft");
+    std::fs::write(&path, &rules).unwrap();
+    let out = std::process::Command::new("nft")
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output()
+        .expect("nft is installed (the test command installs nftables)");
+    assert!(
+        out.status.success(),
+        "nft -c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
