@@ -123,7 +123,7 @@ fn connector(
                     .insert(room.clone(), relay_addr(m.body()));
                 let port = b_ports.lock().unwrap().get(&room).copied().unwrap_or(9);
                 r = r
-                    .header("Contact", &format!("<sip:meeting@{addr}>"))
+                    .header("Contact", format!("<sip:meeting@{addr}>"))
                     .body("application/sdp", Bytes::from(offer_sdp(port, 2)));
             }
             let _ = sock.send_to(&r.build(), from);
