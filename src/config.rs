@@ -955,6 +955,16 @@ impl Config {
                     c.connector
                 )));
             }
+            // Room systems are given these in Via and Contact headers.
+            for (key, a) in [("listen", Some(c.listen)), ("listen_tls", c.listen_tls)] {
+                if let Some(a) = a
+                    && a.ip().is_unspecified()
+                {
+                    return Err(ConfigError(format!(
+                        "[cvi] {key} {a}: give the gateway's own address, not a wildcard (room systems are sent it in Contact headers)"
+                    )));
+                }
+            }
             let clash = |a: SocketAddr, b: SocketAddr| {
                 // Port 0 takes a free port: it clashes with nothing.
                 a.port() != 0
@@ -1165,6 +1175,38 @@ mod tests {
                 transport: "udp".into()
             }
         );
+    }
+
+    #[test]
+    fn cvi_listeners_are_checked() {
+        let cvi = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            c.cvi.enabled = true;
+            f(&mut c);
+            c.validate().err().map(|e| e.0).unwrap_or_default()
+        };
+        assert_eq!(cvi(&|_| {}), "", "the defaults are valid");
+        assert!(
+            cvi(&|c| c.cvi.listen = "0.0.0.0:5060".parse().unwrap()).contains("not a wildcard")
+        );
+        assert!(
+            cvi(&|c| c.cvi.listen_tls = Some("[::]:5061".parse().unwrap())).contains("listen_tls")
+        );
+        let e = cvi(&|c| c.cvi.listen = c.internal.listen);
+        assert!(
+            e.contains("[cvi] listen") && e.contains("another listener"),
+            "{e}"
+        );
+        let e = cvi(&|c| c.cvi.listen_tls = Some(c.federation.listen));
+        assert!(e.contains("another listener"), "{e}");
+        let e = cvi(&|c| {
+            c.media.enabled = true;
+            c.cvi.media_port_min = 50000;
+            c.cvi.media_port_max = 50100;
+        });
+        assert!(e.contains("overlap"), "{e}");
+        assert!(cvi(&|c| c.cvi.trusted = vec!["not a/thing".into()]).contains("trusted"));
+        assert!(cvi(&|c| c.cvi.max_calls = 0).contains("max_calls"));
     }
 
     #[test]

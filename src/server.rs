@@ -143,6 +143,7 @@ async fn start_cvi(
             digit_pause: c.digit_pause,
             tries: c.tries,
             local,
+            local_tls: tls.as_ref().and_then(|(l, _)| l.local_addr().ok()),
             player_address: c.connector_media_address,
             t1: cfg.sip.t1,
             t2: cfg.sip.t2,

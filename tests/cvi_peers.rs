@@ -20,10 +20,15 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use common::*;
+use fedge::sip::framing::{StreamDecoder, StreamItem};
+use fedge::sip::parse::Limits;
+use fedge::sip::response::ResponseBuilder;
 use lab::{ereg, refs, xml};
 use peers::{Sipp, SippResult, free_port, scenario};
 use rtp::{udp_rx_queue, write_pcap};
+use tokio_util::codec::Decoder;
 
 const DOMAIN: &str = "cvi.fedge.test";
 const ORGANISER: &str = "jane.doe@nhs.net";
@@ -36,8 +41,9 @@ const DTMF_PCAPS: &str = "/usr/share/sip-tester";
 struct Cvi {
     pki: Pki,
     edge: Edge,
-    /// The connector SIPp's TCP port.
+    /// The connector SIPp's port (TCP, or UDP with `connector_udp`).
     connector: u16,
+    connector_udp: bool,
 }
 
 /// Values of `[cvi]` the tests use, overridable one by one.
@@ -76,18 +82,27 @@ fn cvi_section(connector: u16, overrides: &[(&str, &str)]) -> String {
 
 impl Cvi {
     fn start(overrides: &[(&str, &str)]) -> Cvi {
+        Cvi::start_with(overrides, "")
+    }
+
+    /// With `extra_sip` lines in `[sip]`.
+    fn start_with(overrides: &[(&str, &str)], extra_sip: &str) -> Cvi {
         let pki = Pki::new();
         let connector = free_port(true);
-        let config = test_config(&pki, "") + &cvi_section(connector, overrides);
+        let config = test_config(&pki, extra_sip) + &cvi_section(connector, overrides);
         let edge = Edge::start(&pki, &config);
         assert!(
             edge.cvi.is_some() && edge.cvi_tls.is_some(),
             "CVI listeners"
         );
+        let connector_udp = overrides
+            .iter()
+            .any(|(k, v)| *k == "connector" && v.contains("transport=udp"));
         let cvi = Cvi {
             pki,
             edge,
             connector,
+            connector_udp,
         };
         cvi.cli_ok(&[
             "cvi",
@@ -172,7 +187,14 @@ impl Cvi {
             &sc,
             self.connector,
             None,
-            &["-t", "t1", "-mp", &media.to_string(), "-timeout", "60s"],
+            &[
+                "-t",
+                if self.connector_udp { "u1" } else { "t1" },
+                "-mp",
+                &media.to_string(),
+                "-timeout",
+                "60s",
+            ],
         );
         self.wait_connector(&mut s);
         (s, media)
@@ -192,13 +214,18 @@ impl Cvi {
                         r.code, r.errors
                     );
                 }
-                std::fs::read_to_string("/proc/net/tcp")
+                let (table, listening) = if self.connector_udp {
+                    ("/proc/net/udp", "07")
+                } else {
+                    ("/proc/net/tcp", "0A")
+                };
+                std::fs::read_to_string(table)
                     .unwrap_or_default()
                     .lines()
                     .any(|l| {
                         let f: Vec<&str> = l.split_whitespace().collect();
                         f.get(1).is_some_and(|a| format!("{a} ").ends_with(&port))
-                            && f.get(3) == Some(&"0A")
+                            && f.get(3) == Some(&listening)
                     })
             },
         );
@@ -247,6 +274,7 @@ impl Cvi {
             "-timeout".into(),
             "60s".into(),
         ];
+        args.extend(call.args.iter().cloned());
         let port = if call.tcp {
             args.extend(["-t".into(), "t1".into()]);
             free_port(true)
@@ -271,6 +299,8 @@ struct RoomCall {
     /// SIPp's media socket (what plays the pcaps).
     sipp_media: u16,
     tcp: bool,
+    /// More SIPp options.
+    args: Vec<String>,
 }
 
 impl RoomCall {
@@ -286,6 +316,7 @@ impl RoomCall {
             media_port: m,
             sipp_media: m,
             tcp: false,
+            args: Vec::new(),
         }
     }
 }
@@ -1024,6 +1055,269 @@ fn the_connectors_failures_reach_the_room_system() {
     );
     assert_eq!(metric(cvi.edge.admin, "fedge_cvi_calls", &[]), 0.0);
     assert_eq!(metric(cvi.edge.admin, "fedge_cvi_ports_in_use", &[]), 0.0);
+}
+
+/// An in-dialog request from the room with an SDP body; expects `status`,
+/// with `checks` on it, and ACKs an INVITE's answer.
+fn room_offer(user: &str, method: &str, cseq: u32, sdp: &str, status: u16, checks: &str) -> String {
+    let ack = match (method, status) {
+        ("INVITE", 200..=299) => ("[next_url]", "[branch]"),
+        ("INVITE", _) => ("[next_url]", "[branch-2]"),
+        _ => ("", ""),
+    };
+    let ack = if ack.0.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"  <send>
+    <![CDATA[
+
+      ACK {} SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={}
+      [routes]
+      From: "Room 101" <sip:room101@rooms.leeds.nhs.uk>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{user}@{DOMAIN}>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#,
+            ack.0, ack.1
+        )
+    };
+    format!(
+        r#"  <send retrans="500">
+    <![CDATA[
+
+      {method} [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: "Room 101" <sip:room101@rooms.leeds.nhs.uk>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{user}@{DOMAIN}>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} {method}
+      Max-Forwards: 70
+      Contact: <sip:room101@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv response="{status}">
+    <action>
+      {checks}
+    </action>
+  </recv>
+{ack}"#
+    )
+}
+
+#[test]
+fn mid_call_offers_are_answered_and_new_streams_refused() {
+    let cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&[]);
+    let pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&pcap, 0x2222_2222, 0xbb, 10);
+    let (checks, references) = connector_checks(&id, true);
+    let (connector, _) = cvi.connector(&checks, &references, &pcap, &end_on_bye());
+    let audio = |v: u32| {
+        format!(
+            "      v=0\n      o=room101 1 {v} IN IP[local_ip_type] [local_ip]\n      s=-\n      c=IN IP[media_ip_type] [media_ip]\n      t=0 0\n      m=audio [media_port] RTP/AVP 8 101\n      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n      a=sendrecv\n"
+        )
+    };
+    let with_video = audio(4) + "      m=video 9 RTP/AVP 96\n      a=rtpmap:96 H264/90000\n";
+    let relayed = |var: &str| ereg("m=audio 4[0-9]{4} RTP/AVP", "body", var, false);
+    let mut call = RoomCall::new(&id);
+    call.keys = "  <pause milliseconds=\"300\"/>\n".into();
+    // A session refresh by re-INVITE and by UPDATE: answered with the
+    // relay's SDP; then a re-INVITE adding video: 488 with the reason.
+    call.then = room_offer(&id, "INVITE", 2, &audio(2), 200, &relayed("re"))
+        + &room_offer(&id, "UPDATE", 3, &audio(3), 200, &relayed("up"))
+        + &room_offer(
+            &id,
+            "INVITE",
+            4,
+            &with_video,
+            488,
+            &ereg("cannot add or remove media streams", "Warning:", "w", false),
+        )
+        + &room_request(&id, "BYE", 5, None)
+        + &refs(&["re", "up", "w"]);
+    assert_ok("room system", &cvi.room(&call).wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+    log_line(
+        &cvi,
+        &["CVI call ended", "the room system hung up"],
+        Duration::from_secs(2),
+    );
+}
+
+/// A connector over TCP in the test (SIPp drops its calls when a TCP
+/// connection closes): answers INVITE and BYE, and reports each request
+/// with the number of the connection it came on.
+fn tcp_connector(listener: std::net::TcpListener) -> std::thread::JoinHandle<Vec<(usize, String)>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let t0 = Instant::now();
+        listener.set_nonblocking(true).unwrap();
+        let mut conn_no = 0;
+        while t0.elapsed() < Duration::from_secs(30) {
+            let Ok((mut conn, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            conn_no += 1;
+            conn.set_nonblocking(false).unwrap();
+            conn.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut dec = StreamDecoder::new(Limits::default());
+            let mut buf = BytesMut::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                match conn.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(_) if t0.elapsed() < Duration::from_secs(30) => continue,
+                    Err(_) => break,
+                }
+                while let Ok(Some(StreamItem::Message(m))) = dec.decode(&mut buf) {
+                    let Some(method) = m.method().map(|x| x.as_str().to_string()) else {
+                        continue;
+                    };
+                    seen.push((conn_no, method.clone()));
+                    let mut r = ResponseBuilder::new(&m, 200).to_tag("meeting");
+                    match method.as_str() {
+                        "INVITE" => {
+                            r = r.header("Contact", format!("<sip:meeting@{};transport=tcp>", listener.local_addr().unwrap()))
+                                .body("application/sdp", Bytes::from_static(b"v=0\r\no=m 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"));
+                        }
+                        "BYE" => {}
+                        _ => continue,
+                    }
+                    let _ = conn.write_all(&r.build());
+                    if method == "BYE" {
+                        return seen;
+                    }
+                }
+            }
+        }
+        seen
+    })
+}
+
+#[test]
+fn a_closed_connector_connection_is_opened_again_for_the_bye() {
+    // fedge closes idle connections after 2 s here: the one to the
+    // connector closes while the call is up, and the room's hang-up must
+    // still reach the connector, on a new connection.
+    let cvi = Cvi::start_with(&[], "idle_timeout = \"2s\"");
+    let id = cvi.meeting(&[]);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", cvi.connector)).unwrap();
+    let connector = tcp_connector(listener);
+    let mut call = RoomCall::new(&id);
+    call.keys = "  <pause milliseconds=\"4000\"/>\n".into();
+    call.then = room_request(&id, "BYE", 2, None);
+    assert_ok("room system", &cvi.room(&call).wait(LIMIT), &cvi.logs());
+    let seen = connector.join().unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (1, "INVITE".to_string()),
+            (1, "ACK".to_string()),
+            (2, "BYE".to_string())
+        ],
+        "{}",
+        cvi.logs()
+    );
+}
+
+#[test]
+fn a_hang_up_towards_a_udp_connector_holds_up_no_other_call() {
+    // Room systems and the connector share the gateway's UDP socket: the
+    // BYE the gateway sends the connector when a room hangs up must not
+    // keep that socket from being read while it waits for the answer.
+    let cvi = Cvi::start(&[(
+        "connector",
+        "\"sip:{id}@connector.fedge.test;transport=udp\"",
+    )]);
+    let id = cvi.meeting(&[]);
+    let pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&pcap, 0x2222_2222, 0xbb, 10);
+    let checks = ereg(
+        &format!("^INVITE sip:{id}@connector\\.fedge\\.test;transport=udp SIP/2\\.0"),
+        "msg",
+        "ruri",
+        false,
+    );
+    let (connector, _) = cvi.connector(&checks, &refs(&["ruri"]), &pcap, &end_on_bye());
+    let mut call = RoomCall::new(&id);
+    call.keys = "  <pause milliseconds=\"300\"/>\n".into();
+    call.then = room_request(&id, "BYE", 2, None);
+    assert_ok("room system", &cvi.room(&call).wait(LIMIT), &cvi.logs());
+    assert_ok("connector over UDP", &connector.wait(LIMIT), &cvi.logs());
+    // At once, another room's test call: answered and ACKed over the same
+    // socket, each step within SIPp's 5 s receive limit.
+    let mut test = RoomCall::new("test_call");
+    test.then = then_gateway_hangs_up("");
+    test.args = vec!["-recv_timeout".into(), "5000".into()];
+    assert_ok("test call", &cvi.room(&test).wait(LIMIT), &cvi.logs());
+    log_line(
+        &cvi,
+        &["CVI call ended", "the room system hung up"],
+        Duration::from_secs(1),
+    );
+}
+
+#[test]
+fn a_room_hanging_up_while_the_meeting_rings_cancels_both_legs() {
+    let mut cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&[]);
+    // The connector rings until it is CANCELled, answers 487 and wants
+    // the gateway's ACK for it.
+    let sc = scenario(cvi.dir(), "cvi_connector_ring_uas.xml", &[]);
+    let mut connector = Sipp::spawn(cvi.dir(), &sc, cvi.connector, None, &["-t", "t1"]);
+    cvi.wait_connector(&mut connector);
+    // The room, behind a record-routing SBC, hears the ringing (with its
+    // Record-Route echoed: the 180 starts the dialog) and hangs up.
+    let sc = scenario(
+        cvi.dir(),
+        "cvi_room_cancel_uac.xml",
+        &[
+            ("USER", &id),
+            ("DOMAIN", DOMAIN),
+            (
+                "CHECKS",
+                &ereg(
+                    "<sip:sbc\\.rooms\\.leeds\\.nhs\\.uk;lr>",
+                    "Record-Route:",
+                    "rr",
+                    false,
+                ),
+            ),
+            ("REFERENCES", &refs(&["rr"])),
+        ],
+    );
+    let room = Sipp::spawn(
+        cvi.dir(),
+        &sc,
+        free_port(false),
+        Some(cvi.addr()),
+        &["-mp", &free_port(false).to_string()],
+    );
+    assert_ok("room system", &room.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+    log_line(
+        &cvi,
+        &["CVI call ended", "cancelled by the room system"],
+        Duration::from_secs(2),
+    );
+    assert_eq!(metric(cvi.edge.admin, "fedge_cvi_calls", &[]), 0.0);
+    assert_eq!(metric(cvi.edge.admin, "fedge_cvi_ports_in_use", &[]), 0.0);
+    cvi.edge.assert_healthy();
 }
 
 /// GET over HTTP/1.1: status and body.

@@ -57,6 +57,8 @@ pub struct GatewayConfig {
     pub tries: u32,
     /// Our UDP/TCP listener, for Via and Contact.
     pub local: SocketAddr,
+    /// Our TLS listener, for Via and Contact on TLS legs.
+    pub local_tls: Option<SocketAddr>,
     /// Where the gateway's own media sockets (reception, echo) bind.
     pub player_address: IpAddr,
     pub t1: Duration,
@@ -83,12 +85,22 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 enum Path {
     Udp(SocketAddr),
+    /// The connection the room system called in on.
     Stream(Connection),
+    /// A connection of ours to the connector, opened again from the pool
+    /// when it has closed (idle timeout, the peer's restart).
+    Pooled(Arc<Pooled>),
+}
+
+#[derive(Debug)]
+struct Pooled {
+    target: StreamTarget,
+    conn: Mutex<Connection>,
 }
 
 impl Path {
     fn reliable(&self) -> bool {
-        matches!(self, Path::Stream(_))
+        !matches!(self, Path::Udp(_))
     }
 }
 
@@ -217,8 +229,9 @@ struct Call {
     acked: Notify,
     acked_flag: AtomicBool,
     ended: CancellationToken,
-    keys: mpsc::UnboundedSender<char>,
-    keys_rx: Mutex<Option<mpsc::UnboundedReceiver<char>>>,
+    /// Key presses for the reception (bounded: a peer cannot queue more).
+    keys: mpsc::Sender<char>,
+    keys_rx: Mutex<Option<mpsc::Receiver<char>>>,
     connector: Mutex<Option<Arc<Leg>>>,
     /// The INVITE sent to the connector, for CANCEL.
     connector_invite: Mutex<Option<Bytes>>,
@@ -231,6 +244,33 @@ struct Call {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Room key presses queued for the reception at most.
+const KEY_QUEUE: usize = 64;
+
+/// The longest one attempt at the reception may take.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Removes a key from a set when dropped (whatever path a task leaves by).
+struct Forget<'a>(&'a Mutex<std::collections::HashSet<String>>, String);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
+}
+
+/// Removes a transaction's entry from `pending` when dropped.
+struct Unpend<'a>(
+    &'a Mutex<HashMap<String, mpsc::UnboundedSender<SipMessage>>>,
+    String,
+);
+
+impl Drop for Unpend<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
 }
 
 /// The first SDP of a message body.
@@ -262,6 +302,8 @@ pub struct Gateway {
     /// transaction key, to answer the final answer's retransmissions
     /// (RFC 3261 §17.1.1.2 and §13.2.2.4; kept 64*T1).
     acks: Mutex<HashMap<String, (Path, Bytes, tokio::time::Instant)>>,
+    /// Call-IDs of room INVITEs being set up (not yet in `calls`).
+    starting: Mutex<std::collections::HashSet<String>>,
     live: AtomicUsize,
     draining: AtomicBool,
     pub stats: Stats,
@@ -295,6 +337,7 @@ impl Gateway {
             pending: Mutex::new(HashMap::new()),
             finals: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            starting: Mutex::new(std::collections::HashSet::new()),
             live: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             stats: Stats::default(),
@@ -367,7 +410,30 @@ impl Gateway {
                 let _ = self.udp.send_to(&data, to).await;
             }
             Path::Stream(c) => {
-                let _ = c.send(data);
+                if let Err(e) = c.send(data) {
+                    debug!(error = %e, "the room system's connection is gone");
+                }
+            }
+            Path::Pooled(p) => {
+                let c = lock(&p.conn).clone();
+                match c.send(data.clone()) {
+                    Ok(()) => return,
+                    Err(e @ crate::sip::transport::SendError::Full(_)) => {
+                        warn!(error = %e, "the connector is not reading");
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                let Some(me) = self.me.upgrade() else { return };
+                match self.pool.get(&p.target, me).await {
+                    Ok(n) => {
+                        let _ = n.send(data);
+                        *lock(&p.conn) = n;
+                    }
+                    Err(e) => {
+                        warn!(target = %p.target, error = %e, "the connector cannot be reached again")
+                    }
+                }
             }
         }
     }
@@ -379,6 +445,22 @@ impl Gateway {
         {
             debug!(error = %e, "CVI response not sent");
         }
+    }
+
+    /// A response that creates the room's dialog (18x, 2xx): the INVITE's
+    /// Record-Route set comes back in it (RFC 3261 §12.1.1), so proxies and
+    /// SBCs in front of the room stay in its path.
+    fn dialog_response<'a>(
+        &self,
+        req: &'a SipMessage,
+        status: u16,
+        tag: &str,
+    ) -> ResponseBuilder<'a> {
+        let mut b = self.response(req, status, Some(tag), None);
+        for rr in req.values(HeaderName::RecordRoute) {
+            b = b.header("Record-Route", rr);
+        }
+        b
     }
 
     fn response<'a>(
@@ -401,6 +483,10 @@ impl Gateway {
 
     /// Sends a request and waits for its final answer, retransmitting over
     /// UDP (RFC 3261 Timers A/B and E/F); provisional answers go to `prov`.
+    /// An INVITE is CANCELled when `abort` fires or when it has rung for
+    /// the ring timeout (Timer C), and its final answer (a 487, or a 2xx
+    /// that crossed the CANCEL) is still awaited and returned, for the
+    /// caller to ACK (and BYE).
     async fn transact(
         &self,
         path: &Path,
@@ -408,41 +494,76 @@ impl Gateway {
         key: &str,
         invite: bool,
         prov: Option<&mpsc::UnboundedSender<SipMessage>>,
+        abort: Option<&CancellationToken>,
     ) -> Result<SipMessage, String> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         lock(&self.pending).insert(key.to_string(), tx);
+        let _pending = Unpend(&self.pending, key.to_string());
         self.send(path, data.clone()).await;
         let t1 = self.cfg.t1;
         let mut every = t1;
         let mut next = tokio::time::Instant::now() + every;
         let mut deadline = tokio::time::Instant::now() + t1 * 64;
         let mut heard = false;
-        let result = loop {
+        let mut cancelled = false;
+        let never = CancellationToken::new();
+        let abort = abort.unwrap_or(&never);
+        loop {
             let retransmit = !path.reliable() && !heard;
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(resp) if resp.status().is_some_and(|s| s >= 200) => break Ok(resp),
+                    Some(resp) if resp.status().is_some_and(|s| s >= 200) => return Ok(resp),
                     Some(resp) => {
                         heard = true;
-                        if invite {
+                        if invite && !cancelled {
                             deadline = tokio::time::Instant::now() + self.cfg.ring_timeout;
                         }
                         if let Some(p) = prov {
                             let _ = p.send(resp);
                         }
                     }
-                    None => break Err("the transaction was dropped".into()),
+                    None => return Err("the transaction was dropped".into()),
                 },
                 _ = tokio::time::sleep_until(next), if retransmit => {
                     self.send(path, data.clone()).await;
                     every = if invite { every * 2 } else { (every * 2).min(self.cfg.t2) };
                     next += every;
                 }
-                _ = tokio::time::sleep_until(deadline) => break Err("no answer in time".into()),
+                _ = abort.cancelled(), if invite && !cancelled => {
+                    cancelled = true;
+                    self.cancel(path, &data);
+                    deadline = tokio::time::Instant::now() + t1 * 64;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if invite && heard && !cancelled {
+                        // Rang too long (Timer C): CANCEL, then wait for the 487.
+                        cancelled = true;
+                        self.cancel(path, &data);
+                        deadline = tokio::time::Instant::now() + t1 * 64;
+                        continue;
+                    }
+                    return Err("no answer in time".into());
+                }
             }
+        }
+    }
+
+    /// Sends the CANCEL of an INVITE we sent, as its own transaction.
+    fn cancel(&self, path: &Path, invite: &Bytes) {
+        let Some(inv) = parse(invite) else { return };
+        let Some(c) = crate::sip::proxy::txn::build_cancel(&inv) else {
+            return;
         };
-        lock(&self.pending).remove(key);
-        result
+        let (Some(call_id), Some(cseq)) = (inv.call_id(), inv.cseq()) else {
+            return;
+        };
+        let key = format!("{call_id}|{}|CANCEL", cseq.seq);
+        if let Some(me) = self.me.upgrade() {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let _ = me.transact(&path, c, &key, false, None, None).await;
+            });
+        }
     }
 
     fn new_call_key(&self) -> String {
@@ -453,13 +574,21 @@ impl Gateway {
         )
     }
 
+    /// The listener a leg over `transport` names in Via and Contact.
+    fn local_for(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Tls => self.cfg.local_tls.unwrap_or(self.cfg.local),
+            _ => self.cfg.local,
+        }
+    }
+
     fn via_for(&self, transport: Transport) -> String {
         let t = match transport {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
         };
-        format!("SIP/2.0/{t} {}", self.cfg.local)
+        format!("SIP/2.0/{t} {}", self.local_for(transport))
     }
 
     fn contact_for(&self, transport: Transport) -> String {
@@ -468,10 +597,11 @@ impl Gateway {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
         };
+        let local = self.local_for(transport);
         format!(
             "<sip:gateway@{}:{};transport={t}>",
-            fmt_host(self.cfg.local.ip()),
-            self.cfg.local.port()
+            fmt_host(local.ip()),
+            local.port()
         )
     }
 
@@ -500,9 +630,14 @@ impl Gateway {
         call.ended.cancel();
         self.relay.close(&call.key, reason);
         let mut t = lock(&self.calls);
-        t.remove(&call.room.call_id);
+        let mine = |t: &mut HashMap<String, Arc<Call>>, id: &str| {
+            if t.get(id).is_some_and(|c| Arc::ptr_eq(c, call)) {
+                t.remove(id);
+            }
+        };
+        mine(&mut t, &call.room.call_id);
         if let Some(c) = lock(&call.connector).as_ref() {
-            t.remove(&c.call_id);
+            mine(&mut t, &c.call_id);
         }
         drop(t);
         if call.counted.swap(false, Ordering::Relaxed) {
@@ -548,12 +683,15 @@ impl Gateway {
             &[("Reason".into(), format!("SIP;text={}", quote(reason)))],
             None,
         );
-        let _ = self.transact(&leg.path, data, &key, false, None).await;
+        let _ = self
+            .transact(&leg.path, data, &key, false, None, None)
+            .await;
     }
 
     /// A room system's new INVITE.
     async fn new_call(self: Arc<Self>, invite: SipMessage, source: Source) {
         let call_id = invite.call_id().unwrap_or("").to_string();
+        let _starting = Forget(&self.starting, call_id.clone());
         if self.draining() {
             self.stats.refused_draining.fetch_add(1, Ordering::Relaxed);
             let r = self
@@ -612,7 +750,7 @@ impl Gateway {
             via: self.via_for(source.transport),
             contact: self.contact_for(source.transport),
         });
-        let (keys, keys_rx) = mpsc::unbounded_channel();
+        let (keys, keys_rx) = mpsc::channel(KEY_QUEUE);
         let call = Arc::new(Call {
             key: self.new_call_key(),
             room,
@@ -719,12 +857,15 @@ impl Gateway {
     /// Answers the room's INVITE with 200 and `sdp`, retransmitting over UDP
     /// until the ACK (RFC 3261 §13.3.1.4); false when no ACK came.
     async fn answer(&self, call: &Arc<Call>, sdp: &[u8]) -> bool {
-        call.answered.store(true, Ordering::Relaxed);
+        if call.answered.swap(true, Ordering::Relaxed) || call.ended.is_cancelled() {
+            // Already answered (a CANCEL's 487 went first): no 200 now.
+            return false;
+        }
         // From now on only a BYE or the media timeout ends the relay session.
         self.relay.mark_answered(&call.key);
         lock(&call.last_sdp)[0] = sdp.to_vec();
         let ok = self
-            .response(&call.invite, 200, Some(&call.tag), None)
+            .dialog_response(&call.invite, 200, &call.tag)
             .header("Contact", call.room.contact.clone())
             .body("application/sdp", Bytes::copy_from_slice(sdp))
             .build();
@@ -821,7 +962,7 @@ impl Gateway {
                                 if let Some(e) = dtmf::rtp_event(&b[..n], pt)
                                     && let Some(d) = presses.packet(e, tokio::time::Instant::now())
                                 {
-                                    let _ = keys.send(d);
+                                                                        let _ = keys.try_send(d);
                                 }
                             }
                             Err(_) => return,
@@ -848,6 +989,9 @@ impl Gateway {
                     audio::play(&sock, to, codec, ssrc, rtp, &samples, &stop).await
                 })
             };
+            // Each attempt ends within a minute whatever keys arrive (a
+            // room sending `*` for ever must not hold a call slot).
+            let give_up = tokio::time::Instant::now() + ATTEMPT_LIMIT;
             let entry = loop {
                 let wait = if collector.started() {
                     self.cfg.digit_pause
@@ -861,9 +1005,15 @@ impl Gateway {
                         stop.cancel();
                         if let Collected::Entry(e) = collector.key(k) { break e; }
                     }
-                    _ = tokio::time::sleep(wait) => {
+                                        _ = tokio::time::sleep(wait) => {
                         if let Collected::Entry(e) = collector.timeout() { break e; }
                         if !collector.started() { break String::new(); }
+                    }
+                    _ = tokio::time::sleep_until(give_up) => {
+                        match collector.timeout() {
+                            Collected::Entry(e) => break e,
+                            Collected::More => break String::new(),
+                        }
                     }
                 }
             };
@@ -874,7 +1024,7 @@ impl Gateway {
             info!(call_id = %call.room.call_id, attempt = attempt + 1, entered = %entry, "conference ID entered");
             match self.check_meeting(&entry).await {
                 Ok(()) => {
-                    let stop = CancellationToken::new();
+                    let stop = call.ended.child_token();
                     audio::play(
                         &sock,
                         to,
@@ -900,7 +1050,7 @@ impl Gateway {
                 }
             }
         }
-        let stop = CancellationToken::new();
+        let stop = call.ended.child_token();
         audio::play(
             &sock,
             to,
@@ -917,6 +1067,7 @@ impl Gateway {
     /// The test call: a prompt, then the room system's own media back.
     async fn test_call(self: Arc<Self>, call: Arc<Call>, offer: &[u8]) {
         self.stats.test_calls.fetch_add(1, Ordering::Relaxed);
+        lock(&call.keys_rx).take();
         let Ok(desc) = sdp::describe(offer) else {
             return;
         };
@@ -1045,12 +1196,15 @@ impl Gateway {
                     max_conns: 4,
                 };
                 let me = self.me.upgrade().ok_or("shutting down")?;
-                Path::Stream(
-                    self.pool
-                        .get(&target, me)
-                        .await
-                        .map_err(|e| format!("the connector cannot be reached: {e}"))?,
-                )
+                let conn = self
+                    .pool
+                    .get(&target, me)
+                    .await
+                    .map_err(|e| format!("the connector cannot be reached: {e}"))?;
+                Path::Pooled(Arc::new(Pooled {
+                    target,
+                    conn: Mutex::new(conn),
+                }))
             }
         };
         Ok((uri_text, path, transport))
@@ -1058,6 +1212,11 @@ impl Gateway {
 
     /// Calls the connector for meeting `id` and bridges the room system to it.
     async fn connect(self: Arc<Self>, call: Arc<Call>, id: String) {
+        // Key presses matter only at the reception.
+        lock(&call.keys_rx).take();
+        if call.ended.is_cancelled() {
+            return;
+        }
         let answered_before = call.answered.load(Ordering::Relaxed);
         let (uri, path, transport) = match self.connector_path(&id).await {
             Ok(x) => x,
@@ -1091,6 +1250,11 @@ impl Gateway {
         });
         *lock(&call.connector) = Some(leg.clone());
         lock(&self.calls).insert(leg.call_id.clone(), call.clone());
+        if call.ended.is_cancelled() {
+            // Ended meanwhile: `end` may have run before the entry existed.
+            lock(&self.calls).remove(&leg.call_id);
+            return;
+        }
         let trusted = self.trusted(&call);
         let mut headers = vec![
             ("X-Fedge-Conference-Id".to_string(), id.clone()),
@@ -1110,32 +1274,31 @@ impl Gateway {
             let (gw, call2) = (self.clone(), call.clone());
             tokio::spawn(async move {
                 while let Some(p) = prov_rx.recv().await {
-                    if p.status() == Some(180) || p.status() == Some(183) {
-                        let r = gw
-                            .response(&call2.invite, 180, Some(&call2.tag), None)
-                            .build();
+                    if (p.status() == Some(180) || p.status() == Some(183))
+                        && !call2.answered.load(Ordering::Relaxed)
+                    {
+                        let r = gw.dialog_response(&call2.invite, 180, &call2.tag).build();
                         gw.respond(&call2.invite, &call2.source, r).await;
                     }
                 }
             });
         }
-        let outcome = tokio::select! {
-            r = self.transact(&path, invite.clone(), &key, true, Some(&prov_tx)) => Some(r),
-            _ = call.ended.cancelled() => None,
-        };
+        // The room leaving while the connector rings CANCELs the INVITE;
+        // its final answer still comes back here to be ACKed.
+        let outcome = self
+            .transact(
+                &path,
+                invite.clone(),
+                &key,
+                true,
+                Some(&prov_tx),
+                Some(&call.ended),
+            )
+            .await;
         drop(prov_tx);
         let resp = match outcome {
-            None => {
-                // The room system left while the connector rang.
-                if let Some(c) = parse(&invite)
-                    .as_ref()
-                    .and_then(crate::sip::proxy::txn::build_cancel)
-                {
-                    self.send(&path, c).await;
-                }
-                return;
-            }
-            Some(Err(why)) => {
+            Err(_) if call.ended.is_cancelled() => return,
+            Err(why) => {
                 self.stats.connector_failed.fetch_add(1, Ordering::Relaxed);
                 let why = format!("the meeting service did not answer: {why}");
                 if answered_before {
@@ -1145,7 +1308,7 @@ impl Gateway {
                 }
                 return;
             }
-            Some(Ok(r)) => r,
+            Ok(r) => r,
         };
         let status = resp.status().unwrap_or(500);
         if !(200..300).contains(&status) {
@@ -1156,15 +1319,37 @@ impl Gateway {
             {
                 self.ack(&key, &path, ack).await;
             }
+            if call.ended.is_cancelled() {
+                return;
+            }
             self.stats.connector_failed.fetch_add(1, Ordering::Relaxed);
-            let why = format!(
-                "the meeting service answered {status} {}",
-                resp.reason_phrase().unwrap_or("")
-            );
-            let to_room = match status {
-                401 | 407 => 503,
-                s if (500..600).contains(&s) => 503,
-                s => s,
+            let (to_room, why) = match status {
+                // Only our own CANCEL (Timer C) draws a 487 here.
+                487 => (
+                    480,
+                    "the meeting service did not answer in time".to_string(),
+                ),
+                401 | 407 => (
+                    503,
+                    format!(
+                        "the meeting service answered {status} {}",
+                        resp.reason_phrase().unwrap_or("")
+                    ),
+                ),
+                s if (500..600).contains(&s) => (
+                    503,
+                    format!(
+                        "the meeting service answered {status} {}",
+                        resp.reason_phrase().unwrap_or("")
+                    ),
+                ),
+                s => (
+                    s,
+                    format!(
+                        "the meeting service answered {status} {}",
+                        resp.reason_phrase().unwrap_or("")
+                    ),
+                ),
             };
             if answered_before {
                 self.hang_up(&call, false, &why).await;
@@ -1197,20 +1382,29 @@ impl Gateway {
             None,
         );
         self.ack(&key, &path, ack).await;
-        let Some(answer_b) = sdp_of(&resp) else {
-            self.hang_up(&call, true, "the meeting service answered without SDP")
-                .await;
+        if call.ended.is_cancelled() {
+            // Its 200 crossed our CANCEL (or the room left): leave the meeting.
+            self.bye(&leg, "the room system left").await;
             return;
+        }
+        let relayed = match sdp_of(&resp) {
+            None => Err("the meeting service answered without SDP".to_string()),
+            Some(answer_b) => self
+                .relay
+                .update(&call.key, Side::B, &[&answer_b], false)
+                .map(|mut v| v.pop().unwrap_or_default())
+                .map_err(|e| format!("the meeting service's SDP cannot be relayed: {e}")),
         };
-        let for_a = match self.relay.update(&call.key, Side::B, &[&answer_b], false) {
-            Ok(mut v) => v.pop().unwrap_or_default(),
-            Err(e) => {
-                self.hang_up(
-                    &call,
-                    true,
-                    &format!("the meeting service's SDP cannot be relayed: {e}"),
-                )
-                .await;
+        let for_a = match relayed {
+            Ok(x) => x,
+            Err(why) => {
+                self.stats.connector_failed.fetch_add(1, Ordering::Relaxed);
+                if answered_before {
+                    self.hang_up_both(&call, &why).await;
+                } else {
+                    self.fail(&call, 502, &why).await;
+                    self.bye(&leg, &why).await;
+                }
                 return;
             }
         };
@@ -1218,10 +1412,12 @@ impl Gateway {
         self.relay.mark_answered(&call.key);
         self.stats.connected.fetch_add(1, Ordering::Relaxed);
         if !answered_before {
-            if !self.answer(&call, &for_a).await {
-                self.hang_up(&call, false, "no ACK").await;
+            if self.answer(&call, &for_a).await {
+                info!(call_id = %call.room.call_id, meeting = %id, "room system joined the meeting");
+            } else {
+                self.hang_up_both(&call, "no ACK from the room system")
+                    .await;
             }
-            info!(call_id = %call.room.call_id, meeting = %id, "room system joined the meeting");
             return;
         }
         // The room system was answered by the reception: a re-INVITE offers
@@ -1230,7 +1426,7 @@ impl Gateway {
             call.room
                 .request("INVITE", &[], Some(("application/sdp", &for_a)));
         match self
-            .transact(&call.room.path, reinvite.clone(), &key, true, None)
+            .transact(&call.room.path, reinvite.clone(), &key, true, None, None)
             .await
         {
             Ok(r) if r.status().is_some_and(|s| (200..300).contains(&s)) => {
@@ -1263,7 +1459,13 @@ impl Gateway {
                 );
                 self.hang_up_both(&call, &why).await;
             }
-            Err(why) => self.hang_up(&call, false, &why).await,
+            Err(why) => {
+                self.hang_up_both(
+                    &call,
+                    &format!("the room system did not answer the re-INVITE: {why}"),
+                )
+                .await
+            }
         }
     }
 
@@ -1297,6 +1499,11 @@ impl Gateway {
                     if let Some(r) = last {
                         self.respond(&msg, &source, r).await;
                     }
+                    return;
+                }
+                // A copy arriving while the first is still being set up
+                // (its 100 Trying is on the way) starts nothing.
+                if !lock(&self.starting).insert(call_id.clone()) {
                     return;
                 }
                 tokio::spawn(self.clone().new_call(msg, source));
@@ -1356,7 +1563,11 @@ impl Gateway {
                         } else {
                             "the meeting service hung up"
                         };
-                        self.hang_up(&call, from_room, who).await;
+                        // The other leg's BYE waits for its answer, which
+                        // may arrive on this very socket or connection: not
+                        // on the reader's time.
+                        let me = self.clone();
+                        tokio::spawn(async move { me.hang_up(&call, from_room, who).await });
                     }
                     Method::Info => {
                         let r = self.response(&msg, 200, None, None).build();
@@ -1367,16 +1578,31 @@ impl Gateway {
                                 msg.body(),
                             )
                         {
-                            let _ = call.keys.send(d);
+                            let _ = call.keys.try_send(d);
                         }
                     }
                     Method::Invite | Method::Update => {
                         // A refresh or a change of address: follow it, answer with what we sent last.
-                        if let Some(s) = sdp_of(&msg) {
-                            let side = if from_room { Side::A } else { Side::B };
-                            let _ = self.relay.update(&call.key, side, &[&s], false);
-                        }
+                        let offer = sdp_of(&msg);
                         let last = lock(&call.last_sdp)[if from_room { 0 } else { 1 }].clone();
+                        let streams = |b: &[u8]| sdp::describe(b).map(|d| d.streams.len()).ok();
+                        if let Some(s) = &offer
+                            && !last.is_empty()
+                            && streams(s) != streams(&last)
+                        {
+                            // Our answer must keep the offer's m= lines
+                            // (RFC 3264 §8); the other leg cannot follow a
+                            // stream added or removed here.
+                            let r = self
+                                .response(&msg, 488, None, Some("the gateway cannot add or remove media streams during a call"))
+                                .build();
+                            self.respond(&msg, &source, r).await;
+                            return;
+                        }
+                        if let Some(s) = &offer {
+                            let side = if from_room { Side::A } else { Side::B };
+                            let _ = self.relay.update(&call.key, side, &[s], false);
+                        }
                         let contact = if from_room {
                             call.room.contact.clone()
                         } else {
@@ -1388,7 +1614,9 @@ impl Gateway {
                         let mut b = self
                             .response(&msg, 200, None, None)
                             .header("Contact", contact);
-                        if !last.is_empty() && method == Method::Invite {
+                        // An INVITE gets an answer (or our offer, if it had
+                        // none); an UPDATE only when it made an offer.
+                        if !last.is_empty() && (method == Method::Invite || offer.is_some()) {
                             b = b.body("application/sdp", Bytes::from(last));
                         }
                         let r = b.build();
