@@ -212,3 +212,26 @@ pub fn pct(v: &[u64], p: f64) -> f64 {
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i] as f64 / 1000.0
 }
+
+/// The `--name value` pairs on the command line (cargo's own `--bench`
+/// flag, which has no value, is skipped).
+pub fn flags() -> std::collections::HashMap<String, String> {
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut out = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < v.len() {
+        match (v[i].strip_prefix("--"), v.get(i + 1)) {
+            (Some(name), Some(value)) if name != "bench" && !value.starts_with("--") => {
+                out.insert(name.to_string(), value.clone());
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// A comma-separated list of numbers (`100,200,400`).
+pub fn numbers(v: &str) -> Vec<usize> {
+    v.split(',').filter_map(|c| c.trim().parse().ok()).collect()
+}

@@ -49,34 +49,15 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        calls: vec![100, 200, 400, 600],
-        secs: 10,
-        target: "both".into(),
-        threads: 1,
-    };
-    let v: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < v.len() {
-        let next = v.get(i + 1).cloned().unwrap_or_default();
-        match v[i].as_str() {
-            "--calls" => {
-                a.calls = next
-                    .split(',')
-                    .filter_map(|c| c.trim().parse().ok())
-                    .collect()
-            }
-            "--secs" => a.secs = next.parse().unwrap_or(a.secs),
-            "--target" => a.target = next,
-            "--threads" => a.threads = next.parse().unwrap_or(1),
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
+    let f = flags();
+    Args {
+        calls: f
+            .get("calls")
+            .map_or(vec![100, 200, 400, 600], |v| numbers(v)),
+        secs: f.get("secs").and_then(|v| v.parse().ok()).unwrap_or(10),
+        target: f.get("target").cloned().unwrap_or_else(|| "both".into()),
+        threads: f.get("threads").and_then(|v| v.parse().ok()).unwrap_or(1),
     }
-    a
 }
 
 // ---------------------------------------------------------------- fedge

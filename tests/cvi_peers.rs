@@ -143,13 +143,7 @@ impl Cvi {
             out.contains("Join with a video conferencing device\nteams@cvi.fedge.test\n"),
             "{out}"
         );
-        let id: String = out
-            .lines()
-            .find_map(|l| l.strip_prefix("Video Conference ID: "))
-            .unwrap_or_else(|| panic!("no ID in {out}"))
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect();
+        let id = conference_id(&out);
         assert_eq!(id.len(), 10, "{out}");
         assert!(
             out.contains(&format!("https://cvi.fedge.test/cvi/{id}")),
@@ -348,8 +342,9 @@ fn keys_rtp(keys: &str) -> String {
         .collect()
 }
 
-/// An in-dialog request from the room system.
-fn room_request(user: &str, method: &str, cseq: u32, body: Option<(&str, &str)>) -> String {
+/// An in-dialog request from the room system (a `<send>`), CSeq `cseq`,
+/// with an optional (Content-Type, body).
+fn room_send(user: &str, method: &str, cseq: u32, body: Option<(&str, &str)>) -> String {
     let (ct, len, body) = match body {
         Some((ct, b)) => (
             format!("Content-Type: {ct}\n      "),
@@ -376,9 +371,13 @@ fn room_request(user: &str, method: &str, cseq: u32, body: Option<(&str, &str)>)
       {body}
     ]]>
   </send>
-  <recv response="200"/>
 "#
     )
+}
+
+/// An in-dialog request from the room system.
+fn room_request(user: &str, method: &str, cseq: u32, body: Option<(&str, &str)>) -> String {
+    room_send(user, method, cseq, body) + "  <recv response=\"200\"/>\n"
 }
 
 /// Key presses as SIP INFO (`application/dtmf-relay` or `application/dtmf`),
@@ -1088,26 +1087,13 @@ fn room_offer(user: &str, method: &str, cseq: u32, sdp: &str, status: u16, check
             ack.0, ack.1
         )
     };
-    format!(
-        r#"  <send retrans="500">
-    <![CDATA[
-
-      {method} [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: "Room 101" <sip:room101@rooms.leeds.nhs.uk>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:{user}@{DOMAIN}>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: {cseq} {method}
-      Max-Forwards: 70
-      Contact: <sip:room101@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{sdp}
-    ]]>
-  </send>
-  <recv response="{status}">
+    room_send(
+        user,
+        method,
+        cseq,
+        Some(("application/sdp", sdp.trim_start())),
+    ) + &format!(
+        r#"  <recv response="{status}">
     <action>
       {checks}
     </action>

@@ -14,16 +14,6 @@ fn store_config(dir: &Path, url: &str) -> PathBuf {
     p
 }
 
-fn id_of(invite: &str) -> String {
-    invite
-        .lines()
-        .find_map(|l| l.strip_prefix("Video Conference ID: "))
-        .unwrap_or_else(|| panic!("no ID in {invite}"))
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect()
-}
-
 fn scenario(cfg: &Path) {
     let out = fedge_ok(
         cfg,
@@ -59,7 +49,7 @@ fn scenario(cfg: &Path) {
             invite.contains("Join with a video conferencing device\nteams@cvi.fedge.test\n"),
             "{invite}"
         );
-        ids.push(id_of(&invite));
+        ids.push(conference_id(&invite));
     }
     assert!(ids.iter().all(|i| i.len() == 10), "{ids:?}");
     assert_eq!(
@@ -87,7 +77,7 @@ fn scenario(cfg: &Path) {
             "2099-01-01T10:00:00+01:00",
         ],
     );
-    let id = id_of(&invite);
+    let id = conference_id(&invite);
     let v: serde_json::Value =
         serde_json::from_str(&fedge_ok(cfg, &["cvi", "meeting", "show", &id, "--json"])).unwrap();
     assert_eq!(v["state"], "can be joined", "{v}");

@@ -894,6 +894,28 @@ impl Gateway {
         }
     }
 
+    /// Puts the gateway's own media (`own_sdp`: the prompt player or the
+    /// echo) on the relay's side B and answers the room with side A's SDP.
+    /// False when the call is over (refused, or no ACK: hung up).
+    async fn answer_locally(&self, call: &Arc<Call>, own_sdp: &str) -> bool {
+        let answer = match self
+            .relay
+            .update(&call.key, Side::B, &[own_sdp.as_bytes()], false)
+        {
+            Ok(mut v) => v.pop().unwrap_or_default(),
+            Err(e) => {
+                self.fail(call, 503, &format!("media cannot be relayed: {e}"))
+                    .await;
+                return false;
+            }
+        };
+        if !self.answer(call, &answer).await {
+            self.hang_up(call, false, "no ACK").await;
+            return false;
+        }
+        true
+    }
+
     /// Where the relay's side-B port of stream `i` is (what the connector,
     /// or the gateway's own player, sends to).
     fn relay_b(&self, call: &Call, i: usize) -> Option<SocketAddr> {
@@ -930,19 +952,7 @@ impl Gateway {
         };
         let Ok(local) = sock.local_addr() else { return };
         let player_sdp = player_sdp(&desc, offer, audio_i, local, codec, te_pt);
-        let answer = match self
-            .relay
-            .update(&call.key, Side::B, &[player_sdp.as_bytes()], false)
-        {
-            Ok(mut v) => v.pop().unwrap_or_default(),
-            Err(e) => {
-                self.fail(&call, 503, &format!("media cannot be relayed: {e}"))
-                    .await;
-                return;
-            }
-        };
-        if !self.answer(&call, &answer).await {
-            self.hang_up(&call, false, "no ACK").await;
+        if !self.answer_locally(&call, &player_sdp).await {
             return;
         }
         let Some(to) = self.relay_b(&call, audio_i) else {
@@ -1090,20 +1100,7 @@ impl Gateway {
                 }
             }
         }
-        let echo_sdp = echo_sdp(offer, &socks);
-        let answer = match self
-            .relay
-            .update(&call.key, Side::B, &[echo_sdp.as_bytes()], false)
-        {
-            Ok(mut v) => v.pop().unwrap_or_default(),
-            Err(e) => {
-                self.fail(&call, 503, &format!("media cannot be relayed: {e}"))
-                    .await;
-                return;
-            }
-        };
-        if !self.answer(&call, &answer).await {
-            self.hang_up(&call, false, "no ACK").await;
+        if !self.answer_locally(&call, &echo_sdp(offer, &socks)).await {
             return;
         }
         // The prompt first, on the first audio stream, in the codec offered first.

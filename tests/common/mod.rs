@@ -525,3 +525,14 @@ pub fn metric(addr: SocketAddr, name: &str, labels: &[&str]) -> f64 {
         })
         .sum()
 }
+
+/// The conference ID in `fedge cvi meeting create`'s invite block.
+pub fn conference_id(invite: &str) -> String {
+    invite
+        .lines()
+        .find_map(|l| l.strip_prefix("Video Conference ID: "))
+        .unwrap_or_else(|| panic!("no ID in {invite}"))
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect()
+}

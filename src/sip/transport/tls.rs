@@ -288,35 +288,40 @@ impl ClientCertVerifier for FederationClientVerifier {
 /// Server side of the federation listener: our certificate, client
 /// certificates required and checked against `trust`.
 pub fn federation_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(&files.cert, "certificate")?;
-    let key = load_key(&files.key)?;
-    let roots = load_roots(&files.trust)?;
-    let provider = provider();
-    let inner = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let verifier = Arc::new(FederationClientVerifier { inner });
-    let cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Rustls(format!("certificate and key do not fit together: {e}")))?;
-    Ok(Arc::new(cfg))
+    server_config(files, |roots, provider| {
+        let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        Ok(Arc::new(FederationClientVerifier { inner }))
+    })
 }
 
 /// Server side for room systems on the CVI TLS listener: our federation
 /// certificate; a client certificate is verified against `trust` when one
 /// is presented, but none is required (room systems seldom have one).
 pub fn cvi_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config(files, |roots, provider| {
+        WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Rustls(e.to_string()))
+    })
+}
+
+/// Our certificate and key with the client verifier `verifier` builds from
+/// the trust store.
+fn server_config(
+    files: &TlsFiles,
+    verifier: impl FnOnce(
+        Arc<rustls::RootCertStore>,
+        Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&files.cert, "certificate")?;
     let key = load_key(&files.key)?;
     let roots = load_roots(&files.trust)?;
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = verifier(roots, provider.clone())?;
     let cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError::Rustls(e.to_string()))?
