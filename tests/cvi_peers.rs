@@ -700,6 +700,52 @@ fn reception_takes_sip_info_keys_ended_by_a_pause_and_the_meeting_hangs_up() {
 }
 
 #[test]
+fn a_room_in_glare_gets_the_meetings_offer_again() {
+    let cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&[]);
+    let pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&pcap, 0x2222_2222, 0xbb, 10);
+    let (checks, references) = connector_checks(&id, true);
+    let (connector, _) = cvi.connector(&checks, &references, &pcap, &end_on_bye());
+    let mut call = RoomCall::new("teams");
+    let (keys, next) = keys_info("teams", &format!("{id}#"), true, 2);
+    call.keys = keys;
+    // The room is busy re-INVITEing itself: it answers the gateway's
+    // re-INVITE 491; the gateway offers again and the call goes on. The
+    // offers continue the session the reception's answer started (its o=
+    // line, a higher version).
+    let glare = r#"  <recv request="INVITE" crlf="true" timeout="30000">
+    <action>
+      <ereg regexp="o=[^ ]+ [0-9]+ [0-9]+ IN IP4 127\.0\.0\.2" search_in="body" check_it="true" assign_to="o1"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 491 Request Pending
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+"#;
+    call.then =
+        glare.to_string() + &then_join("teams", call.media_port, next, None, 500) + &refs(&["o1"]);
+    assert_ok("room system", &cvi.room(&call).wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+    log_line(
+        &cvi,
+        &["room system joined the meeting", &id],
+        Duration::from_secs(1),
+    );
+}
+
+#[test]
 fn three_wrong_ids_get_a_goodbye_and_a_bye() {
     let cvi = Cvi::start(&[]);
     let mut call = RoomCall::new("teams");

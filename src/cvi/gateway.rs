@@ -195,6 +195,37 @@ pub enum Dialled {
     Unknown(String),
 }
 
+/// `next` (an SDP for the room) as the next version of the session the
+/// room already has from us in `previous`: `previous`'s o= line with its
+/// version raised by one (RFC 3264 §8). Unchanged when either has no o=.
+fn continue_origin(previous: &[u8], next: &[u8]) -> Vec<u8> {
+    let origin = |b: &[u8]| {
+        let text = std::str::from_utf8(b).ok()?;
+        let at = if text.starts_with("o=") {
+            0
+        } else {
+            text.find("\no=")? + 1
+        };
+        let end = text[at..].find(['\r', '\n']).map_or(text.len(), |e| at + e);
+        Some((at, end, text[at..end].to_string()))
+    };
+    let (Some((_, _, prev)), Some((at, end, _))) = (origin(previous), origin(next)) else {
+        return next.to_vec();
+    };
+    let mut f: Vec<&str> = prev.split(' ').collect();
+    let Some(version) = f.get(2).and_then(|v| v.parse::<u64>().ok()) else {
+        return next.to_vec();
+    };
+    let bumped = version.saturating_add(1).to_string();
+    if let Some(v) = f.get_mut(2) {
+        *v = &bumped;
+    }
+    let mut out = next[..at].to_vec();
+    out.extend_from_slice(f.join(" ").as_bytes());
+    out.extend_from_slice(&next[end..]);
+    out
+}
+
 /// Reads the Request-URI's user part.
 pub fn dialled(user: &str, reception: &str, test_call: &str, tenant: Option<&str>) -> Dialled {
     if user.eq_ignore_ascii_case(reception) {
@@ -239,6 +270,8 @@ struct Call {
     offer_b: Mutex<Vec<u8>>,
     /// The SDP last sent to each leg (for re-INVITEs we answer).
     last_sdp: Mutex<[Vec<u8>; 2]>,
+    /// Our re-INVITE to the room is in progress (its own gets 491).
+    reinviting: AtomicBool,
     counted: AtomicBool,
 }
 
@@ -768,6 +801,7 @@ impl Gateway {
             connector_invite: Mutex::new(None),
             offer_b: Mutex::new(Vec::new()),
             last_sdp: Mutex::new([Vec::new(), Vec::new()]),
+            reinviting: AtomicBool::new(false),
             counted: AtomicBool::new(true),
         });
         lock(&self.calls).insert(call_id.clone(), call.clone());
@@ -1418,50 +1452,71 @@ impl Gateway {
             return;
         }
         // The room system was answered by the reception: a re-INVITE offers
-        // it the meeting's media (the connector's answer, through the relay).
-        let (reinvite, key, cseq) =
-            call.room
-                .request("INVITE", &[], Some(("application/sdp", &for_a)));
-        match self
-            .transact(&call.room.path, reinvite.clone(), &key, true, None, None)
-            .await
-        {
-            Ok(r) if r.status().is_some_and(|s| (200..300).contains(&s)) => {
-                let (ack, _, _) = call.room.build(
-                    "ACK",
-                    cseq,
-                    &format!("z9hG4bK-cvi{}", random_token()),
-                    &[],
-                    None,
-                );
-                self.ack(&key, &call.room.path, ack).await;
-                if let Some(room_answer) = sdp_of(&r) {
-                    let _ = self
-                        .relay
-                        .update(&call.key, Side::A, &[&room_answer], false);
-                }
-                lock(&call.last_sdp)[0] = for_a;
-                info!(call_id = %call.room.call_id, meeting = %id, "room system joined the meeting");
-            }
-            Ok(r) => {
-                if let Some(ack) = parse(&reinvite)
-                    .as_ref()
-                    .and_then(|inv| crate::sip::proxy::txn::build_ack(inv, &r))
-                {
+        // it the meeting's media (the connector's answer, through the
+        // relay), as a new version of the session it has (RFC 3264 §8).
+        let previous = lock(&call.last_sdp)[0].clone();
+        let for_a = continue_origin(&previous, &for_a);
+        for attempt in 1..=3 {
+            let (reinvite, key, cseq) =
+                call.room
+                    .request("INVITE", &[], Some(("application/sdp", &for_a)));
+            call.reinviting.store(true, Ordering::Relaxed);
+            let outcome = self
+                .transact(&call.room.path, reinvite.clone(), &key, true, None, None)
+                .await;
+            call.reinviting.store(false, Ordering::Relaxed);
+            match outcome {
+                Ok(r) if r.status().is_some_and(|s| (200..300).contains(&s)) => {
+                    let (ack, _, _) = call.room.build(
+                        "ACK",
+                        cseq,
+                        &format!("z9hG4bK-cvi{}", random_token()),
+                        &[],
+                        None,
+                    );
                     self.ack(&key, &call.room.path, ack).await;
+                    if let Some(room_answer) = sdp_of(&r) {
+                        let _ = self
+                            .relay
+                            .update(&call.key, Side::A, &[&room_answer], false);
+                    }
+                    lock(&call.last_sdp)[0] = for_a;
+                    info!(call_id = %call.room.call_id, meeting = %id, "room system joined the meeting");
+                    return;
                 }
-                let why = format!(
-                    "the room system refused the meeting's media ({})",
-                    r.status().unwrap_or(0)
-                );
-                self.hang_up_both(&call, &why).await;
-            }
-            Err(why) => {
-                self.hang_up_both(
-                    &call,
-                    &format!("the room system did not answer the re-INVITE: {why}"),
-                )
-                .await
+                Ok(r) => {
+                    if let Some(ack) = parse(&reinvite)
+                        .as_ref()
+                        .and_then(|inv| crate::sip::proxy::txn::build_ack(inv, &r))
+                    {
+                        self.ack(&key, &call.room.path, ack).await;
+                    }
+                    if r.status() == Some(491) && attempt < 3 && !call.ended.is_cancelled() {
+                        // Glare: the room re-INVITEd at the same time. The
+                        // room owns the Call-ID, so we wait 0-2 s (RFC 3261
+                        // §14.1) and offer again.
+                        let wait = Duration::from_millis(rand::random_range(0..2000));
+                        debug!(call_id = %call.room.call_id, ?wait, "re-INVITE glare: offering again");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => continue,
+                            _ = call.ended.cancelled() => return,
+                        }
+                    }
+                    let why = format!(
+                        "the room system refused the meeting's media ({})",
+                        r.status().unwrap_or(0)
+                    );
+                    self.hang_up_both(&call, &why).await;
+                    return;
+                }
+                Err(why) => {
+                    self.hang_up_both(
+                        &call,
+                        &format!("the room system did not answer the re-INVITE: {why}"),
+                    )
+                    .await;
+                    return;
+                }
             }
         }
     }
@@ -1577,6 +1632,14 @@ impl Gateway {
                         {
                             let _ = call.keys.try_send(d);
                         }
+                    }
+                    Method::Invite if from_room && call.reinviting.load(Ordering::Relaxed) => {
+                        // Glare with our own re-INVITE (RFC 3261 §14.2).
+                        let r = self
+                            .response(&msg, 491, None, None)
+                            .header("Retry-After", "2")
+                            .build();
+                        self.respond(&msg, &source, r).await;
                     }
                     Method::Invite | Method::Update => {
                         // A refresh or a change of address: follow it, answer with what we sent last.
@@ -1883,6 +1946,27 @@ mod tests {
         at(&mut p, ev('2', 16000, false), 720);
         at(&mut p, ev('2', 16000, true), 740);
         assert_eq!(got, "1122");
+    }
+
+    #[test]
+    fn the_meetings_sdp_continues_the_rooms_session() {
+        let prev = b"v=0\r\no=fedge 7 3 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n";
+        let next = b"v=0\r\no=pexip 99 1 IN IP4 192.0.2.1\r\ns=-\r\nm=audio 4000 RTP/AVP 8\r\n";
+        assert_eq!(
+            continue_origin(prev, next),
+            b"v=0\r\no=fedge 7 4 IN IP4 192.0.2.1\r\ns=-\r\nm=audio 4000 RTP/AVP 8\r\n".to_vec()
+        );
+        // Nothing to continue (or garbage): unchanged, no panic.
+        assert_eq!(continue_origin(b"", next), next.to_vec());
+        assert_eq!(continue_origin(b"o=x y z", next), next.to_vec());
+        assert_eq!(continue_origin(prev, b"\xff\xfe"), b"\xff\xfe".to_vec());
+        assert_eq!(
+            continue_origin(
+                b"o=a 1 18446744073709551615 IN IP4 h\n",
+                b"o=b 2 2 IN IP4 h\n"
+            ),
+            b"o=a 1 18446744073709551615 IN IP4 h\n".to_vec()
+        );
     }
 
     #[test]
