@@ -898,7 +898,7 @@ fn unknown_expired_and_withdrawn_meetings_are_refused_with_reasons() {
         3.0
     );
     // And the page says so too.
-    let (status, page) = http_get(cvi.edge.admin, &format!("/cvi/{expiring}"));
+    let (status, page) = http(cvi.edge.admin, "GET", &format!("/cvi/{expiring}"));
     assert_eq!(status, 404, "{page}");
     assert!(page.contains("the meeting has ended"), "{page}");
     // New meetings for a withdrawn organiser are refused with the reason.
@@ -1352,34 +1352,11 @@ fn a_room_hanging_up_while_the_meeting_rings_cancels_both_legs() {
     cvi.edge.assert_healthy();
 }
 
-/// GET over HTTP/1.1: status and body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: cvi\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn the_instructions_page_is_served_over_http() {
     let cvi = Cvi::start(&[]);
     let id = cvi.meeting(&["--subject", "MDT <weekly>"]);
-    let (status, page) = http_get(cvi.edge.admin, &format!("/cvi/{id}"));
+    let (status, page) = http(cvi.edge.admin, "GET", &format!("/cvi/{id}"));
     assert_eq!(status, 200, "{page}");
     let spaced = format!("{} {} {}", &id[..4], &id[4..7], &id[7..]);
     for want in [
@@ -1392,13 +1369,13 @@ fn the_instructions_page_is_served_over_http() {
     ] {
         assert!(page.contains(&want), "{want} not in {page}");
     }
-    let (status, page) = http_get(cvi.edge.admin, "/cvi/1234567890");
+    let (status, page) = http(cvi.edge.admin, "GET", "/cvi/1234567890");
     assert_eq!(status, 404, "{page}");
     assert!(
         page.contains("Meeting not found") && page.contains("no meeting has this ID"),
         "{page}"
     );
-    let (status, page) = http_get(cvi.edge.admin, "/cvi/12345");
+    let (status, page) = http(cvi.edge.admin, "GET", "/cvi/12345");
     assert_eq!(status, 404, "{page}");
     assert!(page.contains("10 digits"), "{page}");
 }

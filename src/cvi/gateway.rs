@@ -264,8 +264,6 @@ struct Call {
     keys: mpsc::Sender<char>,
     keys_rx: Mutex<Option<mpsc::Receiver<char>>>,
     connector: Mutex<Option<Arc<Leg>>>,
-    /// The INVITE sent to the connector, for CANCEL.
-    connector_invite: Mutex<Option<Bytes>>,
     /// What the relay offers the connector (SDP for side B).
     offer_b: Mutex<Vec<u8>>,
     /// The SDP last sent to each leg (for re-INVITEs we answer).
@@ -277,6 +275,17 @@ struct Call {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a conference ID cannot be joined.
+#[derive(Debug)]
+enum Refused {
+    /// The meeting has ended.
+    Ended(String),
+    /// Unknown, or its organiser withdrawn.
+    NotFound(String),
+    /// The database could not say.
+    Store(String),
 }
 
 /// Room key presses queued for the reception at most.
@@ -503,7 +512,6 @@ impl Gateway {
         tag: Option<&str>,
         reason: Option<&str>,
     ) -> ResponseBuilder<'a> {
-        let _ = self;
         let mut b = ResponseBuilder::new(req, status).header("Server", self.cfg.agent.clone());
         if let Some(t) = tag {
             b = b.to_tag(t);
@@ -798,7 +806,6 @@ impl Gateway {
             keys,
             keys_rx: Mutex::new(Some(keys_rx)),
             connector: Mutex::new(None),
-            connector_invite: Mutex::new(None),
             offer_b: Mutex::new(Vec::new()),
             last_sdp: Mutex::new([Vec::new(), Vec::new()]),
             reinviting: AtomicBool::new(false),
@@ -852,7 +859,7 @@ impl Gateway {
         match what {
             Dialled::Meeting(id) => match self.check_meeting(&id).await {
                 Ok(()) => self.clone().connect(call, id).await,
-                Err(why) => {
+                Err(Refused::Ended(why) | Refused::NotFound(why) | Refused::Store(why)) => {
                     self.stats.not_found.fetch_add(1, Ordering::Relaxed);
                     self.fail(&call, 404, &why).await;
                 }
@@ -864,13 +871,25 @@ impl Gateway {
     }
 
     /// Whether a conference ID names a meeting that can be joined now.
-    async fn check_meeting(&self, id: &str) -> Result<(), String> {
+    async fn check_meeting(&self, id: &str) -> Result<(), Refused> {
         match self.store.cvi_meeting(id).await {
-            Ok(Some((m, enrolled))) => m
-                .joinable(enrolled, &crate::store::now_rfc3339())
-                .map_err(|why| format!("conference ID {id}: {why}")),
-            Ok(None) => Err(format!("no meeting has conference ID {id}")),
-            Err(e) => Err(format!("the meeting could not be looked up: {e}")),
+            Ok(Some((m, enrolled))) => {
+                m.joinable(enrolled, &crate::store::now_rfc3339())
+                    .map_err(|why| {
+                        let why_id = format!("conference ID {id}: {why}");
+                        if why == crate::store::cvi::MEETING_ENDED {
+                            Refused::Ended(why_id)
+                        } else {
+                            Refused::NotFound(why_id)
+                        }
+                    })
+            }
+            Ok(None) => Err(Refused::NotFound(format!(
+                "no meeting has conference ID {id}"
+            ))),
+            Err(e) => Err(Refused::Store(format!(
+                "the meeting could not be looked up: {e}"
+            ))),
         }
     }
 
@@ -1083,10 +1102,12 @@ impl Gateway {
                     self.clone().connect(call, entry).await;
                     return;
                 }
-                Err(why) => {
+                Err(refused) => {
+                    let (Refused::Ended(why) | Refused::NotFound(why) | Refused::Store(why)) =
+                        &refused;
                     self.stats.not_found.fetch_add(1, Ordering::Relaxed);
                     info!(call_id = %call.room.call_id, reason = %why, "conference ID not accepted");
-                    prompt = if why.contains("has ended") {
+                    prompt = if matches!(refused, Refused::Ended(_)) {
                         Prompt::Ended
                     } else {
                         Prompt::Invalid
@@ -1297,7 +1318,6 @@ impl Gateway {
         let offer_b = lock(&call.offer_b).clone();
         let (invite, key, cseq) =
             leg.request("INVITE", &headers, Some(("application/sdp", &offer_b)));
-        *lock(&call.connector_invite) = Some(invite.clone());
         info!(call_id = %call.room.call_id, connector = %uri, trusted, "calling the connector");
         // Ringing reaches a room system not yet answered.
         let (prov_tx, mut prov_rx) = mpsc::unbounded_channel::<SipMessage>();

@@ -18,6 +18,9 @@ pub struct Organiser {
     pub withdrawn_at: Option<String>,
 }
 
+/// Why an ended meeting cannot be joined (as `Meeting::joinable` says it).
+pub const MEETING_ENDED: &str = "the meeting has ended";
+
 /// A meeting's VTC details.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Meeting {
@@ -39,7 +42,7 @@ impl Meeting {
     /// meeting says so first (whatever became of its organiser since).
     pub fn joinable(&self, organiser_enrolled: bool, now: &str) -> Result<(), &'static str> {
         if self.expired(now) {
-            Err("the meeting has ended")
+            Err(MEETING_ENDED)
         } else if !organiser_enrolled {
             Err("its organiser is no longer enrolled")
         } else {

@@ -469,36 +469,38 @@ pub fn fedge_ok(config: &Path, args: &[&str]) -> String {
     out
 }
 
-/// POST (empty) to a path of the admin listener; returns the body as text.
-pub fn admin_post(addr: SocketAddr, path: &str) -> String {
+/// One HTTP/1.1 request (empty body) to the admin listener: status and
+/// body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("admin connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    resp.split_once("\r\n\r\n")
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in {resp:?}"));
+    let body = resp
+        .split_once("\r\n\r\n")
         .map(|x| x.1.to_string())
-        .unwrap_or_else(|| panic!("admin {path}: no body in {resp:?}"))
+        .unwrap_or_else(|| panic!("{method} {path}: no body in {resp:?}"));
+    (status, body)
+}
+
+/// POST (empty) to a path of the admin listener; returns the body as text.
+pub fn admin_post(addr: SocketAddr, path: &str) -> String {
+    http(addr, "POST", path).1
 }
 
 /// GET a path from the admin listener; returns the body as text.
 pub fn admin_text(addr: SocketAddr, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("admin connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    resp.split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_else(|| panic!("admin {path}: no body in {resp:?}"))
+    http(addr, "GET", path).1
 }
 
 /// GET a path from the admin listener; returns the JSON body.
