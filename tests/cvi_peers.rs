@@ -1058,6 +1058,37 @@ fn a_full_node_answers_503_with_retry_after_and_drains_on_request() {
 }
 
 #[test]
+fn a_database_failure_is_answered_503_not_404() {
+    let cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&[]);
+    // The meetings table goes away under the running edge.
+    let db = cvi.dir().join("fedge.db");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            sqlx::query("ALTER TABLE cvi_meetings RENAME TO cvi_meetings_gone")
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
+    let mut call = RoomCall::new(&id);
+    call.status = "503";
+    call.checks = ereg("the meeting could not be looked up", "Warning:", "w", false);
+    call.references = refs(&["w"]);
+    assert_ok("room system", &cvi.room(&call).wait(LIMIT), &cvi.logs());
+    assert_eq!(
+        metric(cvi.edge.admin, "fedge_cvi_not_found_total", &[]),
+        0.0
+    );
+}
+
+#[test]
 fn the_connectors_failures_reach_the_room_system() {
     // The meeting service refuses: its 403 reaches the room with the reason.
     let cvi = Cvi::start(&[]);

@@ -859,7 +859,9 @@ impl Gateway {
         match what {
             Dialled::Meeting(id) => match self.check_meeting(&id).await {
                 Ok(()) => self.clone().connect(call, id).await,
-                Err(Refused::Ended(why) | Refused::NotFound(why) | Refused::Store(why)) => {
+                // The database failing is ours, not a wrong ID.
+                Err(Refused::Store(why)) => self.fail(&call, 503, &why).await,
+                Err(Refused::Ended(why) | Refused::NotFound(why)) => {
                     self.stats.not_found.fetch_add(1, Ordering::Relaxed);
                     self.fail(&call, 404, &why).await;
                 }
@@ -1105,7 +1107,9 @@ impl Gateway {
                 Err(refused) => {
                     let (Refused::Ended(why) | Refused::NotFound(why) | Refused::Store(why)) =
                         &refused;
-                    self.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                    if !matches!(refused, Refused::Store(_)) {
+                        self.stats.not_found.fetch_add(1, Ordering::Relaxed);
+                    }
                     info!(call_id = %call.room.call_id, reason = %why, "conference ID not accepted");
                     prompt = if matches!(refused, Refused::Ended(_)) {
                         Prompt::Ended
