@@ -610,7 +610,6 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket as StdUdp;
     use tokio::net::UdpSocket;
 
     const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -630,15 +629,9 @@ mod tests {
         })
     }
 
-    /// A range of `n` pairs nobody else is likely to use in this test run.
+    /// A range of `n` pairs no other test uses (see `ports::test_range`).
     fn range(n: u16) -> (u16, u16) {
-        let p = StdUdp::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let lo = (p & !1).clamp(20000, 60000 - 2 * n);
-        (lo, lo + 2 * n - 1)
+        ports::test_range(n)
     }
 
     fn sdp(port: u16, extra: &str) -> String {

@@ -168,18 +168,31 @@ impl PortRange {
     }
 }
 
+/// Port ranges for unit tests, one per call and never overlapping within a
+/// test run. They lie below Linux's default ephemeral range (32768-60999),
+/// so a socket another test binds to port 0 never lands in them: a test
+/// that counts on exactly `n` free pairs gets them. The process id spreads
+/// two concurrent test runs apart; a port someone else holds is skipped by
+/// `allocate` anyway.
+#[cfg(test)]
+pub(crate) fn test_range(pairs: u16) -> (u16, u16) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LO: u16 = 20_000;
+    const SPAN: u16 = 12_000; // 20000-31999
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 64) as u16 * 128;
+    let offset = NEXT.fetch_add(2 * pairs, Ordering::Relaxed);
+    let lo = LO + (start + offset) % (SPAN - 2 * pairs);
+    let lo = lo & !1;
+    (lo, lo + 2 * pairs - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn free_base() -> u16 {
-        // Somewhere unlikely to be busy; the tests skip busy ports anyway.
-        let p = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        (p & !1).clamp(20000, 60000)
+        test_range(8).0
     }
 
     #[test]
@@ -196,7 +209,7 @@ mod tests {
             assert!(!held.iter().any(|h: &PortPair| h.rtp_port() == p.rtp_port()));
             held.push(p);
         }
-        assert!(held.len() <= 4 && !held.is_empty());
+        assert_eq!(held.len(), 4, "every pair of a range nobody else uses");
         assert_eq!(r.in_use(), held.len());
         let err = r.allocate(ip, false).unwrap_err();
         assert!(err.to_string().contains("media port pairs"), "{err}");
@@ -212,11 +225,9 @@ mod tests {
         let lo = free_base();
         let r = PortRange::new(lo + 1, lo + 9); // rounds to lo+2 ..= lo+9
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let squatter = UdpSocket::bind(("127.0.0.1", lo + 2));
+        let _squatter = UdpSocket::bind(("127.0.0.1", lo + 2)).unwrap();
         let a = r.allocate(ip, false).unwrap();
-        if squatter.is_ok() {
-            assert_ne!(a.rtp_port(), lo + 2);
-        }
+        assert_eq!(a.rtp_port(), lo + 4, "the held pair is skipped");
         let first = a.rtp_port();
         drop(a);
         let b = r.allocate(ip, false).unwrap();
