@@ -76,7 +76,8 @@ pub struct CviSection {
     /// Gateway calls at once on this node; more get 503 with Retry-After.
     pub max_calls: usize,
     /// Room systems trusted to bypass the lobby: IP addresses or subnets
-    /// (`10.0.0.0/8`) and SIP domains (`example.nhs.uk`).
+    /// (`10.0.0.0/8`) and domains (`example.nhs.uk`) a room's verified TLS
+    /// client certificate must name (a From domain is never proof).
     pub trusted: Vec<String>,
     /// Domains organisers may be enrolled from.
     pub organiser_domains: Vec<String>,
@@ -674,7 +675,8 @@ media_port_min = 40000
 media_port_max = 49999
 # Gateway calls at once on this node (one Teams Connector VM handles 16).
 max_calls = 16
-# Room systems that may bypass the lobby: addresses, subnets, SIP domains.
+# Room systems that may bypass the lobby: addresses, subnets, and domains
+# that a room's TLS client certificate must name (the From is not proof).
 trusted = []
 organiser_domains = ["nhs.net"]
 instructions_base = "http://127.0.0.1:8061"
@@ -693,6 +695,17 @@ level = "info"
 # "text" for people, "json" for log collectors.
 format = "text"
 "#;
+
+/// A media port range: above the well-known ports and holding at least two
+/// even/odd pairs (`lo` and `hi` are keys as the user wrote them).
+fn port_range(lo: &str, hi: &str, min: u16, max: u16) -> Result<(), ConfigError> {
+    if min < 1024 || u32::from(max) < u32::from(min) + 3 {
+        return Err(ConfigError(format!(
+            "{lo} {min} - {hi} {max} must be a range above 1023 holding at least two even/odd pairs"
+        )));
+    }
+    Ok(())
+}
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -890,12 +903,7 @@ impl Config {
             ));
         }
         let m = &self.media;
-        if m.port_min < 1024 || m.port_max <= m.port_min || m.port_max - m.port_min < 3 {
-            return Err(ConfigError(format!(
-                "[media] port_min {} - port_max {} must be a range above 1023 holding at least two even/odd pairs",
-                m.port_min, m.port_max
-            )));
-        }
+        port_range("[media] port_min", "port_max", m.port_min, m.port_max)?;
         if m.max_sessions == 0 || m.timeout.is_zero() {
             return Err(ConfigError(
                 "[media] max_sessions and timeout must be positive".into(),
@@ -981,12 +989,12 @@ impl Config {
                     c.listen
                 )));
             }
-            if c.media_port_min < 1024 || c.media_port_max <= c.media_port_min + 2 {
-                return Err(ConfigError(format!(
-                    "[cvi] media_port_min {} - media_port_max {} must be a range above 1023",
-                    c.media_port_min, c.media_port_max
-                )));
-            }
+            port_range(
+                "[cvi] media_port_min",
+                "media_port_max",
+                c.media_port_min,
+                c.media_port_max,
+            )?;
             if let Some(t) = c.listen_tls
                 && (clash(t, self.federation.listen)
                     || clash(t, c.listen)
@@ -1069,10 +1077,12 @@ impl Config {
             Some(t) if matches!(t.as_str(), "udp" | "tcp" | "tls") => t,
             Some(t) => return Err(bad(&format!("transport {t:?} is not udp, tcp or tls"))),
         };
-        let host = u
-            .host
-            .map(|h| h.to_string())
-            .ok_or_else(|| bad("has no host"))?;
+        // Bare (an IPv6 address without its URI brackets): it is resolved,
+        // parsed as an address and used as a TLS server name as it is.
+        let host = match u.host.ok_or_else(|| bad("has no host"))? {
+            crate::sip::uri::Host::V6(a) => a.to_string(),
+            h => h.to_string(),
+        };
         let port = u
             .port
             .unwrap_or(if transport == "tls" { 5061 } else { 5060 });
@@ -1175,6 +1185,11 @@ mod tests {
                 transport: "udp".into()
             }
         );
+        let mut c = Config::default();
+        c.internal.next_hop = "sip:[::1]:5090;transport=tcp".into();
+        let nh = c.next_hop().unwrap();
+        assert_eq!((nh.host.as_str(), nh.port), ("::1", 5090));
+        assert!(nh.host.parse::<std::net::IpAddr>().is_ok());
     }
 
     #[test]
@@ -1207,6 +1222,18 @@ mod tests {
         assert!(e.contains("overlap"), "{e}");
         assert!(cvi(&|c| c.cvi.trusted = vec!["not a/thing".into()]).contains("trusted"));
         assert!(cvi(&|c| c.cvi.max_calls = 0).contains("max_calls"));
+        // The top of the port space is refused, not overflowed.
+        let e = cvi(&|c| {
+            c.cvi.media_port_min = 65535;
+            c.cvi.media_port_max = 65535;
+        });
+        assert!(e.contains("[cvi] media_port_min 65535"), "{e}");
+        let mut c = Config::default();
+        c.media.enabled = true;
+        c.media.port_min = 50000;
+        c.media.port_max = 50002;
+        let e = c.validate().err().map(|e| e.0).unwrap_or_default();
+        assert!(e.contains("two even/odd pairs"), "{e}");
     }
 
     #[test]

@@ -435,7 +435,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         },
         self_hosts,
         self_ports: vec![fed_addr.port(), int_addr.port()],
-        proxy_extensions: PROXY_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        proxy_extensions: PROXY_EXTENSIONS,
         agent: fqdn.clone(),
         server: format!("fedge/{}", env!("CARGO_PKG_VERSION")),
         timers: Timers {

@@ -53,15 +53,15 @@ pub(crate) fn call(admin: SocketAddr, method: &str, path: &str) -> Result<Value,
     let (head, body) = resp
         .split_once("\r\n\r\n")
         .ok_or_else(|| Failure::runtime(format!("{addr}: not an HTTP answer")))?;
-    let v: Value =
-        serde_json::from_str(body).map_err(|e| Failure::runtime(format!("{addr}: {e}")))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        let why = v["error"]
-            .as_str()
-            .unwrap_or(head.lines().next().unwrap_or(""));
-        return Err(Failure::runtime(why.to_string()));
+    let v = serde_json::from_str::<Value>(body);
+    let status = head.lines().next().unwrap_or("");
+    if !status.starts_with("HTTP/1.1 200") {
+        // The edge's JSON error when it wrote one, else its status line
+        // (e.g. a 404 from an edge that predates this command).
+        let why = v.as_ref().ok().and_then(|v| v["error"].as_str());
+        return Err(Failure::runtime(why.unwrap_or(status).to_string()));
     }
-    Ok(v)
+    v.map_err(|e| Failure::runtime(format!("{addr}: not JSON: {e}")))
 }
 
 pub fn run(cmd: MediaCmd, admin: SocketAddr) -> Result<(), Failure> {

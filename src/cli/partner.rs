@@ -25,7 +25,7 @@ pub enum PartnerCmd {
     AgreementSigned(VerbArgs),
     /// agreement_signed -> approved: the FPA is approved.
     Approve(VerbArgs),
-    /// approved -> enabled: traffic may cross (needs an edge FQDN and a passed IM test).
+    /// approved -> enabled: traffic may cross (needs a passed IM test).
     Enable(EnableArgs),
     /// enabled -> suspended: traffic stops at once (--reason required).
     Suspend(VerbArgs),

@@ -291,6 +291,9 @@ enum Refused {
 /// Room key presses queued for the reception at most.
 const KEY_QUEUE: usize = 64;
 
+/// The methods the gateway takes, for Allow headers.
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, UPDATE";
+
 /// The longest one attempt at the reception may take.
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(60);
 
@@ -1545,15 +1548,19 @@ impl Gateway {
         }
     }
 
+    /// Trusted by source address, or by a domain its verified TLS client
+    /// certificate names. The From domain is the caller's to choose, so it
+    /// is never taken as proof.
     fn trusted(&self, call: &Call) -> bool {
-        let domain = call
-            .invite
-            .from()
-            .and_then(|f| f.uri.domain().map(str::to_string));
-        self.cfg
-            .trusted
-            .iter()
-            .any(|t| t.matches(call.source.remote.ip(), domain.as_deref()))
+        let ip = call.source.remote.ip();
+        let names = call.source.identity.as_deref().map(|i| i.names.as_slice());
+        self.cfg.trusted.iter().any(|t| {
+            t.matches(ip, None)
+                || names
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|n| t.matches(ip, Some(n)))
+        })
     }
 
     async fn on_request(self: Arc<Self>, msg: SipMessage, source: Source) {
@@ -1594,8 +1601,11 @@ impl Gateway {
             }
             Method::Cancel => {
                 let call = self.call(&call_id).filter(|c| c.room.call_id == call_id);
-                let status = if call.is_some() { 200 } else { 481 };
-                let r = self.response(&msg, status, None, None).build();
+                let (status, why) = match call {
+                    Some(_) => (200, None),
+                    None => (481, Some("no call in progress here has this Call-ID")),
+                };
+                let r = self.response(&msg, status, None, why).build();
                 self.respond(&msg, &source, r).await;
                 if let Some(call) = call
                     && !call.answered.swap(true, Ordering::Relaxed)
@@ -1613,7 +1623,7 @@ impl Gateway {
             Method::Options if !in_dialog || self.call(&call_id).is_none() => {
                 let r = self
                     .response(&msg, 200, Some(&random_token()), None)
-                    .header("Allow", "INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, UPDATE")
+                    .header("Allow", ALLOW)
                     .header(
                         "Accept",
                         "application/sdp, application/dtmf-relay, application/dtmf",
@@ -1709,14 +1719,14 @@ impl Gateway {
                     Method::Options => {
                         let r = self
                             .response(&msg, 200, None, None)
-                            .header("Allow", "INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, UPDATE")
+                            .header("Allow", ALLOW)
                             .build();
                         self.respond(&msg, &source, r).await;
                     }
                     _ => {
                         let r = self
                             .response(&msg, 405, None, None)
-                            .header("Allow", "INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, UPDATE")
+                            .header("Allow", ALLOW)
                             .build();
                         self.respond(&msg, &source, r).await;
                     }

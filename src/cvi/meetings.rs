@@ -33,7 +33,8 @@ pub fn is_conference_id(s: &str) -> bool {
 
 /// `1234567890` as `1234 567 890`, the way invitations print it.
 pub fn spaced(id: &str) -> String {
-    if id.len() == 10 {
+    // Anything else (a URL path may carry any UTF-8) is shown as given.
+    if is_conference_id(id) {
         format!("{} {} {}", &id[..4], &id[4..7], &id[7..])
     } else {
         id.to_string()
@@ -158,6 +159,8 @@ mod tests {
                 && !is_conference_id("12345abcde")
         );
         assert_eq!(spaced("1234567890"), "1234 567 890");
+        // Ten bytes but not ten digits: shown as given, never sliced.
+        assert_eq!(spaced("ééééé"), "ééééé");
     }
 
     #[test]

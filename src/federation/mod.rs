@@ -290,8 +290,11 @@ impl Edge {
             .unwrap_or_else(|| "-".into());
         let mut decision = v.decision;
         let mut rule = v.rule;
+        // Everything a partner gets through is held to its rate, the
+        // onboarding IM test's answer included (it costs a store write).
         if source.role == Role::Federation
-            && let (Decision::Forward(_), Some(p)) = (&decision, &v.partner)
+            && matches!(decision, Decision::Forward(_) | Decision::Answer { .. })
+            && let Some(p) = &v.partner
             && let Some((r, why)) = self.limit(req, p, info)
         {
             decision = Decision::Reject(r);
@@ -323,6 +326,7 @@ impl Edge {
             ),
         }
         if v.im_test
+            && !matches!(decision, Decision::Reject(_))
             && let Some(p) = v.partner
         {
             self.im_test(req, p);

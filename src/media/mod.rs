@@ -207,10 +207,6 @@ impl Relay {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn config(&self) -> &MediaConfig {
-        &self.cfg
-    }
-
     /// Live sessions.
     pub fn len(&self) -> usize {
         self.table().len()

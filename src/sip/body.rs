@@ -55,6 +55,19 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     memchr::memmem::find(hay.get(from..)?, needle).map(|p| from + p)
 }
 
+/// The next boundary delimiter at or after `from`: only at the start of a
+/// line counts (RFC 2046 §5.1.1), so content that happens to contain
+/// `--boundary` mid-line is not split.
+fn find_delimiter(body: &[u8], delim: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let p = find(body, delim, from)?;
+        if p == 0 || body[p - 1] == b'\n' {
+            return Some(p);
+        }
+        from = p + 1;
+    }
+}
+
 /// Splits a part into its header lines and body (blank line between).
 fn split_part(p: &[u8]) -> (&[u8], &[u8]) {
     if let Some(i) = find(p, b"\r\n\r\n", 0) {
@@ -118,7 +131,7 @@ fn collect<'a>(
     };
     let delim = format!("--{b}");
     let d = delim.as_bytes();
-    let mut pos = match find(body, d, 0) {
+    let mut pos = match find_delimiter(body, d, 0) {
         Some(p) => p,
         None => return,
     };
@@ -131,7 +144,7 @@ fn collect<'a>(
             Some(nl) => nl + 1,
             None => return,
         };
-        let next = find(body, d, start);
+        let next = find_delimiter(body, d, start);
         let end = next.unwrap_or(body.len());
         // The CRLF before a delimiter belongs to the delimiter.
         let mut content_end = end;
@@ -236,6 +249,16 @@ mod tests {
             ]
         );
         assert_eq!(parts[2].disposition, Some("recording-session"));
+        // A delimiter counts only at the start of a line.
+        let body = "--b\r\nContent-Type: text/plain\r\n\r\nsee x--b here\r\n--b\r\nContent-Type: text/html\r\n\r\n<p/>\r\n--b--\r\n";
+        let parts = leaves(
+            Some("multipart/alternative; boundary=b"),
+            None,
+            body.as_bytes(),
+        );
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert_eq!(parts[0].body, b"see x--b here");
+        assert_eq!(parts[1].media_type, "text/html");
     }
 
     #[test]

@@ -493,11 +493,6 @@ pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// POST (empty) to a path of the admin listener; returns the body as text.
-pub fn admin_post(addr: SocketAddr, path: &str) -> String {
-    http(addr, "POST", path).1
-}
-
 /// GET a path from the admin listener; returns the body as text.
 pub fn admin_text(addr: SocketAddr, path: &str) -> String {
     http(addr, "GET", path).1

@@ -56,7 +56,7 @@ pub struct ProxyConfig {
     /// Ports this edge listens on.
     pub self_ports: Vec<u16>,
     /// Option tags this proxy implements (Proxy-Require).
-    pub proxy_extensions: Vec<String>,
+    pub proxy_extensions: &'static [&'static str],
     /// The Warning agent (the edge FQDN).
     pub agent: String,
     /// The Server header of responses the edge makes.
@@ -225,10 +225,6 @@ impl<R: Router> Proxy<R> {
         })
     }
 
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
-
     /// Live (server, client) transactions.
     pub fn transactions(&self) -> (usize, usize) {
         self.tables.counts()
@@ -392,7 +388,8 @@ impl<R: Router> Proxy<R> {
     ) {
         self.log_reject(req, source, &r);
         self.router.refused(req, r.status);
-        if req.method() == Some(&Method::Ack) {
+        // ACK and BENOTIFY are never answered: they are only logged.
+        if matches!(req.method(), Some(Method::Ack | Method::Benotify)) {
             return;
         }
         let data = self.reject_bytes(req, &r);
@@ -465,24 +462,14 @@ impl<R: Router> Proxy<R> {
             }
             Some(s)
         };
-        let ext: Vec<&str> = self
-            .cfg
-            .proxy_extensions
-            .iter()
-            .map(String::as_str)
-            .collect();
-        if let Err(r) = check_request(&msg, &ext) {
+        if let Err(r) = check_request(&msg, self.cfg.proxy_extensions) {
             let mut rej = Reject::new(r.status, r.reason);
             rej.headers = r
                 .headers
                 .into_iter()
                 .map(|(n, v)| (n.to_string(), v))
                 .collect();
-            if method == Method::Benotify {
-                self.log_reject(&msg, &source, &rej);
-            } else {
-                self.refuse(&msg, &source, server.as_ref(), rej).await;
-            }
+            self.refuse(&msg, &source, server.as_ref(), rej).await;
             return;
         }
         if method == Method::Invite
@@ -498,9 +485,14 @@ impl<R: Router> Proxy<R> {
                 482,
                 "the request has already passed through this edge (loop)",
             );
-            if method != Method::Benotify {
-                self.refuse(&msg, &source, server.as_ref(), r).await;
-            }
+            self.refuse(&msg, &source, server.as_ref(), r).await;
+            return;
+        }
+        // A Route token that does not verify names no hop: refused before
+        // the router spends anything (DNS, limits, media) on the request.
+        if let Some(bad) = &prep.bad_token {
+            let r = Reject::new(404, bad.to_string());
+            self.refuse(&msg, &source, server.as_ref(), r).await;
             return;
         }
         let info = RequestInfo {
@@ -514,11 +506,7 @@ impl<R: Router> Proxy<R> {
         };
         match self.router.route(&msg, &source, &info).await {
             Decision::Reject(r) => {
-                if method == Method::Benotify {
-                    self.log_reject(&msg, &source, &r);
-                } else {
-                    self.refuse(&msg, &source, server.as_ref(), r).await;
-                }
+                self.refuse(&msg, &source, server.as_ref(), r).await;
             }
             Decision::Drop(why) => {
                 info!(role = %source.role, remote = %source.remote, request = %msg.summary(), reason = %why, "request dropped");
@@ -531,19 +519,6 @@ impl<R: Router> Proxy<R> {
                 let data = b.header("Server", self.cfg.server.clone()).build();
                 self.answer(&msg, &source, server.as_ref(), data, status)
                     .await;
-            }
-            Decision::Forward(_) if prep.bad_token.is_some() => {
-                let why = prep
-                    .bad_token
-                    .as_ref()
-                    .map(|b| b.to_string())
-                    .unwrap_or_default();
-                let r = Reject::new(404, why);
-                if method == Method::Benotify {
-                    self.log_reject(&msg, &source, &r);
-                } else {
-                    self.refuse(&msg, &source, server.as_ref(), r).await;
-                }
             }
             Decision::Forward(fwd) => {
                 let record_route = !info.in_dialog
@@ -589,11 +564,7 @@ impl<R: Router> Proxy<R> {
                                 }
                                 Err(e) => {
                                     let r = me.router.forward_failed(&msg, &source, &e);
-                                    if msg.method() != Some(&Method::Benotify) {
-                                        me.refuse(&msg, &source, server.as_ref(), r).await;
-                                    } else {
-                                        me.log_reject(&msg, &source, &r);
-                                    }
+                                    me.refuse(&msg, &source, server.as_ref(), r).await;
                                 }
                             }
                         });

@@ -170,19 +170,6 @@ impl Pool {
         self.pick(t).0
     }
 
-    /// Closes every pooled connection for which `pred` holds.
-    pub fn close_where(&self, pred: impl Fn(&StreamTarget, &Connection) -> bool) -> usize {
-        let mut n = 0;
-        for (t, list) in self.lock().iter_mut() {
-            for c in list.iter().filter(|c| pred(t, c)) {
-                c.close();
-                n += 1;
-            }
-            list.retain(|c| !c.is_closed());
-        }
-        n
-    }
-
     /// Returns a connection to `t`, opening one if needed.
     pub async fn get<H: Handler>(
         &self,
