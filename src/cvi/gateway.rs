@@ -30,13 +30,14 @@ use super::dtmf::{self, Collected, Collector};
 use super::meetings::is_conference_id;
 use crate::media::sdp;
 use crate::media::{MediaError, Relay, Side};
+use crate::role::Role;
 use crate::sip::body::leaves;
 use crate::sip::headers::{HeaderName, NameAddr};
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::parse::{Limits, find_head_end, parse_framed};
 use crate::sip::response::{ResponseBuilder, quote, random_token};
 use crate::sip::transport::outbound::{Pool, StreamTarget};
-use crate::sip::transport::{Connection, Handler, Inbound, Role, Source, Transport};
+use crate::sip::transport::{Connection, Handler, Inbound, Source, Transport};
 use crate::sip::uri::Uri;
 use crate::store::Store;
 
@@ -1251,7 +1252,7 @@ impl Gateway {
                     host: conn_host,
                     port,
                     server_name: (t == Transport::Tls).then(|| host.clone()),
-                    role: Role::Cvi,
+                    tag: Role::Cvi.tag(),
                     max_conns: 4,
                 };
                 let me = self.me.upgrade().ok_or("shutting down")?;
