@@ -9,6 +9,9 @@
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
+use rustls::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
 use crate::dns::Dns;
 use crate::federation::content;
@@ -24,8 +27,6 @@ use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology};
 use crate::sip::transport::outbound::{Pool, StreamTarget};
 use crate::sip::transport::{ConnectionTable, Role, Transport, TransportSettings};
 use crate::store::Store;
-use rustls::ClientConfig;
-use tokio_util::sync::CancellationToken;
 
 use super::error::ServeError;
 use super::listen::Sockets;

@@ -22,10 +22,10 @@ mod registry_events;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
