@@ -25,11 +25,11 @@ use crate::federation::content;
 use crate::federation::ig;
 use crate::federation::limits::Limits as RateLimits;
 use crate::federation::metrics::Metrics;
-use crate::federation::partner::PartnerState;
 use crate::federation::policy::{PROXY_EXTENSIONS, PolicyConfig};
 use crate::federation::product::{Minimums, Version};
 use crate::federation::registry::{Registry, RegistryEvent};
 use crate::federation::{Edge, RateConfig};
+use crate::model::partner::PartnerState;
 use crate::sip::parse::Limits;
 use crate::sip::proxy::txn::Timers;
 use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology};
@@ -589,7 +589,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         });
         match ready_rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServeError::Runtime(e)),
+            Ok(Err(e)) => return Err(ServeError::Runtime(e.to_string())),
             Err(_) => return Err(ServeError::Runtime("the DNS server did not start".into())),
         }
     }

@@ -36,6 +36,15 @@ pub enum SrvAnswer {
     Failed(String),
 }
 
+/// Why a host's addresses could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no A or AAAA record")]
+    NoAddress,
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Why the resolver could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("DNS resolver: {0}")]
@@ -126,14 +135,12 @@ impl Dns {
     }
 
     /// A and AAAA records of a host.
-    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, LookupError> {
         let name = format!("{}.", host.trim_end_matches('.'));
         match self.resolver.lookup_ip(name.as_str()).await {
             Ok(l) => Ok(l.iter().collect()),
-            Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
-                Err("no A or AAAA record".into())
-            }
-            Err(e) => Err(e.to_string()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Err(LookupError::NoAddress),
+            Err(e) => Err(LookupError::Failed(e.to_string())),
         }
     }
 }
@@ -143,6 +150,7 @@ impl HostResolver for Dns {
         &'a self,
         host: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>> {
-        Box::pin(Dns::addresses(self, host))
+        // The transport layer's resolver speaks in reasons, not types.
+        Box::pin(async move { Dns::addresses(self, host).await.map_err(|e| e.to_string()) })
     }
 }

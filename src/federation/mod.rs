@@ -1,6 +1,7 @@
 //! Who may talk to whom across the edge.
 //!
-//! `partner` is the record and its lifecycle, `fpa` the agreement a partner
+//! The partner record and its lifecycle are `model::partner` (below the
+//! store, which persists them); `fpa` is the agreement a partner
 //! submits, `registry` the live snapshot each node enforces, `policy` the
 //! one place that decides what crosses (with `content` and `product` for
 //! what a message carries and who sent it), `limits` the per-partner rates,
@@ -15,7 +16,6 @@ pub mod fpa;
 pub mod ig;
 pub mod limits;
 pub mod metrics;
-pub mod partner;
 pub mod policy;
 pub mod probe;
 pub mod product;
@@ -27,6 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::{info, warn};
 
+use crate::model::partner::Partner;
 use crate::sip::edit::Editor;
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
@@ -37,7 +38,6 @@ use crate::sip::transport::{Role, Source};
 use crate::store::Store;
 use limits::Limits;
 use metrics::Metrics;
-use partner::Partner;
 use policy::{PolicyConfig, diag};
 use registry::Registry;
 

@@ -13,11 +13,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::content::{self, Issue};
-use super::partner::{Partner, PartnerState};
 use super::product::{self, Minimums};
 use super::registry::Snapshot;
 use crate::dns::zone::directly_in;
 use crate::dns::{SrvAnswer, SrvTarget};
+use crate::model::partner::{Partner, PartnerState};
 use crate::sip::headers::{HeaderName, NameAddr};
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::{Decision, Forward, Hide, Hop, Reject, RequestInfo};
@@ -497,7 +497,11 @@ fn inbound(
         if let Some(ua) = ua
             && let Err(why) = product::check(ua, &cfg.products)
         {
-            return Verdict::of(Decision::Reject(Reject::new(403, why)), p, "product");
+            return Verdict::of(
+                Decision::Reject(Reject::new(403, why.to_string())),
+                p,
+                "product",
+            );
         }
     }
     if let Some(v) = content_verdict(msg, partner, cfg) {
@@ -626,7 +630,7 @@ pub fn srv_stream_target(partner: &Partner, t: &SrvTarget, max_conns: usize) -> 
         .details
         .address
         .as_deref()
-        .and_then(super::partner::parse_host_port)
+        .and_then(crate::model::partner::parse_host_port)
         .unwrap_or_else(|| (t.target.clone(), t.port));
     StreamTarget {
         transport: Transport::Tls,
@@ -644,7 +648,7 @@ pub fn partner_target(partner: &Partner, edge: &str, max_conns: usize) -> Stream
         .details
         .address
         .as_deref()
-        .and_then(super::partner::parse_host_port)
+        .and_then(crate::model::partner::parse_host_port)
         .unwrap_or_else(|| (edge.to_string(), 5061));
     StreamTarget {
         transport: Transport::Tls,
@@ -685,7 +689,7 @@ mod tests {
     use std::net::SocketAddr;
 
     fn partner(id: &str, domains: &[&str], edge: Option<&str>, state: PartnerState) -> Partner {
-        crate::federation::partner::sample(id, domains, edge, state)
+        crate::model::partner::sample(id, domains, edge, state)
     }
 
     fn snapshot() -> Snapshot {

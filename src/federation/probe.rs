@@ -17,9 +17,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::Decoder;
 
-use super::partner::Partner;
 use super::policy::partner_target;
 use crate::dns::Dns;
+use crate::model::partner::Partner;
 use crate::sip::framing::{StreamDecoder, StreamItem};
 use crate::sip::message::SipMessage;
 use crate::sip::parse::Limits;

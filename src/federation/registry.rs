@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::partner::{Partner, PartnerState};
+use crate::model::partner::{Partner, PartnerState};
 use crate::sip::transport::PeerIdentity;
 use crate::store::{Store, StoreError};
 
@@ -225,7 +225,7 @@ mod tests {
     use super::*;
 
     fn p(id: &str, domains: &[&str], edge: &str, state: PartnerState) -> Partner {
-        let mut p = crate::federation::partner::sample(id, domains, Some(edge), state);
+        let mut p = crate::model::partner::sample(id, domains, Some(edge), state);
         p.details.org_name = id.into();
         p
     }
