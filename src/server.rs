@@ -23,8 +23,8 @@ use crate::cvi::gateway::{Gateway, GatewayConfig};
 use crate::cvi::meetings::Dialling;
 use crate::federation::content;
 use crate::federation::ig;
-use crate::federation::limits::Limits as RateLimits;
 use crate::federation::metrics::Metrics;
+use crate::federation::policy::limits::Limits as RateLimits;
 use crate::federation::policy::{PROXY_EXTENSIONS, PolicyConfig};
 use crate::federation::product::{Minimums, Version};
 use crate::federation::registry::{Registry, RegistryEvent};
@@ -262,10 +262,7 @@ fn close_on_registry_events(
                     table.close_where(|c| {
                         c.role == Role::Federation
                             && c.identity.as_ref().is_some_and(|id| {
-                                !snap
-                                    .by_identity(id)
-                                    .iter()
-                                    .any(|p| p.state == PartnerState::Enabled)
+                                !crate::federation::identity::speaks_for_enabled(&snap, id)
                             })
                     });
                 }

@@ -13,6 +13,7 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 
+use super::zone::directly_in;
 use crate::sip::transport::outbound::HostResolver;
 
 /// One SRV target.
@@ -34,6 +35,42 @@ pub enum SrvAnswer {
     NotFound,
     /// The lookup itself failed (no answer, server failure, ...).
     Failed(String),
+}
+
+/// Why a domain's `_sipfederationtls._tcp` records name no usable edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoEdge {
+    /// Targets exist, but none is directly in the domain (the same-domain
+    /// rule); the targets it named.
+    OutsideDomain(Vec<String>),
+    /// The name does not exist or has no SRV record.
+    NotFound,
+    /// The lookup itself failed.
+    Failed(String),
+}
+
+impl SrvAnswer {
+    /// The targets, best first, that obey SfB's same-domain rule for
+    /// `domain` (a host directly in it), or why there are none. The one
+    /// place that chooses a partner's edge among its SRV records.
+    pub fn same_domain(&self, domain: &str) -> Result<Vec<&SrvTarget>, NoEdge> {
+        match self {
+            SrvAnswer::Targets(ts) => {
+                let valid: Vec<&SrvTarget> = ts
+                    .iter()
+                    .filter(|t| directly_in(&t.target, domain))
+                    .collect();
+                if valid.is_empty() {
+                    return Err(NoEdge::OutsideDomain(
+                        ts.iter().map(|t| t.target.clone()).collect(),
+                    ));
+                }
+                Ok(valid)
+            }
+            SrvAnswer::NotFound => Err(NoEdge::NotFound),
+            SrvAnswer::Failed(e) => Err(NoEdge::Failed(e.clone())),
+        }
+    }
 }
 
 /// Why a host's addresses could not be found.

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::Decoder;
 
-use super::policy::partner_target;
+use super::hop::{partner_hop, partner_target};
 use crate::dns::Dns;
 use crate::model::partner::Partner;
 use crate::sip::framing::{StreamDecoder, StreamItem};
@@ -52,14 +52,27 @@ fn step(name: &'static str, ok: bool, detail: impl Into<String>) -> Step {
     }
 }
 
+/// Why a request of the test got no final answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("send failed: {0}")]
+    Send(std::io::Error),
+    #[error("no final answer within {}", humantime::format_duration(*.0))]
+    NoAnswer(Duration),
+    #[error("the partner's edge closed the connection")]
+    Closed,
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+}
+
 async fn request(
     tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
     text: String,
     within: Duration,
-) -> Result<SipMessage, String> {
+) -> Result<SipMessage, ProbeError> {
     tls.write_all(text.as_bytes())
         .await
-        .map_err(|e| format!("send failed: {e}"))?;
+        .map_err(ProbeError::Send)?;
     let mut buf = BytesMut::new();
     let mut dec = StreamDecoder::new(Limits::default());
     let deadline = tokio::time::Instant::now() + within;
@@ -72,14 +85,9 @@ async fn request(
             }
         }
         match tokio::time::timeout_at(deadline, tls.read_buf(&mut buf)).await {
-            Err(_) => {
-                return Err(format!(
-                    "no final answer within {}",
-                    humantime::format_duration(within)
-                ));
-            }
-            Ok(Ok(0)) => return Err("the partner's edge closed the connection".into()),
-            Ok(Err(e)) => return Err(format!("read failed: {e}")),
+            Err(_) => return Err(ProbeError::NoAnswer(within)),
+            Ok(Ok(0)) => return Err(ProbeError::Closed),
+            Ok(Err(e)) => return Err(ProbeError::Read(e)),
             Ok(Ok(_)) => {}
         }
     }
@@ -113,7 +121,7 @@ pub async fn run(
     // An allowed partner server is pinned; an allowed domain is found by SRV.
     let target = match &partner.details.edge_fqdn {
         Some(edge) => partner_target(partner, edge, 1),
-        None => match super::partner_hop(dns, partner, domain, 1).await {
+        None => match partner_hop(dns, partner, domain, 1).await {
             Ok(t) => {
                 let name = t.server_name.clone().unwrap_or_default();
                 out.push(step(
@@ -124,7 +132,7 @@ pub async fn run(
                 t
             }
             Err(why) => {
-                out.push(step("srv", false, why));
+                out.push(step("srv", false, why.to_string()));
                 return out;
             }
         },
@@ -237,7 +245,7 @@ pub async fn run(
             out.push(step("options", ok, describe(&m)));
         }
         Err(e) => {
-            out.push(step("options", false, e));
+            out.push(step("options", false, e.to_string()));
             return out;
         }
     }
