@@ -108,16 +108,17 @@ fn describe(m: &SipMessage) -> String {
     d
 }
 
-/// Runs the steps in order; stops at the first one that cannot go on.
-pub async fn run(
+/// The steps up to a mutual TLS connection with the partner's edge:
+/// find it, resolve it, connect, handshake. Each step goes into `out`;
+/// `None` when one failed.
+async fn open(
     partner: &Partner,
     domain: &str,
     dns: &Dns,
     tls: Arc<rustls::ClientConfig>,
-    me: &Me,
     within: Duration,
-) -> Vec<Step> {
-    let mut out = Vec::new();
+    out: &mut Vec<Step>,
+) -> Option<(tokio_rustls::client::TlsStream<TcpStream>, String)> {
     // An allowed partner server is pinned; an allowed domain is found by SRV.
     let target = match &partner.details.edge_fqdn {
         Some(edge) => partner_target(partner, edge, 1),
@@ -133,7 +134,7 @@ pub async fn run(
             }
             Err(why) => {
                 out.push(step("srv", false, why.to_string()));
-                return out;
+                return None;
             }
         },
     };
@@ -154,7 +155,7 @@ pub async fn run(
                     false,
                     format!("{}:{}: {e}", target.host, target.port),
                 ));
-                return out;
+                return None;
             }
         },
     };
@@ -164,7 +165,7 @@ pub async fn run(
             false,
             format!("{} has no address", target.host),
         ));
-        return out;
+        return None;
     };
     out.push(step(
         "resolve",
@@ -175,11 +176,11 @@ pub async fn run(
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             out.push(step("connect", false, format!("{addr}: {e}")));
-            return out;
+            return None;
         }
         Err(_) => {
             out.push(step("connect", false, format!("{addr}: timed out")));
-            return out;
+            return None;
         }
     };
     out.push(step("connect", true, addr.to_string()));
@@ -189,9 +190,9 @@ pub async fn run(
             false,
             format!("{edge:?} is not a valid server name"),
         ));
-        return out;
+        return None;
     };
-    let mut stream =
+    let stream =
         match tokio::time::timeout(within, TlsConnector::from(tls).connect(name, tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -200,11 +201,11 @@ pub async fn run(
                     false,
                     crate::sip::transport::tls::describe_handshake_error(&e),
                 ));
-                return out;
+                return None;
             }
             Err(_) => {
                 out.push(step("tls", false, "handshake timed out"));
-                return out;
+                return None;
             }
         };
     let (_, conn) = stream.get_ref();
@@ -224,6 +225,22 @@ pub async fn run(
         format!("{version}, partner certificate names {names}; ours was accepted"),
     ));
 
+    Some((stream, edge))
+}
+
+/// Runs the steps in order; stops at the first one that cannot go on.
+pub async fn run(
+    partner: &Partner,
+    domain: &str,
+    dns: &Dns,
+    tls: Arc<rustls::ClientConfig>,
+    me: &Me,
+    within: Duration,
+) -> Vec<Step> {
+    let mut out = Vec::new();
+    let Some((mut stream, edge)) = open(partner, domain, dns, tls, within, &mut out).await else {
+        return out;
+    };
     let via = |b: &str| {
         format!(
             "SIP/2.0/TLS {}:{};branch=z9hG4bK-probe-{b}",

@@ -64,7 +64,7 @@ fn cfg() -> PolicyConfig {
         local_addrs: vec![IpAddr::from([127, 0, 0, 1])],
         partner_connections: 4,
         content: content::Rules {
-            body_types: crate::config::DEFAULT_BODY_TYPES
+            body_types: content::DEFAULT_BODY_TYPES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
