@@ -3,6 +3,10 @@
 //! from the system's resolver configuration or from one name server the
 //! configuration names (so labs and tests never depend on resolv.conf).
 //! Answers are cached for their TTL (positive and negative) by the resolver.
+//!
+//! Owns look-ups and the same-domain choice among SRV targets
+//! ([`SrvAnswer::same_domain`]). Never decides what a partner may do with
+//! the answer (that is `federation::policy`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -189,5 +193,50 @@ impl HostResolver for Dns {
     ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>> {
         // The transport layer's resolver speaks in reasons, not types.
         Box::pin(async move { Dns::addresses(self, host).await.map_err(|e| e.to_string()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(target: &str, port: u16) -> SrvTarget {
+        SrvTarget {
+            priority: 0,
+            weight: 0,
+            port,
+            target: target.into(),
+        }
+    }
+
+    /// The one same-domain choice: targets directly in the domain, best
+    /// first; otherwise why there is none.
+    #[test]
+    fn same_domain_targets() {
+        let a = SrvAnswer::Targets(vec![
+            t("edge.other.test", 5061),
+            t("sip.dom.test", 5071),
+            t("sip.sub.dom.test", 5061),
+        ]);
+        let got: Vec<(&str, u16)> = a
+            .same_domain("dom.test")
+            .unwrap()
+            .iter()
+            .map(|t| (t.target.as_str(), t.port))
+            .collect();
+        assert_eq!(got, [("sip.dom.test", 5071)]);
+        let outside = SrvAnswer::Targets(vec![t("sip.sub.dom.test", 5061)]);
+        assert_eq!(
+            outside.same_domain("dom.test"),
+            Err(NoEdge::OutsideDomain(vec!["sip.sub.dom.test".into()]))
+        );
+        assert_eq!(
+            SrvAnswer::NotFound.same_domain("dom.test"),
+            Err(NoEdge::NotFound)
+        );
+        assert_eq!(
+            SrvAnswer::Failed("timed out".into()).same_domain("dom.test"),
+            Err(NoEdge::Failed("timed out".into()))
+        );
     }
 }

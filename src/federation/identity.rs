@@ -77,3 +77,66 @@ pub fn unknown_domain(snap: &Snapshot, peer: &PeerIdentity, domain: &str) -> Ref
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::partner::sample;
+
+    fn id(names: &[&str]) -> PeerIdentity {
+        PeerIdentity {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            from_cn: false,
+            subject: String::new(),
+            serial: String::new(),
+        }
+    }
+
+    /// A certificate speaks for a partner through its pinned edge or,
+    /// without one, through a same-domain SRV target; hosted edges name
+    /// several partners.
+    #[test]
+    fn certificates_name_partners() {
+        let pinned = sample("a", &["a.test"], Some("sip.a.test"), PartnerState::Enabled);
+        assert_eq!(check(&id(&["sip.a.test"]), &pinned, "a.test", &[]), Ok(()));
+        let r = check(&id(&["sip.evil.test"]), &pinned, "a.test", &[]).unwrap_err();
+        assert_eq!(r.label(), "spoofed_domain");
+        let by_dns = sample("d", &["dom.test"], None, PartnerState::Enabled);
+        let target = SrvTarget {
+            priority: 0,
+            weight: 0,
+            port: 5061,
+            target: "sip.dom.test".into(),
+        };
+        assert_eq!(
+            check(&id(&["sip.dom.test"]), &by_dns, "dom.test", &[&target]),
+            Ok(())
+        );
+        assert!(check(&id(&["sip.a.test"]), &by_dns, "dom.test", &[&target]).is_err());
+        let snap = Snapshot::build(
+            1,
+            vec![
+                sample(
+                    "h1",
+                    &["h1.test"],
+                    Some("edge.host.test"),
+                    PartnerState::Suspended,
+                ),
+                sample(
+                    "h2",
+                    &["h2.test"],
+                    Some("edge.host.test"),
+                    PartnerState::Enabled,
+                ),
+            ],
+        );
+        let hosted = id(&["edge.host.test"]);
+        assert_eq!(partners_named(&snap, &hosted).len(), 2);
+        assert!(speaks_for_enabled(&snap, &hosted));
+        assert!(!speaks_for_enabled(&snap, &id(&["sip.a.test"])));
+        assert_eq!(
+            unknown_domain(&snap, &hosted, "z.test").label(),
+            "unknown_domain"
+        );
+    }
+}
