@@ -3,7 +3,8 @@
 //! The crate is layered so that data flows one way (bytes -> frame ->
 //! message -> identity -> policy -> forward): [`sip`] knows SIP only,
 //! [`federation`] decides who may talk to whom, [`media`] relays A/V media
-//! (it knows SDP, not SIP), [`store`] is the only place
+//! (it knows SDP, not SIP), [`model`] holds the pure domain records and
+//! rules that [`store`] persists, [`store`] is the only place
 //! with SQL, [`config`] reads the one TOML file, [`pki`] makes development
 //! certificates, [`admin`] serves HTTP, and [`server`] wires the pieces
 //! together for `fedge serve`. See docs/ARCHITECTURE.md.
@@ -14,6 +15,7 @@ pub mod cvi;
 pub mod dns;
 pub mod federation;
 pub mod firewall;
+pub mod model;
 pub mod pki;
 pub mod role;
 pub mod server;

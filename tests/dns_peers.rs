@@ -46,7 +46,11 @@ impl TestDns {
             rt.block_on(async move {
                 let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
                 let server = tokio::spawn(fedge::dns::server::serve(addr, zones, s2, ready_tx));
-                let _ = tx.send(ready_rx.await.unwrap_or_else(|_| Err("no answer".into())));
+                let ready = match ready_rx.await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("no answer".to_string()),
+                };
+                let _ = tx.send(ready);
                 let _ = server.await;
             });
         });

@@ -39,7 +39,11 @@ pub(super) async fn cvi_instructions(
     match state.store.cvi_meeting(&digits).await {
         Ok(Some((m, enrolled))) => {
             if let Err(why) = m.joinable(enrolled, &crate::store::now_rfc3339()) {
-                (StatusCode::NOT_FOUND, html, not_found_page(&digits, why))
+                (
+                    StatusCode::NOT_FOUND,
+                    html,
+                    not_found_page(&digits, why.as_str()),
+                )
             } else {
                 (
                     StatusCode::OK,

@@ -126,7 +126,7 @@ fn parse_expiry(raw: &str) -> Result<String, Failure> {
 
 /// The rows to enrol, or every reason why not.
 fn enrolments(a: &EnrolArgs, domains: &[String]) -> Result<Vec<Enrolment>, Failure> {
-    check_org(&a.org, &a.ods, a.teams_enabled).map_err(Failure::usage)?;
+    check_org(&a.org, &a.ods, a.teams_enabled).map_err(|e| Failure::usage(e.to_string()))?;
     let (source, good, bad): (String, Vec<(usize, String)>, Vec<RowError>) = match &a.csv {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -153,7 +153,10 @@ fn enrolments(a: &EnrolArgs, domains: &[String]) -> Result<Vec<Enrolment>, Failu
                         what: format!("{e} appears twice"),
                     }),
                     Ok(e) => good.push((i + 1, e)),
-                    Err(what) => bad.push(RowError { line: i + 1, what }),
+                    Err(e) => bad.push(RowError {
+                        line: i + 1,
+                        what: e.to_string(),
+                    }),
                 }
             }
             ("--email".to_string(), good, bad)
@@ -281,7 +284,7 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
                 .ok_or_else(|| Failure::usage(format!("no meeting has conference ID {id}")))?;
             let state = match m.joinable(enrolled, &fedge::store::now_rfc3339()) {
                 Ok(()) => "can be joined",
-                Err(why) => why,
+                Err(why) => why.as_str(),
             };
             if json {
                 let v = json!({"meeting": m, "state": state});

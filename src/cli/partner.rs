@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use fedge::federation::fpa;
-use fedge::federation::partner::{AuditEntry, Partner, PartnerDetails, PartnerState, Verb};
+use fedge::model::partner::{AuditEntry, Partner, PartnerDetails, PartnerState, Verb};
 use fedge::store::{Change, Store};
 
 use super::failure::Failure;
@@ -234,7 +234,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, Failure> {
 
 async fn add(a: AddArgs, store: &Store) -> Result<(), Failure> {
     let state: PartnerState = match &a.state {
-        Some(s) => s.parse().map_err(Failure::usage)?,
+        Some(s) => s
+            .parse::<PartnerState>()
+            .map_err(|e| Failure::usage(e.to_string()))?,
         None => PartnerState::Requested,
     };
     let mut details = match &a.from_fpa {
@@ -364,9 +366,9 @@ async fn update(u: UpdateArgs, store: &Store) -> Result<(), Failure> {
 async fn list(state: Option<String>, json: bool, store: &Store) -> Result<(), Failure> {
     let filter: Option<PartnerState> = state
         .as_deref()
-        .map(str::parse)
+        .map(str::parse::<PartnerState>)
         .transpose()
-        .map_err(Failure::usage)?;
+        .map_err(|e| Failure::usage(e.to_string()))?;
     let partners: Vec<Partner> = store
         .partners()
         .await

@@ -62,28 +62,8 @@ pub struct PolicyConfig {
     pub ig_warning_days: u32,
 }
 
-/// Body types allowed by default: IM, presence, SDP, multipart, typing
-/// and delivery notifications.
-pub const DEFAULT_BODY_TYPES: &[&str] = &[
-    "text/plain",
-    "text/html",
-    "text/rtf",
-    "application/sdp",
-    "multipart/alternative",
-    "multipart/mixed",
-    "multipart/related",
-    "application/im-iscomposing+xml",
-    "application/ms-imdn+xml",
-    "message/imdn+xml",
-    "application/pidf+xml",
-    "application/xpidf+xml",
-    "text/xml+msrtc.pidf",
-    "application/rlmi+xml",
-    "application/msrtc-event-categories+xml",
-    "application/msrtc-adrl-categorylist+xml",
-    "application/msrtc-category-publish+xml",
-    "application/xml",
-];
+/// Body types allowed by default (the content rule's own list).
+pub use crate::federation::content::DEFAULT_BODY_TYPES;
 
 impl Default for PolicyConfig {
     fn default() -> Self {

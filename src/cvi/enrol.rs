@@ -5,14 +5,7 @@
 //! column, headed `EmailAddress`). Pure: text in, rows or errors out, each
 //! error naming its line.
 
-/// One organiser to enrol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enrolment {
-    /// Lower-case.
-    pub email: String,
-    pub org_name: String,
-    pub ods_code: String,
-}
+pub use crate::model::cvi::Enrolment;
 
 /// A row that cannot be enrolled, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,13 +21,28 @@ impl std::fmt::Display for RowError {
     }
 }
 
+/// Why an address or an organisation cannot be enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrolError {
+    #[error("{given:?} is not an email address")]
+    NotAnEmail { given: String },
+    #[error("{email} is not in a domain enrolled here ({domains})")]
+    OtherDomain { email: String, domains: String },
+    #[error("--org names the organisation and may not be empty")]
+    NoOrgName,
+    #[error("--ods {given:?} is not an ODS code (letters and digits, up to 10)")]
+    NotOds { given: String },
+    #[error("--teams-enabled must confirm that Microsoft Teams is in these users' policy")]
+    TeamsNotConfirmed,
+}
+
 /// Checks an address: one `@`, a plausible local part, a domain of
 /// letters, digits and hyphens in dot-separated labels, and that domain
 /// (or a parent of it) in `domains`.
-pub fn check_email(email: &str, domains: &[String]) -> Result<String, String> {
+pub fn check_email(email: &str, domains: &[String]) -> Result<String, EnrolError> {
     let e = email.trim();
     let Some((local, domain)) = e.split_once('@') else {
-        return Err(format!("{e:?} is not an email address"));
+        return Err(EnrolError::NotAnEmail { given: e.into() });
     };
     let local_ok = !local.is_empty()
         && local.len() <= 64
@@ -54,7 +62,7 @@ pub fn check_email(email: &str, domains: &[String]) -> Result<String, String> {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if !local_ok || !domain_ok {
-        return Err(format!("{e:?} is not an email address"));
+        return Err(EnrolError::NotAnEmail { given: e.into() });
     }
     let d = domain.to_ascii_lowercase();
     let allowed = domains.iter().any(|a| {
@@ -62,29 +70,27 @@ pub fn check_email(email: &str, domains: &[String]) -> Result<String, String> {
         d == a || d.ends_with(&format!(".{a}"))
     });
     if !allowed {
-        return Err(format!(
-            "{e} is not in a domain enrolled here ({})",
-            domains.join(", ")
-        ));
+        return Err(EnrolError::OtherDomain {
+            email: e.into(),
+            domains: domains.join(", "),
+        });
     }
     Ok(e.to_ascii_lowercase())
 }
 
 /// The organisation fields every request carries.
-pub fn check_org(org_name: &str, ods_code: &str, teams_enabled: bool) -> Result<(), String> {
+pub fn check_org(org_name: &str, ods_code: &str, teams_enabled: bool) -> Result<(), EnrolError> {
     if org_name.trim().is_empty() {
-        return Err("--org names the organisation and may not be empty".into());
+        return Err(EnrolError::NoOrgName);
     }
     let ods = ods_code.trim();
     if ods.is_empty() || ods.len() > 10 || !ods.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(format!(
-            "--ods {ods_code:?} is not an ODS code (letters and digits, up to 10)"
-        ));
+        return Err(EnrolError::NotOds {
+            given: ods_code.into(),
+        });
     }
     if !teams_enabled {
-        return Err(
-            "--teams-enabled must confirm that Microsoft Teams is in these users' policy".into(),
-        );
+        return Err(EnrolError::TeamsNotConfirmed);
     }
     Ok(())
 }
@@ -158,7 +164,10 @@ pub fn check_rows(
                 what: format!("{e} appears twice"),
             }),
             Ok(e) => good.push((*line, e)),
-            Err(what) => bad.push(RowError { line: *line, what }),
+            Err(e) => bad.push(RowError {
+                line: *line,
+                what: e.to_string(),
+            }),
         }
     }
     (good, bad)
@@ -195,6 +204,7 @@ mod tests {
             assert!(
                 check_email(bad, &domains())
                     .unwrap_err()
+                    .to_string()
                     .contains("is not an email address"),
                 "{bad}"
             );
@@ -202,6 +212,7 @@ mod tests {
         assert!(
             check_email("jane@gmail.com", &domains())
                 .unwrap_err()
+                .to_string()
                 .contains("not in a domain enrolled here (nhs.net)")
         );
         assert!(check_email("jane@evilnhs.net", &domains()).is_err());
@@ -210,15 +221,22 @@ mod tests {
     #[test]
     fn organisation_fields() {
         assert!(check_org("Leeds Trust", "RR8", true).is_ok());
-        assert!(check_org("", "RR8", true).unwrap_err().contains("--org"));
+        assert!(
+            check_org("", "RR8", true)
+                .unwrap_err()
+                .to_string()
+                .contains("--org")
+        );
         assert!(
             check_org("Leeds", "R R8", true)
                 .unwrap_err()
+                .to_string()
                 .contains("ODS code")
         );
         assert!(
             check_org("Leeds", "RR8", false)
                 .unwrap_err()
+                .to_string()
                 .contains("--teams-enabled")
         );
     }

@@ -883,7 +883,7 @@ impl Gateway {
                 m.joinable(enrolled, &crate::store::now_rfc3339())
                     .map_err(|why| {
                         let why_id = format!("conference ID {id}: {why}");
-                        if why == crate::store::cvi::MEETING_ENDED {
+                        if why == crate::model::cvi::Unjoinable::Ended {
                             Refused::Ended(why_id)
                         } else {
                             Refused::NotFound(why_id)

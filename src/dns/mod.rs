@@ -8,4 +8,4 @@ pub mod resolve;
 pub mod server;
 pub mod zone;
 
-pub use resolve::{Dns, SrvAnswer, SrvTarget};
+pub use resolve::{Dns, LookupError, NoEdge, SrvAnswer, SrvTarget};

@@ -3,6 +3,10 @@
 //! from the system's resolver configuration or from one name server the
 //! configuration names (so labs and tests never depend on resolv.conf).
 //! Answers are cached for their TTL (positive and negative) by the resolver.
+//!
+//! Owns look-ups and the same-domain choice among SRV targets
+//! ([`SrvAnswer::same_domain`]). Never decides what a partner may do with
+//! the answer (that is `federation::policy`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -13,6 +17,7 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 
+use super::zone::directly_in;
 use crate::sip::transport::outbound::HostResolver;
 
 /// One SRV target.
@@ -33,6 +38,51 @@ pub enum SrvAnswer {
     /// The name does not exist or has no SRV record.
     NotFound,
     /// The lookup itself failed (no answer, server failure, ...).
+    Failed(String),
+}
+
+/// Why a domain's `_sipfederationtls._tcp` records name no usable edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoEdge {
+    /// Targets exist, but none is directly in the domain (the same-domain
+    /// rule); the targets it named.
+    OutsideDomain(Vec<String>),
+    /// The name does not exist or has no SRV record.
+    NotFound,
+    /// The lookup itself failed.
+    Failed(String),
+}
+
+impl SrvAnswer {
+    /// The targets, best first, that obey SfB's same-domain rule for
+    /// `domain` (a host directly in it), or why there are none. The one
+    /// place that chooses a partner's edge among its SRV records.
+    pub fn same_domain(&self, domain: &str) -> Result<Vec<&SrvTarget>, NoEdge> {
+        match self {
+            SrvAnswer::Targets(ts) => {
+                let valid: Vec<&SrvTarget> = ts
+                    .iter()
+                    .filter(|t| directly_in(&t.target, domain))
+                    .collect();
+                if valid.is_empty() {
+                    return Err(NoEdge::OutsideDomain(
+                        ts.iter().map(|t| t.target.clone()).collect(),
+                    ));
+                }
+                Ok(valid)
+            }
+            SrvAnswer::NotFound => Err(NoEdge::NotFound),
+            SrvAnswer::Failed(e) => Err(NoEdge::Failed(e.clone())),
+        }
+    }
+}
+
+/// Why a host's addresses could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no A or AAAA record")]
+    NoAddress,
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -126,14 +176,12 @@ impl Dns {
     }
 
     /// A and AAAA records of a host.
-    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, LookupError> {
         let name = format!("{}.", host.trim_end_matches('.'));
         match self.resolver.lookup_ip(name.as_str()).await {
             Ok(l) => Ok(l.iter().collect()),
-            Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
-                Err("no A or AAAA record".into())
-            }
-            Err(e) => Err(e.to_string()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Err(LookupError::NoAddress),
+            Err(e) => Err(LookupError::Failed(e.to_string())),
         }
     }
 }
@@ -143,6 +191,52 @@ impl HostResolver for Dns {
         &'a self,
         host: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>> {
-        Box::pin(Dns::addresses(self, host))
+        // The transport layer's resolver speaks in reasons, not types.
+        Box::pin(async move { Dns::addresses(self, host).await.map_err(|e| e.to_string()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(target: &str, port: u16) -> SrvTarget {
+        SrvTarget {
+            priority: 0,
+            weight: 0,
+            port,
+            target: target.into(),
+        }
+    }
+
+    /// The one same-domain choice: targets directly in the domain, best
+    /// first; otherwise why there is none.
+    #[test]
+    fn same_domain_targets() {
+        let a = SrvAnswer::Targets(vec![
+            t("edge.other.test", 5061),
+            t("sip.dom.test", 5071),
+            t("sip.sub.dom.test", 5061),
+        ]);
+        let got: Vec<(&str, u16)> = a
+            .same_domain("dom.test")
+            .unwrap()
+            .iter()
+            .map(|t| (t.target.as_str(), t.port))
+            .collect();
+        assert_eq!(got, [("sip.dom.test", 5071)]);
+        let outside = SrvAnswer::Targets(vec![t("sip.sub.dom.test", 5061)]);
+        assert_eq!(
+            outside.same_domain("dom.test"),
+            Err(NoEdge::OutsideDomain(vec!["sip.sub.dom.test".into()]))
+        );
+        assert_eq!(
+            SrvAnswer::NotFound.same_domain("dom.test"),
+            Err(NoEdge::NotFound)
+        );
+        assert_eq!(
+            SrvAnswer::Failed("timed out".into()).same_domain("dom.test"),
+            Err(NoEdge::Failed("timed out".into()))
+        );
     }
 }

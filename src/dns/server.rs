@@ -1,5 +1,7 @@
 //! The edge's own authoritative DNS server (hickory-server): loads the
 //! zone files of `dns::zone` and answers on UDP and TCP at `[dns] listen`.
+//!
+//! Owns serving; never builds zone text (that is `zone`) nor resolves.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -18,14 +20,14 @@ use tracing::{info, warn};
 use super::zone::ZoneText;
 
 /// Why the DNS server could not start.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DnsServerError {
     #[error("zone {origin}: {detail}")]
     Zone { origin: String, detail: String },
     #[error("cannot listen on {addr} for DNS: {source}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 }
 
@@ -55,17 +57,17 @@ pub fn catalog(zones: &[ZoneText]) -> Result<Catalog, DnsServerError> {
 }
 
 /// Serves `zones` on UDP and TCP at `addr` until shutdown; `ready` learns
-/// whether it could bind.
+/// whether it loaded the zones and could bind (the same error is returned).
 pub async fn serve(
     addr: SocketAddr,
     zones: Vec<ZoneText>,
     shutdown: CancellationToken,
-    ready: tokio::sync::oneshot::Sender<Result<(), String>>,
+    ready: tokio::sync::oneshot::Sender<Result<(), DnsServerError>>,
 ) -> Result<(), DnsServerError> {
     let catalog = match catalog(&zones) {
         Ok(c) => c,
         Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
+            let _ = ready.send(Err(e.clone()));
             return Err(e);
         }
     };
@@ -80,8 +82,11 @@ pub async fn serve(
             x
         }
         Err(source) => {
-            let e = DnsServerError::Bind { addr, source };
-            let _ = ready.send(Err(e.to_string()));
+            let e = DnsServerError::Bind {
+                addr,
+                source: Arc::new(source),
+            };
+            let _ = ready.send(Err(e.clone()));
             return Err(e);
         }
     };

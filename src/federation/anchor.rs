@@ -23,7 +23,6 @@ use crate::role::Role;
 use crate::sip::body::{leaves, range_in, replace_ranges};
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
-use crate::sip::proxy::Reject;
 
 /// The relay side of a SIP leg.
 pub fn side(role: Role) -> Side {
@@ -76,25 +75,13 @@ fn rewrite(
     Ok(Some(Bytes::from(replace_ranges(body, &edits))))
 }
 
-fn refusal(e: MediaError) -> Reject {
-    match e {
-        MediaError::Sdp(_) | MediaError::TooManyStreams(_) => {
-            Reject::new(488, format!("the SDP cannot be relayed: {e}"))
-        }
-        other => {
-            let mut r = Reject::new(
-                503,
-                format!("media for this call cannot be relayed: {other}"),
-            );
-            r.headers.push(("Retry-After".into(), "30".into()));
-            r
-        }
-    }
-}
-
 /// A request the policy lets through: its new body, or why the call cannot
-/// be carried.
-pub fn request(relay: &Arc<Relay>, req: &SipMessage, from: Role) -> Result<Option<Bytes>, Reject> {
+/// be carried (the answer is `Refusal::media`'s).
+pub fn request(
+    relay: &Arc<Relay>,
+    req: &SipMessage,
+    from: Role,
+) -> Result<Option<Bytes>, MediaError> {
     let (Some(method), Some(call)) = (req.method(), req.call_id()) else {
         return Ok(None);
     };
@@ -104,7 +91,7 @@ pub fn request(relay: &Arc<Relay>, req: &SipMessage, from: Role) -> Result<Optio
     let initial = *method == Method::Invite && req.to().is_none_or(|t| t.tag().is_none());
     if initial && req.body().is_empty() {
         // A late offer: keep the call's place; the offer comes in the 2xx.
-        return relay.reserve(call).map(|_| None).map_err(refusal);
+        return relay.reserve(call).map(|_| None);
     }
     // Offers in INVITE and UPDATE may open a session; answers (ACK, PRACK)
     // belong to one.
@@ -119,7 +106,7 @@ pub fn request(relay: &Arc<Relay>, req: &SipMessage, from: Role) -> Result<Optio
             );
             Ok(None)
         }
-        Err(e) => Err(refusal(e)),
+        Err(e) => Err(e),
     }
 }
 

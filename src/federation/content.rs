@@ -25,6 +25,29 @@ pub enum Issue {
     BodyTooLarge(usize),
 }
 
+/// Body types allowed by default: IM, presence, SDP, multipart, typing
+/// and delivery notifications.
+pub const DEFAULT_BODY_TYPES: &[&str] = &[
+    "text/plain",
+    "text/html",
+    "text/rtf",
+    "application/sdp",
+    "multipart/alternative",
+    "multipart/mixed",
+    "multipart/related",
+    "application/im-iscomposing+xml",
+    "application/ms-imdn+xml",
+    "message/imdn+xml",
+    "application/pidf+xml",
+    "application/xpidf+xml",
+    "text/xml+msrtc.pidf",
+    "application/rlmi+xml",
+    "application/msrtc-event-categories+xml",
+    "application/msrtc-adrl-categorylist+xml",
+    "application/msrtc-category-publish+xml",
+    "application/xml",
+];
+
 /// The configurable part of the rules.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -135,10 +158,7 @@ mod tests {
 
     fn rules() -> Rules {
         Rules {
-            body_types: crate::config::DEFAULT_BODY_TYPES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            body_types: DEFAULT_BODY_TYPES.iter().map(|s| s.to_string()).collect(),
             max_body: 4096,
         }
     }

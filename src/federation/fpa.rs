@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::partner::{Contacts, PartnerDetails};
+use crate::model::partner::{Contacts, PartnerDetails};
 
 /// The schema, built into the binary so the file on disk cannot drift from it.
 pub const SCHEMA: &str = include_str!("../../fpa-schemas/fpa.schema.json");
@@ -30,15 +30,24 @@ impl fmt::Display for Violation {
     }
 }
 
-fn validator() -> Result<&'static jsonschema::Validator, String> {
-    static V: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+/// The built-in schema could not be used (a defect of this build).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("FPA schema is not JSON: {0}")]
+    NotJson(String),
+    #[error("FPA schema is invalid: {0}")]
+    Invalid(String),
+}
+
+fn validator() -> Result<&'static jsonschema::Validator, SchemaError> {
+    static V: OnceLock<Result<jsonschema::Validator, SchemaError>> = OnceLock::new();
     V.get_or_init(|| {
         let schema: Value =
-            serde_json::from_str(SCHEMA).map_err(|e| format!("FPA schema is not JSON: {e}"))?;
+            serde_json::from_str(SCHEMA).map_err(|e| SchemaError::NotJson(e.to_string()))?;
         jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(&schema)
-            .map_err(|e| format!("FPA schema is invalid: {e}"))
+            .map_err(|e| SchemaError::Invalid(e.to_string()))
     })
     .as_ref()
     .map_err(Clone::clone)
@@ -64,7 +73,7 @@ pub fn parse(text: &str) -> Result<PartnerDetails, Vec<Violation>> {
     let v = validator().map_err(|e| {
         vec![Violation {
             path: "/".into(),
-            message: e,
+            message: e.to_string(),
         }]
     })?;
     let mut out: Vec<Violation> = v

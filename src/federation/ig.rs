@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::metrics::Metrics;
-use super::partner::{PartnerState, Verb};
 use super::registry::Registry;
+use crate::model::partner::{PartnerState, Verb};
 use crate::store::{Store, StoreError, today};
 
 const DAYS_LEFT: &str = "fedge_partner_ig_days_left";

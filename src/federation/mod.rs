@@ -1,82 +1,62 @@
 //! Who may talk to whom across the edge.
 //!
-//! `partner` is the record and its lifecycle, `fpa` the agreement a partner
-//! submits, `registry` the live snapshot each node enforces, `policy` the
-//! one place that decides what crosses (with `content` and `product` for
-//! what a message carries and who sent it), `limits` the per-partner rates,
-//! `metrics` the counters. [`Edge`] is the proxy's [`Router`]: it asks
-//! `policy::decide`, applies the rate limits to what the policy lets
-//! through, answers the onboarding IM test, counts every outcome, and
-//! keeps internal diagnostics from leaving towards partners.
+//! The partner record and its lifecycle are `model::partner` (below the
+//! store, which persists them); `fpa` is the agreement a partner submits,
+//! `registry` the live snapshot each node enforces, `identity` which
+//! partner a certificate names, `policy` the one place that decides what
+//! crosses and how (request rules by direction, rate limits, response
+//! edits; with `content` and `product` for what a message carries and who
+//! sent it), `refusal` every reason it refuses, `hop` where a partner's
+//! edge is, `metrics` the counters. [`Edge`] is the proxy's [`Router`]:
+//! thin glue that asks the policy, hands SDP to the media relay
+//! (`anchor`), answers the onboarding IM test and counts every outcome.
+//! It decides nothing itself.
 
 pub mod anchor;
 pub mod content;
 pub mod fpa;
+pub mod hop;
+pub mod identity;
 pub mod ig;
-pub mod limits;
 pub mod metrics;
-pub mod partner;
 pub mod policy;
 pub mod probe;
 pub mod product;
+pub mod refusal;
 pub mod registry;
 
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::model::partner::Partner;
 use crate::role::Role;
 use crate::sip::edit::Editor;
-use crate::sip::headers::HeaderName;
-use crate::sip::message::{Method, SipMessage};
+use crate::sip::message::SipMessage;
 use crate::sip::proxy::{Decision, Hop, Proxy, Reject, RequestInfo, Router};
 use crate::sip::request::RequestBuilder;
-use crate::sip::response::{quote, random_token};
+use crate::sip::response::random_token;
 use crate::sip::transport::Source;
 use crate::sip::transport::outbound::ConnectError;
 use crate::store::Store;
-use limits::Limits;
+use hop::partner_hop;
 use metrics::Metrics;
-use partner::Partner;
-use policy::{PolicyConfig, diag};
+use policy::limits::Limits;
+pub use policy::limits::RateConfig;
+use policy::{Outcome, PolicyConfig, Verdict};
+use refusal::Refusal;
 use registry::Registry;
 
-/// Where a partner's edge is: its pinned edge FQDN (an allowed partner
-/// server), or what `_sipfederationtls._tcp.<domain>` names (an allowed
-/// domain), under the same-domain rule.
-pub async fn partner_hop(
-    dns: &crate::dns::Dns,
-    partner: &Partner,
-    domain: &str,
-    max_conns: usize,
-) -> Result<crate::sip::transport::outbound::StreamTarget, String> {
-    use crate::dns::SrvAnswer;
-    match &partner.details.edge_fqdn {
-        Some(edge) => Ok(policy::partner_target(partner, edge, max_conns)),
-        None => match dns.federation_srv(domain).await {
-            SrvAnswer::Targets(ts) => ts
-                .iter()
-                .find(|t| crate::dns::zone::directly_in(&t.target, domain))
-                .map(|t| policy::srv_stream_target(partner, t, max_conns))
-                .ok_or_else(|| {
-                    format!("_sipfederationtls._tcp.{domain} names no host directly in {domain}")
-                }),
-            SrvAnswer::NotFound => Err(format!(
-                "{domain} publishes no _sipfederationtls._tcp SRV record"
-            )),
-            SrvAnswer::Failed(e) => Err(format!("DNS: {e}")),
-        },
-    }
-}
-
-/// Rates applied to partners' requests.
-#[derive(Debug, Clone)]
-pub struct RateConfig {
-    pub rate: u32,
-    pub burst: u32,
-    pub enumeration_limit: u32,
-    pub enumeration_window: Duration,
+/// Why the edge's reply to an IM test did not get through.
+#[derive(Debug, thiserror::Error)]
+enum ImTestFailure {
+    #[error("the partner's edge could not be found: {0}")]
+    NoEdge(hop::HopError),
+    #[error("the reply was refused with {0}")]
+    Refused(u16),
+    /// The proxy's reason (it reports failures as text).
+    #[error("the reply could not be delivered: {0}")]
+    Undelivered(String),
 }
 
 /// The federation edge's decisions, for the proxy core.
@@ -109,66 +89,6 @@ impl Edge {
             Role::Internal => "outbound",
             Role::Cvi => "cvi",
         }
-    }
-
-    /// Rate limits and the enumeration guard, for what the policy let through.
-    fn limit(
-        &self,
-        req: &SipMessage,
-        partner: &Partner,
-        info: &RequestInfo,
-    ) -> Option<(Reject, &'static str)> {
-        if req.method() == Some(&Method::Ack) {
-            return None;
-        }
-        let now = tokio::time::Instant::now();
-        let rate = partner
-            .details
-            .rate_limit
-            .as_deref()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(self.rates.rate);
-        let burst = self.rates.burst.max(rate);
-        if let Err(wait) = self.limits.take(&partner.id, rate, burst, now) {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            let mut r = Reject::new(
-                503,
-                format!(
-                    "partner {} exceeds its {rate} requests per second; retry after {secs} s",
-                    partner.details.org_name
-                ),
-            )
-            .diag(diag::TEMPORARILY);
-            r.headers.push(("Retry-After".into(), secs.to_string()));
-            return Some((r, "rate_limited"));
-        }
-        if !info.in_dialog {
-            let target = req
-                .request_uri()
-                .map(|u| {
-                    format!("{}@{}", u.user.unwrap_or(""), u.domain().unwrap_or(""))
-                        .to_ascii_lowercase()
-                })
-                .unwrap_or_default();
-            let w = self.rates.enumeration_window;
-            if !self
-                .limits
-                .reach(&partner.id, &target, self.rates.enumeration_limit, w, now)
-            {
-                let r = Reject::new(
-                    403,
-                    format!(
-                        "partner {} has reached {} distinct home addresses within {}; requests to new ones are refused",
-                        partner.details.org_name,
-                        self.rates.enumeration_limit,
-                        humantime::format_duration(w)
-                    ),
-                )
-                .diag(diag::NOT_AUTHORIZED);
-                return Some((r, "enumeration"));
-            }
-        }
-        None
     }
 
     /// Answers the onboarding IM test with a MESSAGE back to the sender,
@@ -213,17 +133,14 @@ impl Edge {
                     .build()
             };
             let outcome = match partner_hop(&dns, &partner, &domain, max).await {
-                Err(why) => Err(format!("the partner's edge could not be found: {why}")),
+                Err(why) => Err(ImTestFailure::NoEdge(why)),
                 Ok(t) => match proxy
                     .originate(Role::Federation.side(), &Hop::Stream(t), build)
                     .await
                 {
                     Ok(resp) if resp.status().is_some_and(|s| (200..300).contains(&s)) => Ok(()),
-                    Ok(resp) => Err(format!(
-                        "the reply was refused with {}",
-                        resp.status().unwrap_or(0)
-                    )),
-                    Err(e) => Err(format!("the reply could not be delivered: {e}")),
+                    Ok(resp) => Err(ImTestFailure::Refused(resp.status().unwrap_or(0))),
+                    Err(e) => Err(ImTestFailure::Undelivered(e)),
                 },
             };
             match outcome {
@@ -232,8 +149,7 @@ impl Edge {
                         Some(s) => s
                             .record_im_test(&partner.id, &from, "fedge")
                             .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()),
+                            .map(|_| ()),
                         None => Ok(()),
                     };
                     match recorded {
@@ -274,7 +190,7 @@ impl Edge {
         snap: &registry::Snapshot,
         srv: Option<&policy::SrvFacts>,
     ) -> Decision {
-        let v = policy::decide(
+        let mut v = policy::decide(
             req,
             Role::of(source.tag),
             source.identity.as_deref(),
@@ -283,56 +199,59 @@ impl Edge {
             &self.policy,
             srv,
         );
-        let dir = Edge::direction(Role::of(source.tag));
-        let partner_name = v
-            .partner
-            .as_ref()
-            .map(|p| p.name().to_string())
-            .unwrap_or_else(|| "-".into());
-        let mut decision = v.decision;
-        let mut rule = v.rule;
         // Everything a partner gets through is held to its rate, the
         // onboarding IM test's answer included (it costs a store write).
         if Role::of(source.tag) == Role::Federation
-            && matches!(decision, Decision::Forward(_) | Decision::Answer { .. })
+            && v.admitted()
             && let Some(p) = &v.partner
-            && let Some((r, why)) = self.limit(req, p, info)
+            && let Err(r) = policy::limits::check(
+                &self.limits,
+                &self.rates,
+                req,
+                p,
+                info,
+                tokio::time::Instant::now(),
+            )
         {
-            decision = Decision::Reject(r);
-            rule = why;
+            v = v.refused(r);
         }
-        if let (Decision::Forward(fwd), Some(relay)) = (&mut decision, &self.media) {
+        if let (Decision::Forward(fwd), Some(relay)) = (&mut v.decision, &self.media) {
             match anchor::request(relay, req, Role::of(source.tag)) {
                 Ok(body) => fwd.body = body,
-                Err(r) => {
-                    decision = Decision::Reject(r);
-                    rule = "media";
-                }
+                Err(e) => v = v.refused(Refusal::media(e)),
             }
         }
-        match &decision {
-            Decision::Reject(_) => self.metrics.inc(
-                REJECTIONS,
-                REJECTIONS_HELP,
-                &[
-                    ("rule", rule),
-                    ("partner", &partner_name),
-                    ("direction", dir),
-                ],
-            ),
-            _ => self.metrics.inc(
-                REQUESTS,
-                REQUESTS_HELP,
-                &[("outcome", rule), ("direction", dir)],
-            ),
-        }
+        self.count(&v, Role::of(source.tag));
         if v.im_test
-            && !matches!(decision, Decision::Reject(_))
-            && let Some(p) = v.partner
+            && let Some(p) = v.partner.clone()
         {
             self.im_test(req, p);
         }
-        decision
+        v.decision
+    }
+
+    /// One count per request: refusals by rule, the rest by outcome.
+    fn count(&self, v: &Verdict, role: Role) {
+        let dir = Edge::direction(role);
+        match &v.outcome {
+            Outcome::Refused(r) => {
+                let partner = v.partner.as_ref().map_or("-", |p| p.name());
+                self.metrics.inc(
+                    REJECTIONS,
+                    REJECTIONS_HELP,
+                    &[
+                        ("rule", r.label()),
+                        ("partner", partner),
+                        ("direction", dir),
+                    ],
+                )
+            }
+            Outcome::Admitted(a) => self.metrics.inc(
+                REQUESTS,
+                REQUESTS_HELP,
+                &[("outcome", a.label()), ("direction", dir)],
+            ),
+        }
     }
 }
 
@@ -356,12 +275,12 @@ impl Router for Edge {
             REJECTIONS,
             REJECTIONS_HELP,
             &[
-                ("rule", "next_hop_unreachable"),
+                ("rule", r.label()),
                 ("partner", "-"),
                 ("direction", Edge::direction(Role::of(source.tag))),
             ],
         );
-        r
+        r.reject()
     }
 
     fn refused(&self, req: &SipMessage, status: u16) {
@@ -376,51 +295,6 @@ impl Router for Edge {
         {
             ed.set_body(body);
         }
-        match Role::of(to.tag) {
-            // Internal diagnostics and the home pool's message signing
-            // (`targetname=` names a pool) never leave.
-            Role::Federation => {
-                ed.remove_all(HeaderName::MsDiagnostics);
-                ed.remove_header(policy::TRUST_HEADER);
-                for h in policy::INTERNAL_AUTH_HEADERS
-                    .iter()
-                    .chain(&policy::INTERNAL_HEADERS)
-                {
-                    ed.remove_header(h);
-                }
-                // A Warning's agent names the host that wrote it: only the
-                // edge's own leave.
-                for i in resp.indices(HeaderName::Warning) {
-                    let agent = resp.value(&resp.headers()[i]).split_whitespace().nth(1);
-                    if !agent.is_some_and(|a| a.eq_ignore_ascii_case(&self.policy.fqdn)) {
-                        ed.remove_value(i);
-                    }
-                }
-            }
-            Role::Cvi => {}
-            // A partner's failure without a diagnostic gets SfB's 1034, so
-            // the home side can tell "the partner said no" from "we said no".
-            Role::Internal => {
-                let failed = resp.status().is_some_and(|s| s >= 300);
-                let has_diag = resp.first(HeaderName::MsDiagnostics).is_some()
-                    || resp.first(HeaderName::MsDiagnosticsPublic).is_some();
-                if failed && !has_diag {
-                    let (code, text) = diag::NO_PEER_DIAGNOSTIC;
-                    let domain = resp
-                        .to()
-                        .and_then(|t| t.uri.domain().map(str::to_string))
-                        .unwrap_or_default();
-                    ed.append(
-                        "ms-diagnostics-public",
-                        &format!(
-                            "{code};reason={};Domain={};source={}",
-                            quote(text),
-                            quote(&domain),
-                            quote(&self.policy.fqdn)
-                        ),
-                    );
-                }
-            }
-        }
+        policy::responses::edit(resp, Role::of(to.tag), &self.policy, ed);
     }
 }

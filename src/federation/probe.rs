@@ -17,9 +17,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::Decoder;
 
-use super::partner::Partner;
-use super::policy::partner_target;
+use super::hop::{partner_hop, partner_target};
 use crate::dns::Dns;
+use crate::model::partner::Partner;
 use crate::sip::framing::{StreamDecoder, StreamItem};
 use crate::sip::message::SipMessage;
 use crate::sip::parse::Limits;
@@ -53,14 +53,25 @@ fn step(name: &'static str, ok: bool, detail: impl Into<String>) -> Step {
     }
 }
 
+/// Why a request of the test got no final answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("send failed: {0}")]
+    Send(std::io::Error),
+    #[error("no final answer within {}", humantime::format_duration(*.0))]
+    NoAnswer(Duration),
+    #[error("the partner's edge closed the connection")]
+    Closed,
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+}
+
 async fn request(
     tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
     text: bytes::Bytes,
     within: Duration,
-) -> Result<SipMessage, String> {
-    tls.write_all(&text)
-        .await
-        .map_err(|e| format!("send failed: {e}"))?;
+) -> Result<SipMessage, ProbeError> {
+    tls.write_all(&text).await.map_err(ProbeError::Send)?;
     let mut buf = BytesMut::new();
     let mut dec = StreamDecoder::new(Limits::default());
     let deadline = tokio::time::Instant::now() + within;
@@ -73,14 +84,9 @@ async fn request(
             }
         }
         match tokio::time::timeout_at(deadline, tls.read_buf(&mut buf)).await {
-            Err(_) => {
-                return Err(format!(
-                    "no final answer within {}",
-                    humantime::format_duration(within)
-                ));
-            }
-            Ok(Ok(0)) => return Err("the partner's edge closed the connection".into()),
-            Ok(Err(e)) => return Err(format!("read failed: {e}")),
+            Err(_) => return Err(ProbeError::NoAnswer(within)),
+            Ok(Ok(0)) => return Err(ProbeError::Closed),
+            Ok(Err(e)) => return Err(ProbeError::Read(e)),
             Ok(Ok(_)) => {}
         }
     }
@@ -101,20 +107,21 @@ fn describe(m: &SipMessage) -> String {
     d
 }
 
-/// Runs the steps in order; stops at the first one that cannot go on.
-pub async fn run(
+/// The steps up to a mutual TLS connection with the partner's edge:
+/// find it, resolve it, connect, handshake. Each step goes into `out`;
+/// `None` when one failed.
+async fn open(
     partner: &Partner,
     domain: &str,
     dns: &Dns,
     tls: Arc<rustls::ClientConfig>,
-    me: &Me,
     within: Duration,
-) -> Vec<Step> {
-    let mut out = Vec::new();
+    out: &mut Vec<Step>,
+) -> Option<(tokio_rustls::client::TlsStream<TcpStream>, String)> {
     // An allowed partner server is pinned; an allowed domain is found by SRV.
     let target = match &partner.details.edge_fqdn {
         Some(edge) => partner_target(partner, edge, 1),
-        None => match super::partner_hop(dns, partner, domain, 1).await {
+        None => match partner_hop(dns, partner, domain, 1).await {
             Ok(t) => {
                 let name = t.server_name.clone().unwrap_or_default();
                 out.push(step(
@@ -125,8 +132,8 @@ pub async fn run(
                 t
             }
             Err(why) => {
-                out.push(step("srv", false, why));
-                return out;
+                out.push(step("srv", false, why.to_string()));
+                return None;
             }
         },
     };
@@ -147,7 +154,7 @@ pub async fn run(
                     false,
                     format!("{}:{}: {e}", target.host, target.port),
                 ));
-                return out;
+                return None;
             }
         },
     };
@@ -157,7 +164,7 @@ pub async fn run(
             false,
             format!("{} has no address", target.host),
         ));
-        return out;
+        return None;
     };
     out.push(step(
         "resolve",
@@ -168,11 +175,11 @@ pub async fn run(
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             out.push(step("connect", false, format!("{addr}: {e}")));
-            return out;
+            return None;
         }
         Err(_) => {
             out.push(step("connect", false, format!("{addr}: timed out")));
-            return out;
+            return None;
         }
     };
     out.push(step("connect", true, addr.to_string()));
@@ -182,9 +189,9 @@ pub async fn run(
             false,
             format!("{edge:?} is not a valid server name"),
         ));
-        return out;
+        return None;
     };
-    let mut stream =
+    let stream =
         match tokio::time::timeout(within, TlsConnector::from(tls).connect(name, tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -193,11 +200,11 @@ pub async fn run(
                     false,
                     crate::sip::transport::tls::describe_handshake_error(&e),
                 ));
-                return out;
+                return None;
             }
             Err(_) => {
                 out.push(step("tls", false, "handshake timed out"));
-                return out;
+                return None;
             }
         };
     let (_, conn) = stream.get_ref();
@@ -217,6 +224,22 @@ pub async fn run(
         format!("{version}, partner certificate names {names}; ours was accepted"),
     ));
 
+    Some((stream, edge))
+}
+
+/// Runs the steps in order; stops at the first one that cannot go on.
+pub async fn run(
+    partner: &Partner,
+    domain: &str,
+    dns: &Dns,
+    tls: Arc<rustls::ClientConfig>,
+    me: &Me,
+    within: Duration,
+) -> Vec<Step> {
+    let mut out = Vec::new();
+    let Some((mut stream, edge)) = open(partner, domain, dns, tls, within, &mut out).await else {
+        return out;
+    };
     let via = |b: &str| {
         format!(
             "SIP/2.0/TLS {}:{};branch=z9hG4bK-probe-{b}",
@@ -235,7 +258,7 @@ pub async fn run(
             out.push(step("options", ok, describe(&m)));
         }
         Err(e) => {
-            out.push(step("options", false, e));
+            out.push(step("options", false, e.to_string()));
             return out;
         }
     }

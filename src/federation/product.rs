@@ -110,25 +110,41 @@ pub struct Minimums {
     pub allow_other: bool,
 }
 
-/// `Ok` when the product may federate, else the reason (naming what was
-/// seen and the minimum).
-pub fn check(value: &str, min: &Minimums) -> Result<(), String> {
+/// Why a product may not federate: each names what was seen and the minimum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProductRefusal {
+    #[error(
+        "Lync/Skype for Business client build {seen} is older than the oldest accepted, {min} (Lync 2010)"
+    )]
+    OldClient { seen: Version, min: Version },
+    #[error(
+        "Lync/Skype for Business server version {seen} is older than the oldest accepted, RTC/{min}"
+    )]
+    OldServer { seen: Version, min: Version },
+    #[error(
+        "{name} is not Lync or Skype for Business; only Lync 2010 ({min_client}) or later and Skype for Business federate here"
+    )]
+    NotLync { name: String, min_client: Version },
+}
+
+/// `Ok` when the product may federate, else why not.
+pub fn check(value: &str, min: &Minimums) -> Result<(), ProductRefusal> {
     match identify(value) {
         Product::Client(v) if v >= min.client => Ok(()),
-        Product::Client(v) => Err(format!(
-            "Lync/Skype for Business client build {v} is older than the oldest accepted, {} (Lync 2010)",
-            min.client
-        )),
+        Product::Client(seen) => Err(ProductRefusal::OldClient {
+            seen,
+            min: min.client.clone(),
+        }),
         Product::Server(v) if v >= min.server => Ok(()),
-        Product::Server(v) => Err(format!(
-            "Lync/Skype for Business server version {v} is older than the oldest accepted, RTC/{}",
-            min.server
-        )),
+        Product::Server(seen) => Err(ProductRefusal::OldServer {
+            seen,
+            min: min.server.clone(),
+        }),
         Product::Other(_) if min.allow_other => Ok(()),
-        Product::Other(name) => Err(format!(
-            "{name} is not Lync or Skype for Business; only Lync 2010 ({}) or later and Skype for Business federate here",
-            min.client
-        )),
+        Product::Other(name) => Err(ProductRefusal::NotLync {
+            name,
+            min_client: min.client.clone(),
+        }),
     }
 }
 
@@ -206,7 +222,8 @@ mod tests {
         for (ua, ok, frag) in rows {
             match check(ua, &min()) {
                 Ok(()) => assert!(*ok, "{ua} was accepted"),
-                Err(reason) => {
+                Err(refusal) => {
+                    let reason = refusal.to_string();
                     assert!(!*ok, "{ua} was refused: {reason}");
                     assert!(reason.contains(frag), "{ua}: {reason:?} lacks {frag:?}");
                 }

@@ -17,8 +17,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::partner::{Partner, PartnerState};
-use crate::sip::transport::PeerIdentity;
+use crate::model::partner::{Partner, PartnerState};
 use crate::store::{Store, StoreError};
 
 /// An immutable view of the registry at one version.
@@ -70,11 +69,6 @@ impl Snapshot {
             .get(&f)
             .map(|ids| ids.iter().filter_map(|id| self.partners.get(id)).collect())
             .unwrap_or_default()
-    }
-
-    /// Live partners whose edge FQDN the certificate names.
-    pub fn by_identity(&self, id: &PeerIdentity) -> Vec<&Arc<Partner>> {
-        id.names.iter().flat_map(|n| self.by_edge(n)).collect()
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Partner>> {
@@ -225,7 +219,7 @@ mod tests {
     use super::*;
 
     fn p(id: &str, domains: &[&str], edge: &str, state: PartnerState) -> Partner {
-        let mut p = crate::federation::partner::sample(id, domains, Some(edge), state);
+        let mut p = crate::model::partner::sample(id, domains, Some(edge), state);
         p.details.org_name = id.into();
         p
     }

@@ -266,7 +266,7 @@ async fn start_dns(
     });
     match ready_rx.await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ServeError::Runtime(e)),
+        Ok(Err(e)) => Err(ServeError::Runtime(e.to_string())),
         Err(_) => Err(ServeError::Runtime("the DNS server did not start".into())),
     }
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::federation::partner::PartnerState;
 use crate::federation::registry::{Registry, RegistryEvent};
+use crate::model::partner::PartnerState;
 use crate::role::Role;
 use crate::sip::transport::ConnectionTable;
 
@@ -59,10 +59,7 @@ pub(super) fn close_on_registry_events(
                     table.close_where(|c| {
                         Role::of(c.tag) == Role::Federation
                             && c.identity.as_ref().is_some_and(|id| {
-                                !snap
-                                    .by_identity(id)
-                                    .iter()
-                                    .any(|p| p.state == PartnerState::Enabled)
+                                !crate::federation::identity::speaks_for_enabled(&snap, id)
                             })
                     });
                 }

@@ -1,55 +1,12 @@
 //! CVI organisers and meetings in the database: enrolment (all rows in one
 //! transaction), withdrawal, and meetings with their unique conference IDs.
+//! The records and the joinable rule are `model::cvi`; this module only
+//! reads and writes them.
 
-use serde::Serialize;
 use sqlx::Row;
 
 use super::{Store, StoreError, now_rfc3339};
-use crate::cvi::enrol::Enrolment;
-
-/// An enrolled (or withdrawn) organiser.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Organiser {
-    pub email: String,
-    pub org_name: String,
-    pub ods_code: String,
-    pub enrolled_at: String,
-    pub enrolled_by: String,
-    pub withdrawn_at: Option<String>,
-}
-
-/// Why an ended meeting cannot be joined (as `Meeting::joinable` says it).
-pub const MEETING_ENDED: &str = "the meeting has ended";
-
-/// A meeting's VTC details.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Meeting {
-    pub conference_id: String,
-    pub organiser: String,
-    pub subject: Option<String>,
-    pub created_at: String,
-    /// RFC 3339; `None` for no expiry.
-    pub expires_at: Option<String>,
-}
-
-impl Meeting {
-    /// True once `expires_at` has passed (compared as RFC 3339 UTC text).
-    pub fn expired(&self, now: &str) -> bool {
-        self.expires_at.as_deref().is_some_and(|e| e <= now)
-    }
-
-    /// Whether the meeting can be joined at `now`, or why not: an ended
-    /// meeting says so first (whatever became of its organiser since).
-    pub fn joinable(&self, organiser_enrolled: bool, now: &str) -> Result<(), &'static str> {
-        if self.expired(now) {
-            Err(MEETING_ENDED)
-        } else if !organiser_enrolled {
-            Err("its organiser is no longer enrolled")
-        } else {
-            Ok(())
-        }
-    }
-}
+use crate::model::cvi::{Enrolment, Meeting, Organiser};
 
 fn organiser_of(r: &sqlx::any::AnyRow) -> Result<Organiser, sqlx::Error> {
     Ok(Organiser {
@@ -200,39 +157,5 @@ impl Store {
             },
             withdrawn.is_none(),
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_ended_meeting_says_so_before_its_organiser() {
-        let m = |expires: Option<&str>| Meeting {
-            conference_id: "1234567890".into(),
-            organiser: "a@nhs.net".into(),
-            subject: None,
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            expires_at: expires.map(str::to_string),
-        };
-        let now = "2026-06-01T00:00:00.000Z";
-        assert_eq!(m(None).joinable(true, now), Ok(()));
-        assert_eq!(
-            m(Some("2026-06-01T00:00:00.001Z")).joinable(true, now),
-            Ok(())
-        );
-        assert_eq!(
-            m(Some(now)).joinable(true, now),
-            Err("the meeting has ended")
-        );
-        assert_eq!(
-            m(Some("2026-05-01T00:00:00.000Z")).joinable(false, now),
-            Err("the meeting has ended")
-        );
-        assert_eq!(
-            m(None).joinable(false, now),
-            Err("its organiser is no longer enrolled")
-        );
     }
 }

@@ -16,7 +16,7 @@ mod partners;
 
 pub use partners::{Change, now_rfc3339, today};
 
-use crate::federation::partner::TransitionError;
+use crate::model::partner::TransitionError;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

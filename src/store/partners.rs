@@ -4,15 +4,15 @@
 //! Every change runs in one transaction that writes the partner, appends
 //! its audit entry and bumps the registry version, and returns only after
 //! the commit. The lifecycle rules themselves come from
-//! `federation::partner`; this module only persists their outcome.
+//! `model::partner`; this module only persists their outcome.
 
 use rand::Rng as _;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{Store, StoreError};
-use crate::federation::partner::{
-    AuditEntry, FIELDS, Partner, PartnerDetails, PartnerState, TransitionError, Verb,
+use crate::model::partner::{
+    AuditEntry, FIELDS, Partner, PartnerDetails, PartnerState, TransitionError, UnknownState, Verb,
     check_enableable, transition,
 };
 
@@ -65,7 +65,7 @@ fn partner_from_row(row: &AnyRow, domains: Vec<String>) -> Result<Partner, Store
     let state: String = row.try_get("state")?;
     let state: PartnerState = state
         .parse()
-        .map_err(|e: String| StoreError::Corrupt(format!("partner state: {e}")))?;
+        .map_err(|e: UnknownState| StoreError::Corrupt(format!("partner state: {e}")))?;
     let mut details = PartnerDetails {
         org_name: row.try_get("org_name")?,
         domains,
@@ -581,7 +581,7 @@ impl Store {
         let state = |s: Option<String>| -> Result<Option<PartnerState>, StoreError> {
             s.map(|s| {
                 s.parse()
-                    .map_err(|e: String| StoreError::Corrupt(format!("audit state: {e}")))
+                    .map_err(|e: UnknownState| StoreError::Corrupt(format!("audit state: {e}")))
             })
             .transpose()
         };

@@ -5,8 +5,9 @@
 //!
 //! Owns the rules of the lifecycle as a pure table: which verb moves which
 //! state where, which verbs need a reason, and what must be true before a
-//! partner may be enabled. Persisting is `store`'s job; acting on a
-//! partner's state is the proxy's.
+//! partner may be enabled. Never does I/O: persisting is `store`'s job
+//! (it applies [`transition`] inside its transaction), acting on a
+//! partner's state is `federation`'s.
 
 use std::fmt;
 use std::str::FromStr;
@@ -77,22 +78,22 @@ impl fmt::Display for PartnerState {
     }
 }
 
+/// A state name that is not one of [`ALL_STATES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown state {given:?}; states are {}", ALL_STATES.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))]
+pub struct UnknownState {
+    pub given: String,
+}
+
 impl FromStr for PartnerState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
         ALL_STATES
             .iter()
             .find(|st| st.as_str() == s)
             .copied()
-            .ok_or_else(|| {
-                format!(
-                    "unknown state {s:?}; states are {}",
-                    ALL_STATES
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+            .ok_or_else(|| UnknownState {
+                given: s.to_string(),
             })
     }
 }
@@ -159,14 +160,23 @@ impl fmt::Display for Verb {
     }
 }
 
+/// A verb name that is not one of [`ALL_VERBS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown verb {given:?}")]
+pub struct UnknownVerb {
+    pub given: String,
+}
+
 impl FromStr for Verb {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownVerb;
+    fn from_str(s: &str) -> Result<Self, UnknownVerb> {
         ALL_VERBS
             .iter()
             .find(|v| v.as_str() == s)
             .copied()
-            .ok_or_else(|| format!("unknown verb {s:?}"))
+            .ok_or_else(|| UnknownVerb {
+                given: s.to_string(),
+            })
     }
 }
 

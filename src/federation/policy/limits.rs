@@ -2,15 +2,78 @@
 //! user-enumeration guard (a partner may reach only so many distinct home
 //! addresses per window).
 //!
-//! Owns the counting state. Time is an argument, so the rules are tested
-//! without waiting; memory is bounded by the number of partners and, per
-//! partner, by the enumeration limit.
+//! Owns the counting state and the rule applied to what the rest of the
+//! policy lets through ([`check`]). Time is an argument, so the rules are
+//! tested without waiting; memory is bounded by the number of partners
+//! and, per partner, by the enumeration limit. Never counts metrics.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::federation::refusal::Refusal;
+use crate::model::partner::Partner;
+use crate::sip::message::{Method, SipMessage};
+use crate::sip::proxy::RequestInfo;
+
+/// Rates applied to partners' requests.
+#[derive(Debug, Clone)]
+pub struct RateConfig {
+    pub rate: u32,
+    pub burst: u32,
+    pub enumeration_limit: u32,
+    pub enumeration_window: Duration,
+}
+
+/// Holds a partner's request to its rate (its record's `rate_limit`, else
+/// the configured one) and, out of dialog, to the enumeration guard.
+/// ACKs are not counted.
+pub fn check(
+    limits: &Limits,
+    rates: &RateConfig,
+    req: &SipMessage,
+    partner: &Partner,
+    info: &RequestInfo,
+    now: Instant,
+) -> Result<(), Refusal> {
+    if req.method() == Some(&Method::Ack) {
+        return Ok(());
+    }
+    let rate = partner
+        .details
+        .rate_limit
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(rates.rate);
+    let burst = rates.burst.max(rate);
+    if let Err(wait) = limits.take(&partner.id, rate, burst, now) {
+        return Err(Refusal::RateLimited {
+            org: partner.details.org_name.clone(),
+            rate,
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
+    if !info.in_dialog {
+        let target = req
+            .request_uri()
+            .map(|u| {
+                format!("{}@{}", u.user.unwrap_or(""), u.domain().unwrap_or(""))
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let (limit, window) = (rates.enumeration_limit, rates.enumeration_window);
+        if !limits.reach(&partner.id, &target, limit, window, now) {
+            return Err(Refusal::Enumeration {
+                org: partner.details.org_name.clone(),
+                limit,
+                window,
+            });
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug)]
 struct Bucket {
