@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::media::MediaError;
 use crate::model::partner::PartnerState;
 use crate::sip::proxy::Reject;
+use crate::sip::response::quote;
 use crate::sip::transport::outbound::ConnectError;
 
 use super::product::ProductRefusal;
@@ -354,16 +355,45 @@ impl Refusal {
         }
     }
 
-    /// The answer for the proxy to send.
+    /// The answer for the proxy to send: the SfB diagnostic first (as
+    /// `ms-diagnostics-public`, what partners' servers and admins read),
+    /// then the refusal's own headers.
     pub fn reject(&self) -> Reject {
+        let mut headers: Vec<(String, String)> = self
+            .diagnostic()
+            .map(diagnostic_header)
+            .into_iter()
+            .collect();
+        headers.extend(self.headers());
         Reject {
             status: self.status(),
             reason: self.to_string(),
             warn_code: self.warn_code(),
-            diagnostic: self.diagnostic(),
-            headers: self.headers(),
+            code: self.diagnostic().map(|d| d.0),
+            headers,
         }
     }
+}
+
+/// The header that carries an SfB diagnostic code and its standard text
+/// (`ms-diagnostics-public: 1034;reason="..."`).
+pub fn diagnostic_header((code, text): (u16, &'static str)) -> (String, String) {
+    (
+        DIAGNOSTIC_HEADER.to_string(),
+        format!("{code};reason={}", quote(text)),
+    )
+}
+
+/// The diagnostic header's name.
+pub const DIAGNOSTIC_HEADER: &str = "ms-diagnostics-public";
+
+/// The SfB diagnostic code a refusal carries, read back from its headers.
+pub fn diagnostic_code(r: &Reject) -> Option<u16> {
+    r.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(DIAGNOSTIC_HEADER))
+        .and_then(|(_, v)| v.split(';').next())
+        .and_then(|c| c.trim().parse().ok())
 }
 
 impl fmt::Display for Refusal {
@@ -521,23 +551,35 @@ mod tests {
         };
         let j = r.reject();
         assert_eq!(
-            (j.status, j.warn_code, j.diagnostic.map(|d| d.0)),
+            (j.status, j.warn_code, diagnostic_code(&j)),
             (503, 399, Some(1007))
         );
-        assert_eq!(j.headers, [("Retry-After".into(), "2".into())]);
+        assert_eq!(
+            j.headers,
+            [
+                (
+                    "ms-diagnostics-public".into(),
+                    "1007;reason=\"Temporarily cannot route\"".into()
+                ),
+                ("Retry-After".into(), "2".into())
+            ]
+        );
         assert_eq!(
             j.reason,
             "partner Org exceeds its 20 requests per second; retry after 2 s"
         );
         let j = Refusal::FileTransfer { what: "x" }.reject();
-        assert_eq!((j.status, j.warn_code, j.diagnostic), (606, 309, None));
+        assert_eq!(
+            (j.status, j.warn_code, diagnostic_code(&j)),
+            (606, 309, None)
+        );
         let j = Refusal::Enumeration {
             org: "Org".into(),
             limit: 3,
             window: Duration::from_secs(3600),
         }
         .reject();
-        assert_eq!((j.status, j.diagnostic.map(|d| d.0)), (403, Some(1002)));
+        assert_eq!((j.status, diagnostic_code(&j)), (403, Some(1002)));
         assert!(
             j.reason
                 .ends_with("within 1h; requests to new ones are refused")

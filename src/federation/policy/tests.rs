@@ -5,6 +5,7 @@
 use super::*;
 use crate::dns::SrvTarget;
 use crate::federation::product::Version;
+use crate::federation::refusal::diagnostic_code;
 use crate::model::partner::PartnerState;
 use crate::sip::parse::{Limits, find_head_end, parse_framed};
 use crate::sip::proxy::Hide;
@@ -131,12 +132,7 @@ fn inbound_of(m: &SipMessage, peer: &[&str]) -> Verdict {
 
 fn reject(v: &Verdict) -> (u16, u16, Option<u16>, String) {
     match &v.decision {
-        Decision::Reject(r) => (
-            r.status,
-            r.warn_code,
-            r.diagnostic.map(|d| d.0),
-            r.reason.clone(),
-        ),
+        Decision::Reject(r) => (r.status, r.warn_code, diagnostic_code(r), r.reason.clone()),
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -587,15 +583,11 @@ fn connection_failures_carry_sfb_codes() {
         name_mismatch,
     };
     assert_eq!(
-        forward_failed(Role::Internal, &t(true))
-            .diagnostic
-            .map(|d| d.0),
+        diagnostic_code(&forward_failed(Role::Internal, &t(true))),
         Some(1010)
     );
     assert_eq!(
-        forward_failed(Role::Internal, &t(false))
-            .diagnostic
-            .map(|d| d.0),
+        diagnostic_code(&forward_failed(Role::Internal, &t(false))),
         Some(1047)
     );
     let r = forward_failed(
@@ -605,7 +597,7 @@ fn connection_failures_carry_sfb_codes() {
             detail: "nx".into(),
         },
     );
-    assert_eq!((r.status, r.diagnostic.map(|d| d.0)), (504, Some(1014)));
+    assert_eq!((r.status, diagnostic_code(&r)), (504, Some(1014)));
     let r = forward_failed(
         Role::Federation,
         &ConnectError::Timeout {

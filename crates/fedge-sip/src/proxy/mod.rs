@@ -32,7 +32,7 @@ use super::edit::Editor;
 use super::headers::{HeaderName, NameAddr};
 use super::message::{Method, SipMessage};
 use super::parse::{Limits, find_head_end, parse_framed};
-use super::response::{ResponseBuilder, quote, random_token};
+use super::response::{ResponseBuilder, random_token};
 use super::transport::outbound::Pool;
 use super::transport::{Handler, Inbound, Side, Source};
 use super::uri::{Host, Uri};
@@ -187,12 +187,6 @@ impl<R: Router> Proxy<R> {
     fn reject_bytes(&self, req: &SipMessage, r: &Reject) -> Bytes {
         let mut b =
             ResponseBuilder::new(req, r.status).warning(r.warn_code, &self.cfg.agent, &r.reason);
-        if let Some((code, text)) = r.diagnostic {
-            b = b.header(
-                "ms-diagnostics-public",
-                format!("{code};reason={}", quote(text)),
-            );
-        }
         for (n, v) in &r.headers {
             b = b.header(n.clone(), v.clone());
         }
@@ -206,7 +200,7 @@ impl<R: Router> Proxy<R> {
             remote = %source.remote,
             identity = %source.identity.as_ref().map(|i| i.to_string()).unwrap_or_default(),
             status = r.status,
-            diagnostic = r.diagnostic.map(|d| d.0).unwrap_or(0),
+            diagnostic = r.code.unwrap_or(0),
             reason = %r.reason,
             request = %req.summary(),
             from = req.from().map(|f| f.uri.raw.to_string()).unwrap_or_default(),

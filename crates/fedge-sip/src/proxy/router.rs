@@ -84,14 +84,17 @@ pub struct Forward {
     pub body: Option<Bytes>,
 }
 
-/// A refusal: status, reason (Warning text and log), and optionally the
-/// `ms-diagnostics-public` code and text.
+/// A refusal: status, reason (Warning text and log), and the headers the
+/// answer carries besides the Warning (the application's own, such as
+/// Retry-After or a vendor diagnostic), in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     pub status: u16,
     pub reason: String,
     pub warn_code: u16,
-    pub diagnostic: Option<(u16, &'static str)>,
+    /// The application's diagnostic code for this refusal, logged with it
+    /// (the header that carries it, if any, is among `headers`).
+    pub code: Option<u16>,
     pub headers: Vec<(String, String)>,
 }
 
@@ -101,15 +104,9 @@ impl Reject {
             status,
             reason: reason.into(),
             warn_code: 399,
-            diagnostic: None,
+            code: None,
             headers: Vec::new(),
         }
-    }
-
-    /// Adds the `ms-diagnostics-public` code and its standard text.
-    pub fn diag(mut self, (code, text): (u16, &'static str)) -> Reject {
-        self.diagnostic = Some((code, text));
-        self
     }
 }
 
