@@ -14,8 +14,11 @@ pub mod cvi;
 pub mod dns;
 pub mod federation;
 pub mod firewall;
-pub mod media;
 pub mod pki;
 pub mod server;
-pub mod sip;
 pub mod store;
+
+/// The media relay (crate `fedge-media`).
+pub use fedge_media as media;
+/// The SIP layer (crate `fedge-sip`), under the name the application has always used.
+pub use fedge_sip as sip;

@@ -124,10 +124,7 @@ pub fn identity_of(
             if refuse_wildcards {
                 return Err(IdentityError::Wildcard(n.clone()));
             }
-        } else if crate::sip::uri::parse_host(n)
-            .map(|h| h.is_ip())
-            .unwrap_or(true)
-        {
+        } else if crate::uri::parse_host(n).map(|h| h.is_ip()).unwrap_or(true) {
             return Err(IdentityError::BadName(n.clone()));
         }
     }

@@ -202,7 +202,7 @@ impl<'m> ResponseBuilder<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::parse::{Limits, find_head_end, parse_framed};
+    use crate::parse::{Limits, find_head_end, parse_framed};
 
     #[test]
     fn error_response_echoes_the_transaction_headers() {

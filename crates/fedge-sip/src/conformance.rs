@@ -13,7 +13,7 @@ use super::parse::Limits;
 use super::validate::check_request;
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/rfc4475")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/rfc4475")
 }
 
 struct Row {

@@ -254,7 +254,7 @@ impl<'m> Editor<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::parse::{Limits, find_head_end, parse_framed};
+    use crate::parse::{Limits, find_head_end, parse_framed};
 
     fn parse(s: &str) -> SipMessage {
         let raw = Bytes::copy_from_slice(s.as_bytes());

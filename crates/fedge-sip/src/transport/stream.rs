@@ -25,9 +25,9 @@ use super::{
     Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Role, Source, Transport,
     TransportSettings,
 };
-use crate::sip::framing::{StreamDecoder, StreamError, StreamItem};
-use crate::sip::parse::Rejected;
-use crate::sip::response::ResponseBuilder;
+use crate::framing::{StreamDecoder, StreamError, StreamItem};
+use crate::parse::Rejected;
+use crate::response::ResponseBuilder;
 
 /// Send queue depth per connection; a peer that lets it fill is not reading.
 const SEND_QUEUE: usize = 512;
@@ -384,7 +384,7 @@ fn answer_rejection(r: &Rejected, source: &Source, settings: &TransportSettings,
     if let (Some(req), true) = (&r.partial, r.is_request()) {
         if req
             .method()
-            .is_some_and(|m| *m == crate::sip::message::Method::Ack)
+            .is_some_and(|m| *m == crate::message::Method::Ack)
         {
             return; // ACK is never answered
         }
@@ -397,7 +397,7 @@ fn answer_rejection(r: &Rejected, source: &Source, settings: &TransportSettings,
 
 /// The response to a malformed request.
 pub(crate) fn build_rejection(
-    req: &crate::sip::message::SipMessage,
+    req: &crate::message::SipMessage,
     r: &Rejected,
     settings: &TransportSettings,
 ) -> Bytes {

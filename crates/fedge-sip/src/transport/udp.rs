@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Handler, Inbound, Role, Source, Transport, TransportSettings};
-use crate::sip::framing::{DatagramItem, parse_datagram};
-use crate::sip::message::Method;
+use crate::framing::{DatagramItem, parse_datagram};
+use crate::message::Method;
 
 /// Largest datagram accepted (the UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;

@@ -20,10 +20,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::aead;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::sip::edit::Editor;
-use crate::sip::headers::{HeaderName, NameAddr};
-use crate::sip::message::SipMessage;
-use crate::sip::uri::{Host, Scheme, Uri};
+use crate::edit::Editor;
+use crate::headers::{HeaderName, NameAddr};
+use crate::message::SipMessage;
+use crate::uri::{Host, Scheme, Uri};
 
 /// The Record-Route/Route URI parameter carrying hidden route entries.
 pub const ROUTE_PARAM: &str = "fe-h";
@@ -440,7 +440,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::parse::{Limits, find_head_end, parse_framed};
+    use crate::parse::{Limits, find_head_end, parse_framed};
     use bytes::Bytes;
 
     fn topo() -> Topology {

@@ -22,10 +22,10 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::topology::ResponseEdit;
-use crate::sip::headers::HeaderName;
-use crate::sip::message::{Method, SipMessage};
-use crate::sip::transport::{Connection, SendError, Source};
-use crate::sip::validate::MAGIC_COOKIE;
+use crate::headers::HeaderName;
+use crate::message::{Method, SipMessage};
+use crate::transport::{Connection, SendError, Source};
+use crate::validate::MAGIC_COOKIE;
 
 /// Transaction timers. T1, T2 and T4 as in RFC 3261 §17; `timer_c` is the
 /// proxy's INVITE timer (§16.6), more than three minutes by default.
@@ -739,8 +739,8 @@ fn derived_request(invite: &SipMessage, method: &str, to_override: Option<&str>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sip::parse::{Limits, find_head_end, parse_framed};
-    use crate::sip::transport::{Role, Transport};
+    use crate::parse::{Limits, find_head_end, parse_framed};
+    use crate::transport::{Role, Transport};
 
     fn msg(s: &str) -> SipMessage {
         let raw = Bytes::copy_from_slice(s.as_bytes());
