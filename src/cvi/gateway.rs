@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -41,9 +40,11 @@ use super::Trust;
 use crate::media::{MediaError, Relay, Side};
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
+use crate::sip::proxy::txn::{Reliability, Timers};
 use crate::sip::response::{ResponseBuilder, random_token};
 use crate::sip::transport::outbound::Pool;
 use crate::sip::transport::{Handler, Inbound, Source};
+use crate::sip::ua::Agent;
 use crate::store::Store;
 use call::{Call, Refused};
 pub use call::{Dialled, dialled};
@@ -115,14 +116,11 @@ pub struct Gateway {
     udp: Arc<UdpSocket>,
     pool: Arc<Pool>,
     calls: Mutex<HashMap<String, Arc<Call>>>,
-    pending: Mutex<HashMap<String, mpsc::UnboundedSender<SipMessage>>>,
+    /// The client transactions of both legs.
+    agent: Arc<Agent<Path>>,
     /// Error answers to INVITEs of calls that never started, by Call-ID,
     /// for the INVITE's retransmissions (kept 32 s, RFC 3261 Timer H).
     finals: Mutex<HashMap<String, (Bytes, tokio::time::Instant)>>,
-    /// ACKs the gateway sent for final answers to its INVITEs, by
-    /// transaction key, to answer the final answer's retransmissions
-    /// (RFC 3261 §17.1.1.2 and §13.2.2.4; kept 64*T1).
-    acks: Mutex<HashMap<String, (Path, Bytes, tokio::time::Instant)>>,
     /// Call-IDs of room INVITEs being set up (not yet in `calls`).
     starting: Mutex<std::collections::HashSet<String>>,
     live: AtomicUsize,
@@ -147,6 +145,13 @@ impl Gateway {
         udp: Arc<UdpSocket>,
         pool: Arc<Pool>,
     ) -> Arc<Gateway> {
+        let timers = Timers {
+            t1: cfg.t1,
+            t2: cfg.t2,
+            // Timer C: how long the connector may ring.
+            timer_c: cfg.ring_timeout,
+            ..Timers::default()
+        };
         Arc::new_cyclic(|me| Gateway {
             me: me.clone(),
             cfg,
@@ -155,9 +160,8 @@ impl Gateway {
             udp,
             pool,
             calls: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            agent: Agent::new(timers),
             finals: Mutex::new(HashMap::new()),
-            acks: Mutex::new(HashMap::new()),
             starting: Mutex::new(std::collections::HashSet::new()),
             live: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -197,7 +201,6 @@ impl Gateway {
             }
             let horizon = self.cfg.t1 * 64;
             lock(&self.finals).retain(|_, (_, at)| at.elapsed() < horizon);
-            lock(&self.acks).retain(|_, (_, _, at)| at.elapsed() < horizon);
             let calls: Vec<Arc<Call>> = lock(&self.calls).values().cloned().collect();
             for call in calls {
                 if call.answered.load(Ordering::Relaxed)
@@ -668,7 +671,7 @@ impl Handler for Gateway {
                 me.on_request(msg, source).await;
             }
         } else {
-            self.on_response(msg).await;
+            self.on_response(msg);
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod parse;
 pub mod proxy;
 pub mod response;
 pub mod transport;
+pub mod ua;
 pub mod uri;
 pub mod validate;
 

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -22,6 +21,7 @@ use crate::media::Side;
 use crate::sip::message::SipMessage;
 use crate::sip::transport::outbound::{ConnectError, StreamTarget};
 use crate::sip::transport::{Role, Transport};
+use crate::sip::ua::Answered;
 use crate::sip::uri::{Uri, UriError};
 
 /// Why the connector cannot be called.
@@ -43,11 +43,9 @@ pub(super) enum ConnectorError {
     Unreachable(ConnectError),
 }
 
-/// The connector's final answer to our INVITE, with what it answered.
-struct Answered {
-    resp: SipMessage,
-    invite: Bytes,
-    key: String,
+/// The connector's final answer to our INVITE, and the INVITE's CSeq.
+struct Dialled {
+    answered: Answered,
     cseq: u32,
 }
 
@@ -95,7 +93,7 @@ impl Gateway {
                     })?
                     .next()
                     .ok_or_else(|| ConnectorError::NoAddress(conn_host.clone()))?;
-                Path::Udp(addr)
+                Path::Udp(self.udp.clone(), addr)
             }
             t => {
                 let target = StreamTarget {
@@ -115,6 +113,8 @@ impl Gateway {
                 Path::Pooled(Arc::new(Pooled {
                     target,
                     conn: Mutex::new(conn),
+                    pool: self.pool.clone(),
+                    gateway: self.me.clone(),
                 }))
             }
         };
@@ -175,28 +175,28 @@ impl Gateway {
         else {
             return;
         };
-        let status = a.resp.status().unwrap_or(500);
+        let resp = &a.answered.response;
+        let status = resp.status().unwrap_or(500);
         if !(200..300).contains(&status) {
-            self.ack_error(&a.key, &leg.path, &a.invite, &a.resp).await;
+            // The transaction layer ACKed it (RFC 3261 §17.1.1.3).
             if call.ended.is_cancelled() {
                 return;
             }
             self.stats.connector_failed.fetch_add(1, Ordering::Relaxed);
-            let (to_room, why) = refusal(status, &a.resp);
+            let (to_room, why) = refusal(status, resp);
             self.fail_or_hang_up(&call, answered_before, to_room, &why)
                 .await;
             return;
         }
         // The connector answered: its dialog, our ACK.
-        leg.confirm(&a.resp, &uri);
-        self.ack(&a.key, &leg.path, leg.ack_2xx(a.cseq)).await;
+        leg.confirm(resp);
+        self.ack(&leg, &a.answered, a.cseq).await;
         if call.ended.is_cancelled() {
             // Its 200 crossed our CANCEL (or the room left): leave the meeting.
             self.bye(&leg, "the room system left").await;
             return;
         }
-        self.bridge(&call, &leg, &a.resp, &id, answered_before)
-            .await;
+        self.bridge(&call, &leg, resp, &id, answered_before).await;
     }
 
     /// Sends the INVITE to the connector and waits for its final answer,
@@ -209,7 +209,7 @@ impl Gateway {
         id: &str,
         uri: &str,
         answered_before: bool,
-    ) -> Option<Answered> {
+    ) -> Option<Dialled> {
         let trusted = self.trusted(call);
         let mut headers = vec![
             ("X-Fedge-Conference-Id".to_string(), id.to_string()),
@@ -219,8 +219,7 @@ impl Gateway {
             headers.push(("X-Fedge-Trusted-Device".into(), "yes".into()));
         }
         let offer_b = lock(&call.offer_b).clone();
-        let (invite, key, cseq) =
-            leg.request("INVITE", &headers, Some(("application/sdp", &offer_b)));
+        let invite = leg.request("INVITE", &headers, Some(("application/sdp", &offer_b)));
         info!(call_id = %call.room.call_id, connector = %uri, trusted, "calling the connector");
         // Ringing reaches a room system not yet answered.
         let (prov_tx, mut prov_rx) = mpsc::unbounded_channel::<SipMessage>();
@@ -240,22 +239,13 @@ impl Gateway {
         // The room leaving while the connector rings CANCELs the INVITE;
         // its final answer still comes back here to be ACKed.
         let outcome = self
-            .transact(
-                &leg.path,
-                invite.clone(),
-                &key,
-                true,
-                Some(&prov_tx),
-                Some(&call.ended),
-            )
+            .transact(&leg.path, invite.data, Some(&prov_tx), Some(&call.ended))
             .await;
         drop(prov_tx);
         match outcome {
-            Ok(resp) => Some(Answered {
-                resp,
-                invite,
-                key,
-                cseq,
+            Ok(answered) => Some(Dialled {
+                answered,
+                cseq: invite.cseq,
             }),
             Err(_) if call.ended.is_cancelled() => None,
             Err(why) => {
@@ -320,19 +310,18 @@ impl Gateway {
         let previous = lock(&call.last_sdp)[0].clone();
         let for_a = continue_origin(&previous, for_a);
         for attempt in 1..=3 {
-            let (reinvite, key, cseq) =
-                call.room
-                    .request("INVITE", &[], Some(("application/sdp", &for_a)));
+            let reinvite = call
+                .room
+                .request("INVITE", &[], Some(("application/sdp", &for_a)));
             call.reinviting.store(true, Ordering::Relaxed);
             let outcome = self
-                .transact(&call.room.path, reinvite.clone(), &key, true, None, None)
+                .transact(&call.room.path, reinvite.data, None, None)
                 .await;
             call.reinviting.store(false, Ordering::Relaxed);
             match outcome {
-                Ok(r) if r.status().is_some_and(|s| (200..300).contains(&s)) => {
-                    self.ack(&key, &call.room.path, call.room.ack_2xx(cseq))
-                        .await;
-                    if let Some(room_answer) = sdp_of(&r) {
+                Ok(a) if a.response.status().is_some_and(|s| (200..300).contains(&s)) => {
+                    self.ack(&call.room, &a, reinvite.cseq).await;
+                    if let Some(room_answer) = sdp_of(&a.response) {
                         let _ = self
                             .relay
                             .update(&call.key, Side::A, &[&room_answer], false);
@@ -341,8 +330,8 @@ impl Gateway {
                     info!(call_id = %call.room.call_id, meeting = %id, "room system joined the meeting");
                     return;
                 }
-                Ok(r) => {
-                    self.ack_error(&key, &call.room.path, &reinvite, &r).await;
+                Ok(Answered { response: r, .. }) => {
+                    // The transaction layer ACKed it.
                     if r.status() == Some(491) && attempt < 3 && !call.ended.is_cancelled() {
                         // Glare: the room re-INVITEd at the same time. The
                         // room owns the Call-ID, so we wait 0-2 s (RFC 3261

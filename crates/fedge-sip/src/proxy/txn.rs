@@ -65,6 +65,18 @@ pub enum SendPath {
     Stream(Connection),
 }
 
+/// What a client transaction needs to know of the way its request
+/// travels: whether it retransmits (UDP) or not (a stream).
+pub trait Reliability {
+    fn reliable(&self) -> bool;
+}
+
+impl Reliability for SendPath {
+    fn reliable(&self) -> bool {
+        SendPath::reliable(self)
+    }
+}
+
 impl SendPath {
     pub fn reliable(&self) -> bool {
         matches!(self, SendPath::Stream(_))
@@ -401,8 +413,9 @@ pub enum Upstream {
     Local(Mutex<Option<tokio::sync::oneshot::Sender<SipMessage>>>),
 }
 
-/// Everything a client transaction starts with.
-pub struct ClientSpec {
+/// Everything a client transaction starts with. `P` is how its request
+/// travels: the proxy's `SendPath`, or a user agent's own path.
+pub struct ClientSpec<P = SendPath> {
     pub key: String,
     pub method: Method,
     /// The request as forwarded (for retransmissions).
@@ -411,7 +424,7 @@ pub struct ClientSpec {
     pub cancel: Option<Bytes>,
     /// For INVITE: builds the ACK for a non-2xx final answer.
     pub ack_for: Option<AckBuilder>,
-    pub path: SendPath,
+    pub path: P,
     pub timers: Timers,
     /// Where answers go.
     pub upstream: Upstream,
@@ -457,19 +470,20 @@ struct ClientState {
     scheduled: Option<Instant>,
 }
 
-/// A request we forwarded, waiting for its answers. It has no task of its
-/// own: responses and timers drive it, and it returns what to do.
-pub struct ClientTxn {
+/// A request we forwarded (or, for a user agent, sent), waiting for its
+/// answers. It has no task of its own: responses and timers drive it, and
+/// it returns what to do.
+pub struct ClientTxn<P = SendPath> {
     pub key: String,
     pub invite: bool,
-    pub path: SendPath,
+    pub path: P,
     pub upstream: Upstream,
     pub response_edit: ResponseEdit,
     timers: Timers,
     st: Mutex<ClientState>,
 }
 
-impl std::fmt::Debug for ClientTxn {
+impl<P> std::fmt::Debug for ClientTxn<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTxn")
             .field("key", &self.key)
@@ -484,8 +498,8 @@ pub struct Step {
     pub next: Option<Instant>,
 }
 
-impl ClientTxn {
-    pub fn new(spec: ClientSpec) -> Arc<ClientTxn> {
+impl<P: Reliability> ClientTxn<P> {
+    pub fn new(spec: ClientSpec<P>) -> Arc<ClientTxn<P>> {
         let now = Instant::now();
         let reliable = spec.path.reliable();
         let t = spec.timers;

@@ -1,0 +1,192 @@
+//! Dialog state of a user agent (RFC 3261 §12): Call-ID, local and remote
+//! parties with their tags, local CSeq, route set and remote target, and
+//! the requests sent within the dialog.
+//!
+//! Builds requests only; never sends them and never decides anything
+//! about the call the dialog belongs to.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+
+use crate::headers::{HeaderName, NameAddr};
+use crate::message::SipMessage;
+use crate::response::random_token;
+
+/// The branch prefix of requests a dialog sends (RFC 3261 magic cookie).
+const BRANCH_PREFIX: &str = "z9hG4bK-ua";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A request built in a dialog.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub data: Bytes,
+    pub cseq: u32,
+}
+
+/// One dialog, from our side.
+#[derive(Debug)]
+pub struct Dialog {
+    pub call_id: String,
+    /// Our party as a header value, with our tag.
+    pub local: String,
+    /// Their party as first known (for a dialog we start, without a tag).
+    remote_party: String,
+    /// Their party with their tag once known.
+    remote: Mutex<String>,
+    target: Mutex<String>,
+    route: Mutex<Vec<String>>,
+    cseq: AtomicU32,
+    /// Our Via without branch, e.g. `SIP/2.0/TLS 192.0.2.1:5061`.
+    pub via: String,
+    /// Our Contact header value.
+    pub contact: String,
+}
+
+impl Dialog {
+    /// The dialog a received INVITE starts (we are the UAS): our `tag` on
+    /// its To, its From as the remote party, its Contact as the remote
+    /// target (`fallback_target` without one), its Record-Route as the
+    /// route set, and our CSeq from `cseq`.
+    pub fn answering(
+        invite: &SipMessage,
+        tag: &str,
+        fallback_target: &str,
+        cseq: u32,
+        via: String,
+        contact: String,
+    ) -> Dialog {
+        let to = invite.first(HeaderName::To).unwrap_or("");
+        let from = invite.first(HeaderName::From).unwrap_or("").to_string();
+        Dialog {
+            call_id: invite.call_id().unwrap_or("").to_string(),
+            local: format!("{to};tag={tag}"),
+            remote_party: from.clone(),
+            remote: Mutex::new(from),
+            target: Mutex::new(
+                invite
+                    .first(HeaderName::Contact)
+                    .and_then(|c| NameAddr::parse(c).ok().map(|na| na.uri.raw.to_string()))
+                    .unwrap_or_else(|| fallback_target.to_string()),
+            ),
+            route: Mutex::new(
+                invite
+                    .values(HeaderName::RecordRoute)
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            cseq: AtomicU32::new(cseq),
+            via,
+            contact,
+        }
+    }
+
+    /// A dialog we start (we are the UAC), before its INVITE: `local` is
+    /// our party with our tag, `remote` (a URI) their party and the
+    /// remote target.
+    pub fn calling(
+        call_id: String,
+        local: String,
+        remote: &str,
+        via: String,
+        contact: String,
+    ) -> Dialog {
+        let party = format!("<{remote}>");
+        Dialog {
+            call_id,
+            local,
+            remote_party: party.clone(),
+            remote: Mutex::new(party),
+            target: Mutex::new(remote.to_string()),
+            route: Mutex::new(Vec::new()),
+            cseq: AtomicU32::new(0),
+            via,
+            contact,
+        }
+    }
+
+    /// The dialog a 2xx to our INVITE confirmed (RFC 3261 §12.1.2): their
+    /// tag, their Contact as the remote target, the Record-Route set
+    /// reversed as the route set.
+    pub fn confirm(&self, resp: &SipMessage) {
+        if let Some(t) = resp.to().and_then(|t| t.tag().map(str::to_string)) {
+            *lock(&self.remote) = format!("{};tag={t}", self.remote_party);
+        }
+        if let Some(c) = resp
+            .first(HeaderName::Contact)
+            .and_then(|c| NameAddr::parse(c).ok().map(|na| na.uri.raw.to_string()))
+        {
+            *lock(&self.target) = c;
+        }
+        let mut rr: Vec<String> = resp
+            .values(HeaderName::RecordRoute)
+            .map(str::to_string)
+            .collect();
+        rr.reverse();
+        *lock(&self.route) = rr;
+    }
+
+    /// A new request in this dialog (the next CSeq), with extra `headers`
+    /// and an optional body `(content type, bytes)`.
+    pub fn request(
+        &self,
+        method: &str,
+        headers: &[(String, String)],
+        body: Option<(&str, &[u8])>,
+    ) -> Request {
+        let cseq = self.cseq.fetch_add(1, Ordering::Relaxed) + 1;
+        Request {
+            data: self.build(method, cseq, headers, body),
+            cseq,
+        }
+    }
+
+    /// The ACK of a 2xx to our INVITE with CSeq `cseq`: a transaction of
+    /// its own, with a new branch (RFC 3261 §13.2.2.4).
+    pub fn ack(&self, cseq: u32) -> Bytes {
+        self.build("ACK", cseq, &[], None)
+    }
+
+    fn build(
+        &self,
+        method: &str,
+        cseq: u32,
+        headers: &[(String, String)],
+        body: Option<(&str, &[u8])>,
+    ) -> Bytes {
+        let branch = format!("{BRANCH_PREFIX}{}", random_token());
+        let mut m = format!(
+            "{method} {} SIP/2.0\r\nVia: {};branch={branch};rport\r\nMax-Forwards: 70\r\n",
+            lock(&self.target),
+            self.via
+        );
+        for r in lock(&self.route).iter() {
+            m.push_str(&format!("Route: {r}\r\n"));
+        }
+        m.push_str(&format!(
+            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: {}\r\n",
+            self.local,
+            lock(&self.remote),
+            self.call_id,
+            self.contact
+        ));
+        for (n, v) in headers {
+            m.push_str(&format!("{n}: {v}\r\n"));
+        }
+        let mut out = m.into_bytes();
+        match body {
+            Some((ct, b)) => {
+                out.extend_from_slice(
+                    format!("Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes(),
+                );
+                out.extend_from_slice(b);
+            }
+            None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+        }
+        Bytes::from(out)
+    }
+}
