@@ -318,3 +318,193 @@ impl<C: Carrier> Agent<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::net::UdpSocket;
+
+    use super::*;
+    use crate::response::ResponseBuilder;
+    use crate::ua::Dialog;
+
+    /// A UDP path for the tests.
+    #[derive(Debug, Clone)]
+    struct Udp(Arc<UdpSocket>, SocketAddr);
+
+    impl Reliability for Udp {
+        fn reliable(&self) -> bool {
+            false
+        }
+    }
+
+    impl Carrier for Udp {
+        async fn send(&self, data: Bytes) {
+            let _ = self.0.send_to(&data, self.1).await;
+        }
+    }
+
+    fn timers() -> Timers {
+        Timers {
+            t1: Duration::from_millis(20),
+            t2: Duration::from_millis(80),
+            t4: Duration::from_millis(100),
+            timer_c: Duration::from_millis(300),
+        }
+    }
+
+    fn parse(b: &[u8]) -> SipMessage {
+        let b = Bytes::copy_from_slice(b);
+        let he = find_head_end(&b, 0).expect("a head");
+        parse_framed(b.clone(), he, &Limits::default()).expect("parses")
+    }
+
+    /// Our socket, the peer's, the path to the peer, and a dialog to it.
+    async fn setup() -> (Arc<UdpSocket>, UdpSocket, Udp, Dialog) {
+        let ours = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = peer.local_addr().unwrap();
+        let via = format!("SIP/2.0/UDP {}", ours.local_addr().unwrap());
+        let d = Dialog::calling(
+            "c1@test".into(),
+            "<sip:a@test>;tag=a1".into(),
+            &format!("sip:b@{to}"),
+            via,
+            "<sip:a@127.0.0.1>".into(),
+        );
+        (ours.clone(), peer, Udp(ours, to), d)
+    }
+
+    /// The next request the peer gets, within `wait`.
+    async fn next(peer: &UdpSocket, wait: Duration) -> Option<SipMessage> {
+        let mut b = vec![0u8; 8192];
+        let (n, _) = tokio::time::timeout(wait, peer.recv_from(&mut b))
+            .await
+            .ok()?
+            .ok()?;
+        Some(parse(&b[..n]))
+    }
+
+    fn answer(req: &SipMessage, status: u16) -> SipMessage {
+        parse(&ResponseBuilder::new(req, status).to_tag("b1").build())
+    }
+
+    #[tokio::test]
+    async fn a_non_invite_retransmits_after_a_provisional_answer() {
+        let (_s, peer, path, d) = setup().await;
+        let agent: Arc<Agent<Udp>> = Agent::new(timers());
+        let bye = d.request("BYE", &[], None);
+        let a2 = agent.clone();
+        let waiting = tokio::spawn(async move { a2.request(&path, bye.data, None, None).await });
+        let first = next(&peer, Duration::from_secs(1)).await.unwrap();
+        assert!(agent.on_response(answer(&first, 100)));
+        // Timer E goes on at T2 in Proceeding (RFC 3261 §17.1.2.2): past
+        // the copies already sent, more come.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while next(&peer, Duration::from_millis(1)).await.is_some() {}
+        let again = next(&peer, Duration::from_millis(500)).await.unwrap();
+        assert_eq!(again.method(), Some(&Method::Bye));
+        assert!(agent.on_response(answer(&first, 200)));
+        let done = waiting.await.unwrap().unwrap();
+        assert_eq!(done.response.status(), Some(200));
+    }
+
+    #[tokio::test]
+    async fn a_request_nobody_answers_times_out() {
+        let (_s, _peer, path, d) = setup().await;
+        let agent: Arc<Agent<Udp>> = Agent::new(timers());
+        let r = d.request("OPTIONS", &[], None);
+        let got = agent.request(&path, r.data, None, None).await;
+        assert_eq!(got.err(), Some(TxnError::Timeout));
+        assert!(agent.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_to_an_invite_is_acked_again_on_its_retransmission() {
+        let (_s, peer, path, d) = setup().await;
+        let agent: Arc<Agent<Udp>> = Agent::new(timers());
+        let inv = d.request("INVITE", &[], Some(("application/sdp", b"v=0\r\n")));
+        let a2 = agent.clone();
+        let waiting = tokio::spawn(async move { a2.request(&path, inv.data, None, None).await });
+        let invite = next(&peer, Duration::from_secs(1)).await.unwrap();
+        let busy = answer(&invite, 486);
+        assert!(agent.on_response(busy.clone()));
+        assert_eq!(waiting.await.unwrap().unwrap().response.status(), Some(486));
+        let ack = next(&peer, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(ack.method(), Some(&Method::Ack));
+        assert_eq!(
+            ack.top_via().unwrap().branch(),
+            invite.top_via().unwrap().branch()
+        );
+        // The 486 again (our ACK was lost): the same ACK again.
+        assert!(agent.on_response(busy));
+        let ack2 = next(&peer, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(ack2.method(), Some(&Method::Ack));
+    }
+
+    #[tokio::test]
+    async fn an_aborted_ringing_invite_is_cancelled_and_its_487_returned() {
+        let (_s, peer, path, d) = setup().await;
+        let agent: Arc<Agent<Udp>> = Agent::new(timers());
+        let inv = d.request("INVITE", &[], None);
+        let (prov_tx, mut prov_rx) = mpsc::unbounded_channel();
+        let abort = CancellationToken::new();
+        let (a2, ab2) = (agent.clone(), abort.clone());
+        let waiting = tokio::spawn(async move {
+            a2.request(&path, inv.data, Some(&prov_tx), Some(&ab2))
+                .await
+        });
+        let invite = next(&peer, Duration::from_secs(1)).await.unwrap();
+        assert!(agent.on_response(answer(&invite, 180)));
+        assert_eq!(prov_rx.recv().await.unwrap().status(), Some(180));
+        abort.cancel();
+        let cancel = next(&peer, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(cancel.method(), Some(&Method::Cancel));
+        // The CANCEL is retransmitted until answered: a transaction of its own.
+        let cancel2 = next(&peer, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(cancel2.method(), Some(&Method::Cancel));
+        assert!(agent.on_response(answer(&cancel, 200)));
+        assert!(agent.on_response(answer(&invite, 487)));
+        let got = waiting.await.unwrap().unwrap();
+        assert_eq!(got.response.status(), Some(487));
+    }
+
+    #[tokio::test]
+    async fn a_2xx_gets_its_ack_again_when_retransmitted() {
+        let (_s, peer, path, d) = setup().await;
+        let agent: Arc<Agent<Udp>> = Agent::new(timers());
+        let inv = d.request("INVITE", &[], None);
+        let (a2, p2) = (agent.clone(), path.clone());
+        let waiting = tokio::spawn(async move { a2.request(&p2, inv.data, None, None).await });
+        let invite = next(&peer, Duration::from_secs(1)).await.unwrap();
+        let ok = parse(
+            &ResponseBuilder::new(&invite, 200)
+                .to_tag("b1")
+                .header("Contact", "<sip:b@192.0.2.9>")
+                .header("Record-Route", "<sip:p1;lr>")
+                .header("Record-Route", "<sip:p2;lr>")
+                .build(),
+        );
+        assert!(agent.on_response(ok.clone()));
+        let answered = waiting.await.unwrap().unwrap();
+        d.confirm(&answered.response);
+        agent.ack(&path, &answered, d.ack(inv.cseq)).await;
+        let ack = next(&peer, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(ack.method(), Some(&Method::Ack));
+        assert_eq!(ack.request_uri_str(), Some("sip:b@192.0.2.9"));
+        assert_ne!(
+            ack.top_via().unwrap().branch(),
+            invite.top_via().unwrap().branch()
+        );
+        let text = String::from_utf8_lossy(ack.raw()).to_string();
+        assert!(text.contains(";tag=b1\r\n"), "{text}");
+        // The route set is the Record-Route reversed (RFC 3261 §12.1.2).
+        let routes: Vec<&str> = ack.values(crate::headers::HeaderName::Route).collect();
+        assert_eq!(routes, ["<sip:p2;lr>", "<sip:p1;lr>"], "{text}");
+        assert!(agent.on_response(ok));
+        let again = next(&peer, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(again.method(), Some(&Method::Ack));
+    }
+}
