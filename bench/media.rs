@@ -29,7 +29,7 @@ use fedge::sip::framing::{DatagramItem, StreamDecoder, StreamItem, parse_datagra
 use fedge::sip::headers::HeaderName;
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
-use fedge::sip::transport::tls::{TlsFiles, federation_client_config};
+use fedge::sip::transport::tls::{TlsFiles, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
@@ -118,7 +118,7 @@ async fn fedge_calls(
     b_ports: &Arc<Mutex<HashMap<String, u16>>>,
     relay_b: &Arc<Mutex<HashMap<String, SocketAddr>>>,
 ) -> Vec<Call> {
-    let cfg = federation_client_config(&TlsFiles {
+    let cfg = client_config(&TlsFiles {
         cert: p.partner.0.clone(),
         key: p.partner.1.clone(),
         trust: p.ca.clone(),

@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use fedge::sip::framing::{DatagramItem, StreamDecoder, StreamItem, parse_datagram};
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
-use fedge::sip::transport::tls::{TlsFiles, federation_client_config};
+use fedge::sip::transport::tls::{TlsFiles, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
@@ -187,7 +187,7 @@ struct StepResult {
 }
 
 async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) -> StepResult {
-    let cfg = federation_client_config(&TlsFiles {
+    let cfg = client_config(&TlsFiles {
         cert: p.partner.0.clone(),
         key: p.partner.1.clone(),
         trust: p.ca.clone(),
@@ -293,7 +293,7 @@ async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) ->
 }
 
 async fn handshakes(relay: &Relay, p: &Pki, secs: u64, parallel: usize) -> (u64, f64, f64) {
-    let cfg = federation_client_config(&TlsFiles {
+    let cfg = client_config(&TlsFiles {
         cert: p.partner.0.clone(),
         key: p.partner.1.clone(),
         trust: p.ca.clone(),

@@ -15,6 +15,7 @@ pub mod dns;
 pub mod federation;
 pub mod firewall;
 pub mod pki;
+pub mod role;
 pub mod server;
 pub mod store;
 

@@ -325,7 +325,7 @@ fn test_federation(
     timeout: std::time::Duration,
 ) -> Result<(), Failure> {
     use fedge::federation::probe::{self, Me};
-    let tls = fedge::sip::transport::tls::federation_client_config(&server::tls_files(cfg))
+    let tls = fedge::sip::transport::tls::client_config(&server::tls_files(cfg))
         .map_err(|e| Failure::usage(format!("[federation] {e}")))?;
     let me = Me {
         fqdn: cfg.federation.fqdn.clone(),

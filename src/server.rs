@@ -30,16 +30,15 @@ use crate::federation::policy::{PROXY_EXTENSIONS, PolicyConfig};
 use crate::federation::product::{Minimums, Version};
 use crate::federation::registry::{Registry, RegistryEvent};
 use crate::federation::{Edge, RateConfig};
+use crate::role::Role;
 use crate::sip::parse::Limits;
 use crate::sip::proxy::txn::Timers;
 use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology};
 use crate::sip::transport::Transport;
 use crate::sip::transport::outbound::{Pool, StreamTarget};
-use crate::sip::transport::stream::StreamListener;
-use crate::sip::transport::tls::{
-    TlsFiles, cvi_server_config, federation_client_config, federation_server_config,
-};
-use crate::sip::transport::{ConnectionTable, Role, TransportSettings, udp};
+use crate::sip::transport::stream::{StreamListener, TlsAccept};
+use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config, server_config};
+use crate::sip::transport::{ConnectionTable, TransportSettings, udp};
 use crate::store::Store;
 
 /// Why the edge could not start.
@@ -104,7 +103,7 @@ async fn start_cvi(
         })?);
     let tls = match c.listen_tls {
         Some(a) => {
-            let conf = cvi_server_config(files)
+            let conf = server_config(files, ClientAuth::Optional)
                 .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
             Some((bind_tcp(a, "CVI TLS").await?, conf))
         }
@@ -161,7 +160,7 @@ async fn start_cvi(
     });
     tasks.spawn(gateway.clone().watch(shutdown.clone()));
     tasks.spawn(udp::run(
-        Role::Cvi,
+        Role::Cvi.tag(),
         udp,
         settings.clone(),
         gateway.clone(),
@@ -169,7 +168,7 @@ async fn start_cvi(
     ));
     tasks.spawn(
         StreamListener {
-            role: Role::Cvi,
+            tag: Role::Cvi.tag(),
             listener: tcp,
             tls: None,
             settings: settings.clone(),
@@ -187,9 +186,13 @@ async fn start_cvi(
             .map_err(|e| ServeError::Runtime(e.to_string()))?;
         tasks.spawn(
             StreamListener {
-                role: Role::Cvi,
+                tag: Role::Cvi.tag(),
                 listener: l,
-                tls: Some((TlsAcceptor::from(conf), cfg.federation.handshake_timeout)),
+                tls: Some(TlsAccept {
+                    acceptor: TlsAcceptor::from(conf),
+                    handshake_timeout: cfg.federation.handshake_timeout,
+                    client_auth: ClientAuth::Optional,
+                }),
                 settings,
                 table,
                 handler: gateway.clone(),
@@ -247,7 +250,7 @@ fn close_on_registry_events(
                         continue;
                     }
                     let n = table.close_where(|c| {
-                        c.role == Role::Federation
+                        Role::of(c.tag) == Role::Federation
                             && c.identity.as_ref().is_some_and(|id| id.matches(&fqdn))
                     });
                     info!(partner = partner.name(), edge = %fqdn, %now, closed = n, "partner connections closed");
@@ -260,7 +263,7 @@ fn close_on_registry_events(
                     );
                     let snap = registry.snapshot();
                     table.close_where(|c| {
-                        c.role == Role::Federation
+                        Role::of(c.tag) == Role::Federation
                             && c.identity.as_ref().is_some_and(|id| {
                                 !snap
                                     .by_identity(id)
@@ -293,7 +296,7 @@ pub fn tls_files(cfg: &Config) -> TlsFiles {
 /// Checks what the configuration names but cannot check itself (the TLS
 /// material), without binding anything.
 pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
-    federation_server_config(&tls_files(cfg))
+    server_config(&tls_files(cfg), ClientAuth::Required)
         .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
     Ok(())
 }
@@ -324,7 +327,7 @@ async fn resolve_next_hop(cfg: &Config) -> Result<(Hop, Transport), ServeError> 
                     server_name: (transport == Transport::Tls).then(|| nh.host.clone()),
                     host: nh.host,
                     port: nh.port,
-                    role: Role::Internal,
+                    tag: Role::Internal.tag(),
                     max_conns: 4,
                 }),
                 transport,
@@ -336,10 +339,10 @@ async fn resolve_next_hop(cfg: &Config) -> Result<(Hop, Transport), ServeError> 
 /// Runs the edge until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     let files = tls_files(&cfg);
-    let tls = federation_server_config(&files)
+    let tls = server_config(&files, ClientAuth::Required)
         .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
-    let client_tls = federation_client_config(&files)
-        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let client_tls =
+        client_config(&files).map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
     let store = Store::open(&cfg.store.url)
         .await
         .map_err(|e| ServeError::Runtime(e.to_string()))?;
@@ -422,11 +425,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         .map(|d| d.to_ascii_lowercase())
         .collect();
     let proxy_cfg = ProxyConfig {
-        federation: Leg {
+        outside: Leg {
             via: format!("SIP/2.0/TLS {fqdn}:{}", fed_addr.port()),
             record_route: format!("<sip:{fqdn}:{};transport=tls;lr>", fed_addr.port()),
         },
-        internal: Leg {
+        inside: Leg {
             via: format!("SIP/2.0/{via_t} {internal_via_host}:{}", int_addr.port()),
             record_route: format!(
                 "<sip:{internal_fqdn}:{};transport={rr_t};lr>",
@@ -542,9 +545,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     let closer = close_on_registry_events(registry.clone(), table.clone(), shutdown.clone());
     tasks.spawn(
         StreamListener {
-            role: Role::Federation,
+            tag: Role::Federation.tag(),
             listener: fed,
-            tls: Some((TlsAcceptor::from(tls), cfg.federation.handshake_timeout)),
+            tls: Some(TlsAccept {
+                acceptor: TlsAcceptor::from(tls),
+                handshake_timeout: cfg.federation.handshake_timeout,
+                client_auth: ClientAuth::Required,
+            }),
             settings: settings.clone(),
             table: table.clone(),
             handler: proxy.clone(),
@@ -555,7 +562,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     );
     tasks.spawn(
         StreamListener {
-            role: Role::Internal,
+            tag: Role::Internal.tag(),
             listener: int_tcp,
             tls: None,
             settings: settings.clone(),
@@ -567,7 +574,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         .run(),
     );
     tasks.spawn(udp::run(
-        Role::Internal,
+        Role::Internal.tag(),
         int_udp,
         settings.clone(),
         proxy.clone(),

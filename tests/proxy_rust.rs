@@ -18,7 +18,7 @@ use fedge::sip::SipMessage;
 use fedge::sip::framing::{DatagramItem, StreamDecoder, StreamItem, parse_datagram};
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
-use fedge::sip::transport::tls::{TlsFiles, federation_server_config};
+use fedge::sip::transport::tls::{ClientAuth, TlsFiles, server_config};
 use peers::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
@@ -365,11 +365,14 @@ async fn a_loop_back_to_the_edge_is_detected() {
 /// A partner's edge in-process: mutual TLS with the partner certificate,
 /// answering every request with 200 and recording what it received.
 async fn fake_partner_edge(pki: &Pki) -> (SocketAddr, Arc<Mutex<Vec<SipMessage>>>) {
-    let cfg = federation_server_config(&TlsFiles {
-        cert: pki.partner.cert.clone(),
-        key: pki.partner.key.clone(),
-        trust: pki.ca_file.clone(),
-    })
+    let cfg = server_config(
+        &TlsFiles {
+            cert: pki.partner.cert.clone(),
+            key: pki.partner.key.clone(),
+            trust: pki.ca_file.clone(),
+        },
+        ClientAuth::Required,
+    )
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -19,11 +19,11 @@ use bytes::Bytes;
 use tracing::warn;
 
 use crate::media::{MediaError, Relay, Side};
+use crate::role::Role;
 use crate::sip::body::{leaves, range_in, replace_ranges};
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::Reject;
-use crate::sip::transport::Role;
 
 /// The relay side of a SIP leg.
 pub fn side(role: Role) -> Side {

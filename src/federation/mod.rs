@@ -24,16 +24,17 @@ pub mod registry;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tracing::{info, warn};
 
+use crate::role::Role;
 use crate::sip::edit::Editor;
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::{Decision, Hop, Proxy, Reject, RequestInfo, Router};
+use crate::sip::request::RequestBuilder;
 use crate::sip::response::{quote, random_token};
+use crate::sip::transport::Source;
 use crate::sip::transport::outbound::ConnectError;
-use crate::sip::transport::{Role, Source};
 use crate::store::Store;
 use limits::Limits;
 use metrics::Metrics;
@@ -203,18 +204,18 @@ impl Edge {
                 partner.details.org_name
             );
             let build = |via: &str| {
-                Bytes::from(format!(
-                    "MESSAGE {from} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{me}>;tag={}\r\nTo: <{from}>\r\n\
-                     Call-ID: {}@{fqdn}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
-                    random_token(),
-                    random_token(),
-                    body.len()
-                ))
+                RequestBuilder::new("MESSAGE", from.as_str())
+                    .via(via)
+                    .from(format!("<{me}>;tag={}", random_token()))
+                    .to(format!("<{from}>"))
+                    .call_id(format!("{}@{fqdn}", random_token()))
+                    .body("text/plain; charset=UTF-8", body.clone())
+                    .build()
             };
             let outcome = match partner_hop(&dns, &partner, &domain, max).await {
                 Err(why) => Err(format!("the partner's edge could not be found: {why}")),
                 Ok(t) => match proxy
-                    .originate(Role::Federation, &Hop::Stream(t), build)
+                    .originate(Role::Federation.side(), &Hop::Stream(t), build)
                     .await
                 {
                     Ok(resp) if resp.status().is_some_and(|s| (200..300).contains(&s)) => Ok(()),
@@ -275,14 +276,14 @@ impl Edge {
     ) -> Decision {
         let v = policy::decide(
             req,
-            source.role,
+            Role::of(source.tag),
             source.identity.as_deref(),
             info,
             snap,
             &self.policy,
             srv,
         );
-        let dir = Edge::direction(source.role);
+        let dir = Edge::direction(Role::of(source.tag));
         let partner_name = v
             .partner
             .as_ref()
@@ -292,7 +293,7 @@ impl Edge {
         let mut rule = v.rule;
         // Everything a partner gets through is held to its rate, the
         // onboarding IM test's answer included (it costs a store write).
-        if source.role == Role::Federation
+        if Role::of(source.tag) == Role::Federation
             && matches!(decision, Decision::Forward(_) | Decision::Answer { .. })
             && let Some(p) = &v.partner
             && let Some((r, why)) = self.limit(req, p, info)
@@ -301,7 +302,7 @@ impl Edge {
             rule = why;
         }
         if let (Decision::Forward(fwd), Some(relay)) = (&mut decision, &self.media) {
-            match anchor::request(relay, req, source.role) {
+            match anchor::request(relay, req, Role::of(source.tag)) {
                 Ok(body) => fwd.body = body,
                 Err(r) => {
                     decision = Decision::Reject(r);
@@ -339,7 +340,7 @@ impl Router for Edge {
     async fn route(&self, req: &SipMessage, source: &Source, info: &RequestInfo) -> Decision {
         let snap = self.registry.snapshot();
         // An allowed-domain partner is found (and checked) by DNS first.
-        let srv = match policy::srv_needed(req, source.role, info, &snap) {
+        let srv = match policy::srv_needed(req, Role::of(source.tag), info, &snap) {
             Some(domain) => Some(policy::SrvFacts {
                 answer: self.dns.federation_srv(&domain).await,
                 domain,
@@ -350,14 +351,14 @@ impl Router for Edge {
     }
 
     fn forward_failed(&self, _req: &SipMessage, source: &Source, err: &ConnectError) -> Reject {
-        let r = policy::forward_failed(source.role, err);
+        let r = policy::forward_failed(Role::of(source.tag), err);
         self.metrics.inc(
             REJECTIONS,
             REJECTIONS_HELP,
             &[
                 ("rule", "next_hop_unreachable"),
                 ("partner", "-"),
-                ("direction", Edge::direction(source.role)),
+                ("direction", Edge::direction(Role::of(source.tag))),
             ],
         );
         r
@@ -371,11 +372,11 @@ impl Router for Edge {
 
     fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>) {
         if let Some(relay) = &self.media
-            && let Some(body) = anchor::response(relay, resp, to.role)
+            && let Some(body) = anchor::response(relay, resp, Role::of(to.tag))
         {
             ed.set_body(body);
         }
-        match to.role {
+        match Role::of(to.tag) {
             // Internal diagnostics and the home pool's message signing
             // (`targetname=` names a pool) never leave.
             Role::Federation => {

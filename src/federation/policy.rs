@@ -18,11 +18,12 @@ use super::product::{self, Minimums};
 use super::registry::Snapshot;
 use crate::dns::zone::directly_in;
 use crate::dns::{SrvAnswer, SrvTarget};
+use crate::role::Role;
 use crate::sip::headers::{HeaderName, NameAddr};
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::{Decision, Forward, Hide, Hop, Reject, RequestInfo};
 use crate::sip::transport::outbound::{ConnectError, StreamTarget};
-use crate::sip::transport::{PeerIdentity, Role, Transport};
+use crate::sip::transport::{PeerIdentity, Transport};
 use crate::sip::uri::{Host, Uri};
 
 /// SfB `ms-diagnostics` codes ([MS-OCER] SipStack table and field traces).
@@ -520,7 +521,7 @@ fn inbound(
     );
     Verdict::of(
         Decision::Forward(Forward {
-            leg: Role::Internal,
+            leg: Role::Internal.side(),
             hop: cfg.next_hop.clone(),
             strip,
             add: vec![(TRUST_HEADER.into(), trust)],
@@ -602,7 +603,7 @@ fn outbound(
     }
     Verdict::of(
         Decision::Forward(Forward {
-            leg: Role::Federation,
+            leg: Role::Federation.side(),
             hop: Hop::Stream(target),
             strip: [TRUST_HEADER, "ms-diagnostics"]
                 .into_iter()
@@ -633,7 +634,7 @@ pub fn srv_stream_target(partner: &Partner, t: &SrvTarget, max_conns: usize) -> 
         host,
         port,
         server_name: Some(t.target.clone()),
-        role: Role::Federation,
+        tag: Role::Federation.tag(),
         max_conns,
     }
 }
@@ -651,7 +652,7 @@ pub fn partner_target(partner: &Partner, edge: &str, max_conns: usize) -> Stream
         host,
         port,
         server_name: Some(edge.to_string()),
-        role: Role::Federation,
+        tag: Role::Federation.tag(),
         max_conns,
     }
 }
@@ -904,7 +905,7 @@ mod tests {
             );
             match &v.decision {
                 Decision::Forward(f) => {
-                    assert_eq!(f.leg, Role::Internal);
+                    assert_eq!(f.leg, Role::Internal.side());
                     assert_eq!(f.hop, cfg().next_hop);
                     assert_eq!(f.strip, [TRUST_HEADER]);
                     assert!(
@@ -1236,7 +1237,7 @@ mod tests {
         );
         match v.decision {
             Decision::Forward(f) => {
-                assert_eq!(f.leg, Role::Federation);
+                assert_eq!(f.leg, Role::Federation.side());
                 let Hop::Stream(t) = f.hop else { panic!() };
                 assert_eq!(
                     (t.host.as_str(), t.port, t.server_name.as_deref()),

@@ -23,6 +23,7 @@ use crate::dns::Dns;
 use crate::sip::framing::{StreamDecoder, StreamItem};
 use crate::sip::message::SipMessage;
 use crate::sip::parse::Limits;
+use crate::sip::request::RequestBuilder;
 use crate::sip::response::random_token;
 use crate::sip::transport::tls::identity_of;
 
@@ -54,10 +55,10 @@ fn step(name: &'static str, ok: bool, detail: impl Into<String>) -> Step {
 
 async fn request(
     tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
-    text: String,
+    text: bytes::Bytes,
     within: Duration,
 ) -> Result<SipMessage, String> {
-    tls.write_all(text.as_bytes())
+    tls.write_all(&text)
         .await
         .map_err(|e| format!("send failed: {e}"))?;
     let mut buf = BytesMut::new();
@@ -222,15 +223,12 @@ pub async fn run(
             me.fqdn, me.port
         )
     };
-    let options = format!(
-        "OPTIONS sip:{edge};transport=tls SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: <sip:{edge}>\r\n\
-         Call-ID: {}@{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-        via(&random_token()),
-        me.address,
-        random_token(),
-        random_token(),
-        me.fqdn
-    );
+    let options = RequestBuilder::new("OPTIONS", format!("sip:{edge};transport=tls"))
+        .via(via(&random_token()))
+        .from(format!("<{}>;tag={}", me.address, random_token()))
+        .to(format!("<sip:{edge}>"))
+        .call_id(format!("{}@{}", random_token(), me.fqdn))
+        .build();
     match request(&mut stream, options, within).await {
         Ok(m) => {
             let ok = m.status().is_some_and(|s| s < 300);
@@ -253,16 +251,13 @@ pub async fn run(
         "Federation test from {}: please reply to confirm IM works both ways.",
         me.address
     );
-    let message = format!(
-        "MESSAGE {contact} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: <{contact}>\r\n\
-         Call-ID: {}@{}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
-        via(&random_token()),
-        me.address,
-        random_token(),
-        random_token(),
-        me.fqdn,
-        body.len()
-    );
+    let message = RequestBuilder::new("MESSAGE", contact.as_str())
+        .via(via(&random_token()))
+        .from(format!("<{}>;tag={}", me.address, random_token()))
+        .to(format!("<{contact}>"))
+        .call_id(format!("{}@{}", random_token(), me.fqdn))
+        .body("text/plain; charset=UTF-8", body)
+        .build();
     match request(&mut stream, message, within).await {
         Ok(m) => {
             let ok = m.status().is_some_and(|s| (200..300).contains(&s));

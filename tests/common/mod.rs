@@ -15,7 +15,7 @@ use fedge::pki::{Authority, Issued, LeafSpec, write_pem};
 use fedge::sip::SipMessage;
 use fedge::sip::framing::{StreamDecoder, StreamItem};
 use fedge::sip::parse::Limits;
-use fedge::sip::transport::tls::{TlsFiles, federation_client_config};
+use fedge::sip::transport::tls::{TlsFiles, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -289,7 +289,7 @@ pub async fn tls_connect(
     pki: &Pki,
     client: &CertFiles,
 ) -> std::io::Result<SipTlsClient> {
-    let cfg = federation_client_config(&TlsFiles {
+    let cfg = client_config(&TlsFiles {
         cert: client.cert.clone(),
         key: client.key.clone(),
         trust: pki.ca_file.clone(),

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod message;
 pub mod parse;
 pub mod proxy;
+pub mod request;
 pub mod response;
 pub mod transport;
 pub mod ua;
@@ -24,3 +25,5 @@ pub mod validate;
 mod conformance;
 
 pub use message::{Method, SipMessage};
+pub use request::RequestBuilder;
+pub use response::ResponseBuilder;

@@ -18,9 +18,10 @@ use super::leg::{Leg, Path, Pooled};
 use super::sdp::{continue_origin, sdp_of};
 use super::{Gateway, lock};
 use crate::media::Side;
+use crate::role::Role;
 use crate::sip::message::SipMessage;
+use crate::sip::transport::Transport;
 use crate::sip::transport::outbound::{ConnectError, StreamTarget};
-use crate::sip::transport::{Role, Transport};
 use crate::sip::ua::Answered;
 use crate::sip::uri::{Uri, UriError};
 
@@ -101,7 +102,7 @@ impl Gateway {
                     host: conn_host,
                     port,
                     server_name: (t == Transport::Tls).then(|| host.clone()),
-                    role: Role::Cvi,
+                    tag: Role::Cvi.tag(),
                     max_conns: 4,
                 };
                 let me = self.me.upgrade().ok_or(ConnectorError::ShuttingDown)?;

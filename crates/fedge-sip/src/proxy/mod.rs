@@ -30,7 +30,7 @@ use super::message::{Method, SipMessage};
 use super::parse::{Limits, find_head_end, parse_framed};
 use super::response::{ResponseBuilder, quote, random_token};
 use super::transport::outbound::{ConnectError, Pool, StreamTarget};
-use super::transport::{Handler, Inbound, Role, Source};
+use super::transport::{Handler, Inbound, Side, Source};
 use super::uri::{Host, Uri};
 use super::validate::check_request;
 
@@ -49,8 +49,10 @@ pub struct Leg {
 /// Static proxy settings.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    pub federation: Leg,
-    pub internal: Leg,
+    /// What goes on messages sent out of the [`Side::Outside`].
+    pub outside: Leg,
+    /// What goes on messages sent out of the [`Side::Inside`].
+    pub inside: Leg,
     /// Names and addresses that are this edge (lower-case), for Route and loop checks.
     pub self_hosts: Vec<String>,
     /// Ports this edge listens on.
@@ -67,10 +69,10 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    fn leg(&self, r: Role) -> &Leg {
-        match r {
-            Role::Federation => &self.federation,
-            Role::Internal | Role::Cvi => &self.internal,
+    fn leg(&self, side: Side) -> &Leg {
+        match side {
+            Side::Outside => &self.outside,
+            Side::Inside => &self.inside,
         }
     }
 }
@@ -88,7 +90,7 @@ pub enum Hop {
 #[derive(Debug, Clone)]
 pub struct Forward {
     /// The side it leaves on (its Via and Record-Route).
-    pub leg: Role,
+    pub leg: Side,
     pub hop: Hop,
     /// Headers to remove (case-insensitive names, compact forms understood).
     pub strip: Vec<String>,
@@ -345,7 +347,7 @@ impl<R: Router> Proxy<R> {
     fn log_reject(&self, req: &SipMessage, source: &Source, r: &Reject) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         warn!(
-            role = %source.role,
+            role = %source.tag,
             remote = %source.remote,
             identity = %source.identity.as_ref().map(|i| i.to_string()).unwrap_or_default(),
             status = r.status,
@@ -373,7 +375,7 @@ impl<R: Router> Proxy<R> {
                     .send_back(data, Some(source.response_target(req)))
                     .await
                 {
-                    warn!(role = %source.role, remote = %source.remote, error = %e, "response not sent");
+                    warn!(role = %source.tag, remote = %source.remote, error = %e, "response not sent");
                 }
             }
         }
@@ -509,7 +511,7 @@ impl<R: Router> Proxy<R> {
                 self.refuse(&msg, &source, server.as_ref(), r).await;
             }
             Decision::Drop(why) => {
-                info!(role = %source.role, remote = %source.remote, request = %msg.summary(), reason = %why, "request dropped");
+                info!(role = %source.tag, remote = %source.remote, request = %msg.summary(), reason = %why, "request dropped");
             }
             Decision::Answer { status, headers } => {
                 let mut b = ResponseBuilder::new(&msg, status);
@@ -619,8 +621,8 @@ impl<R: Router> Proxy<R> {
             ),
             None => ed.append("Max-Forwards", "70"),
         }
-        let inner = &self.cfg.leg(source.role).record_route;
-        let two_legs = source.role != fwd.leg;
+        let inner = &self.cfg.leg(source.tag.side).record_route;
+        let two_legs = source.tag.side != fwd.leg;
         let mut response_edit = match fwd.hide {
             Hide::Destination if stateful => ResponseEdit::Hide {
                 below: msg.values(HeaderName::RecordRoute).count(),
@@ -723,7 +725,7 @@ impl<R: Router> Proxy<R> {
             return;
         }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        debug!(role = %source.role, request = %msg.summary(), "forwarded");
+        debug!(role = %source.tag, request = %msg.summary(), "forwarded");
         if let Some(c) = client {
             let now = tokio::time::Instant::now();
             let step = if cancelled {
@@ -740,7 +742,7 @@ impl<R: Router> Proxy<R> {
     /// returns the whole request.
     pub async fn originate(
         self: &Arc<Self>,
-        leg: Role,
+        leg: Side,
         hop: &Hop,
         build: impl FnOnce(&str) -> Bytes,
     ) -> Result<SipMessage, String> {
@@ -879,7 +881,7 @@ impl<R: Router> Proxy<R> {
             }
             None => {
                 self.stats.stray_responses.fetch_add(1, Ordering::Relaxed);
-                debug!(role = %source.role, remote = %source.remote, response = %msg.summary(), "response matching no transaction dropped");
+                debug!(role = %source.tag, remote = %source.remote, response = %msg.summary(), "response matching no transaction dropped");
             }
         }
     }
@@ -900,7 +902,7 @@ impl<R: Router> Proxy<R> {
                     .restore_response(resp, &mut ed, vias, record_route, is_self)
             }
             ResponseEdit::Hide { below, ours } => {
-                let outer = &self.cfg.leg(to.role).record_route;
+                let outer = &self.cfg.leg(to.tag.side).record_route;
                 self.cfg
                     .topology
                     .hide_response(resp, &mut ed, outer, *below, *ours)

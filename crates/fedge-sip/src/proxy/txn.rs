@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::topology::ResponseEdit;
-use crate::headers::HeaderName;
 use crate::message::{Method, SipMessage};
+use crate::request::RequestBuilder;
 use crate::transport::{Connection, SendError, Source};
 use crate::validate::MAGIC_COOKIE;
 
@@ -176,7 +176,7 @@ impl ServerTxn {
             }
         }
         if let Err(e) = self.source.send_back(data, Some(self.target)).await {
-            warn!(role = %self.source.role, remote = %self.source.remote, error = %e, "response not sent upstream");
+            warn!(role = %self.source.tag, remote = %self.source.remote, error = %e, "response not sent upstream");
         }
     }
 
@@ -712,49 +712,21 @@ impl<P: Reliability> ClientTxn<P> {
     }
 }
 
-/// Builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1): same
-/// Request-URI, Call-ID, From, To, CSeq number and Route, our Via only.
+/// Builds the CANCEL for a forwarded INVITE (RFC 3261 §9.1).
 pub fn build_cancel(invite: &SipMessage) -> Option<Bytes> {
-    derived_request(invite, "CANCEL", None)
+    RequestBuilder::cancel_for(invite).map(|b| b.build())
 }
 
 /// Builds the ACK for a non-2xx answer to a forwarded INVITE (§17.1.1.3).
 pub fn build_ack(invite: &SipMessage, resp: &SipMessage) -> Option<Bytes> {
-    derived_request(invite, "ACK", resp.first(HeaderName::To))
-}
-
-fn derived_request(invite: &SipMessage, method: &str, to_override: Option<&str>) -> Option<Bytes> {
-    use std::fmt::Write as _;
-    let uri = invite.request_uri_str()?;
-    let via = invite.first(HeaderName::Via)?;
-    let cseq = invite.cseq()?.seq;
-    let mut out = String::with_capacity(512);
-    let _ = write!(
-        out,
-        "{method} {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n"
-    );
-    for r in invite.values(HeaderName::Route) {
-        let _ = write!(out, "Route: {r}\r\n");
-    }
-    let _ = write!(out, "From: {}\r\n", invite.first(HeaderName::From)?);
-    let _ = write!(
-        out,
-        "To: {}\r\n",
-        to_override.or_else(|| invite.first(HeaderName::To))?
-    );
-    let _ = write!(
-        out,
-        "Call-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
-        invite.call_id()?
-    );
-    Some(Bytes::from(out))
+    RequestBuilder::ack_for_failure(invite, resp).map(|b| b.build())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse::{Limits, find_head_end, parse_framed};
-    use crate::transport::{Role, Transport};
+    use crate::transport::{Side, Tag, Transport};
 
     fn msg(s: &str) -> SipMessage {
         let raw = Bytes::copy_from_slice(s.as_bytes());
@@ -786,7 +758,7 @@ mod tests {
     async fn txn(method: &str) -> (Arc<ClientTxn>, Instant) {
         let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let source = Source {
-            role: Role::Federation,
+            tag: Tag::new("federation", Side::Outside),
             transport: Transport::Udp,
             remote: "192.0.2.1:5060".parse().unwrap(),
             local: "127.0.0.1:5065".parse().unwrap(),

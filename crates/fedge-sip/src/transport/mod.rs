@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::message::SipMessage;
 use super::parse::Limits;
 
-pub use tls::PeerIdentity;
+pub use tls::{ClientAuth, PeerIdentity};
 
 /// The transport a message travelled on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,24 +63,37 @@ impl fmt::Display for Transport {
     }
 }
 
-/// Which listener a message arrived on.
+/// Which side of the edge a listener or outbound pool faces. The proxy
+/// puts the matching [`crate::proxy::Leg`] (Via, Record-Route) on what it
+/// sends out of that side, and a request that crosses sides gets a
+/// Record-Route entry on each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Partners' edges over mutual TLS.
-    Federation,
-    /// The home pool (our own SfB/Lync servers).
-    Internal,
-    /// Video room systems and the connector, in CVI gateway mode.
-    Cvi,
+pub enum Side {
+    /// Towards peers outside the organisation (the public face).
+    Outside,
+    /// Towards the organisation's own servers.
+    Inside,
 }
 
-impl fmt::Display for Role {
+/// The application's label for a listener or an outbound pool, carried
+/// with every message and connection so the layers above can tell where
+/// it came from. The SIP layer only logs its name and reads its side; what
+/// a tag means is the application's business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tag {
+    pub name: &'static str,
+    pub side: Side,
+}
+
+impl Tag {
+    pub const fn new(name: &'static str, side: Side) -> Tag {
+        Tag { name, side }
+    }
+}
+
+impl fmt::Display for Tag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Federation => "federation",
-            Role::Internal => "internal",
-            Role::Cvi => "cvi",
-        })
+        f.write_str(self.name)
     }
 }
 
@@ -102,7 +115,7 @@ pub struct TransportSettings {
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub id: u64,
-    pub role: Role,
+    pub tag: Tag,
     pub transport: Transport,
     pub remote: SocketAddr,
     pub local: SocketAddr,
@@ -212,7 +225,7 @@ impl ConnectionTable {
 /// Where a message came from, and how to answer on the same path.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub role: Role,
+    pub tag: Tag,
     pub transport: Transport,
     pub remote: SocketAddr,
     pub local: SocketAddr,

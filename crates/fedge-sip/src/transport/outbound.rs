@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::stream::{ConnCtx, spawn_connection};
 use super::tls::identity_of;
-use super::{Connection, ConnectionTable, Handler, Role, Transport, TransportSettings};
+use super::{Connection, ConnectionTable, Handler, Tag, Transport, TransportSettings};
 
 /// Where an outbound stream goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,7 +34,7 @@ pub struct StreamTarget {
     /// For TLS: the name the server certificate must carry.
     pub server_name: Option<String>,
     /// Which side the connection serves (for the messages coming back).
-    pub role: Role,
+    pub tag: Tag,
     pub max_conns: usize,
 }
 
@@ -245,7 +245,7 @@ impl Pool {
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
             let ctx = ConnCtx {
-                role: t.role,
+                tag: t.tag,
                 settings: self.settings.clone(),
                 table: self.table.clone(),
                 shutdown: self.shutdown.clone(),
@@ -254,7 +254,7 @@ impl Pool {
             };
             match t.transport {
                 Transport::Tcp => {
-                    info!(role = %t.role, %target, %addr, "outbound TCP connection open");
+                    info!(role = %t.tag, %target, %addr, "outbound TCP connection open");
                     return Ok(spawn_connection(
                         tcp,
                         Transport::Tcp,
@@ -292,7 +292,7 @@ impl Pool {
                                 detail: super::tls::describe_handshake_error(&e),
                                 name_mismatch: mismatch,
                             };
-                            warn!(role = %t.role, error = %err, "outbound TLS refused");
+                            warn!(role = %t.tag, error = %err, "outbound TLS refused");
                             // A certificate problem will not go away at another address.
                             return Err(err);
                         }
@@ -305,7 +305,7 @@ impl Pool {
                         .and_then(|c| c.first())
                         .and_then(|c| identity_of(c, false).ok())
                         .map(Arc::new);
-                    info!(role = %t.role, %target, %addr, identity = %identity.as_ref().map(|i| i.to_string()).unwrap_or_default(), "outbound TLS connection open");
+                    info!(role = %t.tag, %target, %addr, identity = %identity.as_ref().map(|i| i.to_string()).unwrap_or_default(), "outbound TLS connection open");
                     return Ok(spawn_connection(
                         tls,
                         Transport::Tls,

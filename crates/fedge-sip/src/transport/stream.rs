@@ -20,9 +20,9 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::tls::{describe_handshake_error, identity_of};
+use super::tls::{ClientAuth, describe_handshake_error, identity_of};
 use super::{
-    Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Role, Source, Transport,
+    Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Source, Tag, Transport,
     TransportSettings,
 };
 use crate::framing::{StreamDecoder, StreamError, StreamItem};
@@ -32,12 +32,22 @@ use crate::response::ResponseBuilder;
 /// Send queue depth per connection; a peer that lets it fill is not reading.
 const SEND_QUEUE: usize = 512;
 
+/// How a TLS listener accepts: the acceptor (our certificate, the client
+/// verifier), the handshake deadline, and whether a peer without a usable
+/// certificate identity is let in.
+#[derive(Clone)]
+pub struct TlsAccept {
+    pub acceptor: TlsAcceptor,
+    pub handshake_timeout: Duration,
+    pub client_auth: ClientAuth,
+}
+
 /// Everything a stream listener needs.
 pub struct StreamListener<H: Handler> {
-    pub role: Role,
+    pub tag: Tag,
     pub listener: TcpListener,
     /// `Some` for TLS listeners.
-    pub tls: Option<(TlsAcceptor, Duration)>,
+    pub tls: Option<TlsAccept>,
     pub settings: Arc<TransportSettings>,
     pub table: Arc<ConnectionTable>,
     pub handler: Arc<H>,
@@ -59,13 +69,13 @@ impl<H: Handler> StreamListener<H> {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    warn!(role = %self.role, error = %e, "accept failed");
+                    warn!(role = %self.tag, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                warn!(role = %self.role, %remote, limit = self.max_connections, "connection refused: connection limit reached");
+                warn!(role = %self.tag, %remote, limit = self.max_connections, "connection refused: connection limit reached");
                 drop(tcp);
                 continue;
             };
@@ -76,7 +86,7 @@ impl<H: Handler> StreamListener<H> {
                 .or(local)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             let ctx = ConnCtx {
-                role: self.role,
+                tag: self.tag,
                 settings: self.settings.clone(),
                 table: self.table.clone(),
                 shutdown: self.shutdown.clone(),
@@ -86,22 +96,22 @@ impl<H: Handler> StreamListener<H> {
             let handler = self.handler.clone();
             let tls = self.tls.clone();
             match tls {
-                Some((acceptor, hs_timeout)) => {
-                    tokio::spawn(accept_tls(tcp, acceptor, hs_timeout, ctx, handler, permit));
+                Some(accept) => {
+                    tokio::spawn(accept_tls(tcp, accept, ctx, handler, permit));
                 }
                 None => {
                     spawn_connection(tcp, Transport::Tcp, None, ctx, handler, Some(permit));
                 }
             }
         }
-        info!(role = %self.role, "listener stopped");
+        info!(role = %self.tag, "listener stopped");
     }
 }
 
 /// What a connection needs besides its socket.
 #[derive(Clone)]
 pub(crate) struct ConnCtx {
-    pub role: Role,
+    pub tag: Tag,
     pub settings: Arc<TransportSettings>,
     pub table: Arc<ConnectionTable>,
     pub shutdown: CancellationToken,
@@ -111,20 +121,21 @@ pub(crate) struct ConnCtx {
 
 async fn accept_tls<H: Handler>(
     tcp: TcpStream,
-    acceptor: TlsAcceptor,
-    hs_timeout: Duration,
+    accept: TlsAccept,
     ctx: ConnCtx,
     handler: Arc<H>,
     permit: OwnedSemaphorePermit,
 ) {
     let remote = ctx.remote;
-    let tls = match tokio::time::timeout(hs_timeout, acceptor.accept(tcp)).await {
+    let hs_timeout = accept.handshake_timeout;
+    let optional = accept.client_auth == ClientAuth::Optional;
+    let tls = match tokio::time::timeout(hs_timeout, accept.acceptor.accept(tcp)).await {
         Err(_) => {
-            warn!(role = %ctx.role, %remote, timeout = ?hs_timeout, "TLS handshake refused: timed out");
+            warn!(role = %ctx.tag, %remote, timeout = ?hs_timeout, "TLS handshake refused: timed out");
             return;
         }
         Ok(Err(e)) => {
-            warn!(role = %ctx.role, %remote, reason = %describe_handshake_error(&e), "TLS handshake refused");
+            warn!(role = %ctx.tag, %remote, reason = %describe_handshake_error(&e), "TLS handshake refused");
             return;
         }
         Ok(Ok(s)) => s,
@@ -133,17 +144,17 @@ async fn accept_tls<H: Handler>(
     let identity = match conn.peer_certificates().and_then(|c| c.first()) {
         Some(cert) => match identity_of(cert, true) {
             Ok(id) => Some(Arc::new(id)),
-            // Room systems' certificates are optional and need no SIP identity.
-            Err(_) if ctx.role == Role::Cvi => None,
+            // Where certificates are optional, one without a usable identity is no identity.
+            Err(_) if optional => None,
             Err(e) => {
                 // The verifier already refuses these; this is a second line of defence.
-                warn!(role = %ctx.role, %remote, reason = %e, "TLS peer refused");
+                warn!(role = %ctx.tag, %remote, reason = %e, "TLS peer refused");
                 return;
             }
         },
-        None if ctx.role == Role::Cvi => None,
+        None if optional => None,
         None => {
-            warn!(role = %ctx.role, %remote, "TLS peer refused: no client certificate");
+            warn!(role = %ctx.tag, %remote, "TLS peer refused: no client certificate");
             return;
         }
     };
@@ -152,7 +163,7 @@ async fn accept_tls<H: Handler>(
         .map(|v| format!("{v:?}"))
         .unwrap_or_default();
     if let Some(id) = &identity {
-        info!(role = %ctx.role, %remote, identity = %id, subject = %id.subject, %version, "TLS peer authenticated");
+        info!(role = %ctx.tag, %remote, identity = %id, subject = %id.subject, %version, "TLS peer authenticated");
     }
     spawn_connection(tls, Transport::Tls, identity, ctx, handler, Some(permit));
 }
@@ -177,7 +188,7 @@ where
     let id = ctx.table.allocate_id();
     let conn = Connection {
         id,
-        role: ctx.role,
+        tag: ctx.tag,
         transport,
         remote: ctx.remote,
         local: ctx.local,
@@ -191,7 +202,7 @@ where
     tokio::spawn(async move {
         let mut rd = rd;
         let source = Source {
-            role: ctx.role,
+            tag: ctx.tag,
             transport,
             remote: ctx.remote,
             local: ctx.local,
@@ -201,7 +212,7 @@ where
         };
         let reason = read_loop(&mut rd, &source, &ctx.settings, &close, handler.as_ref()).await;
         ctx.table.remove(id);
-        debug!(role = %ctx.role, conn = id, remote = %ctx.remote, %reason, "connection closed");
+        debug!(role = %ctx.tag, conn = id, remote = %ctx.remote, %reason, "connection closed");
         // Let queued responses (e.g. a final 400) go out, then close: an empty
         // chunk tells the writer to shut the stream down.
         let mut writer = writer;
@@ -304,7 +315,7 @@ where
             _ = close.cancelled() => return "closed by the edge".into(),
             _ = tokio::time::sleep_until(deadline) => {
                 if mid {
-                    warn!(role = %source.role, remote = %source.remote, pending = buf.len(),
+                    warn!(role = %source.tag, remote = %source.remote, pending = buf.len(),
                         "connection closed: message incomplete after {:?}", settings.message_timeout);
                     return "incomplete message timed out".into();
                 }
@@ -352,7 +363,7 @@ fn fatal(e: StreamError, source: &Source, settings: &TransportSettings) -> Strin
             format!("framing lost: {}", r.error)
         }
         StreamError::Truncated(n) => {
-            warn!(role = %source.role, remote = %source.remote, pending = n, "connection closed mid-message");
+            warn!(role = %source.tag, remote = %source.remote, pending = n, "connection closed mid-message");
             format!("closed mid-message with {n} bytes pending")
         }
         StreamError::Io(e) => format!("read error: {e}"),
@@ -372,7 +383,7 @@ fn answer_rejection(r: &Rejected, source: &Source, settings: &TransportSettings,
         .map(|m| truncate_for_log(m.start_line_str()))
         .unwrap_or_default();
     warn!(
-        role = %source.role,
+        role = %source.tag,
         remote = %source.remote,
         identity = %identity,
         status = r.error.status,

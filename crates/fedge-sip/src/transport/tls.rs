@@ -1,7 +1,9 @@
-//! Mutual TLS for the federation listener (and, later, outbound partner
-//! connections): TLS 1.2 and 1.3 with the ring provider, client
-//! certificates required and verified against configured trust anchors,
-//! and the peer's identity read from its certificate.
+//! TLS for SIP listeners and outbound connections: TLS 1.2 and 1.3 with
+//! the ring provider, client certificates required or optional per
+//! listener ([`ClientAuth`]) and verified against configured trust anchors,
+//! and the peer's identity read from its certificate. Which partner or
+//! room an identity belongs to is the application's rule, never decided
+//! here.
 //!
 //! Owns certificate loading and what counts as an identity: the SAN DNS
 //! names of the end-entity certificate (the subject CN only when there is
@@ -214,7 +216,7 @@ pub struct TlsFiles {
 
 /// Verifies client certificates with webpki, then insists on a usable identity.
 #[derive(Debug)]
-struct FederationClientVerifier {
+struct IdentityClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
 }
 
@@ -229,7 +231,7 @@ impl fmt::Display for IdentityRefused {
 
 impl std::error::Error for IdentityRefused {}
 
-impl ClientCertVerifier for FederationClientVerifier {
+impl ClientCertVerifier for IdentityClientVerifier {
     fn offer_client_auth(&self) -> bool {
         true
     }
@@ -282,32 +284,38 @@ impl ClientCertVerifier for FederationClientVerifier {
     }
 }
 
-/// Server side of the federation listener: our certificate, client
-/// certificates required and checked against `trust`.
-pub fn federation_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config(files, |roots, provider| {
-        let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|e| TlsError::Rustls(e.to_string()))?;
-        Ok(Arc::new(FederationClientVerifier { inner }))
-    })
+/// Whether a TLS listener insists on a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Mutual TLS: a client certificate is required, verified against the
+    /// trust store, and must name a usable DNS identity (no wildcard); a
+    /// connection without one is refused in the handshake.
+    Required,
+    /// A client certificate is verified when one is presented, but none is
+    /// needed, and one naming no usable identity is not an error.
+    Optional,
 }
 
-/// Server side for room systems on the CVI TLS listener: our federation
-/// certificate; a client certificate is verified against `trust` when one
-/// is presented, but none is required (room systems seldom have one).
-pub fn cvi_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config(files, |roots, provider| {
-        WebPkiClientVerifier::builder_with_provider(roots, provider)
+/// Server side of a TLS listener: our certificate, client certificates as
+/// `auth` says, checked against `trust`.
+pub fn server_config(files: &TlsFiles, auth: ClientAuth) -> Result<Arc<ServerConfig>, TlsError> {
+    build_server_config(files, |roots, provider| match auth {
+        ClientAuth::Required => {
+            let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            Ok(Arc::new(IdentityClientVerifier { inner }) as Arc<dyn ClientCertVerifier>)
+        }
+        ClientAuth::Optional => WebPkiClientVerifier::builder_with_provider(roots, provider)
             .allow_unauthenticated()
             .build()
-            .map_err(|e| TlsError::Rustls(e.to_string()))
+            .map_err(|e| TlsError::Rustls(e.to_string())),
     })
 }
 
 /// Our certificate and key with the client verifier `verifier` builds from
 /// the trust store.
-fn server_config(
+fn build_server_config(
     files: &TlsFiles,
     verifier: impl FnOnce(
         Arc<rustls::RootCertStore>,
@@ -330,7 +338,7 @@ fn server_config(
 
 /// Client side for outbound partner connections: presents our certificate
 /// and verifies the partner's server certificate against `trust`.
-pub fn federation_client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
     let certs = load_certs(&files.cert, "certificate")?;
     let key = load_key(&files.key)?;
     let roots = load_roots(&files.trust)?;

@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Handler, Inbound, Role, Source, Transport, TransportSettings};
+use super::{Handler, Inbound, Source, Tag, Transport, TransportSettings};
 use crate::framing::{DatagramItem, parse_datagram};
 use crate::message::Method;
 
@@ -19,7 +19,7 @@ const MAX_DATAGRAM: usize = 65_535;
 
 /// Receives on `socket` until shutdown.
 pub async fn run<H: Handler>(
-    role: Role,
+    tag: Tag,
     socket: Arc<UdpSocket>,
     settings: Arc<TransportSettings>,
     handler: Arc<H>,
@@ -28,7 +28,7 @@ pub async fn run<H: Handler>(
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => {
-            warn!(%role, error = %e, "UDP socket has no local address");
+            warn!(role = %tag, error = %e, "UDP socket has no local address");
             return;
         }
     };
@@ -40,14 +40,14 @@ pub async fn run<H: Handler>(
                 Ok(x) => x,
                 Err(e) => {
                     // ICMP errors surface here on some systems; they concern one peer only.
-                    warn!(%role, error = %e, "UDP receive failed");
+                    warn!(role = %tag, error = %e, "UDP receive failed");
                     continue;
                 }
             },
         };
         let data = Bytes::copy_from_slice(&buf[..n]);
         let source = Source {
-            role,
+            tag,
             transport: Transport::Udp,
             remote,
             local,
@@ -64,18 +64,18 @@ pub async fn run<H: Handler>(
                     .as_ref()
                     .map(|m| m.start_line_str().chars().take(120).collect::<String>())
                     .unwrap_or_default();
-                warn!(%role, %remote, status = r.error.status, reason = %r.error.reason, message = %what, "malformed datagram rejected");
+                warn!(role = %tag, %remote, status = r.error.status, reason = %r.error.reason, message = %what, "malformed datagram rejected");
                 if let (Some(req), true) = (&r.partial, r.is_request())
                     && req.method() != Some(&Method::Ack)
                 {
                     let resp = super::stream::build_rejection(req, &r, &settings);
                     let target = source.response_target(req);
                     if let Err(e) = source.send_back(resp, Some(target)).await {
-                        warn!(%role, %remote, error = %e, "could not send rejection");
+                        warn!(role = %tag, %remote, error = %e, "could not send rejection");
                     }
                 }
             }
         }
     }
-    info!(%role, "UDP listener stopped");
+    info!(role = %tag, "UDP listener stopped");
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::headers::{HeaderName, NameAddr};
 use crate::message::SipMessage;
+use crate::request::RequestBuilder;
 use crate::response::random_token;
 
 /// The branch prefix of requests a dialog sends (RFC 3261 magic cookie).
@@ -159,34 +160,18 @@ impl Dialog {
         body: Option<(&str, &[u8])>,
     ) -> Bytes {
         let branch = format!("{BRANCH_PREFIX}{}", random_token());
-        let mut m = format!(
-            "{method} {} SIP/2.0\r\nVia: {};branch={branch};rport\r\nMax-Forwards: 70\r\n",
-            lock(&self.target),
-            self.via
-        );
-        for r in lock(&self.route).iter() {
-            m.push_str(&format!("Route: {r}\r\n"));
+        let mut b = RequestBuilder::new(method, lock(&self.target).as_str())
+            .via(format!("{};branch={branch};rport", self.via))
+            .routes(lock(&self.route).iter().cloned())
+            .from(self.local.as_str())
+            .to(lock(&self.remote).as_str())
+            .call_id(self.call_id.as_str())
+            .cseq(cseq)
+            .contact(self.contact.as_str())
+            .headers(headers);
+        if let Some((ct, body)) = body {
+            b = b.body(ct, Bytes::copy_from_slice(body));
         }
-        m.push_str(&format!(
-            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: {}\r\n",
-            self.local,
-            lock(&self.remote),
-            self.call_id,
-            self.contact
-        ));
-        for (n, v) in headers {
-            m.push_str(&format!("{n}: {v}\r\n"));
-        }
-        let mut out = m.into_bytes();
-        match body {
-            Some((ct, b)) => {
-                out.extend_from_slice(
-                    format!("Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes(),
-                );
-                out.extend_from_slice(b);
-            }
-            None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
-        }
-        Bytes::from(out)
+        b.build()
     }
 }
