@@ -11,7 +11,8 @@
 //! This file owns calls and dispatch: the `Handler`, the call table,
 //! capacity and drain, a new call's start, the room's answers and the end
 //! of a call. The rest sits beside it: `call` (a call's state), `leg`
-//! (dialog state and requests), `txn` (client transactions), `reception`,
+//! (dialog state and requests), `txn` (its requests, through
+//! `sip::ua`'s client transactions), `reception`,
 //! `test_call`, `connector` (the connector leg), `dialog` (in-dialog
 //! requests) and `sdp` (SDP helpers). It knows SIP and SDP; whether a
 //! meeting exists is the store's, and it never decides that itself.

@@ -1,7 +1,8 @@
 //! Transactions of a stateful proxy (RFC 3261 §17, with RFC 6026's
 //! Accepted state): server transactions for requests received, client
 //! transactions for requests forwarded, their timers, and the tables that
-//! match messages to them.
+//! match messages to them. `ClientTxn` is the crate's only client
+//! transaction: `crate::ua` drives it for a user agent's own requests.
 //!
 //! Owns retransmission (UDP only), timeouts (Timer B/F, C for INVITE),
 //! hop-by-hop ACK for non-2xx answers, CANCEL towards the next hop, and the

@@ -175,3 +175,56 @@ impl Dialog {
         b.build()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{Limits, find_head_end, parse_framed};
+
+    fn parse(b: Bytes) -> SipMessage {
+        let he = find_head_end(&b, 0).expect("a head");
+        parse_framed(b, he, &Limits::default()).expect("parses")
+    }
+
+    #[test]
+    fn a_dialog_we_answer_sends_to_the_callers_contact_through_its_record_route() {
+        let invite = parse(Bytes::from_static(
+            b"INVITE sip:teams@gw.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bK-r\r\n\
+Record-Route: <sip:sbc1.test;lr>\r\nRecord-Route: <sip:sbc2.test;lr>\r\n\
+From: \"Room\" <sip:room@vc.test>;tag=r1\r\nTo: <sip:teams@gw.test>\r\nCall-ID: room-1\r\n\
+CSeq: 7 INVITE\r\nContact: <sip:room@192.0.2.5:5060>\r\nContent-Length: 0\r\n\r\n",
+        ));
+        let d = Dialog::answering(
+            &invite,
+            "g1",
+            "sip:192.0.2.5:5060",
+            100,
+            "SIP/2.0/UDP 192.0.2.1:5060".into(),
+            "<sip:gateway@192.0.2.1:5060;transport=udp>".into(),
+        );
+        let r = d.request(
+            "INFO",
+            &[("X-Test".into(), "1".into())],
+            Some(("text/plain", b"hi")),
+        );
+        assert_eq!(r.cseq, 101);
+        let m = parse(r.data);
+        assert_eq!(m.request_uri_str(), Some("sip:room@192.0.2.5:5060"));
+        assert_eq!(
+            m.first(HeaderName::From),
+            Some("<sip:teams@gw.test>;tag=g1")
+        );
+        assert_eq!(
+            m.first(HeaderName::To),
+            Some("\"Room\" <sip:room@vc.test>;tag=r1")
+        );
+        assert_eq!(m.call_id(), Some("room-1"));
+        // A UAS keeps the Record-Route order (RFC 3261 §12.1.1).
+        let routes: Vec<&str> = m.values(HeaderName::Route).collect();
+        assert_eq!(routes, ["<sip:sbc1.test;lr>", "<sip:sbc2.test;lr>"]);
+        let via = m.top_via().expect("a Via");
+        assert!(via.branch().is_some_and(|b| b.starts_with("z9hG4bK")));
+        assert_eq!(m.first(HeaderName::ContentType), Some("text/plain"));
+        assert_eq!(m.body(), b"hi");
+    }
+}
