@@ -72,6 +72,14 @@ pub fn ruleset(cfg: &Config, source: &str) -> String {
         input: Vec::new(),
         output: Vec::new(),
     };
+    sip_rules(&mut r, cfg);
+    media_rules(&mut r, cfg);
+    render(r, source)
+}
+
+/// The federation, internal, admin and DNS listeners, and what the edge
+/// sends to partners, the next hop and name servers.
+fn sip_rules(r: &mut Rules, cfg: &Config) {
     r.listen(
         "",
         cfg.federation.listen,
@@ -120,6 +128,11 @@ pub fn ruleset(cfg: &Config, source: &str) -> String {
         .push("udp dport 53 accept comment \"DNS lookups\"".into());
     r.output
         .push("tcp dport 53 accept comment \"DNS lookups\"".into());
+}
+
+/// The federation relay's media ranges and, in CVI gateway mode, the
+/// gateway's listeners and media ranges.
+fn media_rules(r: &mut Rules, cfg: &Config) {
     if cfg.media.enabled {
         let m = &cfg.media;
         r.range(
@@ -167,6 +180,10 @@ pub fn ruleset(cfg: &Config, source: &str) -> String {
             );
         }
     }
+}
+
+/// The nftables text: header, input chain (policy drop), output chain.
+fn render(r: Rules, source: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "#!/usr/sbin/nft -f");
     let _ = writeln!(

@@ -13,7 +13,8 @@ use fedge::cvi::meetings::{instructions_url, invite_block, new_conference_id};
 use fedge::store::Store;
 use serde_json::json;
 
-use super::Failure;
+use super::common::with_store;
+use super::failure::Failure;
 use super::partner::{actor, store_failure};
 
 #[derive(Subcommand, Debug)]
@@ -301,8 +302,19 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
     }
 }
 
+/// Runs `cmd`: with the store, or through the admin listener for the
+/// commands that ask the running edge.
+pub fn command(cmd: CviCmd, cfg: &Config) -> Result<(), Failure> {
+    if needs_store(&cmd) {
+        let c = cfg.clone();
+        with_store(cfg, |store| async move { run(cmd, &c, &store).await })
+    } else {
+        admin(cmd, cfg.admin.listen)
+    }
+}
+
 /// The commands that need no store: they ask the running edge.
-pub fn needs_store(cmd: &CviCmd) -> bool {
+fn needs_store(cmd: &CviCmd) -> bool {
     !matches!(cmd, CviCmd::Status { .. } | CviCmd::Drain { .. })
 }
 

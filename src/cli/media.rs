@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::Failure;
+use super::failure::Failure;
 
 #[derive(Subcommand, Debug)]
 pub enum MediaCmd {

@@ -1,36 +1,164 @@
-//! Pieces of the `fedge` command line that are not the entry point:
-//! exit-code carrying failures and the partner commands. Part of the
-//! binary, not the library.
+//! The `fedge` command line: argument definitions, the one-line usage
+//! errors, and the dispatch to one file per subcommand (`serve`, `partner`,
+//! `store`, `config`, `certs`, `dns`, `cvi`, `firewall`, `media`,
+//! `test-federation`). Part of the binary, not the library.
+//!
+//! Owns exit codes: 0 on success, 2 with one line on stderr for any usage
+//! or configuration mistake, 1 for runtime failures. It never holds edge
+//! logic; each subcommand calls the library. `anyhow` is used here and in
+//! main.rs only.
 
-pub mod cvi;
-pub mod media;
-pub mod partner;
+mod certs;
+mod common;
+mod config;
+mod cvi;
+mod dns;
+mod failure;
+mod firewall;
+mod media;
+mod partner;
+mod serve;
+mod store;
+mod test_federation;
 
-/// A failure with the exit code it deserves: 2 for usage and configuration
-/// mistakes (one line), 1 for everything else.
-pub struct Failure {
-    pub code: u8,
-    pub msg: String,
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use self::common::{load_config, with_store};
+use self::failure::Failure;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fedge",
+    version,
+    about = "Federation edge for health and care unified communications"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without it, embedded loopback defaults are used.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
 }
 
-impl Failure {
-    pub fn usage(msg: impl Into<String>) -> Self {
-        Failure {
-            code: 2,
-            msg: msg.into(),
-        }
-    }
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the edge.
+    Serve,
+    /// Manage federation partners (the registry the edge enforces).
+    Partner {
+        #[command(subcommand)]
+        cmd: partner::PartnerCmd,
+    },
+    /// Database helpers.
+    Store {
+        #[command(subcommand)]
+        cmd: store::StoreCmd,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        cmd: config::ConfigCmd,
+    },
+    /// Certificate helpers.
+    Certs {
+        #[command(subcommand)]
+        cmd: certs::CertsCmd,
+    },
+    /// DNS helpers.
+    Dns {
+        #[command(subcommand)]
+        cmd: dns::DnsCmd,
+    },
+    /// CVI gateway mode: enrol organisers, give meetings conference IDs,
+    /// and watch or drain the running gateway.
+    Cvi {
+        #[command(subcommand)]
+        cmd: cvi::CviCmd,
+    },
+    /// Print an nftables ruleset for the configured listeners and media
+    /// ranges (load it with `nft -f`).
+    Firewall,
+    /// The running edge's media relay (through its admin listener).
+    Media {
+        #[command(subcommand)]
+        cmd: media::MediaCmd,
+    },
+    /// Check the way to a partner step by step: DNS, TCP, mutual TLS, an
+    /// OPTIONS to its edge and an IM to its technical contact (like SfB's
+    /// Test-CsFederatedPartner). Needs no running edge.
+    TestFederation {
+        /// One of the partner's SIP domains.
+        domain: String,
+        /// How long each step may take.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
 
-    pub fn runtime(msg: impl Into<String>) -> Self {
-        Failure {
-            code: 1,
-            msg: msg.into(),
+/// Parses the arguments, runs the subcommand, and maps the outcome to an
+/// exit code (printing one line on failure).
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("fedge: {}", f.msg);
+            ExitCode::from(f.code)
         }
     }
 }
 
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure::runtime(format!("{e:#}"))
+/// clap's error as one line with exit code 2 (help and version: 0).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let usage = rendered
+            .lines()
+            .find_map(|l| l.strip_prefix("Usage: "))
+            .unwrap_or("fedge <COMMAND>");
+        eprintln!("fedge: a subcommand is missing; usage: {usage} (see --help)");
+        return ExitCode::from(2);
+    }
+    // One line: clap's first line says what is wrong.
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("fedge: {first} (see fedge --help)");
+    ExitCode::from(2)
+}
+
+/// One arm per subcommand; the work is in the subcommand's file.
+fn run(cli: Cli) -> Result<(), Failure> {
+    let path = cli.config;
+    match cli.command {
+        Command::Serve => serve::run(path),
+        Command::Config { cmd } => config::run(cmd, &path),
+        Command::Certs { cmd } => certs::run(cmd, &load_config(&path)?),
+        Command::Dns { cmd } => dns::run(cmd, &load_config(&path)?),
+        Command::Cvi { cmd } => cvi::command(cmd, &load_config(&path)?),
+        Command::Firewall => firewall::run(&load_config(&path)?, &path),
+        Command::Media { cmd } => media::run(cmd, load_config(&path)?.admin.listen),
+        Command::TestFederation { domain, timeout } => {
+            test_federation::run(&load_config(&path)?, domain, timeout)
+        }
+        Command::Partner { cmd } => {
+            let cfg = load_config(&path)?;
+            with_store(&cfg, |store| async move { partner::run(cmd, &store).await })
+        }
+        Command::Store { cmd } => store::run(cmd, &load_config(&path)?),
     }
 }

@@ -11,7 +11,7 @@ use fedge::federation::fpa;
 use fedge::federation::partner::{AuditEntry, Partner, PartnerDetails, PartnerState, Verb};
 use fedge::store::{Change, Store};
 
-use super::Failure;
+use super::failure::Failure;
 
 #[derive(Subcommand, Debug)]
 pub enum PartnerCmd {

@@ -8,11 +8,15 @@
 //! A forwarded message is the received bytes with a few spans spliced
 //! (`sip::edit`), never a re-serialisation.
 
+mod router;
 pub mod topology;
 pub mod txn;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+pub use self::router::{
+    Decision, Forward, Hop, Leg, ProxyConfig, Reject, RequestInfo, Router, Stats,
+};
+
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -22,169 +26,20 @@ use tracing::{debug, info, warn};
 use self::topology::{BadToken, ResponseEdit};
 pub use self::topology::{Hide, Topology};
 use self::txn::{
-    Action, ClientSpec, ClientTxn, SendPath, ServerTxn, Step, Tables, TimerKey, Timers, Upstream,
+    Action, ClientSpec, ClientTxn, SendPath, ServerTxn, Step, Tables, TimerKey, Upstream,
 };
 use super::edit::Editor;
 use super::headers::{HeaderName, NameAddr};
 use super::message::{Method, SipMessage};
 use super::parse::{Limits, find_head_end, parse_framed};
 use super::response::{ResponseBuilder, quote, random_token};
-use super::transport::outbound::{ConnectError, Pool, StreamTarget};
+use super::transport::outbound::Pool;
 use super::transport::{Handler, Inbound, Side, Source};
 use super::uri::{Host, Uri};
 use super::validate::check_request;
 
 /// Marks branches this proxy made; the loop hash follows it.
 pub const BRANCH_PREFIX: &str = "z9hG4bK-fe";
-
-/// What the proxy puts on the messages it sends out of one side.
-#[derive(Debug, Clone)]
-pub struct Leg {
-    /// Via value without branch, e.g. `SIP/2.0/TLS sip.fedge.test:5061`.
-    pub via: String,
-    /// Record-Route value, e.g. `<sip:sip.fedge.test:5061;transport=tls;lr>`.
-    pub record_route: String,
-}
-
-/// Static proxy settings.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// What goes on messages sent out of the [`Side::Outside`].
-    pub outside: Leg,
-    /// What goes on messages sent out of the [`Side::Inside`].
-    pub inside: Leg,
-    /// Names and addresses that are this edge (lower-case), for Route and loop checks.
-    pub self_hosts: Vec<String>,
-    /// Ports this edge listens on.
-    pub self_ports: Vec<u16>,
-    /// Option tags this proxy implements (Proxy-Require).
-    pub proxy_extensions: &'static [&'static str],
-    /// The Warning agent (the edge FQDN).
-    pub agent: String,
-    /// The Server header of responses the edge makes.
-    pub server: String,
-    pub timers: Timers,
-    /// The key and rules of topology hiding.
-    pub topology: Arc<Topology>,
-}
-
-impl ProxyConfig {
-    fn leg(&self, side: Side) -> &Leg {
-        match side {
-            Side::Outside => &self.outside,
-            Side::Inside => &self.inside,
-        }
-    }
-}
-
-/// Where a forwarded request goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hop {
-    /// Over the internal UDP socket.
-    Udp(SocketAddr),
-    /// Over a pooled stream connection.
-    Stream(StreamTarget),
-}
-
-/// A request to forward, as the router decided it.
-#[derive(Debug, Clone)]
-pub struct Forward {
-    /// The side it leaves on (its Via and Record-Route).
-    pub leg: Side,
-    pub hop: Hop,
-    /// Headers to remove (case-insensitive names, compact forms understood).
-    pub strip: Vec<String>,
-    /// Headers to append.
-    pub add: Vec<(String, String)>,
-    /// Which side of the request the other must not see (see `topology`).
-    pub hide: Hide,
-    /// A new body (Content-Length follows), e.g. SDP pointing at a relay.
-    pub body: Option<Bytes>,
-}
-
-/// A refusal: status, reason (Warning text and log), and optionally the
-/// `ms-diagnostics-public` code and text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    pub status: u16,
-    pub reason: String,
-    pub warn_code: u16,
-    pub diagnostic: Option<(u16, &'static str)>,
-    pub headers: Vec<(String, String)>,
-}
-
-impl Reject {
-    pub fn new(status: u16, reason: impl Into<String>) -> Reject {
-        Reject {
-            status,
-            reason: reason.into(),
-            warn_code: 399,
-            diagnostic: None,
-            headers: Vec::new(),
-        }
-    }
-
-    /// Adds the `ms-diagnostics-public` code and its standard text.
-    pub fn diag(mut self, (code, text): (u16, &'static str)) -> Reject {
-        self.diagnostic = Some((code, text));
-        self
-    }
-}
-
-/// The router's answer for one request.
-#[derive(Debug, Clone)]
-pub enum Decision {
-    Forward(Forward),
-    Reject(Reject),
-    /// Answer it ourselves (OPTIONS to the edge).
-    Answer {
-        status: u16,
-        headers: Vec<(String, String)>,
-    },
-    /// Say nothing (requests that are never answered, e.g. BENOTIFY), with the reason for the log.
-    Drop(String),
-}
-
-/// What the proxy learned about a request before asking the router.
-#[derive(Debug, Clone, Default)]
-pub struct RequestInfo {
-    /// The To header has a tag.
-    pub in_dialog: bool,
-    /// How many of the topmost Route entries were ours (and are removed).
-    pub own_routes: usize,
-    /// The first Route entry left after ours, if any.
-    pub next_route: Option<String>,
-}
-
-/// The decisions the proxy core asks for.
-pub trait Router: Send + Sync + 'static {
-    /// Where a request goes, or why not (it may look things up first).
-    fn route(
-        &self,
-        req: &SipMessage,
-        source: &Source,
-        info: &RequestInfo,
-    ) -> impl std::future::Future<Output = Decision> + Send;
-    /// The answer when the next hop could not be reached.
-    fn forward_failed(&self, req: &SipMessage, source: &Source, err: &ConnectError) -> Reject;
-    /// Edits to a response before it goes upstream on `to`.
-    fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>);
-    /// The proxy answered `req` itself with a final `status` (a refusal,
-    /// an unreachable next hop, a transaction timeout).
-    fn refused(&self, _req: &SipMessage, _status: u16) {}
-}
-
-/// Counters, cumulative since start.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub requests: AtomicU64,
-    pub responses: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub rejected: AtomicU64,
-    pub retransmissions: AtomicU64,
-    pub stray_responses: AtomicU64,
-    pub loops: AtomicU64,
-}
 
 /// The stateful proxy.
 pub struct Proxy<R: Router> {
@@ -414,32 +269,7 @@ impl<R: Router> Proxy<R> {
                 }
             }
             Method::Cancel => {
-                let invite_key = key.as_deref().map(|k| k.replace("|CANCEL", "|INVITE"));
-                // Only whoever sent the INVITE may cancel it.
-                let found = invite_key
-                    .as_deref()
-                    .and_then(|k| self.tables.server(k))
-                    .filter(|s| {
-                        s.source.remote == source.remote && s.source.transport == source.transport
-                    });
-                let (status, note) = match &found {
-                    Some(_) => (200, None),
-                    None => (481, Some("no transaction matches this CANCEL")),
-                };
-                let mut b = ResponseBuilder::new(&msg, status);
-                if let Some(n) = note {
-                    b = b.warning(399, &self.cfg.agent, n);
-                }
-                let data = b.header("Server", self.cfg.server.clone()).build();
-                self.answer(&msg, &source, None, data, status).await;
-                if let Some(client) = found
-                    .and_then(|s| s.cancel())
-                    .and_then(|k| self.tables.client(&k))
-                {
-                    debug!(call_id = msg.call_id().unwrap_or(""), "CANCEL passed on");
-                    let step = client.on_cancel(tokio::time::Instant::now());
-                    self.apply(&client, step).await;
-                }
+                self.on_cancel(&msg, &source, key.as_deref()).await;
                 return;
             }
             _ => {}
@@ -528,50 +358,92 @@ impl<R: Router> Proxy<R> {
                         method,
                         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
                     );
-                let (data, branch, edit) = self.build_forward(
-                    &msg,
-                    &source,
-                    &fwd,
-                    &prep,
-                    (record_route, server.is_some()),
-                );
-                let path = match &fwd.hop {
-                    Hop::Udp(to) => Some(SendPath::Udp {
-                        sock: self.udp.clone(),
-                        to: *to,
-                    }),
-                    Hop::Stream(t) => self.pool.try_get(t).map(SendPath::Stream),
+                me.forward(msg, source, server, fwd, &prep, record_route)
+                    .await;
+            }
+        }
+    }
+
+    /// A CANCEL (RFC 3261 §16.10): answered here at once (200, or 481 when
+    /// no INVITE of the same sender matches), then passed on to the INVITE's
+    /// client transaction once it may be.
+    async fn on_cancel(&self, msg: &SipMessage, source: &Source, key: Option<&str>) {
+        let invite_key = key.map(|k| k.replace("|CANCEL", "|INVITE"));
+        // Only whoever sent the INVITE may cancel it.
+        let found = invite_key
+            .as_deref()
+            .and_then(|k| self.tables.server(k))
+            .filter(|s| s.source.remote == source.remote && s.source.transport == source.transport);
+        let (status, note) = match &found {
+            Some(_) => (200, None),
+            None => (481, Some("no transaction matches this CANCEL")),
+        };
+        let mut b = ResponseBuilder::new(msg, status);
+        if let Some(n) = note {
+            b = b.warning(399, &self.cfg.agent, n);
+        }
+        let data = b.header("Server", self.cfg.server.clone()).build();
+        self.answer(msg, source, None, data, status).await;
+        if let Some(client) = found
+            .and_then(|s| s.cancel())
+            .and_then(|k| self.tables.client(&k))
+        {
+            debug!(call_id = msg.call_id().unwrap_or(""), "CANCEL passed on");
+            let step = client.on_cancel(tokio::time::Instant::now());
+            self.apply(&client, step).await;
+        }
+    }
+
+    /// Sends a request the router let through: builds the forwarded bytes
+    /// and sends them on a pooled connection, or opens one in the
+    /// background so this listener is not held up.
+    async fn forward(
+        self: Arc<Self>,
+        msg: SipMessage,
+        source: Source,
+        server: Option<Arc<ServerTxn>>,
+        fwd: Forward,
+        prep: &Prep,
+        record_route: bool,
+    ) {
+        let me = self;
+        let (data, branch, edit) =
+            me.build_forward(&msg, &source, &fwd, prep, (record_route, server.is_some()));
+        let path = match &fwd.hop {
+            Hop::Udp(to) => Some(SendPath::Udp {
+                sock: me.udp.clone(),
+                to: *to,
+            }),
+            Hop::Stream(t) => me.pool.try_get(t).map(SendPath::Stream),
+        };
+        match path {
+            Some(p) => {
+                me.send_forward(msg, source, server, (data, branch, edit), p)
+                    .await
+            }
+            None => {
+                // A new connection is needed: do not hold up this listener for it.
+                let Hop::Stream(target) = fwd.hop.clone() else {
+                    return;
                 };
-                match path {
-                    Some(p) => {
-                        me.send_forward(msg, source, server, (data, branch, edit), p)
+                tokio::spawn(async move {
+                    match me.pool.get(&target, me.clone()).await {
+                        Ok(c) => {
+                            me.send_forward(
+                                msg,
+                                source,
+                                server,
+                                (data, branch, edit),
+                                SendPath::Stream(c),
+                            )
                             .await
+                        }
+                        Err(e) => {
+                            let r = me.router.forward_failed(&msg, &source, &e);
+                            me.refuse(&msg, &source, server.as_ref(), r).await;
+                        }
                     }
-                    None => {
-                        // A new connection is needed: do not hold up this listener for it.
-                        let Hop::Stream(target) = fwd.hop.clone() else {
-                            return;
-                        };
-                        tokio::spawn(async move {
-                            match me.pool.get(&target, me.clone()).await {
-                                Ok(c) => {
-                                    me.send_forward(
-                                        msg,
-                                        source,
-                                        server,
-                                        (data, branch, edit),
-                                        SendPath::Stream(c),
-                                    )
-                                    .await
-                                }
-                                Err(e) => {
-                                    let r = me.router.forward_failed(&msg, &source, &e);
-                                    me.refuse(&msg, &source, server.as_ref(), r).await;
-                                }
-                            }
-                        });
-                    }
-                }
+                });
             }
         }
     }

@@ -1,0 +1,53 @@
+//! The federation media relay's admin endpoints: its live sessions and
+//! its drain switch.
+//!
+//! Owns `/media` and `/media/drain`. It never opens or closes relay
+//! sessions itself.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::state::{DrainQuery, EdgeState};
+
+/// `GET /media`: the relay's live sessions with their counters.
+pub(super) async fn media_sessions(
+    State(state): State<Arc<EdgeState>>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    match &state.media {
+        Some(r) => (
+            axum::http::StatusCode::OK,
+            Json(json!({
+                "draining": r.draining(),
+                "ports_in_use": r.ports_in_use(),
+                "sessions": r.list(),
+            })),
+        ),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"error": "the media relay is not enabled ([media] enabled = false)"})),
+        ),
+    }
+}
+
+/// `POST /media/drain[?on=false]`: stop (or resume) taking new calls.
+pub(super) async fn media_drain(
+    State(state): State<Arc<EdgeState>>,
+    axum::extract::Query(q): axum::extract::Query<DrainQuery>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    match &state.media {
+        Some(r) => {
+            r.set_draining(q.on.unwrap_or(true));
+            (
+                axum::http::StatusCode::OK,
+                Json(json!({"draining": r.draining(), "sessions": r.len()})),
+            )
+        }
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"error": "the media relay is not enabled ([media] enabled = false)"})),
+        ),
+    }
+}

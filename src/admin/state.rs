@@ -1,0 +1,38 @@
+//! The running edge's state as the admin listener sees it. The admin
+//! module owns this type; `server` builds it at start-up.
+//!
+//! Owns what the HTTP handlers may read. It never starts or stops anything.
+
+use std::sync::Arc;
+
+use crate::cvi::gateway::Gateway;
+use crate::cvi::meetings::Dialling;
+use crate::federation::Edge;
+use crate::federation::metrics::Metrics;
+use crate::federation::registry::Registry;
+use crate::media::Relay;
+use crate::sip::proxy::Proxy;
+use crate::sip::transport::ConnectionTable;
+use crate::store::Store;
+
+/// The running edge's shared state, for the admin listener.
+#[derive(Debug)]
+pub struct EdgeState {
+    pub connections: Arc<ConnectionTable>,
+    pub registry: Arc<Registry>,
+    pub proxy: Arc<Proxy<Edge>>,
+    pub metrics: Arc<Metrics>,
+    pub fqdn: String,
+    pub media: Option<Arc<Relay>>,
+    /// The CVI gateway, when `[cvi] enabled`.
+    pub cvi: Option<Arc<Gateway>>,
+    pub store: Store,
+    /// What the CVI dialling instructions say.
+    pub dialling: Dialling,
+}
+
+/// The query of the drain switches: `?on=false` resumes.
+#[derive(serde::Deserialize)]
+pub(super) struct DrainQuery {
+    pub(super) on: Option<bool>,
+}

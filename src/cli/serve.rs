@@ -1,0 +1,110 @@
+//! `fedge serve`: logging set-up, the async runtime, the signals that stop
+//! the edge, and the development PKI when no --config is given.
+//!
+//! Owns turning [`ServeError`] into an exit code (2 for configuration, 1
+//! otherwise). It never builds listeners itself (`fedge::server` does).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use fedge::config::Config;
+use fedge::pki::DevFiles;
+use fedge::server::{self, ServeError};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::certs::create_dev;
+use super::common::load_config;
+use super::failure::Failure;
+
+pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
+    let cfg = load_config(&config)?;
+    if config.is_some() {
+        // Certificates named by a config file are part of the configuration:
+        // a bad one is reported as one line before logging starts.
+        server::preflight(&cfg).map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    init_logging(&cfg);
+    if config.is_none() {
+        let files = DevFiles {
+            dir: PathBuf::from("certs/dev"),
+        };
+        if !files.complete() {
+            create_dev(&files, &cfg)?;
+            warn!(
+                dir = %files.dir.display(),
+                "DEVELOPMENT CERTIFICATES CREATED: a throw-away CA, the edge's certificate and a sample partner's. \
+                 They are for development only; never use them in production"
+            );
+        }
+        warn!(
+            "running on embedded defaults with DEVELOPMENT CERTIFICATES from certs/dev (for development only); pass --config for real use"
+        );
+    }
+    let rt = match cfg.runtime.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signals.cancel();
+        });
+        match server::run(cfg, shutdown).await {
+            Ok(()) => {
+                info!("stopped");
+                Ok(())
+            }
+            Err(ServeError::Config(m)) => Err(Failure::usage(m)),
+            Err(ServeError::Runtime(m)) => {
+                error!("{m}");
+                Err(Failure::runtime(m))
+            }
+        }
+    })
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

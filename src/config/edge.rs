@@ -1,0 +1,281 @@
+//! The edge's own sections: the whole [`Config`] and its listener, store,
+//! admin, SIP, policy, runtime and log sections, with their defaults.
+//!
+//! Owns the shape and the defaults of these settings (what serde reads and
+//! `fedge config show` writes). It never checks values (validate.rs does)
+//! and never reads files.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::services::{CviSection, DnsSection, MediaSection};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub federation: FederationConfig,
+    pub internal: InternalConfig,
+    pub store: StoreConfig,
+    pub admin: AdminConfig,
+    pub sip: SipConfig,
+    pub policy: PolicyConfig,
+    pub media: MediaSection,
+    pub dns: DnsSection,
+    pub cvi: CviSection,
+    pub runtime: RuntimeConfig,
+    pub log: LogConfig,
+}
+
+/// What may cross the edge, and how fast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Requests per second a partner may send (token bucket), unless its
+    /// record says otherwise.
+    pub rate: u32,
+    /// How many requests a partner may send at once above the rate.
+    pub burst: u32,
+    /// Most distinct home addresses one partner may reach per window.
+    pub enumeration_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub enumeration_window: Duration,
+    /// Media types allowed in bodies (every part of a multipart body).
+    pub body_types: Vec<String>,
+    /// Largest body allowed across the edge.
+    pub max_body_bytes: usize,
+    /// Oldest Lync/SfB client build accepted (UCCAPI and OC in User-Agent).
+    pub min_client_version: String,
+    /// Oldest Lync/SfB server version accepted (RTC and RTCC in User-Agent).
+    pub min_server_version: String,
+    /// Accept products other than Lync and Skype for Business (off: refused).
+    pub allow_other_products: bool,
+    /// The user part of the onboarding test address in each home domain.
+    pub test_user: String,
+    /// How often IG certification expiry dates are checked.
+    #[serde(with = "humantime_serde")]
+    pub ig_check_interval: Duration,
+    /// Days before expiry that a warning is logged.
+    pub ig_warning_days: u32,
+}
+
+/// Body types allowed by default: IM, presence, SDP, multipart, typing
+/// and delivery notifications.
+pub const DEFAULT_BODY_TYPES: &[&str] = &[
+    "text/plain",
+    "text/html",
+    "text/rtf",
+    "application/sdp",
+    "multipart/alternative",
+    "multipart/mixed",
+    "multipart/related",
+    "application/im-iscomposing+xml",
+    "application/ms-imdn+xml",
+    "message/imdn+xml",
+    "application/pidf+xml",
+    "application/xpidf+xml",
+    "text/xml+msrtc.pidf",
+    "application/rlmi+xml",
+    "application/msrtc-event-categories+xml",
+    "application/msrtc-adrl-categorylist+xml",
+    "application/msrtc-category-publish+xml",
+    "application/xml",
+];
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            rate: 20,
+            burst: 40,
+            enumeration_limit: 1000,
+            enumeration_window: Duration::from_secs(3600),
+            body_types: DEFAULT_BODY_TYPES.iter().map(|s| s.to_string()).collect(),
+            max_body_bytes: 64 * 1024,
+            min_client_version: "4.0.7577.4103".into(),
+            min_server_version: "4.0".into(),
+            allow_other_products: false,
+            test_user: "federation-test".into(),
+            ig_check_interval: Duration::from_secs(3600),
+            ig_warning_days: 30,
+        }
+    }
+}
+
+/// The async runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Worker threads. 1 runs the edge on one thread, which costs the least
+    /// CPU per message (no hand-offs between threads); more spread the load
+    /// over cores at some cost per message.
+    pub threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { threads: 1 }
+    }
+}
+
+/// The partner-facing listener (SIP over mutual TLS).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    pub listen: SocketAddr,
+    /// The edge's public FQDN: in Record-Route, Warning headers and its certificate.
+    pub fqdn: String,
+    /// SIP domains the home organisation owns.
+    pub home_domains: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM bundle of the CAs partner certificates must chain to.
+    pub trust: PathBuf,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+    /// Most TLS connections opened to one partner edge (SfB allows 1 to 4).
+    pub partner_connections: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5061)),
+            fqdn: "sip.fedge.test".into(),
+            home_domains: vec!["fedge.test".into()],
+            cert: "certs/dev/edge.crt".into(),
+            key: "certs/dev/edge.key".into(),
+            trust: "certs/dev/ca.crt".into(),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            partner_connections: 4,
+        }
+    }
+}
+
+/// The listener for the home pool, and where admitted requests go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InternalConfig {
+    /// UDP and TCP on this address.
+    pub listen: SocketAddr,
+    /// A SIP URI such as `sip:127.0.0.1:5080;transport=udp` (udp, tcp or tls).
+    pub next_hop: String,
+    pub max_connections: usize,
+    /// The name the home pool knows this edge by (in its Record-Route);
+    /// the federation FQDN when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fqdn: Option<String>,
+}
+
+impl Default for InternalConfig {
+    fn default() -> Self {
+        InternalConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5065)),
+            next_hop: "sip:127.0.0.1:5080;transport=udp".into(),
+            max_connections: 256,
+            fqdn: None,
+        }
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (created when missing) or `postgres://...`.
+    pub url: String,
+    /// How often a running edge checks the registry for changes.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://var/fedge.db".into(),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// The admin HTTP listener (health and, later, pages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8061)),
+        }
+    }
+}
+
+/// SIP limits and timers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub max_head_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_headers: usize,
+    /// A connection with no traffic for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A message must be complete this long after its first byte.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// RFC 3261 timer T1 (round-trip estimate): retransmissions start at
+    /// T1 and transactions time out after 64*T1 (Timers B and F).
+    #[serde(with = "humantime_serde")]
+    pub t1: Duration,
+    /// T2: the longest retransmission interval of non-INVITE requests.
+    #[serde(with = "humantime_serde")]
+    pub t2: Duration,
+    /// T4: how long a message may linger in the network.
+    #[serde(with = "humantime_serde")]
+    pub t4: Duration,
+    /// Timer C: how long an INVITE may ring before the edge cancels it.
+    #[serde(with = "humantime_serde")]
+    pub timer_c: Duration,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            max_head_bytes: 32 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_headers: 256,
+            idle_timeout: Duration::from_secs(600),
+            message_timeout: Duration::from_secs(10),
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            timer_c: Duration::from_secs(181),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `fedge=debug,info`, ... (RUST_LOG overrides it).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The one TOML configuration file, its embedded defaults, and the
+//! commented example `fedge config example` prints.
+//!
+//! Owns reading and checking settings. Every mistake becomes a
+//! [`ConfigError`] whose message fits on one line and names the file, the
+//! key and what is wrong; the CLI turns it into exit code 2. Relative paths
+//! in a file are taken relative to that file's directory; the embedded
+//! defaults are relative to the working directory. It never binds,
+//! connects or starts anything.
+//!
+//! The pieces: `edge.rs` and `services.rs` hold the sections and their
+//! defaults, `load.rs` reads a file, `validate.rs` checks values,
+//! `derived.rs` computes what other modules need from them, and
+//! `example.toml` is the commented example.
+
+mod derived;
+mod edge;
+mod error;
+mod load;
+mod services;
+mod validate;
+
+pub use derived::NextHop;
+pub use edge::{
+    AdminConfig, Config, DEFAULT_BODY_TYPES, FederationConfig, InternalConfig, LogConfig,
+    PolicyConfig, RuntimeConfig, SipConfig, StoreConfig,
+};
+pub use error::ConfigError;
+pub use services::{CviSection, DnsSection, MediaSection};
+
+/// The commented example printed by `fedge config example`; it equals the
+/// embedded defaults (a test holds it to that).
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_equals_the_embedded_defaults() {
+        let parsed = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn example_names_every_key() {
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let defaults: toml::Table =
+            toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        for (section, table) in &defaults {
+            let ex = example
+                .get(section)
+                .and_then(|v| v.as_table())
+                .unwrap_or_else(|| panic!("example lacks [{section}]"));
+            for key in table.as_table().unwrap().keys() {
+                assert!(ex.contains_key(key), "example lacks [{section}] {key}");
+            }
+        }
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn media_addresses_must_reach_the_relay() {
+        let check = |toml: &str| Config::from_toml(toml).unwrap().validate();
+        // A public federation listener with the loopback media default.
+        let e = check("[federation]\nlisten = \"192.0.2.10:5061\"\n").unwrap_err();
+        assert!(
+            e.0.contains("[media] federation_address is 127.0.0.1 (loopback)"),
+            "{}",
+            e.0
+        );
+        // Binding every interface needs an address to advertise.
+        let e = check("[media]\nfederation_address = \"0.0.0.0\"\n").unwrap_err();
+        assert!(e.0.contains("set federation_advertise"), "{}", e.0);
+        check("[federation]\nlisten = \"192.0.2.10:5061\"\n[media]\nfederation_address = \"0.0.0.0\"\nfederation_advertise = \"192.0.2.10\"\n").unwrap();
+        // Or no relay at all.
+        check("[federation]\nlisten = \"192.0.2.10:5061\"\n[media]\nenabled = false\n").unwrap();
+        let e = check("[media]\nport_min = 60000\nport_max = 60001\n").unwrap_err();
+        assert!(e.0.contains("at least two even/odd pairs"), "{}", e.0);
+    }
+
+    #[test]
+    fn errors_are_one_line_and_say_where() {
+        let e = Config::from_toml("[federation]\nlisen = \"1.2.3.4:5\"\n").unwrap_err();
+        assert!(
+            e.0.starts_with("line 2, column 1: unknown field `lisen`"),
+            "{}",
+            e.0
+        );
+        assert!(!e.0.contains('\n'));
+        let e = Config::from_toml("[federation]\nlisten = \"nonsense\"\n").unwrap_err();
+        assert!(e.0.contains("line 2"), "{}", e.0);
+        let e = Config::from_toml("[sip]\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.0.contains("line 2"), "{}", e.0);
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let mut c = Config::default();
+        c.federation.fqdn = "192.0.2.1".into();
+        assert!(c.validate().unwrap_err().0.contains("not an IP address"));
+        let mut c = Config::default();
+        c.internal.next_hop = "sip:pool.fedge.test;transport=sctp".into();
+        assert!(c.validate().unwrap_err().0.contains("sctp"));
+        let mut c = Config::default();
+        c.store.url = "mysql://x".into();
+        assert!(c.validate().is_err());
+        let c = Config::default();
+        assert_eq!(
+            c.next_hop().unwrap(),
+            NextHop {
+                host: "127.0.0.1".into(),
+                port: 5080,
+                transport: "udp".into()
+            }
+        );
+        let mut c = Config::default();
+        c.internal.next_hop = "sip:[::1]:5090;transport=tcp".into();
+        let nh = c.next_hop().unwrap();
+        assert_eq!((nh.host.as_str(), nh.port), ("::1", 5090));
+        assert!(nh.host.parse::<std::net::IpAddr>().is_ok());
+    }
+
+    #[test]
+    fn cvi_listeners_are_checked() {
+        let cvi = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            c.cvi.enabled = true;
+            f(&mut c);
+            c.validate().err().map(|e| e.0).unwrap_or_default()
+        };
+        assert_eq!(cvi(&|_| {}), "", "the defaults are valid");
+        assert!(
+            cvi(&|c| c.cvi.listen = "0.0.0.0:5060".parse().unwrap()).contains("not a wildcard")
+        );
+        assert!(
+            cvi(&|c| c.cvi.listen_tls = Some("[::]:5061".parse().unwrap())).contains("listen_tls")
+        );
+        let e = cvi(&|c| c.cvi.listen = c.internal.listen);
+        assert!(
+            e.contains("[cvi] listen") && e.contains("another listener"),
+            "{e}"
+        );
+        let e = cvi(&|c| c.cvi.listen_tls = Some(c.federation.listen));
+        assert!(e.contains("another listener"), "{e}");
+        let e = cvi(&|c| {
+            c.media.enabled = true;
+            c.cvi.media_port_min = 50000;
+            c.cvi.media_port_max = 50100;
+        });
+        assert!(e.contains("overlap"), "{e}");
+        assert!(cvi(&|c| c.cvi.trusted = vec!["not a/thing".into()]).contains("trusted"));
+        assert!(cvi(&|c| c.cvi.max_calls = 0).contains("max_calls"));
+        // The top of the port space is refused, not overflowed.
+        let e = cvi(&|c| {
+            c.cvi.media_port_min = 65535;
+            c.cvi.media_port_max = 65535;
+        });
+        assert!(e.contains("[cvi] media_port_min 65535"), "{e}");
+        let mut c = Config::default();
+        c.media.enabled = true;
+        c.media.port_min = 50000;
+        c.media.port_max = 50002;
+        let e = c.validate().err().map(|e| e.0).unwrap_or_default();
+        assert!(e.contains("two even/odd pairs"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fedge.toml");
+        std::fs::write(
+            &p,
+            "[federation]\ncert = \"tls/edge.crt\"\n[store]\nurl = \"sqlite://db/fedge.db\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.federation.cert, dir.path().join("tls/edge.crt"));
+        assert_eq!(
+            c.store.url,
+            format!("sqlite://{}", dir.path().join("db/fedge.db").display())
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! The optional services' sections: the media relay, DNS, and the CVI
+//! gateway, with their defaults.
+//!
+//! Owns the shape and the defaults of these settings. It never checks
+//! values (validate.rs does) and never reads files.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// CVI gateway mode: room systems into Teams meetings by conference ID.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CviSection {
+    pub enabled: bool,
+    /// The SIP domain room systems dial (`teams@<domain>`, `<id>@<domain>`).
+    pub domain: String,
+    /// The reception's user part.
+    pub reception: String,
+    /// The test call's user part.
+    pub test_call: String,
+    /// How long the test call echoes before it hangs up.
+    #[serde(with = "humantime_serde")]
+    pub test_call_time: Duration,
+    /// A tenant key room systems may dial as `<key>.<id>@<domain>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_key: Option<String>,
+    /// SIP over UDP and TCP for room systems.
+    pub listen: SocketAddr,
+    /// SIP over TLS for room systems (the federation certificate; client
+    /// certificates optional); off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_tls: Option<SocketAddr>,
+    /// Where a meeting's calls go: a SIP URI template with `{id}` (and
+    /// `{tenant}`), e.g. `sip:{id}@connector.example;transport=tls`.
+    pub connector: String,
+    /// `HOST:PORT` to send to instead of resolving the connector's host (labs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_address: Option<String>,
+    /// The relay's address towards room systems and towards the connector.
+    pub media_address: std::net::IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_advertise: Option<std::net::IpAddr>,
+    pub connector_media_address: std::net::IpAddr,
+    pub media_port_min: u16,
+    pub media_port_max: u16,
+    /// Gateway calls at once on this node; more get 503 with Retry-After.
+    pub max_calls: usize,
+    /// Room systems trusted to bypass the lobby: IP addresses or subnets
+    /// (`10.0.0.0/8`) and domains (`example.nhs.uk`) a room's verified TLS
+    /// client certificate must name (a From domain is never proof).
+    pub trusted: Vec<String>,
+    /// Domains organisers may be enrolled from.
+    pub organiser_domains: Vec<String>,
+    /// Where the dialling instructions pages are published (the admin
+    /// listener serves them at /cvi/<id>).
+    pub instructions_base: String,
+    /// A pause this long ends a conference ID entry.
+    #[serde(with = "humantime_serde")]
+    pub digit_pause: Duration,
+    /// Wrong IDs before the reception says goodbye.
+    pub tries: u32,
+}
+
+impl Default for CviSection {
+    fn default() -> Self {
+        let lo2 = std::net::IpAddr::from([127, 0, 0, 2]);
+        CviSection {
+            enabled: false,
+            domain: "cvi.fedge.test".into(),
+            reception: "teams".into(),
+            test_call: "test_call".into(),
+            test_call_time: Duration::from_secs(60),
+            tenant_key: None,
+            listen: SocketAddr::new(lo2, 5060),
+            listen_tls: None,
+            connector: "sip:{id}@connector.fedge.test;transport=tcp".into(),
+            connector_address: None,
+            media_address: lo2,
+            media_advertise: None,
+            connector_media_address: lo2,
+            media_port_min: 40000,
+            media_port_max: 49999,
+            max_calls: 16,
+            trusted: Vec::new(),
+            organiser_domains: vec!["nhs.net".into()],
+            instructions_base: "http://127.0.0.1:8061".into(),
+            digit_pause: Duration::from_secs(3),
+            tries: 3,
+        }
+    }
+}
+
+/// DNS: the zone the edge publishes, and where it looks partners up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// Serve the zone here (UDP and TCP); off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The edge's public addresses for A/AAAA records (default: the
+    /// federation listener's address, when it is a specific one).
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The port published in SRV records (default: the federation
+    /// listener's port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_port: Option<u16>,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// The CVI gateway's SIP domain, published with SIP SRV records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cvi_domain: Option<String>,
+    pub cvi_port: u16,
+    pub cvi_tls_port: u16,
+    /// The name server fedge asks for partners' records (`IP:PORT`);
+    /// default: the system's (/etc/resolv.conf).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<SocketAddr>,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection {
+            listen: None,
+            addresses: Vec::new(),
+            sip_port: None,
+            ttl: Duration::from_secs(3600),
+            cvi_domain: None,
+            cvi_port: 5060,
+            cvi_tls_port: 5061,
+            resolver: None,
+        }
+    }
+}
+
+/// The media relay for federated A/V calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Anchor A/V media of calls crossing the edge on the relay.
+    pub enabled: bool,
+    /// Where the relay binds towards partners, and what it writes into
+    /// their SDP when that differs (a 1:1 NAT).
+    pub federation_address: std::net::IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation_advertise: Option<std::net::IpAddr>,
+    /// The same towards the home pool.
+    pub internal_address: std::net::IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_advertise: Option<std::net::IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub max_sessions: usize,
+    /// A call with no media packet for this long has its relay session closed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+        MediaSection {
+            enabled: true,
+            federation_address: lo,
+            federation_advertise: None,
+            internal_address: lo,
+            internal_advertise: None,
+            port_min: 50000,
+            port_max: 59999,
+            max_sessions: 2500,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Binding the edge's own sockets: the federation listener, the internal
+//! listener (TCP and UDP on one address) and the admin listener.
+//!
+//! Owns the bind order and the "cannot listen on" messages. It never
+//! accepts connections or reads from a socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UdpSocket};
+
+use super::error::ServeError;
+use crate::config::Config;
+
+/// Binds a TCP listener, naming it in the error.
+pub(super) async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Runtime(format!("cannot listen on {addr} ({what}): {e}")))
+}
+
+/// The bound sockets of the federation, internal and admin listeners.
+pub(super) struct Sockets {
+    pub fed: TcpListener,
+    pub fed_addr: SocketAddr,
+    pub int_tcp: TcpListener,
+    /// The internal listener's address (TCP and UDP).
+    pub int_addr: SocketAddr,
+    pub int_udp: Arc<UdpSocket>,
+    pub admin: TcpListener,
+    pub admin_addr: SocketAddr,
+}
+
+impl Sockets {
+    /// Binds the listeners in start-up order: federation, internal TCP,
+    /// internal UDP (on the TCP listener's address), admin.
+    pub async fn bind(cfg: &Config) -> Result<Sockets, ServeError> {
+        let fed = bind_tcp(cfg.federation.listen, "federation").await?;
+        let int_tcp = bind_tcp(cfg.internal.listen, "internal TCP").await?;
+        let int_addr = int_tcp
+            .local_addr()
+            .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        let int_udp = UdpSocket::bind(int_addr).await.map_err(|e| {
+            ServeError::Runtime(format!("cannot listen on {int_addr} (internal UDP): {e}"))
+        })?;
+        let int_udp = Arc::new(int_udp);
+        let admin = bind_tcp(cfg.admin.listen, "admin").await?;
+        let fed_addr = fed
+            .local_addr()
+            .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        let admin_addr = admin
+            .local_addr()
+            .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        Ok(Sockets {
+            fed,
+            fed_addr,
+            int_tcp,
+            int_addr,
+            int_udp,
+            admin,
+            admin_addr,
+        })
+    }
+}

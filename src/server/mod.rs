@@ -1,0 +1,329 @@
+//! `fedge serve`: binds the listeners, opens the store, and runs until
+//! SIGINT or SIGTERM.
+//!
+//! Owns start-up order and shutdown. Problems with the configuration's
+//! content (unreadable or mismatched certificates, say) are reported as
+//! [`ServeError::Config`] so the CLI can exit with 2; everything else that
+//! stops the edge from starting is [`ServeError::Runtime`]. It never
+//! handles a SIP message or an HTTP request itself.
+//!
+//! The pieces: `listen.rs` binds the edge's sockets, `build.rs` builds the
+//! proxy with its policy and relay, `cvi.rs` starts the CVI gateway,
+//! `registry_events.rs` closes connections of partners leaving `enabled`;
+//! this file spawns the tasks and hands the admin listener its
+//! [`admin::EdgeState`].
+
+mod build;
+mod cvi;
+mod error;
+mod listen;
+mod registry_events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, EdgeState};
+use crate::config::Config;
+use crate::cvi::meetings::Dialling;
+use crate::federation::Edge;
+use crate::federation::ig;
+use crate::federation::metrics::Metrics;
+use crate::federation::registry::Registry;
+use crate::media::Relay;
+use crate::role::Role;
+use crate::sip::parse::Limits;
+use crate::sip::proxy::Proxy;
+use crate::sip::transport::stream::{StreamListener, TlsAccept};
+use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config, server_config};
+use crate::sip::transport::{ConnectionTable, TransportSettings, udp};
+use crate::store::Store;
+
+use self::build::{Core, Shared};
+use self::listen::Sockets;
+
+pub use self::error::ServeError;
+
+/// The CVI dialling facts the configuration gives.
+pub fn dialling(cfg: &Config) -> Dialling {
+    Dialling {
+        domain: cfg.cvi.domain.clone(),
+        reception: cfg.cvi.reception.clone(),
+        test_call: cfg.cvi.test_call.clone(),
+        tenant_key: cfg.cvi.tenant_key.clone(),
+        instructions_base: cfg.cvi.instructions_base.clone(),
+    }
+}
+
+/// The federation TLS files the configuration names.
+pub fn tls_files(cfg: &Config) -> TlsFiles {
+    TlsFiles {
+        cert: cfg.federation.cert.clone(),
+        key: cfg.federation.key.clone(),
+        trust: cfg.federation.trust.clone(),
+    }
+}
+
+/// Checks what the configuration names but cannot check itself (the TLS
+/// material), without binding anything.
+pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
+    server_config(&tls_files(cfg), ClientAuth::Required)
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    Ok(())
+}
+
+/// Runs the edge until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let files = tls_files(&cfg);
+    let tls = server_config(&files, ClientAuth::Required)
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let client_tls =
+        client_config(&files).map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let shared = open(&cfg, shutdown).await?;
+    let sockets = Sockets::bind(&cfg).await?;
+    let core = build::sip_core(&cfg, &sockets, &shared, client_tls).await?;
+    let Sockets {
+        fed,
+        fed_addr,
+        int_tcp,
+        int_addr,
+        int_udp,
+        admin: admin_listener,
+        admin_addr,
+    } = sockets;
+
+    let mut tasks = JoinSet::new();
+    let watchers = spawn_watchers(&cfg, &shared, &core.metrics);
+    spawn_sip(
+        &cfg,
+        &shared,
+        &core.proxy,
+        (fed, tls),
+        int_tcp,
+        int_udp,
+        &mut tasks,
+    );
+    if let Some(addr) = cfg.dns.listen {
+        start_dns(&cfg, addr, &shared.shutdown, &mut tasks).await?;
+    }
+    if let Some(relay) = &core.media {
+        start_media(&cfg, relay, &shared.shutdown, &mut tasks);
+    }
+    let cvi = if cfg.cvi.enabled {
+        Some(cvi::start(&cfg, &files, &shared, core.pool.clone(), &mut tasks).await?)
+    } else {
+        None
+    };
+    let state = Arc::new(edge_state(&cfg, &shared, &core, cvi));
+    tasks.spawn(admin::serve(admin_listener, state, shared.shutdown.clone()));
+
+    info!(role = "federation", transport = "tls", addr = %fed_addr, fqdn = %cfg.federation.fqdn, "listening");
+    info!(role = "internal", transport = "udp+tcp", addr = %int_addr, "listening");
+    info!(role = "admin", transport = "http", addr = %admin_addr, "listening");
+    info!(version = env!("CARGO_PKG_VERSION"), "fedge ready");
+
+    shared.shutdown.cancelled().await;
+    info!("shutting down");
+    stop(tasks, watchers, &shared.store).await;
+    Ok(())
+}
+
+/// Opens the store, loads the registry, and makes the transport pieces
+/// every listener shares.
+async fn open(cfg: &Config, shutdown: CancellationToken) -> Result<Shared, ServeError> {
+    let store = Store::open(&cfg.store.url)
+        .await
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    let registry = Registry::load(&store)
+        .await
+        .map_err(|e| ServeError::Runtime(format!("cannot load the partner registry: {e}")))?;
+    {
+        let snap = registry.snapshot();
+        info!(url = %cfg.store.url, backend = ?store.backend(), version = snap.version, enabled = snap.enabled_count(), "store open");
+    }
+    let settings = Arc::new(TransportSettings {
+        limits: Limits {
+            max_head: cfg.sip.max_head_bytes,
+            max_body: cfg.sip.max_body_bytes,
+            max_headers: cfg.sip.max_headers,
+        },
+        idle_timeout: cfg.sip.idle_timeout,
+        message_timeout: cfg.sip.message_timeout,
+        agent: cfg.federation.fqdn.clone(),
+        handshake_timeout: cfg.federation.handshake_timeout,
+    });
+    Ok(Shared {
+        store,
+        registry,
+        settings,
+        table: ConnectionTable::new(),
+        shutdown,
+    })
+}
+
+/// The background watchers: registry changes from the store, IG
+/// certification expiry, and closing connections of partners that leave
+/// `enabled`.
+fn spawn_watchers(cfg: &Config, shared: &Shared, metrics: &Arc<Metrics>) -> [JoinHandle<()>; 3] {
+    let shutdown = &shared.shutdown;
+    let watcher = shared.registry.watch(
+        shared.store.clone(),
+        cfg.store.poll_interval,
+        shutdown.clone(),
+    );
+    let ig_watch = ig::spawn(
+        shared.store.clone(),
+        shared.registry.clone(),
+        metrics.clone(),
+        cfg.policy.ig_check_interval,
+        cfg.policy.ig_warning_days,
+        shutdown.clone(),
+    );
+    let closer = registry_events::close_on_registry_events(
+        shared.registry.clone(),
+        shared.table.clone(),
+        shutdown.clone(),
+    );
+    [watcher, ig_watch, closer]
+}
+
+/// The proxy's listeners: federation (TLS), internal (TCP and UDP), and
+/// its transaction timers.
+fn spawn_sip(
+    cfg: &Config,
+    shared: &Shared,
+    proxy: &Arc<Proxy<Edge>>,
+    (fed, tls): (TcpListener, Arc<ServerConfig>),
+    int_tcp: TcpListener,
+    int_udp: Arc<UdpSocket>,
+    tasks: &mut JoinSet<()>,
+) {
+    let shutdown = &shared.shutdown;
+    tasks.spawn(
+        StreamListener {
+            tag: Role::Federation.tag(),
+            listener: fed,
+            tls: Some(TlsAccept {
+                acceptor: TlsAcceptor::from(tls),
+                handshake_timeout: cfg.federation.handshake_timeout,
+                client_auth: ClientAuth::Required,
+            }),
+            settings: shared.settings.clone(),
+            table: shared.table.clone(),
+            handler: proxy.clone(),
+            max_connections: cfg.federation.max_connections,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        StreamListener {
+            tag: Role::Internal.tag(),
+            listener: int_tcp,
+            tls: None,
+            settings: shared.settings.clone(),
+            table: shared.table.clone(),
+            handler: proxy.clone(),
+            max_connections: cfg.internal.max_connections,
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(udp::run(
+        Role::Internal.tag(),
+        int_udp,
+        shared.settings.clone(),
+        proxy.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(proxy.clone().run_timers(shutdown.clone()));
+}
+
+/// The DNS server for the published zone (`[dns] listen`): the zones are
+/// loaded and the sockets bound before the edge says ready.
+async fn start_dns(
+    cfg: &Config,
+    addr: SocketAddr,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), ServeError> {
+    let publish = cfg
+        .publish()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let zones = crate::dns::zone::zones(&publish);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = crate::dns::server::serve(addr, zones, sd, ready_tx).await {
+            error!(error = %e, "DNS server stopped");
+        }
+    });
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ServeError::Runtime(e)),
+        Err(_) => Err(ServeError::Runtime("the DNS server did not start".into())),
+    }
+}
+
+/// The federation relay's sweeper of idle sessions.
+fn start_media(
+    cfg: &Config,
+    relay: &Arc<Relay>,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    let sweeper = relay.spawn_sweeper(shutdown.clone());
+    tasks.spawn(async move {
+        let _ = sweeper.await;
+    });
+    let m = &cfg.media;
+    info!(
+        federation = %m.federation_address,
+        internal = %m.internal_address,
+        ports = %format!("{}-{}", m.port_min, m.port_max),
+        max_sessions = m.max_sessions,
+        "media relay ready"
+    );
+}
+
+/// What the admin listener reads.
+fn edge_state(
+    cfg: &Config,
+    shared: &Shared,
+    core: &Core,
+    cvi: Option<Arc<crate::cvi::gateway::Gateway>>,
+) -> EdgeState {
+    EdgeState {
+        connections: shared.table.clone(),
+        registry: shared.registry.clone(),
+        proxy: core.proxy.clone(),
+        metrics: core.metrics.clone(),
+        fqdn: cfg.federation.fqdn.clone(),
+        media: core.media.clone(),
+        cvi,
+        store: shared.store.clone(),
+        dialling: dialling(cfg),
+    }
+}
+
+/// Waits up to 5 s for the listeners, then for the watchers, and closes
+/// the store.
+async fn stop(mut tasks: JoinSet<()>, watchers: [JoinHandle<()>; 3], store: &Store) {
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        warn!("listeners did not stop within 5 s");
+    }
+    for w in watchers {
+        let _ = w.await;
+    }
+    store.close().await;
+}
