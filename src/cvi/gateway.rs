@@ -8,38 +8,49 @@
 //! through the shared relay (the room system is side A, the connector side
 //! B, and during the reception the gateway's own player is side B).
 //!
-//! Owns the two dialogs of each call and their transactions (retransmission
-//! over UDP, ACK, CANCEL, BYE on either side ending both). It knows SIP and
-//! SDP; whether a meeting exists is the store's.
+//! This file owns calls and dispatch: the `Handler`, the call table,
+//! capacity and drain, a new call's start, the room's answers and the end
+//! of a call. The rest sits beside it: `call` (a call's state), `leg`
+//! (dialog state and requests), `txn` (its requests, through
+//! `sip::ua`'s client transactions), `reception`,
+//! `test_call`, `connector` (the connector leg), `dialog` (in-dialog
+//! requests) and `sdp` (SDP helpers). It knows SIP and SDP; whether a
+//! meeting exists is the store's, and it never decides that itself.
+
+mod call;
+mod connector;
+mod dialog;
+mod leg;
+mod reception;
+mod sdp;
+mod test_call;
+mod txn;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Trust;
-use super::audio::{self, Codec, Prompt};
-use super::dtmf::{self, Collected, Collector};
-use super::meetings::is_conference_id;
-use crate::media::sdp;
 use crate::media::{MediaError, Relay, Side};
-use crate::role::Role;
-use crate::sip::body::leaves;
-use crate::sip::headers::{HeaderName, NameAddr};
+use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
-use crate::sip::parse::{Limits, find_head_end, parse_framed};
-use crate::sip::response::{ResponseBuilder, quote, random_token};
-use crate::sip::transport::outbound::{Pool, StreamTarget};
-use crate::sip::transport::{Connection, Handler, Inbound, Source, Transport};
-use crate::sip::uri::Uri;
+use crate::sip::proxy::txn::{Reliability, Timers};
+use crate::sip::response::{ResponseBuilder, random_token};
+use crate::sip::transport::outbound::Pool;
+use crate::sip::transport::{Handler, Inbound, Source};
+use crate::sip::ua::Agent;
 use crate::store::Store;
+use call::{Call, Refused};
+pub use call::{Dialled, dialled};
+use leg::{Leg, Path};
+use sdp::sdp_of;
 
 /// Static settings, from `[cvi]`.
 #[derive(Debug, Clone)]
@@ -82,221 +93,11 @@ pub struct Stats {
     pub test_calls: AtomicU64,
 }
 
-/// How a request is sent on a leg.
-#[derive(Debug, Clone)]
-enum Path {
-    Udp(SocketAddr),
-    /// The connection the room system called in on.
-    Stream(Connection),
-    /// A connection of ours to the connector, opened again from the pool
-    /// when it has closed (idle timeout, the peer's restart).
-    Pooled(Arc<Pooled>),
-}
-
-#[derive(Debug)]
-struct Pooled {
-    target: StreamTarget,
-    conn: Mutex<Connection>,
-}
-
-impl Path {
-    fn reliable(&self) -> bool {
-        !matches!(self, Path::Udp(_))
-    }
-}
-
-/// One dialog the gateway takes part in.
-#[derive(Debug)]
-struct Leg {
-    call_id: String,
-    /// Our party as a header value, with our tag.
-    local: String,
-    /// Theirs, with their tag once known.
-    remote: Mutex<String>,
-    target: Mutex<String>,
-    route: Mutex<Vec<String>>,
-    cseq: AtomicU32,
-    path: Path,
-    via: String,
-    contact: String,
-}
-
-impl Leg {
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A request in this dialog; returns it with its response key.
-    fn request(
-        &self,
-        method: &str,
-        headers: &[(String, String)],
-        body: Option<(&str, &[u8])>,
-    ) -> (Bytes, String, u32) {
-        let cseq = self.cseq.fetch_add(1, Ordering::Relaxed) + 1;
-        self.build(
-            method,
-            cseq,
-            &format!("z9hG4bK-cvi{}", random_token()),
-            headers,
-            body,
-        )
-    }
-
-    fn build(
-        &self,
-        method: &str,
-        cseq: u32,
-        branch: &str,
-        headers: &[(String, String)],
-        body: Option<(&str, &[u8])>,
-    ) -> (Bytes, String, u32) {
-        let mut m = format!(
-            "{method} {} SIP/2.0\r\nVia: {};branch={branch};rport\r\nMax-Forwards: 70\r\n",
-            Leg::lock(&self.target),
-            self.via
-        );
-        for r in Leg::lock(&self.route).iter() {
-            m.push_str(&format!("Route: {r}\r\n"));
-        }
-        m.push_str(&format!(
-            "From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: {}\r\n",
-            self.local,
-            Leg::lock(&self.remote),
-            self.call_id,
-            self.contact
-        ));
-        for (n, v) in headers {
-            m.push_str(&format!("{n}: {v}\r\n"));
-        }
-        let mut out = m.into_bytes();
-        match body {
-            Some((ct, b)) => {
-                out.extend_from_slice(
-                    format!("Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes(),
-                );
-                out.extend_from_slice(b);
-            }
-            None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
-        }
-        (
-            Bytes::from(out),
-            format!("{}|{cseq}|{method}", self.call_id),
-            cseq,
-        )
-    }
-}
-
-/// What the room system dialled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dialled {
-    Reception,
-    TestCall,
-    Meeting(String),
-    Unknown(String),
-}
-
-/// `next` (an SDP for the room) as the next version of the session the
-/// room already has from us in `previous`: `previous`'s o= line with its
-/// version raised by one (RFC 3264 §8). Unchanged when either has no o=.
-fn continue_origin(previous: &[u8], next: &[u8]) -> Vec<u8> {
-    let origin = |b: &[u8]| {
-        let text = std::str::from_utf8(b).ok()?;
-        let at = if text.starts_with("o=") {
-            0
-        } else {
-            text.find("\no=")? + 1
-        };
-        let end = text[at..].find(['\r', '\n']).map_or(text.len(), |e| at + e);
-        Some((at, end, text[at..end].to_string()))
-    };
-    let (Some((_, _, prev)), Some((at, end, _))) = (origin(previous), origin(next)) else {
-        return next.to_vec();
-    };
-    let mut f: Vec<&str> = prev.split(' ').collect();
-    let Some(version) = f.get(2).and_then(|v| v.parse::<u64>().ok()) else {
-        return next.to_vec();
-    };
-    let bumped = version.saturating_add(1).to_string();
-    if let Some(v) = f.get_mut(2) {
-        *v = &bumped;
-    }
-    let mut out = next[..at].to_vec();
-    out.extend_from_slice(f.join(" ").as_bytes());
-    out.extend_from_slice(&next[end..]);
-    out
-}
-
-/// Reads the Request-URI's user part.
-pub fn dialled(user: &str, reception: &str, test_call: &str, tenant: Option<&str>) -> Dialled {
-    if user.eq_ignore_ascii_case(reception) {
-        return Dialled::Reception;
-    }
-    if user.eq_ignore_ascii_case(test_call) {
-        return Dialled::TestCall;
-    }
-    if is_conference_id(user) {
-        return Dialled::Meeting(user.to_string());
-    }
-    if let Some((key, id)) = user.split_once('.')
-        && is_conference_id(id)
-        && tenant.is_some_and(|t| t == key)
-    {
-        return Dialled::Meeting(id.to_string());
-    }
-    Dialled::Unknown(user.to_string())
-}
-
-/// One gateway call.
-struct Call {
-    key: String,
-    room: Arc<Leg>,
-    invite: SipMessage,
-    source: Source,
-    tag: String,
-    /// A final answer went to the room's INVITE (200 or an error).
-    answered: AtomicBool,
-    /// The last response to the room's INVITE, for its retransmissions.
-    last: Mutex<Option<Bytes>>,
-    acked: Notify,
-    acked_flag: AtomicBool,
-    ended: CancellationToken,
-    /// Key presses for the reception (bounded: a peer cannot queue more).
-    keys: mpsc::Sender<char>,
-    keys_rx: Mutex<Option<mpsc::Receiver<char>>>,
-    connector: Mutex<Option<Arc<Leg>>>,
-    /// What the relay offers the connector (SDP for side B).
-    offer_b: Mutex<Vec<u8>>,
-    /// The SDP last sent to each leg (for re-INVITEs we answer).
-    last_sdp: Mutex<[Vec<u8>; 2]>,
-    /// Our re-INVITE to the room is in progress (its own gets 491).
-    reinviting: AtomicBool,
-    counted: AtomicBool,
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-/// Why a conference ID cannot be joined.
-#[derive(Debug)]
-enum Refused {
-    /// The meeting has ended.
-    Ended(String),
-    /// Unknown, or its organiser withdrawn.
-    NotFound(String),
-    /// The database could not say.
-    Store(String),
-}
-
-/// Room key presses queued for the reception at most.
-const KEY_QUEUE: usize = 64;
-
 /// The methods the gateway takes, for Allow headers.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, UPDATE";
-
-/// The longest one attempt at the reception may take.
-const ATTEMPT_LIMIT: Duration = Duration::from_secs(60);
 
 /// Removes a key from a set when dropped (whatever path a task leaves by).
 struct Forget<'a>(&'a Mutex<std::collections::HashSet<String>>, String);
@@ -305,30 +106,6 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         lock(self.0).remove(&self.1);
     }
-}
-
-/// Removes a transaction's entry from `pending` when dropped.
-struct Unpend<'a>(
-    &'a Mutex<HashMap<String, mpsc::UnboundedSender<SipMessage>>>,
-    String,
-);
-
-impl Drop for Unpend<'_> {
-    fn drop(&mut self) {
-        lock(self.0).remove(&self.1);
-    }
-}
-
-/// The first SDP of a message body.
-fn sdp_of(msg: &SipMessage) -> Option<Vec<u8>> {
-    leaves(
-        msg.first(HeaderName::ContentType),
-        msg.first(HeaderName::ContentDisposition),
-        msg.body(),
-    )
-    .into_iter()
-    .find(|p| p.media_type == "application/sdp")
-    .map(|p| p.body.to_vec())
 }
 
 /// The gateway.
@@ -340,14 +117,11 @@ pub struct Gateway {
     udp: Arc<UdpSocket>,
     pool: Arc<Pool>,
     calls: Mutex<HashMap<String, Arc<Call>>>,
-    pending: Mutex<HashMap<String, mpsc::UnboundedSender<SipMessage>>>,
+    /// The client transactions of both legs.
+    agent: Arc<Agent<Path>>,
     /// Error answers to INVITEs of calls that never started, by Call-ID,
     /// for the INVITE's retransmissions (kept 32 s, RFC 3261 Timer H).
     finals: Mutex<HashMap<String, (Bytes, tokio::time::Instant)>>,
-    /// ACKs the gateway sent for final answers to its INVITEs, by
-    /// transaction key, to answer the final answer's retransmissions
-    /// (RFC 3261 §17.1.1.2 and §13.2.2.4; kept 64*T1).
-    acks: Mutex<HashMap<String, (Path, Bytes, tokio::time::Instant)>>,
     /// Call-IDs of room INVITEs being set up (not yet in `calls`).
     starting: Mutex<std::collections::HashSet<String>>,
     live: AtomicUsize,
@@ -372,6 +146,13 @@ impl Gateway {
         udp: Arc<UdpSocket>,
         pool: Arc<Pool>,
     ) -> Arc<Gateway> {
+        let timers = Timers {
+            t1: cfg.t1,
+            t2: cfg.t2,
+            // Timer C: how long the connector may ring.
+            timer_c: cfg.ring_timeout,
+            ..Timers::default()
+        };
         Arc::new_cyclic(|me| Gateway {
             me: me.clone(),
             cfg,
@@ -380,9 +161,8 @@ impl Gateway {
             udp,
             pool,
             calls: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            agent: Agent::new(timers),
             finals: Mutex::new(HashMap::new()),
-            acks: Mutex::new(HashMap::new()),
             starting: Mutex::new(std::collections::HashSet::new()),
             live: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -422,7 +202,6 @@ impl Gateway {
             }
             let horizon = self.cfg.t1 * 64;
             lock(&self.finals).retain(|_, (_, at)| at.elapsed() < horizon);
-            lock(&self.acks).retain(|_, (_, _, at)| at.elapsed() < horizon);
             let calls: Vec<Arc<Call>> = lock(&self.calls).values().cloned().collect();
             for call in calls {
                 if call.answered.load(Ordering::Relaxed)
@@ -448,40 +227,6 @@ impl Gateway {
 
     fn call(&self, call_id: &str) -> Option<Arc<Call>> {
         lock(&self.calls).get(call_id).cloned()
-    }
-
-    async fn send(&self, path: &Path, data: Bytes) {
-        match path {
-            Path::Udp(to) => {
-                let _ = self.udp.send_to(&data, to).await;
-            }
-            Path::Stream(c) => {
-                if let Err(e) = c.send(data) {
-                    debug!(error = %e, "the room system's connection is gone");
-                }
-            }
-            Path::Pooled(p) => {
-                let c = lock(&p.conn).clone();
-                match c.send(data.clone()) {
-                    Ok(()) => return,
-                    Err(e @ crate::sip::transport::SendError::Full(_)) => {
-                        warn!(error = %e, "the connector is not reading");
-                        return;
-                    }
-                    Err(_) => {}
-                }
-                let Some(me) = self.me.upgrade() else { return };
-                match self.pool.get(&p.target, me).await {
-                    Ok(n) => {
-                        let _ = n.send(data);
-                        *lock(&p.conn) = n;
-                    }
-                    Err(e) => {
-                        warn!(target = %p.target, error = %e, "the connector cannot be reached again")
-                    }
-                }
-            }
-        }
     }
 
     async fn respond(&self, req: &SipMessage, source: &Source, data: Bytes) {
@@ -526,138 +271,12 @@ impl Gateway {
         b
     }
 
-    /// Sends a request and waits for its final answer, retransmitting over
-    /// UDP (RFC 3261 Timers A/B and E/F); provisional answers go to `prov`.
-    /// An INVITE is CANCELled when `abort` fires or when it has rung for
-    /// the ring timeout (Timer C), and its final answer (a 487, or a 2xx
-    /// that crossed the CANCEL) is still awaited and returned, for the
-    /// caller to ACK (and BYE).
-    async fn transact(
-        &self,
-        path: &Path,
-        data: Bytes,
-        key: &str,
-        invite: bool,
-        prov: Option<&mpsc::UnboundedSender<SipMessage>>,
-        abort: Option<&CancellationToken>,
-    ) -> Result<SipMessage, String> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        lock(&self.pending).insert(key.to_string(), tx);
-        let _pending = Unpend(&self.pending, key.to_string());
-        self.send(path, data.clone()).await;
-        let t1 = self.cfg.t1;
-        let mut every = t1;
-        let mut next = tokio::time::Instant::now() + every;
-        let mut deadline = tokio::time::Instant::now() + t1 * 64;
-        let mut heard = false;
-        let mut cancelled = false;
-        let never = CancellationToken::new();
-        let abort = abort.unwrap_or(&never);
-        loop {
-            let retransmit = !path.reliable() && !heard;
-            tokio::select! {
-                m = rx.recv() => match m {
-                    Some(resp) if resp.status().is_some_and(|s| s >= 200) => return Ok(resp),
-                    Some(resp) => {
-                        heard = true;
-                        if invite && !cancelled {
-                            deadline = tokio::time::Instant::now() + self.cfg.ring_timeout;
-                        }
-                        if let Some(p) = prov {
-                            let _ = p.send(resp);
-                        }
-                    }
-                    None => return Err("the transaction was dropped".into()),
-                },
-                _ = tokio::time::sleep_until(next), if retransmit => {
-                    self.send(path, data.clone()).await;
-                    every = if invite { every * 2 } else { (every * 2).min(self.cfg.t2) };
-                    next += every;
-                }
-                _ = abort.cancelled(), if invite && !cancelled => {
-                    cancelled = true;
-                    self.cancel(path, &data);
-                    deadline = tokio::time::Instant::now() + t1 * 64;
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    if invite && heard && !cancelled {
-                        // Rang too long (Timer C): CANCEL, then wait for the 487.
-                        cancelled = true;
-                        self.cancel(path, &data);
-                        deadline = tokio::time::Instant::now() + t1 * 64;
-                        continue;
-                    }
-                    return Err("no answer in time".into());
-                }
-            }
-        }
-    }
-
-    /// Sends the CANCEL of an INVITE we sent, as its own transaction.
-    fn cancel(&self, path: &Path, invite: &Bytes) {
-        let Some(inv) = parse(invite) else { return };
-        let Some(c) = crate::sip::proxy::txn::build_cancel(&inv) else {
-            return;
-        };
-        let (Some(call_id), Some(cseq)) = (inv.call_id(), inv.cseq()) else {
-            return;
-        };
-        let key = format!("{call_id}|{}|CANCEL", cseq.seq);
-        if let Some(me) = self.me.upgrade() {
-            let path = path.clone();
-            tokio::spawn(async move {
-                let _ = me.transact(&path, c, &key, false, None, None).await;
-            });
-        }
-    }
-
     fn new_call_key(&self) -> String {
         format!(
             "cvi-{}-{}",
             self.seq.fetch_add(1, Ordering::Relaxed),
             random_token()
         )
-    }
-
-    /// The listener a leg over `transport` names in Via and Contact.
-    fn local_for(&self, transport: Transport) -> SocketAddr {
-        match transport {
-            Transport::Tls => self.cfg.local_tls.unwrap_or(self.cfg.local),
-            _ => self.cfg.local,
-        }
-    }
-
-    fn via_for(&self, transport: Transport) -> String {
-        let t = match transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-            Transport::Tls => "TLS",
-        };
-        format!("SIP/2.0/{t} {}", self.local_for(transport))
-    }
-
-    fn contact_for(&self, transport: Transport) -> String {
-        let t = match transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        };
-        let local = self.local_for(transport);
-        format!(
-            "<sip:gateway@{}:{};transport={t}>",
-            fmt_host(local.ip()),
-            local.port()
-        )
-    }
-
-    /// Sends the ACK for a final answer to our INVITE `key` and keeps it for
-    /// that answer's retransmissions.
-    async fn ack(&self, key: &str, path: &Path, ack: Bytes) {
-        self.send(path, ack.clone()).await;
-        lock(&self.acks).insert(
-            key.to_string(),
-            (path.clone(), ack, tokio::time::Instant::now()),
-        );
     }
 
     fn remember_final(&self, call_id: &str, r: &Bytes) {
@@ -722,35 +341,23 @@ impl Gateway {
         tokio::join!(self.bye(&call.room, reason), to_connector);
     }
 
-    async fn bye(&self, leg: &Leg, reason: &str) {
-        let (data, key, _) = leg.request(
-            "BYE",
-            &[("Reason".into(), format!("SIP;text={}", quote(reason)))],
-            None,
-        );
-        let _ = self
-            .transact(&leg.path, data, &key, false, None, None)
-            .await;
-    }
-
-    /// A room system's new INVITE.
-    async fn new_call(self: Arc<Self>, invite: SipMessage, source: Source) {
-        let call_id = invite.call_id().unwrap_or("").to_string();
-        let _starting = Forget(&self.starting, call_id.clone());
+    /// Refuses a new call while draining or full (503 with Retry-After);
+    /// true when it is admitted and counted.
+    async fn admit(&self, invite: &SipMessage, source: &Source, call_id: &str) -> bool {
         if self.draining() {
             self.stats.refused_draining.fetch_add(1, Ordering::Relaxed);
             let r = self
                 .response(
-                    &invite,
+                    invite,
                     503,
                     Some(&random_token()),
                     Some("this gateway is draining: it takes no new calls"),
                 )
                 .header("Retry-After", "60")
                 .build();
-            self.remember_final(&call_id, &r);
-            self.respond(&invite, &source, r).await;
-            return;
+            self.remember_final(call_id, &r);
+            self.respond(invite, source, r).await;
+            return false;
         }
         if self.live.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_calls {
             self.live.fetch_sub(1, Ordering::Relaxed);
@@ -760,61 +367,34 @@ impl Gateway {
                 self.cfg.max_calls
             );
             let r = self
-                .response(&invite, 503, Some(&random_token()), Some(&why))
+                .response(invite, 503, Some(&random_token()), Some(&why))
                 .header("Retry-After", "30")
                 .build();
-            self.remember_final(&call_id, &r);
-            self.respond(&invite, &source, r).await;
+            self.remember_final(call_id, &r);
+            self.respond(invite, source, r).await;
             warn!(call_id = %call_id, remote = %source.remote, "CVI call refused: {why}");
+            return false;
+        }
+        true
+    }
+
+    /// A room system's new INVITE.
+    async fn new_call(self: Arc<Self>, invite: SipMessage, source: Source) {
+        let call_id = invite.call_id().unwrap_or("").to_string();
+        let _starting = Forget(&self.starting, call_id.clone());
+        if !self.admit(&invite, &source, &call_id).await {
             return;
         }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let tag = random_token();
-        let to = invite.first(HeaderName::To).unwrap_or("").to_string();
-        let room = Arc::new(Leg {
-            call_id: call_id.clone(),
-            local: format!("{to};tag={tag}"),
-            remote: Mutex::new(invite.first(HeaderName::From).unwrap_or("").to_string()),
-            target: Mutex::new(
-                invite
-                    .first(HeaderName::Contact)
-                    .and_then(|c| NameAddr::parse(c).ok().map(|na| na.uri.raw.to_string()))
-                    .unwrap_or_else(|| format!("sip:{}", source.remote)),
-            ),
-            route: Mutex::new(
-                invite
-                    .values(HeaderName::RecordRoute)
-                    .map(str::to_string)
-                    .collect(),
-            ),
-            cseq: AtomicU32::new(100),
-            path: match &source.conn {
-                Some(c) => Path::Stream(c.clone()),
-                None => Path::Udp(source.response_target(&invite)),
-            },
-            via: self.via_for(source.transport),
-            contact: self.contact_for(source.transport),
-        });
-        let (keys, keys_rx) = mpsc::channel(KEY_QUEUE);
-        let call = Arc::new(Call {
-            key: self.new_call_key(),
+        let room = Leg::room(&self, &invite, &source, &tag);
+        let call = Arc::new(Call::new(
+            self.new_call_key(),
             room,
-            invite: invite.clone(),
-            source: source.clone(),
-            tag: tag.clone(),
-            answered: AtomicBool::new(false),
-            last: Mutex::new(None),
-            acked: Notify::new(),
-            acked_flag: AtomicBool::new(false),
-            ended: CancellationToken::new(),
-            keys,
-            keys_rx: Mutex::new(Some(keys_rx)),
-            connector: Mutex::new(None),
-            offer_b: Mutex::new(Vec::new()),
-            last_sdp: Mutex::new([Vec::new(), Vec::new()]),
-            reinviting: AtomicBool::new(false),
-            counted: AtomicBool::new(true),
-        });
+            invite.clone(),
+            source.clone(),
+            tag,
+        ));
         lock(&self.calls).insert(call_id.clone(), call.clone());
         let trying = self.response(&invite, 100, None, None).build();
         *lock(&call.last) = Some(trying.clone());
@@ -845,21 +425,9 @@ impl Gateway {
                 .await;
             return;
         };
-        // The room system is side A; what the relay offers the connector is side B's.
-        let offer_b = match self.relay.update(&call.key, Side::A, &[&offer], true) {
-            Ok(mut v) => v.pop().unwrap_or_default(),
-            Err(e) => {
-                let status = if matches!(e, MediaError::Sdp(_) | MediaError::TooManyStreams(_)) {
-                    488
-                } else {
-                    503
-                };
-                self.fail(&call, status, &format!("media cannot be relayed: {e}"))
-                    .await;
-                return;
-            }
-        };
-        *lock(&call.offer_b) = offer_b;
+        if !self.relay_room(&call, &offer).await {
+            return;
+        }
         match what {
             Dialled::Meeting(id) => match self.check_meeting(&id).await {
                 Ok(()) => self.clone().connect(call, id).await,
@@ -873,6 +441,28 @@ impl Gateway {
             Dialled::Reception => self.clone().reception(call, &offer).await,
             Dialled::TestCall => self.clone().test_call(call, &offer).await,
             Dialled::Unknown(_) => {}
+        }
+    }
+
+    /// Puts the room's offer on the relay (the room system is side A) and
+    /// keeps what the relay offers side B; false (the room refused) when
+    /// it cannot be relayed.
+    async fn relay_room(&self, call: &Arc<Call>, offer: &[u8]) -> bool {
+        match self.relay.update(&call.key, Side::A, &[offer], true) {
+            Ok(mut v) => {
+                *lock(&call.offer_b) = v.pop().unwrap_or_default();
+                true
+            }
+            Err(e) => {
+                let status = if matches!(e, MediaError::Sdp(_) | MediaError::TooManyStreams(_)) {
+                    488
+                } else {
+                    503
+                };
+                self.fail(call, status, &format!("media cannot be relayed: {e}"))
+                    .await;
+                false
+            }
         }
     }
 
@@ -978,590 +568,9 @@ impl Gateway {
     /// Where the relay's side-B port of stream `i` is (what the connector,
     /// or the gateway's own player, sends to).
     fn relay_b(&self, call: &Call, i: usize) -> Option<SocketAddr> {
-        let d = sdp::describe(&lock(&call.offer_b)).ok()?;
+        let d = crate::media::sdp::describe(&lock(&call.offer_b)).ok()?;
         let s = d.streams.get(i)?;
         Some(SocketAddr::new(s.address?, s.port))
-    }
-
-    /// The reception: prompts and a conference ID, then the meeting.
-    async fn reception(self: Arc<Self>, call: Arc<Call>, offer: &[u8]) {
-        let Ok(desc) = sdp::describe(offer) else {
-            return;
-        };
-        let Some((audio_i, codec, te_pt)) = choose_audio(offer, &desc) else {
-            self.fail(
-                &call,
-                488,
-                "the reception speaks G.711 (PCMU or PCMA) audio",
-            )
-            .await;
-            return;
-        };
-        let sock = match UdpSocket::bind((self.cfg.player_address, 0)).await {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                self.fail(
-                    &call,
-                    503,
-                    &format!("no media socket for the reception: {e}"),
-                )
-                .await;
-                return;
-            }
-        };
-        let Ok(local) = sock.local_addr() else { return };
-        let player_sdp = player_sdp(&desc, offer, audio_i, local, codec, te_pt);
-        if !self.answer_locally(&call, &player_sdp).await {
-            return;
-        }
-        let Some(to) = self.relay_b(&call, audio_i) else {
-            return;
-        };
-        // Key presses in RTP reach the collector with those from SIP INFO.
-        if let Some(pt) = te_pt {
-            let (s2, keys, ended) = (sock.clone(), call.keys.clone(), call.ended.clone());
-            tokio::spawn(async move {
-                let mut b = vec![0u8; 2048];
-                let mut presses = Presses::default();
-                loop {
-                    tokio::select! {
-                        _ = ended.cancelled() => return,
-                        r = s2.recv_from(&mut b) => match r {
-                            Ok((n, _)) => {
-                                if let Some(e) = dtmf::rtp_event(&b[..n], pt)
-                                    && let Some(d) = presses.packet(e, tokio::time::Instant::now())
-                                {
-                                                                        let _ = keys.try_send(d);
-                                }
-                            }
-                            Err(_) => return,
-                        },
-                    }
-                }
-            });
-        }
-        let Some(mut keys) = lock(&call.keys_rx).take() else {
-            return;
-        };
-        let ssrc: u32 = rand::random();
-        let mut rtp = (rand::random::<u16>(), rand::random::<u32>());
-        let mut collector = Collector::new(self.cfg.digit_pause, 10);
-
-        let mut prompt = Prompt::Welcome;
-        for attempt in 0..self.cfg.tries {
-            // The prompt plays until the first key (barge-in).
-            let stop = CancellationToken::new();
-            let samples = audio::prompt(prompt, codec);
-            let playing = {
-                let (sock, stop) = (sock.clone(), stop.clone());
-                tokio::spawn(async move {
-                    audio::play(&sock, to, codec, ssrc, rtp, &samples, &stop).await
-                })
-            };
-            // Each attempt ends within a minute whatever keys arrive (a
-            // room sending `*` for ever must not hold a call slot).
-            let give_up = tokio::time::Instant::now() + ATTEMPT_LIMIT;
-            let entry = loop {
-                let wait = if collector.started() {
-                    self.cfg.digit_pause
-                } else {
-                    Duration::from_secs(20) + self.cfg.digit_pause
-                };
-                tokio::select! {
-                    _ = call.ended.cancelled() => { stop.cancel(); return; }
-                    k = keys.recv() => {
-                                                let Some(k) = k else { stop.cancel(); return };
-                        stop.cancel();
-                        if let Collected::Entry(e) = collector.key(k) { break e; }
-                    }
-                                        _ = tokio::time::sleep(wait) => {
-                        if let Collected::Entry(e) = collector.timeout() { break e; }
-                        if !collector.started() { break String::new(); }
-                    }
-                    _ = tokio::time::sleep_until(give_up) => {
-                        match collector.timeout() {
-                            Collected::Entry(e) => break e,
-                            Collected::More => break String::new(),
-                        }
-                    }
-                }
-            };
-            stop.cancel();
-            if let Ok(next) = playing.await {
-                rtp = next;
-            }
-            info!(call_id = %call.room.call_id, attempt = attempt + 1, entered = %entry, "conference ID entered");
-            match self.check_meeting(&entry).await {
-                Ok(()) => {
-                    let stop = call.ended.child_token();
-                    audio::play(
-                        &sock,
-                        to,
-                        codec,
-                        ssrc,
-                        rtp,
-                        &audio::prompt(Prompt::Connecting, codec),
-                        &stop,
-                    )
-                    .await;
-                    drop(sock);
-                    self.clone().connect(call, entry).await;
-                    return;
-                }
-                Err(refused) => {
-                    let (Refused::Ended(why) | Refused::NotFound(why) | Refused::Store(why)) =
-                        &refused;
-                    if !matches!(refused, Refused::Store(_)) {
-                        self.stats.not_found.fetch_add(1, Ordering::Relaxed);
-                    }
-                    info!(call_id = %call.room.call_id, reason = %why, "conference ID not accepted");
-                    prompt = if matches!(refused, Refused::Ended(_)) {
-                        Prompt::Ended
-                    } else {
-                        Prompt::Invalid
-                    };
-                }
-            }
-        }
-        let stop = call.ended.child_token();
-        audio::play(
-            &sock,
-            to,
-            codec,
-            ssrc,
-            rtp,
-            &audio::prompt(Prompt::Goodbye, codec),
-            &stop,
-        )
-        .await;
-        self.hang_up(&call, false, "no valid conference ID").await;
-    }
-
-    /// The test call: a prompt, then the room system's own media back.
-    async fn test_call(self: Arc<Self>, call: Arc<Call>, offer: &[u8]) {
-        self.stats.test_calls.fetch_add(1, Ordering::Relaxed);
-        lock(&call.keys_rx).take();
-        let Ok(desc) = sdp::describe(offer) else {
-            return;
-        };
-        let mut socks = Vec::new();
-        for s in &desc.streams {
-            if !s.relayed || s.port == 0 {
-                socks.push(None);
-                continue;
-            }
-            match UdpSocket::bind((self.cfg.player_address, 0)).await {
-                Ok(x) => socks.push(Some(Arc::new(x))),
-                Err(e) => {
-                    self.fail(
-                        &call,
-                        503,
-                        &format!("no media socket for the test call: {e}"),
-                    )
-                    .await;
-                    return;
-                }
-            }
-        }
-        if !self.answer_locally(&call, &echo_sdp(offer, &socks)).await {
-            return;
-        }
-        // The prompt first, on the first audio stream, in the codec offered first.
-        if let Some((i, codec, _)) = choose_audio(offer, &desc)
-            && let (Some(Some(sock)), Some(to)) = (socks.get(i), self.relay_b(&call, i))
-        {
-            let stop = call.ended.child_token();
-            audio::play(
-                sock,
-                to,
-                codec,
-                rand::random(),
-                (1, 0),
-                &audio::prompt(Prompt::TestCall, codec),
-                &stop,
-            )
-            .await;
-        }
-        for sock in socks.into_iter().flatten() {
-            let ended = call.ended.clone();
-            tokio::spawn(async move {
-                let mut b = vec![0u8; 8192];
-                loop {
-                    tokio::select! {
-                        _ = ended.cancelled() => return,
-                        r = sock.recv_from(&mut b) => match r {
-                            Ok((n, from)) => { let _ = sock.send_to(&b[..n], from).await; }
-                            Err(_) => return,
-                        },
-                    }
-                }
-            });
-        }
-        tokio::select! {
-            _ = call.ended.cancelled() => {}
-            _ = tokio::time::sleep(self.cfg.test_call_time) => {
-                self.hang_up(&call, false, "the test call's time is up").await;
-            }
-        }
-    }
-
-    /// Where the connector is: its URI for this meeting and how to reach it.
-    async fn connector_path(&self, id: &str) -> Result<(String, Path, Transport), String> {
-        let uri_text = self
-            .cfg
-            .connector
-            .replace("{id}", id)
-            .replace("{tenant}", self.cfg.tenant_key.as_deref().unwrap_or(""));
-        let uri = Uri::parse(&uri_text)
-            .map_err(|e| format!("the connector URI {uri_text:?} is not a SIP URI: {e}"))?;
-        let transport = match uri.transport().map(|t| t.to_ascii_lowercase()).as_deref() {
-            Some("tls") => Transport::Tls,
-            Some("tcp") => Transport::Tcp,
-            Some("udp") | None if uri.scheme_str.eq_ignore_ascii_case("sip") => Transport::Udp,
-            _ => Transport::Tls,
-        };
-        let host = uri
-            .domain()
-            .map(str::to_string)
-            .or_else(|| uri.host.map(|h| h.to_string()))
-            .unwrap_or_default();
-        let default_port = if transport == Transport::Tls {
-            5061
-        } else {
-            5060
-        };
-        let (conn_host, port) = self
-            .cfg
-            .connector_address
-            .clone()
-            .unwrap_or((host.clone(), uri.port.unwrap_or(default_port)));
-        let path = match transport {
-            Transport::Udp => {
-                let addr = tokio::net::lookup_host((conn_host.as_str(), port))
-                    .await
-                    .map_err(|e| {
-                        format!("the connector {conn_host}:{port} cannot be resolved: {e}")
-                    })?
-                    .next()
-                    .ok_or_else(|| format!("the connector {conn_host} has no address"))?;
-                Path::Udp(addr)
-            }
-            t => {
-                let target = StreamTarget {
-                    transport: t,
-                    host: conn_host,
-                    port,
-                    server_name: (t == Transport::Tls).then(|| host.clone()),
-                    tag: Role::Cvi.tag(),
-                    max_conns: 4,
-                };
-                let me = self.me.upgrade().ok_or("shutting down")?;
-                let conn = self
-                    .pool
-                    .get(&target, me)
-                    .await
-                    .map_err(|e| format!("the connector cannot be reached: {e}"))?;
-                Path::Pooled(Arc::new(Pooled {
-                    target,
-                    conn: Mutex::new(conn),
-                }))
-            }
-        };
-        Ok((uri_text, path, transport))
-    }
-
-    /// Calls the connector for meeting `id` and bridges the room system to it.
-    async fn connect(self: Arc<Self>, call: Arc<Call>, id: String) {
-        // Key presses matter only at the reception.
-        lock(&call.keys_rx).take();
-        if call.ended.is_cancelled() {
-            return;
-        }
-        let answered_before = call.answered.load(Ordering::Relaxed);
-        let (uri, path, transport) = match self.connector_path(&id).await {
-            Ok(x) => x,
-            Err(why) => {
-                self.stats.connector_failed.fetch_add(1, Ordering::Relaxed);
-                warn!(call_id = %call.room.call_id, reason = %why, "connector unreachable");
-                if answered_before {
-                    self.hang_up(&call, false, &why).await;
-                } else {
-                    self.fail(&call, 503, &why).await;
-                }
-                return;
-            }
-        };
-        let from = call
-            .invite
-            .from()
-            .map(|f| f.uri.raw.to_string())
-            .unwrap_or_else(|| format!("sip:gateway@{}", self.cfg.domain));
-        let local_tag = random_token();
-        let leg = Arc::new(Leg {
-            call_id: format!("{}@{}", random_token(), self.cfg.domain),
-            local: format!("<{from}>;tag={local_tag}"),
-            remote: Mutex::new(format!("<{uri}>")),
-            target: Mutex::new(uri.clone()),
-            route: Mutex::new(Vec::new()),
-            cseq: AtomicU32::new(0),
-            path: path.clone(),
-            via: self.via_for(transport),
-            contact: self.contact_for(transport),
-        });
-        *lock(&call.connector) = Some(leg.clone());
-        lock(&self.calls).insert(leg.call_id.clone(), call.clone());
-        if call.ended.is_cancelled() {
-            // Ended meanwhile: `end` may have run before the entry existed.
-            lock(&self.calls).remove(&leg.call_id);
-            return;
-        }
-        let trusted = self.trusted(&call);
-        let mut headers = vec![
-            ("X-Fedge-Conference-Id".to_string(), id.clone()),
-            ("User-Agent".to_string(), self.cfg.agent.clone()),
-        ];
-        if trusted {
-            headers.push(("X-Fedge-Trusted-Device".into(), "yes".into()));
-        }
-        let offer_b = lock(&call.offer_b).clone();
-        let (invite, key, cseq) =
-            leg.request("INVITE", &headers, Some(("application/sdp", &offer_b)));
-        info!(call_id = %call.room.call_id, connector = %uri, trusted, "calling the connector");
-        // Ringing reaches a room system not yet answered.
-        let (prov_tx, mut prov_rx) = mpsc::unbounded_channel::<SipMessage>();
-        if !answered_before {
-            let (gw, call2) = (self.clone(), call.clone());
-            tokio::spawn(async move {
-                while let Some(p) = prov_rx.recv().await {
-                    if (p.status() == Some(180) || p.status() == Some(183))
-                        && !call2.answered.load(Ordering::Relaxed)
-                    {
-                        let r = gw.dialog_response(&call2.invite, 180, &call2.tag).build();
-                        gw.respond(&call2.invite, &call2.source, r).await;
-                    }
-                }
-            });
-        }
-        // The room leaving while the connector rings CANCELs the INVITE;
-        // its final answer still comes back here to be ACKed.
-        let outcome = self
-            .transact(
-                &path,
-                invite.clone(),
-                &key,
-                true,
-                Some(&prov_tx),
-                Some(&call.ended),
-            )
-            .await;
-        drop(prov_tx);
-        let resp = match outcome {
-            Err(_) if call.ended.is_cancelled() => return,
-            Err(why) => {
-                self.stats.connector_failed.fetch_add(1, Ordering::Relaxed);
-                let why = format!("the meeting service did not answer: {why}");
-                if answered_before {
-                    self.hang_up(&call, false, &why).await;
-                } else {
-                    self.fail(&call, 408, &why).await;
-                }
-                return;
-            }
-            Ok(r) => r,
-        };
-        let status = resp.status().unwrap_or(500);
-        if !(200..300).contains(&status) {
-            // The client transaction's ACK (RFC 3261 §17.1.1.3).
-            if let Some(ack) = parse(&invite)
-                .as_ref()
-                .and_then(|inv| crate::sip::proxy::txn::build_ack(inv, &resp))
-            {
-                self.ack(&key, &path, ack).await;
-            }
-            if call.ended.is_cancelled() {
-                return;
-            }
-            self.stats.connector_failed.fetch_add(1, Ordering::Relaxed);
-            let (to_room, why) = match status {
-                // Only our own CANCEL (Timer C) draws a 487 here.
-                487 => (
-                    480,
-                    "the meeting service did not answer in time".to_string(),
-                ),
-                401 | 407 => (
-                    503,
-                    format!(
-                        "the meeting service answered {status} {}",
-                        resp.reason_phrase().unwrap_or("")
-                    ),
-                ),
-                s if (500..600).contains(&s) => (
-                    503,
-                    format!(
-                        "the meeting service answered {status} {}",
-                        resp.reason_phrase().unwrap_or("")
-                    ),
-                ),
-                s => (
-                    s,
-                    format!(
-                        "the meeting service answered {status} {}",
-                        resp.reason_phrase().unwrap_or("")
-                    ),
-                ),
-            };
-            if answered_before {
-                self.hang_up(&call, false, &why).await;
-            } else {
-                self.fail(&call, to_room, &why).await;
-            }
-            return;
-        }
-        // The connector answered: its dialog, our ACK.
-        if let Some(t) = resp.to().and_then(|t| t.tag().map(str::to_string)) {
-            *lock(&leg.remote) = format!("<{uri}>;tag={t}");
-        }
-        if let Some(c) = resp
-            .first(HeaderName::Contact)
-            .and_then(|c| NameAddr::parse(c).ok().map(|na| na.uri.raw.to_string()))
-        {
-            *lock(&leg.target) = c;
-        }
-        let mut rr: Vec<String> = resp
-            .values(HeaderName::RecordRoute)
-            .map(str::to_string)
-            .collect();
-        rr.reverse();
-        *lock(&leg.route) = rr;
-        let (ack, _, _) = leg.build(
-            "ACK",
-            cseq,
-            &format!("z9hG4bK-cvi{}", random_token()),
-            &[],
-            None,
-        );
-        self.ack(&key, &path, ack).await;
-        if call.ended.is_cancelled() {
-            // Its 200 crossed our CANCEL (or the room left): leave the meeting.
-            self.bye(&leg, "the room system left").await;
-            return;
-        }
-        let relayed = match sdp_of(&resp) {
-            None => Err("the meeting service answered without SDP".to_string()),
-            Some(answer_b) => self
-                .relay
-                .update(&call.key, Side::B, &[&answer_b], false)
-                .map(|mut v| v.pop().unwrap_or_default())
-                .map_err(|e| format!("the meeting service's SDP cannot be relayed: {e}")),
-        };
-        let for_a = match relayed {
-            Ok(x) => x,
-            Err(why) => {
-                self.stats.connector_failed.fetch_add(1, Ordering::Relaxed);
-                if answered_before {
-                    self.hang_up_both(&call, &why).await;
-                } else {
-                    self.fail(&call, 502, &why).await;
-                    self.bye(&leg, &why).await;
-                }
-                return;
-            }
-        };
-        lock(&call.last_sdp)[1] = offer_b;
-        self.relay.mark_answered(&call.key);
-        self.stats.connected.fetch_add(1, Ordering::Relaxed);
-        if !answered_before {
-            if self.answer(&call, &for_a).await {
-                info!(call_id = %call.room.call_id, meeting = %id, "room system joined the meeting");
-            } else {
-                self.hang_up_both(&call, "no ACK from the room system")
-                    .await;
-            }
-            return;
-        }
-        // The room system was answered by the reception: a re-INVITE offers
-        // it the meeting's media (the connector's answer, through the
-        // relay), as a new version of the session it has (RFC 3264 §8).
-        let previous = lock(&call.last_sdp)[0].clone();
-        let for_a = continue_origin(&previous, &for_a);
-        for attempt in 1..=3 {
-            let (reinvite, key, cseq) =
-                call.room
-                    .request("INVITE", &[], Some(("application/sdp", &for_a)));
-            call.reinviting.store(true, Ordering::Relaxed);
-            let outcome = self
-                .transact(&call.room.path, reinvite.clone(), &key, true, None, None)
-                .await;
-            call.reinviting.store(false, Ordering::Relaxed);
-            match outcome {
-                Ok(r) if r.status().is_some_and(|s| (200..300).contains(&s)) => {
-                    let (ack, _, _) = call.room.build(
-                        "ACK",
-                        cseq,
-                        &format!("z9hG4bK-cvi{}", random_token()),
-                        &[],
-                        None,
-                    );
-                    self.ack(&key, &call.room.path, ack).await;
-                    if let Some(room_answer) = sdp_of(&r) {
-                        let _ = self
-                            .relay
-                            .update(&call.key, Side::A, &[&room_answer], false);
-                    }
-                    lock(&call.last_sdp)[0] = for_a;
-                    info!(call_id = %call.room.call_id, meeting = %id, "room system joined the meeting");
-                    return;
-                }
-                Ok(r) => {
-                    if let Some(ack) = parse(&reinvite)
-                        .as_ref()
-                        .and_then(|inv| crate::sip::proxy::txn::build_ack(inv, &r))
-                    {
-                        self.ack(&key, &call.room.path, ack).await;
-                    }
-                    if r.status() == Some(491) && attempt < 3 && !call.ended.is_cancelled() {
-                        // Glare: the room re-INVITEd at the same time. The
-                        // room owns the Call-ID, so we wait 0-2 s (RFC 3261
-                        // §14.1) and offer again.
-                        let wait = Duration::from_millis(rand::random_range(0..2000));
-                        debug!(call_id = %call.room.call_id, ?wait, "re-INVITE glare: offering again");
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => continue,
-                            _ = call.ended.cancelled() => return,
-                        }
-                    }
-                    let why = format!(
-                        "the room system refused the meeting's media ({})",
-                        r.status().unwrap_or(0)
-                    );
-                    self.hang_up_both(&call, &why).await;
-                    return;
-                }
-                Err(why) => {
-                    self.hang_up_both(
-                        &call,
-                        &format!("the room system did not answer the re-INVITE: {why}"),
-                    )
-                    .await;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Trusted by source address, or by a domain its verified TLS client
-    /// certificate names. The From domain is the caller's to choose, so it
-    /// is never taken as proof.
-    fn trusted(&self, call: &Call) -> bool {
-        let ip = call.source.remote.ip();
-        let names = call.source.identity.as_deref().map(|i| i.names.as_slice());
-        self.cfg.trusted.iter().any(|t| {
-            t.matches(ip, None)
-                || names
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|n| t.matches(ip, Some(n)))
-        })
     }
 
     async fn on_request(self: Arc<Self>, msg: SipMessage, source: Source) {
@@ -1571,27 +580,7 @@ impl Gateway {
         let call_id = msg.call_id().unwrap_or("").to_string();
         let in_dialog = msg.to().is_some_and(|t| t.tag().is_some());
         match method {
-            Method::Invite if !in_dialog => {
-                let done = lock(&self.finals).get(&call_id).map(|(r, _)| r.clone());
-                if let Some(r) = done {
-                    self.respond(&msg, &source, r).await;
-                    return;
-                }
-                if let Some(call) = self.call(&call_id) {
-                    // A retransmission: the last answer again.
-                    let last = lock(&call.last).clone();
-                    if let Some(r) = last {
-                        self.respond(&msg, &source, r).await;
-                    }
-                    return;
-                }
-                // A copy arriving while the first is still being set up
-                // (its 100 Trying is on the way) starts nothing.
-                if !lock(&self.starting).insert(call_id.clone()) {
-                    return;
-                }
-                tokio::spawn(self.clone().new_call(msg, source));
-            }
+            Method::Invite if !in_dialog => self.on_invite(msg, source, call_id).await,
             Method::Ack => {
                 if let Some(call) = self.call(&call_id)
                     && call_id == call.room.call_id
@@ -1600,26 +589,7 @@ impl Gateway {
                     call.acked.notify_waiters();
                 }
             }
-            Method::Cancel => {
-                let call = self.call(&call_id).filter(|c| c.room.call_id == call_id);
-                let (status, why) = match call {
-                    Some(_) => (200, None),
-                    None => (481, Some("no call in progress here has this Call-ID")),
-                };
-                let r = self.response(&msg, status, None, why).build();
-                self.respond(&msg, &source, r).await;
-                if let Some(call) = call
-                    && !call.answered.swap(true, Ordering::Relaxed)
-                {
-                    let r = self
-                        .response(&call.invite, 487, Some(&call.tag), None)
-                        .build();
-                    self.remember_final(&call_id, &r);
-                    *lock(&call.last) = Some(r.clone());
-                    self.respond(&call.invite, &call.source, r).await;
-                    self.end(&call, "cancelled by the room system");
-                }
-            }
+            Method::Cancel => self.on_cancel(msg, source, call_id).await,
             // Room systems and load balancers ping with OPTIONS.
             Method::Options if !in_dialog || self.call(&call_id).is_none() => {
                 let r = self
@@ -1641,120 +611,55 @@ impl Gateway {
                     return;
                 };
                 let from_room = call_id == call.room.call_id;
-                match method {
-                    Method::Bye => {
-                        let r = self.response(&msg, 200, None, None).build();
-                        self.respond(&msg, &source, r).await;
-                        let who = if from_room {
-                            "the room system hung up"
-                        } else {
-                            "the meeting service hung up"
-                        };
-                        // The other leg's BYE waits for its answer, which
-                        // may arrive on this very socket or connection: not
-                        // on the reader's time.
-                        let me = self.clone();
-                        tokio::spawn(async move { me.hang_up(&call, from_room, who).await });
-                    }
-                    Method::Info => {
-                        let r = self.response(&msg, 200, None, None).build();
-                        self.respond(&msg, &source, r).await;
-                        if from_room
-                            && let Some(d) = dtmf::info_digit(
-                                msg.first(HeaderName::ContentType).unwrap_or(""),
-                                msg.body(),
-                            )
-                        {
-                            let _ = call.keys.try_send(d);
-                        }
-                    }
-                    Method::Invite if from_room && call.reinviting.load(Ordering::Relaxed) => {
-                        // Glare with our own re-INVITE (RFC 3261 §14.2).
-                        let r = self
-                            .response(&msg, 491, None, None)
-                            .header("Retry-After", "2")
-                            .build();
-                        self.respond(&msg, &source, r).await;
-                    }
-                    Method::Invite | Method::Update => {
-                        // A refresh or a change of address: follow it, answer with what we sent last.
-                        let offer = sdp_of(&msg);
-                        let last = lock(&call.last_sdp)[if from_room { 0 } else { 1 }].clone();
-                        let streams = |b: &[u8]| sdp::describe(b).map(|d| d.streams.len()).ok();
-                        if let Some(s) = &offer
-                            && !last.is_empty()
-                            && streams(s) != streams(&last)
-                        {
-                            // Our answer must keep the offer's m= lines
-                            // (RFC 3264 §8); the other leg cannot follow a
-                            // stream added or removed here.
-                            let r = self
-                                .response(&msg, 488, None, Some("the gateway cannot add or remove media streams during a call"))
-                                .build();
-                            self.respond(&msg, &source, r).await;
-                            return;
-                        }
-                        if let Some(s) = &offer {
-                            let side = if from_room { Side::A } else { Side::B };
-                            let _ = self.relay.update(&call.key, side, &[s], false);
-                        }
-                        let contact = if from_room {
-                            call.room.contact.clone()
-                        } else {
-                            lock(&call.connector)
-                                .as_ref()
-                                .map(|l| l.contact.clone())
-                                .unwrap_or_default()
-                        };
-                        let mut b = self
-                            .response(&msg, 200, None, None)
-                            .header("Contact", contact);
-                        // An INVITE gets an answer (or our offer, if it had
-                        // none); an UPDATE only when it made an offer.
-                        if !last.is_empty() && (method == Method::Invite || offer.is_some()) {
-                            b = b.body("application/sdp", Bytes::from(last));
-                        }
-                        let r = b.build();
-                        self.respond(&msg, &source, r).await;
-                    }
-                    Method::Options => {
-                        let r = self
-                            .response(&msg, 200, None, None)
-                            .header("Allow", ALLOW)
-                            .build();
-                        self.respond(&msg, &source, r).await;
-                    }
-                    _ => {
-                        let r = self
-                            .response(&msg, 405, None, None)
-                            .header("Allow", ALLOW)
-                            .build();
-                        self.respond(&msg, &source, r).await;
-                    }
-                }
+                self.in_dialog(call, method, msg, source, from_room).await;
             }
         }
     }
 
-    async fn on_response(&self, msg: SipMessage) {
-        let (Some(call_id), Some(cseq)) = (msg.call_id(), msg.cseq()) else {
-            return;
-        };
-        let key = format!("{call_id}|{}|{}", cseq.seq, cseq.method);
-        let tx = lock(&self.pending).get(&key).cloned();
-        if let Some(tx) = tx {
-            let _ = tx.send(msg);
+    /// An INVITE outside a dialog: a retransmission gets the last answer
+    /// again; a new one starts a call.
+    async fn on_invite(self: Arc<Self>, msg: SipMessage, source: Source, call_id: String) {
+        let done = lock(&self.finals).get(&call_id).map(|(r, _)| r.clone());
+        if let Some(r) = done {
+            self.respond(&msg, &source, r).await;
             return;
         }
-        // A retransmitted final answer to an INVITE already answered: the
-        // same ACK again.
-        if msg.status().is_some_and(|s| s >= 200) {
-            let again = lock(&self.acks)
-                .get(&key)
-                .map(|(p, a, _)| (p.clone(), a.clone()));
-            if let Some((path, ack)) = again {
-                self.send(&path, ack).await;
+        if let Some(call) = self.call(&call_id) {
+            // A retransmission: the last answer again.
+            let last = lock(&call.last).clone();
+            if let Some(r) = last {
+                self.respond(&msg, &source, r).await;
             }
+            return;
+        }
+        // A copy arriving while the first is still being set up
+        // (its 100 Trying is on the way) starts nothing.
+        if !lock(&self.starting).insert(call_id.clone()) {
+            return;
+        }
+        tokio::spawn(self.clone().new_call(msg, source));
+    }
+
+    /// The room's CANCEL of its INVITE: 200, then 487 to the INVITE if it
+    /// was not answered yet, and the call ends.
+    async fn on_cancel(&self, msg: SipMessage, source: Source, call_id: String) {
+        let call = self.call(&call_id).filter(|c| c.room.call_id == call_id);
+        let (status, why) = match call {
+            Some(_) => (200, None),
+            None => (481, Some("no call in progress here has this Call-ID")),
+        };
+        let r = self.response(&msg, status, None, why).build();
+        self.respond(&msg, &source, r).await;
+        if let Some(call) = call
+            && !call.answered.swap(true, Ordering::Relaxed)
+        {
+            let r = self
+                .response(&call.invite, 487, Some(&call.tag), None)
+                .build();
+            self.remember_final(&call_id, &r);
+            *lock(&call.last) = Some(r.clone());
+            self.respond(&call.invite, &call.source, r).await;
+            self.end(&call, "cancelled by the room system");
         }
     }
 }
@@ -1767,291 +672,7 @@ impl Handler for Gateway {
                 me.on_request(msg, source).await;
             }
         } else {
-            self.on_response(msg).await;
+            self.on_response(msg);
         }
-    }
-}
-
-/// Turns the RTP packets of telephone-events into key presses: every
-/// packet of one press carries the same digit and timestamp (RFC 4733
-/// §2.5.1.2), so a press is counted once. A press replayed with the same
-/// timestamp counts again after a silence (recorded key presses do this).
-#[derive(Debug, Default)]
-struct Presses {
-    last: Option<(char, u32, tokio::time::Instant)>,
-}
-
-impl Presses {
-    const SILENCE: Duration = Duration::from_millis(150);
-
-    fn packet(&mut self, e: dtmf::Event, now: tokio::time::Instant) -> Option<char> {
-        let digit = e.digit.to_ascii_uppercase();
-        let same = self.last.is_some_and(|(d, ts, at)| {
-            d == digit && ts == e.timestamp && now.duration_since(at) < Self::SILENCE
-        });
-        self.last = Some((digit, e.timestamp, now));
-        // The end packets of a press that was never heard still count it.
-        (!same).then_some(digit)
-    }
-}
-
-fn parse(data: &Bytes) -> Option<SipMessage> {
-    let he = find_head_end(data, 0)?;
-    parse_framed(data.clone(), he, &Limits::default()).ok()
-}
-
-fn fmt_host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    }
-}
-
-/// The offer's first audio stream the reception can speak: its index, the
-/// G.711 codec (the first of PCMU/PCMA offered) and the telephone-event
-/// payload type if offered.
-fn choose_audio(offer: &[u8], desc: &sdp::Description) -> Option<(usize, Codec, Option<u8>)> {
-    let text = std::str::from_utf8(offer).ok()?;
-    let sections: Vec<&str> = text.split("\nm=").skip(1).collect();
-    for (i, s) in desc.streams.iter().enumerate() {
-        if s.media != "audio" || s.port == 0 || !s.relayed {
-            continue;
-        }
-        let section = sections.get(i)?;
-        let fmts: Vec<&str> = section
-            .lines()
-            .next()?
-            .split_ascii_whitespace()
-            .skip(2)
-            .collect();
-        let codec = fmts.iter().find_map(|f| match *f {
-            "0" => Some(Codec::Pcmu),
-            "8" => Some(Codec::Pcma),
-            _ => None,
-        })?;
-        let te = section.lines().find_map(|l| {
-            let v = l.trim_end_matches('\r').strip_prefix("a=rtpmap:")?;
-            let (pt, name) = v.split_once(' ')?;
-            name.to_ascii_lowercase()
-                .starts_with("telephone-event/8000")
-                .then(|| pt.parse().ok())
-                .flatten()
-        });
-        return Some((i, codec, te));
-    }
-    None
-}
-
-fn sdp_head(addr: IpAddr) -> String {
-    let kind = if addr.is_ipv4() { "IP4" } else { "IP6" };
-    format!("v=0\r\no=fedge 1 1 IN {kind} {addr}\r\ns=fedge\r\nc=IN {kind} {addr}\r\nt=0 0\r\n")
-}
-
-/// The reception's SDP: G.711 (and telephone-event) on its socket for the
-/// chosen audio stream; every other stream declined (port 0).
-fn player_sdp(
-    desc: &sdp::Description,
-    offer: &[u8],
-    audio_i: usize,
-    local: SocketAddr,
-    codec: Codec,
-    te: Option<u8>,
-) -> String {
-    let mut s = sdp_head(local.ip());
-    let text = String::from_utf8_lossy(offer);
-    let m_lines: Vec<String> = text
-        .lines()
-        .filter_map(|l| {
-            l.trim_end_matches('\r')
-                .strip_prefix("m=")
-                .map(str::to_string)
-        })
-        .collect();
-    for (i, st) in desc.streams.iter().enumerate() {
-        if i == audio_i {
-            let mut fmts = codec.payload_type().to_string();
-            if let Some(pt) = te {
-                fmts.push_str(&format!(" {pt}"));
-            }
-            s.push_str(&format!("m=audio {} {} {fmts}\r\n", local.port(), st.proto));
-            s.push_str(&format!(
-                "a=rtpmap:{} {}/8000\r\n",
-                codec.payload_type(),
-                codec.name()
-            ));
-            if let Some(pt) = te {
-                s.push_str(&format!(
-                    "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-15\r\n"
-                ));
-            }
-            s.push_str("a=sendrecv\r\n");
-        } else {
-            let fmts = m_lines
-                .get(i)
-                .map(|l| {
-                    l.split_ascii_whitespace()
-                        .skip(3)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_else(|| "0".into());
-            s.push_str(&format!(
-                "m={} 0 {} {}\r\n",
-                st.media,
-                st.proto,
-                if fmts.is_empty() { "0".into() } else { fmts }
-            ));
-        }
-    }
-    s
-}
-
-/// The test call's SDP: every relayed stream of the offer, as offered,
-/// pointing at an echo socket.
-fn echo_sdp(offer: &[u8], socks: &[Option<Arc<UdpSocket>>]) -> String {
-    let text = String::from_utf8_lossy(offer);
-    let ip = socks
-        .iter()
-        .flatten()
-        .find_map(|s| s.local_addr().ok().map(|a| a.ip()))
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let mut out = sdp_head(ip);
-    let mut i = 0usize;
-    let mut in_media = false;
-    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
-        if let Some(m) = line.strip_prefix("m=") {
-            let mut parts = m.split_ascii_whitespace();
-            let media = parts.next().unwrap_or("audio");
-            let _port = parts.next();
-            let rest: Vec<&str> = parts.collect();
-            let port = socks
-                .get(i)
-                .cloned()
-                .flatten()
-                .and_then(|s| s.local_addr().ok())
-                .map(|a| a.port())
-                .unwrap_or(0);
-            out.push_str(&format!("m={media} {port} {}\r\n", rest.join(" ")));
-            i += 1;
-            in_media = true;
-            continue;
-        }
-        // Keep codec and format lines; the relay owns addresses and ICE.
-        if in_media
-            && (line.starts_with("a=rtpmap:")
-                || line.starts_with("a=fmtp:")
-                || line.starts_with("a=rtcp-fb:"))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_presses_from_rtp() {
-        let t0 = tokio::time::Instant::now();
-        let ev = |digit, timestamp, end| dtmf::Event {
-            timestamp,
-            digit,
-            end,
-        };
-        let mut p = Presses::default();
-        let mut got = String::new();
-        let mut at = |p: &mut Presses, e, ms: u64| {
-            if let Some(d) = p.packet(e, t0 + Duration::from_millis(ms)) {
-                got.push(d);
-            }
-        };
-        // One press: seven packets and three end packets, 20 ms apart.
-        for i in 0..10u64 {
-            at(&mut p, ev('1', 13280, i >= 7), i * 20);
-        }
-        // The same recording again after a pause: a second press.
-        for i in 0..10u64 {
-            at(&mut p, ev('1', 13280, i >= 7), 500 + i * 20);
-        }
-        // Another digit right after, then one with a new timestamp.
-        at(&mut p, ev('2', 13280, false), 700);
-        at(&mut p, ev('2', 16000, false), 720);
-        at(&mut p, ev('2', 16000, true), 740);
-        assert_eq!(got, "1122");
-    }
-
-    #[test]
-    fn the_meetings_sdp_continues_the_rooms_session() {
-        let prev = b"v=0\r\no=fedge 7 3 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\n";
-        let next = b"v=0\r\no=pexip 99 1 IN IP4 192.0.2.1\r\ns=-\r\nm=audio 4000 RTP/AVP 8\r\n";
-        assert_eq!(
-            continue_origin(prev, next),
-            b"v=0\r\no=fedge 7 4 IN IP4 192.0.2.1\r\ns=-\r\nm=audio 4000 RTP/AVP 8\r\n".to_vec()
-        );
-        // Nothing to continue (or garbage): unchanged, no panic.
-        assert_eq!(continue_origin(b"", next), next.to_vec());
-        assert_eq!(continue_origin(b"o=x y z", next), next.to_vec());
-        assert_eq!(continue_origin(prev, b"\xff\xfe"), b"\xff\xfe".to_vec());
-        assert_eq!(
-            continue_origin(
-                b"o=a 1 18446744073709551615 IN IP4 h\n",
-                b"o=b 2 2 IN IP4 h\n"
-            ),
-            b"o=a 1 18446744073709551615 IN IP4 h\n".to_vec()
-        );
-    }
-
-    #[test]
-    fn what_was_dialled() {
-        let d = |u: &str| dialled(u, "teams", "test_call", Some("12345678"));
-        assert_eq!(d("teams"), Dialled::Reception);
-        assert_eq!(d("TEAMS"), Dialled::Reception);
-        assert_eq!(d("test_call"), Dialled::TestCall);
-        assert_eq!(d("1234567890"), Dialled::Meeting("1234567890".into()));
-        assert_eq!(
-            d("12345678.1234567890"),
-            Dialled::Meeting("1234567890".into())
-        );
-        assert_eq!(
-            d("99999999.1234567890"),
-            Dialled::Unknown("99999999.1234567890".into())
-        );
-        assert_eq!(d("123"), Dialled::Unknown("123".into()));
-    }
-
-    #[test]
-    fn reception_and_echo_sdp() {
-        let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
-                     m=audio 5000 RTP/AVP 9 8 0 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
-                     m=video 5002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 profile-level-id=42e01f\r\n";
-        let d = sdp::describe(offer.as_bytes()).unwrap();
-        assert_eq!(
-            choose_audio(offer.as_bytes(), &d),
-            Some((0, Codec::Pcma, Some(101)))
-        );
-        let local: SocketAddr = "127.0.0.2:6000".parse().unwrap();
-        let p = player_sdp(&d, offer.as_bytes(), 0, local, Codec::Pcma, Some(101));
-        assert!(p.contains("m=audio 6000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000"), "{p}");
-        assert!(p.contains("m=video 0 RTP/AVP 96\r\n"), "{p}");
-        let pd = sdp::describe(p.as_bytes()).unwrap();
-        assert_eq!(pd.streams.len(), 2);
-        assert_eq!(pd.streams[0].address, Some(local.ip()));
-        let no_g711 = offer.replace("9 8 0 101", "9 101");
-        assert_eq!(
-            choose_audio(
-                no_g711.as_bytes(),
-                &sdp::describe(no_g711.as_bytes()).unwrap()
-            ),
-            None
-        );
-        let e = echo_sdp(offer.as_bytes(), &[None, None]);
-        assert!(
-            e.contains("m=audio 0 RTP/AVP 9 8 0 101\r\na=rtpmap:9 G722/8000")
-                && e.contains("m=video 0 RTP/AVP 96"),
-            "{e}"
-        );
     }
 }

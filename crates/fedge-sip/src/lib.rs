@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod transport;
+pub mod ua;
 pub mod uri;
 pub mod validate;
 

@@ -1,7 +1,8 @@
 //! Transactions of a stateful proxy (RFC 3261 §17, with RFC 6026's
 //! Accepted state): server transactions for requests received, client
 //! transactions for requests forwarded, their timers, and the tables that
-//! match messages to them.
+//! match messages to them. `ClientTxn` is the crate's only client
+//! transaction: `crate::ua` drives it for a user agent's own requests.
 //!
 //! Owns retransmission (UDP only), timeouts (Timer B/F, C for INVITE),
 //! hop-by-hop ACK for non-2xx answers, CANCEL towards the next hop, and the
@@ -63,6 +64,18 @@ pub enum SendPath {
         to: SocketAddr,
     },
     Stream(Connection),
+}
+
+/// What a client transaction needs to know of the way its request
+/// travels: whether it retransmits (UDP) or not (a stream).
+pub trait Reliability {
+    fn reliable(&self) -> bool;
+}
+
+impl Reliability for SendPath {
+    fn reliable(&self) -> bool {
+        SendPath::reliable(self)
+    }
 }
 
 impl SendPath {
@@ -401,8 +414,9 @@ pub enum Upstream {
     Local(Mutex<Option<tokio::sync::oneshot::Sender<SipMessage>>>),
 }
 
-/// Everything a client transaction starts with.
-pub struct ClientSpec {
+/// Everything a client transaction starts with. `P` is how its request
+/// travels: the proxy's `SendPath`, or a user agent's own path.
+pub struct ClientSpec<P = SendPath> {
     pub key: String,
     pub method: Method,
     /// The request as forwarded (for retransmissions).
@@ -411,7 +425,7 @@ pub struct ClientSpec {
     pub cancel: Option<Bytes>,
     /// For INVITE: builds the ACK for a non-2xx final answer.
     pub ack_for: Option<AckBuilder>,
-    pub path: SendPath,
+    pub path: P,
     pub timers: Timers,
     /// Where answers go.
     pub upstream: Upstream,
@@ -457,19 +471,20 @@ struct ClientState {
     scheduled: Option<Instant>,
 }
 
-/// A request we forwarded, waiting for its answers. It has no task of its
-/// own: responses and timers drive it, and it returns what to do.
-pub struct ClientTxn {
+/// A request we forwarded (or, for a user agent, sent), waiting for its
+/// answers. It has no task of its own: responses and timers drive it, and
+/// it returns what to do.
+pub struct ClientTxn<P = SendPath> {
     pub key: String,
     pub invite: bool,
-    pub path: SendPath,
+    pub path: P,
     pub upstream: Upstream,
     pub response_edit: ResponseEdit,
     timers: Timers,
     st: Mutex<ClientState>,
 }
 
-impl std::fmt::Debug for ClientTxn {
+impl<P> std::fmt::Debug for ClientTxn<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientTxn")
             .field("key", &self.key)
@@ -484,8 +499,8 @@ pub struct Step {
     pub next: Option<Instant>,
 }
 
-impl ClientTxn {
-    pub fn new(spec: ClientSpec) -> Arc<ClientTxn> {
+impl<P: Reliability> ClientTxn<P> {
+    pub fn new(spec: ClientSpec<P>) -> Arc<ClientTxn<P>> {
         let now = Instant::now();
         let reliable = spec.path.reliable();
         let t = spec.timers;
