@@ -54,9 +54,8 @@ enum ImTestFailure {
     NoEdge(hop::HopError),
     #[error("the reply was refused with {0}")]
     Refused(u16),
-    /// The proxy's reason (it reports failures as text).
     #[error("the reply could not be delivered: {0}")]
-    Undelivered(String),
+    Undelivered(crate::sip::proxy::OriginateError),
 }
 
 /// The federation edge's decisions, for the proxy core.

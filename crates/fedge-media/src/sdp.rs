@@ -329,6 +329,44 @@ fn relay_ice_lines(
     }
 }
 
+/// The session-level c= line, if any, and which streams have a c= of
+/// their own.
+fn connection_lines(text: &str, streams: usize) -> (Option<&str>, Vec<bool>) {
+    let mut session_c: Option<&str> = None;
+    let mut has_media_c = vec![false; streams];
+    let mut idx: Option<usize> = None;
+    for line in lines(text) {
+        if line.starts_with("m=") {
+            idx = Some(idx.map_or(0, |i| i + 1));
+        } else if line.starts_with("c=") {
+            match idx {
+                Some(i) => {
+                    if let Some(m) = has_media_c.get_mut(i) {
+                        *m = true;
+                    }
+                }
+                None => session_c = Some(line),
+            }
+        }
+    }
+    (session_c, has_media_c)
+}
+
+/// The o= line with the relay's address; the session id and version kept.
+fn origin_line(out: &mut String, line: &str, value: &str, kind: &str, a: IpAddr, eol: &str) {
+    let parts: Vec<&str> = value.split_ascii_whitespace().collect();
+    if parts.len() == 6 {
+        let _ = write!(
+            out,
+            "o={} {} {} {} {kind} {a}{eol}",
+            parts[0], parts[1], parts[2], parts[3]
+        );
+    } else {
+        out.push_str(line);
+        out.push_str(eol);
+    }
+}
+
 /// Rewrites an SDP for the side `rw` describes: addresses and ports point
 /// at the relay; ICE becomes the relay's (ICE-lite) where the SDP did ICE.
 pub fn rewrite(sdp: &[u8], rw: &Rewrite<'_>) -> Result<Vec<u8>, SdpError> {
@@ -344,21 +382,7 @@ pub fn rewrite(sdp: &[u8], rw: &Rewrite<'_>) -> Result<Vec<u8>, SdpError> {
             && s.relayed
     });
     // A session-level c= that unrelayed streams rely on moves into them.
-    let mut session_c: Option<&str> = None;
-    let mut has_media_c = vec![false; desc.streams.len()];
-    {
-        let mut idx: Option<usize> = None;
-        for line in lines(text) {
-            if line.starts_with("m=") {
-                idx = Some(idx.map_or(0, |i| i + 1));
-            } else if line.starts_with("c=") {
-                match idx {
-                    Some(i) => has_media_c[i] = true,
-                    None => session_c = Some(line),
-                }
-            }
-        }
-    }
+    let (session_c, has_media_c) = connection_lines(text, desc.streams.len());
     let relayed_at = |i: usize| -> Option<StreamPorts> {
         rw.ports
             .get(i)
@@ -428,20 +452,7 @@ pub fn rewrite(sdp: &[u8], rw: &Rewrite<'_>) -> Result<Vec<u8>, SdpError> {
             .and_then(relayed_at)
             .filter(|_| idx.is_some_and(|i| desc.streams[i].port != 0));
         match k {
-            "o" => {
-                // Keep the session id and version; the address is the relay's.
-                let parts: Vec<&str> = value.split_ascii_whitespace().collect();
-                if parts.len() == 6 {
-                    let _ = write!(
-                        out,
-                        "o={} {} {} {} {kind} {a}{eol}",
-                        parts[0], parts[1], parts[2], parts[3]
-                    );
-                } else {
-                    out.push_str(line);
-                    out.push_str(eol);
-                }
-            }
+            "o" => origin_line(&mut out, line, value, kind, a, eol),
             "c" if idx.is_none() || in_relayed.is_some() => {
                 let ice = match idx {
                     Some(i) => desc.streams[i].ice_ufrag.is_some(),

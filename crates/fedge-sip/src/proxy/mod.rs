@@ -33,13 +33,28 @@ use super::headers::{HeaderName, NameAddr};
 use super::message::{Method, SipMessage};
 use super::parse::{Limits, find_head_end, parse_framed};
 use super::response::{ResponseBuilder, random_token};
-use super::transport::outbound::Pool;
-use super::transport::{Handler, Inbound, Side, Source};
+use super::transport::outbound::{ConnectError, Pool};
+use super::transport::{Handler, Inbound, SendError, Side, Source};
 use super::uri::{Host, Uri};
 use super::validate::check_request;
 
 /// Marks branches this proxy made; the loop hash follows it.
 pub const BRANCH_PREFIX: &str = "z9hG4bK-fe";
+
+/// Why a request of the edge's own got no final answer.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginateError {
+    #[error("the edge built an unparsable request")]
+    Unparsable,
+    #[error("not a request")]
+    NotARequest,
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error("no final answer before the transaction timed out")]
+    TimedOut,
+}
 
 /// The stateful proxy.
 pub struct Proxy<R: Router> {
@@ -611,27 +626,19 @@ impl<R: Router> Proxy<R> {
         leg: Side,
         hop: &Hop,
         build: impl FnOnce(&str) -> Bytes,
-    ) -> Result<SipMessage, String> {
+    ) -> Result<SipMessage, OriginateError> {
         let branch = format!("{BRANCH_PREFIX}00000000-{}", random_token());
         let data = build(&format!("{};branch={branch}", self.cfg.leg(leg).via));
         let msg = find_head_end(&data, 0)
             .and_then(|he| parse_framed(data.clone(), he, &Limits::default()).ok())
-            .ok_or_else(|| "the edge built an unparsable request".to_string())?;
-        let method = msg
-            .method()
-            .cloned()
-            .ok_or_else(|| "not a request".to_string())?;
+            .ok_or(OriginateError::Unparsable)?;
+        let method = msg.method().cloned().ok_or(OriginateError::NotARequest)?;
         let path = match hop {
             Hop::Udp(to) => SendPath::Udp {
                 sock: self.udp.clone(),
                 to: *to,
             },
-            Hop::Stream(t) => SendPath::Stream(
-                self.pool
-                    .get(t, self.clone())
-                    .await
-                    .map_err(|e| e.to_string())?,
-            ),
+            Hop::Stream(t) => SendPath::Stream(self.pool.get(t, self.clone()).await?),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let c = ClientTxn::new(ClientSpec {
@@ -649,12 +656,11 @@ impl<R: Router> Proxy<R> {
         self.tables.insert_client(c.clone());
         if let Err(e) = path.send(data).await {
             self.tables.remove_client(&c.key);
-            return Err(e.to_string());
+            return Err(e.into());
         }
         let step = c.on_timer(tokio::time::Instant::now());
         self.apply(&c, step).await;
-        rx.await
-            .map_err(|_| "no final answer before the transaction timed out".to_string())
+        rx.await.map_err(|_| OriginateError::TimedOut)
     }
 
     /// Carries out what a client transaction asked for, and schedules or
