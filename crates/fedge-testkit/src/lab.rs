@@ -29,6 +29,12 @@ pub fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Lab {
     /// The usual lab: partner.test enabled behind Kamailio.
     pub fn new() -> Lab {
