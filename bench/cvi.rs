@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,13 +28,10 @@ use fedge::sip::message::SipMessage;
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
 
-#[path = "common.rs"]
-mod common;
-#[path = "rtpgen.rs"]
-mod rtpgen;
-
-use common::*;
-use rtpgen::*;
+use fedge_testkit::bench::*;
+use fedge_testkit::peers::free_port;
+use fedge_testkit::rtpgen::*;
+use fedge_testkit::{Pki, conference_id, fedge_ok};
 
 struct Args {
     calls: Vec<usize>,
@@ -187,28 +183,15 @@ fn room_calls(
     calls
 }
 
-fn fedge_cli(cfg: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fedge"))
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "fedge {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn main() {
     let a = args();
-    let dir = tempfile::tempdir().unwrap();
     let max = a.calls.iter().copied().max().unwrap_or(0);
-    let p = pki(dir.path());
+    let p = Pki::new();
     let stop = Arc::new(AtomicBool::new(false));
     let b_ports = Arc::new(Mutex::new(HashMap::new()));
     let relay_b = Arc::new(Mutex::new(HashMap::new()));
     let conn = connector(stop.clone(), b_ports.clone(), relay_b.clone());
-    let cvi_port = free_port();
+    let cvi_port = free_port(true);
     let extra = format!(
         "[media]\ntimeout = \"600s\"\n\
          [cvi]\nenabled = true\nlisten = \"127.0.0.2:{cvi_port}\"\n\
@@ -217,8 +200,8 @@ fn main() {
         max + 10
     );
     let relay = start_fedge(&p, conn, a.threads, &extra);
-    let cfg = p.dir.join("fedge.toml");
-    fedge_cli(
+    let cfg = p.path().join("fedge.toml");
+    fedge_ok(
         &cfg,
         &[
             "cvi",
@@ -232,17 +215,11 @@ fn main() {
             "bench@nhs.net",
         ],
     );
-    let invite = fedge_cli(
+    let invite = fedge_ok(
         &cfg,
         &["cvi", "meeting", "create", "--organiser", "bench@nhs.net"],
     );
-    let id: String = invite
-        .lines()
-        .find_map(|l| l.strip_prefix("Video Conference ID: "))
-        .expect("an ID")
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
+    let id = conference_id(&invite);
     let gateway = SocketAddr::from(([127, 0, 0, 2], cvi_port));
     let t0 = Instant::now();
     let calls = room_calls(gateway, &id, max, &b_ports, &relay_b);

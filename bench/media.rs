@@ -33,13 +33,10 @@ use fedge::sip::transport::tls::{TlsFiles, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
-#[path = "common.rs"]
-mod common;
-#[path = "rtpgen.rs"]
-mod rtpgen;
-
-use common::*;
-use rtpgen::*;
+use fedge_testkit::Pki;
+use fedge_testkit::bench::*;
+use fedge_testkit::peers::free_port;
+use fedge_testkit::rtpgen::*;
 
 struct Args {
     calls: Vec<usize>,
@@ -119,9 +116,9 @@ async fn fedge_calls(
     relay_b: &Arc<Mutex<HashMap<String, SocketAddr>>>,
 ) -> Vec<Call> {
     let cfg = client_config(&TlsFiles {
-        cert: p.partner.0.clone(),
-        key: p.partner.1.clone(),
-        trust: p.ca.clone(),
+        cert: p.partner.cert.clone(),
+        key: p.partner.key.clone(),
+        trust: p.ca_file.clone(),
     })
     .unwrap();
     let tcp = tokio::net::TcpStream::connect(relay.fed).await.unwrap();
@@ -223,7 +220,7 @@ fn ng(sock: &UdpSocket, to: SocketAddr, cookie: usize, pairs: &[(&str, &str)]) -
 
 fn start_rtpengine(dir: &std::path::Path) -> (Relay, SocketAddr) {
     use std::os::unix::process::CommandExt;
-    let ng_port = free_port();
+    let ng_port = free_port(true);
     let child = Command::new("rtpengine")
         .args([
             "--foreground",
@@ -317,7 +314,7 @@ fn main() {
         "us/packet"
     );
     if a.target == "both" || a.target == "fedge" {
-        let p = pki(dir.path());
+        let p = Pki::new();
         let stop = Arc::new(AtomicBool::new(false));
         let b_ports = Arc::new(Mutex::new(HashMap::new()));
         let relay_b = Arc::new(Mutex::new(HashMap::new()));

@@ -27,10 +27,9 @@ use fedge::sip::transport::tls::{TlsFiles, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
-#[path = "common.rs"]
-mod common;
-
-use common::*;
+use fedge_testkit::Pki;
+use fedge_testkit::bench::*;
+use fedge_testkit::peers::{free_port, kamailio_modules};
 
 struct Args {
     threads: usize,
@@ -108,26 +107,20 @@ fn home_responder(stop: Arc<AtomicBool>) -> SocketAddr {
 
 fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
     use std::os::unix::process::CommandExt;
-    let fed = free_port();
-    let mpath = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("kamailio/modules"))
-        .find(|p| p.join("tls.so").exists())
-        .expect("kamailio with tls module");
-    let tls = p.dir.join("tls.cfg");
+    let fed = free_port(true);
+    let mpath = kamailio_modules();
+    let tls = p.path().join("tls.cfg");
     std::fs::write(
         &tls,
         format!(
             "[server:default]\nmethod = TLSv1.2+\nverify_certificate = yes\nrequire_certificate = yes\nprivate_key = {}\ncertificate = {}\nca_list = {}\n",
-            p.edge.1.display(),
-            p.edge.0.display(),
-            p.ca.display()
+            p.edge.key.display(),
+            p.edge.cert.display(),
+            p.ca_file.display()
         ),
     )
     .unwrap();
-    let cfg = p.dir.join("kamailio.cfg");
+    let cfg = p.path().join("kamailio.cfg");
     // The same job as fedge: a stateful relay of TLS requests to the UDP pool.
     std::fs::write(
         &cfg,
@@ -138,8 +131,8 @@ fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
              modparam(\"tls\", \"config\", \"{}\")\n\
              request_route {{\n  if (!mf_process_maxfwd_header(\"10\")) {{ sl_send_reply(\"483\",\"Too Many Hops\"); exit; }}\n\
                $du = \"sip:{home};transport=udp\";\n  if (!t_relay()) {{ sl_reply_error(); }}\n  exit;\n}}\n",
-            free_port(),
-            mpath.display(),
+            free_port(true),
+            mpath,
             tls.display()
         ),
     )
@@ -148,7 +141,7 @@ fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
         .arg("-f")
         .arg(&cfg)
         .args(["-DD", "-E", "-m", "256", "-M", "16", "-Y"])
-        .arg(&p.dir)
+        .arg(p.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
@@ -188,9 +181,9 @@ struct StepResult {
 
 async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) -> StepResult {
     let cfg = client_config(&TlsFiles {
-        cert: p.partner.0.clone(),
-        key: p.partner.1.clone(),
-        trust: p.ca.clone(),
+        cert: p.partner.cert.clone(),
+        key: p.partner.key.clone(),
+        trust: p.ca_file.clone(),
     })
     .unwrap();
     let connector = tokio_rustls::TlsConnector::from(cfg);
@@ -294,9 +287,9 @@ async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) ->
 
 async fn handshakes(relay: &Relay, p: &Pki, secs: u64, parallel: usize) -> (u64, f64, f64) {
     let cfg = client_config(&TlsFiles {
-        cert: p.partner.0.clone(),
-        key: p.partner.1.clone(),
-        trust: p.ca.clone(),
+        cert: p.partner.cert.clone(),
+        key: p.partner.key.clone(),
+        trust: p.ca_file.clone(),
     })
     .unwrap();
     let connector = tokio_rustls::TlsConnector::from(cfg);
@@ -363,8 +356,7 @@ fn transactions(relay: &Relay) -> String {
 
 fn main() {
     let a = args();
-    let dir = tempfile::tempdir().unwrap();
-    let p = pki(dir.path());
+    let p = Pki::new();
     let stop = Arc::new(AtomicBool::new(false));
     let home = home_responder(stop.clone());
     let relay = match a.target.as_str() {

@@ -1,11 +1,9 @@
 //! The command line: configuration and usage mistakes give one line on
 //! stderr and exit code 2; `config example` is a complete, valid file.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use fedge_testkit::*;
 
 fn fedge(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(fedge_bin())

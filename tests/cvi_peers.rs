@@ -4,30 +4,19 @@
 //! CLI and HTTP pages. Key presses are SIPp playing the RFC 4733
 //! telephone-event recordings that Debian's sip-tester ships, and SIP INFO.
 
-mod common;
-
-#[path = "common/peers.rs"]
-mod peers;
-
-#[path = "common/lab.rs"]
-mod lab;
-
-#[path = "common/rtp.rs"]
-mod rtp;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::*;
 use fedge::sip::framing::{StreamDecoder, StreamItem};
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
-use lab::{ereg, refs, xml};
-use peers::{Sipp, SippResult, free_port, scenario};
-use rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::lab::{ereg, refs, xml};
+use fedge_testkit::peers::{Sipp, SippResult, free_port, scenario};
+use fedge_testkit::rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::*;
 use tokio_util::codec::Decoder;
 
 const DOMAIN: &str = "cvi.fedge.test";

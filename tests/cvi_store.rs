@@ -1,12 +1,10 @@
 //! CVI enrolment and meetings through the operator CLI on SQLite and on
 //! PostgreSQL: enrol, meetings with unique random IDs, expiry, withdrawal.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use fedge_testkit::*;
 
 fn store_config(dir: &Path, url: &str) -> PathBuf {
     let p = dir.join(format!("store-{:08x}.toml", rand::random::<u32>()));
@@ -141,10 +139,7 @@ fn enrolment_and_meetings_on_sqlite() {
 
 #[test]
 fn enrolment_and_meetings_on_postgresql() {
-    let pg = common_pg::Postgres::start();
+    let pg = fedge_testkit::pg::Postgres::start();
     let cfg = store_config(pg.dir(), &pg.url);
     scenario(&cfg);
 }
-
-#[path = "common/pg.rs"]
-mod common_pg;

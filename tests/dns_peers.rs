@@ -8,23 +8,15 @@
 //! loopback (zones of the test's making, so that wrong records can be
 //! published too); the edge under test asks it through `[dns] resolver`.
 
-mod common;
-
-#[path = "common/peers.rs"]
-mod peers;
-
-#[path = "common/lab.rs"]
-mod lab;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use fedge::dns::zone::ZoneText;
 use fedge::dns::{Dns, SrvAnswer};
-use lab::*;
-use peers::{Kamailio, Sipp, SippResult, free_port, scenario};
+use fedge_testkit::lab::*;
+use fedge_testkit::peers::{Kamailio, Sipp, SippResult, free_port, scenario};
+use fedge_testkit::*;
 use tokio_util::sync::CancellationToken;
 
 /// fedge's DNS server on 127.0.0.1, serving zones the test writes.

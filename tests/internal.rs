@@ -1,12 +1,10 @@
 //! The internal listener (home pool side): UDP and TCP on one address,
 //! answering OPTIONS to the edge and refusing bad datagrams without harm.
 
-mod common;
-
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::*;
+use fedge_testkit::*;
 
 fn options(transport: &str, port: u16, n: u32, rport: bool) -> String {
     let rp = if rport { ";rport" } else { "" };

@@ -4,22 +4,10 @@
 //! other's SDP, which is the relay's; and a Lync-style two-SDP
 //! multipart/alternative offer rewritten consistently.
 
-mod common;
-
-#[path = "common/peers.rs"]
-mod peers;
-
-#[path = "common/lab.rs"]
-mod lab;
-
-#[path = "common/rtp.rs"]
-mod rtp;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use fedge::media::sdp;
 use fedge::sip::SipMessage;
 use fedge::sip::body::leaves;
@@ -27,9 +15,10 @@ use fedge::sip::framing::{DatagramItem, parse_datagram};
 use fedge::sip::headers::HeaderName;
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
-use lab::*;
-use peers::{Sipp, free_port, scenario};
-use rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::lab::*;
+use fedge_testkit::peers::{Sipp, free_port, scenario};
+use fedge_testkit::rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::*;
 
 /// 100 packets of 172 bytes: what a socket holds at least once all arrived.
 const ALL_ARRIVED: u64 = 100 * 172;

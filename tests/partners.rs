@@ -1,11 +1,9 @@
 //! The partner registry through the operator CLI: the lifecycle, the audit
 //! trail, FPA files, exit codes and messages, on SQLite and on PostgreSQL.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use fedge_testkit::*;
 
 fn store_config(dir: &Path, url: &str) -> PathBuf {
     let p = dir.join(format!("store-{:08x}.toml", rand::random::<u32>()));
@@ -345,13 +343,10 @@ fn lifecycle_on_sqlite() {
 
 #[test]
 fn lifecycle_on_postgresql() {
-    let pg = common_pg::Postgres::start();
+    let pg = fedge_testkit::pg::Postgres::start();
     let cfg = store_config(pg.dir(), &pg.url);
     lifecycle_scenario(&cfg);
 }
-
-#[path = "common/pg.rs"]
-mod common_pg;
 
 #[test]
 fn fpa_files_good_and_bad() {

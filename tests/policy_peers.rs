@@ -6,26 +6,18 @@
 //! test and `partner enable`, certification lapses, `fedge test-federation`,
 //! and topology hiding across whole dialogs in both directions.
 
-mod common;
-
-#[path = "common/peers.rs"]
-mod peers;
-
-#[path = "common/lab.rs"]
-mod lab;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use fedge::sip::SipMessage;
 use fedge::sip::framing::{DatagramItem, parse_datagram};
 use fedge::sip::headers::HeaderName;
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
-use lab::*;
-use peers::{Sipp, free_port, scenario};
+use fedge_testkit::lab::*;
+use fedge_testkit::peers::{Sipp, free_port, scenario};
+use fedge_testkit::*;
 
 /// Bodies and headers of the requests that must not cross.
 const FT_INVITE: &str = "------=_NextPart_000_0001

@@ -3,20 +3,12 @@
 //! in between over mutual TLS. Messages, full dialogs in both directions,
 //! CANCEL, and every refusal with its reason.
 
-mod common;
-
-#[path = "common/peers.rs"]
-mod peers;
-
-#[path = "common/lab.rs"]
-mod lab;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use fedge::pki::LeafSpec;
-use lab::*;
-use peers::{Kamailio, Sipp, free_port, scenario};
+use fedge_testkit::lab::*;
+use fedge_testkit::peers::{Kamailio, Sipp, free_port, scenario};
+use fedge_testkit::*;
 
 #[test]
 fn messages_cross_in_both_directions() {

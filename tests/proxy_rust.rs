@@ -3,23 +3,18 @@
 //! method, bodies and unknown headers byte for byte, loops, and absorbed
 //! retransmissions.
 
-mod common;
-
-#[path = "common/peers.rs"]
-mod peers;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::*;
 use fedge::sip::SipMessage;
 use fedge::sip::framing::{DatagramItem, StreamDecoder, StreamItem, parse_datagram};
 use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
 use fedge::sip::transport::tls::{ClientAuth, TlsFiles, server_config};
-use peers::free_port;
+use fedge_testkit::peers::free_port;
+use fedge_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 

@@ -1,12 +1,10 @@
 //! Registry changes reaching a running edge, and surviving kill -9.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use fedge_testkit::*;
 
 /// Polls the edge's registry view until `pred` holds; returns how long it took.
 fn wait_registry(edge: &Edge, pred: impl Fn(&serde_json::Value) -> bool) -> Duration {

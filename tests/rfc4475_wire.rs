@@ -4,12 +4,10 @@
 //! closed, for the invalid ones; no syntax rejection for the valid ones),
 //! while a witness connection keeps being served throughout.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use fedge_testkit::*;
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/rfc4475")

@@ -2,12 +2,10 @@
 //! in and who is refused, with openssl s_client as a third-party client and
 //! tokio-rustls as a second one.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use fedge::pki::{Authority, LeafSpec};
+use fedge_testkit::*;
 use time::OffsetDateTime;
 
 struct Setup {

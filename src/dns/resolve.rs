@@ -18,7 +18,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 
 use super::zone::directly_in;
-use crate::sip::transport::outbound::HostResolver;
+use crate::sip::transport::outbound::{HostResolver, ResolveFailure};
 
 /// One SRV target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,9 +190,12 @@ impl HostResolver for Dns {
     fn addresses<'a>(
         &'a self,
         host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send + 'a>> {
-        // The transport layer's resolver speaks in reasons, not types.
-        Box::pin(async move { Dns::addresses(self, host).await.map_err(|e| e.to_string()) })
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, ResolveFailure>> + Send + 'a>> {
+        Box::pin(async move {
+            Dns::addresses(self, host)
+                .await
+                .map_err(ResolveFailure::from)
+        })
     }
 }
 

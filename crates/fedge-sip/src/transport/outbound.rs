@@ -66,13 +66,18 @@ pub enum ConnectError {
     Timeout { target: String },
 }
 
+/// Why a resolver found no address: whatever error the resolver has.
+pub type ResolveFailure = Box<dyn std::error::Error + Send + Sync>;
+
 /// Looks up the addresses of a host for outbound connections: the system
 /// resolver by default, the edge's configured name server when set.
 pub trait HostResolver: Send + Sync {
     fn addresses<'a>(
         &'a self,
         host: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, String>> + Send + 'a>>;
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, ResolveFailure>> + Send + 'a>,
+    >;
 }
 
 /// The system's resolver (getaddrinfo through tokio).
@@ -83,13 +88,14 @@ impl HostResolver for SystemResolver {
     fn addresses<'a>(
         &'a self,
         host: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, String>> + Send + 'a>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, ResolveFailure>> + Send + 'a>,
+    > {
         Box::pin(async move {
             tokio::net::lookup_host((host, 0))
                 .await
                 .map(|a| a.map(|s| s.ip()).collect())
-                .map_err(|e| e.to_string())
+                .map_err(ResolveFailure::from)
         })
     }
 }
@@ -205,9 +211,9 @@ impl Pool {
                 .resolver
                 .addresses(&t.host)
                 .await
-                .map_err(|detail| ConnectError::Resolve {
+                .map_err(|e| ConnectError::Resolve {
                     host: t.host.clone(),
-                    detail,
+                    detail: e.to_string(),
                 })?
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, t.port))

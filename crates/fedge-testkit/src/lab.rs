@@ -2,15 +2,16 @@
 //! (SIPp, or a test's own socket, on fedge's UDP next hop) and a partner
 //! organisation (Kamailio as its edge over mutual TLS, SIPp as its users),
 //! with helpers to import partners, run scenarios and check refusals.
-
-#![allow(dead_code)]
+//! It never reaches into fedge's internals: only its listeners, logs and CLI.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use crate::admin::admin_get;
+use crate::edge::{Edge, fedge_ok, test_config};
 use crate::peers::{Kamailio, Sipp, SippResult, free_port, scenario};
+use crate::pki::{PARTNER_FQDN, Pki};
 
 pub const LIMIT: Duration = Duration::from_secs(40);
 
@@ -26,6 +27,12 @@ pub struct Lab {
 
 pub fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Lab {

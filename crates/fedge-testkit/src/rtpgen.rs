@@ -1,9 +1,8 @@
 //! The RTP load generator shared by the media benchmarks: calls as pairs
 //! of UDP endpoints, a player sending G.711-sized packets both ways at
 //! 50 packets/s per direction, and the report line (throughput, loss,
-//! latency, the relay's CPU per packet).
-
-#![allow(dead_code)]
+//! latency, the relay's CPU per packet). It never sets calls up: each
+//! benchmark does, the way its relay expects.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fedge::media::sdp;
 
-use crate::common::{cpu_seconds, pct};
+use crate::bench::{cpu_seconds, pct};
 
 pub const PACKET: usize = 172;
 pub const PTIME: Duration = Duration::from_millis(20);

@@ -1,8 +1,6 @@
 //! RTP test material: pcap files of G.711 streams for SIPp to play, and how
 //! much a UDP socket has waiting to be read (what reached an endpoint that
-//! does not read its media).
-
-#![allow(dead_code)]
+//! does not read its media). It never sends media itself.
 
 use std::path::Path;
 

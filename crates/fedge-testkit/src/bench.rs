@@ -1,15 +1,15 @@
-//! Pieces shared by the benchmarks: a throw-away PKI, starting the real
-//! `fedge` binary with a partner enabled, reading a process's CPU time and
-//! RSS from /proc, and percentiles.
-
-#![allow(dead_code)]
+//! Pieces the benchmarks add to the lab: starting the real `fedge` binary
+//! (the tests' PKI and CLI) with a partner enabled and fixed ports, reading
+//! a process's CPU time and RSS from /proc, percentiles, and the benches'
+//! command-line flags. It never asserts on figures: it measures.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedge::pki::{Authority, LeafSpec, write_pem};
+use crate::edge::{fedge_bin, fedge_ok};
+use crate::peers::free_port;
+use crate::pki::Pki;
 
 /// CPU seconds (user + system, own and reaped children's) of a set of processes, from /proc.
 pub fn cpu_seconds(pids: &[u32]) -> f64 {
@@ -72,41 +72,6 @@ pub fn relay_pids(child: &Child, group: bool) -> Vec<u32> {
         .collect()
 }
 
-pub struct Pki {
-    pub dir: PathBuf,
-    pub ca: PathBuf,
-    pub edge: (PathBuf, PathBuf),
-    pub partner: (PathBuf, PathBuf),
-}
-
-pub fn pki(dir: &Path) -> Pki {
-    let ca = Authority::new("bench CA").unwrap();
-    let write = |name: &str, spec: &LeafSpec| {
-        let i = ca.issue(spec).unwrap();
-        let c = dir.join(format!("{name}.crt"));
-        let k = dir.join(format!("{name}.key"));
-        write_pem(&c, &i.cert_pem, false).unwrap();
-        write_pem(&k, &i.key_pem, true).unwrap();
-        (c, k)
-    };
-    let ca_file = dir.join("ca.crt");
-    write_pem(&ca_file, &ca.pem.cert_pem, false).unwrap();
-    Pki {
-        dir: dir.to_path_buf(),
-        ca: ca_file,
-        edge: write("edge", &LeafSpec::new("sip.fedge.test", 30)),
-        partner: write("partner", &LeafSpec::new("sip.partner.test", 30)),
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub struct Relay {
     pub child: Child,
     pub fed: SocketAddr,
@@ -135,11 +100,12 @@ impl Drop for Relay {
 }
 
 /// Starts `fedge` with partner.test enabled, `home` as its next hop, and
-/// `extra` appended to its configuration.
+/// `extra` appended to its configuration (written as `fedge.toml` in the
+/// PKI's directory).
 pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Relay {
-    let fed = free_port();
-    let admin = free_port();
-    let cfg = p.dir.join("fedge.toml");
+    let fed = free_port(true);
+    let admin = free_port(true);
+    let cfg = p.path().join("fedge.toml");
     std::fs::write(
         &cfg,
         format!(
@@ -147,18 +113,16 @@ pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Re
              cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
              [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n\
              [policy]\nrate = 1000000\nburst = 1000000\n{extra}",
-            p.edge.0.display(),
-            p.edge.1.display(),
-            p.ca.display(),
-            p.dir.display()
+            p.edge.cert.display(),
+            p.edge.key.display(),
+            p.ca_file.display(),
+            p.path().display()
         ),
     )
     .unwrap();
-    let bin = env!("CARGO_BIN_EXE_fedge");
-    let st = Command::new(bin)
-        .arg("--config")
-        .arg(&cfg)
-        .args([
+    fedge_ok(
+        &cfg,
+        &[
             "partner",
             "add",
             "--domain",
@@ -171,12 +135,9 @@ pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Re
             "enabled",
             "--reason",
             "benchmark",
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "cannot add the bench partner");
-    let child = Command::new(bin)
+        ],
+    );
+    let child = Command::new(fedge_bin())
         .arg("--config")
         .arg(&cfg)
         .arg("serve")

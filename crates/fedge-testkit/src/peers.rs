@@ -1,9 +1,7 @@
 //! Third-party SIP peers for the end-to-end tests: Kamailio as a partner
 //! organisation's edge (mutual TLS towards fedge) and SIPp as users and as
 //! the home pool. Each is started in its own process group and stopped by
-//! that group's id.
-
-#![allow(dead_code)]
+//! that group's id; never by name.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -13,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::CertFiles;
+use crate::pki::CertFiles;
+use crate::workspace_root;
 
 /// A free UDP port on 127.0.0.1 (also free for TCP when `tcp_too`).
 pub fn free_port(tcp_too: bool) -> u16 {
@@ -60,14 +59,15 @@ fn unfilled(s: &str) -> Option<String> {
 }
 
 fn peers_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+    workspace_root().join("tests/peers")
 }
 
 fn sipp_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
+    workspace_root().join("tests/sipp")
 }
 
-fn kamailio_modules() -> String {
+/// The directory of the installed Kamailio's modules (the one with TLS).
+pub fn kamailio_modules() -> String {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib")
         .into_iter()
         .flatten()

@@ -1,5 +1,6 @@
 //! A throw-away PostgreSQL cluster for tests: initdb into a temporary
 //! directory, pg_ctl start on a free loopback port, pg_ctl stop on drop.
+//! It never touches a cluster it did not create.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

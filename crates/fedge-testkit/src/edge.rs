@@ -1,0 +1,254 @@
+//! The real `fedge` binary as the tests run it: `fedge serve` on loopback
+//! with ephemeral ports (ready when its JSON log says so), killed on drop,
+//! and the operator CLI. It never builds the binary: it runs the one cargo
+//! built for the test or benchmark being run.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::pki::{EDGE_FQDN, Pki};
+
+/// A running `fedge serve`, killed on drop.
+pub struct Edge {
+    child: Child,
+    pub federation: SocketAddr,
+    pub internal: SocketAddr,
+    pub admin: SocketAddr,
+    /// The CVI gateway's UDP+TCP and TLS listeners, when enabled.
+    pub cvi: Option<SocketAddr>,
+    pub cvi_tls: Option<SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub config_path: PathBuf,
+}
+
+/// The `fedge` binary cargo built beside the running test or benchmark:
+/// `CARGO_BIN_EXE_fedge` when cargo sets it at run time, else `fedge` in
+/// the profile directory above the test executable's `deps/`.
+pub fn fedge_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CARGO_BIN_EXE_fedge") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe
+        .parent()
+        .expect("the test executable's directory")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("fedge{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: run the tests and benches through cargo, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// The config the tests run with: ephemeral loopback ports, short timeouts,
+/// JSON logs. `extra` is appended (later keys of a table may not repeat).
+pub fn test_config(pki: &Pki, extra_sip: &str) -> String {
+    format!(
+        r#"[federation]
+listen = "127.0.0.1:0"
+fqdn = "{EDGE_FQDN}"
+home_domains = ["fedge.test"]
+cert = "{}"
+key = "{}"
+trust = "{}"
+handshake_timeout = "2s"
+
+[internal]
+listen = "127.0.0.1:0"
+next_hop = "sip:127.0.0.1:5080;transport=udp"
+
+[store]
+url = "sqlite://{}/fedge.db"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sip]
+message_timeout = "1s"
+{extra_sip}
+
+[log]
+format = "json"
+level = "info"
+"#,
+        pki.edge.cert.display(),
+        pki.edge.key.display(),
+        pki.ca_file.display(),
+        pki.path().display(),
+    )
+}
+
+impl Edge {
+    /// Starts the binary with `config` and waits until it is ready.
+    pub fn start(pki: &Pki, config: &str) -> Edge {
+        let config_path = pki.path().join(format!("fedge-{}.toml", rand_suffix()));
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(fedge_bin())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .spawn()
+            .expect("spawn fedge");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let l2 = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut fed = None;
+        let mut int = None;
+        let mut admin = None;
+        let (mut cvi, mut cvi_tls) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "fedge did not become ready; log:\n{}",
+                        logs.lock().unwrap().join("\n")
+                    );
+                }
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let f = &v["fields"];
+            if f["message"] == "listening" {
+                let addr: SocketAddr = f["addr"].as_str().unwrap().parse().unwrap();
+                match f["role"].as_str().unwrap() {
+                    "federation" => fed = Some(addr),
+                    "internal" => int = Some(addr),
+                    "admin" => admin = Some(addr),
+                    "cvi" if f["transport"] == "tls" => cvi_tls = Some(addr),
+                    "cvi" => cvi = Some(addr),
+                    _ => {}
+                }
+            }
+            if f["message"] == "fedge ready" {
+                break;
+            }
+        }
+        Edge {
+            child,
+            federation: fed.expect("federation address"),
+            internal: int.expect("internal address"),
+            admin: admin.expect("admin address"),
+            cvi,
+            cvi_tls,
+            logs,
+            config_path,
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits up to `within` for a log line containing every needle.
+    pub fn wait_log(&self, needles: &[&str], within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self
+                .logs()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return Some(l);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asserts the edge is running and logged no panic.
+    pub fn assert_healthy(&mut self) {
+        assert!(
+            self.alive(),
+            "fedge exited; log:\n{}",
+            self.logs().join("\n")
+        );
+        let panics: Vec<String> = self
+            .logs()
+            .into_iter()
+            .filter(|l| l.contains("panicked"))
+            .collect();
+        assert!(panics.is_empty(), "fedge panicked: {panics:?}");
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Runs the fedge CLI with a config file; returns (exit code, stdout, stderr).
+pub fn fedge_cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(fedge_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("USER", "tester")
+        .output()
+        .expect("run fedge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Like [`fedge_cli`] but asserts success and returns stdout.
+pub fn fedge_ok(config: &Path, args: &[&str]) -> String {
+    let (code, out, err) = fedge_cli(config, args);
+    assert_eq!(code, 0, "fedge {args:?} failed: {err}");
+    out
+}
+
+/// The conference ID in `fedge cvi meeting create`'s invite block.
+pub fn conference_id(invite: &str) -> String {
+    invite
+        .lines()
+        .find_map(|l| l.strip_prefix("Video Conference ID: "))
+        .unwrap_or_else(|| panic!("no ID in {invite}"))
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect()
+}
