@@ -131,7 +131,10 @@ mod tests {
         let e = fed(&|c| c.federation.max_handshakes = 0);
         assert_eq!(e, "[federation] max_handshakes must be at least 1");
         let e = fed(&|c| c.federation.max_handshakes_per_source = 0);
-        assert!(e.contains("max_handshakes_per_source must be from 1"), "{e}");
+        assert!(
+            e.contains("max_handshakes_per_source must be from 1"),
+            "{e}"
+        );
         let e = fed(&|c| c.federation.max_handshakes_per_source = 257);
         assert!(e.contains("to max_handshakes (256)"), "{e}");
         let e = fed(&|c| c.federation.max_connections_per_identity = 2000);
