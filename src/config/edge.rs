@@ -113,9 +113,21 @@ pub struct FederationConfig {
     pub key: PathBuf,
     /// PEM bundle of the CAs partner certificates must chain to.
     pub trust: PathBuf,
+    /// A TLS handshake must finish this long after the accept (a total
+    /// deadline: bytes trickling in do not extend it).
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Most authenticated partner connections at once.
     pub max_connections: usize,
+    /// Most authenticated connections one certificate identity (one
+    /// partner's edge) may hold, so that it cannot take the others' room.
+    pub max_connections_per_identity: usize,
+    /// Most connections still in their TLS handshake, from all sources;
+    /// when full, the busiest source's oldest handshake is closed.
+    pub max_handshakes: usize,
+    /// Most connections in their TLS handshake from one source address
+    /// (an IPv6 /64); more from it are closed at once.
+    pub max_handshakes_per_source: usize,
     /// Most TLS connections opened to one partner edge (SfB allows 1 to 4).
     pub partner_connections: usize,
 }
@@ -131,6 +143,9 @@ impl Default for FederationConfig {
             trust: "certs/dev/ca.crt".into(),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_identity: 64,
+            max_handshakes: 256,
+            max_handshakes_per_source: 32,
             partner_connections: 4,
         }
     }

@@ -122,6 +122,32 @@ mod tests {
     }
 
     #[test]
+    fn admission_budgets_are_checked() {
+        let fed = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().err().map(|e| e.0).unwrap_or_default()
+        };
+        let e = fed(&|c| c.federation.max_handshakes = 0);
+        assert_eq!(e, "[federation] max_handshakes must be at least 1");
+        let e = fed(&|c| c.federation.max_handshakes_per_source = 0);
+        assert!(
+            e.contains("max_handshakes_per_source must be from 1"),
+            "{e}"
+        );
+        let e = fed(&|c| c.federation.max_handshakes_per_source = 257);
+        assert!(e.contains("to max_handshakes (256)"), "{e}");
+        let e = fed(&|c| c.federation.max_connections_per_identity = 2000);
+        assert!(e.contains("to max_connections (1024)"), "{e}");
+        assert!(!e.contains('\n'));
+        let ok = Config::from_toml(
+            "[federation]\nmax_handshakes = 64\nmax_handshakes_per_source = 64\nmax_connections_per_identity = 1\n",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+    }
+
+    #[test]
     fn cvi_listeners_are_checked() {
         let cvi = |f: &dyn Fn(&mut Config)| {
             let mut c = Config::default();

@@ -89,7 +89,31 @@ impl Config {
         if f.max_connections == 0 || self.internal.max_connections == 0 {
             return Err(ConfigError("max_connections must be at least 1".into()));
         }
+        self.check_admission()?;
         self.next_hop()?;
+        Ok(())
+    }
+
+    /// The federation listener's admission budgets.
+    fn check_admission(&self) -> Result<(), ConfigError> {
+        let f = &self.federation;
+        if f.max_handshakes == 0 {
+            return Err(ConfigError(
+                "[federation] max_handshakes must be at least 1".into(),
+            ));
+        }
+        if !(1..=f.max_handshakes).contains(&f.max_handshakes_per_source) {
+            return Err(ConfigError(format!(
+                "[federation] max_handshakes_per_source must be from 1 to max_handshakes ({})",
+                f.max_handshakes
+            )));
+        }
+        if !(1..=f.max_connections).contains(&f.max_connections_per_identity) {
+            return Err(ConfigError(format!(
+                "[federation] max_connections_per_identity must be from 1 to max_connections ({})",
+                f.max_connections
+            )));
+        }
         Ok(())
     }
 

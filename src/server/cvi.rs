@@ -18,6 +18,7 @@ use crate::cvi::Trust;
 use crate::cvi::gateway::{Gateway, GatewayConfig};
 use crate::media::{MediaConfig, Relay, SideAddress};
 use crate::role::Role;
+use crate::sip::transport::admission::Limits;
 use crate::sip::transport::outbound::Pool;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
 use crate::sip::transport::tls::{ClientAuth, TlsFiles, server_config};
@@ -113,8 +114,22 @@ fn stream_listener(
         settings: shared.settings.clone(),
         table: shared.table.clone(),
         handler: gateway.clone(),
-        max_connections: cfg.cvi.max_calls * 4 + 16,
+        limits: cvi_admission(cfg),
         shutdown: shared.shutdown.clone(),
+    }
+}
+
+/// Room systems' connections: a few per call; handshakes as many again,
+/// at most the federation's per-source number from one address. Room
+/// systems' certificates are optional, so the identity cap is the
+/// listener's.
+fn cvi_admission(cfg: &Config) -> Limits {
+    let max = cfg.cvi.max_calls * 4 + 16;
+    Limits {
+        max_connections: max,
+        max_per_identity: max,
+        max_handshakes: max,
+        max_handshakes_per_source: cfg.federation.max_handshakes_per_source.min(max),
     }
 }
 

@@ -16,6 +16,7 @@
 mod build;
 mod cvi;
 mod error;
+mod fds;
 mod listen;
 mod registry_events;
 
@@ -40,6 +41,7 @@ use crate::media::Relay;
 use crate::role::Role;
 use crate::sip::parse::Limits;
 use crate::sip::proxy::Proxy;
+use crate::sip::transport::admission::Limits as Admission;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
 use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config, server_config};
 use crate::sip::transport::{ConnectionTable, TransportSettings, udp};
@@ -80,6 +82,7 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
 
 /// Runs the edge until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    fds::raise_open_files_limit(&cfg);
     let files = tls_files(&cfg);
     let tls = server_config(&files, ClientAuth::Required)
         .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
@@ -217,7 +220,7 @@ fn spawn_sip(
             settings: shared.settings.clone(),
             table: shared.table.clone(),
             handler: proxy.clone(),
-            max_connections: cfg.federation.max_connections,
+            limits: federation_admission(cfg),
             shutdown: shutdown.clone(),
         }
         .run(),
@@ -230,7 +233,7 @@ fn spawn_sip(
             settings: shared.settings.clone(),
             table: shared.table.clone(),
             handler: proxy.clone(),
-            max_connections: cfg.internal.max_connections,
+            limits: Admission::connections(cfg.internal.max_connections),
             shutdown: shutdown.clone(),
         }
         .run(),
@@ -243,6 +246,19 @@ fn spawn_sip(
         shutdown.clone(),
     ));
     tasks.spawn(proxy.clone().run_timers(shutdown.clone()));
+}
+
+/// The federation listener's budgets: partners' authenticated connections
+/// (in all and per certificate identity) apart from handshakes in
+/// progress (in all and per source).
+fn federation_admission(cfg: &Config) -> Admission {
+    let f = &cfg.federation;
+    Admission {
+        max_connections: f.max_connections,
+        max_per_identity: f.max_connections_per_identity,
+        max_handshakes: f.max_handshakes,
+        max_handshakes_per_source: f.max_handshakes_per_source,
+    }
 }
 
 /// The DNS server for the published zone (`[dns] listen`): the zones are

@@ -7,6 +7,7 @@
 //! the authenticated [`PeerIdentity`]. Malformed messages never go up: they
 //! are answered (or the connection is closed) here. Knows no policy.
 
+pub mod admission;
 pub mod outbound;
 pub mod stream;
 pub mod tls;

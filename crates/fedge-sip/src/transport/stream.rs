@@ -4,7 +4,10 @@
 //!
 //! Owns per-connection failure: whatever a peer sends, only its own
 //! connection is answered or closed; the listener and every other
-//! connection carry on.
+//! connection carry on. Which connections are let in (handshake budget,
+//! per-source and per-identity caps) is `admission.rs`'s to say; this
+//! file asks it at accept and after the handshake, and closes what it
+//! sheds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,13 +16,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::admission::{Admission, Limits, PendingTicket, Permit};
 use super::tls::{ClientAuth, describe_handshake_error, identity_of};
 use super::{
     Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Source, Tag, Transport,
@@ -33,8 +37,8 @@ use crate::response::ResponseBuilder;
 const SEND_QUEUE: usize = 512;
 
 /// How a TLS listener accepts: the acceptor (our certificate, the client
-/// verifier), the handshake deadline, and whether a peer without a usable
-/// certificate identity is let in.
+/// verifier), the handshake deadline (total, counted from the accept), and
+/// whether a peer without a usable certificate identity is let in.
 #[derive(Clone)]
 pub struct TlsAccept {
     pub acceptor: TlsAcceptor,
@@ -51,20 +55,29 @@ pub struct StreamListener<H: Handler> {
     pub settings: Arc<TransportSettings>,
     pub table: Arc<ConnectionTable>,
     pub handler: Arc<H>,
-    pub max_connections: usize,
+    /// What the listener admits: established connections (in all and per
+    /// identity) and, for TLS, connections in their handshake.
+    pub limits: Limits,
     pub shutdown: CancellationToken,
 }
 
 impl<H: Handler> StreamListener<H> {
     /// Accepts connections until shutdown.
     pub async fn run(self) {
-        let slots = Arc::new(Semaphore::new(self.max_connections.max(1)));
+        let admission = Admission::new(self.tag, self.limits);
         let local = self.listener.local_addr().ok();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    admission.flush_log();
+                    continue;
+                }
                 a = self.listener.accept() => a,
             };
+            let accepted_at = Instant::now();
             let (tcp, remote) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
@@ -73,11 +86,6 @@ impl<H: Handler> StreamListener<H> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                warn!(role = %self.tag, %remote, limit = self.max_connections, "connection refused: connection limit reached");
-                drop(tcp);
-                continue;
             };
             let _ = tcp.set_nodelay(true);
             let local = tcp
@@ -94,12 +102,24 @@ impl<H: Handler> StreamListener<H> {
                 local,
             };
             let handler = self.handler.clone();
-            let tls = self.tls.clone();
-            match tls {
+            match &self.tls {
                 Some(accept) => {
-                    tokio::spawn(accept_tls(tcp, accept, ctx, handler, permit));
+                    // Refused (logged by the admission): closed at once.
+                    let Some(ticket) = admission.handshake(remote) else {
+                        continue;
+                    };
+                    let job = Handshake {
+                        accept: accept.clone(),
+                        ticket,
+                        deadline: accepted_at + accept.handshake_timeout,
+                        admission: admission.clone(),
+                    };
+                    tokio::spawn(accept_tls(tcp, job, ctx, handler));
                 }
                 None => {
+                    let Some(permit) = admission.establish(remote) else {
+                        continue;
+                    };
                     spawn_connection(tcp, Transport::Tcp, None, ctx, handler, Some(permit));
                 }
             }
@@ -119,26 +139,42 @@ pub(crate) struct ConnCtx {
     pub local: SocketAddr,
 }
 
-async fn accept_tls<H: Handler>(
-    tcp: TcpStream,
+/// A TLS handshake in progress: its place in the handshake budget and
+/// its total deadline.
+struct Handshake {
     accept: TlsAccept,
-    ctx: ConnCtx,
-    handler: Arc<H>,
-    permit: OwnedSemaphorePermit,
-) {
+    ticket: PendingTicket,
+    deadline: Instant,
+    admission: Arc<Admission>,
+}
+
+async fn accept_tls<H: Handler>(tcp: TcpStream, job: Handshake, ctx: ConnCtx, handler: Arc<H>) {
     let remote = ctx.remote;
-    let hs_timeout = accept.handshake_timeout;
+    let Handshake {
+        accept,
+        ticket,
+        deadline,
+        admission,
+    } = job;
     let optional = accept.client_auth == ClientAuth::Optional;
-    let tls = match tokio::time::timeout(hs_timeout, accept.acceptor.accept(tcp)).await {
-        Err(_) => {
-            warn!(role = %ctx.tag, %remote, timeout = ?hs_timeout, "TLS handshake refused: timed out");
-            return;
-        }
-        Ok(Err(e)) => {
-            warn!(role = %ctx.tag, %remote, reason = %describe_handshake_error(&e), "TLS handshake refused");
-            return;
-        }
-        Ok(Ok(s)) => s,
+    let shed = ticket.shed();
+    // The deadline is total: a peer that sends a byte now and then does
+    // not extend it.
+    let handshake = tokio::time::timeout_at(deadline, accept.acceptor.accept(tcp));
+    let tls = tokio::select! {
+        // Shed to make room (logged by the admission): the socket closes here.
+        _ = shed.cancelled() => return,
+        r = handshake => match r {
+            Err(_) => {
+                admission.deadline_passed(remote, accept.handshake_timeout);
+                return;
+            }
+            Ok(Err(e)) => {
+                warn!(role = %ctx.tag, %remote, reason = %describe_handshake_error(&e), "TLS handshake refused");
+                return;
+            }
+            Ok(Ok(s)) => s,
+        },
     };
     let (_, conn) = tls.get_ref();
     let identity = match conn.peer_certificates().and_then(|c| c.first()) {
@@ -162,6 +198,13 @@ async fn accept_tls<H: Handler>(
         .protocol_version()
         .map(|v| format!("{v:?}"))
         .unwrap_or_default();
+    // Out of the handshake budget, into the established connections (per
+    // identity); refusals are logged by the admission.
+    let Some(permit) = ticket.establish(identity.as_deref()) else {
+        let mut tls = tls;
+        let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+        return;
+    };
     if let Some(id) = &identity {
         info!(role = %ctx.tag, %remote, identity = %id, subject = %id.subject, %version, "TLS peer authenticated");
     }
@@ -176,7 +219,7 @@ pub(crate) fn spawn_connection<S, H>(
     identity: Option<Arc<PeerIdentity>>,
     ctx: ConnCtx,
     handler: Arc<H>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Permit>,
 ) -> Connection
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
