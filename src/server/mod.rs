@@ -18,6 +18,7 @@ mod cvi;
 mod error;
 mod listen;
 mod registry_events;
+mod tls_policy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use crate::role::Role;
 use crate::sip::parse::Limits;
 use crate::sip::proxy::Proxy;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
-use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config, server_config};
+use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config_with, server_config_with};
 use crate::sip::transport::{ConnectionTable, TransportSettings, udp};
 use crate::store::Store;
 
@@ -73,7 +74,8 @@ pub fn tls_files(cfg: &Config) -> TlsFiles {
 /// Checks what the configuration names but cannot check itself (the TLS
 /// material), without binding anything.
 pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
-    server_config(&tls_files(cfg), ClientAuth::Required)
+    let policy = tls_policy::chain_policy(cfg, None)?;
+    server_config_with(&tls_files(cfg), ClientAuth::Required, &policy)
         .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
     Ok(())
 }
@@ -81,11 +83,16 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
 /// Runs the edge until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     let files = tls_files(&cfg);
-    let tls = server_config(&files, ClientAuth::Required)
-        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
-    let client_tls =
-        client_config(&files).map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    preflight(&cfg)?;
     let shared = open(&cfg, shutdown).await?;
+    let pins = Arc::new(crate::federation::identity::PinCheck {
+        registry: shared.registry.clone(),
+    });
+    let policy = tls_policy::chain_policy(&cfg, Some(pins))?;
+    let tls = server_config_with(&files, ClientAuth::Required, &policy)
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let client_tls = client_config_with(&files, &policy)
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
     let sockets = Sockets::bind(&cfg).await?;
     let core = build::sip_core(&cfg, &sockets, &shared, client_tls).await?;
     let Sockets {
