@@ -241,7 +241,11 @@ async fn not_yet_valid_revoked_and_oversized_chains_are_refused() {
         let mut a: Vec<&str> = extra.iter().map(String::as_str).collect();
         a.extend(["-CAfile", &ca, "-verify_return_error"]);
         let out = s_client(fed, &a, req.as_bytes(), "SIP/2.0");
-        assert!(!out.stdout.contains("SIP/2.0"), "{what}: SIP got through: {}", out.all());
+        assert!(
+            !out.stdout.contains("SIP/2.0"),
+            "{what}: SIP got through: {}",
+            out.all()
+        );
         assert!(
             alerts.iter().any(|x| out.stderr.contains(x)),
             "{what}: no {alerts:?} alert: {}",
@@ -256,12 +260,19 @@ async fn not_yet_valid_revoked_and_oversized_chains_are_refused() {
     s_client_refused(
         "not yet valid",
         cert_args(&soon),
-        &["certificate expired", "bad certificate", "certificate unknown"],
+        &[
+            "certificate expired",
+            "bad certificate",
+            "certificate unknown",
+        ],
     );
     must_log(
         &edge,
         "not yet valid",
-        &["TLS handshake refused", "certificate refused: certificate not valid yet"],
+        &[
+            "TLS handshake refused",
+            "certificate refused: certificate not valid yet",
+        ],
     );
     next_partner_served(&mut edge, &pki, "a not-yet-valid certificate").await;
 
@@ -308,7 +319,10 @@ async fn not_yet_valid_revoked_and_oversized_chains_are_refused() {
     must_log(
         &edge,
         "long chain",
-        &["TLS handshake refused", "chain of 5 certificates is longer than the cap of 4"],
+        &[
+            "TLS handshake refused",
+            "chain of 5 certificates is longer than the cap of 4",
+        ],
     );
     assert_eq!(options_with(&edge, &pki, &long).await, None);
 
@@ -319,15 +333,20 @@ async fn not_yet_valid_revoked_and_oversized_chains_are_refused() {
         &dir,
         "fat",
         &b.leaf(PARTNER_FQDN, 5, |p| {
-            p.custom_extensions
-                .push(CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 32473, 1], big));
+            p.custom_extensions.push(CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 32473, 1],
+                big,
+            ));
         }),
     );
     assert_eq!(options_with(&edge, &pki, &fat).await, None);
     must_log(
         &edge,
         "large chain",
-        &["TLS handshake refused", "is larger than the cap of 16384 bytes"],
+        &[
+            "TLS handshake refused",
+            "is larger than the cap of 16384 bytes",
+        ],
     );
     next_partner_served(&mut edge, &pki, "oversized chains").await;
 }
@@ -339,7 +358,11 @@ fn openssl_spki_sha256(cert: &Path) -> String {
         cert.display()
     );
     let out = Command::new("sh").arg("-c").arg(sh).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -375,15 +398,27 @@ async fn ca_pin_binds_a_partner_edge_to_its_ca() {
     let (code, _, err) = fedge_cli(
         &cfg,
         &[
-            "partner", "add", "--domain", "x.test", "--org", "X", "--ca-pin", "sha256:abcd",
+            "partner",
+            "add",
+            "--domain",
+            "x.test",
+            "--org",
+            "X",
+            "--ca-pin",
+            "sha256:abcd",
         ],
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("neither a CA certificate file nor sha256"), "{err}");
+    assert!(
+        err.contains("neither a CA certificate file nor sha256"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let (code, _, err) = fedge_cli(
         &cfg,
-        &["partner", "add", "--domain", "x.test", "--org", "X", "--ca-pin", &b_file_s],
+        &[
+            "partner", "add", "--domain", "x.test", "--org", "X", "--ca-pin", &b_file_s,
+        ],
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("needs the partner's edge FQDN"), "{err}");
@@ -391,9 +426,20 @@ async fn ca_pin_binds_a_partner_edge_to_its_ca() {
     fedge_ok(
         &cfg,
         &[
-            "partner", "add", "--domain", "partner.test", "--org", "Partner Trust",
-            "--edge-fqdn", PARTNER_FQDN, "--state", "enabled", "--reason", "lab",
-            "--ca-pin", &b_file_s,
+            "partner",
+            "add",
+            "--domain",
+            "partner.test",
+            "--org",
+            "Partner Trust",
+            "--edge-fqdn",
+            PARTNER_FQDN,
+            "--state",
+            "enabled",
+            "--reason",
+            "lab",
+            "--ca-pin",
+            &b_file_s,
         ],
     );
     // The stored pin is the SPKI hash openssl computes for B's certificate.
@@ -406,33 +452,54 @@ async fn ca_pin_binds_a_partner_edge_to_its_ca() {
         .collect();
     assert_eq!(pin_b, format!("sha256:{ours}"));
     let show = fedge_ok(&cfg, &["partner", "show", "partner.test"]);
-    assert!(show.contains(&format!("ca pin:           {pin_b}")), "{show}");
+    assert!(
+        show.contains(&format!("ca pin:           {pin_b}")),
+        "{show}"
+    );
 
     // The testkit's CA is trusted, but not the one partner.test pinned.
     let pki_ref = &pki;
     eventually("the pin reaches the edge", async || {
-        options_with(&edge, pki_ref, &pki_ref.partner).await.is_none()
+        options_with(&edge, pki_ref, &pki_ref.partner)
+            .await
+            .is_none()
     })
     .await;
     let line = must_log(
         &edge,
         "pinned to another CA",
-        &["TLS handshake refused", "CA pin of partner partner.test (Partner Trust)"],
+        &[
+            "TLS handshake refused",
+            "CA pin of partner partner.test (Partner Trust)",
+        ],
     );
     assert!(line.contains(&pin_b), "{line}");
-    assert!(line.contains("fedge test CA"), "the anchor it chained to: {line}");
+    assert!(
+        line.contains("fedge test CA"),
+        "the anchor it chained to: {line}"
+    );
     // openssl sees the refusal as an alert too.
     let ca = pki.ca_file.display().to_string();
     let mut a: Vec<String> = cert_args(&pki.partner);
     a.extend(["-CAfile".into(), ca.clone()]);
     let args: Vec<&str> = a.iter().map(String::as_str).collect();
-    let out = s_client(edge.federation, &args, options_to_edge(2).as_bytes(), "SIP/2.0");
+    let out = s_client(
+        edge.federation,
+        &args,
+        options_to_edge(2).as_bytes(),
+        "SIP/2.0",
+    );
     assert!(!out.stdout.contains("SIP/2.0"), "{}", out.all());
     // B's certificate for the same edge gets in, directly or via a sub-CA.
     let from_b = write_pair(&dir, "from-b", &b.leaf(PARTNER_FQDN, 10, |_| {}));
     assert_eq!(options_with(&edge, &pki, &from_b).await, Some(200));
     let sub = b.sub("B issuing CA");
-    let via_sub = write_chain(&dir, "via-sub", &sub.leaf(PARTNER_FQDN, 11, |_| {}), &[&sub]);
+    let via_sub = write_chain(
+        &dir,
+        "via-sub",
+        &sub.leaf(PARTNER_FQDN, 11, |_| {}),
+        &[&sub],
+    );
     assert_eq!(options_with(&edge, &pki, &via_sub).await, Some(200));
     // A certificate naming another edge is not this partner's: the policy
     // refuses its requests for partner.test (no pin is involved).
@@ -461,7 +528,15 @@ async fn ca_pin_binds_a_partner_edge_to_its_ca() {
     let pin_a = format!("sha256:{}", openssl_spki_sha256(&pki.ca_file));
     fedge_ok(
         &cfg,
-        &["partner", "update", "partner.test", "--ca-pin", &pin_a, "--reason", "CA rollover"],
+        &[
+            "partner",
+            "update",
+            "partner.test",
+            "--ca-pin",
+            &pin_a,
+            "--reason",
+            "CA rollover",
+        ],
     );
     eventually("the new pin reaches the edge", async || {
         options_with(&edge, pki_ref, &pki_ref.partner).await == Some(200)
@@ -470,7 +545,15 @@ async fn ca_pin_binds_a_partner_edge_to_its_ca() {
     assert_eq!(options_with(&edge, &pki, &from_b).await, None);
     fedge_ok(
         &cfg,
-        &["partner", "update", "partner.test", "--unset", "ca_pin", "--reason", "unpinned"],
+        &[
+            "partner",
+            "update",
+            "partner.test",
+            "--unset",
+            "ca_pin",
+            "--reason",
+            "unpinned",
+        ],
     );
     eventually("the unpinning reaches the edge", async || {
         options_with(&edge, pki_ref, &from_b).await == Some(200)
@@ -485,10 +568,12 @@ async fn ca_pin_binds_a_partner_edge_to_its_ca() {
     let updates: Vec<&serde_json::Value> =
         entries.iter().filter(|e| e["action"] == "update").collect();
     assert_eq!(updates.len(), 2, "{history}");
-    let d0: serde_json::Value = serde_json::from_str(updates[0]["detail"].as_str().unwrap()).unwrap();
+    let d0: serde_json::Value =
+        serde_json::from_str(updates[0]["detail"].as_str().unwrap()).unwrap();
     assert_eq!(d0["ca_pin"], serde_json::json!([pin_b, pin_a]));
     assert_eq!(updates[0]["reason"], "CA rollover");
-    let d1: serde_json::Value = serde_json::from_str(updates[1]["detail"].as_str().unwrap()).unwrap();
+    let d1: serde_json::Value =
+        serde_json::from_str(updates[1]["detail"].as_str().unwrap()).unwrap();
     assert_eq!(d1["ca_pin"], serde_json::json!([pin_a, null]));
     edge.assert_healthy();
 }
@@ -506,7 +591,10 @@ fn raw_exchange(addr: SocketAddr, data: &[u8]) -> (Vec<u8>, SocketAddr) {
         match tcp.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 panic!("the edge neither answered nor closed: got {got:?}")
             }
             Err(_) => break, // reset: closed
@@ -571,9 +659,13 @@ fn fragmented_hello(addr: SocketAddr, pki: &Pki, cut: Cut) -> Option<u16> {
         Cut::Records => {
             let (head, payload) = hello.split_at(5);
             assert_eq!(head[0], 0x16, "one handshake record");
-            assert_eq!(payload.len(), u16::from_be_bytes([head[3], head[4]]) as usize);
+            assert_eq!(
+                payload.len(),
+                u16::from_be_bytes([head[3], head[4]]) as usize
+            );
             for b in payload {
-                tcp.write_all(&[0x16, head[1], head[2], 0x00, 0x01, *b]).unwrap();
+                tcp.write_all(&[0x16, head[1], head[2], 0x00, 0x01, *b])
+                    .unwrap();
             }
         }
     }
@@ -597,7 +689,14 @@ fn fragmented_hello(addr: SocketAddr, pki: &Pki, cut: Cut) -> Option<u16> {
 /// for a renegotiation (TLS 1.2 and below).
 fn s_client_renegotiate(addr: SocketAddr, pki: &Pki) -> String {
     let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &addr.to_string(), "-servername", EDGE_FQDN, "-tls1_2"])
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            EDGE_FQDN,
+            "-tls1_2",
+        ])
         .args(["-cert", &pki.partner.cert.display().to_string()])
         .args(["-key", &pki.partner.key.display().to_string()])
         .args(["-CAfile", &pki.ca_file.display().to_string()])
@@ -648,24 +747,42 @@ async fn protocol_abuse_is_refused_logged_and_harmless() {
     // SSLv3 (Debian's openssl cannot send one: written by hand).
     let (got, local) = raw_exchange(fed, &sslv3_client_hello());
     assert!(got.is_empty() || is_alert(&got), "{got:?}");
-    let line = must_log(&edge, "SSLv3", &["TLS handshake refused", &local.to_string()]);
+    let line = must_log(
+        &edge,
+        "SSLv3",
+        &["TLS handshake refused", &local.to_string()],
+    );
     assert!(line.contains("only TLS 1.2 and 1.3 are accepted"), "{line}");
     next_partner_served(&mut edge, &pki, "an SSLv3 hello").await;
 
     // TLS 1.0 from openssl (its default security level forbids it: lowered).
     let ca = pki.ca_file.display().to_string();
     let mut a = cert_args(&pki.partner);
-    a.extend(["-CAfile".into(), ca, "-tls1".into(), "-cipher".into(), "DEFAULT@SECLEVEL=0".into()]);
+    a.extend([
+        "-CAfile".into(),
+        ca,
+        "-tls1".into(),
+        "-cipher".into(),
+        "DEFAULT@SECLEVEL=0".into(),
+    ]);
     let args: Vec<&str> = a.iter().map(String::as_str).collect();
     let before = edge.logs().len();
     let out = s_client(fed, &args, options_to_edge(1).as_bytes(), "SIP/2.0");
-    assert!(!out.stdout.contains("SIP/2.0"), "TLS 1.0 accepted: {}", out.all());
+    assert!(
+        !out.stdout.contains("SIP/2.0"),
+        "TLS 1.0 accepted: {}",
+        out.all()
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while !edge.logs()[before..]
         .iter()
         .any(|l| l.contains("TLS handshake refused") && l.contains("only TLS 1.2 and 1.3"))
     {
-        assert!(Instant::now() < deadline, "TLS 1.0 refusal not logged: {:#?}", edge.logs());
+        assert!(
+            Instant::now() < deadline,
+            "TLS 1.0 refusal not logged: {:#?}",
+            edge.logs()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     next_partner_served(&mut edge, &pki, "a TLS 1.0 hello").await;
@@ -673,11 +790,15 @@ async fn protocol_abuse_is_refused_logged_and_harmless() {
     // Plain SIP and HTTP on the TLS port.
     for (what, text) in [
         ("plain SIP", options_to_edge(4)),
-        ("HTTP", "GET / HTTP/1.1\r\nHost: sip.fedge.test\r\n\r\n".to_string()),
+        (
+            "HTTP",
+            "GET / HTTP/1.1\r\nHost: sip.fedge.test\r\n\r\n".to_string(),
+        ),
     ] {
         let (got, local) = raw_exchange(fed, text.as_bytes());
         assert!(
-            !String::from_utf8_lossy(&got).contains("SIP/2.0") && !String::from_utf8_lossy(&got).contains("HTTP/"),
+            !String::from_utf8_lossy(&got).contains("SIP/2.0")
+                && !String::from_utf8_lossy(&got).contains("HTTP/"),
             "{what}: answered in clear: {got:?}"
         );
         let line = must_log(&edge, what, &["TLS handshake refused", &local.to_string()]);
@@ -688,8 +809,14 @@ async fn protocol_abuse_is_refused_logged_and_harmless() {
     // Renegotiation under TLS 1.2: rustls answers no_renegotiation; openssl
     // gives up on the connection; nothing else is disturbed.
     let out = s_client_renegotiate(fed, &pki);
-    assert!(out.contains("RENEGOTIATING") || out.contains("renegotiat"), "{out}");
-    assert!(!out.contains("SIP/2.0 200"), "request after a refused renegotiation: {out}");
+    assert!(
+        out.contains("RENEGOTIATING") || out.contains("renegotiat"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("SIP/2.0 200"),
+        "request after a refused renegotiation: {out}"
+    );
     must_log(&edge, "renegotiation", &["NoRenegotiation"]);
     next_partner_served(&mut edge, &pki, "a renegotiation request").await;
 
@@ -766,12 +893,28 @@ fn bad_crls_and_caps_are_one_line_config_errors() {
     let pki = Pki::new();
     let dir: PathBuf = pki.path().to_path_buf();
     std::fs::write(dir.join("junk.crl"), b"\x30\x03\x02\x01\x01").unwrap();
-    std::fs::write(dir.join("empty.pem"), b"-----BEGIN NOTHING-----\n-----END NOTHING-----\n").unwrap();
+    std::fs::write(
+        dir.join("empty.pem"),
+        b"-----BEGIN NOTHING-----\n-----END NOTHING-----\n",
+    )
+    .unwrap();
     for (extra, needle) in [
-        (format!("crls = [\"{}\"]", dir.join("missing.crl").display()), "cannot read CRL"),
-        (format!("crls = [\"{}\"]", dir.join("junk.crl").display()), "cannot be used"),
-        (format!("crls = [\"{}\"]", dir.join("empty.pem").display()), "holds no usable PEM X509 CRL"),
-        ("max_chain_certs = 0".to_string(), "max_chain_certs must be at least 1"),
+        (
+            format!("crls = [\"{}\"]", dir.join("missing.crl").display()),
+            "cannot read CRL",
+        ),
+        (
+            format!("crls = [\"{}\"]", dir.join("junk.crl").display()),
+            "cannot be used",
+        ),
+        (
+            format!("crls = [\"{}\"]", dir.join("empty.pem").display()),
+            "holds no usable PEM X509 CRL",
+        ),
+        (
+            "max_chain_certs = 0".to_string(),
+            "max_chain_certs must be at least 1",
+        ),
     ] {
         let cfg = test_config(&pki, "").replace(
             "handshake_timeout = \"2s\"\n",

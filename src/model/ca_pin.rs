@@ -29,17 +29,16 @@ pub fn canonical_pin(s: &str) -> Option<String> {
             .collect::<Result<_, _>>()
             .ok()?
     } else {
-        base64::engine::general_purpose::STANDARD.decode(body).ok()?
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .ok()?
     };
     (bytes.len() == 32).then(|| format!("sha256:{}", hex(&bytes)))
 }
 
 /// A comma-separated list of pins in canonical form (`None` if any is bad).
 pub fn canonical_pins(s: &str) -> Option<String> {
-    let pins: Vec<String> = s
-        .split(',')
-        .map(canonical_pin)
-        .collect::<Option<_>>()?;
+    let pins: Vec<String> = s.split(',').map(canonical_pin).collect::<Option<_>>()?;
     (!pins.is_empty() && pins.len() <= MAX_CA_PINS).then(|| pins.join(","))
 }
 
@@ -99,5 +98,4 @@ mod tests {
         assert_eq!(d.problems()[0].0, "ca_pin");
         assert!(d.ca_pins().is_empty());
     }
-
 }

@@ -541,7 +541,9 @@ impl PartnerDetails {
             if canonical_pins(p).is_none() {
                 bad(
                     "ca_pin",
-                    format!("{p:?} is not sha256:<64 hex digits> (or the base64 pin-sha256), comma-separated"),
+                    format!(
+                        "{p:?} is not sha256:<64 hex digits> (or the base64 pin-sha256), comma-separated"
+                    ),
                 );
             } else if self.edge_fqdn.is_none() {
                 bad(

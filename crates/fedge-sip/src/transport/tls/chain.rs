@@ -411,9 +411,13 @@ impl ServerCertVerifier for GuardedServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.policy.check_size(end_entity, intermediates)?;
-        let ok =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
         if let (Some(check), Ok(peer)) = (&self.policy.check, identity_of(end_entity, false)) {
             check_paths(
                 check.as_ref(),
