@@ -510,11 +510,9 @@ async fn ca_pin_binds_a_partner_edge_to_its_ca() {
     // refuses its requests for partner.test (no pin is involved).
     let other = pki.leaf("other", &LeafSpec::new("sip.other.test", 30));
     let mut c = tls_connect(edge.federation, &pki, &other).await.unwrap();
-    let msg = format!(
-        "MESSAGE sip:bob@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS sip.other.test;branch=z9hG4bK-o1\r\nMax-Forwards: 70\r\n\
+    let msg = "MESSAGE sip:bob@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS sip.other.test;branch=z9hG4bK-o1\r\nMax-Forwards: 70\r\n\
          From: <sip:alice@partner.test>;tag=a\r\nTo: <sip:bob@fedge.test>\r\nCall-ID: o1\r\nCSeq: 1 MESSAGE\r\n\
-         Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
-    );
+         Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi";
     c.send(msg.as_bytes()).await.unwrap();
     match c.recv(Duration::from_secs(5)).await {
         Reply::Message(m) => {

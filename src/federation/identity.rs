@@ -94,21 +94,21 @@ pub fn check_pin(
     snap: &Snapshot,
     peer: &PeerIdentity,
     chain: &VerifiedChain,
-) -> Result<(), PinMismatch> {
+) -> Result<(), Box<PinMismatch>> {
     for p in partners_named(snap, peer) {
         let pins = p.details.ca_pins();
         if pins.is_empty() || pins.iter().any(|pin| chain.contains(pin)) {
             continue;
         }
         let anchor = chain.anchor();
-        return Err(PinMismatch {
+        return Err(Box::new(PinMismatch {
             partner: p.name().to_string(),
             org: p.details.org_name.clone(),
             edge: p.details.edge_fqdn.clone().unwrap_or_default(),
             anchor: anchor.map(|a| a.subject.clone()).unwrap_or_default(),
             anchor_pin: anchor.map(|a| hex(&a.spki_sha256)).unwrap_or_default(),
             pins: p.details.ca_pin.clone().unwrap_or_default(),
-        });
+        }));
     }
     Ok(())
 }
