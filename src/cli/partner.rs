@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use fedge::federation::fpa;
-use fedge::model::partner::{AuditEntry, Partner, PartnerDetails, PartnerState, Verb};
+use fedge::model::partner::{
+    AuditEntry, Partner, PartnerDetails, PartnerState, Verb, canonical_pin, hex,
+};
 use fedge::store::{Change, Store};
 
 use super::failure::Failure;
@@ -112,6 +114,11 @@ pub struct AddArgs {
     ig_expires: Option<String>,
     #[arg(long)]
     comment: Option<String>,
+    /// Pin the CA the partner's edge certificate must chain to: a CA
+    /// certificate file (PEM or DER) or its SPKI hash (sha256:HEX);
+    /// comma-separated for a rollover. Needs --edge-fqdn.
+    #[arg(long, value_name = "CA-CERT|sha256:HEX")]
+    ca_pin: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -146,6 +153,10 @@ pub struct UpdateArgs {
     add_domain: Vec<String>,
     #[arg(long = "remove-domain", value_name = "DOMAIN")]
     remove_domain: Vec<String>,
+    /// Pin the CA the edge certificate must chain to (a CA certificate file
+    /// or sha256:HEX, comma-separated); `--unset ca_pin` removes the pin.
+    #[arg(long, value_name = "CA-CERT|sha256:HEX")]
+    ca_pin: Option<String>,
     #[arg(long)]
     reason: Option<String>,
     #[arg(long)]
@@ -295,6 +306,9 @@ async fn add(a: AddArgs, store: &Store) -> Result<(), Failure> {
     if a.address.is_some() {
         details.address = a.address.clone();
     }
+    if let Some(pin) = &a.ca_pin {
+        details.ca_pin = Some(ca_pin_arg(pin)?);
+    }
     if let Some(c) = &a.comment {
         details.comment = Some(match details.comment.take() {
             Some(prev) => format!("{c}\n{prev}"),
@@ -353,6 +367,9 @@ async fn update(u: UpdateArgs, store: &Store) -> Result<(), Failure> {
             .iter()
             .map(|f| Change::Set(f.trim().to_string(), None)),
     );
+    if let Some(pin) = &u.ca_pin {
+        changes.push(Change::Set("ca_pin".into(), Some(ca_pin_arg(pin)?)));
+    }
     changes.extend(u.add_domain.iter().cloned().map(Change::AddDomain));
     changes.extend(u.remove_domain.iter().cloned().map(Change::RemoveDomain));
     let p = store
@@ -361,6 +378,41 @@ async fn update(u: UpdateArgs, store: &Store) -> Result<(), Failure> {
         .map_err(store_failure)?;
     println!("partner {} ({}) updated", p.name(), p.details.org_name);
     Ok(())
+}
+
+/// A `--ca-pin` value as stored: each item a CA certificate file (PEM,
+/// first certificate, or DER), pinned by its SPKI SHA-256, or a hash.
+fn ca_pin_arg(v: &str) -> Result<String, Failure> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut pins = Vec::new();
+    for item in v.split(',').map(str::trim) {
+        let path = std::path::Path::new(item);
+        if !path.is_file() {
+            pins.push(canonical_pin(item).ok_or_else(|| {
+                Failure::usage(format!(
+                    "--ca-pin {item:?} is neither a CA certificate file nor sha256:<64 hex digits>"
+                ))
+            })?);
+            continue;
+        }
+        let data = std::fs::read(path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+        let cert = if data.trim_ascii_start().starts_with(b"-----BEGIN") {
+            CertificateDer::pem_slice_iter(&data)
+                .next()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    Failure::usage(format!("{} holds no PEM certificate", path.display()))
+                })?
+        } else {
+            CertificateDer::from(data)
+        };
+        let h = fedge::sip::transport::tls::spki_sha256(&cert)
+            .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+        pins.push(format!("sha256:{}", hex(&h)));
+    }
+    Ok(pins.join(","))
 }
 
 async fn list(state: Option<String>, json: bool, store: &Store) -> Result<(), Failure> {
@@ -486,6 +538,12 @@ fn print_partner(p: &Partner) {
     println!(
         "product check:    {}",
         d.product_check.clone().unwrap_or_else(|| "on".into())
+    );
+    println!(
+        "ca pin:           {}",
+        d.ca_pin
+            .clone()
+            .unwrap_or_else(|| "- (any CA in the trust bundle)".into())
     );
     println!("comment:          {}", opt(&d.comment));
 }

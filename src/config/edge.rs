@@ -113,6 +113,12 @@ pub struct FederationConfig {
     pub key: PathBuf,
     /// PEM bundle of the CAs partner certificates must chain to.
     pub trust: PathBuf,
+    /// Certificate revocation lists (PEM or DER) checked in every handshake.
+    pub crls: Vec<PathBuf>,
+    /// Most certificates a peer's chain may hold (its own included).
+    pub max_chain_certs: usize,
+    /// Most bytes of certificates a peer's chain may hold.
+    pub max_chain_bytes: usize,
     /// A TLS handshake must finish this long after the accept (a total
     /// deadline: bytes trickling in do not extend it).
     #[serde(with = "humantime_serde")]
@@ -141,6 +147,9 @@ impl Default for FederationConfig {
             cert: "certs/dev/edge.crt".into(),
             key: "certs/dev/edge.key".into(),
             trust: "certs/dev/ca.crt".into(),
+            crls: Vec::new(),
+            max_chain_certs: crate::sip::transport::tls::DEFAULT_MAX_CHAIN_CERTS,
+            max_chain_bytes: crate::sip::transport::tls::DEFAULT_MAX_CHAIN_BYTES,
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_connections_per_identity: 64,

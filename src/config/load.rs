@@ -54,6 +54,11 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        for p in &mut self.federation.crls {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         if let Some(rest) = self.store.url.strip_prefix("sqlite://") {
             let p = Path::new(rest);
             if p.is_relative() && !rest.starts_with(':') && !rest.is_empty() {

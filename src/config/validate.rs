@@ -86,6 +86,12 @@ impl Config {
                 "[federation] handshake_timeout must be greater than zero".into(),
             ));
         }
+        if f.max_chain_certs == 0 || f.max_chain_bytes < 512 {
+            return Err(ConfigError(
+                "[federation] max_chain_certs must be at least 1 and max_chain_bytes at least 512"
+                    .into(),
+            ));
+        }
         if f.max_connections == 0 || self.internal.max_connections == 0 {
             return Err(ConfigError("max_connections must be at least 1".into()));
         }

@@ -140,6 +140,7 @@ pub fn parse(text: &str) -> Result<PartnerDetails, Vec<Violation>> {
         comment: Some(comment),
         rate_limit: None,
         product_check: None,
+        ca_pin: None,
     };
     details.normalise();
     // Rules the schema cannot express, mapped back to where they came from.

@@ -7,5 +7,6 @@
 //! its grammar): `store` persists these records, `federation` and `cvi`
 //! act on them, and all of them import this module, never the reverse.
 
+pub mod ca_pin;
 pub mod cvi;
 pub mod partner;

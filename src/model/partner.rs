@@ -14,6 +14,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::ca_pin::{MAX_CA_PINS, canonical_pin, canonical_pins, hex};
+
 /// Where a partner stands. Stored and printed in snake_case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -219,6 +221,11 @@ pub struct PartnerDetails {
     pub rate_limit: Option<String>,
     /// `off` lets a lab partner use products other than Lync and SfB.
     pub product_check: Option<String>,
+    /// CA pins: `sha256:<hex>` of the SubjectPublicKeyInfo of a CA the
+    /// partner's edge certificate must chain to (comma-separated for a CA
+    /// rollover). Needs `edge_fqdn`: the pin is checked in the TLS
+    /// handshake against the certificate naming that edge.
+    pub ca_pin: Option<String>,
 }
 
 /// A partner as stored.
@@ -381,6 +388,7 @@ pub const FIELDS: &[&str] = &[
     "comment",
     "rate_limit",
     "product_check",
+    "ca_pin",
 ];
 
 impl PartnerDetails {
@@ -406,6 +414,7 @@ impl PartnerDetails {
             "comment" => self.comment.as_deref(),
             "rate_limit" => self.rate_limit.as_deref(),
             "product_check" => self.product_check.as_deref(),
+            "ca_pin" => self.ca_pin.as_deref(),
             _ => return None,
         };
         Some(v)
@@ -436,6 +445,7 @@ impl PartnerDetails {
             "comment" => &mut self.comment,
             "rate_limit" => &mut self.rate_limit,
             "product_check" => &mut self.product_check,
+            "ca_pin" => &mut self.ca_pin,
             _ => return false,
         };
         *slot = value;
@@ -449,6 +459,11 @@ impl PartnerDetails {
         }
         if let Some(f) = &mut self.edge_fqdn {
             *f = f.trim().trim_end_matches('.').to_ascii_lowercase();
+        }
+        if let Some(p) = &mut self.ca_pin
+            && let Some(canonical) = canonical_pins(p)
+        {
+            *p = canonical;
         }
         for f in FIELDS {
             if let Some(Some(v)) = self.get(f) {
@@ -521,6 +536,21 @@ impl PartnerDetails {
                 "rate_limit",
                 format!("{r:?} is not a number of requests per second from 1 to 100000"),
             );
+        }
+        if let Some(p) = &self.ca_pin {
+            if canonical_pins(p).is_none() {
+                bad(
+                    "ca_pin",
+                    format!(
+                        "{p:?} is not sha256:<64 hex digits> (or the base64 pin-sha256), comma-separated"
+                    ),
+                );
+            } else if self.edge_fqdn.is_none() {
+                bad(
+                    "ca_pin",
+                    "a CA pin needs the partner's edge FQDN (edge_fqdn): it is checked against the certificate naming that edge".into(),
+                );
+            }
         }
         if let Some(p) = &self.product_check
             && !matches!(p.as_str(), "on" | "off")

@@ -19,6 +19,7 @@ mod error;
 mod fds;
 mod listen;
 mod registry_events;
+mod tls_policy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use crate::sip::parse::Limits;
 use crate::sip::proxy::Proxy;
 use crate::sip::transport::admission::Limits as Admission;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
-use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config, server_config};
+use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config_with, server_config_with};
 use crate::sip::transport::{ConnectionTable, TransportSettings, udp};
 use crate::store::Store;
 
@@ -75,7 +76,8 @@ pub fn tls_files(cfg: &Config) -> TlsFiles {
 /// Checks what the configuration names but cannot check itself (the TLS
 /// material), without binding anything.
 pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
-    server_config(&tls_files(cfg), ClientAuth::Required)
+    let policy = tls_policy::chain_policy(cfg, None)?;
+    server_config_with(&tls_files(cfg), ClientAuth::Required, &policy)
         .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
     Ok(())
 }
@@ -84,11 +86,16 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     fds::raise_open_files_limit(&cfg);
     let files = tls_files(&cfg);
-    let tls = server_config(&files, ClientAuth::Required)
-        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
-    let client_tls =
-        client_config(&files).map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    preflight(&cfg)?;
     let shared = open(&cfg, shutdown).await?;
+    let pins = Arc::new(crate::federation::identity::PinCheck {
+        registry: shared.registry.clone(),
+    });
+    let policy = tls_policy::chain_policy(&cfg, Some(pins))?;
+    let tls = server_config_with(&files, ClientAuth::Required, &policy)
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let client_tls = client_config_with(&files, &policy)
+        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
     let sockets = Sockets::bind(&cfg).await?;
     let core = build::sip_core(&cfg, &sockets, &shared, client_tls).await?;
     let Sockets {

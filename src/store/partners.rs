@@ -53,7 +53,7 @@ macro_rules! partner_columns {
     () => {
         "id, org_name, org_reg_number, org_address, edge_fqdn, address, usage_statement, \
          spoc_name, spoc_email, spoc_phone, tech_name, tech_email, tech_phone, tech_sip, ig_level, ig_expires, \
-         comment, rate_limit, product_check, state, requested_at, federated_at, suspended_at, revoked_at, \
+         comment, rate_limit, product_check, ca_pin, state, requested_at, federated_at, suspended_at, revoked_at, \
          im_test_at, im_test_from, created_at, updated_at"
     };
 }
@@ -296,10 +296,10 @@ impl Store {
         let mut q = sqlx::query(
             "INSERT INTO partners (id, org_name, org_reg_number, org_address, edge_fqdn, address, usage_statement, \
              spoc_name, spoc_email, spoc_phone, tech_name, tech_email, tech_phone, tech_sip, ig_level, ig_expires, \
-             comment, rate_limit, product_check, state, requested_at, federated_at, suspended_at, revoked_at, \
+             comment, rate_limit, product_check, ca_pin, state, requested_at, federated_at, suspended_at, revoked_at, \
              created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
-             NULL, $21, $21)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, \
+             NULL, $22, $22)",
         )
         .bind(&id)
         .bind(&details.org_name);
@@ -508,7 +508,7 @@ impl Store {
             "UPDATE partners SET org_name = $1, org_reg_number = $2, org_address = $3, edge_fqdn = $4, address = $5, \
              usage_statement = $6, spoc_name = $7, spoc_email = $8, spoc_phone = $9, tech_name = $10, tech_email = $11, \
              tech_phone = $12, tech_sip = $13, ig_level = $14, ig_expires = $15, comment = $16, rate_limit = $17, \
-             product_check = $18, updated_at = $19 WHERE id = $20 AND updated_at = $21",
+             product_check = $18, ca_pin = $19, updated_at = $20 WHERE id = $21 AND updated_at = $22",
         )
         .bind(&details.org_name);
         for f in FIELDS.iter().filter(|f| **f != "org_name") {

@@ -9,7 +9,15 @@
 //! names of the end-entity certificate (the subject CN only when there is
 //! no SAN), lower-cased. A certificate carrying a wildcard name is refused
 //! during the handshake, so the peer sees a TLS alert and nothing above
-//! this layer ever meets it.
+//! this layer ever meets it. Revocation lists, chain caps and the
+//! application's chain check (CA pins) are in `chain.rs`.
+
+mod chain;
+
+pub use chain::{
+    ChainCa, ChainCheck, ChainPolicy, ChainRefused, DEFAULT_MAX_CHAIN_BYTES,
+    DEFAULT_MAX_CHAIN_CERTS, LoadedCrl, VerifiedChain, load_crls, spki_sha256,
+};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,13 +26,9 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
-    RootCertStore, ServerConfig, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,8 @@ pub enum TlsError {
         path: PathBuf,
         detail: String,
     },
+    #[error("CRL {path} cannot be used: {detail}")]
+    Crl { path: PathBuf, detail: String },
     #[error("TLS setup failed: {0}")]
     Rustls(String),
 }
@@ -214,76 +220,6 @@ pub struct TlsFiles {
     pub trust: PathBuf,
 }
 
-/// Verifies client certificates with webpki, then insists on a usable identity.
-#[derive(Debug)]
-struct IdentityClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-}
-
-#[derive(Debug)]
-struct IdentityRefused(IdentityError);
-
-impl fmt::Display for IdentityRefused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for IdentityRefused {}
-
-impl ClientCertVerifier for IdentityClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        identity_of(end_entity, true).map_err(|e| {
-            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-                IdentityRefused(e),
-            ))))
-        })?;
-        Ok(ok)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 /// Whether a TLS listener insists on a client certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -297,40 +233,46 @@ pub enum ClientAuth {
 }
 
 /// Server side of a TLS listener: our certificate, client certificates as
-/// `auth` says, checked against `trust`.
+/// `auth` says, checked against `trust`, default chain caps, no CRLs.
 pub fn server_config(files: &TlsFiles, auth: ClientAuth) -> Result<Arc<ServerConfig>, TlsError> {
-    build_server_config(files, |roots, provider| match auth {
-        ClientAuth::Required => {
-            let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|e| TlsError::Rustls(e.to_string()))?;
-            Ok(Arc::new(IdentityClientVerifier { inner }) as Arc<dyn ClientCertVerifier>)
-        }
-        ClientAuth::Optional => WebPkiClientVerifier::builder_with_provider(roots, provider)
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Rustls(e.to_string())),
-    })
+    server_config_with(files, auth, &ChainPolicy::default())
 }
 
-/// Our certificate and key with the client verifier `verifier` builds from
-/// the trust store.
-fn build_server_config(
+/// [`server_config`] with revocation lists, chain caps and the
+/// application's chain check.
+pub fn server_config_with(
     files: &TlsFiles,
-    verifier: impl FnOnce(
-        Arc<rustls::RootCertStore>,
-        Arc<rustls::crypto::CryptoProvider>,
-    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError>,
+    auth: ClientAuth,
+    policy: &ChainPolicy,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&files.cert, "certificate")?;
     let key = load_key(&files.key)?;
     let roots = load_roots(&files.trust)?;
     let provider = provider();
-    let verifier = verifier(roots, provider.clone())?;
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+    if !policy.crls.is_empty() {
+        // A CA without a CRL here is not a reason to refuse its certificates.
+        builder = builder
+            .with_crls(policy.crls.iter().cloned())
+            .allow_unknown_revocation_status();
+    }
+    if auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    let inner = builder
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = chain::GuardedClientVerifier {
+        inner,
+        mandatory: auth == ClientAuth::Required,
+        roots,
+        provider: provider.clone(),
+        policy: policy.clone(),
+    };
     let cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(format!("certificate and key do not fit together: {e}")))?;
     Ok(Arc::new(cfg))
@@ -339,17 +281,39 @@ fn build_server_config(
 /// Client side for outbound partner connections: presents our certificate
 /// and verifies the partner's server certificate against `trust`.
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_with(files, &ChainPolicy::default())
+}
+
+/// [`client_config`] with revocation lists, chain caps and the
+/// application's chain check applied to the partner edge's certificate.
+pub fn client_config_with(
+    files: &TlsFiles,
+    policy: &ChainPolicy,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let certs = load_certs(&files.cert, "certificate")?;
     let key = load_key(&files.key)?;
     let roots = load_roots(&files.trust)?;
     let provider = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+    let mut builder = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone());
+    if !policy.crls.is_empty() {
+        builder = builder
+            .with_crls(policy.crls.iter().cloned())
+            .allow_unknown_revocation_status();
+    }
+    let inner = builder
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = chain::GuardedServerVerifier {
+        inner,
+        roots,
+        provider: provider.clone(),
+        policy: policy.clone(),
+    };
     let cfg = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_webpki_verifier(verifier)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(certs, key)
         .map_err(|e| TlsError::Rustls(format!("certificate and key do not fit together: {e}")))?;
     Ok(Arc::new(cfg))
@@ -358,15 +322,21 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
 /// A readable reason for a failed handshake, for the log line an operator
 /// reads when a partner says "we cannot connect".
 pub fn describe_handshake_error(e: &std::io::Error) -> String {
-    let Some(err) = e
+    match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return e.to_string();
-    };
+    {
+        Some(err) => describe_tls_error(err),
+        None => e.to_string(),
+    }
+}
+
+/// A readable reason for a TLS error (see [`describe_handshake_error`]).
+pub fn describe_tls_error(err: &rustls::Error) -> String {
+    use rustls::{InvalidMessage, PeerMisbehaved};
     match err {
         rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-            match other.0.downcast_ref::<IdentityRefused>() {
+            match other.0.downcast_ref::<chain::Refused>() {
                 Some(r) => format!("certificate refused: {r}"),
                 None => format!("certificate refused: {}", other.0),
             }
@@ -374,12 +344,25 @@ pub fn describe_handshake_error(e: &std::io::Error) -> String {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
             "certificate refused: not issued by a CA in the trust bundle (UnknownIssuer)".into()
         }
+        rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
+            "certificate refused: revoked (its serial is on its CA's certificate revocation list)"
+                .into()
+        }
         rustls::Error::InvalidCertificate(c) => format!("certificate refused: {c}"),
         rustls::Error::NoCertificatesPresented => {
             "no client certificate presented (mutual TLS is required)".into()
         }
         rustls::Error::PeerIncompatible(p) => {
             format!("peer is incompatible ({p:?}); only TLS 1.2 and 1.3 are accepted")
+        }
+        rustls::Error::InvalidMessage(
+            m @ (InvalidMessage::InvalidContentType | InvalidMessage::UnknownProtocolVersion),
+        ) => format!(
+            "not a TLS handshake ({m:?}): plain text (SIP or HTTP?) or garbage on the TLS port"
+        ),
+        rustls::Error::PeerMisbehaved(PeerMisbehaved::TooManyRenegotiationRequests) => {
+            "renegotiation refused: renegotiation is not supported (TooManyRenegotiationRequests)"
+                .into()
         }
         other => other.to_string(),
     }
