@@ -133,6 +133,8 @@ pub struct RequestInfo {
     pub own_routes: usize,
     /// The first Route entry left after ours, if any.
     pub next_route: Option<String>,
+    /// How far behind the proxy is when the request is decided.
+    pub pressure: super::load::Pressure,
 }
 
 /// The decisions the proxy core asks for.
