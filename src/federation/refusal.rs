@@ -379,6 +379,7 @@ impl Refusal {
             warn_code: self.warn_code(),
             code: self.diagnostic().map(|d| d.0),
             headers,
+            log: true,
         }
     }
 }

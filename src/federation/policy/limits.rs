@@ -33,6 +33,9 @@ use crate::sip::proxy::load::Pressure;
 /// behind (and the Retry-After it is told).
 pub const HOT_FOR: Duration = Duration::from_secs(2);
 
+/// At most one log line per partner this often for its rate refusals.
+pub const LOG_EVERY: Duration = Duration::from_secs(1);
+
 /// Rates applied to partners' requests.
 #[derive(Debug, Clone)]
 pub struct RateConfig {
@@ -120,6 +123,9 @@ pub struct Limits {
     reached: Mutex<HashMap<String, Reached>>,
     /// Partners that went over their rate -> until when they are hot.
     hot: Mutex<HashMap<String, Instant>>,
+    /// Partners' rate refusals: when one was last logged, and how many
+    /// were not logged since.
+    logged: Mutex<HashMap<String, (Instant, u64)>>,
 }
 
 impl Limits {
@@ -153,6 +159,30 @@ impl Limits {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / rate))
+        }
+    }
+
+    /// Says whether a rate or overload refusal of `partner` at `now` is
+    /// logged on its own line: the first of each [`LOG_EVERY`] is, with
+    /// the count of those left out since (`Some(n)`); the rest are only
+    /// counted (`None`), so a flood costs one log line a second.
+    pub fn log_refusal(&self, partner: &str, now: Instant) -> Option<u64> {
+        let mut map = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(partner) {
+            Some((at, skipped)) if now.saturating_duration_since(*at) < LOG_EVERY => {
+                *skipped += 1;
+                None
+            }
+            Some((at, skipped)) => {
+                let n = *skipped;
+                *at = now;
+                *skipped = 0;
+                Some(n)
+            }
+            None => {
+                map.insert(partner.to_string(), (now, 0));
+                Some(0)
+            }
         }
     }
 
@@ -299,6 +329,19 @@ mod tests {
         assert!(check(&l, &rates, &message(400), &flood, &info(false), t2).is_ok());
         assert!(!l.is_hot("f", t2));
         assert!(!l.is_hot("s", t2));
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_logged_once_a_second_with_the_count() {
+        let l = Limits::new();
+        let t0 = Instant::now();
+        assert_eq!(l.log_refusal("p", t0), Some(0));
+        for _ in 0..99 {
+            assert_eq!(l.log_refusal("p", t0 + Duration::from_millis(500)), None);
+        }
+        assert_eq!(l.log_refusal("q", t0), Some(0), "each partner on its own");
+        assert_eq!(l.log_refusal("p", t0 + LOG_EVERY), Some(99));
+        assert_eq!(l.log_refusal("p", t0 + LOG_EVERY * 2), Some(0));
     }
 
     #[test]

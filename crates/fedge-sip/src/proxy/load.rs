@@ -35,7 +35,7 @@ impl Default for LoadConfig {
         LoadConfig {
             lag_high: Duration::from_millis(40),
             lag_low: Duration::from_millis(10),
-            max_pending: 20_000,
+            max_pending: 100_000,
         }
     }
 }

@@ -215,6 +215,9 @@ impl<R: Router> Proxy<R> {
 
     fn log_reject(&self, req: &SipMessage, source: &Source, r: &Reject) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        if !r.log {
+            return;
+        }
         warn!(
             role = %source.tag,
             remote = %source.remote,
