@@ -426,6 +426,24 @@ async fn a_flood_at_ten_times_capacity_is_refused_while_a_partner_under_its_limi
         .is_some(),
         "no refusal of the flood in the log"
     );
+    // The flood is logged, not one line per refusal: the lines left out
+    // are counted in a summary line.
+    let logs = edge.logs();
+    let lines = logs
+        .iter()
+        .filter(|l| l.contains("request refused") && l.contains("Flood Org"))
+        .count() as u64;
+    assert!(
+        lines * 10 < flood.unavailable,
+        "{lines} log lines for {} refusals",
+        flood.unavailable
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("more requests of this partner refused")
+                && l.contains("partner.test")),
+        "no summary of the refusals left out of the log"
+    );
     // Memory stayed bounded: the flood's backlog waits in its own TCP
     // window, not in the edge.
     assert!(
