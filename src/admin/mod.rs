@@ -32,6 +32,12 @@ async fn health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "connections": state.connections.len(),
         "registry_version": state.registry.snapshot().version,
+        "load": {
+            "overloaded": state.proxy.load.pressure(0).overloaded,
+            "lag_ms": state.proxy.load.pressure(0).lag.as_secs_f64() * 1e3,
+            "max_lag_ms": state.proxy.load.max_lag().as_secs_f64() * 1e3,
+            "episodes": state.proxy.load.episodes(),
+        },
         "transactions": {
             "server": state.proxy.transactions().0,
             "client": state.proxy.transactions().1,
@@ -67,11 +73,33 @@ async fn registry(State(state): State<Arc<EdgeState>>) -> Json<Value> {
     Json(json!({ "version": snap.version, "partners": partners }))
 }
 
+/// `POST /registry/reload`: reloads the registry from the store now (the
+/// CLI calls it after a change, so that the change is enforced, and a
+/// partner that left `enabled` refused, before the command returns).
+async fn registry_reload(
+    State(state): State<Arc<EdgeState>>,
+) -> (axum::http::StatusCode, Json<Value>) {
+    match state.registry.reload(&state.store).await {
+        Ok(version) => (
+            axum::http::StatusCode::OK,
+            Json(json!({ "version": version })),
+        ),
+        Err(e) => {
+            warn!(error = %e, "registry reload failed");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": e.to_string() })),
+            )
+        }
+    }
+}
+
 /// Serves the admin API until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/health", get(health))
         .route("/registry", get(registry))
+        .route("/registry/reload", axum::routing::post(registry_reload))
         .route("/metrics", get(metrics::metrics))
         .route("/media", get(media::media_sessions))
         .route("/media/drain", axum::routing::post(media::media_drain))

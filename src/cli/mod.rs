@@ -16,6 +16,7 @@ mod dns;
 mod failure;
 mod firewall;
 mod media;
+mod notify;
 mod partner;
 mod serve;
 mod store;
@@ -157,7 +158,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Partner { cmd } => {
             let cfg = load_config(&path)?;
-            with_store(&cfg, |store| async move { partner::run(cmd, &store).await })
+            let admin = cfg.admin.listen;
+            with_store(&cfg, |store| async move {
+                partner::run(cmd, &store, admin).await
+            })
         }
         Command::Store { cmd } => store::run(cmd, &load_config(&path)?),
     }

@@ -4,6 +4,7 @@
 //! change is committed by the store before success is printed; mistakes
 //! are one line and exit code 2.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -200,8 +201,21 @@ pub(crate) fn store_failure(e: fedge::store::StoreError) -> Failure {
     }
 }
 
-/// Runs a partner command against the store.
-pub async fn run(cmd: PartnerCmd, store: &Store) -> Result<(), Failure> {
+/// Runs a partner command against the store; after a change, asks the
+/// running edge (its admin listener at `admin`) to enforce it at once.
+pub async fn run(cmd: PartnerCmd, store: &Store, admin: SocketAddr) -> Result<(), Failure> {
+    let changes = !matches!(
+        cmd,
+        PartnerCmd::List { .. } | PartnerCmd::Show { .. } | PartnerCmd::History { .. }
+    );
+    apply(cmd, store).await?;
+    if changes {
+        super::notify::registry_changed(admin).await;
+    }
+    Ok(())
+}
+
+async fn apply(cmd: PartnerCmd, store: &Store) -> Result<(), Failure> {
     match cmd {
         PartnerCmd::Add(a) => add(*a, store).await,
         PartnerCmd::AgreementSent(v) => verb(Verb::AgreementSent, v, store).await,

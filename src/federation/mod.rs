@@ -213,6 +213,17 @@ impl Edge {
             )
         {
             v = v.refused(r);
+            // A flood is logged once a second, with the count left out.
+            if let (Decision::Reject(rej), Some(p)) = (&mut v.decision, &v.partner) {
+                match self.limits.log_refusal(&p.id, tokio::time::Instant::now()) {
+                    Some(0) => {}
+                    Some(n) => {
+                        warn!(partner = p.name(), org = %p.details.org_name, refused = n, reason = %rej.reason,
+                            "more requests of this partner refused for its rate than logged (one line a second)")
+                    }
+                    None => rej.log = false,
+                }
+            }
         }
         if let (Decision::Forward(fwd), Some(relay)) = (&mut v.decision, &self.media) {
             match anchor::request(relay, req, Role::of(source.tag)) {

@@ -183,6 +183,13 @@ pub enum Refusal {
         rate: u32,
         retry_after: u64,
     },
+    /// The edge is behind and this partner went over its rate recently:
+    /// all its requests are shed until it cools down.
+    Overloaded {
+        org: String,
+        rate: u32,
+        retry_after: u64,
+    },
     Enumeration {
         org: String,
         limit: u32,
@@ -246,7 +253,7 @@ impl Refusal {
             R::BodyType { .. } => 415,
             R::BodyTooLarge { .. } => 413,
             R::MediaSdp { .. } => 488,
-            R::MediaUnavailable { .. } | R::RateLimited { .. } => 503,
+            R::MediaUnavailable { .. } | R::RateLimited { .. } | R::Overloaded { .. } => 503,
             R::UnknownDestination { .. } => 404,
             R::NoDestination { direction } => match direction {
                 Direction::Inbound => 403,
@@ -294,7 +301,7 @@ impl Refusal {
             R::Transit { .. } | R::ForeignFrom { .. } => diag::DOMAIN_COMBINATION,
             R::NoDestination { .. } | R::UnknownDestination { .. } => diag::CANNOT_ROUTE,
             R::Recording { .. } => diag::REQUEST_TYPE,
-            R::RateLimited { .. } => diag::TEMPORARILY,
+            R::RateLimited { .. } | R::Overloaded { .. } => diag::TEMPORARILY,
             R::NextHop { kind, .. } => match kind {
                 Unreachable::CertificateName => diag::CERTIFICATE,
                 Unreachable::Tls | Unreachable::PartnerConnect => diag::TLS_FAILED,
@@ -336,6 +343,7 @@ impl Refusal {
             R::BodyTooLarge { .. } => "body_size",
             R::ForeignFrom { .. } => "foreign_from",
             R::RateLimited { .. } => "rate_limited",
+            R::Overloaded { .. } => "overload_shed",
             R::Enumeration { .. } => "enumeration",
             R::MediaSdp { .. } | R::MediaUnavailable { .. } => "media",
             R::NextHop { .. } => "next_hop_unreachable",
@@ -347,7 +355,7 @@ impl Refusal {
         match self {
             Refusal::ImTestMethod => vec![("Allow".into(), "MESSAGE, OPTIONS".into())],
             Refusal::BodyType { accepted, .. } => vec![("Accept".into(), accepted.clone())],
-            Refusal::RateLimited { retry_after, .. } => {
+            Refusal::RateLimited { retry_after, .. } | Refusal::Overloaded { retry_after, .. } => {
                 vec![("Retry-After".into(), retry_after.to_string())]
             }
             Refusal::MediaUnavailable { .. } => vec![("Retry-After".into(), "30".into())],
@@ -371,6 +379,7 @@ impl Refusal {
             warn_code: self.warn_code(),
             code: self.diagnostic().map(|d| d.0),
             headers,
+            log: true,
         }
     }
 }
@@ -514,6 +523,14 @@ impl fmt::Display for Refusal {
             } => write!(
                 f,
                 "partner {org} exceeds its {rate} requests per second; retry after {retry_after} s"
+            ),
+            R::Overloaded {
+                org,
+                rate,
+                retry_after,
+            } => write!(
+                f,
+                "the edge is overloaded and partner {org} went over its {rate} requests per second; its requests are shed; retry after {retry_after} s"
             ),
             R::Enumeration { org, limit, window } => write!(
                 f,

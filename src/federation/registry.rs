@@ -159,6 +159,26 @@ impl Registry {
         }
     }
 
+    /// Reads the store's version and, when it moved, the partners, and
+    /// installs them now; returns the version this node enforces after.
+    /// The poll below does the same; `POST /registry/reload` calls this so
+    /// that an operator's change is enforced before the CLI returns.
+    pub async fn reload(&self, store: &Store) -> Result<i64, StoreError> {
+        let seen = self.snapshot().version;
+        let v = store.registry_version().await?;
+        if v != seen {
+            let snap = Snapshot::build(v, store.partners().await?);
+            info!(
+                version = v,
+                partners = snap.partners.len(),
+                enabled = snap.enabled_count(),
+                "registry reloaded"
+            );
+            self.install(snap);
+        }
+        Ok(self.snapshot().version)
+    }
+
     /// Polls the store's version every `every` and reloads on change.
     pub fn watch(
         self: &Arc<Self>,

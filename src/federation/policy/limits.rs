@@ -1,11 +1,21 @@
-//! Per-partner rate limits: a token bucket on requests, and the
+//! Per-partner rate limits: a token bucket on requests, the
 //! user-enumeration guard (a partner may reach only so many distinct home
-//! addresses per window).
+//! addresses per window), and load shedding when the edge falls behind.
+//!
+//! Load shedding (in the spirit of Kamailio's pike and SfB's partner
+//! limits): the proxy says with each request whether its event loop is
+//! behind ([`Pressure`]). While it is, (1) a partner that went over its
+//! rate within the last [`HOT_FOR`] is "hot" and every request of its is
+//! refused at once (503, Retry-After, `overload_shed`), and (2) no partner
+//! may draw on its burst: its bucket holds one second of its rate. A
+//! partner that keeps to its rate is never shed, so the capacity the
+//! flood would take stays with the partners under their limits.
 //!
 //! Owns the counting state and the rule applied to what the rest of the
-//! policy lets through ([`check`]). Time is an argument, so the rules are
-//! tested without waiting; memory is bounded by the number of partners
-//! and, per partner, by the enumeration limit. Never counts metrics.
+//! policy lets through ([`check`]). Time and pressure are arguments, so the
+//! rules are tested without waiting; memory is bounded by the number of
+//! partners and, per partner, by the enumeration limit. Never counts
+//! metrics.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +27,14 @@ use crate::federation::refusal::Refusal;
 use crate::model::partner::Partner;
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::RequestInfo;
+use crate::sip::proxy::load::Pressure;
+
+/// How long a partner that went over its rate is shed while the edge is
+/// behind (and the Retry-After it is told).
+pub const HOT_FOR: Duration = Duration::from_secs(2);
+
+/// At most one log line per partner this often for its rate refusals.
+pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Rates applied to partners' requests.
 #[derive(Debug, Clone)]
@@ -48,7 +66,18 @@ pub fn check(
         .and_then(|r| r.parse().ok())
         .unwrap_or(rates.rate);
     let burst = rates.burst.max(rate);
+    let pressure: Pressure = info.pressure;
+    if pressure.overloaded && limits.is_hot(&partner.id, now) {
+        return Err(Refusal::Overloaded {
+            org: partner.details.org_name.clone(),
+            rate,
+            retry_after: HOT_FOR.as_secs(),
+        });
+    }
+    // Behind, the burst is withdrawn: one second of the rate at most.
+    let burst = if pressure.overloaded { rate } else { burst };
     if let Err(wait) = limits.take(&partner.id, rate, burst, now) {
+        limits.mark_hot(&partner.id, now + HOT_FOR);
         return Err(Refusal::RateLimited {
             org: partner.details.org_name.clone(),
             rate,
@@ -92,6 +121,11 @@ struct Reached {
 pub struct Limits {
     buckets: Mutex<HashMap<String, Bucket>>,
     reached: Mutex<HashMap<String, Reached>>,
+    /// Partners that went over their rate -> until when they are hot.
+    hot: Mutex<HashMap<String, Instant>>,
+    /// Partners' rate refusals: when one was last logged, and how many
+    /// were not logged since.
+    logged: Mutex<HashMap<String, (Instant, u64)>>,
 }
 
 impl Limits {
@@ -126,6 +160,47 @@ impl Limits {
         } else {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / rate))
         }
+    }
+
+    /// Says whether a rate or overload refusal of `partner` at `now` is
+    /// logged on its own line: the first of each [`LOG_EVERY`] is, with
+    /// the count of those left out since (`Some(n)`); the rest are only
+    /// counted (`None`), so a flood costs one log line a second.
+    pub fn log_refusal(&self, partner: &str, now: Instant) -> Option<u64> {
+        let mut map = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(partner) {
+            Some((at, skipped)) if now.saturating_duration_since(*at) < LOG_EVERY => {
+                *skipped += 1;
+                None
+            }
+            Some((at, skipped)) => {
+                let n = *skipped;
+                *at = now;
+                *skipped = 0;
+                Some(n)
+            }
+            None => {
+                map.insert(partner.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    /// Marks `partner` as over its rate until `until`.
+    pub fn mark_hot(&self, partner: &str, until: Instant) {
+        let mut map = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(partner) {
+            Some(t) => *t = (*t).max(until),
+            None => {
+                map.insert(partner.to_string(), until);
+            }
+        }
+    }
+
+    /// True while `partner` is marked as over its rate.
+    pub fn is_hot(&self, partner: &str, now: Instant) -> bool {
+        let map = self.hot.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(partner).is_some_and(|t| now < *t)
     }
 
     /// Records that `partner` reaches `target`; false when that would make
@@ -171,6 +246,103 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::partner::PartnerState;
+    use crate::sip::parse::{find_head_end, parse_framed};
+
+    fn message(n: u32) -> SipMessage {
+        let text = format!(
+            "MESSAGE sip:bob@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS sip.a.test;branch=z9hG4bK-{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:x@a.test>;tag={n}\r\nTo: <sip:bob@fedge.test>\r\n\
+             Call-ID: {n}@a.test\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let data = bytes::Bytes::from(text);
+        let he = find_head_end(&data, 0).expect("head");
+        parse_framed(data, he, &crate::sip::parse::Limits::default()).expect("parses")
+    }
+
+    fn info(overloaded: bool) -> RequestInfo {
+        RequestInfo {
+            pressure: Pressure {
+                overloaded,
+                ..Pressure::default()
+            },
+            ..RequestInfo::default()
+        }
+    }
+
+    #[test]
+    fn behind_the_edge_sheds_partners_over_their_rate_and_keeps_the_others() {
+        let rates = RateConfig {
+            rate: 10,
+            burst: 40,
+            enumeration_limit: 1000,
+            enumeration_window: Duration::from_secs(3600),
+        };
+        let l = Limits::new();
+        let flood = crate::model::partner::sample(
+            "f",
+            &["a.test"],
+            Some("sip.a.test"),
+            PartnerState::Enabled,
+        );
+        let steady = crate::model::partner::sample(
+            "s",
+            &["b.test"],
+            Some("sip.b.test"),
+            PartnerState::Enabled,
+        );
+        let t0 = Instant::now();
+        // Not behind: the flooder has its burst, then is rate limited.
+        let mut passed = 0;
+        for i in 0..100 {
+            match check(&l, &rates, &message(i), &flood, &info(false), t0) {
+                Ok(()) => passed += 1,
+                Err(r) => assert_eq!(r.label(), "rate_limited"),
+            }
+        }
+        assert_eq!(passed, 40);
+        // A second later the edge is behind: the flooder's new tokens are
+        // not given to it (it is hot), and it is told why.
+        let t1 = t0 + Duration::from_secs(1);
+        let r = check(&l, &rates, &message(200), &flood, &info(true), t1).unwrap_err();
+        assert_eq!(r.label(), "overload_shed");
+        assert_eq!(r.status(), 503);
+        assert!(
+            r.headers()
+                .contains(&("Retry-After".to_string(), "2".to_string())),
+            "{:?}",
+            r.headers()
+        );
+        assert!(r.to_string().contains("overloaded"), "{r}");
+        // The steady partner keeps its rate while the edge is behind, but
+        // not its burst: one second of its rate, then refused for rate.
+        let mut passed = 0;
+        for i in 0..10 {
+            if check(&l, &rates, &message(300 + i), &steady, &info(true), t1).is_ok() {
+                passed += 1;
+            }
+        }
+        assert_eq!(passed, 10, "the steady partner's rate is kept");
+        // Not behind any more: the flooder gets its tokens again after it
+        // cools down (the hot mark only matters while behind).
+        let t2 = t1 + HOT_FOR + Duration::from_secs(1);
+        assert!(check(&l, &rates, &message(400), &flood, &info(false), t2).is_ok());
+        assert!(!l.is_hot("f", t2));
+        assert!(!l.is_hot("s", t2));
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_logged_once_a_second_with_the_count() {
+        let l = Limits::new();
+        let t0 = Instant::now();
+        assert_eq!(l.log_refusal("p", t0), Some(0));
+        for _ in 0..99 {
+            assert_eq!(l.log_refusal("p", t0 + Duration::from_millis(500)), None);
+        }
+        assert_eq!(l.log_refusal("q", t0), Some(0), "each partner on its own");
+        assert_eq!(l.log_refusal("p", t0 + LOG_EVERY), Some(99));
+        assert_eq!(l.log_refusal("p", t0 + LOG_EVERY * 2), Some(0));
+    }
 
     #[test]
     fn token_bucket_allows_the_burst_then_the_rate() {

@@ -8,6 +8,7 @@
 //! A forwarded message is the received bytes with a few spans spliced
 //! (`sip::edit`), never a re-serialisation.
 
+pub mod load;
 mod router;
 pub mod topology;
 pub mod txn;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
+use self::load::Load;
 use self::topology::{BadToken, ResponseEdit};
 pub use self::topology::{Hide, Topology};
 use self::txn::{
@@ -65,6 +67,8 @@ pub struct Proxy<R: Router> {
     pool: Arc<Pool>,
     udp: Arc<UdpSocket>,
     pub stats: Stats,
+    /// How far behind the event loop is (sampled while the timers run).
+    pub load: Arc<Load>,
 }
 
 impl<R: Router> std::fmt::Debug for Proxy<R> {
@@ -94,6 +98,7 @@ impl<R: Router> Proxy<R> {
             pool,
             udp,
             stats: Stats::default(),
+            load: Arc::new(Load::default()),
         })
     }
 
@@ -210,6 +215,9 @@ impl<R: Router> Proxy<R> {
 
     fn log_reject(&self, req: &SipMessage, source: &Source, r: &Reject) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        if !r.log {
+            return;
+        }
         warn!(
             role = %source.tag,
             remote = %source.remote,
@@ -344,6 +352,7 @@ impl<R: Router> Proxy<R> {
                     .find(|i| !prep.own.contains(i))
                     .map(|i| msg.value(&msg.headers()[i]).to_string())
             }),
+            pressure: self.load.pressure(self.tables.counts().1),
         };
         match self.router.route(&msg, &source, &info).await {
             Decision::Reject(r) => {
@@ -713,8 +722,12 @@ impl<R: Router> Proxy<R> {
         }
     }
 
-    /// Fires transaction timers until shutdown.
+    /// Fires transaction timers until shutdown, and samples the event
+    /// loop's lag beside them (the [`load::Pressure`] routers read).
     pub async fn run_timers(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let load = self.load.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { load.sample(stop).await });
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -96,6 +96,9 @@ pub struct Reject {
     /// (the header that carries it, if any, is among `headers`).
     pub code: Option<u16>,
     pub headers: Vec<(String, String)>,
+    /// Log this refusal on its own line (false when the application
+    /// summarises a run of like refusals, e.g. a flood's, itself).
+    pub log: bool,
 }
 
 impl Reject {
@@ -106,6 +109,7 @@ impl Reject {
             warn_code: 399,
             code: None,
             headers: Vec::new(),
+            log: true,
         }
     }
 }
@@ -133,6 +137,8 @@ pub struct RequestInfo {
     pub own_routes: usize,
     /// The first Route entry left after ours, if any.
     pub next_route: Option<String>,
+    /// How far behind the proxy is when the request is decided.
+    pub pressure: super::load::Pressure,
 }
 
 /// The decisions the proxy core asks for.
