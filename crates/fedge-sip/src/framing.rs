@@ -94,24 +94,34 @@ impl Decoder for StreamDecoder {
             return Ok(Some(finish(raw, p.ix, p.head_end)));
         }
         // Keep-alives and stray CRLFs before a start line (RFC 3261 §7.5).
+        // Each rule looks only at bytes already seen to decide, so how the
+        // peer's bytes are segmented never changes what is read.
         loop {
             if buf.starts_with(b"\r\n\r\n") {
                 buf.advance(4);
                 self.scanned = 0;
                 return Ok(Some(StreamItem::Ping));
             }
-            if buf.starts_with(b"\r\n") && buf.len() >= 4 {
+            // A CRLF that cannot be the start of a ping.
+            if buf.starts_with(b"\r\n")
+                && (buf.len() >= 4 || buf.get(2).is_some_and(|&b| b != b'\r'))
+            {
                 buf.advance(2);
                 continue;
             }
-            if buf.len() < 4 && buf.iter().all(|&b| b == b'\r' || b == b'\n') {
-                // "\r\n" alone may be the start of a ping; wait.
-                if buf.len() >= 2 && !buf.starts_with(b"\r\n") {
-                    return Err(self.fatal(
-                        ParseError::bad("stray line break before the start line"),
-                        &[],
-                    ));
-                }
+            let stray = match buf.first() {
+                Some(b'\n') => true,
+                Some(b'\r') => buf.get(1).is_some_and(|&b| b != b'\n'),
+                _ => false,
+            };
+            if stray {
+                return Err(self.fatal(
+                    ParseError::bad("stray line break before the start line"),
+                    &[],
+                ));
+            }
+            if buf.first().is_none_or(|&b| b == b'\r') {
+                // "\r", "\r\n" or "\r\n\r": maybe the start of a ping; wait.
                 return Ok(None);
             }
             break;
@@ -358,6 +368,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn seen(input: &[u8], chunk: usize) -> Vec<String> {
+        decode_all(input, chunk)
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn segmentation_does_not_change_what_is_read() {
+        // Found by fuzzing (fuzz/regressions/sip_stream, first byte = chunk
+        // size): a stray line break arriving alone closed the connection,
+        // the same bytes arriving with what follows were read as part of
+        // the next message.
+        let found = include_bytes!("../../../fuzz/regressions/sip_stream/segmentation-stray-lf");
+        let (c, input) = found.split_first().unwrap();
+        assert_eq!(
+            seen(input, input.len()),
+            seen(input, usize::from(c % 64) + 1)
+        );
+        for tail in [
+            &b"\n\r@\n"[..],
+            b"\n\nOPTIONS",
+            b"\r\rX",
+            b"\r\nOPTIONS sip:a@b.test SIP/2.0\r\n",
+            b"\r\n\r\n\r\n",
+            b"\r\n\r",
+        ] {
+            let mut input = M.to_vec();
+            input.extend_from_slice(tail);
+            let whole = seen(&input, input.len());
+            for chunk in [1, 2, 3, 5] {
+                assert_eq!(seen(&input, chunk), whole, "tail {tail:?}, chunk {chunk}");
+            }
+        }
+        let items = decode_all(b"\n\nOPTIONS sip:a@b.test SIP/2.0\r\n\r\n", 1000);
+        assert!(matches!(&items[0], Err(e) if e.contains("stray line break")));
     }
 
     #[test]
