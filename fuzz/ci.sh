@@ -4,7 +4,7 @@
 # corpus of each (fuzz/seeds/<target>, and fuzz/regressions/<target>: the
 # inputs that once crashed it) once, input by input, in bounded time. It
 # does not fuzz: the long runs and their figures are in
-# docs/robustness/fuzz.md. Installs cargo-fuzz when missing (about two
+# docs/robustness.md (Fuzzing). Installs cargo-fuzz when missing (about two
 # minutes of build, once per machine).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -5,7 +5,7 @@
 //! PostgreSQL. Partners are Rust TLS clients with the partners'
 //! certificates (fedge-testkit); the home pool is a UDP responder that
 //! records when each request arrived. Every load is bounded in count and
-//! time; the figures are printed (docs/robustness/load.md has them).
+//! time; the figures are printed (docs/robustness.md (Overload) has them).
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -29,7 +29,7 @@ use tokio_util::codec::Decoder;
 
 /// What the edge relays per second, partner to home over mutual TLS
 /// (`cargo bench --bench relay`, release build, this machine; see
-/// docs/robustness/load.md). The flood offers ten times this.
+/// docs/robustness.md (Overload)). The flood offers ten times this.
 const RELAY_CAPACITY: u64 = 16_000;
 
 /// One request the home pool received.

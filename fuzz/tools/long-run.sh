@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One bounded fuzzing run of one target, as recorded in
-# docs/robustness/fuzz.md: `fuzz/tools/long-run.sh TARGET SECONDS`.
+# docs/robustness.md (Fuzzing): `fuzz/tools/long-run.sh TARGET SECONDS`.
 # Runs the binary `cargo +nightly fuzz build --features app --sanitizer none
 # --debug-assertions` made (so no build lock is held while it fuzzes).
 # New inputs go to fuzz/corpus/TARGET (not committed); the seeds and the
