@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use fedge::pki::LeafSpec;
-use fedge_testkit::lab::{LIMIT, Lab, localhost};
-use fedge_testkit::peers::{Kamailio, Sipp, SippResult, free_port, scenario};
+use fedge_testkit::lab::{LIMIT, Lab};
+use fedge_testkit::peers::{Sipp, SippResult, scenario};
 use fedge_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -27,37 +27,16 @@ use tokio_util::sync::CancellationToken;
 /// The lab of tests/policy_peers.rs with `federation` keys added to the
 /// edge's [federation] section: partner.test enabled behind Kamailio.
 fn admission_lab(federation: &str) -> Lab {
-    let pki = Pki::new();
-    let home = free_port(false);
-    let cfg = test_config(&pki, "t1 = \"100ms\"")
-        .replace(
-            "handshake_timeout = \"2s\"\n",
-            &format!("handshake_timeout = \"3s\"\n{federation}"),
-        )
-        .replace(
-            "next_hop = \"sip:127.0.0.1:5080;transport=udp\"",
-            &format!("next_hop = \"sip:127.0.0.1:{home};transport=udp\""),
-        );
-    let edge = Edge::start(&pki, &cfg);
-    let users = free_port(false);
-    let kam = Kamailio::start(
-        pki.path(),
-        "partner",
-        PARTNER_FQDN,
-        &pki.partner,
-        &pki.ca_file,
-        edge.federation,
-        localhost(users),
-    );
-    let lab = Lab {
-        pki,
-        edge,
-        kam,
-        home,
-        users,
-    };
-    lab.import("partner.test", "Partner Trust", PARTNER_FQDN, lab.kam.tls);
-    lab
+    Lab::with_config(
+        "t1 = \"100ms\"",
+        |c| {
+            c.replace(
+                "handshake_timeout = \"2s\"\n",
+                &format!("handshake_timeout = \"3s\"\n{federation}"),
+            )
+        },
+        Some("enabled"),
+    )
 }
 
 /// Asserts a SIPp run succeeded, with the end of the edge's log if not.

@@ -45,9 +45,19 @@ impl Lab {
     /// (it may open further sections), with partner.test imported in
     /// `state` (not at all when `None`).
     pub fn with(extra: &str, state: Option<&str>) -> Lab {
+        Lab::with_config(&format!("t1 = \"100ms\"\n{extra}"), |c| c, state)
+    }
+
+    /// As [`Lab::with`], with `edit` applied to the whole configuration
+    /// text (for keys in sections the test configuration already has).
+    pub fn with_config(
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+        state: Option<&str>,
+    ) -> Lab {
         let pki = Pki::new();
         let home = free_port(false);
-        let cfg = test_config(&pki, &format!("t1 = \"100ms\"\n{extra}")).replace(
+        let cfg = edit(test_config(&pki, extra)).replace(
             "next_hop = \"sip:127.0.0.1:5080;transport=udp\"",
             &format!("next_hop = \"sip:127.0.0.1:{home};transport=udp\""),
         );

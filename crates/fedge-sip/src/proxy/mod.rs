@@ -352,7 +352,7 @@ impl<R: Router> Proxy<R> {
                     .find(|i| !prep.own.contains(i))
                     .map(|i| msg.value(&msg.headers()[i]).to_string())
             }),
-            pressure: self.load.pressure(self.tables.counts().1),
+            pressure: self.load.pressure(self.tables.client_count()),
         };
         match self.router.route(&msg, &source, &info).await {
             Decision::Reject(r) => {

@@ -400,6 +400,11 @@ impl Tables {
     pub fn counts(&self) -> (usize, usize) {
         (self.servers().len(), self.clients().len())
     }
+
+    /// Live client transactions (one lock, for the per-request load signal).
+    pub fn client_count(&self) -> usize {
+        self.clients().len()
+    }
 }
 
 /// Builds the ACK for a non-2xx answer from that answer.
