@@ -295,6 +295,10 @@ pub fn command(cmd: CviCmd, cfg: &Config) -> Result<(), Failure> {
     if needs_store(&cmd) {
         let c = cfg.clone();
         with_store(cfg, |store| async move { run(cmd, &c, &store).await })
+    } else if !cfg.cvi.enabled {
+        Err(Failure::usage(
+            "the CVI gateway is off in this configuration ([cvi] enabled = false)",
+        ))
     } else {
         admin(cmd, cfg.admin.listen)
     }
