@@ -69,7 +69,7 @@ pub fn parse_expiry(raw: &str, now: time::OffsetDateTime) -> Result<String, Fail
         }
         Err(_) => time::OffsetDateTime::parse(text, &Rfc3339).map_err(|e| {
             Failure::usage(format!(
-                "--expires {raw:?} is neither a duration from now nor an RFC 3339 time ({e}); e.g. {}",
+                "--expires {raw:?} is not a duration from now and is not an RFC 3339 time ({e}); e.g. {}",
                 example()
             ))
         })?,
