@@ -249,12 +249,16 @@ fn serve_runs_on_embedded_defaults_with_a_dev_pki() {
         .output()
         .unwrap();
     // The CVI commands with the gateway off: one line, exit code 2.
-    let cvi = ns
-        .command(fedge_bin())
-        .args(["cvi", "status"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let cvi: Vec<_> = [&["cvi", "status"][..], &["cvi", "drain"][..]]
+        .iter()
+        .map(|args| {
+            ns.command(fedge_bin())
+                .args(*args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap()
+        })
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -275,10 +279,12 @@ fn serve_runs_on_embedded_defaults_with_a_dev_pki() {
         refusals[0].starts_with("fedge: cannot listen on 127.0.0.1:5061"),
         "{err}"
     );
-    let err = String::from_utf8_lossy(&cvi.stderr);
-    assert_eq!(cvi.status.code(), Some(2), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("[cvi] enabled = false"), "{err}");
+    for out in cvi {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("[cvi] enabled = false"), "{err}");
+    }
 }
 
 /// A configuration naming `cert` and `key` (and the PKI's CA as trust).

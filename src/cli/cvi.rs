@@ -295,12 +295,16 @@ pub fn command(cmd: CviCmd, cfg: &Config) -> Result<(), Failure> {
     if needs_store(&cmd) {
         let c = cfg.clone();
         with_store(cfg, |store| async move { run(cmd, &c, &store).await })
-    } else if !cfg.cvi.enabled {
-        Err(Failure::usage(
-            "the CVI gateway is off in this configuration ([cvi] enabled = false)",
-        ))
     } else {
-        admin(cmd, cfg.admin.listen)
+        // The running edge's gateway is off: its configuration's matter,
+        // exit code 2 (1 is for failures).
+        admin(cmd, cfg.admin.listen).map_err(|f| {
+            if f.msg.contains("CVI gateway is not enabled") {
+                Failure::usage(f.msg)
+            } else {
+                f
+            }
+        })
     }
 }
 
