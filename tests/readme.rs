@@ -211,6 +211,29 @@ fn readme_commands_run_as_printed() {
         }
         ran.push(cmd);
     }
+    // Two fedges answered each other's IM tests once: the home edge
+    // recorded one pass, and a second later still one (the replies are
+    // marked, so neither edge replies to a reply).
+    let passes = || {
+        let (_, metrics) = run(
+            &ns,
+            dir.path(),
+            "",
+            "exec 3<>/dev/tcp/127.0.0.1/8061 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+        );
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("fedge_im_tests_total{") && l.contains("result=\"passed\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let first = passes();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(first, passes(), "IM tests still going on");
+    assert!(
+        first.contains("partner=\"partner.test\"") && first.ends_with(" 1"),
+        "{first}"
+    );
     for mut s in servers {
         let _ = s.kill();
         let _ = s.wait();
