@@ -1,8 +1,15 @@
 //! The command line: configuration and usage mistakes give one line on
-//! stderr and exit code 2; `config example` is a complete, valid file.
+//! stderr and exit code 2; `config example` is a complete, valid file;
+//! `config check` inspects the certificate; the embedded defaults run (in
+//! a private network namespace, so that an edge on the default ports
+//! beside the tests does not matter); the admin listener's index.
+
+#[path = "support/netns.rs"]
+mod netns;
 
 use std::process::Command;
 
+use fedge::pki::LeafSpec;
 use fedge_testkit::*;
 
 fn fedge(args: &[&str]) -> (i32, String, String) {
@@ -113,9 +120,20 @@ fn config_example_is_complete_and_valid() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("example.toml");
     std::fs::write(&p, &example).unwrap();
+    // `config check` reads the certificates the file names (certs/dev
+    // beside it): without them it is a configuration error.
+    let (code, _, err) = fedge(&["--config", p.to_str().unwrap(), "config", "check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read certificate"), "{err}");
+    let dev = dir.path().join("certs/dev");
+    let (code, _, err) = fedge(&["certs", "dev", "--dir", dev.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
     let (code, out, err) = fedge(&["--config", p.to_str().unwrap(), "config", "check"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok"));
+    assert!(
+        out.contains("ok") && out.contains("chains to [federation] trust"),
+        "{out}"
+    );
     // The example shows the defaults: `config show` on it equals `config show` without it.
     let (_, shown_default, _) = fedge(&["config", "show"]);
     let (_, shown_example, _) = fedge(&["--config", p.to_str().unwrap(), "config", "show"]);
@@ -153,8 +171,12 @@ fn certs_dev_creates_a_usable_pki() {
 #[test]
 fn serve_runs_on_embedded_defaults_with_a_dev_pki() {
     use std::io::{BufRead, BufReader};
+    // The defaults are fixed ports (5061, 5065, 8061): a private network
+    // namespace keeps them free whatever runs beside the tests.
+    let ns = netns::NetNs::new();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(fedge_bin())
+    let mut child = ns
+        .command(fedge_bin())
         .arg("serve")
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
@@ -203,23 +225,186 @@ fn serve_runs_on_embedded_defaults_with_a_dev_pki() {
         );
     }
     assert!(dir.path().join("var/fedge.db").exists());
-    // The sample partner's certificate gets through to the edge.
-    let dev = dir.path().join("certs/dev");
-    let out = s_client(
-        "127.0.0.1:5061".parse().unwrap(),
-        &[
-            "-cert",
-            dev.join("partner.crt").to_str().unwrap(),
-            "-key",
-            dev.join("partner.key").to_str().unwrap(),
-            "-CAfile",
-            dev.join("ca.crt").to_str().unwrap(),
-            "-verify_return_error",
-        ],
-        options_to_edge(1).as_bytes(),
-        "SIP/2.0 200",
-    );
+    // The sample partner's certificate gets through to the edge; openssl
+    // prints the answer and ends once its input has ended.
+    std::fs::write(dir.path().join("options.txt"), options_to_edge(1)).unwrap();
+    let out = ns
+        .command("timeout")
+        .args([
+            "20",
+            "sh",
+            "-c",
+            "{ cat options.txt; sleep 1; } | openssl s_client -connect 127.0.0.1:5061 -quiet -no_ign_eof \
+             -cert certs/dev/partner.crt -key certs/dev/partner.key -CAfile certs/dev/ca.crt -verify_return_error",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    // A second edge on the same ports: one line, exit code 2.
+    let second = ns
+        .command(fedge_bin())
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    // The CVI commands with the gateway off: one line, exit code 2.
+    let cvi: Vec<_> = [&["cvi", "status"][..], &["cvi", "drain"][..]]
+        .iter()
+        .map(|args| {
+            ns.command(fedge_bin())
+                .args(*args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap()
+        })
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(out.stdout.contains("SIP/2.0 200 OK"), "{}", out.all());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("SIP/2.0 200 OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "openssl did not end by itself");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    let refusals: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("cannot listen on"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{err}");
+    assert!(
+        refusals[0].starts_with("fedge: cannot listen on 127.0.0.1:5061"),
+        "{err}"
+    );
+    for out in cvi {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("[cvi] enabled = false"), "{err}");
+    }
+}
+
+/// A configuration naming `cert` and `key` (and the PKI's CA as trust).
+fn config_with(pki: &Pki, cert: &CertFiles) -> std::path::PathBuf {
+    let cfg = test_config(pki, "")
+        .replace(
+            &format!("cert = \"{}\"", pki.edge.cert.display()),
+            &format!("cert = \"{}\"", cert.cert.display()),
+        )
+        .replace(
+            &format!("key = \"{}\"", pki.edge.key.display()),
+            &format!("key = \"{}\"", cert.key.display()),
+        );
+    let p = pki.path().join(format!(
+        "{}.toml",
+        cert.cert.file_stem().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
+#[test]
+fn config_check_inspects_the_certificate() {
+    let pki = Pki::new();
+    let check = |p: &std::path::Path| fedge(&["--config", p.to_str().unwrap(), "config", "check"]);
+
+    // A good certificate for a year: ok, names the FQDN, chains, no warning.
+    let good = pki.leaf("good", &LeafSpec::new(EDGE_FQDN, 365));
+    let (code, out, err) = check(&config_with(&pki, &good));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("certificate names sip.fedge.test, chains to [federation] trust"),
+        "{out}"
+    );
+    assert!(err.is_empty(), "{err}");
+
+    // Expiring within 30 days: ok with a warning that says when.
+    let soon = pki.leaf("soon", &LeafSpec::new(EDGE_FQDN, 10));
+    let (code, _, err) = check(&config_with(&pki, &soon));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("expires in"),
+        "{err}"
+    );
+
+    // A certificate for another name: partners would refuse it.
+    let other = pki.leaf("other", &LeafSpec::new("sip.other.test", 365));
+    let (code, _, err) = check(&config_with(&pki, &other));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("names sip.other.test but not [federation] fqdn sip.fedge.test"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // Expired.
+    let mut spec = LeafSpec::new(EDGE_FQDN, 1);
+    spec.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(10);
+    spec.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+    let old = pki.leaf("old", &spec);
+    let (code, _, err) = check(&config_with(&pki, &old));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expired on"), "{err}");
+
+    // A certificate path that does not exist, and a key that does not fit.
+    let missing = CertFiles {
+        cert: pki.path().join("missing.crt"),
+        key: pki.edge.key.clone(),
+    };
+    let (code, _, err) = check(&config_with(&pki, &missing));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read certificate"), "{err}");
+    let mismatch = CertFiles {
+        cert: good.cert.clone(),
+        key: pki.partner.key.clone(),
+    };
+    let p = config_with(&pki, &mismatch);
+    let p2 = pki.path().join("mismatch.toml");
+    std::fs::rename(&p, &p2).unwrap();
+    let (code, _, err) = check(&p2);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("do not fit together"), "{err}");
+
+    // Issued by a CA outside the trust bundle: ok with a warning.
+    let stranger = Pki::new();
+    let foreign = stranger.leaf("foreign", &LeafSpec::new(EDGE_FQDN, 365));
+    let (code, out, err) = check(&config_with(&pki, &foreign));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("does not chain to [federation] trust"),
+        "{out}"
+    );
+    assert!(
+        err.contains("warning") && err.contains("does not chain"),
+        "{err}"
+    );
+}
+
+#[test]
+fn admin_index_fedge_up_and_cvi_page_with_the_gateway_off() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    let (status, body) = http(edge.admin, "GET", "/");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let paths: Vec<&str> = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    for p in ["/health", "/registry", "/metrics", "/media"] {
+        assert!(paths.contains(&p), "{p} missing from {body}");
+    }
+    assert!(
+        !paths.contains(&"/cvi"),
+        "gateway off, yet /cvi listed: {body}"
+    );
+    assert_eq!(metric(edge.admin, "fedge_up", &[]), 1.0);
+    let (status, page) = http(edge.admin, "GET", "/cvi/1234567890");
+    assert_eq!(status, 503, "{page}");
+    assert!(page.contains("not available"), "{page}");
 }

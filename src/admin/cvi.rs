@@ -27,6 +27,9 @@ pub(super) async fn cvi_instructions(
     use crate::cvi::meetings::{instructions_page, is_conference_id, not_found_page};
     use axum::http::StatusCode;
     let html = [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")];
+    if state.cvi.is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, html, unavailable_page());
+    }
     let digits: String = id.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if !is_conference_id(&digits) {
         let shown: String = id.chars().take(40).collect();
@@ -66,6 +69,13 @@ pub(super) async fn cvi_instructions(
             )
         }
     }
+}
+
+/// The page served instead of instructions while the gateway is off.
+fn unavailable_page() -> String {
+    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Service not available</title></head>\n\
+     <body><h1>Service not available</h1>\n<p>Joining meetings from video conferencing devices is not available on this service.</p>\n</body></html>\n"
+        .to_string()
 }
 
 fn cvi_off() -> (axum::http::StatusCode, Json<Value>) {

@@ -48,6 +48,7 @@ fn sip_gauges(state: &EdgeState) -> Vec<Gauge> {
     let (servers, clients) = state.proxy.transactions();
     let snap = state.registry.snapshot();
     vec![
+        ("fedge_up", "1 while this edge is serving", 1.0),
         (
             "fedge_connections",
             "Live stream connections",

@@ -1,4 +1,4 @@
-//! The admin HTTP listener: health, registry, metrics, the media relay's
+//! The admin HTTP listener: an index (`GET /`), health, registry, metrics, the media relay's
 //! and the CVI gateway's state and drain switches, and the CVI dialling
 //! instructions pages (`/cvi/<id>`).
 //!
@@ -23,6 +23,33 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub use state::EdgeState;
+
+/// `GET /`: what the admin listener serves, so that a person who opens
+/// its address in a browser finds the rest.
+async fn index(State(state): State<Arc<EdgeState>>) -> Json<Value> {
+    let mut endpoints = vec![
+        json!({"path": "/health", "method": "GET", "what": "liveness, load and SIP counters"}),
+        json!({"path": "/registry", "method": "GET", "what": "the partners this node enforces"}),
+        json!({"path": "/registry/reload", "method": "POST", "what": "reload the registry from the store now"}),
+        json!({"path": "/metrics", "method": "GET", "what": "Prometheus metrics"}),
+        json!({"path": "/media", "method": "GET", "what": "the media relay's sessions"}),
+        json!({"path": "/media/drain", "method": "POST", "what": "stop (?on=false: resume) new relay sessions"}),
+    ];
+    if state.cvi.is_some() {
+        endpoints.extend([
+            json!({"path": "/cvi", "method": "GET", "what": "the CVI gateway's calls and counters"}),
+            json!({"path": "/cvi/drain", "method": "POST", "what": "stop (?on=false: resume) new CVI calls"}),
+            json!({"path": "/cvi/{id}", "method": "GET", "what": "a meeting's dialling instructions page"}),
+        ]);
+    }
+    Json(json!({
+        "service": "fedge admin",
+        "fqdn": state.fqdn,
+        "version": env!("CARGO_PKG_VERSION"),
+        "cvi": state.cvi.is_some(),
+        "endpoints": endpoints,
+    }))
+}
 
 /// `GET /health`: liveness plus a few counters.
 async fn health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
@@ -97,6 +124,7 @@ async fn registry_reload(
 /// Serves the admin API until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: CancellationToken) {
     let app = Router::new()
+        .route("/", get(index))
         .route("/health", get(health))
         .route("/registry", get(registry))
         .route("/registry/reload", axum::routing::post(registry_reload))

@@ -91,8 +91,8 @@ pub enum MeetingCmd {
         organiser: String,
         #[arg(long)]
         subject: Option<String>,
-        /// When the ID stops working (RFC 3339, e.g. 2026-12-01T17:00:00Z).
-        #[arg(long, value_name = "RFC3339-TIME")]
+        /// When the ID stops working: a duration from now (2h, 1d) or an RFC 3339 time.
+        #[arg(long, value_name = "DURATION|RFC3339-TIME")]
         expires: Option<String>,
         #[arg(long)]
         json: bool,
@@ -103,25 +103,6 @@ pub enum MeetingCmd {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// `--expires` as the store keeps times (UTC, milliseconds).
-fn parse_expiry(raw: &str) -> Result<String, Failure> {
-    use time::format_description::well_known::Rfc3339;
-    let t = time::OffsetDateTime::parse(raw.trim(), &Rfc3339).map_err(|e| {
-        Failure::usage(format!(
-            "--expires {raw:?} is not an RFC 3339 time such as 2026-12-01T17:00:00Z: {e}"
-        ))
-    })?;
-    let utc = t.to_offset(time::UtcOffset::UTC);
-    if utc <= time::OffsetDateTime::now_utc() {
-        return Err(Failure::usage(format!("--expires {raw} is in the past")));
-    }
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    utc.format(&fmt)
-        .map_err(|e| Failure::usage(format!("--expires {raw}: {e}")))
 }
 
 /// The rows to enrol, or every reason why not.
@@ -249,7 +230,10 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
                     json,
                 },
         } => {
-            let expires = expires.as_deref().map(parse_expiry).transpose()?;
+            let expires = expires
+                .as_deref()
+                .map(|raw| super::common::parse_expiry(raw, time::OffsetDateTime::now_utc()))
+                .transpose()?;
             let subject = subject
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty());
@@ -312,7 +296,15 @@ pub fn command(cmd: CviCmd, cfg: &Config) -> Result<(), Failure> {
         let c = cfg.clone();
         with_store(cfg, |store| async move { run(cmd, &c, &store).await })
     } else {
-        admin(cmd, cfg.admin.listen)
+        // The running edge's gateway is off: its configuration's matter,
+        // exit code 2 (1 is for failures).
+        admin(cmd, cfg.admin.listen).map_err(|f| {
+            if f.msg.contains("CVI gateway is not enabled") {
+                Failure::usage(f.msg)
+            } else {
+                f
+            }
+        })
     }
 }
 

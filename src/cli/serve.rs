@@ -1,8 +1,8 @@
 //! `fedge serve`: logging set-up, the async runtime, the signals that stop
 //! the edge, and the development PKI when no --config is given.
 //!
-//! Owns turning [`ServeError`] into an exit code (2 for configuration, 1
-//! otherwise). It never builds listeners itself (`fedge::server` does).
+//! Owns turning [`ServeError`] into an exit code (2 for configuration and
+//! for a listener address that cannot be bound, 1 otherwise). It never builds listeners itself (`fedge::server` does).
 
 use std::path::PathBuf;
 
@@ -64,6 +64,12 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
                 Ok(())
             }
             Err(ServeError::Config(m)) => Err(Failure::usage(m)),
+            // An address that cannot be bound (another edge holds it, or it
+            // is not this host's) is a configuration mistake: one line (the
+            // CLI's), exit code 2.
+            Err(ServeError::Runtime(m)) if m.starts_with("cannot listen on") => {
+                Err(Failure::usage(m))
+            }
             Err(ServeError::Runtime(m)) => {
                 error!("{m}");
                 Err(Failure::runtime(m))

@@ -76,6 +76,9 @@ pub struct Edge {
     pub dns: crate::dns::Dns,
 }
 
+/// Marks the IM test's reply, so that an edge that is itself fedge
+/// answers it without replying again.
+const IM_TEST_REPLY_HEADER: &str = "X-Fedge-IM-Test";
 const REJECTIONS: &str = "fedge_rejections_total";
 const REJECTIONS_HELP: &str = "Requests refused by the edge, by rule, partner and direction";
 const REQUESTS: &str = "fedge_requests_total";
@@ -99,6 +102,12 @@ impl Edge {
         let Some(from) = req.from().map(|f| f.uri.raw.to_string()) else {
             return;
         };
+        // Another fedge's IM test reply (marked so): answered (200) but not
+        // replied to, or two edges would test each other forever.
+        if req.values_named(IM_TEST_REPLY_HEADER).next().is_some() {
+            info!(partner = partner.name(), from = %from, "IM test reply from the partner's test address accepted");
+            return;
+        }
         let domain = req
             .from()
             .and_then(|f| f.uri.domain().map(|d| d.to_ascii_lowercase()))
@@ -128,6 +137,7 @@ impl Edge {
                     .from(format!("<{me}>;tag={}", random_token()))
                     .to(format!("<{from}>"))
                     .call_id(format!("{}@{fqdn}", random_token()))
+                    .header(IM_TEST_REPLY_HEADER, "reply")
                     .body("text/plain; charset=UTF-8", body.clone())
                     .build()
             };
