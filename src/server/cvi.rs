@@ -16,6 +16,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::cvi::Trust;
 use crate::cvi::gateway::{Gateway, GatewayConfig};
+use crate::cvi::guard::GuessLimits;
 use crate::media::{MediaConfig, Relay, SideAddress};
 use crate::role::Role;
 use crate::sip::transport::admission::Limits;
@@ -82,7 +83,7 @@ pub(super) async fn start(
             .map_err(|e| ServeError::Runtime(e.to_string()))?;
         let acceptor = TlsAccept {
             acceptor: TlsAcceptor::from(conf),
-            handshake_timeout: cfg.federation.handshake_timeout,
+            handshake_timeout: c.handshake_timeout,
             client_auth: ClientAuth::Optional,
         };
         tasks.spawn(stream_listener(cfg, shared, &gateway, l, Some(acceptor)).run());
@@ -119,18 +120,18 @@ fn stream_listener(
     }
 }
 
-/// Room systems' connections: a few per call; handshakes as many again,
-/// at most the federation's per-source number from one address. Room
-/// systems' certificates are optional, so the identity cap is the
+/// Room systems' connections, from `[cvi]`: the same admission rules as
+/// the federation listener's (handshake budget and per-source share,
+/// total cap), plus a cap per source address on established connections.
+/// Room systems' certificates are optional, so the identity cap is the
 /// listener's.
 fn cvi_admission(cfg: &Config) -> Limits {
-    let max = cfg.cvi.max_calls * 4 + 16;
-    Limits {
-        max_connections: max,
-        max_per_identity: max,
-        max_handshakes: max,
-        max_handshakes_per_source: cfg.federation.max_handshakes_per_source.min(max),
-    }
+    let c = &cfg.cvi;
+    let mut l = Limits::connections(c.max_connections);
+    l.max_handshakes = c.max_handshakes;
+    l.max_handshakes_per_source = c.max_handshakes_per_source;
+    l.max_per_source = c.max_connections_per_source;
+    l
 }
 
 /// The gateway's own relay: room systems on one side, the connector on
@@ -184,5 +185,17 @@ fn gateway_config(
         t2: cfg.sip.t2,
         ring_timeout: cfg.sip.timer_c,
         agent: format!("fedge/{}", env!("CARGO_PKG_VERSION")),
+        max_calls_per_source: c.max_calls_per_source,
+        ack_timeout: c.ack_timeout,
+        udp_probe: c.udp_probe,
+        udp_probe_timeout: c.udp_probe_timeout,
+        udp_proven_for: c.udp_proven_for,
+        trust_udp: c.trust_udp,
+        guesses: GuessLimits {
+            per_source: c.guess_budget,
+            global: c.guess_budget_global,
+            window: c.guess_window,
+            lockout: c.guess_lockout,
+        },
     })
 }
