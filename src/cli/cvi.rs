@@ -91,7 +91,12 @@ pub enum MeetingCmd {
         organiser: String,
         #[arg(long)]
         subject: Option<String>,
-        /// When the ID stops working (RFC 3339, e.g. 2026-12-01T17:00:00Z).
+        /// Show the subject on the public dialling instructions page
+        /// (anyone with the ID can read that page; hidden by default).
+        #[arg(long, requires = "subject")]
+        public_subject: bool,
+        /// When the ID stops working (RFC 3339, e.g. 2026-12-01T17:00:00Z);
+        /// default: [cvi] meeting_lifetime after now.
         #[arg(long, value_name = "RFC3339-TIME")]
         expires: Option<String>,
         #[arg(long)]
@@ -122,6 +127,18 @@ fn parse_expiry(raw: &str) -> Result<String, Failure> {
     );
     utc.format(&fmt)
         .map_err(|e| Failure::usage(format!("--expires {raw}: {e}")))
+}
+
+/// The end of a meeting created without `--expires`: `lifetime` from now.
+fn default_expiry(lifetime: std::time::Duration) -> Result<String, Failure> {
+    let end = time::OffsetDateTime::now_utc()
+        + time::Duration::try_from(lifetime)
+            .map_err(|e| Failure::usage(format!("[cvi] meeting_lifetime: {e}")))?;
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    end.format(&fmt)
+        .map_err(|e| Failure::usage(format!("[cvi] meeting_lifetime: {e}")))
 }
 
 /// The rows to enrol, or every reason why not.
@@ -245,19 +262,27 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
                 MeetingCmd::Create {
                     organiser,
                     subject,
+                    public_subject,
                     expires,
                     json,
                 },
         } => {
-            let expires = expires.as_deref().map(parse_expiry).transpose()?;
+            let expires = match expires {
+                Some(e) => parse_expiry(&e)?,
+                None => default_expiry(cfg.cvi.meeting_lifetime)?,
+            };
             let subject = subject
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty());
             let mut rng = rand::rng();
             let m = store
-                .cvi_create_meeting(&organiser, subject.as_deref(), expires.as_deref(), || {
-                    new_conference_id(&mut rng)
-                })
+                .cvi_create_meeting(
+                    &organiser,
+                    subject.as_deref(),
+                    public_subject,
+                    Some(&expires),
+                    || new_conference_id(&mut rng),
+                )
                 .await
                 .map_err(store_failure)?;
             if json {

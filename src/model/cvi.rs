@@ -32,6 +32,9 @@ pub struct Meeting {
     pub conference_id: String,
     pub organiser: String,
     pub subject: Option<String>,
+    /// The organiser chose to show the subject on the public dialling
+    /// instructions page (hidden otherwise).
+    pub subject_public: bool,
     pub created_at: String,
     /// RFC 3339; `None` for no expiry.
     pub expires_at: Option<String>,
@@ -86,6 +89,7 @@ mod tests {
             conference_id: "1234567890".into(),
             organiser: "a@nhs.net".into(),
             subject: None,
+            subject_public: false,
             created_at: "2026-01-01T00:00:00.000Z".into(),
             expires_at: expires.map(str::to_string),
         };
