@@ -53,7 +53,9 @@ pub(super) async fn cvi_instructions(
             html(s),
             not_found_page(
                 "",
-                &format!("too many wrong Video Conference IDs from this address: try again in {s} s"),
+                &format!(
+                    "too many wrong Video Conference IDs from this address: try again in {s} s"
+                ),
             ),
         );
     }
@@ -70,9 +72,7 @@ pub(super) async fn cvi_instructions(
         return unknown();
     }
     match state.store.cvi_meeting(&digits).await {
-        Ok(Some((m, enrolled)))
-            if m.joinable(enrolled, &crate::store::now_rfc3339()).is_ok() =>
-        {
+        Ok(Some((m, enrolled))) if m.joinable(enrolled, &crate::store::now_rfc3339()).is_ok() => {
             let subject = m.subject.as_deref().filter(|_| m.subject_public);
             (
                 StatusCode::OK,

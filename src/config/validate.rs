@@ -393,7 +393,10 @@ impl super::services::CviSection {
             ("guess_budget", self.guess_budget as usize),
             ("guess_budget_global", self.guess_budget_global as usize),
             ("max_connections", self.max_connections),
-            ("max_connections_per_source", self.max_connections_per_source),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source,
+            ),
             ("max_handshakes", self.max_handshakes),
             ("max_handshakes_per_source", self.max_handshakes_per_source),
         ];
@@ -410,9 +413,7 @@ impl super::services::CviSection {
             ("handshake_timeout", self.handshake_timeout),
         ];
         if let Some((k, _)) = durations.iter().find(|(_, v)| v.is_zero()) {
-            return Err(ConfigError(format!(
-                "[cvi] {k} must be greater than zero"
-            )));
+            return Err(ConfigError(format!("[cvi] {k} must be greater than zero")));
         }
         if self.max_connections_per_source > self.max_connections
             || self.max_handshakes_per_source > self.max_handshakes

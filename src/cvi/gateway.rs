@@ -322,7 +322,10 @@ impl Gateway {
         // (a retransmission whose answer was not kept starts nothing new:
         // it is refused again the same way).
         if f.len() < MAX_FINALS {
-            f.insert(call_id.to_string(), (r.clone(), tokio::time::Instant::now()));
+            f.insert(
+                call_id.to_string(),
+                (r.clone(), tokio::time::Instant::now()),
+            );
         }
     }
 

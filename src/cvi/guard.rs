@@ -274,7 +274,10 @@ mod tests {
             assert_eq!(g.wrong(ip(&format!("192.0.2.{i}"))), None);
         }
         assert!(g.wrong(ip("192.0.2.9")).is_some());
-        assert!(g.check(ip("192.0.2.10")).is_ok(), "a clean source still tries");
+        assert!(
+            g.check(ip("192.0.2.10")).is_ok(),
+            "a clean source still tries"
+        );
     }
 
     #[test]

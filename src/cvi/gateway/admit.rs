@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
+use super::Gateway;
 use super::call::{Call, Refused, unknown_id};
 use super::leg::Path;
-use super::Gateway;
 use crate::cvi::Trust;
 use crate::sip::message::SipMessage;
 use crate::sip::request::RequestBuilder;
@@ -104,7 +104,10 @@ impl Gateway {
     pub(super) async fn admit(&self, invite: &SipMessage, source: &Source, call_id: &str) -> bool {
         let refusal = if self.draining() {
             self.stats.refused_draining.fetch_add(1, Ordering::Relaxed);
-            Some(("60", "this gateway is draining: it takes no new calls".to_string()))
+            Some((
+                "60",
+                "this gateway is draining: it takes no new calls".to_string(),
+            ))
         } else if !self
             .per_source
             .take(source.remote.ip(), self.cfg.max_calls_per_source)
