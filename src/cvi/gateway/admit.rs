@@ -87,7 +87,6 @@ impl Gateway {
             .to(format!("<sip:{to}>"))
             .call_id(format!("{}@{}", random_token(), self.cfg.domain))
             .cseq(1)
-            .header("Max-Forwards", "70")
             .build();
         let path = Path::Udp(self.udp.clone(), to);
         let answer = tokio::time::timeout(
