@@ -51,6 +51,10 @@ fn cvi_section(connector: u16, overrides: &[(&str, &str)]) -> String {
         ("test_call_time", "\"8s\""),
         ("tenant_key", "\"87654321\""),
         ("trusted", "[\"127.0.0.1\"]"),
+        // These rooms call over UDP from the trusted address: trust by
+        // address over UDP is the operator's opt-in (cvi_attacks.rs tests
+        // the default, off).
+        ("trust_udp", "true"),
         ("instructions_base", "\"https://cvi.fedge.test\""),
     ];
     let mut s = String::from("\n[cvi]\n");
@@ -792,7 +796,7 @@ fn three_wrong_ids_get_a_goodbye_and_a_bye() {
 #[test]
 fn direct_dial_bridges_media_both_ways_and_marks_trusted_rooms() {
     // Trust by address over UDP is the operator's opt-in (spoofable).
-    let cvi = Cvi::start(&[("trust_udp", "true")]);
+    let cvi = Cvi::start(&[]);
     let id = cvi.meeting(&[]);
     let room_pcap = cvi.dir().join("room.pcap");
     let meeting_pcap = cvi.dir().join("meeting.pcap");
@@ -899,7 +903,7 @@ fn unknown_expired_and_withdrawn_meetings_get_one_answer() {
     refused(&id, "404", &same(&id));
     for why in [
         "the meeting has ended",
-        "no meeting has it",
+        "no meeting has conference ID",
         "its organiser is no longer enrolled",
     ] {
         log_line(
@@ -1391,7 +1395,8 @@ fn a_room_hanging_up_while_the_meeting_rings_cancels_both_legs() {
         &sc,
         free_port(false),
         Some(cvi.addr()),
-        &["-mp", &free_port(false).to_string()],
+        // -aa: it answers the gateway's OPTIONS probe of a new UDP source.
+        &["-mp", &free_port(false).to_string(), "-aa"],
     );
     assert_ok("room system", &room.wait(LIMIT), &cvi.logs());
     assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());

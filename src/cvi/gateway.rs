@@ -495,7 +495,7 @@ impl Gateway {
                     })
             }
             Ok(None) => Err(Refused::NotFound(format!(
-                "conference ID {id}: no meeting has it"
+                "no meeting has conference ID {id}"
             ))),
             Err(e) => Err(Refused::Store(format!(
                 "the meeting could not be looked up: {e}"
