@@ -16,8 +16,8 @@ use super::state::{DrainQuery, EdgeState};
 
 /// `GET /cvi/{id}`: a meeting's alternate VTC dialling instructions (HTML).
 /// Every ID that cannot be joined (unknown, withdrawn, ended, malformed)
-/// gets the same not-found page, counted against the asking address's
-/// guess budget (shared with SIP); a locked-out address gets 429 with
+/// gets the same not-found page; a well-formed one counts against the
+/// asking address's guess budget (shared with SIP); a locked-out address gets 429 with
 /// Retry-After and no lookup. The subject shows only where the organiser
 /// chose to publish it.
 pub(super) async fn cvi_instructions(
@@ -59,17 +59,21 @@ pub(super) async fn cvi_instructions(
             ),
         );
     }
-    let unknown = || {
-        guesses.wrong(peer.ip());
+    let not_found = || {
         (
             StatusCode::NOT_FOUND,
             html(0),
             not_found_page("", "no meeting can be joined with this Video Conference ID"),
         )
     };
+    let unknown = || {
+        guesses.wrong(peer.ip());
+        not_found()
+    };
     let digits: String = id.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if !is_conference_id(&digits) {
-        return unknown();
+        // Not an ID at all: the same page, but no guess to count.
+        return not_found();
     }
     match state.store.cvi_meeting(&digits).await {
         Ok(Some((m, enrolled))) if m.joinable(enrolled, &crate::store::now_rfc3339()).is_ok() => {

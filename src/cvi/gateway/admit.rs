@@ -16,6 +16,7 @@ use super::Gateway;
 use super::call::{Call, Refused, unknown_id};
 use super::leg::Path;
 use crate::cvi::Trust;
+use crate::cvi::meetings::is_conference_id;
 use crate::sip::message::SipMessage;
 use crate::sip::request::RequestBuilder;
 use crate::sip::response::random_token;
@@ -167,7 +168,11 @@ impl Gateway {
             Err(refused) => {
                 self.stats.not_found.fetch_add(1, Ordering::Relaxed);
                 info!(call_id = %call.room.call_id, reason = %refused.why(), "conference ID not accepted");
-                self.guesses.wrong(ip);
+                // Only a well-formed ID is a guess (an empty or short entry
+                // at the reception is a fumble, not an attempt).
+                if is_conference_id(id) {
+                    self.guesses.wrong(ip);
+                }
                 Err((404, unknown_id(id, &self.cfg.domain), None))
             }
         }
