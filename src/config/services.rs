@@ -107,6 +107,10 @@ pub struct CviSection {
     pub max_handshakes_per_source: usize,
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// A room's TCP or TLS connection that sends no message this long
+    /// after it was accepted is closed.
+    #[serde(with = "humantime_serde")]
+    pub first_message_timeout: Duration,
 }
 
 impl Default for CviSection {
@@ -150,6 +154,7 @@ impl Default for CviSection {
             max_handshakes: 80,
             max_handshakes_per_source: 8,
             handshake_timeout: Duration::from_secs(10),
+            first_message_timeout: Duration::from_secs(20),
         }
     }
 }

@@ -411,6 +411,7 @@ impl super::services::CviSection {
             ("guess_lockout", self.guess_lockout),
             ("meeting_lifetime", self.meeting_lifetime),
             ("handshake_timeout", self.handshake_timeout),
+            ("first_message_timeout", self.first_message_timeout),
         ];
         if let Some((k, _)) = durations.iter().find(|(_, v)| v.is_zero()) {
             return Err(ConfigError(format!("[cvi] {k} must be greater than zero")));

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Trust;
-use super::guard::{GuessLimits, Guesses, PerSource, Proven};
+use super::guard::{FirstMessage, GuessLimits, Guesses, PerSource, Proven};
 use crate::media::{MediaError, Relay, Side};
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
@@ -160,6 +160,8 @@ pub struct Gateway {
     per_source: PerSource,
     /// UDP probes in flight.
     probing: AtomicUsize,
+    /// Room connections that have (not yet) sent a message.
+    pub first_message: FirstMessage,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -205,6 +207,7 @@ impl Gateway {
             proven: Proven::default(),
             per_source: PerSource::default(),
             probing: AtomicUsize::new(0),
+            first_message: FirstMessage::default(),
         })
     }
 
@@ -707,6 +710,9 @@ impl Gateway {
 impl Handler for Gateway {
     async fn on_message(&self, inbound: Inbound) {
         let Inbound { msg, source } = inbound;
+        if let Some(c) = &source.conn {
+            self.first_message.heard(c.id);
+        }
         if msg.is_request() {
             if let Some(me) = self.me.upgrade() {
                 me.on_request(msg, source).await;

@@ -230,6 +230,46 @@ impl PerSource {
     }
 }
 
+/// Room systems' connections to the CVI listeners that have not sent a
+/// message yet, since when: a connection that sends nothing within the
+/// first-message deadline is closed (the idle timeout is for connections
+/// that have spoken).
+#[derive(Debug, Default)]
+pub struct FirstMessage {
+    /// Connection id -> (first seen, has sent a message).
+    seen: Mutex<HashMap<u64, (Instant, bool)>>,
+}
+
+impl FirstMessage {
+    /// A message arrived on connection `id`.
+    pub fn heard(&self, id: u64) {
+        let mut t = lock(&self.seen);
+        if t.len() < MAX_ENTRIES || t.contains_key(&id) {
+            t.insert(id, (Instant::now(), true));
+        }
+    }
+
+    /// Of the connections `open` (ids) now, those silent for `timeout`
+    /// since first seen; forgets the connections no longer open.
+    pub fn overdue(&self, open: &[u64], timeout: Duration) -> Vec<u64> {
+        let now = Instant::now();
+        let mut t = lock(&self.seen);
+        let open_set: std::collections::HashSet<u64> = open.iter().copied().collect();
+        t.retain(|id, _| open_set.contains(id));
+        let mut out = Vec::new();
+        for id in open {
+            if t.len() >= MAX_ENTRIES && !t.contains_key(id) {
+                continue;
+            }
+            let (since, spoke) = *t.entry(*id).or_insert((now, false));
+            if !spoke && now.duration_since(since) >= timeout {
+                out.push(*id);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +329,17 @@ mod tests {
         p.release(a);
         assert_eq!(p.held(a), 1);
         assert!(p.take(a, 2));
+    }
+
+    #[test]
+    fn a_silent_connection_is_overdue_one_that_spoke_is_not() {
+        let f = FirstMessage::default();
+        assert!(f.overdue(&[1, 2], Duration::from_millis(20)).is_empty());
+        f.heard(2);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(f.overdue(&[1, 2], Duration::from_millis(20)), vec![1]);
+        // Closed connections are forgotten.
+        assert!(f.overdue(&[], Duration::from_millis(20)).is_empty());
+        assert!(lock(&f.seen).is_empty());
     }
 }

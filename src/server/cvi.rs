@@ -19,6 +19,7 @@ use crate::cvi::gateway::{Gateway, GatewayConfig};
 use crate::cvi::guard::GuessLimits;
 use crate::media::{MediaConfig, Relay, SideAddress};
 use crate::role::Role;
+use crate::sip::transport::ConnectionTable;
 use crate::sip::transport::admission::Limits;
 use crate::sip::transport::outbound::Pool;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
@@ -68,6 +69,13 @@ pub(super) async fn start(
         let _ = sweeper.await;
     });
     tasks.spawn(gateway.clone().watch(shared.shutdown.clone()));
+    tasks.spawn(close_silent(
+        gateway.clone(),
+        shared.table.clone(),
+        [Some(local), local_tls],
+        c.first_message_timeout,
+        shared.shutdown.clone(),
+    ));
     tasks.spawn(udp::run(
         Role::Cvi.tag(),
         udp,
@@ -98,6 +106,37 @@ pub(super) async fn start(
         "CVI gateway ready"
     );
     Ok(gateway)
+}
+
+/// Closes room connections (accepted by the CVI listeners at `ours`) that
+/// have sent no message within `timeout` of being first seen (checked
+/// every second): an idle timeout is for connections that have spoken.
+async fn close_silent(
+    gateway: Arc<Gateway>,
+    table: Arc<ConnectionTable>,
+    ours: [Option<SocketAddr>; 2],
+    timeout: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let tag = Role::Cvi.tag();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let rooms: Vec<_> = table
+            .list()
+            .into_iter()
+            .filter(|c| c.tag == tag && ours.contains(&Some(c.local)))
+            .collect();
+        let ids: Vec<u64> = rooms.iter().map(|c| c.id).collect();
+        let overdue = gateway.first_message.overdue(&ids, timeout);
+        for c in rooms.iter().filter(|c| overdue.contains(&c.id)) {
+            info!(remote = %c.remote, timeout_ms = timeout.as_millis() as u64, "CVI connection closed: no message after its first-message deadline");
+            c.close();
+        }
+    }
 }
 
 /// A TCP or TLS listener for room systems.
