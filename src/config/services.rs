@@ -64,8 +64,8 @@ pub struct CviSection {
     /// Calls one source address (an IPv4 address or an IPv6 /64) may hold
     /// at once; more get 503. An SBC carrying many rooms needs more.
     pub max_calls_per_source: usize,
-    /// How long the gateway's own 200 (reception, test call) waits for the
-    /// room's ACK before it hangs up.
+    /// How long the gateway's 200 to a room (reception, test call, direct
+    /// dial) waits for the room's ACK before it hangs up.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
     /// A new UDP source must answer an OPTIONS probe (proof that the
