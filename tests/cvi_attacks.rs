@@ -703,13 +703,13 @@ fn guessed_conference_ids_are_throttled_and_a_legit_room_still_joins() {
 
 /// Points 3 and 6: a stranger who knows a room's Call-ID and tags cannot
 /// end, redirect or key into its call, neither from another address nor
-/// from the room's address on another port; an ACK before the 200 is not
-/// an ACK; trust by address needs TCP or TLS.
+/// from the room's address on another port; trust by address needs TCP or
+/// TLS.
 #[test]
-fn strangers_cannot_end_redirect_or_ack_a_rooms_call() {
+fn strangers_cannot_end_redirect_or_key_into_a_rooms_call() {
     let cvi = Cvi::start(
-        "trusted = [\"127.0.0.0/8\"]\nack_timeout = \"2s\"\n",
-        Connector::start(Duration::from_millis(1500)),
+        "trusted = [\"127.0.0.0/8\"]\n",
+        Connector::start(Duration::ZERO),
     );
     let room = UdpPeer::new("127.0.0.4", cvi.addr(), true);
     let mut d = Dialog::new("test_call");
@@ -785,25 +785,48 @@ fn strangers_cannot_end_redirect_or_ack_a_rooms_call() {
             invites[1]
         );
     }
+}
 
-    // An ACK sent before the 200 (the room saw our tag in the 180) is not
-    // the ACK: a room that never ACKs the 200 is hung up.
+/// Point 3: an ACK sent before the 200 (the room saw our tag in the 180)
+/// is not the ACK, so a room that never ACKs the 200 is hung up; and a
+/// stranger's CANCEL, even with the INVITE's Via, tags and CSeq, cancels
+/// nothing.
+#[test]
+fn an_early_ack_or_a_strangers_cancel_changes_nothing() {
+    let cvi = Cvi::start(
+        "ack_timeout = \"2s\"\n",
+        Connector::start(Duration::from_millis(1500)),
+    );
+    let id = cvi.meeting();
+    let stranger = UdpPeer::new("127.0.0.9", cvi.addr(), true);
     let early = UdpPeer::new("127.0.0.5", cvi.addr(), true);
     let mut d = Dialog::new(&id);
-    early.send(&request(
+    let invite = request(
         "INVITE",
         &d,
         early.local(),
         "UDP",
         1,
         Some(&sdp("127.0.0.5", 4000)),
-    ));
+    );
+    early.send(&invite);
     let mut seen = Vec::new();
     let ringing = early
         .wait(Duration::from_secs(10), &mut seen, |m| {
             status(m) == Some(180)
         })
         .unwrap_or_else(|| panic!("no 180: {seen:?}"));
+    // A stranger's CANCEL, with the INVITE's very Via, tags and CSeq,
+    // cancels nothing: it is not the room's transport peer.
+    let cancel = format!(
+        "CANCEL sip:{id}@{DOMAIN} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\n\
+         From: <sip:room@rooms.example>;tag={}\r\nTo: <sip:{id}@{DOMAIN}>\r\nCall-ID: {}\r\n\
+         CSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        header(&invite, "Via").unwrap_or_default(),
+        d.from_tag,
+        d.call_id
+    );
+    assert_eq!(stranger.ask(&cancel), 481);
     d.to_tag = header(&ringing, "To").and_then(|t| tag_of(&t));
     early.send(&request("ACK", &d, early.local(), "UDP", 1, None));
     let bye = early.wait(Duration::from_secs(15), &mut seen, |m| {
@@ -816,6 +839,10 @@ fn strangers_cannot_end_redirect_or_ack_a_rooms_call() {
     assert!(
         seen.iter().filter(|m| status(m) == Some(200)).count() >= 2,
         "the 200 was retransmitted (the early ACK did not count): {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|m| status(m) == Some(487)),
+        "the stranger's CANCEL cancelled nothing: {seen:?}"
     );
     cvi.wait_for("the meeting leg hung up too", Duration::from_secs(5), |c| {
         *c.connector.byes.lock().unwrap() >= 1

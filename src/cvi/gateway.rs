@@ -162,6 +162,10 @@ pub struct Gateway {
     probing: AtomicUsize,
     /// Room connections that have (not yet) sent a message.
     pub first_message: FirstMessage,
+    started: tokio::time::Instant,
+    /// The second (since `started`, plus one) of the last "did not answer
+    /// the probe" log line.
+    unproven_logged: AtomicU64,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -208,6 +212,8 @@ impl Gateway {
             per_source: PerSource::default(),
             probing: AtomicUsize::new(0),
             first_message: FirstMessage::default(),
+            started: tokio::time::Instant::now(),
+            unproven_logged: AtomicU64::new(0),
         })
     }
 

@@ -67,7 +67,16 @@ impl Gateway {
             .build();
         self.remember_final(call_id, &r);
         self.respond(invite, source, r).await;
-        info!(remote = %source.remote, "CVI UDP INVITE dropped: the source did not answer the probe");
+        // Spoofed INVITEs come as fast as an attacker sends them: at most
+        // one line a second, with the running count.
+        let now = self.started.elapsed().as_secs() + 1;
+        if self.unproven_logged.swap(now, Ordering::Relaxed) != now {
+            info!(
+                remote = %source.remote,
+                unproven_total = self.stats.unproven.load(Ordering::Relaxed),
+                "CVI UDP INVITE dropped: the source did not answer the probe"
+            );
+        }
         false
     }
 
