@@ -76,7 +76,10 @@ pub(super) async fn cvi_instructions(
         return not_found();
     }
     match state.store.cvi_meeting(&digits).await {
-        Ok(Some((m, enrolled))) if m.joinable(enrolled, &crate::store::now_rfc3339()).is_ok() => {
+        Ok(Some((m, enrolled)))
+            if m.joinable(enrolled, &crate::store::now_rfc3339(), g.meeting_lifetime())
+                .is_ok() =>
+        {
             let subject = m.subject.as_deref().filter(|_| m.subject_public);
             (
                 StatusCode::OK,

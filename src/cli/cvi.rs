@@ -307,7 +307,11 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
                 .await
                 .map_err(store_failure)?
                 .ok_or_else(|| Failure::usage(format!("no meeting has conference ID {id}")))?;
-            let state = match m.joinable(enrolled, &fedge::store::now_rfc3339()) {
+            let state = match m.joinable(
+                enrolled,
+                &fedge::store::now_rfc3339(),
+                cfg.cvi.meeting_lifetime,
+            ) {
                 Ok(()) => "can be joined",
                 Err(why) => why.as_str(),
             };
@@ -321,7 +325,8 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
                     m.subject.as_deref().unwrap_or("no subject"),
                     m.organiser,
                     m.created_at,
-                    m.expires_at.as_deref().unwrap_or("never")
+                    m.ends_at(cfg.cvi.meeting_lifetime)
+                        .unwrap_or_else(|| "never".into())
                 );
             }
             Ok(())

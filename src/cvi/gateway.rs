@@ -93,6 +93,8 @@ pub struct GatewayConfig {
     /// Trust by address for UDP calls too (spoofable; the operator's choice).
     pub trust_udp: bool,
     pub guesses: GuessLimits,
+    /// Ends a meeting that has no `expires_at` this long after its creation.
+    pub meeting_lifetime: Duration,
 }
 
 /// Counters since start.
@@ -224,6 +226,11 @@ impl Gateway {
 
     pub fn max_calls(&self) -> usize {
         self.cfg.max_calls
+    }
+
+    /// How long a meeting without an end of its own lasts.
+    pub fn meeting_lifetime(&self) -> Duration {
+        self.cfg.meeting_lifetime
     }
 
     /// No new calls while on; calls up finish.
@@ -492,17 +499,20 @@ impl Gateway {
     /// room is told the same for every ID it cannot join.
     async fn check_meeting(&self, id: &str) -> Result<(), Refused> {
         match self.store.cvi_meeting(id).await {
-            Ok(Some((m, enrolled))) => {
-                m.joinable(enrolled, &crate::store::now_rfc3339())
-                    .map_err(|why| {
-                        let why_id = format!("conference ID {id}: {why}");
-                        if why == crate::model::cvi::Unjoinable::Ended {
-                            Refused::Ended(why_id)
-                        } else {
-                            Refused::NotFound(why_id)
-                        }
-                    })
-            }
+            Ok(Some((m, enrolled))) => m
+                .joinable(
+                    enrolled,
+                    &crate::store::now_rfc3339(),
+                    self.cfg.meeting_lifetime,
+                )
+                .map_err(|why| {
+                    let why_id = format!("conference ID {id}: {why}");
+                    if why == crate::model::cvi::Unjoinable::Ended {
+                        Refused::Ended(why_id)
+                    } else {
+                        Refused::NotFound(why_id)
+                    }
+                }),
             Ok(None) => Err(Refused::NotFound(format!(
                 "no meeting has conference ID {id}"
             ))),

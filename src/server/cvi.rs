@@ -230,6 +230,7 @@ fn gateway_config(
         udp_probe_timeout: c.udp_probe_timeout,
         udp_proven_for: c.udp_proven_for,
         trust_udp: c.trust_udp,
+        meeting_lifetime: c.meeting_lifetime,
         guesses: GuessLimits {
             per_source: c.guess_budget,
             global: c.guess_budget_global,
