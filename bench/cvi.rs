@@ -192,11 +192,16 @@ fn main() {
     let relay_b = Arc::new(Mutex::new(HashMap::new()));
     let conn = connector(stop.clone(), b_ports.clone(), relay_b.clone());
     let cvi_port = free_port(true);
+    // Every call comes from one socket that does not answer OPTIONS: the
+    // source's share is the node's, and the UDP probe is off (it would add
+    // one round trip to the first call only).
     let extra = format!(
         "[media]\ntimeout = \"600s\"\n\
          [cvi]\nenabled = true\nlisten = \"127.0.0.2:{cvi_port}\"\n\
          connector = \"sip:{{id}}@connector.bench;transport=udp\"\nconnector_address = \"{conn}\"\n\
-         media_address = \"127.0.0.2\"\nconnector_media_address = \"127.0.0.2\"\nmax_calls = {}\n",
+         media_address = \"127.0.0.2\"\nconnector_media_address = \"127.0.0.2\"\nmax_calls = {}\n\
+         max_calls_per_source = {}\nudp_probe = false\n",
+        max + 10,
         max + 10
     );
     let relay = start_fedge(&p, conn, a.threads, &extra);

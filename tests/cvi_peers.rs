@@ -51,6 +51,10 @@ fn cvi_section(connector: u16, overrides: &[(&str, &str)]) -> String {
         ("test_call_time", "\"8s\""),
         ("tenant_key", "\"87654321\""),
         ("trusted", "[\"127.0.0.1\"]"),
+        // These rooms call over UDP from the trusted address: trust by
+        // address over UDP is the operator's opt-in (cvi_attacks.rs tests
+        // the default, off).
+        ("trust_udp", "true"),
         ("instructions_base", "\"https://cvi.fedge.test\""),
     ];
     let mut s = String::from("\n[cvi]\n");
@@ -262,6 +266,9 @@ impl Cvi {
             args.extend(["-t".into(), "t1".into()]);
             free_port(true)
         } else {
+            // A new UDP source answers the gateway's OPTIONS probe (SIPp
+            // answers OPTIONS outside its calls with -aa).
+            args.push("-aa".into());
             free_port(false)
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -788,6 +795,7 @@ fn three_wrong_ids_get_a_goodbye_and_a_bye() {
 
 #[test]
 fn direct_dial_bridges_media_both_ways_and_marks_trusted_rooms() {
+    // Trust by address over UDP is the operator's opt-in (spoofable).
     let cvi = Cvi::start(&[]);
     let id = cvi.meeting(&[]);
     let room_pcap = cvi.dir().join("room.pcap");
@@ -795,7 +803,7 @@ fn direct_dial_bridges_media_both_ways_and_marks_trusted_rooms() {
     write_pcap(&room_pcap, 0x1111_1111, 0xaa, 100);
     write_pcap(&meeting_pcap, 0x2222_2222, 0xbb, 100);
 
-    // <id>@domain from a trusted address, over UDP.
+    // <id>@domain from a trusted address, over UDP (trust_udp on).
     let (checks, references) = connector_checks(&id, true);
     let (connector, connector_media) =
         cvi.connector(&checks, &references, &meeting_pcap, &end_on_bye());
@@ -851,7 +859,7 @@ fn direct_dial_bridges_media_both_ways_and_marks_trusted_rooms() {
 }
 
 #[test]
-fn unknown_expired_and_withdrawn_meetings_are_refused_with_reasons() {
+fn unknown_expired_and_withdrawn_meetings_get_one_answer() {
     let cvi = Cvi::start(&[]);
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
     let soon = soon
@@ -878,12 +886,11 @@ fn unknown_expired_and_withdrawn_meetings_are_refused_with_reasons() {
         let r = cvi.room(&call).wait(LIMIT);
         assert_ok(&format!("{user} refused {status}"), &r, &cvi.logs());
     };
-    refused(&expiring, "404", "the meeting has ended");
-    refused(
-        unknown,
-        "404",
-        &format!("no meeting has conference ID {unknown}"),
-    );
+    // Ended, unknown and withdrawn look alike to a caller (the log says
+    // which): an answer must not tell a guesser that an ID once existed.
+    let same = |id: &str| format!("no meeting can be joined with conference ID {id} at");
+    refused(&expiring, "404", &same(&expiring));
+    refused(unknown, "404", &same(unknown));
     refused(
         "sales",
         "404",
@@ -893,7 +900,18 @@ fn unknown_expired_and_withdrawn_meetings_are_refused_with_reasons() {
     let id = cvi.meeting(&[]);
     let out = cvi.cli_ok(&["cvi", "withdraw", "--email", ORGANISER]);
     assert!(out.contains("withdrawn from CVI"), "{out}");
-    refused(&id, "404", "its organiser is no longer enrolled");
+    refused(&id, "404", &same(&id));
+    for why in [
+        "the meeting has ended",
+        "no meeting has conference ID",
+        "its organiser is no longer enrolled",
+    ] {
+        log_line(
+            &cvi,
+            &["conference ID not accepted", why],
+            Duration::from_secs(2),
+        );
+    }
     assert_eq!(
         metric(cvi.edge.admin, "fedge_cvi_not_found_total", &[]),
         3.0
@@ -901,7 +919,14 @@ fn unknown_expired_and_withdrawn_meetings_are_refused_with_reasons() {
     // And the page says so too.
     let (status, page) = http(cvi.edge.admin, "GET", &format!("/cvi/{expiring}"));
     assert_eq!(status, 404, "{page}");
-    assert!(page.contains("the meeting has ended"), "{page}");
+    assert!(
+        page.contains("no meeting can be joined with this Video Conference ID"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("ended") && !page.contains(&expiring[..4]),
+        "{page}"
+    );
     // New meetings for a withdrawn organiser are refused with the reason.
     let (code, _, err) = cvi.cli(&["cvi", "meeting", "create", "--organiser", ORGANISER]);
     assert_eq!(code, 2, "{err}");
@@ -1370,7 +1395,8 @@ fn a_room_hanging_up_while_the_meeting_rings_cancels_both_legs() {
         &sc,
         free_port(false),
         Some(cvi.addr()),
-        &["-mp", &free_port(false).to_string()],
+        // -aa: it answers the gateway's OPTIONS probe of a new UDP source.
+        &["-mp", &free_port(false).to_string(), "-aa"],
     );
     assert_ok("room system", &room.wait(LIMIT), &cvi.logs());
     assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
@@ -1387,7 +1413,12 @@ fn a_room_hanging_up_while_the_meeting_rings_cancels_both_legs() {
 #[test]
 fn the_instructions_page_is_served_over_http() {
     let cvi = Cvi::start(&[]);
-    let id = cvi.meeting(&["--subject", "MDT <weekly>"]);
+    // The subject shows only where the organiser chose to publish it.
+    let hidden = cvi.meeting(&["--subject", "Patient X review"]);
+    let (status, page) = http(cvi.edge.admin, "GET", &format!("/cvi/{hidden}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.contains("Patient X"), "{page}");
+    let id = cvi.meeting(&["--subject", "MDT <weekly>", "--public-subject"]);
     let (status, page) = http(cvi.edge.admin, "GET", &format!("/cvi/{id}"));
     assert_eq!(status, 200, "{page}");
     let spaced = format!("{} {} {}", &id[..4], &id[4..7], &id[7..]);
@@ -1403,13 +1434,14 @@ fn the_instructions_page_is_served_over_http() {
     }
     let (status, page) = http(cvi.edge.admin, "GET", "/cvi/1234567890");
     assert_eq!(status, 404, "{page}");
+    let not_found = "no meeting can be joined with this Video Conference ID";
     assert!(
-        page.contains("Meeting not found") && page.contains("no meeting has this ID"),
+        page.contains("Meeting not found") && page.contains(not_found),
         "{page}"
     );
-    let (status, page) = http(cvi.edge.admin, "GET", "/cvi/12345");
-    assert_eq!(status, 404, "{page}");
-    assert!(page.contains("10 digits"), "{page}");
+    let (status, page2) = http(cvi.edge.admin, "GET", "/cvi/12345");
+    assert_eq!(status, 404, "{page2}");
+    assert_eq!(page, page2, "one page for every ID that cannot be joined");
 }
 
 /// A TLS client without a certificate (room systems seldom have one).

@@ -14,58 +14,82 @@ use tracing::warn;
 
 use super::state::{DrainQuery, EdgeState};
 
-/// `GET /cvi/{id}`: a meeting's alternate VTC dialling instructions (HTML);
-/// an unknown, withdrawn or ended meeting gets a not-found page (404).
+/// `GET /cvi/{id}`: a meeting's alternate VTC dialling instructions (HTML).
+/// Every ID that cannot be joined (unknown, withdrawn, ended, malformed)
+/// gets the same not-found page; a well-formed one counts against the
+/// asking address's guess budget (shared with SIP); a locked-out address gets 429 with
+/// Retry-After and no lookup. The subject shows only where the organiser
+/// chose to publish it.
 pub(super) async fn cvi_instructions(
     State(state): State<Arc<EdgeState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> (
     axum::http::StatusCode,
-    [(axum::http::header::HeaderName, &'static str); 1],
+    [(axum::http::header::HeaderName, String); 2],
     String,
 ) {
     use crate::cvi::meetings::{instructions_page, is_conference_id, not_found_page};
     use axum::http::StatusCode;
-    let html = [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")];
-    if state.cvi.is_none() {
-        return (StatusCode::SERVICE_UNAVAILABLE, html, unavailable_page());
-    }
-    let digits: String = id.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    if !is_conference_id(&digits) {
-        let shown: String = id.chars().take(40).collect();
+    use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+    let html = |retry: u64| {
+        [
+            (CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (RETRY_AFTER, retry.to_string()),
+        ]
+    };
+    let Some(g) = &state.cvi else {
+        return (StatusCode::SERVICE_UNAVAILABLE, html(0), unavailable_page());
+    };
+    let guesses = &g.guesses;
+    if let Err(left) = guesses.check(peer.ip()) {
+        let s = left.as_secs().max(1);
         return (
-            StatusCode::NOT_FOUND,
-            html,
-            not_found_page(&shown, "a Video Conference ID has 10 digits"),
+            StatusCode::TOO_MANY_REQUESTS,
+            html(s),
+            not_found_page(
+                "",
+                &format!(
+                    "too many wrong Video Conference IDs from this address: try again in {s} s"
+                ),
+            ),
         );
     }
-    match state.store.cvi_meeting(&digits).await {
-        Ok(Some((m, enrolled))) => {
-            if let Err(why) = m.joinable(enrolled, &crate::store::now_rfc3339()) {
-                (
-                    StatusCode::NOT_FOUND,
-                    html,
-                    not_found_page(&digits, why.as_str()),
-                )
-            } else {
-                (
-                    StatusCode::OK,
-                    html,
-                    instructions_page(&state.dialling, &digits, m.subject.as_deref()),
-                )
-            }
-        }
-        Ok(None) => (
+    let not_found = || {
+        (
             StatusCode::NOT_FOUND,
-            html,
-            not_found_page(&digits, "no meeting has this ID"),
-        ),
+            html(0),
+            not_found_page("", "no meeting can be joined with this Video Conference ID"),
+        )
+    };
+    let unknown = || {
+        guesses.wrong(peer.ip());
+        not_found()
+    };
+    let digits: String = id.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if !is_conference_id(&digits) {
+        // Not an ID at all: the same page, but no guess to count.
+        return not_found();
+    }
+    match state.store.cvi_meeting(&digits).await {
+        Ok(Some((m, enrolled)))
+            if m.joinable(enrolled, &crate::store::now_rfc3339(), g.meeting_lifetime())
+                .is_ok() =>
+        {
+            let subject = m.subject.as_deref().filter(|_| m.subject_public);
+            (
+                StatusCode::OK,
+                html(0),
+                instructions_page(&state.dialling, &digits, subject),
+            )
+        }
+        Ok(_) => unknown(),
         Err(e) => {
             warn!(error = %e, "CVI meeting lookup failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                html,
-                not_found_page(&digits, "the meeting cannot be looked up just now"),
+                html(0),
+                not_found_page("", "the meeting cannot be looked up just now"),
             )
         }
     }
@@ -107,6 +131,11 @@ pub(super) async fn cvi_status(
                 "refused_full": load(&s.refused_full),
                 "refused_draining": load(&s.refused_draining),
                 "not_found": load(&s.not_found),
+                "refused_source": load(&s.refused_source),
+                "unproven_udp": load(&s.unproven),
+                "mismatched": load(&s.mismatched),
+                "guess_lockouts": g.guesses.lockouts.load(Ordering::Relaxed),
+                "guesses_refused": g.guesses.refused.load(Ordering::Relaxed),
                 "connector_failed": load(&s.connector_failed),
                 "test_calls": load(&s.test_calls),
             },

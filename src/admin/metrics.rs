@@ -165,7 +165,7 @@ fn media_gauges(r: &Relay) -> [Gauge; 9] {
 }
 
 /// The CVI gateway.
-fn cvi_gauges(g: &Gateway) -> [Gauge; 12] {
+fn cvi_gauges(g: &Gateway) -> [Gauge; 17] {
     let s = &g.stats;
     [
         ("fedge_cvi_calls", "Live CVI gateway calls", g.live() as f64),
@@ -198,6 +198,31 @@ fn cvi_gauges(g: &Gateway) -> [Gauge; 12] {
             "fedge_cvi_not_found_total",
             "Conference IDs not accepted (cumulative)",
             load(&s.not_found),
+        ),
+        (
+            "fedge_cvi_refused_source_total",
+            "CVI calls refused 503: the source held its share (cumulative)",
+            load(&s.refused_source),
+        ),
+        (
+            "fedge_cvi_unproven_udp_total",
+            "CVI UDP INVITEs dropped: the source did not answer the probe (cumulative)",
+            load(&s.unproven),
+        ),
+        (
+            "fedge_cvi_mismatched_total",
+            "CVI in-dialog requests refused 481: not the dialog's peer, tags (cumulative)",
+            load(&s.mismatched),
+        ),
+        (
+            "fedge_cvi_guess_lockouts_total",
+            "CVI sources locked out for guessing conference IDs (cumulative)",
+            load(&g.guesses.lockouts),
+        ),
+        (
+            "fedge_cvi_guesses_refused_total",
+            "CVI conference ID attempts refused during a lockout (cumulative)",
+            load(&g.guesses.refused),
         ),
         (
             "fedge_cvi_connector_failed_total",

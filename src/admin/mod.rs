@@ -135,6 +135,8 @@ pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: Cance
         .route("/cvi/drain", axum::routing::post(cvi::cvi_drain))
         .route("/cvi/{id}", get(cvi::cvi_instructions))
         .with_state(state);
+    // The peer's address: the CVI instructions pages count wrong IDs per source.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

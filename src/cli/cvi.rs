@@ -91,7 +91,12 @@ pub enum MeetingCmd {
         organiser: String,
         #[arg(long)]
         subject: Option<String>,
-        /// When the ID stops working: a duration from now (2h, 1d) or an RFC 3339 time.
+        /// Show the subject on the public dialling instructions page
+        /// (anyone with the ID can read that page; hidden by default).
+        #[arg(long, requires = "subject")]
+        public_subject: bool,
+        /// When the ID stops working: a duration from now (2h, 1d) or an
+        /// RFC 3339 time; default: [cvi] meeting_lifetime after now.
         #[arg(long, value_name = "DURATION|RFC3339-TIME")]
         expires: Option<String>,
         #[arg(long)]
@@ -103,6 +108,18 @@ pub enum MeetingCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The end of a meeting created without `--expires`: `lifetime` from now.
+fn default_expiry(lifetime: std::time::Duration) -> Result<String, Failure> {
+    let end = time::OffsetDateTime::now_utc()
+        + time::Duration::try_from(lifetime)
+            .map_err(|e| Failure::usage(format!("[cvi] meeting_lifetime: {e}")))?;
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    end.format(&fmt)
+        .map_err(|e| Failure::usage(format!("[cvi] meeting_lifetime: {e}")))
 }
 
 /// The rows to enrol, or every reason why not.
@@ -226,22 +243,27 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
                 MeetingCmd::Create {
                     organiser,
                     subject,
+                    public_subject,
                     expires,
                     json,
                 },
         } => {
-            let expires = expires
-                .as_deref()
-                .map(|raw| super::common::parse_expiry(raw, time::OffsetDateTime::now_utc()))
-                .transpose()?;
+            let expires = match expires {
+                Some(raw) => super::common::parse_expiry(&raw, time::OffsetDateTime::now_utc())?,
+                None => default_expiry(cfg.cvi.meeting_lifetime)?,
+            };
             let subject = subject
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty());
             let mut rng = rand::rng();
             let m = store
-                .cvi_create_meeting(&organiser, subject.as_deref(), expires.as_deref(), || {
-                    new_conference_id(&mut rng)
-                })
+                .cvi_create_meeting(
+                    &organiser,
+                    subject.as_deref(),
+                    public_subject,
+                    Some(&expires),
+                    || new_conference_id(&mut rng),
+                )
                 .await
                 .map_err(store_failure)?;
             if json {
@@ -266,7 +288,11 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
                 .await
                 .map_err(store_failure)?
                 .ok_or_else(|| Failure::usage(format!("no meeting has conference ID {id}")))?;
-            let state = match m.joinable(enrolled, &fedge::store::now_rfc3339()) {
+            let state = match m.joinable(
+                enrolled,
+                &fedge::store::now_rfc3339(),
+                cfg.cvi.meeting_lifetime,
+            ) {
                 Ok(()) => "can be joined",
                 Err(why) => why.as_str(),
             };
@@ -280,7 +306,8 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
                     m.subject.as_deref().unwrap_or("no subject"),
                     m.organiser,
                     m.created_at,
-                    m.expires_at.as_deref().unwrap_or("never")
+                    m.ends_at(cfg.cvi.meeting_lifetime)
+                        .unwrap_or_else(|| "never".into())
                 );
             }
             Ok(())

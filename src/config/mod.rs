@@ -177,6 +177,17 @@ mod tests {
         assert!(e.contains("overlap"), "{e}");
         assert!(cvi(&|c| c.cvi.trusted = vec!["not a/thing".into()]).contains("trusted"));
         assert!(cvi(&|c| c.cvi.max_calls = 0).contains("max_calls"));
+        // The guards against strangers (issue 14).
+        assert!(
+            cvi(&|c| c.cvi.max_calls_per_source = 0)
+                .contains("[cvi] max_calls_per_source must be at least 1")
+        );
+        assert!(
+            cvi(&|c| c.cvi.guess_window = std::time::Duration::ZERO)
+                .contains("[cvi] guess_window must be greater than zero")
+        );
+        assert!(cvi(&|c| c.cvi.max_connections_per_source = 81).contains("must not exceed"));
+        assert!(cvi(&|c| c.cvi.guess_budget = 101).contains("guess_budget_global"));
         // The top of the port space is refused, not overflowed.
         let e = cvi(&|c| {
             c.cvi.media_port_min = 65535;

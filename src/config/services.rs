@@ -61,6 +61,56 @@ pub struct CviSection {
     pub digit_pause: Duration,
     /// Wrong IDs before the reception says goodbye.
     pub tries: u32,
+    /// Calls one source address (an IPv4 address or an IPv6 /64) may hold
+    /// at once; more get 503. An SBC carrying many rooms needs more.
+    pub max_calls_per_source: usize,
+    /// How long the gateway's 200 to a room (reception, test call, direct
+    /// dial) waits for the room's ACK before it hangs up.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// A new UDP source must answer an OPTIONS probe (proof that the
+    /// address is its own) before its INVITE commits anything. Off only
+    /// where every UDP source is known not to be spoofable.
+    pub udp_probe: bool,
+    /// How long the probe waits for its answer.
+    #[serde(with = "humantime_serde")]
+    pub udp_probe_timeout: Duration,
+    /// How long a UDP source that answered the probe stays proven.
+    #[serde(with = "humantime_serde")]
+    pub udp_proven_for: Duration,
+    /// Trust (lobby bypass) by source address for UDP calls too. UDP
+    /// source addresses can be spoofed: off unless the network in front of
+    /// the gateway drops spoofed packets.
+    pub trust_udp: bool,
+    /// Wrong conference IDs one source may try within `guess_window`
+    /// before it is locked out.
+    pub guess_budget: u32,
+    /// Wrong conference IDs from all sources within `guess_window`; once
+    /// spent, a source that has tried a wrong ID is locked out at once.
+    pub guess_budget_global: u32,
+    #[serde(with = "humantime_serde")]
+    pub guess_window: Duration,
+    /// The first lockout; each further one from the same source doubles
+    /// it, up to an hour.
+    #[serde(with = "humantime_serde")]
+    pub guess_lockout: Duration,
+    /// A meeting created without `--expires` ends this long after it was
+    /// created.
+    #[serde(with = "humantime_serde")]
+    pub meeting_lifetime: Duration,
+    /// The CVI TCP and TLS listeners' admission, each: established
+    /// connections in all and from one source address, TLS handshakes in
+    /// all and from one source, and the handshake's deadline.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    pub max_handshakes: usize,
+    pub max_handshakes_per_source: usize,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A room's TCP or TLS connection that sends no message this long
+    /// after it was accepted is closed.
+    #[serde(with = "humantime_serde")]
+    pub first_message_timeout: Duration,
 }
 
 impl Default for CviSection {
@@ -88,6 +138,23 @@ impl Default for CviSection {
             instructions_base: "http://127.0.0.1:8061".into(),
             digit_pause: Duration::from_secs(3),
             tries: 3,
+            max_calls_per_source: 4,
+            ack_timeout: Duration::from_secs(8),
+            udp_probe: true,
+            udp_probe_timeout: Duration::from_secs(2),
+            udp_proven_for: Duration::from_secs(600),
+            trust_udp: false,
+            guess_budget: 5,
+            guess_budget_global: 100,
+            guess_window: Duration::from_secs(600),
+            guess_lockout: Duration::from_secs(60),
+            meeting_lifetime: Duration::from_secs(90 * 86400),
+            max_connections: 80,
+            max_connections_per_source: 8,
+            max_handshakes: 80,
+            max_handshakes_per_source: 8,
+            handshake_timeout: Duration::from_secs(10),
+            first_message_timeout: Duration::from_secs(20),
         }
     }
 }

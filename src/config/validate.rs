@@ -352,6 +352,7 @@ impl Config {
                     "[cvi] max_calls and tries must be positive".into(),
                 ));
             }
+            c.check_guards()?;
             for t in &c.trusted {
                 if crate::cvi::Trust::parse(t).is_none() {
                     return Err(ConfigError(format!(
@@ -380,6 +381,53 @@ impl Config {
                 self.log.level
             ))
         })?;
+        Ok(())
+    }
+}
+
+impl super::services::CviSection {
+    /// The per-source limits, the guess budgets and the listeners' admission.
+    fn check_guards(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_calls_per_source", self.max_calls_per_source),
+            ("guess_budget", self.guess_budget as usize),
+            ("guess_budget_global", self.guess_budget_global as usize),
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_source",
+                self.max_connections_per_source,
+            ),
+            ("max_handshakes", self.max_handshakes),
+            ("max_handshakes_per_source", self.max_handshakes_per_source),
+        ];
+        if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError(format!("[cvi] {k} must be at least 1")));
+        }
+        let durations = [
+            ("ack_timeout", self.ack_timeout),
+            ("udp_probe_timeout", self.udp_probe_timeout),
+            ("udp_proven_for", self.udp_proven_for),
+            ("guess_window", self.guess_window),
+            ("guess_lockout", self.guess_lockout),
+            ("meeting_lifetime", self.meeting_lifetime),
+            ("handshake_timeout", self.handshake_timeout),
+            ("first_message_timeout", self.first_message_timeout),
+        ];
+        if let Some((k, _)) = durations.iter().find(|(_, v)| v.is_zero()) {
+            return Err(ConfigError(format!("[cvi] {k} must be greater than zero")));
+        }
+        if self.max_connections_per_source > self.max_connections
+            || self.max_handshakes_per_source > self.max_handshakes
+        {
+            return Err(ConfigError(
+                "[cvi] max_connections_per_source and max_handshakes_per_source must not exceed max_connections and max_handshakes".into(),
+            ));
+        }
+        if self.guess_budget > self.guess_budget_global {
+            return Err(ConfigError(
+                "[cvi] guess_budget must not exceed guess_budget_global".into(),
+            ));
+        }
         Ok(())
     }
 }

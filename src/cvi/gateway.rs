@@ -17,10 +17,12 @@
 //! requests) and `sdp` (SDP helpers). It knows SIP and SDP; whether a
 //! meeting exists is the store's, and it never decides that itself.
 
+mod admit;
 mod call;
 mod connector;
 mod dialog;
 mod leg;
+mod matching;
 mod reception;
 mod sdp;
 mod test_call;
@@ -38,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Trust;
+use super::guard::{FirstMessage, GuessLimits, Guesses, PerSource, Proven};
 use crate::media::{MediaError, Relay, Side};
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
@@ -79,6 +82,19 @@ pub struct GatewayConfig {
     pub ring_timeout: Duration,
     /// The Server/User-Agent value.
     pub agent: String,
+    /// Calls one source may hold at once.
+    pub max_calls_per_source: usize,
+    /// How long our own 200 waits for the room's ACK.
+    pub ack_timeout: Duration,
+    /// Probe new UDP sources with OPTIONS before their INVITE commits anything.
+    pub udp_probe: bool,
+    pub udp_probe_timeout: Duration,
+    pub udp_proven_for: Duration,
+    /// Trust by address for UDP calls too (spoofable; the operator's choice).
+    pub trust_udp: bool,
+    pub guesses: GuessLimits,
+    /// Ends a meeting that has no `expires_at` this long after its creation.
+    pub meeting_lifetime: Duration,
 }
 
 /// Counters since start.
@@ -91,11 +107,21 @@ pub struct Stats {
     pub connected: AtomicU64,
     pub connector_failed: AtomicU64,
     pub test_calls: AtomicU64,
+    /// New calls refused because their source holds its most calls.
+    pub refused_source: AtomicU64,
+    /// UDP INVITEs dropped because their source did not answer the probe.
+    pub unproven: AtomicU64,
+    /// In-dialog requests refused because they did not match the dialog
+    /// (another peer, wrong tags or CSeq).
+    pub mismatched: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+/// Error answers kept for INVITE retransmissions at most.
+const MAX_FINALS: usize = 4096;
+
 /// The methods the gateway takes, for Allow headers.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, INFO, OPTIONS, UPDATE";
 
@@ -128,6 +154,20 @@ pub struct Gateway {
     draining: AtomicBool,
     pub stats: Stats,
     seq: AtomicU64,
+    /// Wrong conference IDs per source (also the instructions page's).
+    pub guesses: Arc<Guesses>,
+    /// UDP sources that answered the probe.
+    proven: Proven,
+    /// Calls and probes each source holds.
+    per_source: PerSource,
+    /// UDP probes in flight.
+    probing: AtomicUsize,
+    /// Room connections that have (not yet) sent a message.
+    pub first_message: FirstMessage,
+    started: tokio::time::Instant,
+    /// The second (since `started`, plus one) of the last "did not answer
+    /// the probe" log line.
+    unproven_logged: AtomicU64,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -153,6 +193,7 @@ impl Gateway {
             timer_c: cfg.ring_timeout,
             ..Timers::default()
         };
+        let guesses = Arc::new(Guesses::new(cfg.guesses));
         Arc::new_cyclic(|me| Gateway {
             me: me.clone(),
             cfg,
@@ -168,6 +209,13 @@ impl Gateway {
             draining: AtomicBool::new(false),
             stats: Stats::default(),
             seq: AtomicU64::new(1),
+            guesses,
+            proven: Proven::default(),
+            per_source: PerSource::default(),
+            probing: AtomicUsize::new(0),
+            first_message: FirstMessage::default(),
+            started: tokio::time::Instant::now(),
+            unproven_logged: AtomicU64::new(0),
         })
     }
 
@@ -178,6 +226,11 @@ impl Gateway {
 
     pub fn max_calls(&self) -> usize {
         self.cfg.max_calls
+    }
+
+    /// How long a meeting without an end of its own lasts.
+    pub fn meeting_lifetime(&self) -> Duration {
+        self.cfg.meeting_lifetime
     }
 
     /// No new calls while on; calls up finish.
@@ -280,10 +333,16 @@ impl Gateway {
     }
 
     fn remember_final(&self, call_id: &str, r: &Bytes) {
-        lock(&self.finals).insert(
-            call_id.to_string(),
-            (r.clone(), tokio::time::Instant::now()),
-        );
+        let mut f = lock(&self.finals);
+        // Bounded: a flood of INVITEs with new Call-IDs cannot grow it
+        // (a retransmission whose answer was not kept starts nothing new:
+        // it is refused again the same way).
+        if f.len() < MAX_FINALS {
+            f.insert(
+                call_id.to_string(),
+                (r.clone(), tokio::time::Instant::now()),
+            );
+        }
     }
 
     /// Ends a call: both legs' media, its table entries, its tasks.
@@ -306,6 +365,7 @@ impl Gateway {
         drop(t);
         if call.counted.swap(false, Ordering::Relaxed) {
             self.live.fetch_sub(1, Ordering::Relaxed);
+            self.per_source.release(call.source.remote.ip());
         }
         info!(call_id = %call.room.call_id, reason, "CVI call ended");
     }
@@ -341,48 +401,13 @@ impl Gateway {
         tokio::join!(self.bye(&call.room, reason), to_connector);
     }
 
-    /// Refuses a new call while draining or full (503 with Retry-After);
-    /// true when it is admitted and counted.
-    async fn admit(&self, invite: &SipMessage, source: &Source, call_id: &str) -> bool {
-        if self.draining() {
-            self.stats.refused_draining.fetch_add(1, Ordering::Relaxed);
-            let r = self
-                .response(
-                    invite,
-                    503,
-                    Some(&random_token()),
-                    Some("this gateway is draining: it takes no new calls"),
-                )
-                .header("Retry-After", "60")
-                .build();
-            self.remember_final(call_id, &r);
-            self.respond(invite, source, r).await;
-            return false;
-        }
-        if self.live.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_calls {
-            self.live.fetch_sub(1, Ordering::Relaxed);
-            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
-            let why = format!(
-                "this gateway carries its maximum of {} calls",
-                self.cfg.max_calls
-            );
-            let r = self
-                .response(invite, 503, Some(&random_token()), Some(&why))
-                .header("Retry-After", "30")
-                .build();
-            self.remember_final(call_id, &r);
-            self.respond(invite, source, r).await;
-            warn!(call_id = %call_id, remote = %source.remote, "CVI call refused: {why}");
-            return false;
-        }
-        true
-    }
-
     /// A room system's new INVITE.
     async fn new_call(self: Arc<Self>, invite: SipMessage, source: Source) {
         let call_id = invite.call_id().unwrap_or("").to_string();
         let _starting = Forget(&self.starting, call_id.clone());
-        if !self.admit(&invite, &source, &call_id).await {
+        if !self.proven_source(&invite, &source, &call_id).await
+            || !self.admit(&invite, &source, &call_id).await
+        {
             return;
         }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
@@ -425,22 +450,25 @@ impl Gateway {
                 .await;
             return;
         };
+        if let Dialled::Meeting(id) = what {
+            // The ID first: nothing (no media ports) for a wrong one.
+            match self.try_id(&call, &id).await {
+                Ok(()) => {
+                    if self.relay_room(&call, &offer).await {
+                        self.clone().connect(call, id).await;
+                    }
+                }
+                Err((status, why, retry)) => self.fail_retry(&call, status, &why, retry).await,
+            }
+            return;
+        }
         if !self.relay_room(&call, &offer).await {
             return;
         }
         match what {
-            Dialled::Meeting(id) => match self.check_meeting(&id).await {
-                Ok(()) => self.clone().connect(call, id).await,
-                // The database failing is ours, not a wrong ID.
-                Err(Refused::Store(why)) => self.fail(&call, 503, &why).await,
-                Err(Refused::Ended(why) | Refused::NotFound(why)) => {
-                    self.stats.not_found.fetch_add(1, Ordering::Relaxed);
-                    self.fail(&call, 404, &why).await;
-                }
-            },
             Dialled::Reception => self.clone().reception(call, &offer).await,
             Dialled::TestCall => self.clone().test_call(call, &offer).await,
-            Dialled::Unknown(_) => {}
+            Dialled::Meeting(_) | Dialled::Unknown(_) => {}
         }
     }
 
@@ -467,19 +495,24 @@ impl Gateway {
     }
 
     /// Whether a conference ID names a meeting that can be joined now.
+    /// The reason (ended, withdrawn, unknown) is for the log only: the
+    /// room is told the same for every ID it cannot join.
     async fn check_meeting(&self, id: &str) -> Result<(), Refused> {
         match self.store.cvi_meeting(id).await {
-            Ok(Some((m, enrolled))) => {
-                m.joinable(enrolled, &crate::store::now_rfc3339())
-                    .map_err(|why| {
-                        let why_id = format!("conference ID {id}: {why}");
-                        if why == crate::model::cvi::Unjoinable::Ended {
-                            Refused::Ended(why_id)
-                        } else {
-                            Refused::NotFound(why_id)
-                        }
-                    })
-            }
+            Ok(Some((m, enrolled))) => m
+                .joinable(
+                    enrolled,
+                    &crate::store::now_rfc3339(),
+                    self.cfg.meeting_lifetime,
+                )
+                .map_err(|why| {
+                    let why_id = format!("conference ID {id}: {why}");
+                    if why == crate::model::cvi::Unjoinable::Ended {
+                        Refused::Ended(why_id)
+                    } else {
+                        Refused::NotFound(why_id)
+                    }
+                }),
             Ok(None) => Err(Refused::NotFound(format!(
                 "no meeting has conference ID {id}"
             ))),
@@ -491,10 +524,17 @@ impl Gateway {
 
     /// Answers the room's INVITE with an error and ends the call.
     async fn fail(&self, call: &Arc<Call>, status: u16, why: &str) {
+        self.fail_retry(call, status, why, None).await;
+    }
+
+    /// `fail`, with a Retry-After of `retry` seconds.
+    async fn fail_retry(&self, call: &Arc<Call>, status: u16, why: &str, retry: Option<u64>) {
         if !call.answered.swap(true, Ordering::Relaxed) {
-            let r = self
-                .response(&call.invite, status, Some(&call.tag), Some(why))
-                .build();
+            let mut b = self.response(&call.invite, status, Some(&call.tag), Some(why));
+            if let Some(s) = retry {
+                b = b.header("Retry-After", s.to_string());
+            }
+            let r = b.build();
             self.remember_final(&call.room.call_id, &r);
             *lock(&call.last) = Some(r.clone());
             self.respond(&call.invite, &call.source, r).await;
@@ -519,9 +559,10 @@ impl Gateway {
             .body("application/sdp", Bytes::copy_from_slice(sdp))
             .build();
         *lock(&call.last) = Some(ok.clone());
+        call.ok_sent.store(true, Ordering::Relaxed);
         self.respond(&call.invite, &call.source, ok.clone()).await;
         let mut every = self.cfg.t1;
-        let deadline = tokio::time::Instant::now() + self.cfg.t1 * 64;
+        let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout.min(self.cfg.t1 * 64);
         loop {
             if call.acked_flag.load(Ordering::Relaxed) {
                 return true;
@@ -582,16 +623,24 @@ impl Gateway {
         match method {
             Method::Invite if !in_dialog => self.on_invite(msg, source, call_id).await,
             Method::Ack => {
-                if let Some(call) = self.call(&call_id)
-                    && call_id == call.room.call_id
+                // Only the room's own ACK of the 200 we sent counts: from
+                // its transport peer, with the dialog's tags and the
+                // INVITE's CSeq.
+                if let Some((call, true)) = self.dialog_of(&msg, &source, &call_id)
+                    && call.ok_sent.load(Ordering::Relaxed)
+                    && msg.cseq().map(|c| c.seq) == call.invite.cseq().map(|c| c.seq)
                 {
                     call.acked_flag.store(true, Ordering::Relaxed);
                     call.acked.notify_waiters();
+                    if source.conn.is_none() {
+                        // It came back with our tag: the address is real.
+                        self.proven.prove(source.remote, self.cfg.udp_proven_for);
+                    }
                 }
             }
             Method::Cancel => self.on_cancel(msg, source, call_id).await,
             // Room systems and load balancers ping with OPTIONS.
-            Method::Options if !in_dialog || self.call(&call_id).is_none() => {
+            Method::Options if !in_dialog || self.dialog_of(&msg, &source, &call_id).is_none() => {
                 let r = self
                     .response(&msg, 200, Some(&random_token()), None)
                     .header("Allow", ALLOW)
@@ -603,14 +652,18 @@ impl Gateway {
                 self.respond(&msg, &source, r).await;
             }
             _ => {
-                let Some(call) = self.call(&call_id) else {
+                // The same answer whether no call has this Call-ID or the
+                // request is not the dialog's (another peer, other tags).
+                let Some((call, from_room)) = self.dialog_of(&msg, &source, &call_id) else {
                     let r = self
-                        .response(&msg, 481, None, Some("no call here has this Call-ID"))
+                        .response(&msg, 481, None, Some("no dialog here matches this request"))
                         .build();
                     self.respond(&msg, &source, r).await;
                     return;
                 };
-                let from_room = call_id == call.room.call_id;
+                if !self.fresh_cseq(&call, from_room, &msg, &source).await {
+                    return;
+                }
                 self.in_dialog(call, method, msg, source, from_room).await;
             }
         }
@@ -625,9 +678,13 @@ impl Gateway {
             return;
         }
         if let Some(call) = self.call(&call_id) {
-            // A retransmission: the last answer again.
+            // A retransmission (from the room itself: nobody else learns
+            // our answer): the last answer again.
             let last = lock(&call.last).clone();
-            if let Some(r) = last {
+            if let Some(r) = last
+                && call.room.call_id == call_id
+                && matching::same_peer(&call.source, &source)
+            {
                 self.respond(&msg, &source, r).await;
             }
             return;
@@ -643,7 +700,9 @@ impl Gateway {
     /// The room's CANCEL of its INVITE: 200, then 487 to the INVITE if it
     /// was not answered yet, and the call ends.
     async fn on_cancel(&self, msg: SipMessage, source: Source, call_id: String) {
-        let call = self.call(&call_id).filter(|c| c.room.call_id == call_id);
+        let call = self
+            .call(&call_id)
+            .filter(|c| c.room.call_id == call_id && matching::cancels(c, &msg, &source));
         let (status, why) = match call {
             Some(_) => (200, None),
             None => (481, Some("no call in progress here has this Call-ID")),
@@ -667,6 +726,9 @@ impl Gateway {
 impl Handler for Gateway {
     async fn on_message(&self, inbound: Inbound) {
         let Inbound { msg, source } = inbound;
+        if let Some(c) = &source.conn {
+            self.first_message.heard(c.id);
+        }
         if msg.is_request() {
             if let Some(me) = self.me.upgrade() {
                 me.on_request(msg, source).await;

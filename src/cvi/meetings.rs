@@ -110,13 +110,19 @@ pub fn instructions_page(d: &Dialling, id: &str, subject: Option<&str>) -> Strin
     )
 }
 
-/// The page for an ID that names no meeting (or one that has ended).
+/// The page for an ID that cannot be joined; `id` is shown when given
+/// (the gateway's own pages give none: the page must not echo a guess).
 pub fn not_found_page(id: &str, why: &str) -> String {
+    let text = if id.is_empty() {
+        why.to_string()
+    } else {
+        format!("{}: {why}", spaced(id))
+    };
     page(
         "Meeting not found",
         &format!(
             "<h1>Meeting not found</h1>\n<p>{}</p>\n<p>Check the Video Conference ID in your invitation, or ask the organiser for a new one.</p>\n",
-            html_escape(&format!("{}: {why}", spaced(id)))
+            html_escape(&text)
         ),
     )
 }

@@ -3,12 +3,15 @@
 //! makes IDs, invitation text and the dialling instructions page, `dtmf`
 //! reads key presses, `audio` holds the prompts and G.711, and `gateway` is
 //! the back-to-back user agent between a room system and the connector
-//! (the Teams side), its media through the shared relay.
+//! (the Teams side), its media through the shared relay; `guard` counts
+//! what strangers may do (guess budgets, proven UDP sources, calls per
+//! source).
 
 pub mod audio;
 pub mod dtmf;
 pub mod enrol;
 pub mod gateway;
+pub mod guard;
 pub mod meetings;
 
 use std::net::IpAddr;

@@ -16,8 +16,10 @@ use tracing::info;
 use crate::config::Config;
 use crate::cvi::Trust;
 use crate::cvi::gateway::{Gateway, GatewayConfig};
+use crate::cvi::guard::GuessLimits;
 use crate::media::{MediaConfig, Relay, SideAddress};
 use crate::role::Role;
+use crate::sip::transport::ConnectionTable;
 use crate::sip::transport::admission::Limits;
 use crate::sip::transport::outbound::Pool;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
@@ -67,6 +69,13 @@ pub(super) async fn start(
         let _ = sweeper.await;
     });
     tasks.spawn(gateway.clone().watch(shared.shutdown.clone()));
+    tasks.spawn(close_silent(
+        gateway.clone(),
+        shared.table.clone(),
+        [Some(local), local_tls],
+        c.first_message_timeout,
+        shared.shutdown.clone(),
+    ));
     tasks.spawn(udp::run(
         Role::Cvi.tag(),
         udp,
@@ -82,7 +91,7 @@ pub(super) async fn start(
             .map_err(|e| ServeError::Runtime(e.to_string()))?;
         let acceptor = TlsAccept {
             acceptor: TlsAcceptor::from(conf),
-            handshake_timeout: cfg.federation.handshake_timeout,
+            handshake_timeout: c.handshake_timeout,
             client_auth: ClientAuth::Optional,
         };
         tasks.spawn(stream_listener(cfg, shared, &gateway, l, Some(acceptor)).run());
@@ -97,6 +106,37 @@ pub(super) async fn start(
         "CVI gateway ready"
     );
     Ok(gateway)
+}
+
+/// Closes room connections (accepted by the CVI listeners at `ours`) that
+/// have sent no message within `timeout` of being first seen (checked
+/// every second): an idle timeout is for connections that have spoken.
+async fn close_silent(
+    gateway: Arc<Gateway>,
+    table: Arc<ConnectionTable>,
+    ours: [Option<SocketAddr>; 2],
+    timeout: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let tag = Role::Cvi.tag();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let rooms: Vec<_> = table
+            .list()
+            .into_iter()
+            .filter(|c| c.tag == tag && ours.contains(&Some(c.local)))
+            .collect();
+        let ids: Vec<u64> = rooms.iter().map(|c| c.id).collect();
+        let overdue = gateway.first_message.overdue(&ids, timeout);
+        for c in rooms.iter().filter(|c| overdue.contains(&c.id)) {
+            info!(remote = %c.remote, timeout_ms = timeout.as_millis() as u64, "CVI connection closed: no message after its first-message deadline");
+            c.close();
+        }
+    }
 }
 
 /// A TCP or TLS listener for room systems.
@@ -119,18 +159,18 @@ fn stream_listener(
     }
 }
 
-/// Room systems' connections: a few per call; handshakes as many again,
-/// at most the federation's per-source number from one address. Room
-/// systems' certificates are optional, so the identity cap is the
+/// Room systems' connections, from `[cvi]`: the same admission rules as
+/// the federation listener's (handshake budget and per-source share,
+/// total cap), plus a cap per source address on established connections.
+/// Room systems' certificates are optional, so the identity cap is the
 /// listener's.
 fn cvi_admission(cfg: &Config) -> Limits {
-    let max = cfg.cvi.max_calls * 4 + 16;
-    Limits {
-        max_connections: max,
-        max_per_identity: max,
-        max_handshakes: max,
-        max_handshakes_per_source: cfg.federation.max_handshakes_per_source.min(max),
-    }
+    let c = &cfg.cvi;
+    let mut l = Limits::connections(c.max_connections);
+    l.max_handshakes = c.max_handshakes;
+    l.max_handshakes_per_source = c.max_handshakes_per_source;
+    l.max_per_source = c.max_connections_per_source;
+    l
 }
 
 /// The gateway's own relay: room systems on one side, the connector on
@@ -184,5 +224,18 @@ fn gateway_config(
         t2: cfg.sip.t2,
         ring_timeout: cfg.sip.timer_c,
         agent: format!("fedge/{}", env!("CARGO_PKG_VERSION")),
+        max_calls_per_source: c.max_calls_per_source,
+        ack_timeout: c.ack_timeout,
+        udp_probe: c.udp_probe,
+        udp_probe_timeout: c.udp_probe_timeout,
+        udp_proven_for: c.udp_proven_for,
+        trust_udp: c.trust_udp,
+        meeting_lifetime: c.meeting_lifetime,
+        guesses: GuessLimits {
+            per_source: c.guess_budget,
+            global: c.guess_budget_global,
+            window: c.guess_window,
+            lockout: c.guess_lockout,
+        },
     })
 }

@@ -86,6 +86,7 @@ impl Store {
         &self,
         organiser: &str,
         subject: Option<&str>,
+        subject_public: bool,
         expires_at: Option<&str>,
         mut new_id: impl FnMut() -> String,
     ) -> Result<Meeting, StoreError> {
@@ -108,13 +109,14 @@ impl Store {
         for _ in 0..16 {
             let id = new_id();
             let r = sqlx::query(
-                "INSERT INTO cvi_meetings (conference_id, organiser, subject, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO cvi_meetings (conference_id, organiser, subject, created_at, expires_at, subject_public) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&id)
             .bind(&email)
             .bind(subject)
             .bind(&now)
             .bind(expires_at)
+            .bind(i64::from(subject_public))
             .execute(&self.pool)
             .await;
             match r {
@@ -123,6 +125,7 @@ impl Store {
                         conference_id: id,
                         organiser: email,
                         subject: subject.map(str::to_string),
+                        subject_public,
                         created_at: now,
                         expires_at: expires_at.map(str::to_string),
                     });
@@ -139,7 +142,7 @@ impl Store {
     /// A meeting by its conference ID, with whether its organiser is still enrolled.
     pub async fn cvi_meeting(&self, id: &str) -> Result<Option<(Meeting, bool)>, StoreError> {
         let row = sqlx::query(
-            "SELECT m.conference_id, m.organiser, m.subject, m.created_at, m.expires_at, o.withdrawn_at \
+            "SELECT m.conference_id, m.organiser, m.subject, m.subject_public, m.created_at, m.expires_at, o.withdrawn_at \
              FROM cvi_meetings m JOIN cvi_organisers o ON o.email = m.organiser WHERE m.conference_id = $1",
         )
         .bind(id)
@@ -152,6 +155,7 @@ impl Store {
                 conference_id: r.try_get("conference_id")?,
                 organiser: r.try_get("organiser")?,
                 subject: r.try_get("subject")?,
+                subject_public: r.try_get::<i64, _>("subject_public")? != 0,
                 created_at: r.try_get("created_at")?,
                 expires_at: r.try_get("expires_at")?,
             },

@@ -48,6 +48,12 @@ pub fn dialled(user: &str, reception: &str, test_call: &str, tenant: Option<&str
     Dialled::Unknown(user.to_string())
 }
 
+/// What a room is told for every conference ID it cannot join (unknown,
+/// ended or withdrawn alike: the answer reveals nothing about the ID).
+pub(super) fn unknown_id(id: &str, domain: &str) -> String {
+    format!("no meeting can be joined with conference ID {id} at {domain}")
+}
+
 /// Why a conference ID cannot be joined.
 #[derive(Debug)]
 pub(super) enum Refused {
@@ -80,6 +86,12 @@ pub(super) struct Call {
     pub(super) last: Mutex<Option<Bytes>>,
     pub(super) acked: Notify,
     pub(super) acked_flag: AtomicBool,
+    /// Our 200 to the room's INVITE went out (an ACK before it is nothing).
+    pub(super) ok_sent: AtomicBool,
+    /// The highest CSeq of the room's requests in its dialog, and of the
+    /// connector's (none yet).
+    pub(super) room_cseq: Mutex<u32>,
+    pub(super) connector_cseq: Mutex<Option<u32>>,
     pub(super) ended: CancellationToken,
     /// Key presses for the reception (bounded: a peer cannot queue more).
     pub(super) keys: mpsc::Sender<char>,
@@ -104,6 +116,7 @@ impl Call {
         tag: String,
     ) -> Call {
         let (keys, keys_rx) = mpsc::channel(KEY_QUEUE);
+        let cseq = invite.cseq().map_or(0, |c| c.seq);
         Call {
             key,
             room: Arc::new(room),
@@ -114,6 +127,9 @@ impl Call {
             last: Mutex::new(None),
             acked: Notify::new(),
             acked_flag: AtomicBool::new(false),
+            ok_sent: AtomicBool::new(false),
+            room_cseq: Mutex::new(cseq),
+            connector_cseq: Mutex::new(None),
             ended: CancellationToken::new(),
             keys,
             keys_rx: Mutex::new(Some(keys_rx)),

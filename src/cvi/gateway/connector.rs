@@ -362,21 +362,6 @@ impl Gateway {
             }
         }
     }
-
-    /// Trusted by source address, or by a domain its verified TLS client
-    /// certificate names. The From domain is the caller's to choose, so it
-    /// is never taken as proof.
-    fn trusted(&self, call: &Call) -> bool {
-        let ip = call.source.remote.ip();
-        let names = call.source.identity.as_deref().map(|i| i.names.as_slice());
-        self.cfg.trusted.iter().any(|t| {
-            t.matches(ip, None)
-                || names
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|n| t.matches(ip, Some(n)))
-        })
-    }
 }
 
 /// The status the room gets for the connector's error answer, and why.

@@ -93,6 +93,11 @@ impl Carrier for Path {
 pub(super) struct Leg {
     pub(super) dialog: Dialog,
     pub(super) path: Path,
+    /// Our tag in this dialog.
+    pub(super) our_tag: String,
+    /// The peer's tag: the room's From tag; the connector's To tag once
+    /// it answered.
+    pub(super) peer_tag: Mutex<Option<String>>,
 }
 
 impl Deref for Leg {
@@ -107,7 +112,10 @@ impl Leg {
     /// The room system's dialog, from its INVITE: our tag on its To, its
     /// Contact as the remote target, its Record-Route as the route set.
     pub(super) fn room(gw: &Gateway, invite: &SipMessage, source: &Source, tag: &str) -> Leg {
+        let peer_tag = invite.from().and_then(|f| f.tag().map(str::to_string));
         Leg {
+            our_tag: tag.to_string(),
+            peer_tag: Mutex::new(peer_tag),
             dialog: Dialog::answering(
                 invite,
                 tag,
@@ -132,16 +140,27 @@ impl Leg {
         path: Path,
         transport: Transport,
     ) -> Leg {
+        let our_tag = random_token();
         Leg {
+            peer_tag: Mutex::new(None),
             dialog: Dialog::calling(
                 format!("{}@{}", random_token(), gw.cfg.domain),
-                format!("<{from}>;tag={}", random_token()),
+                format!("<{from}>;tag={our_tag}"),
                 uri,
                 gw.via_for(transport),
                 gw.contact_for(transport),
             ),
             path,
+            our_tag,
         }
+    }
+}
+
+impl Leg {
+    /// The connector answered: its dialog (target, route set) and its tag.
+    pub(super) fn confirm(&self, resp: &SipMessage) {
+        self.dialog.confirm(resp);
+        *lock(&self.peer_tag) = resp.to().and_then(|t| t.tag().map(str::to_string));
     }
 }
 

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -16,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::call::{Call, Refused};
+use super::call::Call;
 use super::sdp::{choose_audio, player_sdp};
 use super::{Gateway, lock};
 use crate::cvi::audio::{self, Codec, Prompt};
@@ -142,22 +141,15 @@ impl Reception {
                 return Outcome::GaveUp;
             };
             info!(call_id = %call.room.call_id, attempt = attempt + 1, entered = %entry, "conference ID entered");
-            match gw.check_meeting(&entry).await {
+            match gw.try_id(call, &entry).await {
                 Ok(()) => {
                     self.play(call, Prompt::Connecting).await;
                     return Outcome::Entered(entry);
                 }
-                Err(refused) => {
-                    if !matches!(refused, Refused::Store(_)) {
-                        gw.stats.not_found.fetch_add(1, Ordering::Relaxed);
-                    }
-                    info!(call_id = %call.room.call_id, reason = %refused.why(), "conference ID not accepted");
-                    prompt = if matches!(refused, Refused::Ended(_)) {
-                        Prompt::Ended
-                    } else {
-                        Prompt::Invalid
-                    };
-                }
+                // Locked out (or the database down): no more tries now.
+                Err((503, _, _)) => break,
+                // Unknown, ended or withdrawn: the same prompt for each.
+                Err(_) => prompt = Prompt::Invalid,
             }
         }
         self.play(call, Prompt::Goodbye).await;

@@ -37,6 +37,9 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Connections still in their TLS handshake from one source.
     pub max_handshakes_per_source: usize,
+    /// Established connections from one source (an IPv4 address or an
+    /// IPv6 /64); `max_connections` where a source may hold them all.
+    pub max_per_source: usize,
 }
 
 impl Limits {
@@ -48,6 +51,7 @@ impl Limits {
             max_per_identity: max,
             max_handshakes: max,
             max_handshakes_per_source: max,
+            max_per_source: max,
         }
     }
 }
@@ -100,6 +104,8 @@ pub enum Shed {
     IdentityCap,
     /// The listener already holds its most established connections.
     ConnectionCap,
+    /// The source already holds its most established connections.
+    SourceConnectionCap,
 }
 
 impl Shed {
@@ -111,6 +117,7 @@ impl Shed {
             Shed::HandshakeDeadline => "handshake_deadline",
             Shed::IdentityCap => "identity_cap",
             Shed::ConnectionCap => "connection_cap",
+            Shed::SourceConnectionCap => "source_connection_cap",
         }
     }
 
@@ -124,6 +131,9 @@ impl Shed {
             Shed::HandshakeDeadline => "TLS handshake refused: timed out",
             Shed::IdentityCap => "connection refused: the identity holds its most connections",
             Shed::ConnectionCap => "connection refused: connection limit reached",
+            Shed::SourceConnectionCap => {
+                "connection refused: the source holds its most connections"
+            }
         }
     }
 }
@@ -178,6 +188,8 @@ struct State {
     pending_total: usize,
     established: usize,
     per_identity: HashMap<String, usize>,
+    /// Established connections per source.
+    per_source: HashMap<SourceKey, usize>,
     log: HashMap<(SourceKey, Shed), Window>,
 }
 
@@ -288,6 +300,7 @@ impl Admission {
                 max_per_identity: limits.max_per_identity.max(1),
                 max_handshakes: limits.max_handshakes.max(1),
                 max_handshakes_per_source: limits.max_handshakes_per_source.max(1),
+                max_per_source: limits.max_per_source.max(1),
             },
             state: Mutex::new(State::default()),
         })
@@ -366,11 +379,18 @@ impl Admission {
             let held = key
                 .as_ref()
                 .map_or(0, |k| st.per_identity.get(k).copied().unwrap_or(0));
+            let from_source = st.per_source.get(&source).copied().unwrap_or(0);
             let refusal = if st.established >= self.limits.max_connections {
                 Some((
                     Shed::ConnectionCap,
                     st.established,
                     self.limits.max_connections,
+                ))
+            } else if from_source >= self.limits.max_per_source {
+                Some((
+                    Shed::SourceConnectionCap,
+                    from_source,
+                    self.limits.max_per_source,
                 ))
             } else if key.is_some() && held >= self.limits.max_per_identity {
                 Some((Shed::IdentityCap, held, self.limits.max_per_identity))
@@ -388,12 +408,14 @@ impl Admission {
                 }
                 None => {
                     st.established += 1;
+                    *st.per_source.entry(source).or_insert(0) += 1;
                     if let Some(k) = &key {
                         *st.per_identity.entry(k.clone()).or_insert(0) += 1;
                     }
                     Some(Permit {
                         admission: self.clone(),
                         identity: key,
+                        source,
                     })
                 }
             }
@@ -446,6 +468,7 @@ impl Admission {
             Shed::HandshakeBudget | Shed::HandshakeDeadline => self.limits.max_handshakes,
             Shed::IdentityCap => self.limits.max_per_identity,
             Shed::ConnectionCap => self.limits.max_connections,
+            Shed::SourceConnectionCap => self.limits.max_per_source,
         };
         Note {
             reason,
@@ -523,12 +546,19 @@ impl Drop for PendingTicket {
 pub struct Permit {
     admission: Arc<Admission>,
     identity: Option<String>,
+    source: SourceKey,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut st = self.admission.lock();
         st.established = st.established.saturating_sub(1);
+        if let Some(n) = st.per_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                st.per_source.remove(&self.source);
+            }
+        }
         if let Some(k) = &self.identity
             && let Some(n) = st.per_identity.get_mut(k)
         {
@@ -566,6 +596,7 @@ mod tests {
             max_per_identity: 2,
             max_handshakes: handshakes,
             max_handshakes_per_source: per_source,
+            max_per_source: 10,
         }
     }
 
@@ -660,5 +691,18 @@ mod tests {
         assert_eq!(sums[0].repeated, 9);
         assert_eq!(sums[0].reason, Shed::SourceCap);
         assert!(a.lock().log.is_empty());
+    }
+
+    #[test]
+    fn a_source_at_its_connection_cap_is_refused_others_are_not() {
+        let mut l = limits(10, 2);
+        l.max_per_source = 2;
+        let a = Admission::new(TAG, l);
+        let p1 = a.establish(addr("192.0.2.1:1000")).unwrap();
+        let _p2 = a.establish(addr("192.0.2.1:1001")).unwrap();
+        assert!(a.establish(addr("192.0.2.1:1002")).is_none());
+        assert!(a.establish(addr("192.0.2.2:1000")).is_some());
+        drop(p1);
+        assert!(a.establish(addr("192.0.2.1:1003")).is_some());
     }
 }
