@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 use super::Trust;
 use crate::media::{MediaError, Relay, Side};
 use crate::sip::headers::HeaderName;
+use crate::sip::log_limit;
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::txn::{Reliability, Timers};
 use crate::sip::response::{ResponseBuilder, random_token};
@@ -51,6 +52,10 @@ use call::{Call, Refused};
 pub use call::{Dialled, dialled};
 use leg::{Leg, Path};
 use sdp::sdp_of;
+
+/// The log budget kind shared by the lines a room's call writes (an
+/// unauthenticated source can start calls at line rate).
+const CALL_LOG: &str = "CVI call";
 
 /// Static settings, from `[cvi]`.
 #[derive(Debug, Clone)]
@@ -307,7 +312,9 @@ impl Gateway {
         if call.counted.swap(false, Ordering::Relaxed) {
             self.live.fetch_sub(1, Ordering::Relaxed);
         }
-        info!(call_id = %call.room.call_id, reason, "CVI call ended");
+        if log_limit::allow(call.source.remote.ip(), CALL_LOG) {
+            info!(call_id = %call.room.call_id, reason, "CVI call ended");
+        }
     }
 
     /// Hangs up the leg that did not hang up, then ends the call.
@@ -372,7 +379,9 @@ impl Gateway {
                 .build();
             self.remember_final(call_id, &r);
             self.respond(invite, source, r).await;
-            warn!(call_id = %call_id, remote = %source.remote, "CVI call refused: {why}");
+            if log_limit::allow(source.remote.ip(), CALL_LOG) {
+                warn!(call_id = %call_id, remote = %source.remote, "CVI call refused: {why}");
+            }
             return false;
         }
         true
@@ -410,7 +419,9 @@ impl Gateway {
             &self.cfg.test_call,
             self.cfg.tenant_key.as_deref(),
         );
-        info!(call_id = %call_id, remote = %source.remote, dialled = %user, "CVI call");
+        if log_limit::allow(source.remote.ip(), CALL_LOG) {
+            info!(call_id = %call_id, remote = %source.remote, dialled = %user, "CVI call");
+        }
         if let Dialled::Unknown(u) = &what {
             let why = format!(
                 "{u}@{d} is not an address here: dial {}@{d} and enter the conference ID, or <ID>@{d}",
@@ -499,7 +510,9 @@ impl Gateway {
             *lock(&call.last) = Some(r.clone());
             self.respond(&call.invite, &call.source, r).await;
         }
-        info!(call_id = %call.room.call_id, status, reason = why, "CVI call refused");
+        if log_limit::allow(call.source.remote.ip(), CALL_LOG) {
+            info!(call_id = %call.room.call_id, status, reason = why, "CVI call refused");
+        }
         self.end(call, why);
     }
 

@@ -425,16 +425,18 @@ fn answer_rejection(r: &Rejected, source: &Source, settings: &TransportSettings,
         .as_ref()
         .map(|m| truncate_for_log(m.start_line_str()))
         .unwrap_or_default();
-    warn!(
-        role = %source.tag,
-        remote = %source.remote,
-        identity = %identity,
-        status = r.error.status,
-        reason = %r.error.reason,
-        message = %what,
-        closing,
-        "malformed message rejected"
-    );
+    if crate::log_limit::allow(source.remote.ip(), "malformed message") {
+        warn!(
+            role = %source.tag,
+            remote = %source.remote,
+            identity = %identity,
+            status = r.error.status,
+            reason = %r.error.reason,
+            message = %what,
+            closing,
+            "malformed message rejected"
+        );
+    }
     if let (Some(req), true) = (&r.partial, r.is_request()) {
         if req
             .method()
