@@ -578,3 +578,84 @@ fn control_characters_are_escaped_and_a_flood_of_malformed_messages_is_summarise
         "{lines:#?}"
     );
 }
+
+#[test]
+fn a_flood_of_cvi_invites_from_one_source_writes_a_bounded_number_of_lines() {
+    use std::io::{Read, Write};
+    const FLOOD: usize = 20;
+    const LIMIT: usize = 3;
+    let pki = Pki::new();
+    let connector = fedge_testkit::peers::free_port(true);
+    let cfg = test_config(&pki, "").replace(
+        "level = \"info\"",
+        "level = \"info\"\nrepeat_limit = 3\nrepeat_window = \"3s\"",
+    ) + &format!(
+        "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\nlisten_tls = \"127.0.0.2:0\"\n\
+         connector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\n\
+         connector_address = \"127.0.0.1:{connector}\"\ntenant_key = \"87654321\"\n\
+         instructions_base = \"https://cvi.fedge.test\"\n"
+    );
+    let edge = Edge::start(&pki, &cfg);
+    let cvi = edge.cvi.expect("CVI listener");
+    let mut tcp = std::net::TcpStream::connect(cvi).unwrap();
+    let local = tcp.local_addr().unwrap();
+    for i in 0..FLOOD {
+        let invite = format!(
+            "INVITE sip:nobody@cvi.fedge.test SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-cf{i}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:room@rooms.test>;tag=r{i}\r\nTo: <sip:nobody@cvi.fedge.test>\r\n\
+             Call-ID: cviflood-{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:room@{local};transport=tcp>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        tcp.write_all(invite.as_bytes()).unwrap();
+    }
+    // Read the answers for a while (bounded), so the calls are handled.
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while t0.elapsed() < Duration::from_secs(5) {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text.matches("CSeq: 1 INVITE").count() >= 2 * FLOOD {
+            break;
+        }
+    }
+    let summary = |l: &str| {
+        l.contains("suppressed") && l.contains("CVI call") && l.contains("\"source\":\"127.0.0.1\"")
+    };
+    let line = edge
+        .wait_log(
+            &["suppressed", "CVI call", "\"source\":\"127.0.0.1\""],
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("no summary:\n{}", edge.logs().join("\n")));
+    assert!(summary(&line));
+    let logs = edge.logs();
+    let logged = logs
+        .iter()
+        .filter(|l| l.contains("\"message\":\"CVI call") && l.contains("cviflood-"))
+        .count();
+    // One window, or two when the flood straddles a boundary.
+    assert!(
+        (1..=2 * LIMIT).contains(&logged),
+        "{logged} lines for {FLOOD} INVITEs:\n{}",
+        logs.join("\n")
+    );
+    let suppressed: u64 = logs
+        .iter()
+        .filter(|l| summary(l))
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["fields"]["suppressed"].as_u64()
+        })
+        .sum();
+    assert!(
+        suppressed as usize >= FLOOD - logged,
+        "{suppressed} suppressed, {logged} logged"
+    );
+}
