@@ -432,8 +432,13 @@ impl Drop for TextEdge {
 impl TextEdge {
     fn start() -> TextEdge {
         let pki = Pki::new();
-        let cfg = test_config(&pki, "").replace("format = \"json\"", "format = \"text\"")
-            + "repeat_limit = 3\nrepeat_window = \"2s\"\n";
+        let cfg = test_config(&pki, "")
+            .replace("format = \"json\"", "format = \"text\"")
+            .replace(
+                "repeat_limit = 10000",
+                "repeat_limit = 3\nrepeat_window = \"2s\"",
+            );
+        assert!(cfg.contains("repeat_limit = 3"), "{cfg}");
         let path = pki.path().join("text.toml");
         std::fs::write(&path, cfg).unwrap();
         let mut child = Command::new(fedge_bin())
@@ -587,14 +592,15 @@ fn a_flood_of_cvi_invites_from_one_source_writes_a_bounded_number_of_lines() {
     let pki = Pki::new();
     let connector = fedge_testkit::peers::free_port(true);
     let cfg = test_config(&pki, "").replace(
-        "level = \"info\"",
-        "level = \"info\"\nrepeat_limit = 3\nrepeat_window = \"3s\"",
+        "repeat_limit = 10000",
+        "repeat_limit = 3\nrepeat_window = \"3s\"",
     ) + &format!(
         "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\nlisten_tls = \"127.0.0.2:0\"\n\
          connector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\n\
          connector_address = \"127.0.0.1:{connector}\"\ntenant_key = \"87654321\"\n\
          instructions_base = \"https://cvi.fedge.test\"\n"
     );
+    assert!(cfg.contains("repeat_limit = 3"), "{cfg}");
     let edge = Edge::start(&pki, &cfg);
     let cvi = edge.cvi.expect("CVI listener");
     let mut tcp = std::net::TcpStream::connect(cvi).unwrap();
