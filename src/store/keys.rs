@@ -299,3 +299,92 @@ async fn audit(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_earlier_key_is_moved_then_rotated_out_after_its_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/k.db", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        // A database of an earlier version: the key as hex in store_info.
+        sqlx::query("INSERT INTO store_info (name, value) VALUES ($1, $2)")
+            .bind(LEGACY)
+            .bind(hex(&[5u8; 32]))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let keys = store.topology_keys([9u8; 32]).await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!((keys[0].id, keys[0].secret), (1, [5u8; 32]));
+        let left = sqlx::query("SELECT value FROM store_info WHERE name = $1")
+            .bind(LEGACY)
+            .fetch_optional(&store.pool)
+            .await
+            .unwrap();
+        assert!(left.is_none(), "the old copy of the key is gone");
+        // The same key ever after.
+        assert_eq!(store.topology_keys([7u8; 32]).await.unwrap(), keys);
+
+        let r = store
+            .rotate_topology_key([6u8; 32], Duration::from_secs(3600), "ops", Some("drill"))
+            .await
+            .unwrap();
+        assert_eq!(r.new_id, 2);
+        assert_eq!(r.previous.as_ref().map(|p| p.0), Some(1));
+        let keys = store.topology_keys([7u8; 32]).await.unwrap();
+        assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), vec![2, 1]);
+        assert!(keys[0].retire_at.is_none() && keys[1].retire_at.is_some());
+
+        // A zero grace: key 2 stops at once; key 1 keeps its own hour.
+        store
+            .rotate_topology_key([4u8; 32], Duration::ZERO, "ops", None)
+            .await
+            .unwrap();
+        let ids: Vec<u32> = store
+            .topology_keys([7u8; 32])
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(ids, vec![3, 1]);
+        // The next rotation deletes the key whose grace is over.
+        store
+            .rotate_topology_key([3u8; 32], Duration::from_secs(60), "ops", None)
+            .await
+            .unwrap();
+        let listed: Vec<u32> = store
+            .topology_key_list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(listed, vec![4, 3, 1]);
+        let trail = store.key_audit().await.unwrap();
+        let actions: Vec<(u32, &str)> = trail
+            .iter()
+            .map(|e| (e.key_id, e.action.as_str()))
+            .collect();
+        for want in [
+            (1, "created"),
+            (1, "retiring"),
+            (2, "rotated"),
+            (2, "retiring"),
+            (2, "deleted"),
+            (3, "rotated"),
+            (4, "rotated"),
+        ] {
+            assert!(actions.contains(&want), "{want:?} missing from {actions:?}");
+        }
+        assert!(
+            trail
+                .iter()
+                .any(|e| e.actor == "ops" && e.detail.as_deref() == Some("rotated in: drill"))
+        );
+        store.close().await;
+    }
+}
