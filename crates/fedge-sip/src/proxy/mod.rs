@@ -169,7 +169,16 @@ impl<R: Router> Proxy<R> {
             None => request_uri.as_ref(),
         };
         let call_id = msg.call_id().unwrap_or("");
-        let peer = self.router.token_peer(msg, source);
+        // Whose tokens these may be: asked only when there are any to open.
+        let stand_in = target.is_some_and(|u| {
+            u.user
+                .is_some_and(|x| x.starts_with(topology::CONTACT_PREFIX))
+        });
+        let peer = if route_uris.is_empty() && !stand_in {
+            String::new()
+        } else {
+            self.router.token_peer(msg, source)
+        };
         let (restored_routes, restored_target, bad_token) =
             match self
                 .cfg
