@@ -406,10 +406,13 @@ fn the_postgresql_password_never_appears_in_a_log_or_output() {
     let (code, check, err2) = fedge_cli(&edge.config_path, &["store", "check"]);
     assert_eq!(code, 0, "{err2}");
     assert!(check.contains("postgres:***@"), "{check}");
+    let (code, shown, err3) = fedge_cli(&edge.config_path, &["config", "show"]);
+    assert_eq!(code, 0, "{err3}");
+    assert!(shown.contains("postgres:***@"), "{shown}");
     edge.wait_log(&["topology-hiding keys changed"], Duration::from_secs(10))
         .expect("the edge picks up the rotation on PostgreSQL");
     let logs = edge.logs().join("\n");
-    for text in [&logs, &out, &err, &check, &err2] {
+    for text in [&logs, &out, &err, &check, &err2, &shown, &err3] {
         assert!(!text.contains(SECRET), "the password leaks:\n{text}");
     }
 }

@@ -1,5 +1,6 @@
 //! `fedge config example|check|show`: the commented example, a check of
-//! the configuration, and the effective configuration as TOML.
+//! the configuration, and the effective configuration as TOML (with any
+//! database password masked).
 //!
 //! Owns these three commands' output. It never writes a file.
 
@@ -40,7 +41,9 @@ pub fn run(cmd: ConfigCmd, path: &Option<PathBuf>) -> Result<(), Failure> {
             Ok(())
         }
         ConfigCmd::Show => {
-            let cfg = load_config(path)?;
+            let mut cfg = load_config(path)?;
+            // Shown to be read or pasted elsewhere: never with the password.
+            cfg.store.url = fedge::store::redact_url(&cfg.store.url);
             let text = toml::to_string(&cfg).context("cannot render the configuration")?;
             print!("{text}");
             Ok(())
