@@ -529,7 +529,14 @@ fn control_characters_are_escaped_and_a_flood_of_malformed_messages_is_summarise
             && line.contains("\\r SIP/2.0"),
         "{line}"
     );
-    for l in edge.all() {
+    let all = edge.all();
+    assert_eq!(
+        all.iter().filter(|l| l.contains("FORGED-LINE")).count(),
+        1,
+        "one message, one line:\n{}",
+        all.join("\n")
+    );
+    for l in all {
         assert!(!l.starts_with("FORGED-LINE"), "a forged line: {l}");
         assert!(
             !l.contains('\x1b') && !l.contains('\r'),
