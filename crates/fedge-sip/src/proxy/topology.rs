@@ -145,28 +145,45 @@ impl std::fmt::Debug for TopologyKey {
 
 /// The keys in use: the newest seals; every key opens until it retires.
 struct Ring {
-    current: u32,
-    keys: Vec<(u32, aead::LessSafeKey, Option<SystemTime>)>,
+    /// The newest key's id and key: it seals.
+    current: (u32, aead::LessSafeKey),
+    /// The others, each until it retires (`None`: never).
+    older: Vec<(u32, aead::LessSafeKey, Option<SystemTime>)>,
+}
+
+fn aead_key(secret: &[u8; 32]) -> aead::LessSafeKey {
+    // A 32-byte key is always valid for AES-256-GCM.
+    let unbound =
+        aead::UnboundKey::new(&aead::AES_256_GCM, secret).unwrap_or_else(|_| unreachable!());
+    aead::LessSafeKey::new(unbound)
 }
 
 impl Ring {
     fn new(keys: &[TopologyKey]) -> Result<Ring, TopologyError> {
-        let current = keys
+        let newest = keys
             .iter()
-            .map(|k| k.id)
-            .max()
+            .max_by_key(|k| k.id)
             .ok_or(TopologyError::NoKey)?;
-        let keys = keys
+        let older = keys
             .iter()
-            .map(|k| {
-                // A 32-byte key is always valid for AES-256-GCM.
-                let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, &k.secret)
-                    .unwrap_or_else(|_| unreachable!());
-                let retire = if k.id == current { None } else { k.retire_at };
-                (k.id, aead::LessSafeKey::new(unbound), retire)
-            })
+            .filter(|k| k.id != newest.id)
+            .map(|k| (k.id, aead_key(&k.secret), k.retire_at))
             .collect();
-        Ok(Ring { current, keys })
+        Ok(Ring {
+            current: (newest.id, aead_key(&newest.secret)),
+            older,
+        })
+    }
+
+    /// The key named `id`, and when it retires.
+    fn key(&self, id: u32) -> Option<(&aead::LessSafeKey, Option<SystemTime>)> {
+        if id == self.current.0 {
+            return Some((&self.current.1, None));
+        }
+        self.older
+            .iter()
+            .find(|(k, _, _)| *k == id)
+            .map(|(_, key, retire)| (key, *retire))
     }
 }
 
@@ -270,8 +287,8 @@ impl Topology {
     /// The id of the key that seals new tokens.
     pub fn current_key(&self) -> u32 {
         match self.ring.read() {
-            Ok(r) => r.current,
-            Err(poisoned) => poisoned.into_inner().current,
+            Ok(r) => r.current.0,
+            Err(poisoned) => poisoned.into_inner().current.0,
         }
     }
 
@@ -301,16 +318,10 @@ impl Topology {
         };
         let mut header = [0u8; HEADER];
         header[0] = VERSION;
-        header[1..5].copy_from_slice(&ring.current.to_be_bytes());
+        header[1..5].copy_from_slice(&ring.current.0.to_be_bytes());
         header[5..9].copy_from_slice(&(unix(now).min(u32::MAX as u64) as u32).to_be_bytes());
         let nonce = self.nonce();
-        let key = ring
-            .keys
-            .iter()
-            .find(|(id, _, _)| *id == ring.current)
-            .map(|(_, k, _)| k)
-            // The ring always holds its current key.
-            .unwrap_or_else(|| unreachable!());
+        let key = &ring.current.1;
         let tag = key
             .seal_in_place_separate_tag(
                 aead::Nonce::assume_unique_for_key(nonce),
@@ -360,11 +371,7 @@ impl Topology {
             Ok(r) => r,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let (_, key, retire) = ring
-            .keys
-            .iter()
-            .find(|(id, _, _)| *id == kid)
-            .ok_or(Fault::Forged)?;
+        let (key, retire) = ring.key(kid).ok_or(Fault::Forged)?;
         let plain = key
             .open_in_place(
                 aead::Nonce::assume_unique_for_key(nonce),
