@@ -18,7 +18,7 @@ use fedge_sip::SipMessage;
 use fedge_sip::edit::Editor;
 use fedge_sip::framing::{DatagramItem, parse_datagram};
 use fedge_sip::headers::{HeaderName, NameAddr};
-use fedge_sip::proxy::topology::{Hide, ResponseEdit, Topology};
+use fedge_sip::proxy::topology::{Hide, ResponseEdit, Topology, TopologyKey};
 use fedge_sip::uri::{Host, Uri};
 use fedge_sip::validate::check_request;
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +26,7 @@ use libfuzzer_sys::fuzz_target;
 const SELF: &str = "edge.fuzz.test";
 const OUTER: &str = "<sip:edge.fuzz.test:5061;transport=tls;lr>";
 const INNER: &str = "<sip:edge.fuzz.test:5062;transport=tls;lr>";
+const PEER: &str = "partner-a";
 const VIA: &str = "SIP/2.0/TLS edge.fuzz.test:5061";
 const BODY: &[u8] = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
 
@@ -33,7 +34,12 @@ fn topology() -> &'static Topology {
     static T: OnceLock<Topology> = OnceLock::new();
     T.get_or_init(|| {
         Topology::new(
-            &[7u8; 32],
+            &[TopologyKey {
+                id: 1,
+                secret: [7u8; 32],
+                retire_at: None,
+            }],
+            std::time::Duration::from_secs(3600),
             vec!["home.test".into()],
             format!("{SELF}:5061;transport=tls"),
         )
@@ -74,7 +80,7 @@ fn forward(msg: &SipMessage, mode: u8) -> Bytes {
         .collect();
     let target = msg.request_uri();
     let call_id = msg.call_id().unwrap_or("");
-    match topology().restore_request(call_id, &route_uris, target.as_ref(), is_self) {
+    match topology().restore_request(call_id, PEER, &route_uris, target.as_ref(), is_self) {
         Ok((restored, original)) => assert!(
             restored.is_empty() && original.is_none(),
             "a forged token restored {restored:?} {original:?}"
@@ -102,7 +108,7 @@ fn forward(msg: &SipMessage, mode: u8) -> Bytes {
     }
     if hide == Hide::Source {
         let rr = record_route.then_some((OUTER, INNER));
-        let _ = topology().hide_request(msg, &mut ed, rr, stateful);
+        let _ = topology().hide_request(msg, &mut ed, rr, stateful, PEER);
     } else if record_route {
         ed.insert_before_first(HeaderName::RecordRoute, OUTER);
         if two_legs {
@@ -139,6 +145,7 @@ fn upstream(resp: &SipMessage, mode: u8) -> Bytes {
         _ => ResponseEdit::Hide {
             below: usize::from(mode >> 2 & 3),
             ours: usize::from(mode >> 4 & 3),
+            peer: PEER.into(),
         },
     };
     let mut ed = Editor::new(resp);
@@ -150,8 +157,8 @@ fn upstream(resp: &SipMessage, mode: u8) -> Bytes {
         ResponseEdit::Restore { vias, record_route } => {
             topology().restore_response(resp, &mut ed, vias, record_route, is_self)
         }
-        ResponseEdit::Hide { below, ours } => {
-            topology().hide_response(resp, &mut ed, OUTER, *below, *ours)
+        ResponseEdit::Hide { below, ours, peer } => {
+            topology().hide_response(resp, &mut ed, OUTER, (*below, *ours), peer)
         }
     }
     ed.finish()

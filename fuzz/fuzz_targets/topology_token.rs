@@ -3,21 +3,31 @@
 //! the tokens sealed below from the comparisons, and a replayed token of
 //! ours is not a forgery); a token the edge sealed must open to what was
 //! sealed, and
-//! only for the kind and Call-ID it was sealed for; any change to it (one
+//! only for the kind, Call-ID and partner it was sealed for; any change to it (one
 //! character, a cut, an addition) must make it fail closed.
 
 #![no_main]
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use fedge_sip::proxy::topology::{Kind, Topology};
+use fedge_sip::proxy::topology::{Kind, Topology, TopologyKey};
 use libfuzzer_sys::fuzz_target;
+
+fn key(b: u8) -> TopologyKey {
+    TopologyKey {
+        id: 1,
+        secret: [b; 32],
+        retire_at: None,
+    }
+}
 
 fn topology() -> &'static Topology {
     static T: OnceLock<Topology> = OnceLock::new();
     T.get_or_init(|| {
         Topology::new(
-            &[7u8; 32],
+            &[key(7)],
+            Duration::from_secs(3600),
             vec!["home.test".into()],
             "edge.fuzz.test:5061".into(),
         )
@@ -30,7 +40,8 @@ fn never_sealed() -> &'static Topology {
     static T: OnceLock<Topology> = OnceLock::new();
     T.get_or_init(|| {
         Topology::new(
-            &[9u8; 32],
+            &[key(9)],
+            Duration::from_secs(3600),
             vec!["home.test".into()],
             "edge.fuzz.test:5061".into(),
         )
@@ -42,13 +53,17 @@ fn other_key() -> &'static Topology {
     static T: OnceLock<Topology> = OnceLock::new();
     T.get_or_init(|| {
         Topology::new(
-            &[8u8; 32],
+            &[key(8)],
+            Duration::from_secs(3600),
             vec!["home.test".into()],
             "edge.fuzz.test:5061".into(),
         )
         .expect("system random numbers")
     })
 }
+
+/// The partner the tokens are sealed for.
+const PEER: &str = "partner-a";
 
 const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -62,10 +77,10 @@ fuzz_target!(|data: &[u8]| {
     // Made up: never opens, whatever it is.
     for kind in [Kind::Route, Kind::Contact] {
         assert!(
-            never_sealed().open(kind, call_id, body).is_none(),
+            never_sealed().open(kind, call_id, PEER, body).is_err(),
             "a made-up token opened"
         );
-        let _ = t.open(kind, call_id, body);
+        let _ = t.open(kind, call_id, PEER, body);
     }
     // Sealed by the edge: opens to what was sealed, nowhere else.
     let parts: Vec<&str> = body.split('\n').collect();
@@ -74,9 +89,9 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Kind::Contact
     };
-    let token = t.seal(kind, call_id, &parts);
+    let token = t.seal(kind, call_id, PEER, &parts);
     assert_eq!(
-        t.open(kind, call_id, &token).as_deref(),
+        t.open(kind, call_id, PEER, &token).ok().as_deref(),
         Some(&parts.iter().map(|p| p.to_string()).collect::<Vec<_>>()[..])
     );
     let other_kind = if kind == Kind::Route {
@@ -84,9 +99,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Kind::Route
     };
-    assert!(t.open(other_kind, call_id, &token).is_none());
-    assert!(t.open(kind, &format!("{call_id}x"), &token).is_none());
-    assert!(other_key().open(kind, call_id, &token).is_none());
+    assert!(t.open(other_kind, call_id, PEER, &token).is_err());
+    assert!(t.open(kind, &format!("{call_id}x"), PEER, &token).is_err());
+    assert!(t.open(kind, call_id, "partner-b", &token).is_err());
+    assert!(other_key().open(kind, call_id, PEER, &token).is_err());
     // Tampered: one character changed, a cut, or an addition.
     let mut bytes = token.clone().into_bytes();
     let at = usize::from(op >> 1) % bytes.len();
@@ -105,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_ne!(tampered, token);
     assert!(
-        t.open(kind, call_id, &tampered).is_none(),
+        t.open(kind, call_id, PEER, &tampered).is_err(),
         "a tampered token opened: {token} -> {tampered}"
     );
 });

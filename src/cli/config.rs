@@ -2,7 +2,7 @@
 //! the configuration (the file, then the federation certificate: readable,
 //! fits its key, names `[federation] fqdn`, chains to `[federation] trust`,
 //! not expired; a warning under 30 days), and the effective configuration
-//! as TOML.
+//! as TOML (with any database password masked).
 //!
 //! Owns these three commands' output. It never writes a file and never
 //! binds a socket.
@@ -51,7 +51,9 @@ pub fn run(cmd: ConfigCmd, path: &Option<PathBuf>) -> Result<(), Failure> {
             Ok(())
         }
         ConfigCmd::Show => {
-            let cfg = load_config(path)?;
+            let mut cfg = load_config(path)?;
+            // Shown to be read or pasted elsewhere: never with the password.
+            cfg.store.url = fedge::store::redact_url(&cfg.store.url);
             let text = toml::to_string(&cfg).context("cannot render the configuration")?;
             print!("{text}");
             Ok(())

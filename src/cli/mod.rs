@@ -1,6 +1,6 @@
 //! The `fedge` command line: argument definitions, the one-line usage
 //! errors, and the dispatch to one file per subcommand (`serve`, `partner`,
-//! `store`, `config`, `certs`, `dns`, `cvi`, `firewall`, `media`,
+//! `store`, `keys`, `config`, `certs`, `dns`, `cvi`, `firewall`, `media`,
 //! `test-federation`). Part of the binary, not the library.
 //!
 //! Owns exit codes: 0 on success, 2 with one line on stderr for any usage
@@ -15,6 +15,8 @@ mod cvi;
 mod dns;
 mod failure;
 mod firewall;
+mod keys;
+mod logging;
 mod media;
 mod notify;
 mod partner;
@@ -53,6 +55,11 @@ enum Command {
     Partner {
         #[command(subcommand)]
         cmd: partner::PartnerCmd,
+    },
+    /// The topology-hiding keys: rotate, list, history.
+    Keys {
+        #[command(subcommand)]
+        cmd: keys::KeysCmd,
     },
     /// Database helpers.
     Store {
@@ -164,5 +171,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })
         }
         Command::Store { cmd } => store::run(cmd, &load_config(&path)?),
+        Command::Keys { cmd } => keys::run(cmd, &load_config(&path)?),
     }
 }

@@ -1,4 +1,4 @@
-//! `fedge serve`: logging set-up, the async runtime, the signals that stop
+//! `fedge serve`: logging set-up (src/cli/logging.rs), the async runtime, the signals that stop
 //! the edge, and the development PKI when no --config is given.
 //!
 //! Owns turning [`ServeError`] into an exit code (2 for configuration and
@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use fedge::config::Config;
 use fedge::pki::DevFiles;
 use fedge::server::{self, ServeError};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +23,7 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
         // a bad one is reported as one line before logging starts.
         server::preflight(&cfg).map_err(|e| Failure::usage(e.to_string()))?;
     }
-    init_logging(&cfg);
+    super::logging::init(&cfg);
     if config.is_none() {
         let files = DevFiles {
             dir: PathBuf::from("certs/dev"),
@@ -52,6 +51,7 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
     }
     .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        super::logging::spawn_summaries();
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
@@ -76,21 +76,6 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
             }
         }
     })
-}
-
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if cfg.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn wait_for_signal() {

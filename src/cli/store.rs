@@ -18,7 +18,7 @@ pub enum StoreCmd {
 
 pub fn run(cmd: StoreCmd, cfg: &Config) -> Result<(), Failure> {
     let StoreCmd::Check = cmd;
-    let url = cfg.store.url.clone();
+    let url = fedge::store::redact_url(&cfg.store.url);
     with_store(cfg, |store| async move {
         let problems = store
             .verify()

@@ -28,6 +28,30 @@ pub struct Config {
     pub cvi: CviSection,
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
+    pub topology: TopologyConfig,
+}
+
+/// Topology hiding's tokens and keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    /// How long a Route/Contact token opens after the edge made it (the
+    /// longest dialog that keeps working).
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// How long the previous key still opens tokens after
+    /// `fedge keys rotate-topology`.
+    #[serde(with = "humantime_serde")]
+    pub key_grace: Duration,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            token_lifetime: Duration::from_secs(24 * 3600),
+            key_grace: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// What may cross the edge, and how fast.
@@ -273,6 +297,12 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+    /// Warnings of one kind that one source may cause per `repeat_window`
+    /// (malformed messages, refused CVI calls); the rest are counted and
+    /// summarised in one "suppressed N" line per window.
+    pub repeat_limit: u32,
+    #[serde(with = "humantime_serde")]
+    pub repeat_window: Duration,
 }
 
 impl Default for LogConfig {
@@ -280,6 +310,8 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: "text".into(),
+            repeat_limit: 5,
+            repeat_window: Duration::from_secs(10),
         }
     }
 }

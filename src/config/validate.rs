@@ -133,7 +133,8 @@ impl Config {
             || url.starts_with("postgresql://"))
         {
             return Err(ConfigError(format!(
-                "[store] url {url:?} must start with sqlite:// or postgres://"
+                "[store] url {:?} must start with sqlite:// or postgres://",
+                crate::store::redact_url(url)
             )));
         }
         let s = &self.sip;
@@ -374,6 +375,31 @@ impl Config {
                 "[log] format {:?} must be \"text\" or \"json\"",
                 self.log.format
             )));
+        }
+        let month = Duration::from_secs(30 * 24 * 3600);
+        if self.topology.token_lifetime < Duration::from_secs(1)
+            || self.topology.token_lifetime > month
+        {
+            return Err(ConfigError(
+                "[topology] token_lifetime must be from 1s to 30 days".into(),
+            ));
+        }
+        if self.topology.key_grace > month {
+            return Err(ConfigError(
+                "[topology] key_grace must be at most 30 days".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.log.repeat_limit) {
+            return Err(ConfigError(
+                "[log] repeat_limit must be from 1 to 10000".into(),
+            ));
+        }
+        if self.log.repeat_window < Duration::from_secs(1)
+            || self.log.repeat_window > Duration::from_secs(3600)
+        {
+            return Err(ConfigError(
+                "[log] repeat_window must be from 1s to 1h".into(),
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError(format!(

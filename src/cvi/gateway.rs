@@ -43,6 +43,7 @@ use super::Trust;
 use super::guard::{FirstMessage, GuessLimits, Guesses, PerSource, Proven};
 use crate::media::{MediaError, Relay, Side};
 use crate::sip::headers::HeaderName;
+use crate::sip::log_limit;
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::txn::{Reliability, Timers};
 use crate::sip::response::{ResponseBuilder, random_token};
@@ -54,6 +55,10 @@ use call::{Call, Refused};
 pub use call::{Dialled, dialled};
 use leg::{Leg, Path};
 use sdp::sdp_of;
+
+/// The log budget kind shared by the lines a room's call writes (an
+/// unauthenticated source can start calls at line rate).
+pub(super) const CALL_LOG: &str = "CVI call";
 
 /// Static settings, from `[cvi]`.
 #[derive(Debug, Clone)]
@@ -367,7 +372,9 @@ impl Gateway {
             self.live.fetch_sub(1, Ordering::Relaxed);
             self.per_source.release(call.source.remote.ip());
         }
-        info!(call_id = %call.room.call_id, reason, "CVI call ended");
+        if log_limit::allow(call.source.remote.ip(), CALL_LOG) {
+            info!(call_id = %call.room.call_id, reason, "CVI call ended");
+        }
     }
 
     /// Hangs up the leg that did not hang up, then ends the call.
@@ -435,7 +442,9 @@ impl Gateway {
             &self.cfg.test_call,
             self.cfg.tenant_key.as_deref(),
         );
-        info!(call_id = %call_id, remote = %source.remote, dialled = %user, "CVI call");
+        if log_limit::allow(source.remote.ip(), CALL_LOG) {
+            info!(call_id = %call_id, remote = %source.remote, dialled = %user, "CVI call");
+        }
         if let Dialled::Unknown(u) = &what {
             let why = format!(
                 "{u}@{d} is not an address here: dial {}@{d} and enter the conference ID, or <ID>@{d}",
@@ -539,7 +548,9 @@ impl Gateway {
             *lock(&call.last) = Some(r.clone());
             self.respond(&call.invite, &call.source, r).await;
         }
-        info!(call_id = %call.room.call_id, status, reason = why, "CVI call refused");
+        if log_limit::allow(call.source.remote.ip(), CALL_LOG) {
+            info!(call_id = %call.room.call_id, status, reason = why, "CVI call refused");
+        }
         self.end(call, why);
     }
 

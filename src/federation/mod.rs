@@ -289,6 +289,18 @@ impl Router for Edge {
         self.decide(req, source, info, &snap, srv.as_ref())
     }
 
+    /// Tokens in a partner's request must be that partner's: the one its
+    /// From domain names (the policy then checks its certificate).
+    fn token_peer(&self, req: &SipMessage, source: &Source) -> String {
+        if Role::of(source.tag) != Role::Federation {
+            return String::new();
+        }
+        req.from()
+            .and_then(|f| f.uri.domain().map(str::to_string))
+            .and_then(|d| self.registry.snapshot().by_domain(&d).map(|p| p.id.clone()))
+            .unwrap_or_default()
+    }
+
     fn forward_failed(&self, _req: &SipMessage, source: &Source, err: &ConnectError) -> Reject {
         let r = policy::forward_failed(Role::of(source.tag), err);
         self.metrics.inc(

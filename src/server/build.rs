@@ -24,7 +24,7 @@ use crate::federation::{Edge, RateConfig};
 use crate::media::{MediaConfig, Relay, SideAddress};
 use crate::role::Role;
 use crate::sip::proxy::txn::Timers;
-use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology};
+use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology, TopologyKey};
 use crate::sip::transport::outbound::{Pool, StreamTarget};
 use crate::sip::transport::{ConnectionTable, Transport, TransportSettings};
 use crate::store::Store;
@@ -50,6 +50,9 @@ pub(super) struct Core {
     pub pool: Arc<Pool>,
     pub media: Option<Arc<Relay>>,
     pub metrics: Arc<Metrics>,
+    /// Topology hiding, and the keys it started with (for the key watch).
+    pub topology: Arc<Topology>,
+    pub topology_keys: Vec<crate::store::StoredKey>,
 }
 
 /// Builds the proxy, its policy and its relay.
@@ -61,13 +64,16 @@ pub(super) async fn sip_core(
 ) -> Result<Core, ServeError> {
     let (next_hop, next_transport) = resolve_next_hop(cfg).await?;
     let metrics = Arc::new(Metrics::new());
-    let mut fresh = [0u8; 32];
-    rand::fill(&mut fresh);
-    let topology_key =
-        shared.store.secret("topology", fresh).await.map_err(|e| {
-            ServeError::Runtime(format!("cannot read the topology-hiding key: {e}"))
-        })?;
-    let proxy_cfg = proxy_config(cfg, sockets, next_transport, &topology_key)?;
+    let topology_keys = super::topology_keys::load(&shared.store)
+        .await
+        .map_err(|e| ServeError::Runtime(format!("cannot read the topology-hiding keys: {e}")))?;
+    let proxy_cfg = proxy_config(
+        cfg,
+        sockets,
+        next_transport,
+        &super::topology_keys::ring(&topology_keys),
+    )?;
+    let topology = proxy_cfg.topology.clone();
     let media = cfg.media.enabled.then(|| federation_relay(cfg));
     let dns = Dns::new(cfg.dns.resolver).map_err(|e| ServeError::Runtime(e.to_string()))?;
     let edge = Edge {
@@ -103,6 +109,8 @@ pub(super) async fn sip_core(
         pool,
         media,
         metrics,
+        topology,
+        topology_keys,
     })
 }
 
@@ -121,7 +129,7 @@ fn proxy_config(
     cfg: &Config,
     sockets: &Sockets,
     next_transport: Transport,
-    topology_key: &[u8; 32],
+    topology_keys: &[TopologyKey],
 ) -> Result<ProxyConfig, ServeError> {
     let (fed_addr, int_addr) = (sockets.fed_addr, sockets.int_addr);
     let fqdn = cfg.federation.fqdn.to_ascii_lowercase();
@@ -175,7 +183,8 @@ fn proxy_config(
         },
         topology: Arc::new(
             Topology::new(
-                topology_key,
+                topology_keys,
+                cfg.topology.token_lifetime,
                 home_domains(cfg),
                 format!("{fqdn}:{};transport=tls", fed_addr.port()),
             )

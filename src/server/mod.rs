@@ -20,6 +20,7 @@ mod fds;
 mod listen;
 mod registry_events;
 mod tls_policy;
+mod topology_keys;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,6 +111,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
 
     let mut tasks = JoinSet::new();
     let watchers = spawn_watchers(&cfg, &shared, &core.metrics);
+    let _key_watch = topology_keys::spawn(
+        shared.store.clone(),
+        core.topology.clone(),
+        core.topology_keys.clone(),
+        shared.shutdown.clone(),
+    );
     spawn_sip(
         &cfg,
         &shared,
@@ -155,7 +162,7 @@ async fn open(cfg: &Config, shutdown: CancellationToken) -> Result<Shared, Serve
         .map_err(|e| ServeError::Runtime(format!("cannot load the partner registry: {e}")))?;
     {
         let snap = registry.snapshot();
-        info!(url = %cfg.store.url, backend = ?store.backend(), version = snap.version, enabled = snap.enabled_count(), "store open");
+        info!(url = %crate::store::redact_url(&cfg.store.url), backend = ?store.backend(), version = snap.version, enabled = snap.enabled_count(), "store open");
     }
     let settings = Arc::new(TransportSettings {
         limits: Limits {

@@ -3,7 +3,9 @@
 //!
 //! The only module that contains SQL. Callers get typed values and
 //! [`StoreError`]s, never rows or query strings. Writes are committed (and,
-//! on SQLite, synced to disk) before a call returns.
+//! on SQLite, synced to disk) before a call returns. A SQLite file is
+//! readable by its owner only (it holds the topology-hiding keys), and a
+//! database URL is never shown with its password ([`redact_url`]).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -12,8 +14,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 pub mod cvi;
+mod keys;
 mod partners;
 
+pub use keys::{KeyEvent, KeyInfo, Rotation, StoredKey};
 pub use partners::{Change, now_rfc3339, today};
 
 use crate::model::partner::TransitionError;
@@ -71,6 +75,68 @@ pub struct Store {
     backend: Backend,
 }
 
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let masked = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        user.to_string()
+    };
+    format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
+}
+
+/// The SQLite file path of a `sqlite:` URL (none for in-memory databases).
+fn sqlite_path(url: &str) -> Option<&Path> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.starts_with(':')).then(|| Path::new(path))
+}
+
+/// Creates the SQLite file readable and writable by its owner only (0600),
+/// or makes an existing one so, along with its WAL and shared-memory files
+/// (SQLite gives those the database file's mode when it creates them).
+fn restrict_sqlite_file(url: &str) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    if let Some(path) = sqlite_path(url) {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let perm_err = |p: &Path, source| StoreError::Dir {
+            dir: format!("{} (setting owner-only permissions)", p.display()),
+            source,
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| perm_err(path, e))?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let p = Path::new(&p);
+            if p.exists() {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| perm_err(p, e))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = url;
+    Ok(())
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations");
 
 impl Store {
@@ -84,15 +150,9 @@ impl Store {
         };
         let mut conn_url = url.to_string();
         if backend == Backend::Sqlite {
-            let path = url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:");
-            let path = path.split('?').next().unwrap_or("");
-            if !path.is_empty()
-                && !path.starts_with(':')
-                && let Some(dir) = Path::new(path)
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
+            if let Some(dir) = sqlite_path(url)
+                .and_then(Path::parent)
+                .filter(|d| !d.as_os_str().is_empty())
             {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
                     dir: dir.display().to_string(),
@@ -103,8 +163,11 @@ impl Store {
                 conn_url.push_str("?mode=rwc");
             }
         }
+        if backend == Backend::Sqlite {
+            restrict_sqlite_file(url)?;
+        }
         let opts = AnyConnectOptions::from_str(&conn_url).map_err(|source| StoreError::Open {
-            url: url.to_string(),
+            url: redact_url(url),
             source,
         })?;
         let pool = AnyPoolOptions::new()
@@ -125,7 +188,7 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open {
-                url: url.to_string(),
+                url: redact_url(url),
                 source,
             })?;
         MIGRATOR.run(&pool).await?;
@@ -176,39 +239,27 @@ impl Store {
         Ok(problems)
     }
 
-    /// A named 32-byte secret shared by every node on this database, made
-    /// (from `fresh`) the first time it is asked for and the same ever after.
-    pub async fn secret(&self, name: &str, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
-        let key = format!("secret:{name}");
-        let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
-        sqlx::query(
-            "INSERT INTO store_info (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&key)
-        .bind(&hex)
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query("SELECT value FROM store_info WHERE name = $1")
-            .bind(&key)
-            .fetch_one(&self.pool)
-            .await?;
-        let value: String = row.try_get(0)?;
-        let mut out = [0u8; 32];
-        let bytes = value.as_bytes();
-        if bytes.len() != 64 {
-            return Err(StoreError::Corrupt(format!("{key} is not 32 hex bytes")));
-        }
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = std::str::from_utf8(&bytes[2 * i..2 * i + 2])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("{key} is not 32 hex bytes")))?;
-        }
-        Ok(out)
-    }
-
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_in_database_urls_are_masked() {
+        assert_eq!(
+            redact_url("postgres://fedge:s3cr%40t@db.local:5432/fedge?sslmode=require"),
+            "postgres://fedge:***@db.local:5432/fedge?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://fedge@db.local/fedge"),
+            "postgres://fedge@db.local/fedge"
+        );
+        assert_eq!(redact_url("sqlite://var/fedge.db"), "sqlite://var/fedge.db");
+        assert_eq!(redact_url("postgres://u:p@h/x@y"), "postgres://u:***@h/x@y");
     }
 }

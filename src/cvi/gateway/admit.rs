@@ -12,11 +12,12 @@ use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
-use super::Gateway;
 use super::call::{Call, Refused, unknown_id};
 use super::leg::Path;
+use super::{CALL_LOG, Gateway};
 use crate::cvi::Trust;
 use crate::cvi::meetings::is_conference_id;
+use crate::sip::log_limit;
 use crate::sip::message::SipMessage;
 use crate::sip::request::RequestBuilder;
 use crate::sip::response::random_token;
@@ -152,7 +153,9 @@ impl Gateway {
             .build();
         self.remember_final(call_id, &r);
         self.respond(invite, source, r).await;
-        warn!(call_id = %call_id, remote = %source.remote, "CVI call refused: {why}");
+        if log_limit::allow(source.remote.ip(), CALL_LOG) {
+            warn!(call_id = %call_id, remote = %source.remote, "CVI call refused: {why}");
+        }
         false
     }
 
@@ -176,7 +179,9 @@ impl Gateway {
             Err(Refused::Store(why)) => Err((503, why, None)),
             Err(refused) => {
                 self.stats.not_found.fetch_add(1, Ordering::Relaxed);
-                info!(call_id = %call.room.call_id, reason = %refused.why(), "conference ID not accepted");
+                if log_limit::allow(ip, CALL_LOG) {
+                    info!(call_id = %call.room.call_id, reason = %refused.why(), "conference ID not accepted");
+                }
                 // Only a well-formed ID is a guess (an empty or short entry
                 // at the reception is a fumble, not an attempt).
                 if is_conference_id(id) {

@@ -160,6 +160,7 @@ fn forward(msg: &SipMessage, partner: &Arc<Partner>, cfg: &PolicyConfig) -> Verd
             strip,
             add: vec![(TRUST_HEADER.into(), trust)],
             hide: Hide::Destination,
+            peer: partner.id.clone(),
             body: None,
         }),
         Some(partner),

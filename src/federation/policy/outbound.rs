@@ -73,6 +73,7 @@ pub(super) fn decide(
                 .collect(),
             add: Vec::new(),
             hide: Hide::Source,
+            peer: partner.id.clone(),
             body: None,
         }),
         p,

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use self::load::Load;
 use self::topology::{BadToken, ResponseEdit};
-pub use self::topology::{Hide, Topology};
+pub use self::topology::{Hide, Topology, TopologyKey};
 use self::txn::{
     Action, ClientSpec, ClientTxn, SendPath, ServerTxn, Step, Tables, TimerKey, Upstream,
 };
@@ -129,7 +129,7 @@ impl<R: Router> Proxy<R> {
         u.user.is_none() && self.is_self_uri(u)
     }
 
-    fn prepare(&self, msg: &SipMessage) -> Prep {
+    fn prepare(&self, msg: &SipMessage, source: &Source) -> Prep {
         let routes: Vec<usize> = msg.indices(HeaderName::Route).collect();
         let mut own = Vec::new();
         for &i in &routes {
@@ -169,11 +169,21 @@ impl<R: Router> Proxy<R> {
             None => request_uri.as_ref(),
         };
         let call_id = msg.call_id().unwrap_or("");
+        // Whose tokens these may be: asked only when there are any to open.
+        let stand_in = target.is_some_and(|u| {
+            u.user
+                .is_some_and(|x| x.starts_with(topology::CONTACT_PREFIX))
+        });
+        let peer = if route_uris.is_empty() && !stand_in {
+            String::new()
+        } else {
+            self.router.token_peer(msg, source)
+        };
         let (restored_routes, restored_target, bad_token) =
             match self
                 .cfg
                 .topology
-                .restore_request(call_id, &route_uris, target, |u| self.is_self_uri(u))
+                .restore_request(call_id, &peer, &route_uris, target, |u| self.is_self_uri(u))
             {
                 Ok((r, t)) => (r, t, None),
                 Err(e) => (Vec::new(), None, Some(e)),
@@ -327,7 +337,7 @@ impl<R: Router> Proxy<R> {
             let trying = ResponseBuilder::new(&msg, 100).build();
             s.respond(trying, 100).await;
         }
-        let prep = self.prepare(&msg);
+        let prep = self.prepare(&msg, &source);
         if self.looped(&msg, prep.loop_hash) {
             self.stats.loops.fetch_add(1, Ordering::Relaxed);
             let r = Reject::new(
@@ -515,6 +525,7 @@ impl<R: Router> Proxy<R> {
         let two_legs = source.tag.side != fwd.leg;
         let mut response_edit = match fwd.hide {
             Hide::Destination if stateful => ResponseEdit::Hide {
+                peer: fwd.peer.clone(),
                 below: msg.values(HeaderName::RecordRoute).count(),
                 ours: if !record_route {
                     0
@@ -528,7 +539,10 @@ impl<R: Router> Proxy<R> {
         };
         if fwd.hide == Hide::Source {
             let rr = record_route.then_some((out.record_route.as_str(), inner.as_str()));
-            response_edit = self.cfg.topology.hide_request(msg, &mut ed, rr, stateful);
+            response_edit = self
+                .cfg
+                .topology
+                .hide_request(msg, &mut ed, rr, stateful, &fwd.peer);
         } else if record_route {
             // The topmost entry faces the next hop; the second, where the request came from.
             ed.insert_before_first(HeaderName::RecordRoute, &out.record_route);
@@ -786,11 +800,11 @@ impl<R: Router> Proxy<R> {
                     .topology
                     .restore_response(resp, &mut ed, vias, record_route, is_self)
             }
-            ResponseEdit::Hide { below, ours } => {
+            ResponseEdit::Hide { below, ours, peer } => {
                 let outer = &self.cfg.leg(to.tag.side).record_route;
                 self.cfg
                     .topology
-                    .hide_response(resp, &mut ed, outer, *below, *ours)
+                    .hide_response(resp, &mut ed, outer, (*below, *ours), peer)
             }
         }
         self.router.edit_response(resp, to, &mut ed);

@@ -80,6 +80,9 @@ pub struct Forward {
     pub add: Vec<(String, String)>,
     /// Which side of the request the other must not see (see `topology`).
     pub hide: Hide,
+    /// The partner the hidden-topology tokens of this request and its
+    /// responses are bound to (an opaque name; empty for none).
+    pub peer: String,
     /// A new body (Content-Length follows), e.g. SDP pointing at a relay.
     pub body: Option<Bytes>,
 }
@@ -152,6 +155,12 @@ pub trait Router: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Decision> + Send;
     /// The answer when the next hop could not be reached.
     fn forward_failed(&self, req: &SipMessage, source: &Source, err: &ConnectError) -> Reject;
+    /// The partner that sent `req` from `source`, as [`Forward::peer`]
+    /// names it, to which the hidden-topology tokens in it must belong
+    /// (empty for none: then no partner's token opens).
+    fn token_peer(&self, _req: &SipMessage, _source: &Source) -> String {
+        String::new()
+    }
     /// Edits to a response before it goes upstream on `to`.
     fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>);
     /// The proxy answered `req` itself with a final `status` (a refusal,

@@ -7,13 +7,20 @@
 //! Contact URI of ours (`sip:fe1-<token>@<edge>`), sealed with AES-256-GCM
 //! under a key every edge node shares through the database. Nothing about a
 //! dialog is kept in memory, so a restarted or different node restores it.
+//! A token is bound to its kind, the dialog's Call-ID, the partner it was
+//! given to (an opaque name the application chooses) and its issue time:
+//! it opens for that partner only, within its lifetime, and only while the
+//! key it names (by id) is current or within its grace period after a
+//! rotation. It never accepts a token it cannot authenticate.
 //! Vias hidden from a request are kept by its client transaction and put
 //! back on the responses.
 //!
 //! Only headers are handled here; addresses in SDP bodies are the media
 //! relay's business.
 
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,7 +36,13 @@ use crate::uri::{Host, Scheme, Uri};
 pub const ROUTE_PARAM: &str = "fe-h";
 /// The user-part prefix of a Contact URI standing in for a hidden one.
 pub const CONTACT_PREFIX: &str = "fe1-";
-const AAD_PREFIX: &[u8] = b"fedge topology v1";
+const AAD_PREFIX: &[u8] = b"fedge topology v2";
+/// The token format: version, key id, issue time (Unix seconds), then the
+/// nonce, the sealed parts and the tag.
+const VERSION: u8 = 2;
+const HEADER: usize = 1 + 4 + 4;
+/// Clock difference between edge nodes tolerated on a token's issue time.
+const SKEW: Duration = Duration::from_secs(300);
 
 /// What a token stands for; part of what it is sealed with, so one kind
 /// cannot be passed off as another.
@@ -77,23 +90,112 @@ pub enum ResponseEdit {
         below: usize,
         /// Entries of ours right above them (0 when not record-routed).
         ours: usize,
+        /// The partner the tokens are for.
+        peer: String,
     },
 }
 
-/// A token that this edge did not make, or made under another key, or for
-/// another dialog.
+/// Why a token does not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// Not made by this edge for this dialog and this partner (forged,
+    /// altered, another dialog's, another partner's, or under a key this
+    /// edge does not have).
+    #[error("was not made by this edge for this dialog and this partner")]
+    Forged,
+    /// Made by this edge, but older than the token lifetime.
+    #[error("has expired")]
+    Expired,
+    /// Made under a key whose grace period after a rotation is over.
+    #[error("was made under a retired key")]
+    Retired,
+}
+
+/// A token in a request that this edge will not follow, and where it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a hidden-topology token in the {0} was not made by this edge for this dialog")]
-pub struct BadToken(pub &'static str);
+#[error("a hidden-topology token in the {0} {1}")]
+pub struct BadToken(pub &'static str, pub Fault);
 
-/// The system random source failed when the edge started.
+/// Why topology hiding cannot start.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("no random numbers for topology-hiding nonces")]
-pub struct NoRandom;
+pub enum TopologyError {
+    #[error("no random numbers for topology-hiding nonces")]
+    NoRandom,
+    #[error("no topology-hiding key")]
+    NoKey,
+}
 
-/// The hiding key and what may be shown.
+/// One topology-hiding key: its id (named in every token it seals), the
+/// secret, and when it stops being accepted (`None` for the current key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TopologyKey {
+    pub id: u32,
+    pub secret: [u8; 32],
+    pub retire_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for TopologyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopologyKey")
+            .field("id", &self.id)
+            .field("retire_at", &self.retire_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys in use: the newest seals; every key opens until it retires.
+struct Ring {
+    /// The newest key's id and key: it seals.
+    current: (u32, aead::LessSafeKey),
+    /// The others, each until it retires (`None`: never).
+    older: Vec<(u32, aead::LessSafeKey, Option<SystemTime>)>,
+}
+
+fn aead_key(secret: &[u8; 32]) -> aead::LessSafeKey {
+    // A 32-byte key is always valid for AES-256-GCM.
+    let unbound =
+        aead::UnboundKey::new(&aead::AES_256_GCM, secret).unwrap_or_else(|_| unreachable!());
+    aead::LessSafeKey::new(unbound)
+}
+
+impl Ring {
+    fn new(keys: &[TopologyKey]) -> Result<Ring, TopologyError> {
+        let newest = keys
+            .iter()
+            .max_by_key(|k| k.id)
+            .ok_or(TopologyError::NoKey)?;
+        let older = keys
+            .iter()
+            .filter(|k| k.id != newest.id)
+            .map(|k| (k.id, aead_key(&k.secret), k.retire_at))
+            .collect();
+        Ok(Ring {
+            current: (newest.id, aead_key(&newest.secret)),
+            older,
+        })
+    }
+
+    /// The key named `id`, and when it retires.
+    fn key(&self, id: u32) -> Option<(&aead::LessSafeKey, Option<SystemTime>)> {
+        if id == self.current.0 {
+            return Some((&self.current.1, None));
+        }
+        self.older
+            .iter()
+            .find(|(k, _, _)| *k == id)
+            .map(|(_, key, retire)| (key, *retire))
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The hiding keys and what may be shown.
 pub struct Topology {
-    key: aead::LessSafeKey,
+    ring: RwLock<Ring>,
+    /// How long a token opens after it was made.
+    lifetime: Duration,
     /// Nonces are this process's random 64-bit prefix plus a counter, so
     /// they never repeat under the shared key (no per-token RNG call).
     prefix: u64,
@@ -107,6 +209,7 @@ pub struct Topology {
 impl std::fmt::Debug for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Topology")
+            .field("lifetime", &self.lifetime)
             .field("visible_domains", &self.visible_domains)
             .field("contact_host", &self.contact_host)
             .finish_non_exhaustive()
@@ -120,35 +223,39 @@ fn host_name(u: &Uri<'_>) -> Option<String> {
     }
 }
 
-fn aad(kind: Kind, call_id: &str) -> Vec<u8> {
-    let mut a = Vec::with_capacity(AAD_PREFIX.len() + 2 + call_id.len());
+fn aad(kind: Kind, header: &[u8], peer: &str, call_id: &str) -> Vec<u8> {
+    let peer = &peer.as_bytes()[..peer.len().min(u16::MAX as usize)];
+    let mut a = Vec::with_capacity(AAD_PREFIX.len() + 4 + HEADER + peer.len() + call_id.len());
     a.extend_from_slice(AAD_PREFIX);
     a.push(match kind {
         Kind::Route => b'R',
         Kind::Contact => b'C',
     });
     a.push(0);
+    a.extend_from_slice(header);
+    a.extend_from_slice(&(peer.len() as u16).to_be_bytes());
+    a.extend_from_slice(peer);
     a.extend_from_slice(call_id.as_bytes());
     a
 }
 
 impl Topology {
-    /// `key` seals the tokens; `visible_domains` are the home SIP domains;
+    /// The newest of `keys` seals the tokens, and tokens open for
+    /// `lifetime`; `visible_domains` are the home SIP domains;
     /// `contact_host` is e.g. `sip.fedge.test:5061;transport=tls`.
     pub fn new(
-        key: &[u8; 32],
+        keys: &[TopologyKey],
+        lifetime: Duration,
         visible_domains: Vec<String>,
         contact_host: String,
-    ) -> Result<Topology, NoRandom> {
+    ) -> Result<Topology, TopologyError> {
         let mut prefix = [0u8; 8];
         SystemRandom::new()
             .fill(&mut prefix)
-            .map_err(|_| NoRandom)?;
-        // A 32-byte key is always valid for AES-256-GCM.
-        let unbound =
-            aead::UnboundKey::new(&aead::AES_256_GCM, key).unwrap_or_else(|_| unreachable!());
+            .map_err(|_| TopologyError::NoRandom)?;
         Ok(Topology {
-            key: aead::LessSafeKey::new(unbound),
+            ring: RwLock::new(Ring::new(keys)?),
+            lifetime,
             prefix: u64::from_be_bytes(prefix),
             counter: AtomicU64::new(0),
             visible_domains: visible_domains
@@ -167,66 +274,144 @@ impl Topology {
         n
     }
 
+    /// Replaces the keys (after a rotation); the newest seals from now on.
+    pub fn set_keys(&self, keys: &[TopologyKey]) -> Result<(), TopologyError> {
+        let ring = Ring::new(keys)?;
+        match self.ring.write() {
+            Ok(mut r) => *r = ring,
+            Err(poisoned) => *poisoned.into_inner() = ring,
+        }
+        Ok(())
+    }
+
+    /// The id of the key that seals new tokens.
+    pub fn current_key(&self) -> u32 {
+        match self.ring.read() {
+            Ok(r) => r.current.0,
+            Err(poisoned) => poisoned.into_inner().current.0,
+        }
+    }
+
     /// Seals a list of strings into a URL-safe token of `kind`, bound to
-    /// the dialog's Call-ID.
-    pub fn seal(&self, kind: Kind, call_id: &str, parts: &[&str]) -> String {
+    /// the dialog's Call-ID, the partner `peer` and the time now.
+    pub fn seal(&self, kind: Kind, call_id: &str, peer: &str, parts: &[&str]) -> String {
+        self.seal_at(kind, call_id, peer, parts, SystemTime::now())
+    }
+
+    fn seal_at(
+        &self,
+        kind: Kind,
+        call_id: &str,
+        peer: &str,
+        parts: &[&str],
+        now: SystemTime,
+    ) -> String {
         let mut data = Vec::with_capacity(parts.iter().map(|p| p.len() + 2).sum::<usize>() + 16);
         for p in parts {
             let n = p.len().min(u16::MAX as usize);
             data.extend_from_slice(&(n as u16).to_be_bytes());
             data.extend_from_slice(&p.as_bytes()[..n]);
         }
+        let ring = match self.ring.read() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut header = [0u8; HEADER];
+        header[0] = VERSION;
+        header[1..5].copy_from_slice(&ring.current.0.to_be_bytes());
+        header[5..9].copy_from_slice(&(unix(now).min(u32::MAX as u64) as u32).to_be_bytes());
         let nonce = self.nonce();
-        let tag = self
-            .key
+        let key = &ring.current.1;
+        let tag = key
             .seal_in_place_separate_tag(
                 aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(aad(kind, call_id)),
+                aead::Aad::from(aad(kind, &header, peer, call_id)),
                 &mut data,
             )
             // Fails only past AES-GCM's 64 GiB message limit.
             .unwrap_or_else(|_| unreachable!());
-        let mut out = Vec::with_capacity(12 + data.len() + 16);
+        let mut out = Vec::with_capacity(HEADER + 12 + data.len() + 16);
+        out.extend_from_slice(&header);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&data);
         out.extend_from_slice(tag.as_ref());
         URL_SAFE_NO_PAD.encode(out)
     }
 
-    /// Opens a token made by [`Topology::seal`] with the same kind and Call-ID.
-    pub fn open(&self, kind: Kind, call_id: &str, token: &str) -> Option<Vec<String>> {
-        let mut raw = URL_SAFE_NO_PAD.decode(token).ok()?;
-        if raw.len() < 12 + aead::AES_256_GCM.tag_len() {
-            return None;
+    /// Opens a token made by [`Topology::seal`] with the same kind, Call-ID
+    /// and partner, within its lifetime, under a key still accepted.
+    pub fn open(
+        &self,
+        kind: Kind,
+        call_id: &str,
+        peer: &str,
+        token: &str,
+    ) -> Result<Vec<String>, Fault> {
+        self.open_at(kind, call_id, peer, token, SystemTime::now())
+    }
+
+    fn open_at(
+        &self,
+        kind: Kind,
+        call_id: &str,
+        peer: &str,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Vec<String>, Fault> {
+        let mut raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| Fault::Forged)?;
+        if raw.len() < HEADER + 12 + aead::AES_256_GCM.tag_len() || raw[0] != VERSION {
+            return Err(Fault::Forged);
         }
+        let (header, rest) = raw.split_at_mut(HEADER);
+        let kid = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        let issued = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) as u64;
         let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&raw[..12]);
-        let plain = self
-            .key
+        nonce.copy_from_slice(&rest[..12]);
+        let ring = match self.ring.read() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (key, retire) = ring.key(kid).ok_or(Fault::Forged)?;
+        let plain = key
             .open_in_place(
                 aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(aad(kind, call_id)),
-                &mut raw[12..],
+                aead::Aad::from(aad(kind, header, peer, call_id)),
+                &mut rest[12..],
             )
-            .ok()?;
+            .map_err(|_| Fault::Forged)?;
+        // Authentic from here on: the key id and issue time are ours.
+        if retire.is_some_and(|t| now >= t) {
+            return Err(Fault::Retired);
+        }
+        let now_s = unix(now);
+        if issued > now_s + SKEW.as_secs() || now_s.saturating_sub(issued) > self.lifetime.as_secs()
+        {
+            return Err(Fault::Expired);
+        }
         let mut parts = Vec::new();
         let mut rest: &[u8] = plain;
         while !rest.is_empty() {
-            let (len, tail) = rest.split_at_checked(2)?;
+            let (len, tail) = rest.split_at_checked(2).ok_or(Fault::Forged)?;
             let n = u16::from_be_bytes([len[0], len[1]]) as usize;
-            let (part, tail) = tail.split_at_checked(n)?;
-            parts.push(String::from_utf8(part.to_vec()).ok()?);
+            let (part, tail) = tail.split_at_checked(n).ok_or(Fault::Forged)?;
+            parts.push(String::from_utf8(part.to_vec()).map_err(|_| Fault::Forged)?);
             rest = tail;
         }
-        Some(parts)
+        Ok(parts)
     }
 
     /// Our Record-Route value with `hidden` entries sealed into it.
-    pub fn sealed_route(&self, record_route: &str, call_id: &str, hidden: &[&str]) -> String {
+    pub fn sealed_route(
+        &self,
+        record_route: &str,
+        call_id: &str,
+        peer: &str,
+        hidden: &[&str],
+    ) -> String {
         if hidden.is_empty() {
             return record_route.to_string();
         }
-        let token = self.seal(Kind::Route, call_id, hidden);
+        let token = self.seal(Kind::Route, call_id, peer, hidden);
         match record_route.rfind('>') {
             Some(i) => format!(
                 "{};{ROUTE_PARAM}={token}{}",
@@ -251,12 +436,12 @@ impl Topology {
 
     /// The Contact value a partner may see in place of `value`, or `None`
     /// when it may see `value` itself (a home user's GRUU, `*`, a non-SIP URI).
-    pub fn hide_contact(&self, value: &str, call_id: &str) -> Option<String> {
+    pub fn hide_contact(&self, value: &str, call_id: &str, peer: &str) -> Option<String> {
         let na = NameAddr::parse(value).ok()?;
         if !na.uri.is_sip() || self.visible(&na.uri) {
             return None;
         }
-        let token = self.seal(Kind::Contact, call_id, &[na.uri.raw]);
+        let token = self.seal(Kind::Contact, call_id, peer, &[na.uri.raw]);
         let scheme = if na.uri.scheme == Scheme::Sips {
             "sips"
         } else {
@@ -280,10 +465,10 @@ impl Topology {
         Some(out)
     }
 
-    fn hide_contacts(&self, msg: &SipMessage, ed: &mut Editor<'_>) {
+    fn hide_contacts(&self, msg: &SipMessage, ed: &mut Editor<'_>, peer: &str) {
         let call_id = msg.call_id().unwrap_or("");
         for i in msg.indices(HeaderName::Contact) {
-            if let Some(v) = self.hide_contact(msg.value(&msg.headers()[i]), call_id) {
+            if let Some(v) = self.hide_contact(msg.value(&msg.headers()[i]), call_id, peer) {
                 ed.replace_value(i, v);
             }
         }
@@ -293,14 +478,16 @@ impl Topology {
     /// Record-Route entry goes, and Contacts outside the home domains are
     /// replaced. With `record_route` (ours toward the partner, ours toward
     /// where the request came from) our outer entry is added with the
-    /// removed ones sealed in. Returns what the responses need restored
-    /// when `keep` (a client transaction will pass them on).
+    /// removed ones sealed in, for the partner `peer`. Returns what the
+    /// responses need restored when `keep` (a client transaction will pass
+    /// them on).
     pub fn hide_request(
         &self,
         msg: &SipMessage,
         ed: &mut Editor<'_>,
         record_route: Option<(&str, &str)>,
         keep: bool,
+        peer: &str,
     ) -> ResponseEdit {
         ed.remove_all(HeaderName::Via);
         let received_rr: Vec<&str> = msg.values(HeaderName::RecordRoute).collect();
@@ -309,10 +496,10 @@ impl Topology {
             let call_id = msg.call_id().unwrap_or("");
             ed.insert_before_first(
                 HeaderName::RecordRoute,
-                &self.sealed_route(outer, call_id, &received_rr),
+                &self.sealed_route(outer, call_id, peer, &received_rr),
             );
         }
-        self.hide_contacts(msg, ed);
+        self.hide_contacts(msg, ed, peer);
         if !keep {
             return ResponseEdit::Nothing;
         }
@@ -358,14 +545,14 @@ impl Topology {
     /// the partner sent and the `ours` we added are sealed, verbatim, into
     /// our federation entry `outer`; Contacts of 1xx and 2xx answers
     /// outside the home domains are replaced (a redirect's Contacts are
-    /// targets, not the home side's addresses).
+    /// targets, not the home side's addresses). Tokens are for `peer`.
     pub fn hide_response(
         &self,
         resp: &SipMessage,
         ed: &mut Editor<'_>,
         outer: &str,
-        below: usize,
-        ours: usize,
+        (below, ours): (usize, usize),
+        peer: &str,
     ) {
         let rr: Vec<(usize, &str)> = resp
             .indices(HeaderName::RecordRoute)
@@ -387,12 +574,12 @@ impl Topology {
                 let call_id = resp.call_id().unwrap_or("");
                 ed.insert_before_first(
                     HeaderName::RecordRoute,
-                    &self.sealed_route(outer, call_id, &hidden),
+                    &self.sealed_route(outer, call_id, peer, &hidden),
                 );
             }
         }
         if resp.status().is_some_and(|s| s < 300) {
-            self.hide_contacts(resp, ed);
+            self.hide_contacts(resp, ed, peer);
         }
     }
 
@@ -403,6 +590,7 @@ impl Topology {
     pub fn restore_request(
         &self,
         call_id: &str,
+        peer: &str,
         routes: &[Uri<'_>],
         target: Option<&Uri<'_>>,
         is_self: impl Fn(&Uri<'_>) -> bool,
@@ -411,10 +599,10 @@ impl Topology {
         for u in routes {
             if let Some(Some(token)) = u.param(ROUTE_PARAM) {
                 let parts = self
-                    .open(Kind::Route, call_id, token)
-                    .ok_or(BadToken("Route"))?;
+                    .open(Kind::Route, call_id, peer, token)
+                    .map_err(|f| BadToken("Route", f))?;
                 if parts.iter().any(|p| NameAddr::parse(p).is_err()) {
-                    return Err(BadToken("Route"));
+                    return Err(BadToken("Route", Fault::Forged));
                 }
                 restored.extend(parts);
             }
@@ -424,14 +612,13 @@ impl Topology {
             && is_self(u)
             && let Some(token) = u.user.and_then(|user| user.strip_prefix(CONTACT_PREFIX))
         {
-            let bad = BadToken("Request-URI");
             let mut parts = self
-                .open(Kind::Contact, call_id, token)
-                .ok_or(bad.clone())?;
+                .open(Kind::Contact, call_id, peer, token)
+                .map_err(|f| BadToken("Request-URI", f))?;
             let t = parts
                 .pop()
                 .filter(|t| parts.is_empty() && Uri::parse(t).is_ok());
-            original = Some(t.ok_or(bad)?);
+            original = Some(t.ok_or(BadToken("Request-URI", Fault::Forged))?);
         }
         Ok((restored, original))
     }
@@ -443,9 +630,18 @@ mod tests {
     use crate::parse::{Limits, find_head_end, parse_framed};
     use bytes::Bytes;
 
+    fn key(id: u32, b: u8) -> TopologyKey {
+        TopologyKey {
+            id,
+            secret: [b; 32],
+            retire_at: None,
+        }
+    }
+
     fn topo() -> Topology {
         Topology::new(
-            &[7u8; 32],
+            &[key(1, 7)],
+            Duration::from_secs(3600),
             vec!["home.test".into()],
             "sip.fedge.test:5061;transport=tls".into(),
         )
@@ -476,28 +672,40 @@ mod tests {
     fn tokens_round_trip_and_resist_tampering_kind_and_dialog_swaps() {
         let t = topo();
         let parts = ["<sip:pool1.corp.local;lr>", "", "x"];
-        let tok = t.seal(Kind::Route, "c1", &parts);
+        let tok = t.seal(Kind::Route, "c1", "pA", &parts);
         assert!(
             tok.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
-        assert_eq!(t.open(Kind::Route, "c1", &tok).unwrap(), parts);
+        assert_eq!(t.open(Kind::Route, "c1", "pA", &tok).unwrap(), parts);
         assert!(!tok.contains("pool1"));
         // Fresh nonce each time: tokens are not linkable.
-        assert_ne!(tok, t.seal(Kind::Route, "c1", &parts));
+        assert_ne!(tok, t.seal(Kind::Route, "c1", "pA", &parts));
         // Bound to the kind and the dialog.
-        assert_eq!(t.open(Kind::Contact, "c1", &tok), None);
-        assert_eq!(t.open(Kind::Route, "c2", &tok), None);
+        assert_eq!(t.open(Kind::Contact, "c1", "pA", &tok), Err(Fault::Forged));
+        assert_eq!(t.open(Kind::Route, "c2", "pA", &tok), Err(Fault::Forged));
         let mut bad = tok.clone().into_bytes();
         bad[20] = if bad[20] == b'A' { b'B' } else { b'A' };
         assert_eq!(
-            t.open(Kind::Route, "c1", std::str::from_utf8(&bad).unwrap()),
-            None
+            t.open(Kind::Route, "c1", "pA", std::str::from_utf8(&bad).unwrap()),
+            Err(Fault::Forged)
         );
-        let other = Topology::new(&[8u8; 32], vec![], String::new()).unwrap();
-        assert_eq!(other.open(Kind::Route, "c1", &tok), None);
-        assert_eq!(t.open(Kind::Route, "c1", "!!"), None);
-        assert_eq!(t.open(Kind::Route, "c1", ""), None);
+        let other = Topology::new(
+            &[key(1, 8)],
+            Duration::from_secs(3600),
+            vec![],
+            String::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            other.open(Kind::Route, "c1", "pA", &tok),
+            Err(Fault::Forged)
+        );
+        assert_eq!(t.open(Kind::Route, "c1", "pA", "!!"), Err(Fault::Forged));
+        assert_eq!(t.open(Kind::Route, "c1", "pA", ""), Err(Fault::Forged));
+        // Bound to the partner it was given to.
+        assert_eq!(t.open(Kind::Route, "c1", "pB", &tok), Err(Fault::Forged));
+        assert_eq!(t.open(Kind::Route, "c1", "", &tok), Err(Fault::Forged));
         // Nonces never repeat within a process, across the counter's halves too.
         let a = t.nonce();
         t.counter.store(u32::MAX as u64, Ordering::Relaxed);
@@ -506,16 +714,62 @@ mod tests {
     }
 
     #[test]
+    fn tokens_expire_and_survive_a_rotation_for_the_grace_period_only() {
+        let t = topo();
+        let t0 = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let tok = t.seal_at(Kind::Route, "c1", "pA", &["x"], t0);
+        assert!(t.open_at(Kind::Route, "c1", "pA", &tok, t0 + hour).is_ok());
+        assert_eq!(
+            t.open_at(
+                Kind::Route,
+                "c1",
+                "pA",
+                &tok,
+                t0 + hour + Duration::from_secs(2)
+            ),
+            Err(Fault::Expired)
+        );
+        // From the future beyond the tolerated clock skew.
+        assert_eq!(
+            t.open_at(Kind::Route, "c1", "pA", &tok, t0 - hour),
+            Err(Fault::Expired)
+        );
+        // Rotation: key 2 seals, key 1 opens until its grace ends.
+        let retire = t0 + Duration::from_secs(60);
+        let mut old = key(1, 7);
+        old.retire_at = Some(retire);
+        t.set_keys(&[old, key(2, 9)]).unwrap();
+        assert_eq!(t.current_key(), 2);
+        let new = t.seal_at(Kind::Route, "c1", "pA", &["y"], t0);
+        assert_ne!(&new[..8], &tok[..8], "the key id is in the token");
+        assert!(t.open_at(Kind::Route, "c1", "pA", &tok, t0).is_ok());
+        assert_eq!(
+            t.open_at(Kind::Route, "c1", "pA", &tok, retire),
+            Err(Fault::Retired)
+        );
+        assert!(t.open_at(Kind::Route, "c1", "pA", &new, retire).is_ok());
+        // Once key 1 is gone, its tokens are unknown.
+        t.set_keys(&[key(2, 9)]).unwrap();
+        assert_eq!(
+            t.open_at(Kind::Route, "c1", "pA", &tok, t0),
+            Err(Fault::Forged)
+        );
+        assert!(matches!(t.set_keys(&[]), Err(TopologyError::NoKey)));
+    }
+
+    #[test]
     fn contacts_outside_home_domains_are_replaced() {
         let t = topo();
         assert_eq!(
-            t.hide_contact("<sip:alice@home.test;opaque=user:epid:x;gruu>", "c"),
+            t.hide_contact("<sip:alice@home.test;opaque=user:epid:x;gruu>", "c", "pA"),
             None
         );
         let h = t
             .hide_contact(
                 "\"Alice\" <sip:alice@10.1.2.3:5061;transport=tls>;+sip.instance=\"<urn:uuid:1>\"",
                 "c",
+                "pA",
             )
             .unwrap();
         assert!(h.starts_with("\"Alice\" <sip:fe1-"), "{h}");
@@ -526,7 +780,7 @@ mod tests {
         assert!(!h.contains("10.1.2.3"));
         // An addr-spec Contact gets brackets so its parameters stay header parameters.
         let h = t
-            .hide_contact("sip:pool1.corp.local;expires=60", "c")
+            .hide_contact("sip:pool1.corp.local;expires=60", "c", "pA")
             .unwrap();
         assert!(
             h.starts_with("<sip:fe1-") && h.ends_with(">;expires=60"),
@@ -534,23 +788,24 @@ mod tests {
         );
         // sips stays sips; server GRUUs and maddr under a home domain are hidden too.
         assert!(
-            t.hide_contact("<sips:a@10.1.2.3>", "c")
+            t.hide_contact("<sips:a@10.1.2.3>", "c", "pA")
                 .unwrap()
                 .starts_with("<sips:fe1-")
         );
         assert!(
             t.hide_contact(
                 "<sip:fe01.corp.local@home.test;gruu;opaque=srvr:MRAS:x>",
-                "c"
+                "c",
+                "pA"
             )
             .is_some()
         );
         assert!(
-            t.hide_contact("<sip:a@home.test;maddr=10.0.0.1>", "c")
+            t.hide_contact("<sip:a@home.test;maddr=10.0.0.1>", "c", "pA")
                 .is_some()
         );
-        assert_eq!(t.hide_contact("*", "c"), None);
-        assert_eq!(t.hide_contact("<tel:+441234567890>", "c"), None);
+        assert_eq!(t.hide_contact("*", "c", "pA"), None);
+        assert_eq!(t.hide_contact("<tel:+441234567890>", "c", "pA"), None);
     }
 
     #[test]
@@ -568,7 +823,7 @@ mod tests {
              Content-Length: 0\r\n\r\n",
         );
         let mut ed = Editor::new(&req);
-        let edit = t.hide_request(&req, &mut ed, Some((OUTER, INNER)), true);
+        let edit = t.hide_request(&req, &mut ed, Some((OUTER, INNER)), true, "pA");
         ed.insert_before_first(
             HeaderName::Via,
             "SIP/2.0/TLS sip.fedge.test:5061;branch=z9hG4bK-fe1",
@@ -630,7 +885,13 @@ mod tests {
             rr[0]
         ));
         let (routes, target) = t
-            .restore_request("c1", &route_uris(&bye), bye.request_uri().as_ref(), is_self)
+            .restore_request(
+                "c1",
+                "pA",
+                &route_uris(&bye),
+                bye.request_uri().as_ref(),
+                is_self,
+            )
             .unwrap();
         assert_eq!(
             routes,
@@ -642,13 +903,13 @@ mod tests {
         );
         // The same tokens in another dialog open nothing.
         assert_eq!(
-            t.restore_request("c9", &route_uris(&bye), None, is_self),
-            Err(BadToken("Route"))
+            t.restore_request("c9", "pA", &route_uris(&bye), None, is_self),
+            Err(BadToken("Route", Fault::Forged))
         );
         // Without a client transaction (ACK, BENOTIFY) nothing is kept.
         let mut ed = Editor::new(&req);
         assert!(matches!(
-            t.hide_request(&req, &mut ed, None, false),
+            t.hide_request(&req, &mut ed, None, false, "pA"),
             ResponseEdit::Nothing
         ));
     }
@@ -669,7 +930,7 @@ mod tests {
              Call-ID: c2\r\nCSeq: 1 INVITE\r\nContact: <sip:fe2.corp.local:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n",
         );
         let mut ed = Editor::new(&resp);
-        t.hide_response(&resp, &mut ed, OUTER, 1, 2);
+        t.hide_response(&resp, &mut ed, OUTER, (1, 2), "pA");
         let out = ed.finish();
         let text = std::str::from_utf8(&out).unwrap();
         assert!(
@@ -691,7 +952,13 @@ mod tests {
             rr[0]
         ));
         let (routes, target) = t
-            .restore_request("c2", &route_uris(&req), req.request_uri().as_ref(), is_self)
+            .restore_request(
+                "c2",
+                "pA",
+                &route_uris(&req),
+                req.request_uri().as_ref(),
+                is_self,
+            )
             .unwrap();
         assert_eq!(
             routes,
@@ -710,8 +977,8 @@ mod tests {
              Content-Length: 0\r\n\r\n",
         );
         assert_eq!(
-            t.restore_request("c2", &[], forged.request_uri().as_ref(), is_self),
-            Err(BadToken("Request-URI"))
+            t.restore_request("c2", "pA", &[], forged.request_uri().as_ref(), is_self),
+            Err(BadToken("Request-URI", Fault::Forged))
         );
         let token = route_uris(&req)[0]
             .param(ROUTE_PARAM)
@@ -721,8 +988,8 @@ mod tests {
         let swapped = format!("sip:{CONTACT_PREFIX}{token}@sip.fedge.test");
         let swapped = Uri::parse(&swapped).unwrap();
         assert_eq!(
-            t.restore_request("c2", &[], Some(&swapped), is_self),
-            Err(BadToken("Request-URI"))
+            t.restore_request("c2", "pA", &[], Some(&swapped), is_self),
+            Err(BadToken("Request-URI", Fault::Forged))
         );
     }
 
@@ -736,7 +1003,7 @@ mod tests {
              Call-ID: c3\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@other.test>\r\nContent-Length: 0\r\n\r\n",
         );
         let mut ed = Editor::new(&resp);
-        t.hide_response(&resp, &mut ed, OUTER, 1, 0);
+        t.hide_response(&resp, &mut ed, OUTER, (1, 0), "pA");
         let m = parse(std::str::from_utf8(&ed.finish()).unwrap());
         assert_eq!(
             m.values(HeaderName::RecordRoute).collect::<Vec<_>>(),

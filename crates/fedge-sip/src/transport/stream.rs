@@ -170,7 +170,9 @@ async fn accept_tls<H: Handler>(tcp: TcpStream, job: Handshake, ctx: ConnCtx, ha
                 return;
             }
             Ok(Err(e)) => {
-                warn!(role = %ctx.tag, %remote, reason = %describe_handshake_error(&e), "TLS handshake refused");
+                if crate::log_limit::allow(remote.ip(), "TLS handshake refused") {
+                    warn!(role = %ctx.tag, %remote, reason = %describe_handshake_error(&e), "TLS handshake refused");
+                }
                 return;
             }
             Ok(Ok(s)) => s,
@@ -357,9 +359,11 @@ where
         tokio::select! {
             _ = close.cancelled() => return "closed by the edge".into(),
             _ = tokio::time::sleep_until(deadline) => {
-                if mid {
+                if mid && crate::log_limit::allow(source.remote.ip(), "incomplete message") {
                     warn!(role = %source.tag, remote = %source.remote, pending = buf.len(),
                         "connection closed: message incomplete after {:?}", settings.message_timeout);
+                }
+                if mid {
                     return "incomplete message timed out".into();
                 }
                 return "idle timeout".into();
@@ -406,7 +410,9 @@ fn fatal(e: StreamError, source: &Source, settings: &TransportSettings) -> Strin
             format!("framing lost: {}", r.error)
         }
         StreamError::Truncated(n) => {
-            warn!(role = %source.tag, remote = %source.remote, pending = n, "connection closed mid-message");
+            if crate::log_limit::allow(source.remote.ip(), "incomplete message") {
+                warn!(role = %source.tag, remote = %source.remote, pending = n, "connection closed mid-message");
+            }
             format!("closed mid-message with {n} bytes pending")
         }
         StreamError::Io(e) => format!("read error: {e}"),
@@ -425,16 +431,18 @@ fn answer_rejection(r: &Rejected, source: &Source, settings: &TransportSettings,
         .as_ref()
         .map(|m| truncate_for_log(m.start_line_str()))
         .unwrap_or_default();
-    warn!(
-        role = %source.tag,
-        remote = %source.remote,
-        identity = %identity,
-        status = r.error.status,
-        reason = %r.error.reason,
-        message = %what,
-        closing,
-        "malformed message rejected"
-    );
+    if crate::log_limit::allow(source.remote.ip(), "malformed message") {
+        warn!(
+            role = %source.tag,
+            remote = %source.remote,
+            identity = %identity,
+            status = r.error.status,
+            reason = %r.error.reason,
+            message = %what,
+            closing,
+            "malformed message rejected"
+        );
+    }
     if let (Some(req), true) = (&r.partial, r.is_request()) {
         if req
             .method()

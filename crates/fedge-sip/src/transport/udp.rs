@@ -64,7 +64,9 @@ pub async fn run<H: Handler>(
                     .as_ref()
                     .map(|m| m.start_line_str().chars().take(120).collect::<String>())
                     .unwrap_or_default();
-                warn!(role = %tag, %remote, status = r.error.status, reason = %r.error.reason, message = %what, "malformed datagram rejected");
+                if crate::log_limit::allow(remote.ip(), "malformed message") {
+                    warn!(role = %tag, %remote, status = r.error.status, reason = %r.error.reason, message = %what, "malformed datagram rejected");
+                }
                 if let (Some(req), true) = (&r.partial, r.is_request())
                     && req.method() != Some(&Method::Ack)
                 {
