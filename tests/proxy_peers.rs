@@ -299,7 +299,7 @@ fn certificates_for_another_fqdn_are_refused() {
         localhost(wrong_users),
     );
     let (checks, refs) = refusal_checks(
-        "certificate names sip\\.wrong\\.test, but domain partner\\.test belongs to partner Partner Trust whose edge is sip\\.partner\\.test",
+        "certificate names sip\\.wrong\\.test, which is not the federation edge on record for domain partner\\.test",
         1010,
     );
     let sc = scenario(

@@ -363,6 +363,52 @@ impl Refusal {
         }
     }
 
+    /// What the sender is told when the full reason ([`fmt::Display`], for
+    /// the log) names more than the sender itself sent: another partner's
+    /// organisation, its edge FQDN or its DNS answers. Anyone whose
+    /// certificate chains to the trust bundle can get these refusals, so
+    /// they name only the From domain and the certificate's own names.
+    pub fn public(&self) -> Option<String> {
+        use Refusal as R;
+        Some(match self {
+            R::NotThisPartnersDomain {
+                domain,
+                certificate,
+                ..
+            } => format!(
+                "From domain {domain} is not a domain of the partner whose edge certificate {certificate} names"
+            ),
+            R::SpoofedEdge {
+                certificate,
+                domain,
+                ..
+            } => format!(
+                "certificate names {certificate}, which is not the federation edge on record for domain {domain}"
+            ),
+            R::SpoofedSrv {
+                certificate,
+                domain,
+                ..
+            } => format!(
+                "certificate names {certificate}, which is not a target of {}",
+                srv_name(domain)
+            ),
+            R::SrvOutsideDomain { domain, .. } => format!(
+                "{} names hosts outside {domain} (the same-domain rule), and no edge FQDN is on record for it",
+                srv_name(domain)
+            ),
+            R::NoSrv {
+                domain,
+                direction: Direction::Inbound,
+                ..
+            } => format!(
+                "{domain} publishes no {} SRV record, and no edge FQDN is on record for it",
+                srv_name(domain)
+            ),
+            _ => return None,
+        })
+    }
+
     /// The answer for the proxy to send: the SfB diagnostic first (as
     /// `ms-diagnostics-public`, what partners' servers and admins read),
     /// then the refusal's own headers.
@@ -373,9 +419,14 @@ impl Refusal {
             .into_iter()
             .collect();
         headers.extend(self.headers());
+        let (reason, detail) = match self.public() {
+            Some(p) => (p, Some(self.to_string())),
+            None => (self.to_string(), None),
+        };
         Reject {
             status: self.status(),
-            reason: self.to_string(),
+            reason,
+            detail,
             warn_code: self.warn_code(),
             code: self.diagnostic().map(|d| d.0),
             headers,

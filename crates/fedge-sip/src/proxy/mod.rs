@@ -224,7 +224,7 @@ impl<R: Router> Proxy<R> {
             identity = %source.identity.as_ref().map(|i| i.to_string()).unwrap_or_default(),
             status = r.status,
             diagnostic = r.code.unwrap_or(0),
-            reason = %r.reason,
+            reason = %r.detail.as_deref().unwrap_or(&r.reason),
             request = %req.summary(),
             from = req.from().map(|f| f.uri.raw.to_string()).unwrap_or_default(),
             call_id = req.call_id().unwrap_or(""),

@@ -90,7 +90,11 @@ pub struct Forward {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     pub status: u16,
+    /// What the sender is told (the Warning text): only what it sent itself.
     pub reason: String,
+    /// The fuller reason for the log, when it names more than the sender
+    /// may read (another partner's organisation or edge).
+    pub detail: Option<String>,
     pub warn_code: u16,
     /// The application's diagnostic code for this refusal, logged with it
     /// (the header that carries it, if any, is among `headers`).
@@ -106,6 +110,7 @@ impl Reject {
         Reject {
             status,
             reason: reason.into(),
+            detail: None,
             warn_code: 399,
             code: None,
             headers: Vec::new(),
