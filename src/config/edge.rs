@@ -173,6 +173,11 @@ pub struct InternalConfig {
     /// the federation FQDN when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<String>,
+    /// The home pool's addresses (IPs or CIDR networks): the only sources
+    /// the internal listener accepts. Empty: the next hop's address (which
+    /// must then be an address, not a host name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_sources: Vec<String>,
 }
 
 impl Default for InternalConfig {
@@ -182,6 +187,7 @@ impl Default for InternalConfig {
             next_hop: "sip:127.0.0.1:5080;transport=udp".into(),
             max_connections: 256,
             fqdn: None,
+            allowed_sources: Vec::new(),
         }
     }
 }

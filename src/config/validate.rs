@@ -97,6 +97,7 @@ impl Config {
         }
         self.check_admission()?;
         self.next_hop()?;
+        self.internal_sources()?;
         Ok(())
     }
 

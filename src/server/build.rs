@@ -85,6 +85,10 @@ pub(super) async fn sip_core(
         store: Some(shared.store.clone()),
         proxy: OnceLock::new(),
         media: media.clone(),
+        internal_sources: crate::federation::sources::InternalSources::new(
+            cfg.internal_sources()
+                .map_err(|e| ServeError::Config(e.to_string()))?,
+        ),
     };
     let pool = Arc::new(
         Pool::new(

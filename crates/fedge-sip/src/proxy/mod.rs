@@ -8,6 +8,7 @@
 //! A forwarded message is the received bytes with a few spans spliced
 //! (`sip::edit`), never a re-serialisation.
 
+pub mod dialogs;
 pub mod load;
 mod router;
 pub mod topology;
@@ -36,7 +37,7 @@ use super::message::{Method, SipMessage};
 use super::parse::{Limits, find_head_end, parse_framed};
 use super::response::{ResponseBuilder, random_token};
 use super::transport::outbound::{ConnectError, Pool};
-use super::transport::{Handler, Inbound, SendError, Side, Source};
+use super::transport::{Handler, Inbound, SendError, Side, Source, Tag, Transport};
 use super::uri::{Host, Uri};
 use super::validate::check_request;
 
@@ -69,6 +70,8 @@ pub struct Proxy<R: Router> {
     pub stats: Stats,
     /// How far behind the event loop is (sampled while the timers run).
     pub load: Arc<Load>,
+    /// The dialogs this proxy record-routed.
+    pub dialogs: dialogs::Dialogs,
 }
 
 impl<R: Router> std::fmt::Debug for Proxy<R> {
@@ -99,6 +102,7 @@ impl<R: Router> Proxy<R> {
             udp,
             stats: Stats::default(),
             load: Arc::new(Load::default()),
+            dialogs: dialogs::Dialogs::default(),
         })
     }
 
@@ -344,8 +348,22 @@ impl<R: Router> Proxy<R> {
             self.refuse(&msg, &source, server.as_ref(), r).await;
             return;
         }
+        let to_tag = msg.to().and_then(|t| t.tag().map(str::to_string));
+        let from_tag = msg.from().and_then(|f| f.tag().map(str::to_string));
+        let call_id = msg.call_id().unwrap_or("");
+        let now = tokio::time::Instant::now();
+        // In dialog by the edge's own knowledge: a dialog it record-routed,
+        // or a topology token it sealed for this Call-ID. A To tag alone is
+        // the sender's say-so.
+        let in_dialog = to_tag.as_deref().is_some_and(|to| {
+            !prep.restored_routes.is_empty()
+                || prep.restored_target.is_some()
+                || self
+                    .dialogs
+                    .known(call_id, from_tag.as_deref().unwrap_or(""), to, now)
+        });
         let info = RequestInfo {
-            in_dialog: msg.to().is_some_and(|t| t.tag().is_some()),
+            in_dialog,
             own_routes: prep.own.len(),
             next_route: prep.restored_routes.first().cloned().or_else(|| {
                 msg.indices(HeaderName::Route)
@@ -371,11 +389,14 @@ impl<R: Router> Proxy<R> {
                     .await;
             }
             Decision::Forward(fwd) => {
-                let record_route = !info.in_dialog
+                let record_route = to_tag.is_none()
                     && matches!(
                         method,
                         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
                     );
+                if record_route && let Some(tag) = from_tag.as_deref() {
+                    self.dialogs.record(call_id, tag, now);
+                }
                 me.forward(msg, source, server, fwd, &prep, record_route)
                     .await;
             }
@@ -806,6 +827,10 @@ impl<R: Router> Handler for Proxy<R> {
         } else {
             self.on_response(msg, source).await;
         }
+    }
+
+    fn admits(&self, tag: Tag, remote: std::net::SocketAddr, transport: Transport) -> bool {
+        self.router.admits(tag, remote, transport)
     }
 }
 

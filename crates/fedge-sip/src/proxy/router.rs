@@ -17,7 +17,7 @@ use super::txn::Timers;
 use crate::edit::Editor;
 use crate::message::SipMessage;
 use crate::transport::outbound::{ConnectError, StreamTarget};
-use crate::transport::{Side, Source};
+use crate::transport::{Side, Source, Tag, Transport};
 
 /// What the proxy puts on the messages it sends out of one side.
 #[derive(Debug, Clone)]
@@ -136,7 +136,9 @@ pub enum Decision {
 /// What the proxy learned about a request before asking the router.
 #[derive(Debug, Clone, Default)]
 pub struct RequestInfo {
-    /// The To header has a tag.
+    /// The request belongs to a dialog the edge knows (it record-routed
+    /// the dialog, or the request carries a topology token of the edge's
+    /// for its Call-ID); a To tag alone does not make a request in-dialog.
     pub in_dialog: bool,
     /// How many of the topmost Route entries were ours (and are removed).
     pub own_routes: usize,
@@ -162,6 +164,11 @@ pub trait Router: Send + Sync + 'static {
     /// The proxy answered `req` itself with a final `status` (a refusal,
     /// an unreachable next hop, a transaction timeout).
     fn refused(&self, _req: &SipMessage, _status: u16) {}
+    /// Whether the listener `tag` takes anything from `remote` (see
+    /// [`crate::transport::Handler::admits`]).
+    fn admits(&self, _tag: Tag, _remote: SocketAddr, _transport: Transport) -> bool {
+        true
+    }
 }
 
 /// Counters, cumulative since start.

@@ -288,4 +288,10 @@ pub struct Inbound {
 pub trait Handler: Send + Sync + 'static {
     /// Called once per well-formed message, in arrival order per connection.
     fn on_message(&self, inbound: Inbound) -> impl Future<Output = ()> + Send;
+    /// Whether a listener takes anything from `remote` at all: asked for
+    /// each accepted connection (closed at once when not) and each
+    /// datagram (dropped unanswered when not). The handler logs refusals.
+    fn admits(&self, _tag: Tag, _remote: SocketAddr, _transport: Transport) -> bool {
+        true
+    }
 }
