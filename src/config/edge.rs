@@ -136,6 +136,14 @@ pub struct FederationConfig {
     pub max_handshakes_per_source: usize,
     /// Most TLS connections opened to one partner edge (SfB allows 1 to 4).
     pub partner_connections: usize,
+    /// Most requests of one source address in progress at once (live
+    /// server transactions), before any policy has admitted them.
+    pub max_transactions_per_source: usize,
+    /// Refusals per second one source address may cause (sustained); over
+    /// it, its connection is closed without an answer.
+    pub refusals_per_second: u32,
+    /// Refusals one source address may cause at once.
+    pub refusal_burst: u32,
 }
 
 impl Default for FederationConfig {
@@ -156,6 +164,9 @@ impl Default for FederationConfig {
             max_handshakes: 256,
             max_handshakes_per_source: 32,
             partner_connections: 4,
+            max_transactions_per_source: 256,
+            refusals_per_second: 20,
+            refusal_burst: 40,
         }
     }
 }

@@ -115,6 +115,13 @@ impl Config {
                 f.max_handshakes
             )));
         }
+        if f.max_transactions_per_source == 0 || f.refusals_per_second == 0 || f.refusal_burst == 0
+        {
+            return Err(ConfigError(
+                "[federation] max_transactions_per_source, refusals_per_second and refusal_burst must be at least 1"
+                    .into(),
+            ));
+        }
         if !(1..=f.max_connections).contains(&f.max_connections_per_identity) {
             return Err(ConfigError(format!(
                 "[federation] max_connections_per_identity must be from 1 to max_connections ({})",

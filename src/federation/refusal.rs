@@ -431,7 +431,31 @@ impl Refusal {
             code: self.diagnostic().map(|d| d.0),
             headers,
             log: true,
+            charge: self.unidentified(),
         }
+    }
+
+    /// A refusal of a sender the edge has not identified as a partner (no
+    /// certificate, a domain that is not the certificate's, no partner at
+    /// all): these count against the source's refusal budget, since no
+    /// partner rate holds them. A known partner's refusals are its own
+    /// rate's business.
+    pub fn unidentified(&self) -> bool {
+        use Refusal as R;
+        matches!(
+            self,
+            R::WrongListener
+                | R::NoCertificate
+                | R::NoFromDomain
+                | R::NotPartnerDomain { .. }
+                | R::NotThisPartnersDomain { .. }
+                | R::SpoofedEdge { .. }
+                | R::SpoofedSrv { .. }
+                | R::SrvOutsideDomain { .. }
+                | R::NoSrv { .. }
+                | R::DnsFailed { .. }
+                | R::DnsNotLookedUp { .. }
+        )
     }
 }
 

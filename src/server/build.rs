@@ -23,6 +23,7 @@ use crate::federation::registry::Registry;
 use crate::federation::{Edge, RateConfig};
 use crate::media::{MediaConfig, Relay, SideAddress};
 use crate::role::Role;
+use crate::sip::proxy::budget::Budget;
 use crate::sip::proxy::txn::Timers;
 use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology};
 use crate::sip::transport::outbound::{Pool, StreamTarget};
@@ -185,6 +186,11 @@ fn proxy_config(
             )
             .map_err(|e| ServeError::Runtime(e.to_string()))?,
         ),
+        budget: Budget {
+            max_transactions_per_source: cfg.federation.max_transactions_per_source,
+            refusal_rate: cfg.federation.refusals_per_second,
+            refusal_burst: cfg.federation.refusal_burst,
+        },
     })
 }
 

@@ -8,6 +8,7 @@
 //! A forwarded message is the received bytes with a few spans spliced
 //! (`sip::edit`), never a re-serialisation.
 
+pub mod budget;
 pub mod dialogs;
 pub mod load;
 mod router;
@@ -72,6 +73,8 @@ pub struct Proxy<R: Router> {
     pub load: Arc<Load>,
     /// The dialogs this proxy record-routed.
     pub dialogs: dialogs::Dialogs,
+    /// Refusals per outside source (`cfg.budget`).
+    refusals: budget::Refusals,
 }
 
 impl<R: Router> std::fmt::Debug for Proxy<R> {
@@ -103,6 +106,7 @@ impl<R: Router> Proxy<R> {
             stats: Stats::default(),
             load: Arc::new(Load::default()),
             dialogs: dialogs::Dialogs::default(),
+            refusals: budget::Refusals::default(),
         })
     }
 
@@ -264,6 +268,10 @@ impl<R: Router> Proxy<R> {
         server: Option<&Arc<ServerTxn>>,
         r: Reject,
     ) {
+        if r.charge && !self.refusal_fits(req, source, server) {
+            self.router.refused(req, r.status);
+            return;
+        }
         self.log_reject(req, source, &r);
         self.router.refused(req, r.status);
         // ACK and BENOTIFY are never answered: they are only logged.
@@ -300,6 +308,11 @@ impl<R: Router> Proxy<R> {
             None
         } else {
             let Some(k) = key else { return };
+            if !self.txn_fits(&source) && self.tables.server(&k).is_none() {
+                let r = Reject::new(503, "too many requests of this source in progress");
+                self.refuse(&msg, &source, None, r).await;
+                return;
+            }
             let target = source.response_target(&msg);
             let (s, created) = self.tables.server_or_insert(
                 k,

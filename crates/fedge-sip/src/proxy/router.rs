@@ -48,6 +48,8 @@ pub struct ProxyConfig {
     pub timers: Timers,
     /// The key and rules of topology hiding.
     pub topology: Arc<Topology>,
+    /// What one outside source may cost before it is cut off.
+    pub budget: super::budget::Budget,
 }
 
 impl ProxyConfig {
@@ -103,6 +105,10 @@ pub struct Reject {
     /// Log this refusal on its own line (false when the application
     /// summarises a run of like refusals, e.g. a flood's, itself).
     pub log: bool,
+    /// Counts against the sender's refusal budget (`budget`): true unless
+    /// the application knows the sender and limits it itself (a partner's
+    /// own rate).
+    pub charge: bool,
 }
 
 impl Reject {
@@ -115,6 +121,7 @@ impl Reject {
             code: None,
             headers: Vec::new(),
             log: true,
+            charge: true,
         }
     }
 }

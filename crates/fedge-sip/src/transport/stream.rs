@@ -238,6 +238,7 @@ where
 {
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let close = ctx.shutdown.child_token();
     let id = ctx.table.allocate_id();
     let conn = Connection {
@@ -249,10 +250,11 @@ where
         identity: identity.clone(),
         tx,
         close: close.clone(),
+        queued: queued.clone(),
     };
     ctx.table.insert(conn.clone());
     let span = conn_span(&ctx);
-    let writer = tokio::spawn(write_loop(wr, rx, close.clone()).instrument(span.clone()));
+    let writer = tokio::spawn(write_loop(wr, rx, close.clone(), queued).instrument(span.clone()));
     let handle = conn.clone();
     let task = async move {
         let mut rd = rd;
@@ -292,7 +294,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::Receiver<Bytes>,
     close: CancellationToken,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    use std::sync::atomic::Ordering;
     loop {
         let data = tokio::select! {
             _ = close.cancelled() => break,
@@ -305,6 +309,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             close.cancel();
             return;
         }
+        queued.fetch_sub(data.len(), Ordering::AcqRel);
         // Coalesce whatever else is queued before flushing.
         while let Ok(more) = rx.try_recv() {
             if more.is_empty() {
@@ -316,6 +321,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 close.cancel();
                 return;
             }
+            queued.fetch_sub(more.len(), Ordering::AcqRel);
         }
         if wr.flush().await.is_err() {
             close.cancel();
