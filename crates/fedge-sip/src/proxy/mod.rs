@@ -309,7 +309,10 @@ impl<R: Router> Proxy<R> {
         } else {
             let Some(k) = key else { return };
             if !self.txn_fits(&source) && self.tables.server(&k).is_none() {
-                let r = Reject::new(503, "too many requests of this source in progress");
+                let mut r = Reject::new(503, "too many requests of this source in progress");
+                r.headers.push(("Retry-After".into(), "5".into()));
+                // A partner with many calls ringing is not a stranger.
+                r.charge = false;
                 self.refuse(&msg, &source, None, r).await;
                 return;
             }
