@@ -825,7 +825,10 @@ async fn protocol_abuse_is_refused_logged_and_harmless() {
         !out.contains("SIP/2.0 200"),
         "request after a refused renegotiation: {out}"
     );
-    must_log(&edge, "renegotiation", &["NoRenegotiation"]);
+    // Every line of a connection carries its peer (the connection's span),
+    // rustls's own lines included.
+    let line = must_log(&edge, "renegotiation", &["NoRenegotiation"]);
+    assert!(line.contains("\"peer\":\"127.0.0.1:"), "{line}");
     next_partner_served(&mut edge, &pki, "a renegotiation request").await;
 
     // A ClientHello in one-byte TCP writes, and in one-byte TLS records, is
