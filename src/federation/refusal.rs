@@ -676,6 +676,31 @@ mod tests {
             j.reason
                 .ends_with("within 1h; requests to new ones are refused")
         );
+        // Another partner's organisation and edge go to the log only.
+        let j = Refusal::SpoofedEdge {
+            certificate: "sip.evil.test".into(),
+            domain: "b.test".into(),
+            org: "Org B".into(),
+            edge: "sip.b.test".into(),
+        }
+        .reject();
+        assert_eq!(
+            j.reason,
+            "certificate names sip.evil.test, which is not the federation edge on record for domain b.test"
+        );
+        assert!(
+            j.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("Org B") && d.contains("sip.b.test"))
+        );
+        assert!(j.charge, "a stranger's refusal counts against its source");
+        let j = Refusal::NoSrv {
+            domain: "b.test".into(),
+            org: "Org B".into(),
+            direction: Direction::Inbound,
+        }
+        .reject();
+        assert!(!j.reason.contains("Org B"), "{}", j.reason);
         let j = Refusal::MediaUnavailable {
             detail: "no ports".into(),
         }
