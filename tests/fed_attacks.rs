@@ -691,7 +691,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn peers_that_never_read_cost_a_bounded_amount() {
     const CONNS: usize = 4;
     /// The worst case per connection stated in docs/robustness.md.
-    const PER_CONN_KIB: u64 = 2_700;
+    const PER_CONN_KIB: u64 = 3_900;
     let pki = Pki::new();
     let home = Home::start(false);
     let edge = start(&pki, &home, "", "");
@@ -723,6 +723,7 @@ async fn peers_that_never_read_cost_a_bounded_amount() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let grown = peak.saturating_sub(baseline);
+    eprintln!("grew {grown} KiB for {CONNS} connections that never read");
     // Allocator slack besides the connections' own bytes.
     let allowed = CONNS as u64 * PER_CONN_KIB + 8 * 1024;
     assert!(
