@@ -393,9 +393,13 @@ impl Refusal {
                 "certificate names {certificate}, which is not a target of {}",
                 srv_name(domain)
             ),
-            R::SrvOutsideDomain { domain, .. } => format!(
-                "{} names hosts outside {domain} (the same-domain rule), and no edge FQDN is on record for it",
-                srv_name(domain)
+            // The SRV targets are the domain's public DNS; the partner is not named.
+            R::SrvOutsideDomain {
+                domain, targets, ..
+            } => format!(
+                "{} names {}, which is not directly in {domain} (the same-domain rule), and no edge FQDN is on record for it",
+                srv_name(domain),
+                targets.join(", ")
             ),
             R::NoSrv {
                 domain,
