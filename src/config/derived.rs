@@ -104,7 +104,8 @@ impl Config {
                 ))),
             };
         }
-        list.iter()
+        let mut nets = list
+            .iter()
             .map(|s| {
                 s.parse::<ipnet::IpNet>()
                     .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -115,7 +116,14 @@ impl Config {
                         ))
                     })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // The next hop answers on the internal UDP socket: always allowed.
+        if let Ok(ip) = self.next_hop()?.host.parse::<std::net::IpAddr>()
+            && !nets.iter().any(|n| n.contains(&ip))
+        {
+            nets.push(ipnet::IpNet::from(ip));
+        }
+        Ok(nets)
     }
 }
 
