@@ -441,9 +441,10 @@ impl Refusal {
 
     /// A refusal of a sender the edge has not identified as a partner (no
     /// certificate, a domain that is not the certificate's, no partner at
-    /// all): these count against the source's refusal budget, since no
-    /// partner rate holds them. A known partner's refusals are its own
-    /// rate's business.
+    /// all, an SRV check failed): these count against the source's refusal
+    /// budget, since no partner rate holds them. A known partner's
+    /// refusals are its own rate's business, and a failed DNS lookup is
+    /// the edge's.
     pub fn unidentified(&self) -> bool {
         use Refusal as R;
         matches!(
@@ -457,8 +458,6 @@ impl Refusal {
                 | R::SpoofedSrv { .. }
                 | R::SrvOutsideDomain { .. }
                 | R::NoSrv { .. }
-                | R::DnsFailed { .. }
-                | R::DnsNotLookedUp { .. }
         )
     }
 }

@@ -647,7 +647,8 @@ impl<R: Router> Proxy<R> {
             if let Some(c) = &client {
                 self.tables.remove_client(&c.key);
             }
-            let r = Reject::new(503, format!("the next hop could not be sent to: {e}"));
+            let mut r = Reject::new(503, format!("the next hop could not be sent to: {e}"));
+            r.charge = false; // the edge's failure, not the sender's
             self.refuse(&msg, &source, server.as_ref(), r).await;
             return;
         }
@@ -735,7 +736,8 @@ impl<R: Router> Proxy<R> {
                 Action::Timeout(received, status, reason) => match &c.upstream {
                     Upstream::Server(server) => {
                         if !server.final_sent() {
-                            let r = Reject::new(status, reason);
+                            let mut r = Reject::new(status, reason);
+                            r.charge = false; // the next hop's silence, not the sender's
                             self.refuse(&received, &server.source, Some(server), r)
                                 .await;
                         }
