@@ -1,6 +1,7 @@
 //! `fedge firewall`: an nftables ruleset for what this configuration
 //! serves: the federation listener (SIP over mutual TLS), the internal
-//! listener (from the next hop when it is an address), the admin listener,
+//! listener (from the home pool's addresses only: `[internal]
+//! allowed_sources`, else the next hop's address), the admin listener,
 //! the DNS server, the federation media relay's range, and in CVI gateway
 //! mode the room systems' SIP listeners (UDP and TCP 5060, TLS 5061) and
 //! the gateway's media range (UDP and TCP, as in Pexip's port tables that
@@ -18,13 +19,6 @@ fn daddr(ip: IpAddr) -> String {
         ip if ip.is_unspecified() => String::new(),
         IpAddr::V4(a) => format!("ip daddr {a} "),
         IpAddr::V6(a) => format!("ip6 daddr {a} "),
-    }
-}
-
-fn saddr(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => format!("ip saddr {a} "),
-        IpAddr::V6(a) => format!("ip6 saddr {a} "),
     }
 }
 
@@ -90,18 +84,33 @@ fn sip_rules(r: &mut Rules, cfg: &Config) {
         "tcp dport 5061 accept comment \"federation: to partners' Access Edges (SRV may name other ports)\""
             .into(),
     );
-    // The internal listener takes only the next hop when it is an address.
+    // The internal listener takes only the home pool's addresses, as the
+    // edge itself does ([internal] allowed_sources, else the next hop's
+    // address); never any source.
     let next_hop_ip = cfg
         .next_hop()
         .ok()
         .and_then(|n| n.host.parse::<IpAddr>().ok());
-    let from_next_hop = next_hop_ip.map(saddr).unwrap_or_default();
-    r.listen(
-        &from_next_hop,
-        cfg.internal.listen,
-        &["udp", "tcp"],
-        "internal: the home pool's next hop",
-    );
+    match cfg.internal_sources() {
+        Ok(nets) => {
+            for net in nets {
+                let from = match net {
+                    ipnet::IpNet::V4(n) => format!("ip saddr {n} "),
+                    ipnet::IpNet::V6(n) => format!("ip6 saddr {n} "),
+                };
+                r.listen(
+                    &from,
+                    cfg.internal.listen,
+                    &["udp", "tcp"],
+                    "internal: the home pool ([internal] allowed_sources)",
+                );
+            }
+        }
+        Err(e) => r.input.push(format!(
+            "# internal listener not opened: {}",
+            e.0.replace('"', "'")
+        )),
+    }
     if let Ok(n) = cfg.next_hop() {
         let proto = if n.transport == "udp" { "udp" } else { "tcp" };
         let to = next_hop_ip

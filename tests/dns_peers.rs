@@ -273,7 +273,7 @@ fn srv_answers_that_break_the_rules_are_refused_with_their_codes() {
     // certificate is not what partner.test's SRV record names.
     let (checks, references) = refusal(
         399,
-        "certificate names sip\\.other\\.test, but _sipfederationtls\\._tcp\\.partner\\.test names sip\\.partner\\.test",
+        "certificate names sip\\.other\\.test, which is not a target of _sipfederationtls\\._tcp\\.partner\\.test",
         Some(1010),
     );
     let r = lab.spawn_uac(

@@ -95,7 +95,13 @@ async fn tcp_on_the_same_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_listeners_and_ipv6_references() {
     let pki = Pki::new();
-    let cfg = test_config(&pki, "").replace("listen = \"127.0.0.1:0\"", "listen = \"[::1]:0\"");
+    // The home pool speaks from ::1 here.
+    let cfg = test_config(&pki, "")
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"[::1]:0\"")
+        .replace(
+            "allowed_sources = [\"127.0.0.1\"]",
+            "allowed_sources = [\"127.0.0.1\", \"::1\"]",
+        );
     let mut edge = Edge::start(&pki, &cfg);
     assert!(edge.federation.is_ipv6() && edge.internal.is_ipv6());
 

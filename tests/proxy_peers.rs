@@ -183,7 +183,7 @@ fn refusals_say_why_in_both_directions() {
         "bob@fedge.test",
         "unknown.test",
         403,
-        "From domain unknown.test is not a domain of partner Partner Trust",
+        "From domain unknown.test is not a domain of the partner whose edge certificate sip.partner.test names",
         1002,
     );
     refused_message(
@@ -202,7 +202,8 @@ fn refusals_say_why_in_both_directions() {
         "bob@fedge.test",
         "other.test",
         403,
-        "certificate names sip.partner.test, but domain other.test belongs to partner Other Org",
+        // Other Org and its edge are not told (issue 14.12).
+        "certificate names sip.partner.test, which is not the federation edge on record for domain other.test",
         1010,
     );
     // Partner to partner through the edge (transit).
@@ -299,7 +300,7 @@ fn certificates_for_another_fqdn_are_refused() {
         localhost(wrong_users),
     );
     let (checks, refs) = refusal_checks(
-        "certificate names sip\\.wrong\\.test, but domain partner\\.test belongs to partner Partner Trust whose edge is sip\\.partner\\.test",
+        "certificate names sip\\.wrong\\.test, which is not the federation edge on record for domain partner\\.test",
         1010,
     );
     let sc = scenario(

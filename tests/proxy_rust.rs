@@ -507,6 +507,14 @@ async fn a_strict_router_is_repaired() {
         edge,
         mut c,
     } = setup("").await;
+    // The dialog, as the edge saw it begin (a To tag alone does not put
+    // a request in a dialog: issue 14.10).
+    let invite = "INVITE sip:bob@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS sip.partner.test:5061;branch=z9hG4bK-strict-inv\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@partner.test>;tag=p1\r\nTo: <sip:bob@fedge.test>\r\n\
+         Call-ID: strict@partner.test\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n";
+    c.send(invite.as_bytes()).await.unwrap();
+    let (inv, _) = recv_datagram(&home, Duration::from_secs(5)).expect("INVITE relayed");
+    assert_eq!(inv.method().map(|m| m.as_str()), Some("INVITE"));
     // An RFC 2543 strict router puts our Record-Route URI in the
     // Request-URI and the remote target last in Route (RFC 3261 §16.4).
     let ours = format!(

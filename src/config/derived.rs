@@ -89,6 +89,44 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The sources the internal listener accepts (`[internal]
+    /// allowed_sources`, else the next hop's address).
+    pub fn internal_sources(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        let list = &self.internal.allowed_sources;
+        if list.is_empty() {
+            let hop = self.next_hop()?;
+            return match hop.host.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(vec![ipnet::IpNet::from(ip)]),
+                Err(_) => Err(ConfigError(format!(
+                    "[internal] allowed_sources must list the home pool's addresses: next_hop names the host {}, not an address",
+                    hop.host
+                ))),
+            };
+        }
+        let mut nets = list
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "[internal] allowed_sources: {s:?} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The next hop answers on the internal UDP socket: always allowed.
+        if let Ok(ip) = self.next_hop()?.host.parse::<std::net::IpAddr>()
+            && !nets.iter().any(|n| n.contains(&ip))
+        {
+            nets.push(ipnet::IpNet::from(ip));
+        }
+        Ok(nets)
+    }
+}
+
 /// Where admitted partner requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NextHop {

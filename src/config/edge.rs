@@ -160,6 +160,14 @@ pub struct FederationConfig {
     pub max_handshakes_per_source: usize,
     /// Most TLS connections opened to one partner edge (SfB allows 1 to 4).
     pub partner_connections: usize,
+    /// Most requests of one source address in progress at once (live
+    /// server transactions), before any policy has admitted them.
+    pub max_transactions_per_source: usize,
+    /// Refusals per second one source address may cause (sustained); over
+    /// it, its connection is closed without an answer.
+    pub refusals_per_second: u32,
+    /// Refusals one source address may cause at once.
+    pub refusal_burst: u32,
 }
 
 impl Default for FederationConfig {
@@ -180,6 +188,9 @@ impl Default for FederationConfig {
             max_handshakes: 256,
             max_handshakes_per_source: 32,
             partner_connections: 4,
+            max_transactions_per_source: 256,
+            refusals_per_second: 20,
+            refusal_burst: 40,
         }
     }
 }
@@ -197,6 +208,11 @@ pub struct InternalConfig {
     /// the federation FQDN when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<String>,
+    /// The home pool's addresses (IPs or CIDR networks): the only sources
+    /// the internal listener accepts. Empty: the next hop's address (which
+    /// must then be an address, not a host name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_sources: Vec<String>,
 }
 
 impl Default for InternalConfig {
@@ -206,6 +222,7 @@ impl Default for InternalConfig {
             next_hop: "sip:127.0.0.1:5080;transport=udp".into(),
             max_connections: 256,
             fqdn: None,
+            allowed_sources: Vec::new(),
         }
     }
 }

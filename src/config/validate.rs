@@ -97,6 +97,7 @@ impl Config {
         }
         self.check_admission()?;
         self.next_hop()?;
+        self.internal_sources()?;
         Ok(())
     }
 
@@ -113,6 +114,13 @@ impl Config {
                 "[federation] max_handshakes_per_source must be from 1 to max_handshakes ({})",
                 f.max_handshakes
             )));
+        }
+        if f.max_transactions_per_source == 0 || f.refusals_per_second == 0 || f.refusal_burst == 0
+        {
+            return Err(ConfigError(
+                "[federation] max_transactions_per_source, refusals_per_second and refusal_burst must be at least 1"
+                    .into(),
+            ));
         }
         if !(1..=f.max_connections).contains(&f.max_connections_per_identity) {
             return Err(ConfigError(format!(

@@ -7,7 +7,8 @@
 //! crosses and how (request rules by direction, rate limits, response
 //! edits; with `content` and `product` for what a message carries and who
 //! sent it), `refusal` every reason it refuses, `hop` where a partner's
-//! edge is, `metrics` the counters. [`Edge`] is the proxy's [`Router`]:
+//! edge is, `sources` who may use the internal listener, `metrics` the
+//! counters. [`Edge`] is the proxy's [`Router`]:
 //! thin glue that asks the policy, hands SDP to the media relay
 //! (`anchor`), answers the onboarding IM test and counts every outcome.
 //! It decides nothing itself.
@@ -24,6 +25,7 @@ pub mod probe;
 pub mod product;
 pub mod refusal;
 pub mod registry;
+pub mod sources;
 
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -74,6 +76,8 @@ pub struct Edge {
     pub media: Option<Arc<crate::media::Relay>>,
     /// Where partners' SRV and address records are looked up.
     pub dns: crate::dns::Dns,
+    /// The home pool's addresses: the internal listener takes no one else.
+    pub internal_sources: sources::InternalSources,
 }
 
 /// Marks the IM test's reply, so that an edge that is itself fedge
@@ -313,6 +317,16 @@ impl Router for Edge {
             ],
         );
         r.reject()
+    }
+
+    fn admits(
+        &self,
+        tag: crate::sip::transport::Tag,
+        remote: std::net::SocketAddr,
+        transport: crate::sip::transport::Transport,
+    ) -> bool {
+        Role::of(tag) != Role::Internal
+            || self.internal_sources.admits(remote, &transport.to_string())
     }
 
     fn refused(&self, req: &SipMessage, status: u16) {

@@ -363,6 +363,56 @@ impl Refusal {
         }
     }
 
+    /// What the sender is told when the full reason ([`fmt::Display`], for
+    /// the log) names more than the sender itself sent: another partner's
+    /// organisation, its edge FQDN or its DNS answers. Anyone whose
+    /// certificate chains to the trust bundle can get these refusals, so
+    /// they name only the From domain and the certificate's own names.
+    pub fn public(&self) -> Option<String> {
+        use Refusal as R;
+        Some(match self {
+            R::NotThisPartnersDomain {
+                domain,
+                certificate,
+                ..
+            } => format!(
+                "From domain {domain} is not a domain of the partner whose edge certificate {certificate} names"
+            ),
+            R::SpoofedEdge {
+                certificate,
+                domain,
+                ..
+            } => format!(
+                "certificate names {certificate}, which is not the federation edge on record for domain {domain}"
+            ),
+            R::SpoofedSrv {
+                certificate,
+                domain,
+                ..
+            } => format!(
+                "certificate names {certificate}, which is not a target of {}",
+                srv_name(domain)
+            ),
+            // The SRV targets are the domain's public DNS; the partner is not named.
+            R::SrvOutsideDomain {
+                domain, targets, ..
+            } => format!(
+                "{} names {}, which is not directly in {domain} (the same-domain rule), and no edge FQDN is on record for it",
+                srv_name(domain),
+                targets.join(", ")
+            ),
+            R::NoSrv {
+                domain,
+                direction: Direction::Inbound,
+                ..
+            } => format!(
+                "{domain} publishes no {} SRV record, and no edge FQDN is on record for it",
+                srv_name(domain)
+            ),
+            _ => return None,
+        })
+    }
+
     /// The answer for the proxy to send: the SfB diagnostic first (as
     /// `ms-diagnostics-public`, what partners' servers and admins read),
     /// then the refusal's own headers.
@@ -373,14 +423,42 @@ impl Refusal {
             .into_iter()
             .collect();
         headers.extend(self.headers());
+        let (reason, detail) = match self.public() {
+            Some(p) => (p, Some(self.to_string())),
+            None => (self.to_string(), None),
+        };
         Reject {
             status: self.status(),
-            reason: self.to_string(),
+            reason,
+            detail,
             warn_code: self.warn_code(),
             code: self.diagnostic().map(|d| d.0),
             headers,
             log: true,
+            charge: self.unidentified(),
         }
+    }
+
+    /// A refusal of a sender the edge has not identified as a partner (no
+    /// certificate, a domain that is not the certificate's, no partner at
+    /// all, an SRV check failed): these count against the source's refusal
+    /// budget, since no partner rate holds them. A known partner's
+    /// refusals are its own rate's business, and a failed DNS lookup is
+    /// the edge's.
+    pub fn unidentified(&self) -> bool {
+        use Refusal as R;
+        matches!(
+            self,
+            R::WrongListener
+                | R::NoCertificate
+                | R::NoFromDomain
+                | R::NotPartnerDomain { .. }
+                | R::NotThisPartnersDomain { .. }
+                | R::SpoofedEdge { .. }
+                | R::SpoofedSrv { .. }
+                | R::SrvOutsideDomain { .. }
+                | R::NoSrv { .. }
+        )
     }
 }
 
@@ -601,6 +679,31 @@ mod tests {
             j.reason
                 .ends_with("within 1h; requests to new ones are refused")
         );
+        // Another partner's organisation and edge go to the log only.
+        let j = Refusal::SpoofedEdge {
+            certificate: "sip.evil.test".into(),
+            domain: "b.test".into(),
+            org: "Org B".into(),
+            edge: "sip.b.test".into(),
+        }
+        .reject();
+        assert_eq!(
+            j.reason,
+            "certificate names sip.evil.test, which is not the federation edge on record for domain b.test"
+        );
+        assert!(
+            j.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("Org B") && d.contains("sip.b.test"))
+        );
+        assert!(j.charge, "a stranger's refusal counts against its source");
+        let j = Refusal::NoSrv {
+            domain: "b.test".into(),
+            org: "Org B".into(),
+            direction: Direction::Inbound,
+        }
+        .reject();
+        assert!(!j.reason.contains("Org B"), "{}", j.reason);
         let j = Refusal::MediaUnavailable {
             detail: "no ports".into(),
         }

@@ -23,6 +23,7 @@ use crate::federation::registry::Registry;
 use crate::federation::{Edge, RateConfig};
 use crate::media::{MediaConfig, Relay, SideAddress};
 use crate::role::Role;
+use crate::sip::proxy::budget::Budget;
 use crate::sip::proxy::txn::Timers;
 use crate::sip::proxy::{Hop, Leg, Proxy, ProxyConfig, Topology, TopologyKey};
 use crate::sip::transport::outbound::{Pool, StreamTarget};
@@ -91,6 +92,10 @@ pub(super) async fn sip_core(
         store: Some(shared.store.clone()),
         proxy: OnceLock::new(),
         media: media.clone(),
+        internal_sources: crate::federation::sources::InternalSources::new(
+            cfg.internal_sources()
+                .map_err(|e| ServeError::Config(e.to_string()))?,
+        ),
     };
     let pool = Arc::new(
         Pool::new(
@@ -190,6 +195,11 @@ fn proxy_config(
             )
             .map_err(|e| ServeError::Runtime(e.to_string()))?,
         ),
+        budget: Budget {
+            max_transactions_per_source: cfg.federation.max_transactions_per_source,
+            refusal_rate: cfg.federation.refusals_per_second,
+            refusal_burst: cfg.federation.refusal_burst,
+        },
     })
 }
 

@@ -141,7 +141,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     tasks.spawn(admin::serve(admin_listener, state, shared.shutdown.clone()));
 
     info!(role = "federation", transport = "tls", addr = %fed_addr, fqdn = %cfg.federation.fqdn, "listening");
-    info!(role = "internal", transport = "udp+tcp", addr = %int_addr, "listening");
+    let home_pool = core
+        .proxy
+        .router
+        .internal_sources
+        .allowed()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    info!(role = "internal", transport = "udp+tcp", addr = %int_addr, allowed_sources = %home_pool, "listening");
     info!(role = "admin", transport = "http", addr = %admin_addr, "listening");
     info!(version = env!("CARGO_PKG_VERSION"), "fedge ready");
 

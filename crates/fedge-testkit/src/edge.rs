@@ -65,6 +65,7 @@ handshake_timeout = "2s"
 [internal]
 listen = "127.0.0.1:0"
 next_hop = "sip:127.0.0.1:5080;transport=udp"
+allowed_sources = ["127.0.0.1"]
 
 [store]
 url = "sqlite://{}/fedge.db"

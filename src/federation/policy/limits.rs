@@ -46,8 +46,9 @@ pub struct RateConfig {
 }
 
 /// Holds a partner's request to its rate (its record's `rate_limit`, else
-/// the configured one) and, out of dialog, to the enumeration guard.
-/// ACKs are not counted.
+/// the configured one) and, out of dialog (by the edge's own knowledge of
+/// the dialog, see `RequestInfo::in_dialog`), to the enumeration guard.
+/// ACKs of known dialogs are not counted.
 pub fn check(
     limits: &Limits,
     rates: &RateConfig,
@@ -56,7 +57,9 @@ pub fn check(
     info: &RequestInfo,
     now: Instant,
 ) -> Result<(), Refusal> {
-    if req.method() == Some(&Method::Ack) {
+    // The ACK of a dialog the edge knows completes an admitted INVITE; any
+    // other ACK is a request like the rest.
+    if req.method() == Some(&Method::Ack) && info.in_dialog {
         return Ok(());
     }
     let rate = partner

@@ -132,7 +132,14 @@ fn inbound_of(m: &SipMessage, peer: &[&str]) -> Verdict {
 
 fn reject(v: &Verdict) -> (u16, u16, Option<u16>, String) {
     match &v.decision {
-        Decision::Reject(r) => (r.status, r.warn_code, diagnostic_code(r), r.reason.clone()),
+        // The full reason (the log's); what the sender reads is checked in
+        // `refusal`'s tests.
+        Decision::Reject(r) => (
+            r.status,
+            r.warn_code,
+            diagnostic_code(r),
+            r.detail.clone().unwrap_or_else(|| r.reason.clone()),
+        ),
         other => panic!("expected a rejection, got {other:?}"),
     }
 }

@@ -8,6 +8,8 @@
 //! A forwarded message is the received bytes with a few spans spliced
 //! (`sip::edit`), never a re-serialisation.
 
+pub mod budget;
+pub mod dialogs;
 pub mod load;
 mod router;
 pub mod topology;
@@ -36,7 +38,7 @@ use super::message::{Method, SipMessage};
 use super::parse::{Limits, find_head_end, parse_framed};
 use super::response::{ResponseBuilder, random_token};
 use super::transport::outbound::{ConnectError, Pool};
-use super::transport::{Handler, Inbound, SendError, Side, Source};
+use super::transport::{Handler, Inbound, SendError, Side, Source, Tag, Transport};
 use super::uri::{Host, Uri};
 use super::validate::check_request;
 
@@ -69,6 +71,10 @@ pub struct Proxy<R: Router> {
     pub stats: Stats,
     /// How far behind the event loop is (sampled while the timers run).
     pub load: Arc<Load>,
+    /// The dialogs this proxy record-routed.
+    pub dialogs: dialogs::Dialogs,
+    /// Refusals per outside source (`cfg.budget`).
+    refusals: budget::Refusals,
 }
 
 impl<R: Router> std::fmt::Debug for Proxy<R> {
@@ -99,6 +105,8 @@ impl<R: Router> Proxy<R> {
             udp,
             stats: Stats::default(),
             load: Arc::new(Load::default()),
+            dialogs: dialogs::Dialogs::default(),
+            refusals: budget::Refusals::default(),
         })
     }
 
@@ -234,7 +242,7 @@ impl<R: Router> Proxy<R> {
             identity = %source.identity.as_ref().map(|i| i.to_string()).unwrap_or_default(),
             status = r.status,
             diagnostic = r.code.unwrap_or(0),
-            reason = %r.reason,
+            reason = %r.detail.as_deref().unwrap_or(&r.reason),
             request = %req.summary(),
             from = req.from().map(|f| f.uri.raw.to_string()).unwrap_or_default(),
             call_id = req.call_id().unwrap_or(""),
@@ -270,6 +278,10 @@ impl<R: Router> Proxy<R> {
         server: Option<&Arc<ServerTxn>>,
         r: Reject,
     ) {
+        if r.charge && !self.refusal_fits(req, source, server) {
+            self.router.refused(req, r.status);
+            return;
+        }
         self.log_reject(req, source, &r);
         self.router.refused(req, r.status);
         // ACK and BENOTIFY are never answered: they are only logged.
@@ -306,6 +318,14 @@ impl<R: Router> Proxy<R> {
             None
         } else {
             let Some(k) = key else { return };
+            if !self.txn_fits(&source) && self.tables.server(&k).is_none() {
+                let mut r = Reject::new(503, "too many requests of this source in progress");
+                r.headers.push(("Retry-After".into(), "5".into()));
+                // A partner with many calls ringing is not a stranger.
+                r.charge = false;
+                self.refuse(&msg, &source, None, r).await;
+                return;
+            }
             let target = source.response_target(&msg);
             let (s, created) = self.tables.server_or_insert(
                 k,
@@ -354,8 +374,22 @@ impl<R: Router> Proxy<R> {
             self.refuse(&msg, &source, server.as_ref(), r).await;
             return;
         }
+        let to_tag = msg.to().and_then(|t| t.tag().map(str::to_string));
+        let from_tag = msg.from().and_then(|f| f.tag().map(str::to_string));
+        let call_id = msg.call_id().unwrap_or("");
+        let now = tokio::time::Instant::now();
+        // In dialog by the edge's own knowledge: a dialog it record-routed,
+        // or a topology token it sealed for this Call-ID. A To tag alone is
+        // the sender's say-so.
+        let in_dialog = to_tag.as_deref().is_some_and(|to| {
+            !prep.restored_routes.is_empty()
+                || prep.restored_target.is_some()
+                || self
+                    .dialogs
+                    .known(call_id, from_tag.as_deref().unwrap_or(""), to, now)
+        });
         let info = RequestInfo {
-            in_dialog: msg.to().is_some_and(|t| t.tag().is_some()),
+            in_dialog,
             own_routes: prep.own.len(),
             next_route: prep.restored_routes.first().cloned().or_else(|| {
                 msg.indices(HeaderName::Route)
@@ -381,11 +415,14 @@ impl<R: Router> Proxy<R> {
                     .await;
             }
             Decision::Forward(fwd) => {
-                let record_route = !info.in_dialog
+                let record_route = to_tag.is_none()
                     && matches!(
                         method,
                         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
                     );
+                if record_route && let Some(tag) = from_tag.as_deref() {
+                    self.dialogs.record(call_id, tag, now);
+                }
                 me.forward(msg, source, server, fwd, &prep, record_route)
                     .await;
             }
@@ -624,7 +661,8 @@ impl<R: Router> Proxy<R> {
             if let Some(c) = &client {
                 self.tables.remove_client(&c.key);
             }
-            let r = Reject::new(503, format!("the next hop could not be sent to: {e}"));
+            let mut r = Reject::new(503, format!("the next hop could not be sent to: {e}"));
+            r.charge = false; // the edge's failure, not the sender's
             self.refuse(&msg, &source, server.as_ref(), r).await;
             return;
         }
@@ -712,7 +750,8 @@ impl<R: Router> Proxy<R> {
                 Action::Timeout(received, status, reason) => match &c.upstream {
                     Upstream::Server(server) => {
                         if !server.final_sent() {
-                            let r = Reject::new(status, reason);
+                            let mut r = Reject::new(status, reason);
+                            r.charge = false; // the next hop's silence, not the sender's
                             self.refuse(&received, &server.source, Some(server), r)
                                 .await;
                         }
@@ -820,6 +859,10 @@ impl<R: Router> Handler for Proxy<R> {
         } else {
             self.on_response(msg, source).await;
         }
+    }
+
+    fn admits(&self, tag: Tag, remote: std::net::SocketAddr, transport: Transport) -> bool {
+        self.router.admits(tag, remote, transport)
     }
 }
 

@@ -17,7 +17,7 @@ use super::txn::Timers;
 use crate::edit::Editor;
 use crate::message::SipMessage;
 use crate::transport::outbound::{ConnectError, StreamTarget};
-use crate::transport::{Side, Source};
+use crate::transport::{Side, Source, Tag, Transport};
 
 /// What the proxy puts on the messages it sends out of one side.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub struct ProxyConfig {
     pub timers: Timers,
     /// The key and rules of topology hiding.
     pub topology: Arc<Topology>,
+    /// What one outside source may cost before it is cut off.
+    pub budget: super::budget::Budget,
 }
 
 impl ProxyConfig {
@@ -93,7 +95,11 @@ pub struct Forward {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reject {
     pub status: u16,
+    /// What the sender is told (the Warning text): only what it sent itself.
     pub reason: String,
+    /// The fuller reason for the log, when it names more than the sender
+    /// may read (another partner's organisation or edge).
+    pub detail: Option<String>,
     pub warn_code: u16,
     /// The application's diagnostic code for this refusal, logged with it
     /// (the header that carries it, if any, is among `headers`).
@@ -102,6 +108,10 @@ pub struct Reject {
     /// Log this refusal on its own line (false when the application
     /// summarises a run of like refusals, e.g. a flood's, itself).
     pub log: bool,
+    /// Counts against the sender's refusal budget (`budget`): true unless
+    /// the application knows the sender and limits it itself (a partner's
+    /// own rate).
+    pub charge: bool,
 }
 
 impl Reject {
@@ -109,10 +119,12 @@ impl Reject {
         Reject {
             status,
             reason: reason.into(),
+            detail: None,
             warn_code: 399,
             code: None,
             headers: Vec::new(),
             log: true,
+            charge: true,
         }
     }
 }
@@ -134,7 +146,9 @@ pub enum Decision {
 /// What the proxy learned about a request before asking the router.
 #[derive(Debug, Clone, Default)]
 pub struct RequestInfo {
-    /// The To header has a tag.
+    /// The request belongs to a dialog the edge knows (it record-routed
+    /// the dialog, or the request carries a topology token of the edge's
+    /// for its Call-ID); a To tag alone does not make a request in-dialog.
     pub in_dialog: bool,
     /// How many of the topmost Route entries were ours (and are removed).
     pub own_routes: usize,
@@ -166,6 +180,11 @@ pub trait Router: Send + Sync + 'static {
     /// The proxy answered `req` itself with a final `status` (a refusal,
     /// an unreachable next hop, a transaction timeout).
     fn refused(&self, _req: &SipMessage, _status: u16) {}
+    /// Whether the listener `tag` takes anything from `remote` (see
+    /// [`crate::transport::Handler::admits`]).
+    fn admits(&self, _tag: Tag, _remote: SocketAddr, _transport: Transport) -> bool {
+        true
+    }
 }
 
 /// Counters, cumulative since start.

@@ -169,7 +169,8 @@ impl ServerTxn {
                 }
                 _ => {}
             }
-            st.last = Some(data.clone());
+            // Only a UDP peer retransmits: over a stream, nothing is kept.
+            st.last = (!self.source.transport.is_stream()).then(|| data.clone());
             if status >= 200 && st.final_status.is_none() {
                 st.final_status = Some(status);
                 st.client = None;
@@ -187,7 +188,10 @@ impl ServerTxn {
             (false, _, true) => Duration::ZERO,       // Timer J, reliable
             (false, _, false) => self.timers.t1x64(), // Timer J
             (true, true, _) => self.timers.t1x64(),   // Timer L (RFC 6026)
-            (true, false, _) => self.timers.t1x64(),  // Timer H, ended early by the ACK
+            // Timer H, ended early by the ACK; over a stream the ACK comes
+            // at once or not at all, so a refused INVITE is not kept 64*T1.
+            (true, false, true) => self.timers.t4,
+            (true, false, false) => self.timers.t1x64(),
         };
         let Some(table) = self.table.upgrade() else {
             return;
@@ -334,6 +338,8 @@ type Map<V> = foldhash::HashMap<String, V>;
 #[derive(Debug, Default)]
 pub struct Tables {
     servers: Mutex<Map<Arc<ServerTxn>>>,
+    /// Live server transactions per source address of the outside side.
+    per_source: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     clients: Mutex<Map<Arc<ClientTxn>>>,
     pub wheel: Wheel,
 }
@@ -378,11 +384,38 @@ impl Tables {
             timers,
         });
         map.insert(key, t.clone());
+        drop(map);
+        if source.tag.side == crate::transport::Side::Outside {
+            *self.sources().entry(source.remote.ip()).or_insert(0) += 1;
+        }
         (t, true)
     }
 
+    fn sources(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.per_source.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Live server transactions of requests from `ip` on the outside side.
+    pub fn server_count_of(&self, ip: std::net::IpAddr) -> usize {
+        self.sources().get(&ip).copied().unwrap_or(0)
+    }
+
     pub fn remove_server(&self, key: &str) {
-        self.servers().remove(key);
+        let removed = self.servers().remove(key);
+        if let Some(t) = removed
+            && t.source.tag.side == crate::transport::Side::Outside
+        {
+            let ip = t.source.remote.ip();
+            let mut per = self.sources();
+            if let Some(n) = per.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per.remove(&ip);
+                }
+            }
+        }
     }
 
     pub fn client(&self, key: &str) -> Option<Arc<ClientTxn>> {

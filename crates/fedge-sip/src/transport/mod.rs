@@ -123,7 +123,15 @@ pub struct Connection {
     pub identity: Option<Arc<PeerIdentity>>,
     tx: mpsc::Sender<Bytes>,
     close: CancellationToken,
+    /// Bytes queued and not yet written (the writer takes them off).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Most bytes queued for one connection: a peer that does not read is cut
+/// off here, whatever the size of the messages it makes the edge answer.
+/// One message is always let into an empty queue (it is at most
+/// `max_head + max_body`).
+pub const MAX_QUEUED_BYTES: usize = 256 * 1024;
 
 /// Why bytes could not be queued for sending.
 #[derive(Debug, thiserror::Error)]
@@ -142,9 +150,20 @@ impl Connection {
         if data.is_empty() {
             return Ok(()); // an empty chunk is the writer's close marker
         }
-        self.tx.try_send(data).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Full(self.id),
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed(self.id),
+        let len = data.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            // A peer that does not read its answers: cut off.
+            self.close();
+            return Err(SendError::Full(self.id));
+        }
+        self.tx.try_send(data).map_err(|e| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => SendError::Full(self.id),
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed(self.id),
+            }
         })
     }
 
@@ -288,4 +307,10 @@ pub struct Inbound {
 pub trait Handler: Send + Sync + 'static {
     /// Called once per well-formed message, in arrival order per connection.
     fn on_message(&self, inbound: Inbound) -> impl Future<Output = ()> + Send;
+    /// Whether a listener takes anything from `remote` at all: asked for
+    /// each accepted connection (closed at once when not) and each
+    /// datagram (dropped unanswered when not). The handler logs refusals.
+    fn admits(&self, _tag: Tag, _remote: SocketAddr, _transport: Transport) -> bool {
+        true
+    }
 }

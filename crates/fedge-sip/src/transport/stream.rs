@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::admission::{Admission, Limits, PendingTicket, Permit};
 use super::tls::{ClientAuth, describe_handshake_error, identity_of};
@@ -87,6 +87,16 @@ impl<H: Handler> StreamListener<H> {
                     continue;
                 }
             };
+            // A source this listener never takes: closed at once (the
+            // handler logs it).
+            let transport = if self.tls.is_some() {
+                Transport::Tls
+            } else {
+                Transport::Tcp
+            };
+            if !self.handler.admits(self.tag, remote, transport) {
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
             let local = tcp
                 .local_addr()
@@ -114,7 +124,8 @@ impl<H: Handler> StreamListener<H> {
                         deadline: accepted_at + accept.handshake_timeout,
                         admission: admission.clone(),
                     };
-                    tokio::spawn(accept_tls(tcp, job, ctx, handler));
+                    let span = conn_span(&ctx);
+                    tokio::spawn(accept_tls(tcp, job, ctx, handler).instrument(span));
                 }
                 None => {
                     let Some(permit) = admission.establish(remote) else {
@@ -229,6 +240,7 @@ where
 {
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let close = ctx.shutdown.child_token();
     let id = ctx.table.allocate_id();
     let conn = Connection {
@@ -240,11 +252,13 @@ where
         identity: identity.clone(),
         tx,
         close: close.clone(),
+        queued: queued.clone(),
     };
     ctx.table.insert(conn.clone());
-    let writer = tokio::spawn(write_loop(wr, rx, close.clone()));
+    let span = conn_span(&ctx);
+    let writer = tokio::spawn(write_loop(wr, rx, close.clone(), queued).instrument(span.clone()));
     let handle = conn.clone();
-    tokio::spawn(async move {
+    let task = async move {
         let mut rd = rd;
         let source = Source {
             tag: ctx.tag,
@@ -267,15 +281,24 @@ where
         writer.abort();
         close.cancel();
         drop(permit);
-    });
+    };
+    tokio::spawn(task.instrument(span));
     handle
+}
+
+/// The span every log line of one connection is written in: the peer's
+/// address, whatever logs it (this crate, rustls, the handler).
+fn conn_span(ctx: &ConnCtx) -> tracing::Span {
+    info_span!("conn", peer = %ctx.remote, role = %ctx.tag)
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::Receiver<Bytes>,
     close: CancellationToken,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    use std::sync::atomic::Ordering;
     loop {
         let data = tokio::select! {
             _ = close.cancelled() => break,
@@ -288,6 +311,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             close.cancel();
             return;
         }
+        queued.fetch_sub(data.len(), Ordering::AcqRel);
         // Coalesce whatever else is queued before flushing.
         while let Ok(more) = rx.try_recv() {
             if more.is_empty() {
@@ -299,6 +323,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 close.cancel();
                 return;
             }
+            queued.fetch_sub(more.len(), Ordering::AcqRel);
         }
         if wr.flush().await.is_err() {
             close.cancel();

@@ -7,7 +7,8 @@
 //!
 //! Owns certificate loading and what counts as an identity: the SAN DNS
 //! names of the end-entity certificate (the subject CN only when there is
-//! no SAN), lower-cased. A certificate carrying a wildcard name is refused
+//! no SAN extension at all, RFC 5922 §7.1), lower-cased. Sessions are never
+//! resumed, so every connection's chain is checked in full. A certificate carrying a wildcard name is refused
 //! during the handshake, so the peer sees a TLS alert and nothing above
 //! this layer ever meets it. Revocation lists, chain caps and the
 //! application's chain check (CA pins) are in `chain.rs`.
@@ -91,6 +92,8 @@ pub enum IdentityError {
     Unparsable(String),
     #[error("certificate names no DNS identity (no SAN DNS name and no CN)")]
     NoName,
+    #[error("certificate has a subjectAltName without a DNS name; its CN is not used (RFC 5922)")]
+    SanWithoutDns,
     #[error("wildcard name {0} is not accepted for federation")]
     Wildcard(String),
     #[error("certificate name {0:?} is not a valid DNS name")]
@@ -109,6 +112,9 @@ pub fn identity_of(
         .map_err(|e| IdentityError::Unparsable(e.to_string()))?;
     let mut names: Vec<String> = Vec::new();
     let mut from_cn = false;
+    // RFC 5922 §7.1: the CN counts only when there is no SAN extension at
+    // all; a SAN without a DNS name names no SIP domain.
+    let has_san = san.is_some();
     if let Some(san) = san {
         for gn in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::DNSName(d) = gn {
@@ -116,7 +122,7 @@ pub fn identity_of(
             }
         }
     }
-    if names.is_empty() {
+    if names.is_empty() && !has_san {
         for cn in x.subject().iter_common_name() {
             if let Ok(s) = cn.as_str() {
                 names.push(s.to_ascii_lowercase());
@@ -125,7 +131,11 @@ pub fn identity_of(
         }
     }
     if names.is_empty() {
-        return Err(IdentityError::NoName);
+        return Err(if has_san {
+            IdentityError::SanWithoutDns
+        } else {
+            IdentityError::NoName
+        });
     }
     for n in &names {
         if n.contains('*') {
@@ -269,12 +279,17 @@ pub fn server_config_with(
         provider: provider.clone(),
         policy: policy.clone(),
     };
-    let cfg = ServerConfig::builder_with_provider(provider)
+    let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(format!("certificate and key do not fit together: {e}")))?;
+    // No session resumption: a resumed session would restore the client's
+    // identity without its chain being checked again (revocation lists,
+    // CA pins, the registry). Every connection proves itself in full.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 
@@ -309,13 +324,16 @@ pub fn client_config_with(
         provider: provider.clone(),
         policy: policy.clone(),
     };
-    let cfg = ClientConfig::builder_with_provider(provider)
+    let mut cfg = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(certs, key)
         .map_err(|e| TlsError::Rustls(format!("certificate and key do not fit together: {e}")))?;
+    // No resumption toward partners either: their certificate is checked
+    // (revocation, pins) on every connection.
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
 }
 

@@ -45,6 +45,11 @@ pub async fn run<H: Handler>(
                 }
             },
         };
+        // A source this listener never takes: dropped unanswered (an
+        // answer to a spoofable source would make the edge a reflector).
+        if !handler.admits(tag, remote, Transport::Udp) {
+            continue;
+        }
         let data = Bytes::copy_from_slice(&buf[..n]);
         let source = Source {
             tag,
