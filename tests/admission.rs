@@ -535,3 +535,52 @@ async fn an_identity_at_its_cap_cannot_take_another_partners_room() {
     }
     lab.edge.assert_healthy();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_showing_many_certificates_cannot_take_every_slot() {
+    // Issue 14: a cap per source address on authenticated connections,
+    // apart from the cap per certificate identity.
+    let mut lab = admission_lab("max_connections_per_source = 2\n");
+    let third = lab.pki.leaf("third", &LeafSpec::new("sip.third.test", 30));
+    let fourth = lab
+        .pki
+        .leaf("fourth", &LeafSpec::new("sip.fourth.test", 30));
+    let fed = lab.edge.federation;
+    let host = Some(std::net::IpAddr::from([127, 0, 0, 9]));
+    let ping = async |c: &mut SipTlsClient| {
+        let _ = c.send(b"\r\n\r\n").await;
+        c.recv(Duration::from_secs(5)).await
+    };
+    // Two identities from one host: both in (each under its own cap).
+    let mut held = Vec::new();
+    for who in [&third, &fourth] {
+        let mut c = tls_connect_from(fed, &lab.pki, who, host).await.unwrap();
+        assert!(matches!(ping(&mut c).await, Reply::Pong));
+        held.push(c);
+    }
+    // A third connection from that host is closed, whichever certificate
+    // it shows.
+    let mut c = tls_connect_from(fed, &lab.pki, &fourth, host)
+        .await
+        .unwrap();
+    let r = ping(&mut c).await;
+    assert!(matches!(r, Reply::Closed), "{r:?}");
+    let line = lab
+        .edge
+        .wait_log(
+            &["\"reason\":\"source_connection_cap\"", "127.0.0.9"],
+            Duration::from_secs(5),
+        )
+        .expect("the refusal is logged");
+    assert!(line.contains("\"limit\":2"), "{line}");
+    // The same identity from another host still gets in, and the partner's
+    // MESSAGE is delivered.
+    let other = Some(std::net::IpAddr::from([127, 0, 0, 10]));
+    let mut c = tls_connect_from(fed, &lab.pki, &fourth, other)
+        .await
+        .unwrap();
+    assert!(matches!(ping(&mut c).await, Reply::Pong));
+    lab.message_delivered("bob", "partner.test's IM while 127.0.0.9 is at its cap");
+    drop(held);
+    lab.edge.assert_healthy();
+}

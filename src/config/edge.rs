@@ -152,6 +152,10 @@ pub struct FederationConfig {
     /// Most authenticated connections one certificate identity (one
     /// partner's edge) may hold, so that it cannot take the others' room.
     pub max_connections_per_identity: usize,
+    /// Most authenticated connections from one source address (an IPv6
+    /// /64), whatever certificates they show: one host holding many
+    /// identities cannot take every slot either.
+    pub max_connections_per_source: usize,
     /// Most connections still in their TLS handshake, from all sources;
     /// when full, the busiest source's oldest handshake is closed.
     pub max_handshakes: usize,
@@ -185,6 +189,7 @@ impl Default for FederationConfig {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_connections_per_identity: 64,
+            max_connections_per_source: 256,
             max_handshakes: 256,
             max_handshakes_per_source: 32,
             partner_connections: 4,

@@ -122,6 +122,12 @@ impl Config {
                     .into(),
             ));
         }
+        if !(1..=f.max_connections).contains(&f.max_connections_per_source) {
+            return Err(ConfigError(format!(
+                "[federation] max_connections_per_source must be from 1 to max_connections ({})",
+                f.max_connections
+            )));
+        }
         if !(1..=f.max_connections).contains(&f.max_connections_per_identity) {
             return Err(ConfigError(format!(
                 "[federation] max_connections_per_identity must be from 1 to max_connections ({})",

@@ -281,7 +281,7 @@ fn federation_admission(cfg: &Config) -> Admission {
         max_per_identity: f.max_connections_per_identity,
         max_handshakes: f.max_handshakes,
         max_handshakes_per_source: f.max_handshakes_per_source,
-        max_per_source: f.max_connections,
+        max_per_source: f.max_connections_per_source,
     }
 }
 

@@ -39,6 +39,17 @@ pub async fn tls_connect(
     pki: &Pki,
     client: &CertFiles,
 ) -> std::io::Result<SipTlsClient> {
+    tls_connect_from(addr, pki, client, None).await
+}
+
+/// [`tls_connect`] from a chosen local address (another 127.0.0.0/8
+/// address plays another host).
+pub async fn tls_connect_from(
+    addr: SocketAddr,
+    pki: &Pki,
+    client: &CertFiles,
+    from: Option<std::net::IpAddr>,
+) -> std::io::Result<SipTlsClient> {
     let cfg = client_config(&TlsFiles {
         cert: client.cert.clone(),
         key: client.key.clone(),
@@ -46,7 +57,18 @@ pub async fn tls_connect(
     })
     .expect("client TLS config");
     let connector = tokio_rustls::TlsConnector::from(cfg);
-    let tcp = TcpStream::connect(addr).await?;
+    let tcp = match from {
+        None => TcpStream::connect(addr).await?,
+        Some(ip) => {
+            let s = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            s.bind(SocketAddr::new(ip, 0))?;
+            s.connect(addr).await?
+        }
+    };
     let name = ServerName::try_from(EDGE_FQDN).unwrap();
     let stream = connector.connect(name, tcp).await?;
     Ok(SipTlsClient {

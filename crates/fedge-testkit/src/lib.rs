@@ -24,7 +24,7 @@ pub mod rtpgen;
 pub mod tools;
 
 pub use admin::{admin_get, admin_text, http, metric};
-pub use client::{Reply, SipTlsClient, options_to_edge, tls_connect};
+pub use client::{Reply, SipTlsClient, options_to_edge, tls_connect, tls_connect_from};
 pub use edge::{Edge, conference_id, fedge_bin, fedge_cli, fedge_ok, test_config};
 pub use pki::{CertFiles, EDGE_FQDN, PARTNER_FQDN, Pki, write_pair};
 pub use tools::{ToolOutput, s_client};
