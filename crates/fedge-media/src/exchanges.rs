@@ -1,10 +1,11 @@
 //! Offer/answer exchanges in flight: the caller's own name for one (for
-//! SIP, a transaction) mapped to the relay session it belongs to, so that
-//! its answer or its failure acts on that session and no other.
+//! SIP, a transaction) and who it came from, mapped to the relay session it
+//! belongs to, so that its answer or its failure acts on that session and
+//! no other.
 //!
-//! Owns that map and its bounds: each entry lives at most `LIFETIME`, and
-//! the map holds at most `MAX` entries (the oldest go first). It knows no
-//! SIP and never touches a session itself.
+//! Owns that map and its bounds: each entry lives at most `LIFETIME`, a
+//! name holds at most `PER_NAME` entries, and the map at most `MAX` names
+//! (the oldest go first). It knows no SIP and never touches a session.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -15,8 +16,10 @@ use tokio::time::Instant;
 /// How long an exchange is remembered: past any transaction's life
 /// (64 x T1 = 32 s) and the retransmissions of its final answer.
 pub const LIFETIME: Duration = Duration::from_secs(64);
-/// Exchanges remembered at once.
+/// Names remembered at once.
 pub const MAX: usize = 65_536;
+/// Exchanges of one name (from different senders) remembered at once.
+pub const PER_NAME: usize = 4;
 
 /// What is known of one exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +32,16 @@ pub struct Exchange {
     pub done: bool,
 }
 
+#[derive(Debug)]
+struct Entry {
+    who: String,
+    exchange: Exchange,
+    until: Instant,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<String, (Exchange, Instant)>,
+    map: HashMap<String, Vec<Entry>>,
     order: VecDeque<(Instant, String)>,
 }
 
@@ -46,61 +56,77 @@ impl Exchanges {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remembers `name` as an exchange of `session`.
-    pub fn begin(&self, name: String, session: &str, opened: bool) {
+    /// Remembers `name`, from `who`, as an exchange of `session`.
+    pub fn begin(&self, name: &str, who: &str, session: &str, opened: bool) {
         let now = Instant::now();
         let mut g = self.lock();
-        // Expired entries go, and the oldest when the map is full.
-        while let Some(&(at, _)) = g.order.front() {
-            if at > now && g.order.len() < MAX {
+        // Expired entries go, and the oldest names when the map is full.
+        while let Some((at, _)) = g.order.front() {
+            if *at > now && g.map.len() < MAX {
                 break;
             }
+            let full = g.map.len() >= MAX;
             if let Some((_, old)) = g.order.pop_front()
-                && g.map.get(&old).is_some_and(|(_, until)| *until == at)
+                && let Some(v) = g.map.get_mut(&old)
             {
-                g.map.remove(&old);
+                v.retain(|e| e.until > now && !full);
+                if v.is_empty() {
+                    g.map.remove(&old);
+                }
             }
         }
         let until = now + LIFETIME;
-        g.order.push_back((until, name.clone()));
-        g.map.insert(
-            name,
-            (
-                Exchange {
-                    session: session.to_string(),
-                    opened,
-                    done: false,
-                },
-                until,
-            ),
-        );
+        g.order.push_back((until, name.to_string()));
+        let v = g.map.entry(name.to_string()).or_default();
+        v.retain(|e| e.who != who && e.until > now);
+        if v.len() >= PER_NAME {
+            v.remove(0);
+        }
+        v.push(Entry {
+            who: who.to_string(),
+            exchange: Exchange {
+                session: session.to_string(),
+                opened,
+                done: false,
+            },
+            until,
+        });
     }
 
-    /// The exchange `name`, if it is remembered and not expired.
-    pub fn get(&self, name: &str) -> Option<Exchange> {
-        let now = Instant::now();
-        self.lock()
-            .map
-            .get(name)
-            .filter(|(_, until)| *until > now)
-            .map(|(e, _)| e.clone())
+    /// The entry of `name` from `who`; with no `who`, the only one of that
+    /// name (none when several senders used it).
+    fn find<'a>(v: &'a mut [Entry], who: Option<&str>, now: Instant) -> Option<&'a mut Entry> {
+        let mut live = v.iter_mut().filter(|e| e.until > now);
+        match who {
+            Some(w) => live.find(|e| e.who == w),
+            None => {
+                let first = live.next()?;
+                live.next().is_none().then_some(first)
+            }
+        }
     }
 
-    /// Marks `name` answered; returns it as it was before (so the first
-    /// final answer alone acts).
-    pub fn finish(&self, name: &str) -> Option<Exchange> {
+    /// The exchange `name` from `who` (see `find`), if remembered.
+    pub fn get(&self, name: &str, who: Option<&str>) -> Option<Exchange> {
         let now = Instant::now();
         let mut g = self.lock();
-        let (e, until) = g.map.get_mut(name)?;
-        if *until <= now {
-            return None;
-        }
-        let before = e.clone();
-        e.done = true;
+        let v = g.map.get_mut(name)?;
+        Exchanges::find(v, who, now).map(|e| e.exchange.clone())
+    }
+
+    /// Marks the exchange answered; returns it as it was before (so the
+    /// first final answer alone acts).
+    pub fn finish(&self, name: &str, who: Option<&str>) -> Option<Exchange> {
+        let now = Instant::now();
+        let mut g = self.lock();
+        let v = g.map.get_mut(name)?;
+        let e = Exchanges::find(v, who, now)?;
+        let before = e.exchange.clone();
+        e.exchange.done = true;
         Some(before)
     }
 
-    /// Exchanges remembered now.
+    /// Names remembered now.
     pub fn len(&self) -> usize {
         self.lock().map.len()
     }
@@ -115,17 +141,37 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_exchange_names_its_session_and_finishes_once() {
+    async fn an_exchange_names_its_session_finishes_once_and_a_shared_name_is_nobodys() {
         let x = Exchanges::default();
-        assert!(x.get("t1").is_none());
-        x.begin("t1".into(), "s1", true);
-        assert_eq!(x.get("t1").map(|e| e.session), Some("s1".into()));
-        assert!(!x.finish("t1").unwrap().done);
+        assert!(x.get("t1", None).is_none());
+        x.begin("t1", "p1", "s1", true);
+        assert_eq!(
+            x.get("t1", Some("p1")).map(|e| e.session),
+            Some("s1".into())
+        );
+        assert!(x.get("t1", Some("p2")).is_none());
+        assert!(!x.finish("t1", None).unwrap().done);
         assert!(
-            x.finish("t1").unwrap().done,
+            x.finish("t1", Some("p1")).unwrap().done,
             "the second final is a retransmission"
         );
-        assert!(x.finish("nope").is_none());
-        assert_eq!(x.len(), 1);
+        assert!(x.finish("nope", None).is_none());
+        // Another sender uses the same name: each finds its own; without a
+        // sender, neither.
+        x.begin("t2", "p1", "s1", false);
+        x.begin("t2", "p2", "s2", false);
+        assert_eq!(
+            x.get("t2", Some("p2")).map(|e| e.session),
+            Some("s2".into())
+        );
+        assert!(x.finish("t2", None).is_none());
+        for i in 0..10 {
+            x.begin("t3", &format!("p{i}"), "s", false);
+        }
+        assert!(
+            x.get("t3", Some("p0")).is_none(),
+            "a name holds {PER_NAME} senders"
+        );
+        assert_eq!(x.len(), 3);
     }
 }

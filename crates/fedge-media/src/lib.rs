@@ -81,9 +81,9 @@ pub enum MediaError {
     TooManyStreams(usize),
     #[error("no media session for this call")]
     NoSession,
-    #[error("{owner} already has its maximum of {max} media sessions on the relay")]
+    #[error("this partner already holds its maximum of {max} media sessions on the relay")]
     OwnerSessions { owner: String, max: usize },
-    #[error("{owner} already holds its maximum of {max} media port pairs on the relay")]
+    #[error("this partner already holds its maximum of {max} media port pairs on the relay")]
     OwnerPorts { owner: String, max: usize },
 }
 
