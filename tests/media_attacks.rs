@@ -189,7 +189,7 @@ fn call(lab: &Lab, pool: &UdpSocket, ua: &UdpSocket, proto: &str, extra: &str) -
     );
     let mut ok = ResponseBuilder::new(&inv, 200).to_tag(&partner_tag).header(
         "Contact",
-        &format!("<sip:alice@{}>", ua.local_addr().unwrap()),
+        format!("<sip:alice@{}>", ua.local_addr().unwrap()),
     );
     for rr in inv.values(HeaderName::RecordRoute) {
         ok = ok.header("Record-Route", rr);
