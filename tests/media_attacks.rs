@@ -657,3 +657,105 @@ fn call_to(lab: &Lab, pool: &UdpSocket, ua: &UdpSocket, home_media: SocketAddr) 
         relay_a,
     }
 }
+
+/// Point 8 (and 5) on the CVI gateway: a stranger who sends to the room
+/// port of a test call's relay session before the room does gets neither
+/// the prompt nor an echo, of its packets or the room's; the room gets its
+/// own media back.
+#[test]
+fn the_test_call_echoes_only_to_the_room() {
+    let pki = fedge_testkit::pki::Pki::new();
+    let connector = fedge_testkit::peers::free_port(true);
+    let config = fedge_testkit::edge::test_config(&pki, "")
+        + &format!(
+            "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\nlisten_tls = \"127.0.0.2:0\"\nconnector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\nconnector_address = \"127.0.0.1:{connector}\"\ntest_call_time = \"20s\"\ntenant_key = \"87654321\"\ninstructions_base = \"https://cvi.fedge.test\"\n"
+        );
+    let edge = fedge_testkit::edge::Edge::start(&pki, &config);
+    let gw = edge.cvi.expect("CVI listener");
+    let room = udp([127, 0, 0, 1]);
+    let room_media = udp([127, 0, 0, 1]);
+    room_media
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let local = room.local_addr().unwrap();
+    let id = format!("room-{:08x}", rand::random::<u32>());
+    let offer = audio_sdp(
+        "127.0.0.1",
+        room_media.local_addr().unwrap().port(),
+        "RTP/AVP",
+        "",
+    );
+    let invite = request(
+        "INVITE",
+        "sip:test_call@cvi.fedge.test",
+        local,
+        "<sip:room@hospital.example>;tag=r1",
+        "<sip:test_call@cvi.fedge.test>",
+        &id,
+        1,
+        "",
+        Some(&offer),
+    );
+    room.send_to(&invite, gw).unwrap();
+    let Some((ok, from)) = try_recv_sip(
+        &room,
+        Duration::from_secs(10),
+        answer_to("INVITE", id.clone()),
+    ) else {
+        panic!("no answer to the test call\n{}", edge.logs().join("\n"));
+    };
+    assert_eq!(ok.status(), Some(200));
+    let d = sdp::describe(ok.body()).expect("SDP");
+    let relay = SocketAddr::new(d.streams[0].address.expect("c="), d.streams[0].port);
+    let to = ok.first(HeaderName::To).unwrap_or("").to_string();
+    let ack = request(
+        "ACK",
+        "sip:test_call@cvi.fedge.test",
+        local,
+        "<sip:room@hospital.example>;tag=r1",
+        &to,
+        &id,
+        1,
+        "",
+        None,
+    );
+    room.send_to(&ack, from).unwrap();
+    // The stranger is first at the relay's room port.
+    let attacker = udp(ATTACKER);
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    for i in 0..20 {
+        attacker.send_to(&rtp(0xee, i), relay).unwrap();
+    }
+    // The room sends its media until its own packets come back.
+    let t0 = Instant::now();
+    let (mut echoed, mut foreign, mut stolen) = (0, 0, 0);
+    let mut b = [0u8; 2048];
+    let mut seq = 0u8;
+    while echoed < 20 && t0.elapsed() < Duration::from_secs(25) {
+        seq = seq.wrapping_add(1);
+        room_media.send_to(&rtp(0x5a, seq), relay).unwrap();
+        attacker.send_to(&rtp(0xee, seq), relay).unwrap();
+        while let Ok((n, _)) = room_media.recv_from(&mut b) {
+            if n > 12 && b[8..12] == [0x5a; 4] {
+                echoed += 1;
+            } else if n > 12 && b[8..12] == [0xee; 4] {
+                foreign += 1;
+            }
+        }
+        while let Ok((_n, _)) = attacker.recv_from(&mut b) {
+            stolen += 1;
+        }
+    }
+    assert!(
+        echoed >= 20,
+        "the room's media came back {echoed} times\n{}",
+        edge.logs().join("\n")
+    );
+    assert_eq!(foreign, 0, "the stranger's packets were echoed to the room");
+    assert_eq!(
+        stolen, 0,
+        "the stranger got {stolen} packets (prompt or echo)"
+    );
+}
