@@ -606,6 +606,7 @@ fn one_partner_cannot_take_the_relay_nor_point_it_at_refused_addresses() {
             .is_some()
     );
     assert!(metric(lab.edge.admin, "fedge_media_drops_total", &[]) >= 10.0);
+    assert!(metric(lab.edge.admin, "fedge_media_refused_addresses_total", &[]) >= 1.0);
 }
 
 /// A call whose home side offers `home_media` (any address) as its media.
