@@ -4,10 +4,14 @@
 //! no other.
 //!
 //! Owns that map and its bounds: each entry lives at most `LIFETIME`, a
-//! name holds at most `PER_NAME` entries, and the map at most `MAX` names
-//! (the oldest go first). It knows no SIP and never touches a session.
+//! name holds at most `PER_NAME` entries, and the map at most `MAX`
+//! entries (the oldest go first). Names are kept as keyed hashes (the key
+//! random per relay), so an entry costs its session's name and about 100
+//! bytes, whatever the length of the caller's name. It knows no SIP and
+//! never touches a session.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,8 +20,8 @@ use tokio::time::Instant;
 /// How long an exchange is remembered: past any transaction's life
 /// (64 x T1 = 32 s) and the retransmissions of its final answer.
 pub const LIFETIME: Duration = Duration::from_secs(64);
-/// Names remembered at once.
-pub const MAX: usize = 65_536;
+/// Exchanges remembered at once.
+pub const MAX: usize = 16_384;
 /// Exchanges of one name (from different senders) remembered at once.
 pub const PER_NAME: usize = 4;
 
@@ -41,14 +45,17 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<String, Vec<Entry>>,
-    order: VecDeque<(Instant, String)>,
+    map: HashMap<u64, Vec<Entry>>,
+    order: VecDeque<(Instant, u64)>,
+    /// Entries in `map`.
+    total: usize,
 }
 
 /// The exchanges in flight.
 #[derive(Debug, Default)]
 pub struct Exchanges {
     inner: Mutex<Inner>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Exchanges {
@@ -56,32 +63,42 @@ impl Exchanges {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
     /// Remembers `name`, from `who`, as an exchange of `session`.
     pub fn begin(&self, name: &str, who: &str, session: &str, opened: bool) {
         let now = Instant::now();
+        let h = self.hash(name);
         let mut g = self.lock();
-        // Expired entries go, and the oldest names when the map is full.
-        while let Some((at, _)) = g.order.front() {
-            if *at > now && g.map.len() < MAX {
+        // Expired entries go, and the oldest names' when the map is full.
+        while let Some(&(at, _)) = g.order.front() {
+            let full = g.total >= MAX;
+            if at > now && !full {
                 break;
             }
-            let full = g.map.len() >= MAX;
             if let Some((_, old)) = g.order.pop_front()
                 && let Some(v) = g.map.get_mut(&old)
             {
+                let before = v.len();
                 v.retain(|e| e.until > now && !full);
-                if v.is_empty() {
+                let (after, empty) = (v.len(), v.is_empty());
+                g.total -= before - after;
+                if empty {
                     g.map.remove(&old);
                 }
             }
         }
         let until = now + LIFETIME;
-        g.order.push_back((until, name.to_string()));
-        let v = g.map.entry(name.to_string()).or_default();
+        g.order.push_back((until, h));
+        let v = g.map.entry(h).or_default();
+        let before = v.len();
         v.retain(|e| e.who != who && e.until > now);
         if v.len() >= PER_NAME {
             v.remove(0);
         }
+        let after = v.len() + 1;
         v.push(Entry {
             who: who.to_string(),
             exchange: Exchange {
@@ -91,6 +108,7 @@ impl Exchanges {
             },
             until,
         });
+        g.total = g.total + after - before;
     }
 
     /// The entry of `name` from `who`; with no `who`, the only one of that
@@ -109,8 +127,9 @@ impl Exchanges {
     /// The exchange `name` from `who` (see `find`), if remembered.
     pub fn get(&self, name: &str, who: Option<&str>) -> Option<Exchange> {
         let now = Instant::now();
+        let h = self.hash(name);
         let mut g = self.lock();
-        let v = g.map.get_mut(name)?;
+        let v = g.map.get_mut(&h)?;
         Exchanges::find(v, who, now).map(|e| e.exchange.clone())
     }
 
@@ -118,17 +137,18 @@ impl Exchanges {
     /// first final answer alone acts).
     pub fn finish(&self, name: &str, who: Option<&str>) -> Option<Exchange> {
         let now = Instant::now();
+        let h = self.hash(name);
         let mut g = self.lock();
-        let v = g.map.get_mut(name)?;
+        let v = g.map.get_mut(&h)?;
         let e = Exchanges::find(v, who, now)?;
         let before = e.exchange.clone();
         e.exchange.done = true;
         Some(before)
     }
 
-    /// Names remembered now.
+    /// Exchanges remembered now.
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.lock().total
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,6 +192,17 @@ mod tests {
             x.get("t3", Some("p0")).is_none(),
             "a name holds {PER_NAME} senders"
         );
-        assert_eq!(x.len(), 3);
+        assert_eq!(x.len(), 1 + 2 + PER_NAME);
+    }
+
+    #[tokio::test]
+    async fn the_map_holds_at_most_max_entries_the_oldest_going_first() {
+        let x = Exchanges::default();
+        for i in 0..MAX + 100 {
+            x.begin(&format!("n{i}"), "p", "s", false);
+        }
+        assert_eq!(x.len(), MAX);
+        assert!(x.get("n0", None).is_none(), "the oldest went");
+        assert!(x.get(&format!("n{}", MAX + 99), None).is_some());
     }
 }
