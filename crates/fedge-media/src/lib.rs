@@ -256,6 +256,17 @@ impl Relay {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every owner's sessions and port pairs now, by owner.
+    pub fn owners_use(&self) -> Vec<(String, usize, usize)> {
+        let mut v: Vec<_> = self
+            .owners()
+            .iter()
+            .map(|(o, u)| (o.clone(), u.sessions, u.pairs))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Sessions and port pairs `owner` holds now.
     pub fn owner_use(&self, owner: &str) -> (usize, usize) {
         self.owners()
@@ -1139,6 +1150,91 @@ mod tests {
         .unwrap();
         b.send_to(&rtp(3), rb).await.unwrap();
         assert_eq!(recv(&a_new).await.0, rtp(3));
+    }
+
+    #[tokio::test]
+    async fn owners_hold_their_share_and_refused_addresses_get_nothing() {
+        let (lo, hi) = range(8);
+        let side = SideAddress {
+            bind: LO,
+            advertise: LO,
+        };
+        let no_loopback = Networks::new(&["0.0.0.0/0"], &["127.0.0.66/32"]).unwrap();
+        let r = Relay::new(MediaConfig {
+            addresses: [side, side],
+            port_min: lo,
+            port_max: hi,
+            max_sessions: 10,
+            timeout: Duration::from_secs(60),
+            ring_timeout: Duration::from_secs(60),
+            networks: [Arc::new(no_loopback.clone()), Arc::new(no_loopback)],
+            max_sessions_per_owner: 2,
+            max_pairs_per_owner: 4,
+        });
+        let p = |o| Who {
+            owner: Some(o),
+            peer: None,
+        };
+        let offer = sdp(7000, "");
+        r.update_as("a1", Side::A, &[offer.as_bytes()], true, p("one"))
+            .unwrap();
+        // Two streams would take 4 more pairs: over the share of 4.
+        let two = format!("{offer}m=video 7002 RTP/AVP 96\r\n");
+        let e = r
+            .update_as("a2", Side::A, &[two.as_bytes()], true, p("one"))
+            .unwrap_err();
+        assert!(matches!(e, MediaError::OwnerPorts { max: 4, .. }), "{e}");
+        assert!(!r.has("a2"));
+        assert_eq!(
+            r.owner_use("one"),
+            (1, 2),
+            "a failed session gives back all"
+        );
+        r.update_as("a3", Side::A, &[offer.as_bytes()], true, p("one"))
+            .unwrap();
+        let e = r
+            .update_as("a4", Side::A, &[offer.as_bytes()], true, p("one"))
+            .unwrap_err();
+        assert!(matches!(e, MediaError::OwnerSessions { max: 2, .. }), "{e}");
+        assert!(
+            !e.to_string().contains("one"),
+            "the owner's id is not told: {e}"
+        );
+        // Another owner is still served.
+        r.update_as("b1", Side::A, &[offer.as_bytes()], true, p("two"))
+            .unwrap();
+        assert_eq!(
+            r.owners_use(),
+            vec![("one".into(), 2, 4), ("two".into(), 1, 2)]
+        );
+        r.close("a1", "test");
+        r.close("a3", "test");
+        assert_eq!(r.owner_use("one"), (0, 0));
+        // B answers at a refused address: A's packets go nowhere.
+        let refused = UdpSocket::bind("127.0.0.66:0").await.unwrap();
+        let a = bind().await;
+        let to_a = r
+            .update(
+                "b1",
+                Side::B,
+                &[sdp(refused.local_addr().unwrap().port(), "")
+                    .replace("127.0.0.1", "127.0.0.66")
+                    .as_bytes()],
+                false,
+            )
+            .unwrap();
+        let b1 = r.list().into_iter().find(|s| s.id == "b1").unwrap();
+        let ra = SocketAddr::new(LO, b1.streams[0][0].port);
+        assert_eq!(relay_port(&to_a[0]).0, ra.port());
+        // (A's SDP names 127.0.0.1: its packets are A's.)
+        a.send_to(&rtp(1), ra).await.unwrap();
+        nothing(&refused).await;
+        // Its RTP and RTCP addresses were both refused.
+        assert_eq!(r.totals.refused_addresses.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            r.list().into_iter().find(|s| s.id == "b1").unwrap().streams[0][0].packets,
+            1
+        );
     }
 
     #[tokio::test]
