@@ -519,6 +519,9 @@ fn one_partner_cannot_take_the_relay_nor_point_it_at_refused_addresses() {
     let warning = resp.first(HeaderName::Warning).unwrap_or("");
     assert!(warning.contains("maximum of 2 media sessions"), "{warning}");
     assert_eq!(sessions(&lab).len(), 2);
+    let v = admin_get(lab.edge.admin, "/media");
+    assert_eq!(v["partners"][0]["sessions"], 2, "{v}");
+    assert_eq!(v["partners"][0]["port_pairs"], 4, "{v}");
     // Another partner still gets a session: its INVITE reaches the pool
     // with the relay's SDP; the pool refuses the call, the session goes.
     let o = udp([127, 0, 0, 1]);
