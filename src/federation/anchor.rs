@@ -197,10 +197,15 @@ pub fn request(
             return Ok(None);
         }
     };
+    // A session that exists hears of this request's failure (a refused
+    // re-offer is undone) even when the edge refuses it for its SDP.
     let had = relay.has(&session);
+    if had {
+        note(&session, false);
+    }
     let body = rewrite(relay, &session, from, req, open, who)?;
-    if relay.has(&session) {
-        note(&session, !had);
+    if !had && relay.has(&session) {
+        note(&session, true);
     }
     Ok(body)
 }
