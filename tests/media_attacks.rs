@@ -499,6 +499,21 @@ fn one_partner_cannot_take_the_relay_nor_point_it_at_refused_addresses() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // (When the edge forwarded it, its relay session was opened and then
+    // closed by the failure, not by the sweep.)
+    let logs = lab.edge.logs();
+    if logs
+        .iter()
+        .any(|l| l.contains("media session opened") && l.contains("no-such-dialog"))
+    {
+        assert!(
+            logs.iter().any(|l| l.contains("media session closed")
+                && l.contains("no-such-dialog")
+                && l.contains("UPDATE failed with")),
+            "{}",
+            logs.join("\n")
+        );
+    }
     let _c2 = call(&lab, &pool, &ua, "RTP/AVP", "");
     // A third call with partner.test: refused with the reason.
     let id = "third@home".to_string();
