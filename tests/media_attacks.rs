@@ -280,6 +280,13 @@ fn a_stranger_racing_to_the_relay_ports_takes_nothing() {
 
     // RFC 4571: the home side offers TCP media; the relay listens.
     let t = call(&lab, &pool, &ua, "TCP/RTP/AVP", "a=setup:active\r\n");
+    // The ports were not handed out in order (round robin gave each
+    // next pair: A, B, then the next call's A and B, 2 apart each).
+    let order = [c.relay_a, c.relay_b, t.relay_a, t.relay_b].map(|a| a.port());
+    assert!(
+        order.windows(2).any(|w| w[1] != w[0].wrapping_add(2)),
+        "predictable ports: {order:?}"
+    );
     // Connections from another host are closed at once, framed RTP or not.
     let mut strangers = Vec::new();
     for _ in 0..6 {
