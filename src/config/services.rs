@@ -168,6 +168,11 @@ pub struct MediaSection {
     /// Further networks refused on the partner side (federation partners,
     /// and CVI room systems): private space by default.
     pub partner_refused_networks: Vec<String>,
+    /// Latch a side to its first packet from any allowed host, not only
+    /// from the hosts it signalled: for endpoints whose media comes from a
+    /// host neither their SDP nor their SIP names, without ICE. Whoever
+    /// sends first then takes the stream.
+    pub latch_any_host: bool,
 }
 
 impl MediaSection {
@@ -212,6 +217,7 @@ impl Default for MediaSection {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            latch_any_host: false,
         }
     }
 }

@@ -238,6 +238,7 @@ fn federation_relay(cfg: &Config) -> Arc<Relay> {
         networks: media_networks(cfg),
         max_sessions_per_owner: cfg.media.max_sessions_per_partner,
         max_pairs_per_owner: cfg.media.max_pairs_per_partner,
+        latch_any_host: cfg.media.latch_any_host,
     })
 }
 

@@ -161,6 +161,7 @@ fn relay(cfg: &Config) -> Arc<Relay> {
         ],
         max_sessions_per_owner: usize::MAX,
         max_pairs_per_owner: usize::MAX,
+        latch_any_host: cfg.media.latch_any_host,
     })
 }
 

@@ -128,6 +128,9 @@ pub struct MediaConfig {
     /// Port pairs one owner's sessions may hold at once (each stream takes
     /// one pair per side).
     pub max_pairs_per_owner: usize,
+    /// Latch a side's first packet from any allowed host, not only from
+    /// the hosts it signalled (an operator's opt-out; hijackable).
+    pub latch_any_host: bool,
 }
 
 /// Counters over all sessions since start.
@@ -515,6 +518,7 @@ impl Relay {
                         lease: p.lease,
                         ice: session.ice[side.index()].clone(),
                         networks: self.cfg.networks[side.index()].clone(),
+                        latch_any_host: self.cfg.latch_any_host,
                     })
                 };
                 let started = end(Side::A).and_then(|a| {
@@ -821,6 +825,7 @@ mod tests {
             networks: [Arc::new(Networks::any()), Arc::new(Networks::any())],
             max_sessions_per_owner: max,
             max_pairs_per_owner: usize::MAX,
+            latch_any_host: false,
         })
     }
 
@@ -1170,6 +1175,7 @@ mod tests {
             networks: [Arc::new(no_loopback.clone()), Arc::new(no_loopback)],
             max_sessions_per_owner: 2,
             max_pairs_per_owner: 4,
+            latch_any_host: false,
         });
         let p = |o| Who {
             owner: Some(o),

@@ -83,6 +83,9 @@ struct Target {
     /// The host the side's signalling came from (its NAT's public
     /// address, when its SDP names a private one).
     peer: Option<IpAddr>,
+    /// The operator's opt-out (`latch_any_host`): the first source from
+    /// any allowed host may latch, as before issue 14.
+    any_host: bool,
     /// An RFC 4571 connection the side sends on; replies go the same way.
     tcp: Option<mpsc::Sender<Bytes>>,
 }
@@ -145,7 +148,7 @@ impl Target {
             Some(l) => {
                 l.ip() == from.ip() && now.saturating_sub(self.learned_ms[c]) > RELATCH_AFTER_MS
             }
-            None => self.expected_host(from.ip()),
+            None => self.any_host || self.expected_host(from.ip()),
         };
         if ok {
             self.latch(c, from, now);
@@ -242,6 +245,8 @@ pub struct EndSockets {
     pub lease: PortLease,
     pub ice: Arc<IceCredentials>,
     pub networks: Arc<Networks>,
+    /// See `Target::any_host`.
+    pub latch_any_host: bool,
 }
 
 impl Stream {
@@ -262,7 +267,10 @@ impl Stream {
                 tcp: listeners.last().is_some_and(Option::is_some),
                 rtp: Arc::new(UdpSocket::from_std(s.rtp)?),
                 rtcp: Arc::new(UdpSocket::from_std(s.rtcp)?),
-                target: Mutex::new(Target::default()),
+                target: Mutex::new(Target {
+                    any_host: s.latch_any_host,
+                    ..Target::default()
+                }),
                 ice: s.ice,
                 networks: s.networks,
                 counters: Counters::default(),
@@ -344,7 +352,7 @@ impl Stream {
     fn tcp_welcome(&self, side: Side, from: SocketAddr) -> bool {
         let end = self.end(side);
         let t = lock(&end.target);
-        t.announced && end.networks.allows(from.ip()) && t.expected_host(from.ip())
+        t.announced && end.networks.allows(from.ip()) && (t.any_host || t.expected_host(from.ip()))
     }
 
     /// Whether RTCP shares the RTP port towards `side`.
@@ -620,6 +628,14 @@ mod tests {
             !t.accept(0, nat, 12, false, &any),
             "not a host the side signalled"
         );
+        // The operator's opt-out lets any allowed host be latched first.
+        let mut loose = Target {
+            announced: true,
+            sdp_rtp: Some(sdp),
+            any_host: true,
+            ..Target::default()
+        };
+        assert!(loose.accept(0, stranger, 12, false, &any));
         t.peer = Some(nat.ip());
         assert!(
             !t.accept(0, addr("198.51.100.7:0"), 15, false, &any) && t.learned[0].is_none(),
