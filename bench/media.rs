@@ -323,7 +323,7 @@ fn main() {
             &p,
             home,
             a.threads,
-            "[media]\nport_min = 30000\nport_max = 39999\nmax_sessions = 20000\ntimeout = \"600s\"\n",
+            "[media]\nport_min = 30000\nport_max = 39999\nmax_sessions = 20000\nmax_sessions_per_partner = 20000\nmax_pairs_per_partner = 40000\ntimeout = \"600s\"\n",
         );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

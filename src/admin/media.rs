@@ -22,6 +22,9 @@ pub(super) async fn media_sessions(
             Json(json!({
                 "draining": r.draining(),
                 "ports_in_use": r.ports_in_use(),
+                "partners": r.owners_use().into_iter().map(|(o, s, p)| json!({
+                    "partner": o, "sessions": s, "port_pairs": p,
+                })).collect::<Vec<_>>(),
                 "sessions": r.list(),
             })),
         ),

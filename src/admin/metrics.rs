@@ -113,7 +113,7 @@ fn sip_gauges(state: &EdgeState) -> Vec<Gauge> {
 }
 
 /// The federation media relay.
-fn media_gauges(r: &Relay) -> [Gauge; 9] {
+fn media_gauges(r: &Relay) -> [Gauge; 10] {
     let t = &r.totals;
     [
         (
@@ -128,8 +128,13 @@ fn media_gauges(r: &Relay) -> [Gauge; 9] {
         ),
         (
             "fedge_media_refused_total",
-            "Calls refused by the relay: full or draining (cumulative)",
+            "Calls refused by the relay: full, draining, or over a partner's share (cumulative)",
             load(&t.refused),
+        ),
+        (
+            "fedge_media_refused_addresses_total",
+            "SDP media addresses not sent to: outside [media] networks (cumulative)",
+            load(&t.refused_addresses),
         ),
         (
             "fedge_media_packets_total",

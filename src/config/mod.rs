@@ -80,6 +80,27 @@ mod tests {
     }
 
     #[test]
+    fn media_networks_and_partner_shares_are_checked() {
+        let check = |toml: &str| Config::from_toml(toml).unwrap().validate();
+        let e = check("[media]\nrefused_networks = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(
+            e.0.starts_with("[media] networks: \"10.0.0.0/33\""),
+            "{}",
+            e.0
+        );
+        assert!(!e.0.contains('\n'));
+        let e = check("[media]\nmax_pairs_per_partner = 1\n").unwrap_err();
+        assert!(e.0.contains("max_pairs_per_partner"), "{}", e.0);
+        check("[media]\nallowed_networks = [\"192.0.2.0/24\", \"2001:db8::1\"]\nrefused_networks = []\n").unwrap();
+        // The default refuses loopback on both sides, private space on the partner side.
+        let [partner, home] = Config::default().media.networks().unwrap();
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let private: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(!partner.allows(lo) && !home.allows(lo));
+        assert!(!partner.allows(private) && home.allows(private));
+    }
+
+    #[test]
     fn errors_are_one_line_and_say_where() {
         let e = Config::from_toml("[federation]\nlisen = \"1.2.3.4:5\"\n").unwrap_err();
         assert!(

@@ -222,6 +222,42 @@ pub struct MediaSection {
     /// A call with no media packet for this long has its relay session closed.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Relay sessions one partner may hold at once (calls either way).
+    pub max_sessions_per_partner: usize,
+    /// Port pairs one partner's calls may hold at once (a stream takes one
+    /// pair per side).
+    pub max_pairs_per_partner: usize,
+    /// Networks the relay may send media to (SDP addresses, latched
+    /// sources), on both relays and both sides.
+    pub allowed_networks: Vec<String>,
+    /// Networks never sent to, even inside `allowed_networks`.
+    pub refused_networks: Vec<String>,
+    /// Further networks refused on the partner side (federation partners,
+    /// and CVI room systems): private space by default.
+    pub partner_refused_networks: Vec<String>,
+    /// Latch a side to its first packet from any allowed host, not only
+    /// from the hosts it signalled: for endpoints whose media comes from a
+    /// host neither their SDP nor their SIP names, without ICE. Whoever
+    /// sends first then takes the stream.
+    pub latch_any_host: bool,
+}
+
+impl MediaSection {
+    /// Where the relay may send media on the home side (and the CVI
+    /// connector side), and on the partner (and room) side.
+    pub fn networks(
+        &self,
+    ) -> Result<[crate::media::networks::Networks; 2], crate::media::networks::NetworkError> {
+        use crate::media::networks::Networks;
+        let home = Networks::new(&self.allowed_networks, &self.refused_networks)?;
+        let both: Vec<&String> = self
+            .refused_networks
+            .iter()
+            .chain(&self.partner_refused_networks)
+            .collect();
+        let partner = Networks::new(&self.allowed_networks, &both)?;
+        Ok([partner, home])
+    }
 }
 
 impl Default for MediaSection {
@@ -237,6 +273,18 @@ impl Default for MediaSection {
             port_max: 59999,
             max_sessions: 2500,
             timeout: Duration::from_secs(60),
+            max_sessions_per_partner: 250,
+            max_pairs_per_partner: 1000,
+            allowed_networks: vec!["0.0.0.0/0".into(), "::/0".into()],
+            refused_networks: crate::media::networks::DEFAULT_REFUSED
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            partner_refused_networks: crate::media::networks::DEFAULT_PARTNER_REFUSED
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            latch_any_host: false,
         }
     }
 }

@@ -247,6 +247,13 @@ impl Config {
                 "[media] max_sessions and timeout must be positive".into(),
             ));
         }
+        if m.max_sessions_per_partner == 0 || m.max_pairs_per_partner < 2 {
+            return Err(ConfigError(
+                "[media] max_sessions_per_partner must be positive and max_pairs_per_partner at least 2 (one stream)".into(),
+            ));
+        }
+        m.networks()
+            .map_err(|e| ConfigError(format!("[media] networks: {e}")))?;
         if m.enabled {
             // What each side is told to send media to must reach the relay.
             for (side, bind, adv, listener) in [

@@ -485,7 +485,15 @@ impl Gateway {
     /// keeps what the relay offers side B; false (the room refused) when
     /// it cannot be relayed.
     async fn relay_room(&self, call: &Arc<Call>, offer: &[u8]) -> bool {
-        match self.relay.update(&call.key, Side::A, &[offer], true) {
+        // The room's media may come from where its SIP did (behind a NAT).
+        let who = crate::media::Who {
+            owner: None,
+            peer: Some(call.source.remote.ip()),
+        };
+        match self
+            .relay
+            .update_as(&call.key, Side::A, &[offer], true, who)
+        {
             Ok(mut v) => {
                 *lock(&call.offer_b) = v.pop().unwrap_or_default();
                 true

@@ -239,8 +239,9 @@ impl Edge {
                 }
             }
         }
+        let partner_id = v.partner.as_ref().map(|p| p.id.clone());
         if let (Decision::Forward(fwd), Some(relay)) = (&mut v.decision, &self.media) {
-            match anchor::request(relay, req, Role::of(source.tag)) {
+            match anchor::request(relay, req, source, partner_id.as_deref()) {
                 Ok(body) => fwd.body = body,
                 Err(e) => v = v.refused(Refusal::media(e)),
             }
@@ -337,7 +338,7 @@ impl Router for Edge {
 
     fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>) {
         if let Some(relay) = &self.media
-            && let Some(body) = anchor::response(relay, resp, Role::of(to.tag))
+            && let Some(body) = anchor::response(relay, resp, to)
         {
             ed.set_body(body);
         }

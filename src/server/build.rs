@@ -254,7 +254,24 @@ fn federation_relay(cfg: &Config) -> Arc<Relay> {
         timeout: cfg.media.timeout,
         // A call may ring until Timer C gives up on it.
         ring_timeout: cfg.sip.timer_c + std::time::Duration::from_secs(30),
+        networks: media_networks(cfg),
+        max_sessions_per_owner: cfg.media.max_sessions_per_partner,
+        max_pairs_per_owner: cfg.media.max_pairs_per_partner,
+        latch_any_host: cfg.media.latch_any_host,
     })
+}
+
+/// `[media]`'s networks, partner side first (validated at load; should a
+/// list not read here, nothing is allowed rather than everything).
+pub(super) fn media_networks(cfg: &Config) -> [Arc<crate::media::networks::Networks>; 2] {
+    match cfg.media.networks() {
+        Ok([p, h]) => [Arc::new(p), Arc::new(h)],
+        Err(e) => {
+            tracing::error!(error = %e, "[media] networks unreadable: media goes nowhere");
+            let n = Arc::new(crate::media::networks::Networks::none());
+            [n.clone(), n]
+        }
+    }
 }
 
 /// Resolves `[internal] next_hop` into a hop.

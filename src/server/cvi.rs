@@ -193,6 +193,15 @@ fn relay(cfg: &Config) -> Arc<Relay> {
         max_sessions: c.max_calls,
         timeout: cfg.media.timeout,
         ring_timeout: cfg.sip.timer_c + std::time::Duration::from_secs(30),
+        // Room systems are held to the partner side's networks; the
+        // connector side is the edge's own.
+        networks: [
+            super::build::media_networks(cfg)[0].clone(),
+            Arc::new(crate::media::networks::Networks::any()),
+        ],
+        max_sessions_per_owner: usize::MAX,
+        max_pairs_per_owner: usize::MAX,
+        latch_any_host: cfg.media.latch_any_host,
     })
 }
 

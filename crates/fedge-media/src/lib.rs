@@ -9,8 +9,16 @@
 //! side's addresses are learned and the relay's are written in. Sessions
 //! also end after `timeout` without a packet. `sdp` reads and writes SDP,
 //! `stun` answers ICE checks, `ports` hands out port pairs, `stream` moves
-//! packets.
+//! packets, `networks` says where media may go, `exchanges` ties a
+//! caller's offer/answer exchanges to their sessions.
+//!
+//! A session may belong to an owner (for federation, the partner): each
+//! owner holds at most `max_sessions_per_owner` sessions and
+//! `max_pairs_per_owner` port pairs, so that no one owner takes the relay.
+//! Media never goes to an address the side's `networks` refuse.
 
+pub mod exchanges;
+pub mod networks;
 pub mod ports;
 pub mod sdp;
 pub mod stream;
@@ -28,6 +36,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use networks::Networks;
 use ports::{PortError, PortRange};
 use sdp::{Description, IceCredentials, Rewrite, SdpError, StreamPorts};
 use stream::{Announce, EndSockets, Stream};
@@ -72,6 +81,20 @@ pub enum MediaError {
     TooManyStreams(usize),
     #[error("no media session for this call")]
     NoSession,
+    #[error("this partner already holds its maximum of {max} media sessions on the relay")]
+    OwnerSessions { owner: String, max: usize },
+    #[error("this partner already holds its maximum of {max} media port pairs on the relay")]
+    OwnerPorts { owner: String, max: usize },
+}
+
+/// Who a session is for, as its caller knows: the owner it counts against
+/// and the host the side's signalling came from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Who<'a> {
+    /// Per-owner caps apply to a session with an owner.
+    pub owner: Option<&'a str>,
+    /// The side's media may come from this host (its NAT's address).
+    pub peer: Option<IpAddr>,
 }
 
 /// Streams (m= lines) one call may have relayed.
@@ -98,6 +121,16 @@ pub struct MediaConfig {
     /// How long a call not yet answered may go without a packet (it may
     /// ring for minutes without early media); at least `timeout`.
     pub ring_timeout: Duration,
+    /// Where media may go, per side (indexed by `Side::index`).
+    pub networks: [Arc<Networks>; 2],
+    /// Sessions one owner may hold at once.
+    pub max_sessions_per_owner: usize,
+    /// Port pairs one owner's sessions may hold at once (each stream takes
+    /// one pair per side).
+    pub max_pairs_per_owner: usize,
+    /// Latch a side's first packet from any allowed host, not only from
+    /// the hosts it signalled (an operator's opt-out; hijackable).
+    pub latch_any_host: bool,
 }
 
 /// Counters over all sessions since start.
@@ -109,6 +142,8 @@ pub struct Totals {
     pub stun: AtomicU64,
     pub sessions: AtomicU64,
     pub refused: AtomicU64,
+    /// SDP addresses not used because the side's networks refuse them.
+    pub refused_addresses: AtomicU64,
 }
 
 /// A side and what it had announced per stream before its latest offer.
@@ -129,6 +164,18 @@ struct Session {
     mux: Mutex<HashMap<(usize, usize), bool>>,
     ice: [Arc<IceCredentials>; 2],
     cancel: CancellationToken,
+    owner: Option<String>,
+    /// Per side: the host its signalling came from.
+    peers: Mutex<[Option<IpAddr>; 2]>,
+    /// Per side: a refused SDP address was logged.
+    refused_logged: [AtomicBool; 2],
+}
+
+/// What one owner holds.
+#[derive(Debug, Default, Clone, Copy)]
+struct OwnerUse {
+    sessions: usize,
+    pairs: usize,
 }
 
 /// What one side sent in one stream, for reports.
@@ -171,6 +218,9 @@ pub struct Relay {
     draining: AtomicBool,
     pub totals: Arc<Totals>,
     epoch: tokio::time::Instant,
+    owners: Mutex<HashMap<String, OwnerUse>>,
+    /// Offer/answer exchanges in flight, for callers that track them.
+    pub exchanges: exchanges::Exchanges,
 }
 
 fn token(n: usize) -> String {
@@ -179,6 +229,10 @@ fn token(n: usize) -> String {
         .take(n)
         .map(char::from)
         .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -196,7 +250,31 @@ impl Relay {
             draining: AtomicBool::new(false),
             totals: Arc::new(Totals::default()),
             epoch: tokio::time::Instant::now(),
+            owners: Mutex::new(HashMap::new()),
+            exchanges: exchanges::Exchanges::default(),
         })
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, OwnerUse>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every owner's sessions and port pairs now, by owner.
+    pub fn owners_use(&self) -> Vec<(String, usize, usize)> {
+        let mut v: Vec<_> = self
+            .owners()
+            .iter()
+            .map(|(o, u)| (o.clone(), u.sessions, u.pairs))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sessions and port pairs `owner` holds now.
+    pub fn owner_use(&self, owner: &str) -> (usize, usize) {
+        self.owners()
+            .get(owner)
+            .map_or((0, 0), |u| (u.sessions, u.pairs))
     }
 
     fn now_ms(&self) -> u64 {
@@ -272,6 +350,19 @@ impl Relay {
         sdps: &[&[u8]],
         open: bool,
     ) -> Result<Vec<Vec<u8>>, MediaError> {
+        self.update_as(id, from, sdps, open, Who::default())
+    }
+
+    /// As [`Relay::update`], for a session of `who.owner` (per-owner caps)
+    /// whose side `from` signals from `who.peer`.
+    pub fn update_as(
+        &self,
+        id: &str,
+        from: Side,
+        sdps: &[&[u8]],
+        open: bool,
+        who: Who<'_>,
+    ) -> Result<Vec<Vec<u8>>, MediaError> {
         let descs: Vec<Description> = sdps
             .iter()
             .map(|s| sdp::describe(s))
@@ -291,7 +382,10 @@ impl Relay {
         if !open && !self.has(id) {
             return Err(MediaError::NoSession);
         }
-        let (session, created) = self.session(id)?;
+        let (session, created) = self.session(id, who.owner)?;
+        if let Some(p) = who.peer {
+            lock(&session.peers)[from.index()] = Some(p);
+        }
         let result = self.apply(&session, from, sdps, &descs, open);
         if result.is_err() && created {
             self.close(id, "media could not be set up");
@@ -302,7 +396,12 @@ impl Relay {
     /// Holds a session (and a place under `max_sessions`) for a call whose
     /// offer will come in its answer (an INVITE without SDP).
     pub fn reserve(&self, id: &str) -> Result<(), MediaError> {
-        self.session(id).map(|_| ())
+        self.session(id, None).map(|_| ())
+    }
+
+    /// As [`Relay::reserve`], for a session of `owner`.
+    pub fn reserve_as(&self, id: &str, owner: Option<&str>) -> Result<(), MediaError> {
+        self.session(id, owner).map(|_| ())
     }
 
     /// The offer/answer exchange of `id` completed (a 2xx): nothing to undo.
@@ -330,10 +429,25 @@ impl Relay {
         info!(session = id, "refused offer undone");
     }
 
-    fn session(&self, id: &str) -> Result<(Arc<Session>, bool), MediaError> {
+    fn session(&self, id: &str, owner: Option<&str>) -> Result<(Arc<Session>, bool), MediaError> {
         let mut t = self.table();
         if let Some(s) = t.get(id) {
             return Ok((s.clone(), false));
+        }
+        if let Some(o) = owner
+            && self.owner_use(o).0 >= self.cfg.max_sessions_per_owner
+        {
+            self.totals.refused.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                session = id,
+                owner = o,
+                max = self.cfg.max_sessions_per_owner,
+                "media session refused: the owner holds its maximum of sessions"
+            );
+            return Err(MediaError::OwnerSessions {
+                owner: o.to_string(),
+                max: self.cfg.max_sessions_per_owner,
+            });
         }
         if self.draining() {
             self.totals.refused.fetch_add(1, Ordering::Relaxed);
@@ -360,8 +474,14 @@ impl Relay {
             mux: Mutex::new(HashMap::new()),
             ice: [ice(), ice()],
             cancel: CancellationToken::new(),
+            owner: owner.map(str::to_string),
+            peers: Mutex::new([None, None]),
+            refused_logged: [AtomicBool::new(false), AtomicBool::new(false)],
         });
         t.insert(id.to_string(), s.clone());
+        if let Some(o) = owner {
+            self.owners().entry(o.to_string()).or_default().sessions += 1;
+        }
         self.totals.sessions.fetch_add(1, Ordering::Relaxed);
         info!(session = id, "media session opened");
         Ok((s, true))
@@ -385,6 +505,7 @@ impl Relay {
             let of_i: Vec<&sdp::Stream> = descs.iter().filter_map(|d| d.streams.get(i)).collect();
             let relayed = of_i.iter().any(|s| s.relayed && s.port != 0);
             if relayed && streams[i].is_none() {
+                self.take_pairs(session)?;
                 let tcp = of_i.iter().any(|s| s.tcp_proto || s.tcp_candidates);
                 let end = |side: Side| -> Result<EndSockets, MediaError> {
                     let p = self
@@ -396,18 +517,35 @@ impl Relay {
                         tcp: p.tcp,
                         lease: p.lease,
                         ice: session.ice[side.index()].clone(),
+                        networks: self.cfg.networks[side.index()].clone(),
+                        latch_any_host: self.cfg.latch_any_host,
                     })
                 };
-                let (a, b) = (end(Side::A)?, end(Side::B)?);
-                streams[i] = Some(Stream::start(
-                    a,
-                    b,
-                    self.totals.clone(),
-                    self.epoch,
-                    session.cancel.clone(),
-                )?);
+                let started = end(Side::A).and_then(|a| {
+                    let b = end(Side::B)?;
+                    Ok(Stream::start(
+                        a,
+                        b,
+                        self.totals.clone(),
+                        self.epoch,
+                        session.cancel.clone(),
+                    )?)
+                });
+                match started {
+                    Ok(st) => {
+                        let peers = *lock(&session.peers);
+                        st.set_peer(Side::A, peers[0]);
+                        st.set_peer(Side::B, peers[1]);
+                        streams[i] = Some(st);
+                    }
+                    Err(e) => {
+                        self.give_pairs(session, 1);
+                        return Err(e);
+                    }
+                }
             }
             let Some(st) = &streams[i] else { continue };
+            st.set_peer(from, lock(&session.peers)[from.index()]);
             // Where this side receives: the first alternative that says.
             let primary = of_i.iter().find(|s| s.address.is_some()).or(of_i.first());
             if let Some(s) = primary {
@@ -416,8 +554,23 @@ impl Relay {
                 let other = mux.get(&(i, from.other().index())).copied();
                 // rtcp-mux holds only when both sides asked for it.
                 let both = s.rtcp_mux && other.unwrap_or(true);
-                let to_sock =
-                    |addr: Option<IpAddr>, port: u16| addr.map(|a| SocketAddr::new(a, port));
+                // An address the side's networks refuse is never sent to:
+                // the side is reached once it sends from a host it
+                // signalled, or passes an ICE check.
+                let nets = &self.cfg.networks[from.index()];
+                let to_sock = |addr: Option<IpAddr>, port: u16| match addr {
+                    Some(a) if !a.is_unspecified() && !nets.allows(a) => {
+                        self.totals
+                            .refused_addresses
+                            .fetch_add(1, Ordering::Relaxed);
+                        if !session.refused_logged[from.index()].swap(true, Ordering::Relaxed) {
+                            warn!(session = %session.id, side = ?from, address = %a,
+                                "media address refused by [media] networks: nothing is sent there");
+                        }
+                        None
+                    }
+                    a => a.map(|a| SocketAddr::new(a, port)),
+                };
                 if let Some(prev) = st.announced(from) {
                     undo.push((i, prev));
                 }
@@ -497,10 +650,57 @@ impl Relay {
         }
     }
 
+    /// Counts a new stream's pairs (one per side) against the session's
+    /// owner, or says it holds its maximum.
+    fn take_pairs(&self, s: &Session) -> Result<(), MediaError> {
+        let Some(o) = &s.owner else { return Ok(()) };
+        let mut owners = self.owners();
+        let u = owners.entry(o.clone()).or_default();
+        if u.pairs + 2 > self.cfg.max_pairs_per_owner {
+            self.totals.refused.fetch_add(1, Ordering::Relaxed);
+            warn!(session = %s.id, owner = %o, max = self.cfg.max_pairs_per_owner,
+                "media stream refused: the owner holds its maximum of port pairs");
+            return Err(MediaError::OwnerPorts {
+                owner: o.clone(),
+                max: self.cfg.max_pairs_per_owner,
+            });
+        }
+        u.pairs += 2;
+        Ok(())
+    }
+
+    /// Gives back `streams` streams' pairs (and, with `session`, the
+    /// session itself) of `s`'s owner.
+    fn give_pairs(&self, s: &Session, streams: usize) {
+        self.release(s, streams, false);
+    }
+
+    fn release(&self, s: &Session, streams: usize, session: bool) {
+        let Some(o) = &s.owner else { return };
+        let mut owners = self.owners();
+        if let Some(u) = owners.get_mut(o) {
+            u.pairs = u.pairs.saturating_sub(2 * streams);
+            if session {
+                u.sessions = u.sessions.saturating_sub(1);
+            }
+            if u.sessions == 0 && u.pairs == 0 {
+                owners.remove(o);
+            }
+        }
+    }
+
     /// Ends a session: its tasks stop and its ports go back to the range.
     pub fn close(&self, id: &str, reason: &str) -> Option<SessionReport> {
         let s = self.table().remove(id)?;
         s.cancel.cancel();
+        let n = s
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flatten()
+            .count();
+        self.release(&s, n, true);
         let report = self.report(&s);
         for st in s
             .streams
@@ -622,6 +822,10 @@ mod tests {
             max_sessions: max,
             timeout: Duration::from_millis(timeout_ms),
             ring_timeout: Duration::from_millis(timeout_ms),
+            networks: [Arc::new(Networks::any()), Arc::new(Networks::any())],
+            max_sessions_per_owner: max,
+            max_pairs_per_owner: usize::MAX,
+            latch_any_host: false,
         })
     }
 
@@ -951,6 +1155,92 @@ mod tests {
         .unwrap();
         b.send_to(&rtp(3), rb).await.unwrap();
         assert_eq!(recv(&a_new).await.0, rtp(3));
+    }
+
+    #[tokio::test]
+    async fn owners_hold_their_share_and_refused_addresses_get_nothing() {
+        let (lo, hi) = range(8);
+        let side = SideAddress {
+            bind: LO,
+            advertise: LO,
+        };
+        let no_loopback = Networks::new(&["0.0.0.0/0"], &["127.0.0.66/32"]).unwrap();
+        let r = Relay::new(MediaConfig {
+            addresses: [side, side],
+            port_min: lo,
+            port_max: hi,
+            max_sessions: 10,
+            timeout: Duration::from_secs(60),
+            ring_timeout: Duration::from_secs(60),
+            networks: [Arc::new(no_loopback.clone()), Arc::new(no_loopback)],
+            max_sessions_per_owner: 2,
+            max_pairs_per_owner: 4,
+            latch_any_host: false,
+        });
+        let p = |o| Who {
+            owner: Some(o),
+            peer: None,
+        };
+        let offer = sdp(7000, "");
+        r.update_as("a1", Side::A, &[offer.as_bytes()], true, p("one"))
+            .unwrap();
+        // Two streams would take 4 more pairs: over the share of 4.
+        let two = format!("{offer}m=video 7002 RTP/AVP 96\r\n");
+        let e = r
+            .update_as("a2", Side::A, &[two.as_bytes()], true, p("one"))
+            .unwrap_err();
+        assert!(matches!(e, MediaError::OwnerPorts { max: 4, .. }), "{e}");
+        assert!(!r.has("a2"));
+        assert_eq!(
+            r.owner_use("one"),
+            (1, 2),
+            "a failed session gives back all"
+        );
+        r.update_as("a3", Side::A, &[offer.as_bytes()], true, p("one"))
+            .unwrap();
+        let e = r
+            .update_as("a4", Side::A, &[offer.as_bytes()], true, p("one"))
+            .unwrap_err();
+        assert!(matches!(e, MediaError::OwnerSessions { max: 2, .. }), "{e}");
+        assert!(
+            !e.to_string().contains("one"),
+            "the owner's id is not told: {e}"
+        );
+        // Another owner is still served.
+        r.update_as("b1", Side::A, &[offer.as_bytes()], true, p("two"))
+            .unwrap();
+        assert_eq!(
+            r.owners_use(),
+            vec![("one".into(), 2, 4), ("two".into(), 1, 2)]
+        );
+        r.close("a1", "test");
+        r.close("a3", "test");
+        assert_eq!(r.owner_use("one"), (0, 0));
+        // B answers at a refused address: A's packets go nowhere.
+        let refused = UdpSocket::bind("127.0.0.66:0").await.unwrap();
+        let a = bind().await;
+        let to_a = r
+            .update(
+                "b1",
+                Side::B,
+                &[sdp(refused.local_addr().unwrap().port(), "")
+                    .replace("127.0.0.1", "127.0.0.66")
+                    .as_bytes()],
+                false,
+            )
+            .unwrap();
+        let b1 = r.list().into_iter().find(|s| s.id == "b1").unwrap();
+        let ra = SocketAddr::new(LO, b1.streams[0][0].port);
+        assert_eq!(relay_port(&to_a[0]).0, ra.port());
+        // (A's SDP names 127.0.0.1: its packets are A's.)
+        a.send_to(&rtp(1), ra).await.unwrap();
+        nothing(&refused).await;
+        // Its RTP and RTCP addresses were both refused.
+        assert_eq!(r.totals.refused_addresses.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            r.list().into_iter().find(|s| s.id == "b1").unwrap().streams[0][0].packets,
+            1
+        );
     }
 
     #[tokio::test]

@@ -2,12 +2,14 @@
 //! bound before they are handed out and never handed out twice while a
 //! lease holds them.
 //!
-//! Owns the range and the set in use. Allocation walks the range round
-//! robin from where it last stopped, so a port just released is the last to
-//! be reused (late packets of an old call do not reach a new one); ports
-//! that another process holds are skipped.
+//! Owns the range and the set in use. Allocation starts at a random pair
+//! of the range each time, so nobody can tell which ports the next call
+//! gets (and aim packets at them before its parties do); pairs released
+//! recently are taken only when nothing else is free (late packets of an
+//! old call do not reach a new one); ports that another process holds are
+//! skipped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::{Arc, Mutex};
 
@@ -21,8 +23,13 @@ pub enum PortError {
 #[derive(Debug)]
 struct State {
     used: BTreeSet<u16>,
-    next: u16,
+    /// Pairs released lately, oldest first (and the same as a set).
+    recent: VecDeque<u16>,
+    recent_set: HashSet<u16>,
 }
+
+/// Released pairs kept out of use while others are free.
+const RECENT: usize = 256;
 
 /// A range of ports, `lo` to `hi` inclusive, handed out as even/odd pairs.
 #[derive(Debug)]
@@ -74,6 +81,15 @@ impl Drop for PortLease {
     fn drop(&mut self) {
         let mut st = self.range.state.lock().unwrap_or_else(|p| p.into_inner());
         st.used.remove(&self.base);
+        let keep = RECENT.min(self.range.pairs() / 4);
+        if keep > 0 && st.recent_set.insert(self.base) {
+            st.recent.push_back(self.base);
+        }
+        while st.recent.len() > keep {
+            if let Some(old) = st.recent.pop_front() {
+                st.recent_set.remove(&old);
+            }
+        }
     }
 }
 
@@ -97,7 +113,8 @@ impl PortRange {
             hi,
             state: Mutex::new(State {
                 used: BTreeSet::new(),
-                next: lo,
+                recent: VecDeque::new(),
+                recent_set: HashSet::new(),
             }),
         })
     }
@@ -120,51 +137,55 @@ impl PortRange {
             .len()
     }
 
-    /// Binds the next free pair on `ip` (and a TCP listener on the RTP
-    /// port when `tcp`).
+    /// Binds a free pair chosen at random on `ip` (and a TCP listener on
+    /// the RTP port when `tcp`).
     pub fn allocate(self: &Arc<Self>, ip: IpAddr, tcp: bool) -> Result<PortPair, PortError> {
         let pairs = self.pairs();
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        for _ in 0..pairs {
-            let base = st.next;
-            st.next = if base.saturating_add(2) > self.hi {
-                self.lo
-            } else {
-                base + 2
-            };
-            if st.used.contains(&base) {
-                continue;
-            }
-            let (Ok(rtp), Ok(rtcp)) = (nonblocking_udp(ip, base), nonblocking_udp(ip, base + 1))
-            else {
-                continue;
-            };
-            let listener = if tcp {
-                match TcpListener::bind(SocketAddr::new(ip, base))
-                    .and_then(|l| l.set_nonblocking(true).map(|_| l))
-                {
-                    Ok(l) => Some(l),
-                    Err(_) => continue,
-                }
-            } else {
-                None
-            };
-            st.used.insert(base);
-            return Ok(PortPair {
-                rtp,
-                rtcp,
-                tcp: listener,
-                lease: PortLease {
-                    range: self.clone(),
-                    base,
-                },
-            });
-        }
-        Err(PortError::Exhausted {
+        let exhausted = PortError::Exhausted {
             pairs,
             lo: self.lo,
             hi: self.hi,
-        })
+        };
+        if pairs == 0 {
+            return Err(exhausted);
+        }
+        let start = rand::random_range(0..pairs);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // The first pass leaves recently released pairs alone.
+        for pass in 0..2 {
+            for k in 0..pairs {
+                let base = self.lo + (((start + k) % pairs) * 2) as u16;
+                if st.used.contains(&base) || (pass == 0 && st.recent_set.contains(&base)) {
+                    continue;
+                }
+                let (Ok(rtp), Ok(rtcp)) =
+                    (nonblocking_udp(ip, base), nonblocking_udp(ip, base + 1))
+                else {
+                    continue;
+                };
+                let listener = if tcp {
+                    match TcpListener::bind(SocketAddr::new(ip, base))
+                        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+                    {
+                        Ok(l) => Some(l),
+                        Err(_) => continue,
+                    }
+                } else {
+                    None
+                };
+                st.used.insert(base);
+                return Ok(PortPair {
+                    rtp,
+                    rtcp,
+                    tcp: listener,
+                    lease: PortLease {
+                        range: self.clone(),
+                        base,
+                    },
+                });
+            }
+        }
+        Err(exhausted)
     }
 }
 
@@ -221,16 +242,56 @@ mod tests {
     }
 
     #[test]
-    fn a_port_someone_else_holds_is_skipped_and_release_is_round_robin() {
-        let lo = free_base();
-        let r = PortRange::new(lo + 1, lo + 9); // rounds to lo+2 ..= lo+9
+    fn a_port_someone_else_holds_is_skipped_and_a_released_pair_waits() {
+        let lo = test_range(9).0; // lo ..= lo+17 are this test's
+        let r = PortRange::new(lo + 1, lo + 17); // rounds to lo+2 ..= lo+17: 8 pairs
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let _squatter = UdpSocket::bind(("127.0.0.1", lo + 2)).unwrap();
+        for _ in 0..20 {
+            let a = r.allocate(ip, false).unwrap();
+            assert_ne!(a.rtp_port(), lo + 2, "the held pair is skipped");
+        }
         let a = r.allocate(ip, false).unwrap();
-        assert_eq!(a.rtp_port(), lo + 4, "the held pair is skipped");
         let first = a.rtp_port();
         drop(a);
-        let b = r.allocate(ip, false).unwrap();
-        assert_ne!(b.rtp_port(), first, "a released pair is not reused at once");
+        // The pairs released last (2 of 8 kept apart: this one and the one
+        // before) are handed out again only once no other is free: 7
+        // usable pairs, 5 others first.
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let b = r.allocate(ip, false).unwrap();
+            assert_ne!(b.rtp_port(), first, "a released pair is not reused at once");
+            held.push(b);
+        }
+        let last: Vec<u16> = (0..2)
+            .map(|_| r.allocate(ip, false).unwrap())
+            .map(|p| {
+                let port = p.rtp_port();
+                held.push(p);
+                port
+            })
+            .collect();
+        assert!(last.contains(&first), "{last:?} {first}");
+    }
+
+    #[test]
+    fn allocation_is_not_predictable_from_the_previous_pair() {
+        let (lo, hi) = test_range(64);
+        let r = PortRange::new(lo, hi);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // Round robin would give prev + 2 every time; random starts do not.
+        let mut prev = r.allocate(ip, false).unwrap();
+        let mut next_of_prev = 0;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..30 {
+            let p = r.allocate(ip, false).unwrap();
+            if p.rtp_port() == prev.rtp_port() + 2 {
+                next_of_prev += 1;
+            }
+            seen.insert(p.rtp_port());
+            prev = p;
+        }
+        assert!(next_of_prev < 10, "{next_of_prev} of 30 were the next pair");
+        assert!(seen.len() > 20, "{seen:?}");
     }
 }

@@ -5,11 +5,14 @@
 //! Owns forwarding. A packet is read into one buffer per socket and sent on
 //! from it, never copied otherwise and never parsed beyond telling STUN
 //! from media and RTCP from RTP: RTP, RTCP (feedback included), SRTP and
-//! DTLS pass as they came. Each side is latched: its first packet (or an
-//! ICE check it nominates) fixes where it is sent to, so NAT works, and
-//! packets from elsewhere are dropped while that source is live.
+//! DTLS pass as they came. Each side is latched: its first packet from a
+//! host it signalled (its SDP address, or the host its SIP came from), or an
+//! ICE check it nominates, fixes where it is sent to, so NAT works; packets
+//! from any other host are dropped, and never to an address the operator's
+//! networks refuse. RFC 4571 connections are taken only from those hosts,
+//! and must carry a packet the side is accepted for within seconds.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::networks::Networks;
 use super::ports::PortLease;
 use super::sdp::IceCredentials;
 use super::stun;
@@ -33,8 +37,11 @@ const TCP_QUEUE: usize = 512;
 const BUF: usize = 8192;
 /// RFC 4571 connections one relay port accepts at once.
 const TCP_CONNECTIONS: usize = 4;
-/// How long a new RFC 4571 connection may take to send its first frame.
-const TCP_FIRST_FRAME: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a new RFC 4571 connection may take to send its first packet
+/// the side is accepted for (or a verified ICE check).
+pub const TCP_FIRST_FRAME: std::time::Duration = std::time::Duration::from_secs(5);
+/// An RFC 4571 connection that carries nothing accepted this long goes.
+pub const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +80,12 @@ struct Target {
     silent: bool,
     learned: [Option<SocketAddr>; 2],
     learned_ms: [u64; 2],
+    /// The host the side's signalling came from (its NAT's public
+    /// address, when its SDP names a private one).
+    peer: Option<IpAddr>,
+    /// The operator's opt-out (`latch_any_host`): the first source from
+    /// any allowed host may latch, as before issue 14.
+    any_host: bool,
     /// An RFC 4571 connection the side sends on; replies go the same way.
     tcp: Option<mpsc::Sender<Bytes>>,
 }
@@ -83,18 +96,39 @@ impl Target {
         self.learned_ms[c] = now;
     }
 
+    /// A host the side signalled: its SDP addresses, where its SIP came
+    /// from, or a source already latched.
+    fn expected_host(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let same = |a: Option<IpAddr>| a.is_some_and(|a| a.to_canonical() == ip);
+        same(self.sdp_rtp.map(|a| a.ip()))
+            || same(self.sdp_rtcp.map(|a| a.ip()))
+            || same(self.peer)
+            || self.learned.iter().any(|l| same(l.map(|a| a.ip())))
+    }
+
     /// Whether a packet from `from` on component `c` is this side's, and
     /// where to send to it from now on (RFC 3550 symmetric RTP, with NAT):
+    /// - never a source in a network the operator refuses;
     /// - nothing before the side described its media;
     /// - the address its SDP announced is always its own, and wins;
-    /// - otherwise the first source is learned (a NAT shows another
-    ///   address); RTCP must come from the RTP source's host;
+    /// - otherwise the first source from a host the side signalled (its
+    ///   SDP's, or its SIP's: a NAT shows another port, or its public
+    ///   address) is learned; any other host is dropped, so a stranger who
+    ///   guesses the port cannot take the stream;
     /// - a learned source silent for a while may be replaced by another
     ///   port of the same host (a NAT rebinding), never by another host:
     ///   that takes a new SDP or an ICE check (`force`).
-    fn accept(&mut self, c: usize, from: SocketAddr, now: u64, force: bool) -> bool {
+    fn accept(
+        &mut self,
+        c: usize,
+        from: SocketAddr,
+        now: u64,
+        force: bool,
+        nets: &Networks,
+    ) -> bool {
         // Port 0 is no source anything can be sent back to (RFC 768).
-        if from.port() == 0 {
+        if from.port() == 0 || !nets.allows(from.ip()) {
             return false;
         }
         if force {
@@ -114,12 +148,7 @@ impl Target {
             Some(l) => {
                 l.ip() == from.ip() && now.saturating_sub(self.learned_ms[c]) > RELATCH_AFTER_MS
             }
-            None if c == 1 => {
-                // RTCP from the host RTP comes from (or the one announced).
-                let host = self.learned[0].or(self.sdp_rtp).map(|a| a.ip());
-                host.is_none_or(|h| h == from.ip())
-            }
-            None => true,
+            None => self.any_host || self.expected_host(from.ip()),
         };
         if ok {
             self.latch(c, from, now);
@@ -138,6 +167,8 @@ pub struct End {
     pub tcp: bool,
     target: Mutex<Target>,
     ice: Arc<IceCredentials>,
+    /// Where the relay may send this side's media.
+    networks: Arc<Networks>,
     pub counters: Counters,
     /// Given back to the range at close, before the tasks have ended (their
     /// sockets then only keep the ports busy until they do).
@@ -213,6 +244,9 @@ pub struct EndSockets {
     pub tcp: Option<std::net::TcpListener>,
     pub lease: PortLease,
     pub ice: Arc<IceCredentials>,
+    pub networks: Arc<Networks>,
+    /// See `Target::any_host`.
+    pub latch_any_host: bool,
 }
 
 impl Stream {
@@ -233,8 +267,12 @@ impl Stream {
                 tcp: listeners.last().is_some_and(Option::is_some),
                 rtp: Arc::new(UdpSocket::from_std(s.rtp)?),
                 rtcp: Arc::new(UdpSocket::from_std(s.rtcp)?),
-                target: Mutex::new(Target::default()),
+                target: Mutex::new(Target {
+                    any_host: s.latch_any_host,
+                    ..Target::default()
+                }),
                 ice: s.ice,
+                networks: s.networks,
                 counters: Counters::default(),
                 lease: Mutex::new(Some(s.lease)),
             })
@@ -302,6 +340,21 @@ impl Stream {
         })
     }
 
+    /// The host `side`'s signalling comes from: its media may come from
+    /// there too (behind a NAT).
+    pub fn set_peer(&self, side: Side, peer: Option<IpAddr>) {
+        if peer.is_some() {
+            lock(&self.end(side).target).peer = peer;
+        }
+    }
+
+    /// Whether a new RFC 4571 connection from `from` may be `side`'s.
+    fn tcp_welcome(&self, side: Side, from: SocketAddr) -> bool {
+        let end = self.end(side);
+        let t = lock(&end.target);
+        t.announced && end.networks.allows(from.ip()) && (t.any_host || t.expected_host(from.ip()))
+    }
+
     /// Whether RTCP shares the RTP port towards `side`.
     pub fn set_mux(&self, side: Side, mux: bool) {
         lock(&self.end(side).target).mux = mux;
@@ -324,16 +377,17 @@ impl Stream {
             .unwrap_or(0)
     }
 
-    fn on_packet(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) {
+    /// Relays one packet from side `x`; true when it was that side's (a
+    /// verified ICE check counts).
+    fn on_packet(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) -> bool {
         let end = self.end(x);
         if stun::is_stun(pkt) {
-            self.on_stun(x, c, pkt, from, via);
-            return;
+            return self.on_stun(x, c, pkt, from, via);
         }
         let now = self.now_ms();
         let accepted = {
             let mut t = lock(&end.target);
-            let ok = t.accept(c as usize, from, now, false);
+            let ok = t.accept(c as usize, from, now, false, &end.networks);
             if ok {
                 match via {
                     Via::Tcp(tx) => t.tcp = Some(tx.clone()),
@@ -346,7 +400,7 @@ impl Stream {
         if !accepted {
             end.counters.drops.fetch_add(1, Ordering::Relaxed);
             self.totals.drops.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         end.counters.packets.fetch_add(1, Ordering::Relaxed);
         end.counters
@@ -368,27 +422,32 @@ impl Stream {
             end.counters.drops.fetch_add(1, Ordering::Relaxed);
             self.totals.drops.fetch_add(1, Ordering::Relaxed);
         }
+        true
     }
 
     /// ICE-lite: answer a Binding request with our credentials for that
     /// side; a nominating one (USE-CANDIDATE) latches the side there.
-    fn on_stun(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) {
+    fn on_stun(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) -> bool {
         let end = self.end(x);
         let Some(req) = stun::parse_binding_request(pkt) else {
-            return; // responses, indications, legacy STUN: not ours to answer
+            return false; // responses, indications, legacy STUN: not ours to answer
         };
         // Only checks naming our username fragment get any answer, so the
-        // relay is no reflector for strangers' spoofed requests.
-        if req.ufrags().map(|(o, _)| o) != Some(end.ice.ufrag.as_bytes()) {
+        // relay is no reflector for strangers' spoofed requests; nor does
+        // a source the operator's networks refuse.
+        if req.ufrags().map(|(o, _)| o) != Some(end.ice.ufrag.as_bytes())
+            || !end.networks.allows(from.ip())
+        {
             end.counters.drops.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
-        let reply = if req.verify(pkt, end.ice.pwd.as_bytes()) {
+        let verified = req.verify(pkt, end.ice.pwd.as_bytes());
+        let reply = if verified {
             end.counters.stun.fetch_add(1, Ordering::Relaxed);
             self.totals.stun.fetch_add(1, Ordering::Relaxed);
             if req.use_candidate {
                 let mut t = lock(&end.target);
-                t.accept(c as usize, from, self.now_ms(), true);
+                t.accept(c as usize, from, self.now_ms(), true, &end.networks);
                 if let Via::Tcp(tx) = via {
                     t.tcp = Some(tx.clone());
                 }
@@ -406,6 +465,7 @@ impl Stream {
                 let _ = tx.try_send(frame(&reply));
             }
         }
+        verified
     }
 }
 
@@ -452,6 +512,12 @@ async fn accept_tcp(stream: Arc<Stream>, side: Side, l: TcpListener, cancel: Can
             _ = cancel.cancelled() => return,
             r = l.accept() => match r {
                 Ok((s, from)) => {
+                    // Only the hosts the side signalled may connect.
+                    if !stream.tcp_welcome(side, from) {
+                        debug!(%from, "media TCP connection refused: not a host this side signalled");
+                        stream.end(side).counters.drops.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     // A side needs one connection (two with RTCP apart): a
                     // few more allow for retries, not a pile of idle ones.
                     if live.load(Ordering::Relaxed) >= TCP_CONNECTIONS {
@@ -490,14 +556,18 @@ async fn tcp_conn(
         }
     });
     let mut buf = BytesMut::with_capacity(BUF);
-    let mut framed_any = false;
+    // A connection must carry a packet the side is accepted for within its
+    // first seconds, and keep doing so: bytes alone (a length, a frame of
+    // garbage, a stranger's packets) do not hold a slot.
     let deadline = tokio::time::sleep(TCP_FIRST_FRAME);
     tokio::pin!(deadline);
     'conn: loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            // A connection that carries nothing within its first seconds goes.
-            _ = &mut deadline, if !framed_any => break,
+            _ = &mut deadline => {
+                debug!(%from, "media TCP connection closed: nothing accepted in time");
+                break;
+            }
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
@@ -511,12 +581,15 @@ async fn tcp_conn(
             if n == 0 {
                 break 'conn; // framing lost: this connection alone ends
             }
-            framed_any = true;
             if buf.len() < 2 + n {
                 break;
             }
             let pkt = buf.split_to(2 + n);
-            stream.on_packet(side, Component::Rtp, &pkt[2..], from, Via::Tcp(&tx));
+            if stream.on_packet(side, Component::Rtp, &pkt[2..], from, Via::Tcp(&tx)) {
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + TCP_IDLE);
+            }
         }
     }
     drop(tx);
@@ -542,46 +615,77 @@ mod tests {
         let (sdp, sdp_rtcp) = (addr("192.0.2.1:4000"), addr("192.0.2.1:4001"));
         let (nat, nat2) = (addr("198.51.100.7:31000"), addr("198.51.100.7:31002"));
         let stranger = addr("203.0.113.9:4000");
+        let any = Networks::any();
         let mut t = Target::default();
         assert!(
-            !t.accept(0, nat, 10, false),
+            !t.accept(0, nat, 10, false, &any),
             "nothing before the side's SDP"
         );
         t.announced = true;
         t.sdp_rtp = Some(sdp);
         t.sdp_rtcp = Some(sdp_rtcp);
         assert!(
-            !t.accept(0, addr("198.51.100.7:0"), 15, false) && t.learned[0].is_none(),
+            !t.accept(0, nat, 12, false, &any),
+            "not a host the side signalled"
+        );
+        // The operator's opt-out lets any allowed host be latched first.
+        let mut loose = Target {
+            announced: true,
+            sdp_rtp: Some(sdp),
+            any_host: true,
+            ..Target::default()
+        };
+        assert!(loose.accept(0, stranger, 12, false, &any));
+        t.peer = Some(nat.ip());
+        assert!(
+            !t.accept(0, addr("198.51.100.7:0"), 15, false, &any) && t.learned[0].is_none(),
             "source port 0 is never latched"
         );
+        let no_nat = Networks::new(&["0.0.0.0/0"], &["198.51.100.0/24"]).unwrap();
         assert!(
-            t.accept(0, nat, 20, false),
-            "the first source (behind a NAT)"
+            !t.accept(0, nat, 18, false, &no_nat) && t.learned[0].is_none(),
+            "a refused network is never latched"
         );
-        assert!(t.accept(0, nat, 30, false));
         assert!(
-            !t.accept(0, stranger, 40, false),
+            t.accept(0, nat, 20, false, &any),
+            "the first source from the signalling host (behind a NAT)"
+        );
+        assert!(t.accept(0, nat, 30, false, &any));
+        assert!(
+            !t.accept(0, stranger, 40, false, &any),
             "another host while the first is live"
         );
         assert!(
-            !t.accept(0, stranger, 40 + RELATCH_AFTER_MS + 1, false),
+            !t.accept(0, stranger, 40 + RELATCH_AFTER_MS + 1, false, &any),
             "nor after silence"
         );
         assert!(
-            t.accept(0, nat2, 40 + RELATCH_AFTER_MS + 1, false),
+            t.accept(0, nat2, 40 + RELATCH_AFTER_MS + 1, false, &any),
             "a NAT rebinding after silence"
         );
         assert_eq!(t.learned[0], Some(nat2));
         assert!(
-            t.accept(0, sdp, 50 + RELATCH_AFTER_MS, false),
+            t.accept(0, sdp, 50 + RELATCH_AFTER_MS, false, &any),
             "the announced address always"
         );
         assert_eq!(t.learned[0], Some(sdp));
-        // RTCP comes from the RTP source's host.
-        assert!(!t.accept(1, addr("203.0.113.9:4001"), 60 + RELATCH_AFTER_MS, false));
-        assert!(t.accept(1, addr("192.0.2.1:4101"), 60 + RELATCH_AFTER_MS, false));
+        // RTCP comes from a host the side signalled or sent RTP from.
+        assert!(!t.accept(
+            1,
+            addr("203.0.113.9:4001"),
+            60 + RELATCH_AFTER_MS,
+            false,
+            &any
+        ));
+        assert!(t.accept(
+            1,
+            addr("192.0.2.1:4101"),
+            60 + RELATCH_AFTER_MS,
+            false,
+            &any
+        ));
         // A pair an ICE check nominated wins.
-        assert!(t.accept(0, stranger, 70 + RELATCH_AFTER_MS, true));
+        assert!(t.accept(0, stranger, 70 + RELATCH_AFTER_MS, true, &any));
         assert_eq!(t.learned[0], Some(stranger));
     }
 

@@ -108,7 +108,7 @@ pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Re
     let cfg = p.path().join("fedge.toml");
     std::fs::write(
         &cfg,
-        format!(
+        crate::edge::with_test_media(&format!(
             "[federation]\nlisten = \"127.0.0.1:{fed}\"\nfqdn = \"sip.fedge.test\"\nhome_domains = [\"fedge.test\"]\n\
              cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
              [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n\
@@ -117,7 +117,7 @@ pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Re
             p.edge.key.display(),
             p.ca_file.display(),
             p.path().display()
-        ),
+        )),
     )
     .unwrap();
     fedge_ok(

@@ -49,8 +49,28 @@ pub fn fedge_bin() -> PathBuf {
     bin
 }
 
+/// What the tests' `[media]` section always says: every test runs its
+/// media on loopback, which the relay refuses by default outside tests.
+pub const TEST_MEDIA_NETWORKS: &str = "refused_networks = []\npartner_refused_networks = []\n";
+
+/// Puts [`TEST_MEDIA_NETWORKS`] into `[media]` (opening it when the
+/// configuration has none), unless the configuration names them itself.
+pub fn with_test_media(cfg: &str) -> String {
+    if cfg.contains("refused_networks") {
+        return cfg.to_string();
+    }
+    match cfg.find("\n[media]\n") {
+        Some(i) => {
+            let at = i + "\n[media]\n".len();
+            format!("{}{TEST_MEDIA_NETWORKS}{}", &cfg[..at], &cfg[at..])
+        }
+        None => format!("{cfg}\n[media]\n{TEST_MEDIA_NETWORKS}"),
+    }
+}
+
 /// The config the tests run with: ephemeral loopback ports, short timeouts,
 /// JSON logs. `extra` is appended (later keys of a table may not repeat).
+/// [`Edge::start`] adds [`TEST_MEDIA_NETWORKS`].
 pub fn test_config(pki: &Pki, extra_sip: &str) -> String {
     format!(
         r#"[federation]
@@ -95,7 +115,7 @@ impl Edge {
     /// Starts the binary with `config` and waits until it is ready.
     pub fn start(pki: &Pki, config: &str) -> Edge {
         let config_path = pki.path().join(format!("fedge-{}.toml", rand_suffix()));
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, with_test_media(config)).unwrap();
         let mut child = Command::new(fedge_bin())
             .arg("--config")
             .arg(&config_path)

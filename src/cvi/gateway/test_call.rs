@@ -60,7 +60,12 @@ impl Gateway {
             )
             .await;
         }
-        for sock in socks.into_iter().flatten() {
+        for (i, sock) in socks.into_iter().enumerate() {
+            let Some(sock) = sock else { continue };
+            // Echo only what comes from the relay's ports of this stream
+            // (the room's media, from its latched address): anyone else
+            // who finds the socket gets nothing back.
+            let relay = self.relay_b(&call, i);
             let ended = call.ended.clone();
             tokio::spawn(async move {
                 let mut b = vec![0u8; 8192];
@@ -68,7 +73,11 @@ impl Gateway {
                     tokio::select! {
                         _ = ended.cancelled() => return,
                         r = sock.recv_from(&mut b) => match r {
-                            Ok((n, from)) => { let _ = sock.send_to(&b[..n], from).await; }
+                            Ok((n, from)) => {
+                                if relay.is_some_and(|r| r.ip() == from.ip() && (from.port() == r.port() || from.port() == r.port() + 1)) {
+                                    let _ = sock.send_to(&b[..n], from).await;
+                                }
+                            }
                             Err(_) => return,
                         },
                     }
