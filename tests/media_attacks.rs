@@ -404,19 +404,27 @@ fn another_partner_cannot_hang_up_or_redirect_a_call() {
     );
     for (req, method) in [(reinvite, "INVITE"), (bye, "BYE")] {
         attacker.send_to(&req, other.udp).unwrap();
-        // Whatever reaches the home pool is answered 481, as a pool does
-        // for a dialog it does not know from that peer.
-        if let Some((m, from)) = try_recv_sip(&pool, Duration::from_secs(3), is(method)) {
-            pool.send_to(&ResponseBuilder::new(&m, 481).build(), from)
-                .unwrap();
-        }
-        // The attacker gets its final answer (or the edge's own refusal).
-        let _ = try_recv_sip(
+        // The edge knows the dialog was set up with partner.test: the other
+        // partner's request is refused there (481) and never reaches the
+        // home pool.
+        let (answer, _) = try_recv_sip(
             &attacker,
             Duration::from_secs(5),
             answer_to(method, c.id.clone()),
-        );
+        )
+        .unwrap_or_else(|| panic!("no answer to the {method}"));
+        assert_eq!(answer.status(), Some(481), "{}", answer.summary());
+        let leaked = try_recv_sip(&pool, Duration::from_millis(500), |m| {
+            is(method)(m) && m.call_id() == Some(c.id.as_str())
+        });
+        assert!(leaked.is_none(), "another partner's {method} reached home");
     }
+    assert!(
+        lab.edge
+            .wait_log(&["no dialog of this peer matches"], Duration::from_secs(2))
+            .is_some(),
+        "the refusal is logged"
+    );
     std::thread::sleep(Duration::from_millis(300));
     // The call's session is still there, and its media still goes to the
     // parties' own sockets, never to the attacker's.
@@ -692,9 +700,11 @@ fn call_to(lab: &Lab, pool: &UdpSocket, ua: &UdpSocket, home_media: SocketAddr) 
 fn the_test_call_echoes_only_to_the_room() {
     let pki = fedge_testkit::pki::Pki::new();
     let connector = fedge_testkit::peers::free_port(true);
+    // This room answers no OPTIONS: the UDP source probe (tests/cvi_attacks.rs)
+    // is off here, the echo is what is tested.
     let config = fedge_testkit::edge::test_config(&pki, "")
         + &format!(
-            "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\nlisten_tls = \"127.0.0.2:0\"\nconnector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\nconnector_address = \"127.0.0.1:{connector}\"\ntest_call_time = \"20s\"\ntenant_key = \"87654321\"\ninstructions_base = \"https://cvi.fedge.test\"\n"
+            "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\nlisten_tls = \"127.0.0.2:0\"\nconnector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\nconnector_address = \"127.0.0.1:{connector}\"\ntest_call_time = \"20s\"\ntenant_key = \"87654321\"\ninstructions_base = \"https://cvi.fedge.test\"\nudp_probe = false\n"
         );
     let edge = fedge_testkit::edge::Edge::start(&pki, &config);
     let gw = edge.cvi.expect("CVI listener");

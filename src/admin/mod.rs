@@ -77,6 +77,7 @@ async fn health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
             "retransmissions": state.proxy.stats.retransmissions.load(Ordering::Relaxed),
             "stray_responses": state.proxy.stats.stray_responses.load(Ordering::Relaxed),
             "loops": state.proxy.stats.loops.load(Ordering::Relaxed),
+            "foreign_dialog": state.proxy.stats.foreign_dialog.load(Ordering::Relaxed),
         },
     }))
 }

@@ -3,6 +3,11 @@
 //! is the edge's own knowledge and never the sender's say-so (a To tag
 //! anyone can write).
 //!
+//! Each dialog also remembers the outside peer it was set up with (the
+//! router's opaque partner name, [`super::Forward::peer`]): an in-dialog
+//! request from another outside peer is foreign (a partner who learnt the
+//! Call-ID and tags cannot hang up or re-point another partner's call).
+//!
 //! Owns a bounded table: at most `cap` entries, each forgotten after
 //! `idle` without an in-dialog request. When full, expired entries go
 //! first, then the least recently used one. Never decides what an
@@ -20,10 +25,29 @@ pub const DEFAULT_CAP: usize = 100_000;
 /// Default time a dialog is remembered after its last request.
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(12 * 3600);
 
+/// What the table says of an in-dialog request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// No dialog this proxy record-routed has this Call-ID and tags.
+    Unknown,
+    /// A known dialog, and the sender may speak in it.
+    Member,
+    /// A known dialog set up by another outside peer.
+    Foreign,
+}
+
+/// One remembered dialog: when it was last used, and the outside peer it
+/// was set up with (none when the router named none).
+#[derive(Debug)]
+struct Entry {
+    used: Instant,
+    owner: Option<String>,
+}
+
 /// Dialogs by (Call-ID, initiator's tag), with when each was last used.
 #[derive(Debug)]
 pub struct Dialogs {
-    map: Mutex<HashMap<(String, String), Instant>>,
+    map: Mutex<HashMap<(String, String), Entry>>,
     cap: usize,
     idle: Duration,
 }
@@ -43,41 +67,69 @@ impl Dialogs {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Instant>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Entry>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remembers a dialog this proxy record-routed: its Call-ID and the
-    /// From tag of the request that created it.
-    pub fn record(&self, call_id: &str, from_tag: &str, now: Instant) {
+    /// Remembers a dialog this proxy record-routed: its Call-ID, the From
+    /// tag of the request that created it, and the outside peer it was set
+    /// up with (the sender or the receiver; `None` for none).
+    pub fn record(&self, call_id: &str, from_tag: &str, owner: Option<&str>, now: Instant) {
         let mut map = self.lock();
         if map.len() >= self.cap {
             let idle = self.idle;
-            map.retain(|_, t| now.saturating_duration_since(*t) < idle);
+            map.retain(|_, e| now.saturating_duration_since(e.used) < idle);
             if map.len() >= self.cap
-                && let Some(oldest) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, e)| e.used)
+                    .map(|(k, _)| k.clone())
             {
                 map.remove(&oldest);
             }
         }
-        map.insert((call_id.to_string(), from_tag.to_string()), now);
+        let entry = Entry {
+            used: now,
+            owner: owner.map(str::to_string),
+        };
+        map.insert((call_id.to_string(), from_tag.to_string()), entry);
+    }
+
+    /// Whether a request with this Call-ID and tags belongs to a dialog
+    /// this proxy record-routed (either side may send it: the initiator's
+    /// tag is its From tag or its To tag), and whether `sender` (the peer
+    /// an outside request comes from; `None` from inside) may speak in it.
+    /// A member refreshes the dialog.
+    pub fn membership(
+        &self,
+        call_id: &str,
+        from_tag: &str,
+        to_tag: &str,
+        sender: Option<&str>,
+        now: Instant,
+    ) -> Membership {
+        let mut map = self.lock();
+        for tag in [from_tag, to_tag] {
+            if let Some(e) = map.get_mut(&(call_id.to_string(), tag.to_string())) {
+                if now.saturating_duration_since(e.used) >= self.idle {
+                    return Membership::Unknown;
+                }
+                if let (Some(owner), Some(sender)) = (&e.owner, sender)
+                    && owner != sender
+                {
+                    return Membership::Foreign;
+                }
+                e.used = now;
+                return Membership::Member;
+            }
+        }
+        Membership::Unknown
     }
 
     /// True when a request with this Call-ID and tags belongs to a dialog
-    /// this proxy record-routed (either side may send it: the initiator's
-    /// tag is its From tag or its To tag). Refreshes the dialog.
+    /// this proxy record-routed, whoever sends it (see [`Self::membership`]).
     pub fn known(&self, call_id: &str, from_tag: &str, to_tag: &str, now: Instant) -> bool {
-        let mut map = self.lock();
-        for tag in [from_tag, to_tag] {
-            if let Some(t) = map.get_mut(&(call_id.to_string(), tag.to_string())) {
-                if now.saturating_duration_since(*t) >= self.idle {
-                    return false;
-                }
-                *t = now;
-                return true;
-            }
-        }
-        false
+        self.membership(call_id, from_tag, to_tag, None, now) == Membership::Member
     }
 
     /// How many dialogs are remembered.
@@ -98,15 +150,49 @@ mod tests {
     fn known_by_either_tag_bounded_and_forgotten_when_idle() {
         let now = Instant::now();
         let d = Dialogs::new(2, Duration::from_secs(10));
-        d.record("c1", "a", now);
+        d.record("c1", "a", None, now);
         assert!(d.known("c1", "a", "b", now));
         assert!(d.known("c1", "b", "a", now), "the other side's request");
         assert!(!d.known("c1", "x", "y", now), "tags the edge never saw");
         assert!(!d.known("c2", "a", "b", now), "another Call-ID");
-        d.record("c2", "a", now + Duration::from_secs(1));
-        d.record("c3", "a", now + Duration::from_secs(2));
+        d.record("c2", "a", None, now + Duration::from_secs(1));
+        d.record("c3", "a", None, now + Duration::from_secs(2));
         assert_eq!(d.len(), 2, "the cap holds");
         assert!(!d.known("c1", "a", "b", now + Duration::from_secs(2)));
         assert!(!d.known("c3", "a", "b", now + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn a_dialog_belongs_to_the_outside_peer_it_was_set_up_with() {
+        let now = Instant::now();
+        let d = Dialogs::new(8, Duration::from_secs(10));
+        d.record("c1", "x", Some("a"), now);
+        assert_eq!(
+            d.membership("c1", "x", "y", Some("a"), now),
+            Membership::Member
+        );
+        assert_eq!(
+            d.membership("c1", "y", "x", None, now),
+            Membership::Member,
+            "from inside"
+        );
+        assert_eq!(
+            d.membership("c1", "x", "y", Some("b"), now),
+            Membership::Foreign
+        );
+        assert_eq!(
+            d.membership("c1", "y", "x", Some(""), now),
+            Membership::Foreign
+        );
+        assert_eq!(
+            d.membership("c9", "x", "y", Some("b"), now),
+            Membership::Unknown
+        );
+        d.record("c2", "x", None, now);
+        assert_eq!(
+            d.membership("c2", "x", "y", Some("b"), now),
+            Membership::Member,
+            "no peer named: anyone, as before"
+        );
     }
 }

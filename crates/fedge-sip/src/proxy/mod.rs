@@ -378,16 +378,24 @@ impl<R: Router> Proxy<R> {
         let from_tag = msg.from().and_then(|f| f.tag().map(str::to_string));
         let call_id = msg.call_id().unwrap_or("");
         let now = tokio::time::Instant::now();
-        // In dialog by the edge's own knowledge: a dialog it record-routed,
-        // or a topology token it sealed for this Call-ID. A To tag alone is
-        // the sender's say-so.
-        let in_dialog = to_tag.as_deref().is_some_and(|to| {
-            !prep.restored_routes.is_empty()
+        // In dialog by the edge's own knowledge (a dialog it record-routed, a
+        // token it sealed for this Call-ID), never by the sender's To tag.
+        let sender = (to_tag.is_some() && source.tag.side == Side::Outside)
+            .then(|| self.router.token_peer(&msg, &source));
+        let from = from_tag.as_deref().unwrap_or("");
+        let membership = to_tag
+            .as_deref()
+            .map(|to| (self.dialogs).membership(call_id, from, to, sender.as_deref(), now));
+        if membership == Some(dialogs::Membership::Foreign) {
+            self.stats.foreign_dialog.fetch_add(1, Ordering::Relaxed);
+            let r = Reject::new(481, "no dialog of this peer matches the request");
+            self.refuse(&msg, &source, server.as_ref(), r).await;
+            return;
+        }
+        let in_dialog = to_tag.is_some()
+            && (!prep.restored_routes.is_empty()
                 || prep.restored_target.is_some()
-                || self
-                    .dialogs
-                    .known(call_id, from_tag.as_deref().unwrap_or(""), to, now)
-        });
+                || membership == Some(dialogs::Membership::Member));
         let info = RequestInfo {
             in_dialog,
             own_routes: prep.own.len(),
@@ -421,7 +429,8 @@ impl<R: Router> Proxy<R> {
                         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
                     );
                 if record_route && let Some(tag) = from_tag.as_deref() {
-                    self.dialogs.record(call_id, tag, now);
+                    let peer = Some(fwd.peer.as_str()).filter(|p| !p.is_empty());
+                    self.dialogs.record(call_id, tag, peer, now);
                 }
                 me.forward(msg, source, server, fwd, &prep, record_route)
                     .await;

@@ -197,4 +197,7 @@ pub struct Stats {
     pub retransmissions: AtomicU64,
     pub stray_responses: AtomicU64,
     pub loops: AtomicU64,
+    /// In-dialog requests refused because another outside peer set up the
+    /// dialog.
+    pub foreign_dialog: AtomicU64,
 }
