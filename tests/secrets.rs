@@ -440,8 +440,15 @@ impl TextEdge {
             .replace(
                 "repeat_limit = 10000",
                 "repeat_limit = 3\nrepeat_window = \"2s\"",
+            )
+            // The second "source" of the flood test is part of the home
+            // pool: the internal listener takes no one else (issue 14, 11).
+            .replace(
+                "allowed_sources = [\"127.0.0.1\"]",
+                "allowed_sources = [\"127.0.0.1\", \"127.0.0.2\"]",
             );
         assert!(cfg.contains("repeat_limit = 3"), "{cfg}");
+        assert!(cfg.contains("\"127.0.0.2\"]"), "{cfg}");
         let path = pki.path().join("text.toml");
         std::fs::write(&path, cfg).unwrap();
         let mut child = Command::new(fedge_bin())
