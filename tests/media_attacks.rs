@@ -147,6 +147,19 @@ struct Call {
 /// Places a call: the home pool (`pool`) offers `home_sdp` (its media
 /// socket's port is filled in), the partner's user (`ua`) answers.
 fn call(lab: &Lab, pool: &UdpSocket, ua: &UdpSocket, proto: &str, extra: &str) -> Call {
+    call_with(lab, pool, ua, proto, extra, |_, _| {})
+}
+
+/// [`call`], with `ringing(call_id, home_tag)` run while the partner's
+/// user has the INVITE and has not answered.
+fn call_with(
+    lab: &Lab,
+    pool: &UdpSocket,
+    ua: &UdpSocket,
+    proto: &str,
+    extra: &str,
+    ringing: impl FnOnce(&str, &str),
+) -> Call {
     let home_media = udp([127, 0, 0, 1]);
     let partner_media = udp([127, 0, 0, 1]);
     let id = format!("call-{:08x}@home", rand::random::<u32>());
@@ -181,6 +194,7 @@ fn call(lab: &Lab, pool: &UdpSocket, ua: &UdpSocket, proto: &str, extra: &str) -
         );
     };
     let relay_a = SocketAddr::new([127, 0, 0, 1].into(), relay_port(&inv));
+    ringing(&id, &home_tag);
     let answer = audio_sdp(
         "127.0.0.1",
         partner_media.local_addr().unwrap().port(),
@@ -467,6 +481,62 @@ fn another_partner_cannot_hang_up_or_redirect_a_call() {
             .is_some(),
         "{}",
         lab.edge.logs().join("\n")
+    );
+}
+
+/// Point 6, while the call rings: another partner reuses the call's
+/// Call-ID and the home side's From tag in an INVITE of its own. The edge
+/// refuses it (482: the identifiers belong to partner.test's dialog), the
+/// home pool never sees it, and the refusal touches nothing of the real
+/// call: its answer is still relayed and its media crosses.
+#[test]
+fn another_partner_reusing_a_ringing_calls_identifiers_changes_nothing() {
+    let (lab, pool, ua) = lab("");
+    let other = lab.other_partner();
+    let attacker = udp([127, 0, 0, 1]);
+    let a_local = attacker.local_addr().unwrap();
+    let c = call_with(&lab, &pool, &ua, "RTP/AVP", "", |id, home_tag| {
+        // A request "in" the dialog with a To tag and the INVITE's own
+        // CSeq (refused before any policy, as a loop or as another peer's
+        // dialog), then a new dialog with the call's identifiers (482:
+        // another peer's dialog): neither may end the ringing call's
+        // session.
+        for (to, status) in [(";tag=x1", [481, 482]), ("", [481, 482])] {
+            let evil = request(
+                "INVITE",
+                "sip:bob@fedge.test",
+                a_local,
+                &format!("<sip:mallory@other.test>;tag={home_tag}"),
+                &format!("<sip:bob@fedge.test>{to}"),
+                id,
+                1,
+                &format!("Route: <sip:{};lr>\r\n", other.udp),
+                Some(&audio_sdp("127.0.0.7", 40_000, "RTP/AVP", "")),
+            );
+            attacker.send_to(&evil, other.udp).unwrap();
+            let (answer, _) = try_recv_sip(
+                &attacker,
+                Duration::from_secs(5),
+                answer_to("INVITE", id.to_string()),
+            )
+            .expect("an answer to the reused identifiers");
+            let got = answer.status().unwrap_or(0);
+            assert!(status.contains(&got), "{}", answer.summary());
+            let leaked = try_recv_sip(&pool, Duration::from_millis(500), |m| {
+                is("INVITE")(m) && m.call_id() == Some(id)
+            });
+            assert!(leaked.is_none(), "the other partner's INVITE reached home");
+        }
+    });
+    // The call's answer was relayed (the session was not closed by the
+    // refusal) and its media crosses between the parties only.
+    assert_ne!(c.relay_b.port(), 40_000);
+    media_flows(&c, 1);
+    assert!(
+        lab.edge
+            .wait_log(&["belong to another peer's dialog"], Duration::from_secs(2))
+            .is_some(),
+        "the refusal is logged"
     );
 }
 

@@ -58,11 +58,25 @@ impl<'w> FormatFields<'w> for EscapingFields {
     }
 }
 
-/// Writes `s` with every control character replaced by a visible escape
+/// True for a character a log line must not carry raw: control
+/// characters, the Unicode line and paragraph separators (which some
+/// viewers break lines on) and the bidirectional formatting characters
+/// (which reorder what the reader sees).
+fn unsafe_in_log(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+                | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Writes `s` with every control character (and the Unicode separators
+/// and bidi controls, see `unsafe_in_log`) replaced by a visible escape
 /// (`\n`, `\r`, `\t`, `\e`, or `\u{..}`).
 pub fn write_escaped(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     let mut rest = s;
-    while let Some(i) = rest.find(char::is_control) {
+    while let Some(i) = rest.find(unsafe_in_log) {
         w.write_str(&rest[..i])?;
         let c = rest[i..].chars().next().unwrap_or('\0');
         match c {
@@ -86,5 +100,12 @@ mod tests {
         let mut out = String::new();
         write_escaped(&mut out, "INVITE a\nFAKE\r\x1b[31m\u{85}\u{7f}é ok").unwrap();
         assert_eq!(out, "INVITE a\\nFAKE\\r\\e[31m\\u{85}\\u{7f}é ok");
+    }
+
+    #[test]
+    fn unicode_line_breaks_and_bidi_controls_are_escaped_too() {
+        let mut out = String::new();
+        write_escaped(&mut out, "a\u{2028}b\u{2029}c\u{202e}d\u{2066}e").unwrap();
+        assert_eq!(out, "a\\u{2028}b\\u{2029}c\\u{202e}d\\u{2066}e");
     }
 }

@@ -48,6 +48,10 @@ struct Guesser {
 #[derive(Debug)]
 struct GuessState {
     sources: HashMap<SourceKey, Guesser>,
+    /// One shared budget for every source the full table cannot hold: a
+    /// flood of sources that fills the table does not buy the next ones
+    /// unlimited guesses.
+    overflow: Guesser,
     global_start: Instant,
     global_wrong: u32,
 }
@@ -69,6 +73,12 @@ impl Guesses {
             limits,
             state: Mutex::new(GuessState {
                 sources: HashMap::new(),
+                overflow: Guesser {
+                    window_start: Instant::now(),
+                    wrong: 0,
+                    locked_until: None,
+                    lockouts: 0,
+                },
                 global_start: Instant::now(),
                 global_wrong: 0,
             }),
@@ -82,9 +92,13 @@ impl Guesses {
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
         let st = lock(&self.state);
-        let left = st
-            .sources
-            .get(&SourceKey::of(ip))
+        let key = SourceKey::of(ip);
+        let g = match st.sources.get(&key) {
+            Some(g) => Some(g),
+            None if st.sources.len() >= MAX_ENTRIES => Some(&st.overflow),
+            None => None,
+        };
+        let left = g
             .and_then(|g| g.locked_until)
             .and_then(|u| u.checked_duration_since(now))
             .filter(|d| !d.is_zero());
@@ -118,17 +132,19 @@ impl Guesses {
             });
         }
         let full = st.sources.len() >= MAX_ENTRIES && !st.sources.contains_key(&key);
-        if full {
-            // No room to count this source: treat it as over budget only
-            // when everyone's budget is spent (then nobody new is counted).
-            return None;
-        }
-        let g = st.sources.entry(key).or_insert(Guesser {
-            window_start: now,
-            wrong: 0,
-            locked_until: None,
-            lockouts: 0,
-        });
+        let mut guard = st;
+        let st = &mut *guard;
+        // No room for this source: it spends the shared overflow budget.
+        let g = if full {
+            &mut st.overflow
+        } else {
+            st.sources.entry(key).or_insert(Guesser {
+                window_start: now,
+                wrong: 0,
+                locked_until: None,
+                lockouts: 0,
+            })
+        };
         if now.duration_since(g.window_start) >= l.window {
             g.window_start = now;
             g.wrong = 0;
@@ -147,8 +163,9 @@ impl Guesses {
         g.lockouts = g.lockouts.saturating_add(1);
         g.wrong = 0;
         g.window_start = now;
-        let (wrong_all, lockouts) = (st.global_wrong, g_lockouts(&st, key));
-        drop(st);
+        let lockouts = g.lockouts;
+        let wrong_all = st.global_wrong;
+        drop(guard);
         self.lockouts.fetch_add(1, Ordering::Relaxed);
         warn!(
             source = %key,
@@ -156,14 +173,11 @@ impl Guesses {
             lockouts,
             wrong_all,
             global_spent,
+            shared = full,
             "CVI conference ID guessing: source locked out"
         );
         Some(lockout)
     }
-}
-
-fn g_lockouts(st: &GuessState, key: SourceKey) -> u32 {
-    st.sources.get(&key).map_or(0, |g| g.lockouts)
 }
 
 /// UDP source addresses (address and port) that answered the gateway's
@@ -317,6 +331,29 @@ mod tests {
         assert!(
             g.check(ip("192.0.2.10")).is_ok(),
             "a clean source still tries"
+        );
+    }
+
+    #[test]
+    fn sources_the_full_table_cannot_hold_share_one_budget() {
+        let g = Guesses::new(GuessLimits {
+            per_source: 3,
+            global: u32::MAX,
+            window: Duration::from_secs(600),
+            lockout: Duration::from_secs(60),
+        });
+        for i in 0..MAX_ENTRIES as u32 {
+            assert_eq!(g.wrong(IpAddr::from((10u32 << 24 | i).to_be_bytes())), None);
+        }
+        // The table is full: three new sources spend one shared budget,
+        // and a fourth is locked out before its first guess.
+        assert_eq!(g.wrong(ip("198.51.100.1")), None);
+        assert_eq!(g.wrong(ip("198.51.100.2")), None);
+        assert!(g.wrong(ip("198.51.100.3")).is_some());
+        assert!(g.check(ip("198.51.100.4")).is_err());
+        assert!(
+            g.check(ip("10.0.0.1")).is_ok(),
+            "a counted source keeps its own"
         );
     }
 

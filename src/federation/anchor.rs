@@ -240,10 +240,11 @@ fn on_final(relay: &Relay, s: &str, method: &Method, status: u16, opened: bool) 
     }
 }
 
-/// The edge answered a request itself with `status` (refused it, could not
-/// forward it, or timed it out). Only a request noted as an exchange acts,
-/// and only when its name is nobody else's.
-pub fn refused(relay: &Arc<Relay>, req: &SipMessage, status: u16) {
+/// The edge answered a request from `source` itself with `status` (refused
+/// it, could not forward it, or timed it out). Only an exchange that this
+/// sender started acts: a refused request with another call's name (its
+/// Call-ID, From tag and CSeq) touches nothing of that call.
+pub fn refused(relay: &Arc<Relay>, req: &SipMessage, source: &Source, status: u16) {
     let (Some(m), Some(call)) = (req.method(), req.call_id()) else {
         return;
     };
@@ -251,7 +252,9 @@ pub fn refused(relay: &Arc<Relay>, req: &SipMessage, status: u16) {
         return;
     }
     if let Some(name) = exchange_name(req, call)
-        && let Some(x) = relay.exchanges.finish(&name, None)
+        && let Some(x) = relay
+            .exchanges
+            .finish(&name, Some(&source.remote.to_string()))
         && !x.done
     {
         on_final(relay, &x.session, m, status, x.opened);

@@ -330,9 +330,19 @@ impl Router for Edge {
             || self.internal_sources.admits(remote, &transport.to_string())
     }
 
-    fn refused(&self, req: &SipMessage, status: u16) {
+    /// A connection whose certificate names a partner's edge in the
+    /// registry (in whatever state: its refusals are the policy's and its
+    /// rate's business, not the stranger's budget).
+    fn identified(&self, source: &Source) -> bool {
+        Role::of(source.tag) == Role::Federation
+            && source.identity.as_deref().is_some_and(|id| {
+                !identity::partners_named(&self.registry.snapshot(), id).is_empty()
+            })
+    }
+
+    fn refused(&self, req: &SipMessage, source: &Source, status: u16) {
         if let Some(relay) = &self.media {
-            anchor::refused(relay, req, status);
+            anchor::refused(relay, req, source, status);
         }
     }
 

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+
+use crate::transport::admission::SourceKey;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -59,7 +61,7 @@ struct Bucket {
 /// Refusal buckets per source address.
 #[derive(Debug, Default)]
 pub struct Refusals {
-    map: Mutex<HashMap<IpAddr, Bucket>>,
+    map: Mutex<HashMap<SourceKey, Bucket>>,
 }
 
 /// What to do with one more refusal for a source.
@@ -73,12 +75,16 @@ pub enum Spend {
 }
 
 impl Refusals {
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Bucket>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SourceKey, Bucket>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes one refusal from `ip`'s bucket.
+    /// Takes one refusal from the bucket of `ip`'s source (an IPv6 /64 is
+    /// one source, as for admission). When the table is full of sources
+    /// still spending, a new one is cut off (fail closed): a flood of
+    /// addresses cannot reset the others' buckets.
     pub fn spend(&self, ip: IpAddr, b: &Budget, now: Instant) -> Spend {
+        let ip = SourceKey::of(ip);
         let rate = f64::from(b.refusal_rate.max(1));
         let burst = f64::from(b.refusal_burst.max(1));
         let mut map = self.lock();
@@ -88,7 +94,7 @@ impl Refusals {
                 k.tokens + now.saturating_duration_since(k.last).as_secs_f64() * rate < burst
             });
             if map.len() >= MAX_TRACKED {
-                map.clear();
+                return Spend::CutOff(None);
             }
         }
         let k = map.entry(ip).or_insert(Bucket {

@@ -126,6 +126,24 @@ impl Dialogs {
         Membership::Unknown
     }
 
+    /// True when a live dialog with this Call-ID and initiator's tag was
+    /// set up with an outside peer other than `peer`.
+    pub fn held_by_other(
+        &self,
+        call_id: &str,
+        tag: &str,
+        peer: Option<&str>,
+        now: Instant,
+    ) -> bool {
+        let map = self.lock();
+        map.get(&(call_id.to_string(), tag.to_string()))
+            .is_some_and(|e| {
+                now.saturating_duration_since(e.used) < self.idle
+                    && e.owner.is_some()
+                    && e.owner.as_deref() != peer
+            })
+    }
+
     /// True when a request with this Call-ID and tags belongs to a dialog
     /// this proxy record-routed, whoever sends it (see [`Self::membership`]).
     pub fn known(&self, call_id: &str, from_tag: &str, to_tag: &str, now: Instant) -> bool {

@@ -11,6 +11,7 @@
 pub mod budget;
 pub mod dialogs;
 pub mod load;
+mod membership;
 mod router;
 pub mod topology;
 pub mod txn;
@@ -278,12 +279,12 @@ impl<R: Router> Proxy<R> {
         server: Option<&Arc<ServerTxn>>,
         r: Reject,
     ) {
-        if r.charge && !self.refusal_fits(req, source, server) {
-            self.router.refused(req, r.status);
+        if r.charge && !self.router.identified(source) && !self.refusal_fits(req, source, server) {
+            self.router.refused(req, source, r.status);
             return;
         }
         self.log_reject(req, source, &r);
-        self.router.refused(req, r.status);
+        self.router.refused(req, source, r.status);
         // ACK and BENOTIFY are never answered: they are only logged.
         if matches!(req.method(), Some(Method::Ack | Method::Benotify)) {
             return;
@@ -375,27 +376,12 @@ impl<R: Router> Proxy<R> {
             return;
         }
         let to_tag = msg.to().and_then(|t| t.tag().map(str::to_string));
-        let from_tag = msg.from().and_then(|f| f.tag().map(str::to_string));
-        let call_id = msg.call_id().unwrap_or("");
         let now = tokio::time::Instant::now();
-        // In dialog by the edge's own knowledge (a dialog it record-routed, a
-        // token it sealed for this Call-ID), never by the sender's To tag.
-        let sender = (to_tag.is_some() && source.tag.side == Side::Outside)
-            .then(|| self.router.token_peer(&msg, &source));
-        let from = from_tag.as_deref().unwrap_or("");
-        let membership = to_tag
-            .as_deref()
-            .map(|to| (self.dialogs).membership(call_id, from, to, sender.as_deref(), now));
-        if membership == Some(dialogs::Membership::Foreign) {
-            self.stats.foreign_dialog.fetch_add(1, Ordering::Relaxed);
-            let r = Reject::new(481, "no dialog of this peer matches the request");
-            self.refuse(&msg, &source, server.as_ref(), r).await;
-            return;
-        }
-        let in_dialog = to_tag.is_some()
-            && (!prep.restored_routes.is_empty()
-                || prep.restored_target.is_some()
-                || membership == Some(dialogs::Membership::Member));
+        // In dialog by the edge's own knowledge (membership.rs).
+        let in_dialog = match self.dialog_state(&msg, &source, &prep, now) {
+            Ok(d) => d,
+            Err(r) => return self.refuse(&msg, &source, server.as_ref(), r).await,
+        };
         let info = RequestInfo {
             in_dialog,
             own_routes: prep.own.len(),
@@ -428,9 +414,8 @@ impl<R: Router> Proxy<R> {
                         method,
                         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
                     );
-                if record_route && let Some(tag) = from_tag.as_deref() {
-                    let peer = Some(fwd.peer.as_str()).filter(|p| !p.is_empty());
-                    self.dialogs.record(call_id, tag, peer, now);
+                if record_route && let Err(r) = self.claim_dialog(&msg, &source, &fwd.peer, now) {
+                    return self.refuse(&msg, &source, server.as_ref(), r).await;
                 }
                 me.forward(msg, source, server, fwd, &prep, record_route)
                     .await;

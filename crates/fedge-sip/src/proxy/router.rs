@@ -177,9 +177,16 @@ pub trait Router: Send + Sync + 'static {
     }
     /// Edits to a response before it goes upstream on `to`.
     fn edit_response(&self, resp: &SipMessage, to: &Source, ed: &mut Editor<'_>);
-    /// The proxy answered `req` itself with a final `status` (a refusal,
-    /// an unreachable next hop, a transaction timeout).
-    fn refused(&self, _req: &SipMessage, _status: u16) {}
+    /// Whether `source` is a peer the application knows (a partner whose
+    /// own limits hold it): its refusals, the proxy's own among them (an
+    /// expired token, a loop), do not spend the per-source refusal budget
+    /// that holds strangers.
+    fn identified(&self, _source: &Source) -> bool {
+        false
+    }
+    /// The proxy answered `req` from `source` itself with a final `status`
+    /// (a refusal, an unreachable next hop, a transaction timeout).
+    fn refused(&self, _req: &SipMessage, _source: &Source, _status: u16) {}
     /// Whether the listener `tag` takes anything from `remote` (see
     /// [`crate::transport::Handler::admits`]).
     fn admits(&self, _tag: Tag, _remote: SocketAddr, _transport: Transport) -> bool {

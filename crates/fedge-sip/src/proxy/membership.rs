@@ -1,0 +1,78 @@
+//! The proxy's use of its dialog table ([`super::dialogs`]): whether a
+//! request with a To tag is in a dialog the edge knows, whether its sender
+//! may speak in it, and whether a new dialog may take a Call-ID and tag.
+//!
+//! Owns those three judgements, made on the edge's own knowledge (a dialog
+//! it record-routed, a token it sealed), never on what the sender wrote.
+//! It never answers a request itself: it returns the refusal to send.
+
+use super::dialogs::Membership;
+use super::router::{Reject, Router};
+use super::{Prep, Proxy};
+use crate::message::SipMessage;
+use crate::transport::{Side, Source};
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+
+impl<R: Router> Proxy<R> {
+    /// Whether `msg` (with its To tag, if any) is in a dialog the edge
+    /// knows: Ok(true) or Ok(false), or the refusal when the dialog was
+    /// set up with another outside peer. Inside (home pool, whose sources
+    /// are restricted) a To tag is enough, so that a restart or a full
+    /// table never cuts the home side's in-dialog requests.
+    pub(super) fn dialog_state(
+        &self,
+        msg: &SipMessage,
+        source: &Source,
+        prep: &Prep,
+        now: Instant,
+    ) -> Result<bool, Reject> {
+        let Some(to) = msg.to().and_then(|t| t.tag()) else {
+            return Ok(false);
+        };
+        let outside = source.tag.side == Side::Outside;
+        let sender = outside.then(|| self.router.token_peer(msg, source));
+        let from = msg.from().and_then(|f| f.tag()).unwrap_or("");
+        let call_id = msg.call_id().unwrap_or("");
+        let membership = (self.dialogs).membership(call_id, from, to, sender.as_deref(), now);
+        if membership == Membership::Foreign {
+            self.stats.foreign_dialog.fetch_add(1, Ordering::Relaxed);
+            return Err(Reject::new(
+                481,
+                "no dialog of this peer matches the request",
+            ));
+        }
+        Ok(!outside
+            || !prep.restored_routes.is_empty()
+            || prep.restored_target.is_some()
+            || membership == Membership::Member)
+    }
+
+    /// Records the dialog a forwarded dialog-creating request sets up with
+    /// `peer` (the router's partner name; empty for none). From outside, a
+    /// Call-ID and From tag that name another peer's live dialog are
+    /// refused (482): a partner cannot take over another's call by
+    /// reusing its identifiers.
+    pub(super) fn claim_dialog(
+        &self,
+        msg: &SipMessage,
+        source: &Source,
+        peer: &str,
+        now: Instant,
+    ) -> Result<(), Reject> {
+        let (Some(call_id), Some(tag)) = (msg.call_id(), msg.from().and_then(|f| f.tag())) else {
+            return Ok(());
+        };
+        let peer = Some(peer).filter(|p| !p.is_empty());
+        let outside = source.tag.side == Side::Outside;
+        if outside && self.dialogs.held_by_other(call_id, tag, peer, now) {
+            self.stats.foreign_dialog.fetch_add(1, Ordering::Relaxed);
+            return Err(Reject::new(
+                482,
+                "this Call-ID and From tag belong to another peer's dialog",
+            ));
+        }
+        self.dialogs.record(call_id, tag, peer, now);
+        Ok(())
+    }
+}
