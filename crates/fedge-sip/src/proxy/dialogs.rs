@@ -144,12 +144,6 @@ impl Dialogs {
             })
     }
 
-    /// True when a request with this Call-ID and tags belongs to a dialog
-    /// this proxy record-routed, whoever sends it (see [`Self::membership`]).
-    pub fn known(&self, call_id: &str, from_tag: &str, to_tag: &str, now: Instant) -> bool {
-        self.membership(call_id, from_tag, to_tag, None, now) == Membership::Member
-    }
-
     /// How many dialogs are remembered.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -169,15 +163,32 @@ mod tests {
         let now = Instant::now();
         let d = Dialogs::new(2, Duration::from_secs(10));
         d.record("c1", "a", None, now);
-        assert!(d.known("c1", "a", "b", now));
-        assert!(d.known("c1", "b", "a", now), "the other side's request");
-        assert!(!d.known("c1", "x", "y", now), "tags the edge never saw");
-        assert!(!d.known("c2", "a", "b", now), "another Call-ID");
+        assert!(d.membership("c1", "a", "b", None, now) == Membership::Member);
+        assert!(
+            d.membership("c1", "b", "a", None, now) == Membership::Member,
+            "the other side's request"
+        );
+        assert!(
+            d.membership("c1", "x", "y", None, now) != Membership::Member,
+            "tags the edge never saw"
+        );
+        assert!(
+            d.membership("c2", "a", "b", None, now) != Membership::Member,
+            "another Call-ID"
+        );
         d.record("c2", "a", None, now + Duration::from_secs(1));
         d.record("c3", "a", None, now + Duration::from_secs(2));
         assert_eq!(d.len(), 2, "the cap holds");
-        assert!(!d.known("c1", "a", "b", now + Duration::from_secs(2)));
-        assert!(!d.known("c3", "a", "b", now + Duration::from_secs(20)));
+        let later = now + Duration::from_secs(2);
+        assert_ne!(
+            d.membership("c1", "a", "b", None, later),
+            Membership::Member
+        );
+        let later = now + Duration::from_secs(20);
+        assert_ne!(
+            d.membership("c3", "a", "b", None, later),
+            Membership::Member
+        );
     }
 
     #[test]
