@@ -6,6 +6,7 @@
 //! fills in). It reads the edge's state; it never changes SIP behaviour on
 //! its own, and it never imports `server`.
 
+pub mod auth;
 mod cvi;
 mod media;
 mod metrics;

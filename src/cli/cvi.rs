@@ -258,6 +258,7 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
             let mut rng = rand::rng();
             let m = store
                 .cvi_create_meeting(
+                    &actor(&None),
                     &organiser,
                     subject.as_deref(),
                     public_subject,

@@ -7,6 +7,7 @@
 //! its grammar): `store` persists these records, `federation` and `cvi`
 //! act on them, and all of them import this module, never the reverse.
 
+pub mod account;
 pub mod ca_pin;
 pub mod cvi;
 pub mod partner;

@@ -5,6 +5,7 @@
 
 use sqlx::Row;
 
+use super::audit::{self, Kind, NewEntry};
 use super::{Store, StoreError, now_rfc3339};
 use crate::model::cvi::{Enrolment, Meeting, Organiser};
 
@@ -38,6 +39,21 @@ impl Store {
             .bind(actor)
             .execute(&mut *tx)
             .await?;
+            audit::append(
+                &mut tx,
+                self.backend,
+                NewEntry {
+                    at: &now,
+                    actor,
+                    kind: Kind::Cvi,
+                    subject: &r.email,
+                    action: "enrol",
+                    detail: Some(
+                        serde_json::json!({"org_name": r.org_name, "ods_code": r.ods_code}),
+                    ),
+                },
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(rows.len())
@@ -46,14 +62,32 @@ impl Store {
     /// Ends an enrolment: the organiser's meetings can no longer be joined.
     pub async fn cvi_withdraw(&self, email: &str, actor: &str) -> Result<Organiser, StoreError> {
         let email = email.trim().to_ascii_lowercase();
+        let now = now_rfc3339();
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE cvi_organisers SET withdrawn_at = $1, withdrawn_by = $2 WHERE email = $3 AND withdrawn_at IS NULL",
         )
-        .bind(now_rfc3339())
+        .bind(&now)
         .bind(actor)
         .bind(&email)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if r.rows_affected() > 0 {
+            audit::append(
+                &mut tx,
+                self.backend,
+                NewEntry {
+                    at: &now,
+                    actor,
+                    kind: Kind::Cvi,
+                    subject: &email,
+                    action: "withdraw",
+                    detail: None,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
         if r.rows_affected() == 0 {
             return match self.cvi_organiser(&email).await? {
                 Some(o) => Err(StoreError::Invalid(format!(
@@ -84,6 +118,7 @@ impl Store {
     /// that no other meeting has.
     pub async fn cvi_create_meeting(
         &self,
+        actor: &str,
         organiser: &str,
         subject: Option<&str>,
         subject_public: bool,
@@ -108,6 +143,7 @@ impl Store {
         let now = now_rfc3339();
         for _ in 0..16 {
             let id = new_id();
+            let mut tx = self.pool.begin().await?;
             let r = sqlx::query(
                 "INSERT INTO cvi_meetings (conference_id, organiser, subject, created_at, expires_at, subject_public) VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -117,10 +153,26 @@ impl Store {
             .bind(&now)
             .bind(expires_at)
             .bind(i64::from(subject_public))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await;
             match r {
                 Ok(_) => {
+                    audit::append(
+                        &mut tx,
+                        self.backend,
+                        NewEntry {
+                            at: &now,
+                            actor,
+                            kind: Kind::Cvi,
+                            subject: &id,
+                            action: "meeting",
+                            detail: Some(serde_json::json!({
+                                "organiser": email, "subject": subject, "expires_at": expires_at,
+                            })),
+                        },
+                    )
+                    .await?;
+                    tx.commit().await?;
                     return Ok(Meeting {
                         conference_id: id,
                         organiser: email,

@@ -13,10 +13,13 @@ use std::str::FromStr;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+mod accounts;
+pub mod audit;
 pub mod cvi;
 mod keys;
 mod partners;
 
+pub use accounts::{Credentials, SESSION_LIFETIME, Session, new_secret, secret_hash};
 pub use keys::{KeyEvent, KeyInfo, Rotation, StoredKey};
 pub use partners::{Change, now_rfc3339, today};
 

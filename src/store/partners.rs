@@ -235,12 +235,34 @@ impl Store {
         .bind(from.map(|s| s.as_str().to_string()))
         .bind(to.as_str())
         .bind(reason.map(str::to_string))
-        .bind(detail)
+        .bind(&detail)
         .execute(&mut **tx)
         .await?;
         sqlx::query("UPDATE registry_version SET version = version + 1 WHERE id = 1")
             .execute(&mut **tx)
             .await?;
+        let detail_json: Option<serde_json::Value> = detail.as_deref().map(|d| {
+            serde_json::from_str(d).unwrap_or_else(|_| serde_json::Value::String(d.into()))
+        });
+        let chain_detail = serde_json::json!({
+            "from_state": from.map(|s| s.as_str()),
+            "to_state": to.as_str(),
+            "reason": reason,
+            "detail": detail_json,
+        });
+        super::audit::append(
+            tx,
+            self.backend,
+            super::audit::NewEntry {
+                at,
+                actor,
+                kind: super::audit::Kind::Partner,
+                subject: partner_id,
+                action,
+                detail: Some(chain_detail),
+            },
+        )
+        .await?;
         Ok(())
     }
 

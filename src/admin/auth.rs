@@ -1,0 +1,271 @@
+//! Who is asking: the [`Actor`] extractor every admin route takes, from an
+//! API token (`Authorization: Bearer <token>`) or a console session cookie,
+//! and the one error type the API and console answer refusals with.
+//!
+//! Owns authentication on the admin listener and the refusal shapes (401
+//! without an account, 403 for a role that may not, 404 for another
+//! partner's object, 403 for a missing CSRF token). It never decides a
+//! role's rights itself (`model::account` does) and never logs a secret.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tracing::warn;
+
+use super::EdgeState;
+use crate::model::account::{Account, Role};
+
+/// The console session cookie's name.
+pub const SESSION_COOKIE: &str = "fedge_session";
+/// The header a console script sends its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A refusal or failure of an admin request: a status and a reason the
+/// caller reads (JSON `{"error": reason}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "this route needs an account: send Authorization: Bearer <token>, or log in to the console",
+        )
+    }
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, reason)
+    }
+    pub fn not_found(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, reason)
+    }
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason)
+    }
+    pub fn internal(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, reason)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.reason }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"fedge\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as E;
+        match &e {
+            E::NotFound(_) => ApiError::not_found(e.to_string()),
+            E::Conflict(_) | E::DomainTaken { .. } | E::Transition(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            E::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            _ => {
+                warn!(error = %e, "store failure in an admin request");
+                ApiError::internal("the database failed; see the edge's log")
+            }
+        }
+    }
+}
+
+/// How the actor proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// An API token: not sent by browsers on their own, so no CSRF check.
+    Token,
+    /// A console session; `csrf` is the token its forms must carry.
+    Session { csrf: String },
+}
+
+/// The authenticated account behind a request.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub account: Account,
+    pub via: Via,
+}
+
+impl Actor {
+    /// The name audit entries carry.
+    pub fn name(&self) -> &str {
+        &self.account.name
+    }
+
+    pub fn role(&self) -> Role {
+        self.account.role
+    }
+
+    /// Refuses (403) an actor whose role may not change anything.
+    pub fn require_change(&self) -> Result<(), ApiError> {
+        if self.account.role.may_change() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the {} role may not change anything; an operator may",
+                self.account.role
+            )))
+        }
+    }
+
+    /// Refuses (403) an actor scoped to one partner from node-wide objects.
+    pub fn require_node_view(&self) -> Result<(), ApiError> {
+        if self.account.role.sees_everything() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "a partner account sees its own partner only",
+            ))
+        }
+    }
+
+    /// Refuses (404, as if it did not exist) another partner's object.
+    pub fn require_partner(&self, partner_id: &str) -> Result<(), ApiError> {
+        if self.account.may_see_partner(partner_id) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("no such partner"))
+        }
+    }
+
+    /// Checks the CSRF token of a state-changing request made with a
+    /// session cookie (`presented`: the form field or the header).
+    pub fn check_csrf(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        match &self.via {
+            Via::Token => Ok(()),
+            Via::Session { csrf } => {
+                let ok = presented.is_some_and(|p| same_secret(p, csrf));
+                if ok {
+                    Ok(())
+                } else {
+                    Err(ApiError::forbidden(
+                        "missing or wrong CSRF token: reload the page and try again",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Compares two secrets in time that depends on their length only.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn cookie_of(parts: &Parts) -> Option<String> {
+    let jar = axum_extra::extract::cookie::CookieJar::from_headers(&parts.headers);
+    jar.get(SESSION_COOKIE).map(|c| c.value().to_string())
+}
+
+impl FromRequestParts<Arc<EdgeState>> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<EdgeState>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(token) = bearer(parts) {
+            return match state.store.account_by_token(token).await? {
+                Some(account) => Ok(Actor {
+                    account,
+                    via: Via::Token,
+                }),
+                None => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "the API token is unknown, revoked or expired, or its account is disabled",
+                )),
+            };
+        }
+        if let Some(cookie) = cookie_of(parts)
+            && let Some(s) = state.store.session(&cookie).await?
+        {
+            return Ok(Actor {
+                account: s.account,
+                via: Via::Session { csrf: s.csrf },
+            });
+        }
+        Err(ApiError::unauthenticated())
+    }
+}
+
+/// Checks a console login and opens a session. Returns the cookie value
+/// (set it with [`session_cookie`]) and the session. A wrong name or
+/// password, or an account that is not active, gets one answer (401).
+/// `source` is the client's address (throttling and logs).
+pub async fn login(
+    state: &EdgeState,
+    name: &str,
+    password: &str,
+    source: std::net::IpAddr,
+) -> Result<(String, crate::store::Session), ApiError> {
+    match state.store.check_password(name, password).await? {
+        Some(account) => {
+            let (cookie, session) = state.store.open_session(&account).await?;
+            tracing::info!(account = %account.name, %source, "console login");
+            Ok((cookie, session))
+        }
+        None => {
+            warn!(account = %name, %source, "console login refused: wrong name or password");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong account name or password",
+            ))
+        }
+    }
+}
+
+/// The session cookie for `value`: HttpOnly, SameSite=Strict, Path=/,
+/// Secure when the admin listener serves TLS; `None` clears it.
+pub fn session_cookie(
+    value: Option<String>,
+    secure: bool,
+) -> axum_extra::extract::cookie::Cookie<'static> {
+    use axum_extra::extract::cookie::{Cookie, SameSite};
+    let cleared = value.is_none();
+    let mut c = Cookie::new(SESSION_COOKIE, value.unwrap_or_default());
+    c.set_http_only(true);
+    c.set_same_site(SameSite::Strict);
+    c.set_path("/");
+    c.set_secure(secure);
+    if cleared {
+        c.make_removal();
+    }
+    c
+}
