@@ -29,6 +29,8 @@ pub struct EdgeState {
     pub store: Store,
     /// What the CVI dialling instructions say.
     pub dialling: Dialling,
+    /// The admin listener serves TLS: console cookies are marked Secure.
+    pub admin_tls: bool,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

@@ -349,6 +349,8 @@ fn edge_state(
         cvi,
         store: shared.store.clone(),
         dialling: dialling(cfg),
+        // Set by the public-listener work when `[admin] tls` is on.
+        admin_tls: false,
     }
 }
 
