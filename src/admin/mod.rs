@@ -33,10 +33,7 @@ use auth::{Actor, ApiError};
 
 /// `GET /`: what the admin listener serves, so that a person who opens
 /// its address in a browser finds the rest.
-async fn index(
-    State(state): State<Arc<EdgeState>>,
-    actor: Actor,
-) -> Result<Json<Value>, ApiError> {
+async fn index(State(state): State<Arc<EdgeState>>, actor: Actor) -> Result<Json<Value>, ApiError> {
     actor.require_node_view()?;
     let mut endpoints = vec![
         json!({"path": "/health", "method": "GET", "what": "liveness, load and SIP counters"}),
@@ -117,7 +114,9 @@ async fn registry(
         })
         .collect();
     partners.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Ok(Json(json!({ "version": snap.version, "partners": partners })))
+    Ok(Json(
+        json!({ "version": snap.version, "partners": partners }),
+    ))
 }
 
 /// `POST /registry/reload`: reloads the registry from the store now (the
@@ -151,11 +150,7 @@ pub(crate) fn require_drain(
     headers: &axum::http::HeaderMap,
 ) -> Result<(), ApiError> {
     actor.require_change()?;
-    actor.check_csrf(
-        headers
-            .get(auth::CSRF_HEADER)
-            .and_then(|v| v.to_str().ok()),
-    )
+    actor.check_csrf(headers.get(auth::CSRF_HEADER).and_then(|v| v.to_str().ok()))
 }
 
 /// Serves the admin API until shutdown.
