@@ -15,6 +15,7 @@ mod cvi;
 mod media;
 mod metrics;
 mod state;
+mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
