@@ -166,10 +166,18 @@ fn operator_change(actor: &Actor, headers: &HeaderMap) -> Result<(), ApiError> {
     actor.check_csrf(csrf_of(headers))
 }
 
+/// An optional JSON body (empty: the defaults). The body is read as text
+/// (any Content-Type), so that a refusal for the role comes before one
+/// for the body.
 fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &str) -> Result<T, ApiError> {
     if body.trim().is_empty() {
         return Ok(T::default());
     }
+    parse_required(body)
+}
+
+/// A required JSON body.
+fn parse_required<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ApiError> {
     serde_json::from_str(body).map_err(|e| ApiError::bad_request(format!("the JSON body: {e}")))
 }
 
@@ -183,8 +191,9 @@ pub async fn login(
     State(state): State<Arc<EdgeState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
-    Json(req): Json<LoginRequest>,
+    body: String,
 ) -> Result<(CookieJar, Json<LoginAnswer>), ApiError> {
+    let req: LoginRequest = parse_required(&body)?;
     let (cookie, session) = auth::login(&state, &req.name, &req.password, peer.ip()).await?;
     let jar = jar.add(auth::session_cookie(Some(cookie), state.admin_tls));
     Ok((
@@ -225,9 +234,10 @@ pub async fn change_password(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     actor: Actor,
     headers: HeaderMap,
-    Json(req): Json<PasswordChange>,
+    body: String,
 ) -> Result<StatusCode, ApiError> {
     actor.check_csrf(csrf_of(&headers))?;
+    let req: PasswordChange = parse_required(&body)?;
     auth::check_login(&state, actor.name(), &req.old, peer.ip()).await?;
     state
         .store
@@ -272,9 +282,10 @@ pub async fn add(
     State(state): State<Arc<EdgeState>>,
     actor: Actor,
     headers: HeaderMap,
-    Json(req): Json<NewAccount>,
+    body: String,
 ) -> Result<(StatusCode, Json<IssuedCredentials>), ApiError> {
     operator_change(&actor, &headers)?;
+    let req: NewAccount = parse_required(&body)?;
     let role: Role = req
         .role
         .parse()
