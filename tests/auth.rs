@@ -569,6 +569,7 @@ fn fedge_user_add_prints_a_token_that_works() {
             "dave",
         ][..],
         &["user", "add", "--role", "viewer", "fedge-node"][..],
+        &["user", "add", "--role", "viewer", "carol"][..],
         &["user", "enable", "nobody"][..],
         &["user", "disable", "carol"][..],
     ] {
