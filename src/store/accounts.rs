@@ -394,6 +394,11 @@ impl Store {
         lifetime: Option<time::Duration>,
         actor: &str,
     ) -> Result<String, StoreError> {
+        if name == NODE_ACCOUNT {
+            return Err(StoreError::Invalid(format!(
+                "{NODE_ACCOUNT} is the node's own command line: its tokens live 60 s and are issued by the CLI only"
+            )));
+        }
         let token = new_secret("fdg_");
         let now = now_rfc3339();
         let mut tx = self.pool.begin().await?;
