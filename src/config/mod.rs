@@ -23,7 +23,7 @@ mod validate;
 pub use derived::NextHop;
 pub use edge::{
     AdminConfig, Config, DEFAULT_BODY_TYPES, FederationConfig, InternalConfig, LogConfig,
-    PolicyConfig, RuntimeConfig, SipConfig, StoreConfig, TopologyConfig,
+    PolicyConfig, PublicConfig, RuntimeConfig, SipConfig, StoreConfig, TopologyConfig,
 };
 pub use error::ConfigError;
 pub use services::{CviSection, DnsSection, MediaSection};

@@ -1,0 +1,115 @@
+//! The admin listener over TLS (`[admin] tls = true`): the edge's own
+//! certificate and key (the federation listener's files), no client
+//! certificate, HTTP/1.1.
+//!
+//! Owns the admin TLS configuration and the listener that hands axum
+//! finished handshakes. Handshakes run beside the accept loop, each within
+//! the federation handshake timeout and at most `MAX_HANDSHAKES` at once,
+//! so a slow client cannot hold the listener. It never decides who may use
+//! a route (`admin::auth` does).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::ServeError;
+use crate::config::Config;
+use crate::sip::transport::tls::{load_certs, load_key, provider};
+
+/// Admin TLS handshakes in progress at once; more wait for the accept.
+const MAX_HANDSHAKES: usize = 64;
+
+/// The admin listener's TLS configuration: the federation certificate and
+/// key, no client authentication, ALPN http/1.1.
+pub(super) fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, ServeError> {
+    let bad = |e: String| ServeError::Config(format!("[admin] tls: {e}"));
+    let certs = load_certs(&cfg.federation.cert, "certificate").map_err(|e| bad(e.to_string()))?;
+    let key = load_key(&cfg.federation.key).map_err(|e| bad(e.to_string()))?;
+    let mut c = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(format!("certificate and key do not fit together: {e}")))?;
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
+}
+
+/// A listener that yields connections whose TLS handshake finished.
+pub(super) struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    /// Starts accepting on `tcp` until `shutdown`.
+    pub(super) fn start(
+        tcp: TcpListener,
+        tls: Arc<ServerConfig>,
+        handshake_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<TlsListener> {
+        let addr = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
+        let acceptor = TlsAcceptor::from(tls);
+        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (sock, peer) = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = tcp.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            debug!(error = %e, "admin accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(sock)).await {
+                        Ok(Ok(s)) => {
+                            let _ = tx.send((s, peer)).await;
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "admin TLS handshake failed"),
+                        Err(_) => debug!(%peer, "admin TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { rx, addr })
+    }
+}
+
+impl crate::admin::AdminListener for TlsListener {}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept loop stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
