@@ -224,6 +224,29 @@ mod tests {
     }
 
     #[test]
+    fn the_public_listener_needs_its_own_port() {
+        let mut c = Config::default();
+        c.public.listen = c.admin.listen;
+        let e = c.validate().unwrap_err().0;
+        assert!(
+            e.starts_with("[public] listen 127.0.0.1:8061 is the address of [admin] listen"),
+            "{e}"
+        );
+        let mut c = Config::default();
+        c.public.listen = "0.0.0.0:5061".parse().unwrap();
+        let e = c.validate().unwrap_err().0;
+        assert!(e.contains("[federation] listen"), "{e}");
+        let mut c = Config::default();
+        c.public.fpa_per_hour = 0;
+        assert!(c.validate().unwrap_err().0.contains("fpa_per_hour"));
+        let c =
+            Config::from_toml("[admin]\ntls = true\n[public]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.admin.tls);
+        assert_eq!(Config::default().public.listen.port(), 8062);
+    }
+
+    #[test]
     fn relative_paths_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("fedge.toml");
