@@ -28,6 +28,7 @@ use super::auth::ApiError;
 use super::state::EdgeState;
 use crate::federation::fpa;
 use crate::model::partner::PartnerState;
+use crate::sip::transport::tls::TlsError;
 use crate::store::{PartnerCert, StoreError};
 
 /// The largest certificate PEM accepted (a chain of a few certificates).
@@ -109,7 +110,7 @@ pub struct CertFacts {
 /// The intake's running state: the trust bundle, the per-source budget
 /// and the key that signs the form's CSRF tokens.
 pub struct Intake {
-    roots: Result<Arc<RootCertStore>, String>,
+    roots: Result<Arc<RootCertStore>, TlsError>,
     budget: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     per_hour: u32,
     key: hmac::Key,
@@ -127,7 +128,7 @@ impl std::fmt::Debug for Intake {
 impl Intake {
     /// `roots` is the edge's trust bundle (or why it cannot be read);
     /// `per_hour` the submissions one source may make per hour.
-    pub fn new(roots: Result<Arc<RootCertStore>, String>, per_hour: u32) -> Intake {
+    pub fn new(roots: Result<Arc<RootCertStore>, TlsError>, per_hour: u32) -> Intake {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
             // No system randomness: a key from the clock and address space
@@ -288,7 +289,7 @@ pub fn check_certificate(
     // The chain is checked at a time inside the certificate's validity, so
     // that an expired certificate is refused for that reason alone.
     let at = now.clamp(not_before, not_after.max(not_before));
-    if let Err(e) = chains(ee, intermediates, roots, at) {
+    if let Some(e) = chain_problem(ee, intermediates, roots, at) {
         problems.push(format!(
             "the certificate does not chain to this edge's trust bundle: {e}"
         ));
@@ -321,23 +322,27 @@ pub fn check_certificate(
     }
 }
 
-fn chains(
+/// Why the certificate does not chain to `roots` at `at`, if it does not.
+fn chain_problem(
     ee: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     roots: &Arc<RootCertStore>,
     at: i64,
-) -> Result<(), String> {
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+) -> Option<String> {
+    let verifier = match rustls::server::WebPkiClientVerifier::builder_with_provider(
         roots.clone(),
         fedge_sip::transport::tls::provider(),
     )
     .build()
-    .map_err(|e| e.to_string())?;
+    {
+        Ok(v) => v,
+        Err(e) => return Some(e.to_string()),
+    };
     let at = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(at).unwrap_or(0)));
     verifier
         .verify_client_cert(ee, intermediates, at)
-        .map(|_| ())
-        .map_err(|e| fedge_sip::transport::tls::describe_tls_error(&e))
+        .err()
+        .map(|e| fedge_sip::transport::tls::describe_tls_error(&e))
 }
 
 /// A schema violation as a field error: "x is a required property" at an
@@ -523,20 +528,20 @@ mod tests {
 
     #[test]
     fn csrf_tokens_are_signed_and_doubled() {
-        let i = Intake::new(Err("none".into()), 2);
+        let i = Intake::new(Err(TlsError::Rustls("none".into())), 2);
         let t = i.csrf_token();
         assert!(i.csrf_ok(Some(&t), Some(&t)));
         assert!(!i.csrf_ok(None, Some(&t)));
         assert!(!i.csrf_ok(Some(&t), None));
         let forged = format!("{}.{}", "0".repeat(32), "00".repeat(32));
         assert!(!i.csrf_ok(Some(&forged), Some(&forged)));
-        let other = Intake::new(Err("none".into()), 2);
+        let other = Intake::new(Err(TlsError::Rustls("none".into())), 2);
         assert!(!other.csrf_ok(Some(&t), Some(&t)));
     }
 
     #[test]
     fn the_budget_is_per_source_and_per_64() {
-        let i = Intake::new(Err("none".into()), 2);
+        let i = Intake::new(Err(TlsError::Rustls("none".into())), 2);
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         let b: IpAddr = "2001:db8::2".parse().unwrap();
         let c: IpAddr = "192.0.2.1".parse().unwrap();

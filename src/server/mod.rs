@@ -364,8 +364,7 @@ fn edge_state(
         dialling: dialling(cfg),
         admin_tls: cfg.admin.tls,
         intake: admin::intake::Intake::new(
-            crate::sip::transport::tls::load_roots(&cfg.federation.trust)
-                .map_err(|e| e.to_string()),
+            crate::sip::transport::tls::load_roots(&cfg.federation.trust),
             cfg.public.fpa_per_hour,
         ),
     }
