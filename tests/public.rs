@@ -226,6 +226,14 @@ fn the_published_list_shows_enabled_partners_only() {
     }
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
 
+    // `fedge firewall` opens the public listener (as configured: port 0
+    // here), apart from the admin one.
+    let rules = fedge_testkit::edge::fedge_ok(&edge.config_path, &["firewall"]);
+    assert!(
+        rules.contains("ip daddr 127.0.0.1 tcp dport 0 accept comment \"public: published list"),
+        "{rules}"
+    );
+
     // The landing page links the rest.
     let r = request(edge.public, "GET", "/", &[], "");
     assert_eq!(r.status, 200);
