@@ -678,3 +678,60 @@ fn the_admin_listener_serves_tls_with_the_edge_certificate() {
     // The public listener stays plain HTTP.
     assert_eq!(http(edge.public, "GET", "/federated.json").0, 200);
 }
+
+/// The certificate store (migration 0009): insert, replace, read back and
+/// audit, on both backends.
+async fn partner_certs_scenario(url: &str) {
+    let store = Store::open(url).await.unwrap();
+    let p = store
+        .add_partner(
+            details("Cert Org", "cert.test", "testing"),
+            PartnerState::Requested,
+            "test",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(store.partner_cert(&p.id).await.unwrap().is_none());
+    let mut c = fedge::store::PartnerCert {
+        partner_id: p.id.clone(),
+        pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
+        not_after: "2027-01-01T00:00:00Z".into(),
+        subject: "CN=sip.cert.test".into(),
+        names: "sip.cert.test".into(),
+    };
+    store.set_partner_cert(&c, "first").await.unwrap();
+    c.not_after = "2028-01-01T00:00:00Z".into();
+    store.set_partner_cert(&c, "second").await.unwrap();
+    let got = store.partner_cert(&p.id).await.unwrap().unwrap();
+    assert_eq!(got.cert, c);
+    assert_eq!(got.submitted_by, "second");
+    assert_eq!(store.partner_certs().await.unwrap().len(), 1);
+    let audit = store
+        .audit_of(fedge::store::audit::Kind::Partner, &p.id)
+        .await
+        .unwrap();
+    let certs: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.action == "certificate")
+        .map(|e| e.actor.as_str())
+        .collect();
+    assert_eq!(certs, ["first", "second"]);
+    assert!(store.audit_verify().await.unwrap().is_ok());
+    store.close().await;
+}
+
+#[test]
+fn partner_certificates_are_stored_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(partner_certs_scenario(&format!(
+        "sqlite://{}/certs.db",
+        dir.path().display()
+    )));
+}
+
+#[test]
+fn partner_certificates_are_stored_on_postgresql() {
+    let pg = fedge_testkit::pg::Postgres::start();
+    rt().block_on(partner_certs_scenario(&pg.url));
+}
