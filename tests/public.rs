@@ -735,3 +735,67 @@ fn partner_certificates_are_stored_on_postgresql() {
     let pg = fedge_testkit::pg::Postgres::start();
     rt().block_on(partner_certs_scenario(&pg.url));
 }
+
+#[test]
+fn a_public_address_in_use_or_shared_is_one_line_and_exit_2() {
+    let pki = Pki::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = test_config(&pki, "").replace(
+        "[public]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[public]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    assert!(cfg.contains(&format!("127.0.0.1:{port}")));
+    let path = pki.path().join("taken.toml");
+    std::fs::write(&path, fedge_testkit::edge::with_test_media(&cfg)).unwrap();
+    let mut child = std::process::Command::new(fedge_testkit::edge::fedge_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("fedge serve did not exit with the public address taken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fedge: cannot listen on 127.0.0.1:")
+            && last.contains(&format!(":{port} (public)")),
+        "{err}"
+    );
+    drop(taken);
+
+    // `fedge config check`: the public listener on the admin port.
+    let shared = pki.path().join("shared.toml");
+    std::fs::write(
+        &shared,
+        "[admin]\nlisten = \"127.0.0.1:18061\"\n[public]\nlisten = \"127.0.0.1:18061\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = fedge_testkit::edge::fedge_cli(&shared, &["config", "check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("[public] listen 127.0.0.1:18061 is the address of [admin] listen"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
