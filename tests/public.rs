@@ -799,3 +799,33 @@ fn a_public_address_in_use_or_shared_is_one_line_and_exit_2() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_public_listener_caps_connections_per_source() {
+    let pki = Pki::new();
+    let cfg = test_config(&pki, "").replace(
+        "[public]\nlisten = \"127.0.0.1:0\"\n",
+        "[public]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_source = 2\n",
+    );
+    assert!(cfg.contains("max_connections_per_source = 2"));
+    let edge = Edge::start(&pki, &cfg);
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(edge.public).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third from the same address is closed without an answer.
+    let mut s = std::net::TcpStream::connect(edge.public).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(b"GET /federated.json HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        got.is_empty(),
+        "answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // Once one closes, the address is served again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(http(edge.public, "GET", "/federated.json").0, 200);
+}

@@ -294,7 +294,7 @@ pub fn check_certificate(
             "the certificate does not chain to this edge's trust bundle: {e}"
         ));
     }
-    let names = match fedge_sip::transport::tls::identity_of(ee, true) {
+    let names = match crate::sip::transport::tls::identity_of(ee, true) {
         Ok(id) => {
             if let Some(f) = fqdn
                 && !id.matches(f)
@@ -331,7 +331,7 @@ fn chain_problem(
 ) -> Option<String> {
     let verifier = match rustls::server::WebPkiClientVerifier::builder_with_provider(
         roots.clone(),
-        fedge_sip::transport::tls::provider(),
+        crate::sip::transport::tls::provider(),
     )
     .build()
     {
@@ -342,7 +342,7 @@ fn chain_problem(
     verifier
         .verify_client_cert(ee, intermediates, at)
         .err()
-        .map(|e| fedge_sip::transport::tls::describe_tls_error(&e))
+        .map(|e| crate::sip::transport::tls::describe_tls_error(&e))
 }
 
 /// A schema violation as a field error: "x is a required property" at an

@@ -281,6 +281,11 @@ pub struct PublicConfig {
     pub listen: SocketAddr,
     /// FPA submissions one source address (an IPv6 /64) may make per hour.
     pub fpa_per_hour: u32,
+    /// Connections at once; more wait until one closes.
+    pub max_connections: usize,
+    /// Connections at once from one source address (an IPv6 /64); more
+    /// are closed at once.
+    pub max_connections_per_source: usize,
 }
 
 impl Default for PublicConfig {
@@ -288,6 +293,8 @@ impl Default for PublicConfig {
         PublicConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8062)),
             fpa_per_hour: 10,
+            max_connections: 256,
+            max_connections_per_source: 32,
         }
     }
 }

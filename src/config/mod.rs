@@ -239,6 +239,13 @@ mod tests {
         let mut c = Config::default();
         c.public.fpa_per_hour = 0;
         assert!(c.validate().unwrap_err().0.contains("fpa_per_hour"));
+        let mut c = Config::default();
+        c.public.max_connections_per_source = 300;
+        let e = c.validate().unwrap_err().0;
+        assert_eq!(
+            e,
+            "[public] max_connections_per_source must be from 1 to max_connections (256)"
+        );
         let c =
             Config::from_toml("[admin]\ntls = true\n[public]\nlisten = \"127.0.0.1:0\"\n").unwrap();
         c.validate().unwrap();

@@ -74,6 +74,12 @@ impl Config {
                 "[public] fpa_per_hour must be at least 1".into(),
             ));
         }
+        if p.max_connections_per_source == 0 || p.max_connections_per_source > p.max_connections {
+            return Err(ConfigError(format!(
+                "[public] max_connections_per_source must be from 1 to max_connections ({})",
+                p.max_connections
+            )));
+        }
         Ok(())
     }
 

@@ -147,7 +147,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     let state = Arc::new(edge_state(&cfg, &shared, &core, cvi));
     let admin_scheme = spawn_admin(&cfg, admin_listener, &state, &shared, &mut tasks)?;
     tasks.spawn(admin::public::serve(
-        public_listener,
+        admin::public::guard::Guarded::new(
+            public_listener,
+            cfg.public.max_connections,
+            cfg.public.max_connections_per_source,
+        ),
         state,
         shared.shutdown.clone(),
     ));

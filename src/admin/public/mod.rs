@@ -11,9 +11,9 @@
 
 mod cvi;
 mod fpa;
+pub mod guard;
 mod list;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
@@ -23,7 +23,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -45,11 +44,13 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .layer(axum::middleware::from_fn(headers))
 }
 
-/// Serves the public listener until shutdown.
-pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: CancellationToken) {
+/// Serves the public listener until shutdown, behind its connection
+/// guard ([`guard::Guarded`]).
+pub async fn serve(listener: guard::Guarded, state: Arc<EdgeState>, shutdown: CancellationToken) {
     let app = routes()
         .with_state(state)
-        .into_make_service_with_connect_info::<SocketAddr>();
+        .layer(axum::middleware::from_fn(super::peer_address))
+        .into_make_service_with_connect_info::<super::Peer>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
