@@ -266,6 +266,8 @@ struct FieldView {
     value: String,
     options: Vec<Opt>,
     error: String,
+    /// The ids of the hint and the error, for aria-describedby.
+    describedby: String,
 }
 
 struct GroupView {
@@ -354,19 +356,30 @@ fn form_page(
                             },
                         })
                         .collect();
+                    let id = field_id(s.path);
+                    let error = by_field
+                        .get(s.path)
+                        .map(|m| m.join("; "))
+                        .unwrap_or_default();
+                    let describedby = [
+                        (!s.hint.is_empty()).then(|| format!("{id}-hint")),
+                        (!error.is_empty()).then(|| format!("{id}-error")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                     FieldView {
                         name: s.path,
-                        id: field_id(s.path),
+                        id,
                         label: s.label,
                         kind,
                         required: s.required,
                         hint: s.hint,
                         value,
                         options,
-                        error: by_field
-                            .get(s.path)
-                            .map(|m| m.join("; "))
-                            .unwrap_or_default(),
+                        error,
+                        describedby,
                     }
                 })
                 .collect(),
@@ -401,14 +414,27 @@ fn set(doc: &mut Value, path: &str, value: Value) {
     }
 }
 
-/// The FPA document a filled-in form describes (empty fields left out, so
-/// that the schema names them as missing).
+/// Creates the objects on the way to a JSON pointer.
+fn ensure_parents(doc: &mut Value, path: &str) {
+    let mut cur = doc;
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for p in parts.iter().take(parts.len().saturating_sub(1)) {
+        let Some(obj) = cur.as_object_mut() else {
+            return;
+        };
+        cur = obj.entry(p.to_string()).or_insert_with(|| json!({}));
+    }
+}
+
+/// The FPA document a filled-in form describes: empty fields left out
+/// (their objects kept), so that the schema names each missing field.
 fn document(values: &HashMap<String, String>) -> Value {
     let mut doc = json!({"fpa_version": 1});
     for s in GROUPS.iter().flat_map(|(_, fs)| fs.iter()) {
         if s.path == CERT_FIELD {
             continue;
         }
+        ensure_parents(&mut doc, s.path);
         let v = values.get(s.path).map(|v| v.trim()).unwrap_or_default();
         match s.kind {
             Kind::Lines => {
