@@ -8,6 +8,7 @@
 //! logic; each subcommand calls the library. `anyhow` is used here and in
 //! main.rs only.
 
+mod audit;
 mod certs;
 mod common;
 mod config;
@@ -60,6 +61,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         cmd: keys::KeysCmd,
+    },
+    /// The tamper-evident audit chain: verify it, export it for an IG audit.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
     },
     /// Database helpers.
     Store {
@@ -139,12 +145,22 @@ fn usage_error(e: clap::Error) -> ExitCode {
         eprintln!("fedge: a subcommand is missing; usage: {usage} (see --help)");
         return ExitCode::from(2);
     }
-    // One line: clap's first line says what is wrong.
-    let first = rendered
-        .lines()
+    // One line: clap's first line says what is wrong; when it ends in a
+    // colon, the indented lines after it name what (missing arguments).
+    let mut lines = rendered.lines();
+    let mut first = lines
         .next()
         .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
+        .trim_start_matches("error: ")
+        .to_string();
+    if first.ends_with(':') {
+        let named: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        first = format!("{} {}", first, named.join(", "));
+    }
     eprintln!("fedge: {first} (see fedge --help)");
     ExitCode::from(2)
 }
@@ -171,6 +187,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })
         }
         Command::Store { cmd } => store::run(cmd, &load_config(&path)?),
+        Command::Audit { cmd } => audit::run(cmd, &load_config(&path)?),
         Command::Keys { cmd } => keys::run(cmd, &load_config(&path)?),
     }
 }

@@ -282,6 +282,109 @@ fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<ChainEntry, StoreError> {
 }
 
 impl Store {
+    /// Seals the history a database held before the chain existed (an
+    /// upgrade): when the chain is empty, every `partner_audit` entry, CVI
+    /// enrolment and meeting is appended in time order, marked
+    /// `"imported": true`. Runs at open; does nothing on a chained database.
+    pub(super) async fn chain_history(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Once started, a chain is never sealed again from the older
+        // tables: an emptied chain must show as broken, not be rebuilt.
+        let started =
+            sqlx::query("SELECT value FROM store_info WHERE name = 'audit_chain_started'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if started.is_some() {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO store_info (name, value) VALUES ('audit_chain_started', $1)")
+            .bind(super::now_rfc3339())
+            .execute(&mut *tx)
+            .await?;
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM audit_chain")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if n > 0 {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let rows = sqlx::query(
+            "SELECT partner_id, at, actor, action, from_state, to_state, reason FROM partner_audit ORDER BY at, seq",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut old: Vec<(String, String, Kind, String, String, serde_json::Value)> = Vec::new();
+        for r in &rows {
+            old.push((
+                r.try_get(1)?,
+                r.try_get(2)?,
+                Kind::Partner,
+                r.try_get(0)?,
+                r.try_get(3)?,
+                serde_json::json!({
+                    "imported": true,
+                    "from_state": r.try_get::<Option<String>, _>(4)?,
+                    "to_state": r.try_get::<String, _>(5)?,
+                    "reason": r.try_get::<Option<String>, _>(6)?,
+                }),
+            ));
+        }
+        let rows =
+            sqlx::query("SELECT email, enrolled_at, enrolled_by, org_name FROM cvi_organisers")
+                .fetch_all(&mut *tx)
+                .await?;
+        for r in &rows {
+            old.push((
+                r.try_get(1)?,
+                r.try_get(2)?,
+                Kind::Cvi,
+                r.try_get(0)?,
+                "enrol".into(),
+                serde_json::json!({"imported": true, "org_name": r.try_get::<String, _>(3)?}),
+            ));
+        }
+        let rows = sqlx::query("SELECT conference_id, created_at, organiser FROM cvi_meetings")
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &rows {
+            old.push((
+                r.try_get(1)?,
+                "unknown".into(),
+                Kind::Cvi,
+                r.try_get(0)?,
+                "meeting".into(),
+                serde_json::json!({"imported": true, "organiser": r.try_get::<String, _>(2)?}),
+            ));
+        }
+        if old.is_empty() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        old.sort_by(|a, b| a.0.cmp(&b.0));
+        for (at, actor, kind, subject, action, detail) in &old {
+            append(
+                &mut tx,
+                self.backend,
+                NewEntry {
+                    at,
+                    actor,
+                    kind: *kind,
+                    subject,
+                    action,
+                    detail: Some(detail.clone()),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            entries = old.len(),
+            "sealed the earlier history into the audit chain"
+        );
+        Ok(())
+    }
+
     /// The chain's entries with `at >= since` (all when `None`), in order.
     pub async fn audit_entries(&self, since: Option<&str>) -> Result<Vec<ChainEntry>, StoreError> {
         let rows = match since {
@@ -318,6 +421,29 @@ impl Store {
     /// when it holds; the first break otherwise.
     pub async fn audit_verify(&self) -> Result<Result<(u64, String), ChainBreak>, StoreError> {
         let entries = self.audit_entries(None).await?;
+        if entries.is_empty() {
+            let started =
+                sqlx::query("SELECT value FROM store_info WHERE name = 'audit_chain_started'")
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let any_change: i64 = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM partners) + (SELECT COUNT(*) FROM accounts) + (SELECT COUNT(*) FROM cvi_organisers)",
+            )
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+            if let Some(r) = started
+                && any_change > 0
+            {
+                let since: String = r.try_get(0)?;
+                return Ok(Err(ChainBreak {
+                    seq: 1,
+                    what: format!(
+                        "the chain (started {since}) is empty although partners, accounts or organisers exist: every entry was deleted"
+                    ),
+                }));
+            }
+        }
         Ok(check(&entries, Some(GENESIS)))
     }
 }

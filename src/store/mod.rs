@@ -197,7 +197,9 @@ impl Store {
                 source,
             })?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        let store = Store { pool, backend };
+        store.chain_history().await?;
+        Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
@@ -220,6 +222,9 @@ impl Store {
                     problems.push(format!("sqlite integrity: {v}"));
                 }
             }
+        }
+        if let Err(b) = self.audit_verify().await? {
+            problems.push(format!("audit chain broken: {b}"));
         }
         for p in self.partners().await? {
             let trail = self.trail(&p.id).await?;
