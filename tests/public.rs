@@ -675,6 +675,35 @@ fn the_admin_listener_serves_tls_with_the_edge_certificate() {
         String::from_utf8_lossy(&got)
     );
 
+    // The CLI's client configuration accepts the edge's own certificate
+    // (pinned), and nothing else.
+    let cfg = fedge::config::Config::load(&edge.config_path).unwrap();
+    let own = fedge::server::admin_client_config(&cfg).unwrap();
+    let mut other_cfg = cfg.clone();
+    other_cfg.federation.cert = pki.partner.cert.clone();
+    let other = fedge::server::admin_client_config(&other_cfg).unwrap();
+    rt().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tcp = tokio::net::TcpStream::connect(edge.admin).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(own)
+            .connect(name.clone(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = String::new();
+        tls.read_to_string(&mut got).await.unwrap();
+        assert!(got.starts_with("HTTP/1.1 "), "{got}");
+        let tcp = tokio::net::TcpStream::connect(edge.admin).await.unwrap();
+        let e = tokio_rustls::TlsConnector::from(other)
+            .connect(name, tcp)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("did not present this edge's"), "{e}");
+    });
+
     // The public listener stays plain HTTP.
     assert_eq!(http(edge.public, "GET", "/federated.json").0, 200);
 }
