@@ -1,7 +1,8 @@
 //! `fedge firewall`: an nftables ruleset for what this configuration
 //! serves: the federation listener (SIP over mutual TLS), the internal
 //! listener (from the home pool's addresses only: `[internal]
-//! allowed_sources`, else the next hop's address), the admin listener,
+//! allowed_sources`, else the next hop's address), the admin listener, the
+//! public listener,
 //! the DNS server, the federation media relay's range, and in CVI gateway
 //! mode the room systems' SIP listeners (UDP and TCP 5060, TLS 5061) and
 //! the gateway's media range (UDP and TCP, as in Pexip's port tables that
@@ -128,7 +129,13 @@ fn sip_rules(r: &mut Rules, cfg: &Config) {
         "",
         cfg.admin.listen,
         &["tcp"],
-        "admin API and /cvi/<id> instructions pages: restrict to your management network",
+        "admin API and console: restrict to your management network",
+    );
+    r.listen(
+        "",
+        cfg.public.listen,
+        &["tcp"],
+        "public: published list, /cvi/<id> pages, FPA intake",
     );
     if let Some(d) = cfg.dns.listen {
         r.listen("", d, &["udp", "tcp"], "DNS: the edge's published records");

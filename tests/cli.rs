@@ -404,7 +404,7 @@ fn admin_index_fedge_up_and_cvi_page_with_the_gateway_off() {
         "gateway off, yet /cvi listed: {body}"
     );
     assert_eq!(metric(edge.admin, "fedge_up", &[]), 1.0);
-    let (status, page) = http(edge.admin, "GET", "/cvi/1234567890");
+    let (status, page) = http(edge.public, "GET", "/cvi/1234567890");
     assert_eq!(status, 503, "{page}");
     assert!(page.contains("not available"), "{page}");
 }

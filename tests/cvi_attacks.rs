@@ -689,7 +689,7 @@ fn guessed_conference_ids_are_throttled_and_a_legit_room_still_joins() {
     let mut statuses = Vec::new();
     for n in 0..7u64 {
         let (s, page) = http(
-            cvi.edge.admin,
+            cvi.edge.public,
             "GET",
             &format!("/cvi/{}", 1_111_111_110 + n),
         );
@@ -697,7 +697,7 @@ fn guessed_conference_ids_are_throttled_and_a_legit_room_still_joins() {
         statuses.push(s);
     }
     assert_eq!(statuses, vec![404, 404, 404, 404, 404, 429, 429]);
-    let (s, _) = http(cvi.edge.admin, "GET", &format!("/cvi/{id}"));
+    let (s, _) = http(cvi.edge.public, "GET", &format!("/cvi/{id}"));
     assert_eq!(s, 429, "locked out even for a valid ID");
 }
 

@@ -917,7 +917,7 @@ fn unknown_expired_and_withdrawn_meetings_get_one_answer() {
         3.0
     );
     // And the page says so too.
-    let (status, page) = http(cvi.edge.admin, "GET", &format!("/cvi/{expiring}"));
+    let (status, page) = http(cvi.edge.public, "GET", &format!("/cvi/{expiring}"));
     assert_eq!(status, 404, "{page}");
     assert!(
         page.contains("no meeting can be joined with this Video Conference ID"),
@@ -1415,11 +1415,11 @@ fn the_instructions_page_is_served_over_http() {
     let cvi = Cvi::start(&[]);
     // The subject shows only where the organiser chose to publish it.
     let hidden = cvi.meeting(&["--subject", "Patient X review"]);
-    let (status, page) = http(cvi.edge.admin, "GET", &format!("/cvi/{hidden}"));
+    let (status, page) = http(cvi.edge.public, "GET", &format!("/cvi/{hidden}"));
     assert_eq!(status, 200, "{page}");
     assert!(!page.contains("Patient X"), "{page}");
     let id = cvi.meeting(&["--subject", "MDT <weekly>", "--public-subject"]);
-    let (status, page) = http(cvi.edge.admin, "GET", &format!("/cvi/{id}"));
+    let (status, page) = http(cvi.edge.public, "GET", &format!("/cvi/{id}"));
     assert_eq!(status, 200, "{page}");
     let spaced = format!("{} {} {}", &id[..4], &id[4..7], &id[7..]);
     for want in [
@@ -1432,14 +1432,14 @@ fn the_instructions_page_is_served_over_http() {
     ] {
         assert!(page.contains(&want), "{want} not in {page}");
     }
-    let (status, page) = http(cvi.edge.admin, "GET", "/cvi/1234567890");
+    let (status, page) = http(cvi.edge.public, "GET", "/cvi/1234567890");
     assert_eq!(status, 404, "{page}");
     let not_found = "no meeting can be joined with this Video Conference ID";
     assert!(
         page.contains("Meeting not found") && page.contains(not_found),
         "{page}"
     );
-    let (status, page2) = http(cvi.edge.admin, "GET", "/cvi/12345");
+    let (status, page2) = http(cvi.edge.public, "GET", "/cvi/12345");
     assert_eq!(status, 404, "{page2}");
     assert_eq!(page, page2, "one page for every ID that cannot be joined");
 }

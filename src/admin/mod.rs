@@ -1,6 +1,7 @@
 //! The admin HTTP listener: an index (`GET /`), health, registry, metrics, the media relay's
-//! and the CVI gateway's state and drain switches, and the CVI dialling
-//! instructions pages (`/cvi/<id>`).
+//! and the CVI gateway's state and drain switches. The public listener
+//! (`public`: the published list, the CVI dialling instructions pages and
+//! FPA intake) is a separate router on its own address.
 //!
 //! Every route but `/cvi/<id>` needs an [`Actor`]: reads the operator or
 //! viewer role, changes (drains, reload) the operator role and, for a
@@ -13,8 +14,10 @@
 pub mod accounts;
 pub mod auth;
 mod cvi;
+pub mod intake;
 mod media;
 mod metrics;
+pub mod public;
 mod state;
 mod throttle;
 
@@ -22,10 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
+use axum::extract::connect_info::Connected;
 use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -49,7 +54,6 @@ async fn index(State(state): State<Arc<EdgeState>>, actor: Actor) -> Result<Json
         endpoints.extend([
             json!({"path": "/cvi", "method": "GET", "what": "the CVI gateway's calls and counters"}),
             json!({"path": "/cvi/drain", "method": "POST", "what": "stop (?on=false: resume) new CVI calls"}),
-            json!({"path": "/cvi/{id}", "method": "GET", "what": "a meeting's dialling instructions page"}),
         ]);
     }
     Ok(Json(json!({
@@ -155,8 +159,40 @@ pub(crate) fn require_drain(
     actor.check_csrf(headers.get(auth::CSRF_HEADER).and_then(|v| v.to_str().ok()))
 }
 
-/// Serves the admin API until shutdown.
-pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: CancellationToken) {
+/// The peer's address on any listener the admin router is served on
+/// (plain TCP or TLS); [`peer_address`] hands it on as
+/// `ConnectInfo<SocketAddr>`, which handlers extract.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// A listener the admin router may be served on: plain TCP, or the
+/// server's TLS listener.
+pub trait AdminListener: Listener<Addr = SocketAddr> {}
+
+impl AdminListener for tokio::net::TcpListener {}
+
+impl<L: AdminListener> Connected<IncomingStream<'_, L>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, L>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+async fn peer_address(
+    axum::extract::ConnectInfo(Peer(addr)): axum::extract::ConnectInfo<Peer>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    next.run(req).await
+}
+
+/// Serves the admin API until shutdown, on plain TCP or (`[admin] tls`)
+/// on a listener of finished TLS handshakes.
+pub async fn serve<L>(listener: L, state: Arc<EdgeState>, shutdown: CancellationToken)
+where
+    L: AdminListener,
+{
     let app = Router::new()
         .route("/", get(index))
         .route("/health", get(health))
@@ -167,11 +203,12 @@ pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: Cance
         .route("/media/drain", axum::routing::post(media::media_drain))
         .route("/cvi", get(cvi::cvi_status))
         .route("/cvi/drain", axum::routing::post(cvi::cvi_drain))
-        .route("/cvi/{id}", get(cvi::cvi_instructions))
         .merge(accounts::routes())
         .with_state(state);
-    // The peer's address: the CVI instructions pages count wrong IDs per source.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // The peer's address, for handlers that count or log per source.
+    let app = app
+        .layer(axum::middleware::from_fn(peer_address))
+        .into_make_service_with_connect_info::<Peer>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -31,6 +31,9 @@ pub struct EdgeState {
     pub dialling: Dialling,
     /// The admin listener serves TLS: console cookies are marked Secure.
     pub admin_tls: bool,
+    /// FPA intake: the trust bundle partner certificates must chain to,
+    /// the per-source submission budget, the form's CSRF key.
+    pub intake: super::intake::Intake,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

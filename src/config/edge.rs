@@ -21,6 +21,7 @@ pub struct Config {
     pub internal: InternalConfig,
     pub store: StoreConfig,
     pub admin: AdminConfig,
+    pub public: PublicConfig,
     pub sip: SipConfig,
     pub policy: PolicyConfig,
     pub media: MediaSection,
@@ -252,17 +253,48 @@ impl Default for StoreConfig {
     }
 }
 
-/// The admin HTTP listener (health and, later, pages).
+/// The admin HTTP listener: the API, the console, health and metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Serve HTTPS with the federation certificate and key (no client
+    /// certificate); console cookies are then marked Secure.
+    pub tls: bool,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8061)),
+            tls: false,
+        }
+    }
+}
+
+/// The public HTTP listener: the published list of federated
+/// organisations, the CVI dialling instructions pages and the FPA intake
+/// form. Needs no account; the admin API never listens here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicConfig {
+    pub listen: SocketAddr,
+    /// FPA submissions one source address (an IPv6 /64) may make per hour.
+    pub fpa_per_hour: u32,
+    /// Connections at once; more wait until one closes.
+    pub max_connections: usize,
+    /// Connections at once from one source address (an IPv6 /64); more
+    /// are closed at once.
+    pub max_connections_per_source: usize,
+}
+
+impl Default for PublicConfig {
+    fn default() -> Self {
+        PublicConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8062)),
+            fpa_per_hour: 10,
+            max_connections: 256,
+            max_connections_per_source: 32,
         }
     }
 }

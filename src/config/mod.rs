@@ -23,7 +23,7 @@ mod validate;
 pub use derived::NextHop;
 pub use edge::{
     AdminConfig, Config, DEFAULT_BODY_TYPES, FederationConfig, InternalConfig, LogConfig,
-    PolicyConfig, RuntimeConfig, SipConfig, StoreConfig, TopologyConfig,
+    PolicyConfig, PublicConfig, RuntimeConfig, SipConfig, StoreConfig, TopologyConfig,
 };
 pub use error::ConfigError;
 pub use services::{CviSection, DnsSection, MediaSection};
@@ -221,6 +221,36 @@ mod tests {
         c.media.port_max = 50002;
         let e = c.validate().err().map(|e| e.0).unwrap_or_default();
         assert!(e.contains("two even/odd pairs"), "{e}");
+    }
+
+    #[test]
+    fn the_public_listener_needs_its_own_port() {
+        let mut c = Config::default();
+        c.public.listen = c.admin.listen;
+        let e = c.validate().unwrap_err().0;
+        assert!(
+            e.starts_with("[public] listen 127.0.0.1:8061 is the address of [admin] listen"),
+            "{e}"
+        );
+        let mut c = Config::default();
+        c.public.listen = "0.0.0.0:5061".parse().unwrap();
+        let e = c.validate().unwrap_err().0;
+        assert!(e.contains("[federation] listen"), "{e}");
+        let mut c = Config::default();
+        c.public.fpa_per_hour = 0;
+        assert!(c.validate().unwrap_err().0.contains("fpa_per_hour"));
+        let mut c = Config::default();
+        c.public.max_connections_per_source = 300;
+        let e = c.validate().unwrap_err().0;
+        assert_eq!(
+            e,
+            "[public] max_connections_per_source must be from 1 to max_connections (256)"
+        );
+        let c =
+            Config::from_toml("[admin]\ntls = true\n[public]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.admin.tls);
+        assert_eq!(Config::default().public.listen.port(), 8062);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct CviSection {
     pub trusted: Vec<String>,
     /// Domains organisers may be enrolled from.
     pub organiser_domains: Vec<String>,
-    /// Where the dialling instructions pages are published (the admin
+    /// Where the dialling instructions pages are published (the public
     /// listener serves them at /cvi/<id>).
     pub instructions_base: String,
     /// A pause this long ends a conference ID entry.
@@ -135,7 +135,7 @@ impl Default for CviSection {
             max_calls: 16,
             trusted: Vec::new(),
             organiser_domains: vec!["nhs.net".into()],
-            instructions_base: "http://127.0.0.1:8061".into(),
+            instructions_base: "http://127.0.0.1:8062".into(),
             digit_pause: Duration::from_secs(3),
             tries: 3,
             max_calls_per_source: 4,

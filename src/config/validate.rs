@@ -33,7 +33,53 @@ impl Config {
         self.check_media()?;
         self.check_dns()?;
         self.check_cvi()?;
+        self.check_public()?;
         self.check_runtime_and_log()?;
+        Ok(())
+    }
+
+    /// The public listener: its own address, and a positive FPA budget.
+    fn check_public(&self) -> Result<(), ConfigError> {
+        let p = &self.public;
+        let clash = |b: SocketAddr| {
+            // Port 0 takes a free port: it clashes with nothing.
+            p.listen.port() != 0
+                && p.listen.port() == b.port()
+                && (p.listen.ip() == b.ip()
+                    || p.listen.ip().is_unspecified()
+                    || b.ip().is_unspecified())
+        };
+        let mut others = vec![
+            ("[admin] listen", self.admin.listen),
+            ("[federation] listen", self.federation.listen),
+            ("[internal] listen", self.internal.listen),
+        ];
+        if let Some(d) = self.dns.listen {
+            others.push(("[dns] listen", d));
+        }
+        if self.cvi.enabled {
+            others.push(("[cvi] listen", self.cvi.listen));
+            if let Some(t) = self.cvi.listen_tls {
+                others.push(("[cvi] listen_tls", t));
+            }
+        }
+        if let Some((what, _)) = others.iter().find(|(_, a)| clash(*a)) {
+            return Err(ConfigError(format!(
+                "[public] listen {} is the address of {what}: give the public listener its own port",
+                p.listen
+            )));
+        }
+        if p.fpa_per_hour == 0 {
+            return Err(ConfigError(
+                "[public] fpa_per_hour must be at least 1".into(),
+            ));
+        }
+        if p.max_connections_per_source == 0 || p.max_connections_per_source > p.max_connections {
+            return Err(ConfigError(format!(
+                "[public] max_connections_per_source must be from 1 to max_connections ({})",
+                p.max_connections
+            )));
+        }
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Binding the edge's own sockets: the federation listener, the internal
-//! listener (TCP and UDP on one address) and the admin listener.
+//! listener (TCP and UDP on one address), the admin listener and the
+//! public listener.
 //!
 //! Owns the bind order and the "cannot listen on" messages. It never
 //! accepts connections or reads from a socket.
@@ -19,7 +20,7 @@ pub(super) async fn bind_tcp(addr: SocketAddr, what: &str) -> Result<TcpListener
         .map_err(|e| ServeError::Runtime(format!("cannot listen on {addr} ({what}): {e}")))
 }
 
-/// The bound sockets of the federation, internal and admin listeners.
+/// The bound sockets of the federation, internal, admin and public listeners.
 pub(super) struct Sockets {
     pub fed: TcpListener,
     pub fed_addr: SocketAddr,
@@ -29,11 +30,13 @@ pub(super) struct Sockets {
     pub int_udp: Arc<UdpSocket>,
     pub admin: TcpListener,
     pub admin_addr: SocketAddr,
+    pub public: TcpListener,
+    pub public_addr: SocketAddr,
 }
 
 impl Sockets {
     /// Binds the listeners in start-up order: federation, internal TCP,
-    /// internal UDP (on the TCP listener's address), admin.
+    /// internal UDP (on the TCP listener's address), admin, public.
     pub async fn bind(cfg: &Config) -> Result<Sockets, ServeError> {
         let fed = bind_tcp(cfg.federation.listen, "federation").await?;
         let int_tcp = bind_tcp(cfg.internal.listen, "internal TCP").await?;
@@ -45,10 +48,14 @@ impl Sockets {
         })?;
         let int_udp = Arc::new(int_udp);
         let admin = bind_tcp(cfg.admin.listen, "admin").await?;
+        let public = bind_tcp(cfg.public.listen, "public").await?;
         let fed_addr = fed
             .local_addr()
             .map_err(|e| ServeError::Runtime(e.to_string()))?;
         let admin_addr = admin
+            .local_addr()
+            .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        let public_addr = public
             .local_addr()
             .map_err(|e| ServeError::Runtime(e.to_string()))?;
         Ok(Sockets {
@@ -59,6 +66,8 @@ impl Sockets {
             int_udp,
             admin,
             admin_addr,
+            public,
+            public_addr,
         })
     }
 }

@@ -9,10 +9,12 @@
 //!
 //! The pieces: `listen.rs` binds the edge's sockets, `build.rs` builds the
 //! proxy with its policy and relay, `cvi.rs` starts the CVI gateway,
-//! `registry_events.rs` closes connections of partners leaving `enabled`;
-//! this file spawns the tasks and hands the admin listener its
-//! [`admin::EdgeState`].
+//! `registry_events.rs` closes connections of partners leaving `enabled`,
+//! `admin_tls.rs` serves the admin listener over TLS (`[admin] tls`);
+//! this file spawns the tasks and hands the admin and public listeners
+//! their [`admin::EdgeState`].
 
+mod admin_tls;
 mod build;
 mod cvi;
 mod error;
@@ -52,6 +54,7 @@ use crate::store::Store;
 use self::build::{Core, Shared};
 use self::listen::Sockets;
 
+pub use self::admin_tls::admin_client_config;
 pub use self::error::ServeError;
 
 /// The CVI dialling facts the configuration gives.
@@ -80,6 +83,9 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
     let policy = tls_policy::chain_policy(cfg, None)?;
     server_config_with(&tls_files(cfg), ClientAuth::Required, &policy)
         .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    if cfg.admin.tls {
+        admin_tls::server_config(cfg)?;
+    }
     Ok(())
 }
 
@@ -107,6 +113,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         int_udp,
         admin: admin_listener,
         admin_addr,
+        public: public_listener,
+        public_addr,
     } = sockets;
 
     let mut tasks = JoinSet::new();
@@ -138,7 +146,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         None
     };
     let state = Arc::new(edge_state(&cfg, &shared, &core, cvi));
-    tasks.spawn(admin::serve(admin_listener, state, shared.shutdown.clone()));
+    let admin_scheme = spawn_admin(&cfg, admin_listener, &state, &shared, &mut tasks)?;
+    tasks.spawn(admin::public::serve(
+        admin::public::guard::Guarded::new(
+            public_listener,
+            cfg.public.max_connections,
+            cfg.public.max_connections_per_source,
+        ),
+        state,
+        shared.shutdown.clone(),
+    ));
 
     info!(role = "federation", transport = "tls", addr = %fed_addr, fqdn = %cfg.federation.fqdn, "listening");
     let home_pool = core
@@ -151,7 +168,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         .collect::<Vec<_>>()
         .join(", ");
     info!(role = "internal", transport = "udp+tcp", addr = %int_addr, allowed_sources = %home_pool, "listening");
-    info!(role = "admin", transport = "http", addr = %admin_addr, "listening");
+    info!(role = "admin", transport = admin_scheme, addr = %admin_addr, "listening");
+    info!(role = "public", transport = "http", addr = %public_addr, "listening");
     info!(version = env!("CARGO_PKG_VERSION"), "fedge ready");
 
     shared.shutdown.cancelled().await;
@@ -349,9 +367,45 @@ fn edge_state(
         cvi,
         store: shared.store.clone(),
         dialling: dialling(cfg),
-        // Set by the public-listener work when `[admin] tls` is on.
-        admin_tls: false,
+        admin_tls: cfg.admin.tls,
+        intake: admin::intake::Intake::new(
+            crate::sip::transport::tls::load_roots(&cfg.federation.trust),
+            cfg.public.fpa_per_hour,
+        ),
     }
+}
+
+/// Starts the admin listener, over TLS when `[admin] tls`; returns its
+/// scheme for the "listening" line.
+fn spawn_admin(
+    cfg: &Config,
+    listener: TcpListener,
+    state: &Arc<EdgeState>,
+    shared: &Shared,
+    tasks: &mut JoinSet<()>,
+) -> Result<&'static str, ServeError> {
+    if !cfg.admin.tls {
+        tasks.spawn(admin::serve(
+            listener,
+            state.clone(),
+            shared.shutdown.clone(),
+        ));
+        return Ok("http");
+    }
+    let tls = admin_tls::server_config(cfg)?;
+    let listener = admin_tls::TlsListener::start(
+        listener,
+        tls,
+        cfg.federation.handshake_timeout,
+        shared.shutdown.clone(),
+    )
+    .map_err(|e| ServeError::Runtime(format!("admin listener: {e}")))?;
+    tasks.spawn(admin::serve(
+        listener,
+        state.clone(),
+        shared.shutdown.clone(),
+    ));
+    Ok("https")
 }
 
 /// Waits up to 5 s for the listeners, then for the watchers, and closes

@@ -15,11 +15,13 @@ use sqlx::{AnyPool, Executor, Row};
 
 mod accounts;
 pub mod audit;
+mod certs;
 pub mod cvi;
 mod keys;
 mod partners;
 
 pub use accounts::{Credentials, SESSION_LIFETIME, Session, new_secret, secret_hash};
+pub use certs::{PartnerCert, StoredPartnerCert};
 pub use keys::{KeyEvent, KeyInfo, Rotation, StoredKey};
 pub use partners::{Change, now_rfc3339, today};
 

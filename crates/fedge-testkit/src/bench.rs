@@ -111,7 +111,7 @@ pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Re
         crate::edge::with_test_media(&format!(
             "[federation]\nlisten = \"127.0.0.1:{fed}\"\nfqdn = \"sip.fedge.test\"\nhome_domains = [\"fedge.test\"]\n\
              cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
-             [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n\
+             [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[public]\nlisten = \"127.0.0.1:0\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n\
              [policy]\nrate = 1000000\nburst = 1000000\n{extra}",
             p.edge.cert.display(),
             p.edge.key.display(),

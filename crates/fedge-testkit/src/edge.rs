@@ -18,6 +18,8 @@ pub struct Edge {
     pub federation: SocketAddr,
     pub internal: SocketAddr,
     pub admin: SocketAddr,
+    /// The public listener (published list, /cvi/<id>, FPA intake).
+    pub public: SocketAddr,
     /// The CVI gateway's UDP+TCP and TLS listeners, when enabled.
     pub cvi: Option<SocketAddr>,
     pub cvi_tls: Option<SocketAddr>,
@@ -101,6 +103,9 @@ url = "sqlite://{}/fedge.db"
 [admin]
 listen = "127.0.0.1:0"
 
+[public]
+listen = "127.0.0.1:0"
+
 [sip]
 message_timeout = "1s"
 {extra_sip}
@@ -147,6 +152,7 @@ impl Edge {
         let mut fed = None;
         let mut int = None;
         let mut admin = None;
+        let mut public = None;
         let (mut cvi, mut cvi_tls) = (None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -171,6 +177,7 @@ impl Edge {
                     "federation" => fed = Some(addr),
                     "internal" => int = Some(addr),
                     "admin" => admin = Some(addr),
+                    "public" => public = Some(addr),
                     "cvi" if f["transport"] == "tls" => cvi_tls = Some(addr),
                     "cvi" => cvi = Some(addr),
                     _ => {}
@@ -192,6 +199,7 @@ impl Edge {
             federation: fed.expect("federation address"),
             internal: int.expect("internal address"),
             admin,
+            public: public.expect("public address"),
             cvi,
             cvi_tls,
             logs,

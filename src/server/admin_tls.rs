@@ -1,0 +1,189 @@
+//! The admin listener over TLS (`[admin] tls = true`): the edge's own
+//! certificate and key (the federation listener's files), no client
+//! certificate, HTTP/1.1.
+//!
+//! Owns the admin TLS configuration and the listener that hands axum
+//! finished handshakes. Handshakes run beside the accept loop, each within
+//! the federation handshake timeout and at most `MAX_HANDSHAKES` at once,
+//! so a slow client cannot hold the listener. It never decides who may use
+//! a route (`admin::auth` does).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::ServeError;
+use crate::config::Config;
+use crate::sip::transport::tls::{load_certs, load_key, provider};
+
+/// Admin TLS handshakes in progress at once; more wait for the accept.
+const MAX_HANDSHAKES: usize = 64;
+
+/// The admin listener's TLS configuration: the federation certificate and
+/// key, no client authentication, ALPN http/1.1.
+pub(super) fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, ServeError> {
+    let bad = |e: String| ServeError::Config(format!("[admin] tls: {e}"));
+    let certs = load_certs(&cfg.federation.cert, "certificate").map_err(|e| bad(e.to_string()))?;
+    let key = load_key(&cfg.federation.key).map_err(|e| bad(e.to_string()))?;
+    let mut c = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(format!("certificate and key do not fit together: {e}")))?;
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
+}
+
+/// A listener that yields connections whose TLS handshake finished.
+pub(super) struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    /// Starts accepting on `tcp` until `shutdown`.
+    pub(super) fn start(
+        tcp: TcpListener,
+        tls: Arc<ServerConfig>,
+        handshake_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<TlsListener> {
+        let addr = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
+        let acceptor = TlsAcceptor::from(tls);
+        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (sock, peer) = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = tcp.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            debug!(error = %e, "admin accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(sock)).await {
+                        Ok(Ok(s)) => {
+                            let _ = tx.send((s, peer)).await;
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "admin TLS handshake failed"),
+                        Err(_) => debug!(%peer, "admin TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { rx, addr })
+    }
+}
+
+impl crate::admin::AdminListener for TlsListener {}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept loop stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+/// A TLS client configuration for the CLI's requests to this edge's own
+/// admin listener under `[admin] tls`: it accepts only the very
+/// certificate `[federation] cert` names (pinned by its DER bytes, with
+/// the handshake signature checked), whatever CA issued it and whatever
+/// name the CLI dials.
+pub fn admin_client_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ServeError> {
+    let bad = |e: String| ServeError::Config(format!("[admin] tls: {e}"));
+    let certs = load_certs(&cfg.federation.cert, "certificate").map_err(|e| bad(e.to_string()))?;
+    let Some(own) = certs.into_iter().next() else {
+        return Err(bad("no certificate".into()));
+    };
+    let provider = provider();
+    let verifier = Arc::new(OwnCert {
+        own,
+        algs: provider.signature_verification_algorithms,
+    });
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
+}
+
+/// Accepts exactly one certificate: the edge's own.
+#[derive(Debug)]
+struct OwnCert {
+    own: rustls::pki_types::CertificateDer<'static>,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for OwnCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.own.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the admin listener did not present this edge's [federation] cert".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}

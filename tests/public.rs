@@ -1,0 +1,860 @@
+//! The public listener (`[public] listen`) of a real `fedge serve`: the
+//! published list of federated organisations, the CVI dialling pages moved
+//! there from the admin listener, no admin route on it, FPA intake (JSON
+//! and the form, with its schema, certificate, CSRF and budget checks),
+//! and `[admin] tls`.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fedge::model::account::AccountState;
+use fedge::model::partner::{PartnerDetails, PartnerState, Verb};
+use fedge::pki::{Authority, LeafSpec};
+use fedge::store::Store;
+use fedge_testkit::admin::http;
+use fedge_testkit::edge::{Edge, test_config};
+use fedge_testkit::pki::Pki;
+use serde_json::{Value, json};
+
+const FPA: &str = include_str!("../fpa-schemas/examples/fpa-valid.json");
+const PARTNER_EDGE: &str = "sip.northshire.gov.test";
+
+/// A response: status, headers (lower-cased names) and body.
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request with a body and extra headers.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: edge\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn post_json(addr: SocketAddr, doc: &Value) -> Resp {
+    request(
+        addr,
+        "POST",
+        "/fpa",
+        &[("Content-Type", "application/json")],
+        &doc.to_string(),
+    )
+}
+
+fn store_url(pki: &Pki) -> String {
+    format!("sqlite://{}/fedge.db", pki.path().display())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A certificate PEM for `name` from `ca`, valid `days` from now (negative: expired).
+fn cert_pem(ca: &Authority, name: &str, days: i64) -> String {
+    let mut spec = LeafSpec::new(name, 30);
+    if days < 0 {
+        spec.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(60);
+    }
+    spec.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+    ca.issue(&spec).unwrap().cert_pem
+}
+
+/// The example FPA with the edge's valid certificate for its FQDN.
+fn submission(pki: &Pki) -> Value {
+    let mut doc: Value = serde_json::from_str(FPA).unwrap();
+    doc["certificate_pem"] = Value::from(cert_pem(&pki.ca, PARTNER_EDGE, 90));
+    doc
+}
+
+fn details(org: &str, domain: &str, usage: &str) -> PartnerDetails {
+    PartnerDetails {
+        org_name: org.into(),
+        domains: vec![domain.into()],
+        usage_statement: Some(usage.into()),
+        ..PartnerDetails::default()
+    }
+}
+
+#[test]
+fn the_published_list_shows_enabled_partners_only() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        let why = Some("imported");
+        store
+            .add_partner(
+                details(
+                    "Zeta Health <NHS> Trust",
+                    "zeta.test",
+                    "Clinicians message & call GPs",
+                ),
+                PartnerState::Enabled,
+                "test",
+                why,
+            )
+            .await
+            .unwrap();
+        store
+            .add_partner(
+                details(
+                    "alpha care",
+                    "alpha.test",
+                    "Care homes message district nurses",
+                ),
+                PartnerState::Enabled,
+                "test",
+                why,
+            )
+            .await
+            .unwrap();
+        store
+            .add_partner(
+                details("Requested Org", "req.test", "waiting"),
+                PartnerState::Requested,
+                "test",
+                None,
+            )
+            .await
+            .unwrap();
+        store
+            .add_partner(
+                details("Suspended Org", "susp.test", "paused"),
+                PartnerState::Suspended,
+                "test",
+                why,
+            )
+            .await
+            .unwrap();
+        store
+            .add_partner(
+                details("Revoked Org", "rev.test", "gone"),
+                PartnerState::Enabled,
+                "test",
+                why,
+            )
+            .await
+            .unwrap();
+        store
+            .apply_verb("rev.test", Verb::Revoke, "test", Some("left"), false)
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let today = fedge::store::today();
+
+    let r = request(edge.public, "GET", "/federated.json", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["count"], 2, "{v}");
+    let orgs = v["organisations"].as_array().unwrap();
+    assert_eq!(orgs[0]["organisation"], "alpha care", "sorted by name: {v}");
+    assert_eq!(orgs[1]["organisation"], "Zeta Health <NHS> Trust");
+    assert_eq!(orgs[1]["date_federated"], today.as_str());
+    assert_eq!(orgs[1]["intended_use"], "Clinicians message & call GPs");
+    for hidden in ["Requested Org", "Suspended Org", "Revoked Org", "zeta.test"] {
+        assert!(!r.body.contains(hidden), "{hidden} published: {}", r.body);
+    }
+
+    let r = request(edge.public, "GET", "/federated", &[], "");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let page = &r.body;
+    assert!(page.contains("<html lang=\"en\">"), "{page}");
+    assert!(page.contains("<h1>Federated organisations</h1>"), "{page}");
+    assert!(
+        page.contains("Zeta Health &#60;NHS&#62; Trust")
+            || page.contains("Zeta Health &lt;NHS&gt; Trust"),
+        "escaped: {page}"
+    );
+    assert!(!page.contains("<NHS>"), "{page}");
+    assert!(page.contains(&format!("<td>{today}</td>")), "{page}");
+    assert!(page.find("alpha care").unwrap() < page.find("Zeta Health").unwrap());
+    for hidden in ["Requested Org", "Suspended Org", "Revoked Org"] {
+        assert!(!page.contains(hidden), "{hidden} published: {page}");
+    }
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+
+    // `fedge firewall` opens the public listener (as configured: port 0
+    // here), apart from the admin one.
+    let rules = fedge_testkit::edge::fedge_ok(&edge.config_path, &["firewall"]);
+    assert!(
+        rules.contains("ip daddr 127.0.0.1 tcp dport 0 accept comment \"public: published list"),
+        "{rules}"
+    );
+
+    // The landing page links the rest.
+    let r = request(edge.public, "GET", "/", &[], "");
+    assert_eq!(r.status, 200);
+    for link in [
+        "href=\"/federated\"",
+        "href=\"/federated.json\"",
+        "href=\"/fpa\"",
+    ] {
+        assert!(r.body.contains(link), "{link} not in {}", r.body);
+    }
+}
+
+#[test]
+fn admin_routes_are_not_on_the_public_listener_and_cvi_pages_are() {
+    let pki = Pki::new();
+    let cvi = "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\nconnector = \"sip:{id}@connector.fedge.test;transport=tcp\"\nconnector_address = \"127.0.0.1:9\"\nudp_probe = false\n";
+    let edge = Edge::start(&pki, &format!("{}{cvi}", test_config(&pki, "")));
+    for path in [
+        "/api/v1/partners",
+        "/health",
+        "/registry",
+        "/metrics",
+        "/media",
+        "/cvi",
+        "/console",
+        "/console/login",
+    ] {
+        let (status, body) = http(edge.public, "GET", path);
+        assert_eq!(status, 404, "{path} on the public listener: {body}");
+    }
+    // POST /cvi/drain meets only the GET-only dialling page route there.
+    let (status, body) = http(edge.public, "POST", "/cvi/drain");
+    assert!(matches!(status, 404 | 405), "{status} {body}");
+    assert!(
+        !body.contains("draining"),
+        "no drain switch on the public listener: {body}"
+    );
+    // The dialling pages answer on the public listener (a wrong ID: the
+    // not-found page), not on the admin one.
+    let (status, page) = http(edge.public, "GET", "/cvi/1234567890");
+    assert_eq!(status, 404, "{page}");
+    assert!(
+        page.contains("no meeting can be joined with this Video Conference ID"),
+        "{page}"
+    );
+    let (status, page) = http(edge.admin, "GET", "/cvi/1234567890");
+    assert_eq!(status, 404, "{page}");
+    assert!(
+        !page.contains("Video Conference ID"),
+        "the admin listener serves no dialling page: {page}"
+    );
+}
+
+#[test]
+fn fpa_intake_by_json_and_by_form() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+
+    // JSON: a valid submission.
+    let r = post_json(edge.public, &submission(&pki));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let receipt = &r.json()["receipt"];
+    let reference = receipt["reference"].as_str().unwrap().to_string();
+    assert_eq!(receipt["partner_state"], "requested");
+    assert_eq!(receipt["account"], "sam.patel@northshire.gov.test");
+    assert!(
+        receipt["next"].as_str().unwrap().contains("home team"),
+        "{receipt}"
+    );
+    assert!(receipt["certificate_not_after"].as_str().unwrap().len() >= 20);
+
+    // The same domains again: refused, naming the field.
+    let mut again = submission(&pki);
+    again["contacts"]["technical"]["email"] = Value::from("other@northshire.gov.test");
+    let r = post_json(edge.public, &again);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        r.json()["errors"][0]["field"],
+        "/technical/sip_domains",
+        "{}",
+        r.body
+    );
+
+    // The form: the CSRF cookie and token from GET /fpa.
+    let form = request(edge.public, "GET", "/fpa", &[], "");
+    assert_eq!(form.status, 200);
+    let cookie = form
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("fedge_fpa="), "{cookie}");
+    let token = cookie.trim_start_matches("fedge_fpa=").to_string();
+    assert!(
+        form.body
+            .contains(&format!("name=\"csrf\" value=\"{token}\""))
+    );
+    // Every field with its label and required marker.
+    for want in [
+        "<label for=\"f-organisation-name\">Organisation name <span class=\"required\">(required)</span></label>",
+        "<label for=\"f-technical-version\">Product version <span class=\"required\">(optional)</span></label>",
+        "name=\"/usage/data/clinical\"",
+        "<label for=\"fcertificate_pem\">",
+    ] {
+        assert!(form.body.contains(want), "{want} not in the form");
+    }
+    let cert = cert_pem(&pki.ca, "sip.southshire.nhs.test", 90);
+    let fields: Vec<(&str, &str)> = vec![
+        ("csrf", &token),
+        (
+            "/organisation/name",
+            "Southshire <b>Community</b> NHS Trust",
+        ),
+        ("/organisation/registration_number", "RXX"),
+        ("/organisation/address", "1 High Street, Southshire SS1 1AA"),
+        ("/organisation/sector", "nhs"),
+        (
+            "/organisation/information_governance/level",
+            "DSPT Standards Met",
+        ),
+        ("/organisation/information_governance/expires", "2030-01-31"),
+        (
+            "/usage/statement",
+            "Community nurses message hospital discharge teams.",
+        ),
+        ("/usage/data/clinical", "on"),
+        ("/usage/data/general", "on"),
+        (
+            "/technical/sip_domains",
+            "southshire.nhs.test\r\nstaff.southshire.nhs.test",
+        ),
+        ("/technical/sip_address", "sip:uc@southshire.nhs.test"),
+        ("/technical/edge_fqdn", "sip.southshire.nhs.test"),
+        ("/technical/product", "sfb_2019"),
+        ("/contacts/spoc/name", "Service Desk"),
+        ("/contacts/spoc/email", "desk@southshire.nhs.test"),
+        ("/contacts/spoc/phone", "+44 1000 000000"),
+        ("/contacts/technical/name", "Ali Khan"),
+        ("/contacts/technical/email", "ali.khan@southshire.nhs.test"),
+        ("/contacts/technical/phone", "+44 1000 000001"),
+        (
+            "/contacts/technical/sip_address",
+            "sip:ali.khan@southshire.nhs.test",
+        ),
+        ("/contacts/signatory/name", "Pat Lee"),
+        ("/contacts/signatory/role", "Chief Executive"),
+        ("/contacts/signatory/signed_on", "2026-11-01"),
+        ("certificate_pem", &cert),
+    ];
+    let encode = |fields: &[(&str, &str)]| {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields.iter())
+            .finish()
+    };
+    let urlenc = [("Content-Type", "application/x-www-form-urlencoded")];
+    // Without the cookie: refused, nothing stored.
+    let r = request(edge.public, "POST", "/fpa", &urlenc, &encode(&fields));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("security token"), "{}", r.body);
+    // A schema error: shown next to its field, values kept and escaped.
+    let mut bad = fields.clone();
+    bad.retain(|(k, _)| *k != "/usage/statement");
+    let with_cookie = [urlenc[0], ("Cookie", cookie.as_str())];
+    let r = request(edge.public, "POST", "/fpa", &with_cookie, &encode(&bad));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains(
+            "<p class=\"error\" id=\"f-usage-statement-error\">Problem: this field is required</p>"
+        ),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("Southshire &#60;b&#62;Community")
+            || r.body.contains("Southshire &lt;b&gt;Community")
+    );
+    assert!(!r.body.contains("<b>Community"), "no echo of HTML");
+    // The whole form: 201 and the receipt page.
+    let r = request(edge.public, "POST", "/fpa", &with_cookie, &encode(&fields));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(
+        r.body.contains("Agreement received") && r.body.contains("What happens next"),
+        "{}",
+        r.body
+    );
+
+    rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        let north = store
+            .partner_by_domain("northshire.gov.test")
+            .await
+            .unwrap();
+        assert_eq!(north.id, reference);
+        assert_eq!(north.state, PartnerState::Requested);
+        assert_eq!(
+            north.details.usage_statement.as_deref(),
+            Some("Care managers message and call NHS discharge teams about shared clients.")
+        );
+        let south = store
+            .partner_by_domain("staff.southshire.nhs.test")
+            .await
+            .unwrap();
+        assert_eq!(south.state, PartnerState::Requested);
+        assert_eq!(
+            south.details.org_name,
+            "Southshire <b>Community</b> NHS Trust"
+        );
+        for (p, email) in [
+            (&north, "sam.patel@northshire.gov.test"),
+            (&south, "ali.khan@southshire.nhs.test"),
+        ] {
+            let accounts = store.accounts_of_partner(&p.id).await.unwrap();
+            assert_eq!(accounts.len(), 1, "{accounts:?}");
+            assert_eq!(accounts[0].name, email);
+            assert_eq!(accounts[0].state, AccountState::Requested);
+            assert_eq!(accounts[0].role, fedge::model::account::Role::Partner);
+            let c = store
+                .partner_cert(&p.id)
+                .await
+                .unwrap()
+                .expect("certificate stored");
+            assert!(c.cert.pem.contains("BEGIN CERTIFICATE"));
+            assert!(c.cert.not_after.as_str() > fedge::store::now_rfc3339().as_str());
+            assert_eq!(c.submitted_by, format!("fpa-intake:{email}"));
+        }
+        let audit = store
+            .audit_of(fedge::store::audit::Kind::Partner, &north.id)
+            .await
+            .unwrap();
+        let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+        assert!(actions.contains(&"certificate"), "{actions:?}");
+        assert!(
+            audit
+                .iter()
+                .all(|e| e.actor == "fpa-intake:sam.patel@northshire.gov.test")
+        );
+        assert!(store.audit_verify().await.unwrap().is_ok());
+        store.close().await;
+    });
+    // Requested partners are not published.
+    let v = request(edge.public, "GET", "/federated.json", &[], "").json();
+    assert_eq!(v["count"], 0, "{v}");
+}
+
+#[test]
+fn fpa_intake_refuses_bad_fpas_and_certificates_with_reasons() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    let refused = |doc: &Value| {
+        let r = post_json(edge.public, doc);
+        assert_eq!(r.status, 422, "{}", r.body);
+        r.json()["errors"].as_array().unwrap().clone()
+    };
+    let messages = |errs: &[Value], field: &str| -> String {
+        errs.iter()
+            .filter(|e| e["field"] == field)
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+
+    // A schema error names the field.
+    let mut doc = submission(&pki);
+    doc["usage"].as_object_mut().unwrap().remove("statement");
+    doc["contacts"]["spoc"]["email"] = Value::from("helpdesk");
+    let errs = refused(&doc);
+    assert!(!messages(&errs, "/usage/statement").is_empty(), "{errs:?}");
+    assert!(
+        !messages(&errs, "/contacts/spoc/email").is_empty(),
+        "{errs:?}"
+    );
+
+    // A certificate from another CA.
+    let other = Authority::new("another CA").unwrap();
+    let mut doc = submission(&pki);
+    doc["certificate_pem"] = Value::from(cert_pem(&other, PARTNER_EDGE, 90));
+    let m = messages(&refused(&doc), "certificate_pem");
+    assert!(
+        m.contains("does not chain to this edge's trust bundle"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("expired") && !m.contains("does not name"),
+        "{m}"
+    );
+
+    // One that does not name the FPA's edge FQDN.
+    let mut doc = submission(&pki);
+    doc["certificate_pem"] = Value::from(cert_pem(&pki.ca, "sip.elsewhere.test", 90));
+    let m = messages(&refused(&doc), "certificate_pem");
+    assert!(
+        m.contains(&format!("does not name the edge FQDN {PARTNER_EDGE}")),
+        "{m}"
+    );
+    assert!(
+        m.contains("sip.elsewhere.test") && !m.contains("chain"),
+        "{m}"
+    );
+
+    // An expired one: refused, with its not-after date.
+    let mut doc = submission(&pki);
+    doc["certificate_pem"] = Value::from(cert_pem(&pki.ca, PARTNER_EDGE, -2));
+    let m = messages(&refused(&doc), "certificate_pem");
+    let expired_on = (time::OffsetDateTime::now_utc() - time::Duration::days(2))
+        .date()
+        .to_string();
+    assert!(m.contains(&format!("expired on {expired_on}")), "{m}");
+    assert!(!m.contains("chain"), "{m}");
+
+    // Not a certificate at all; none at all.
+    let mut doc = submission(&pki);
+    doc["certificate_pem"] = Value::from("hello");
+    assert!(messages(&refused(&doc), "certificate_pem").contains("no certificate found"));
+    let mut doc = submission(&pki);
+    doc.as_object_mut().unwrap().remove("certificate_pem");
+    assert!(messages(&refused(&doc), "certificate_pem").contains("required"));
+
+    // Not JSON; not a form.
+    let r = request(
+        edge.public,
+        "POST",
+        "/fpa",
+        &[("Content-Type", "application/json")],
+        "{oops",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = request(
+        edge.public,
+        "POST",
+        "/fpa",
+        &[("Content-Type", "text/plain")],
+        "x",
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    // Too large a body.
+    let big = json!({"pad": "x".repeat(100_000)}).to_string();
+    let r = request(
+        edge.public,
+        "POST",
+        "/fpa",
+        &[("Content-Type", "application/json")],
+        &big,
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+
+    rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        assert!(store.partners().await.unwrap().is_empty(), "nothing stored");
+        assert!(store.accounts().await.unwrap().is_empty());
+        store.close().await;
+    });
+}
+
+#[test]
+fn fpa_submissions_have_a_per_source_budget() {
+    let pki = Pki::new();
+    let cfg = test_config(&pki, "").replace(
+        "[public]\nlisten = \"127.0.0.1:0\"\n",
+        "[public]\nlisten = \"127.0.0.1:0\"\nfpa_per_hour = 2\n",
+    );
+    assert!(cfg.contains("fpa_per_hour = 2"));
+    let edge = Edge::start(&pki, &cfg);
+    let mut doc = submission(&pki);
+    doc["usage"]["statement"] = Value::from("short");
+    for _ in 0..2 {
+        assert_eq!(post_json(edge.public, &doc).status, 422);
+    }
+    let r = post_json(edge.public, &submission(&pki));
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many FPA submissions from this address")
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 3000 && retry <= 3600, "{retry}");
+    // Reading is not limited.
+    assert_eq!(http(edge.public, "GET", "/fpa").0, 200);
+}
+
+#[test]
+fn the_admin_listener_serves_tls_with_the_edge_certificate() {
+    let pki = Pki::new();
+    let cfg = test_config(&pki, "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntls = true\n",
+    );
+    assert!(cfg.contains("tls = true"));
+    let edge = Edge::start(&pki, &cfg);
+    let line = edge
+        .wait_log(&["listening", "\"role\":\"admin\""], Duration::from_secs(1))
+        .unwrap();
+    assert!(line.contains("\"transport\":\"https\""), "{line}");
+
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &edge.admin.to_string(),
+            "-servername",
+            "sip.fedge.test",
+            "-CAfile",
+        ])
+        .arg(&pki.ca_file)
+        .args(["-verify_return_error", "-ign_eof"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"GET / HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CN=sip.fedge.test") || text.contains("CN = sip.fedge.test"),
+        "{text}"
+    );
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains("HTTP/1.1 "), "HTTP answered over TLS: {text}");
+
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let mut s = std::net::TcpStream::connect(edge.admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "plain HTTP answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // The CLI's client configuration accepts the edge's own certificate
+    // (pinned), and nothing else.
+    let cfg = fedge::config::Config::load(&edge.config_path).unwrap();
+    let own = fedge::server::admin_client_config(&cfg).unwrap();
+    let mut other_cfg = cfg.clone();
+    other_cfg.federation.cert = pki.partner.cert.clone();
+    let other = fedge::server::admin_client_config(&other_cfg).unwrap();
+    rt().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tcp = tokio::net::TcpStream::connect(edge.admin).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(own)
+            .connect(name.clone(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = String::new();
+        tls.read_to_string(&mut got).await.unwrap();
+        assert!(got.starts_with("HTTP/1.1 "), "{got}");
+        let tcp = tokio::net::TcpStream::connect(edge.admin).await.unwrap();
+        let e = tokio_rustls::TlsConnector::from(other)
+            .connect(name, tcp)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("did not present this edge's"), "{e}");
+    });
+
+    // The public listener stays plain HTTP.
+    assert_eq!(http(edge.public, "GET", "/federated.json").0, 200);
+}
+
+/// The certificate store (migration 0009): insert, replace, read back and
+/// audit, on both backends.
+async fn partner_certs_scenario(url: &str) {
+    let store = Store::open(url).await.unwrap();
+    let p = store
+        .add_partner(
+            details("Cert Org", "cert.test", "testing"),
+            PartnerState::Requested,
+            "test",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(store.partner_cert(&p.id).await.unwrap().is_none());
+    let mut c = fedge::store::PartnerCert {
+        partner_id: p.id.clone(),
+        pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
+        not_after: "2027-01-01T00:00:00Z".into(),
+        subject: "CN=sip.cert.test".into(),
+        names: "sip.cert.test".into(),
+    };
+    store.set_partner_cert(&c, "first").await.unwrap();
+    c.not_after = "2028-01-01T00:00:00Z".into();
+    store.set_partner_cert(&c, "second").await.unwrap();
+    let got = store.partner_cert(&p.id).await.unwrap().unwrap();
+    assert_eq!(got.cert, c);
+    assert_eq!(got.submitted_by, "second");
+    assert_eq!(store.partner_certs().await.unwrap().len(), 1);
+    let audit = store
+        .audit_of(fedge::store::audit::Kind::Partner, &p.id)
+        .await
+        .unwrap();
+    let certs: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.action == "certificate")
+        .map(|e| e.actor.as_str())
+        .collect();
+    assert_eq!(certs, ["first", "second"]);
+    assert!(store.audit_verify().await.unwrap().is_ok());
+    store.close().await;
+}
+
+#[test]
+fn partner_certificates_are_stored_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(partner_certs_scenario(&format!(
+        "sqlite://{}/certs.db",
+        dir.path().display()
+    )));
+}
+
+#[test]
+fn partner_certificates_are_stored_on_postgresql() {
+    let pg = fedge_testkit::pg::Postgres::start();
+    rt().block_on(partner_certs_scenario(&pg.url));
+}
+
+#[test]
+fn a_public_address_in_use_or_shared_is_one_line_and_exit_2() {
+    let pki = Pki::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = test_config(&pki, "").replace(
+        "[public]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[public]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    assert!(cfg.contains(&format!("127.0.0.1:{port}")));
+    let path = pki.path().join("taken.toml");
+    std::fs::write(&path, fedge_testkit::edge::with_test_media(&cfg)).unwrap();
+    let mut child = std::process::Command::new(fedge_testkit::edge::fedge_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("fedge serve did not exit with the public address taken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fedge: cannot listen on 127.0.0.1:")
+            && last.contains(&format!(":{port} (public)")),
+        "{err}"
+    );
+    drop(taken);
+
+    // `fedge config check`: the public listener on the admin port.
+    let shared = pki.path().join("shared.toml");
+    std::fs::write(
+        &shared,
+        "[admin]\nlisten = \"127.0.0.1:18061\"\n[public]\nlisten = \"127.0.0.1:18061\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = fedge_testkit::edge::fedge_cli(&shared, &["config", "check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("[public] listen 127.0.0.1:18061 is the address of [admin] listen"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_public_listener_caps_connections_per_source() {
+    let pki = Pki::new();
+    let cfg = test_config(&pki, "").replace(
+        "[public]\nlisten = \"127.0.0.1:0\"\n",
+        "[public]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_source = 2\n",
+    );
+    assert!(cfg.contains("max_connections_per_source = 2"));
+    let edge = Edge::start(&pki, &cfg);
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(edge.public).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third from the same address is closed without an answer.
+    let mut s = std::net::TcpStream::connect(edge.public).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(b"GET /federated.json HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        got.is_empty(),
+        "answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // Once one closes, the address is served again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(http(edge.public, "GET", "/federated.json").0, 200);
+}
