@@ -10,6 +10,7 @@ pub mod auth;
 mod cvi;
 mod media;
 mod metrics;
+pub mod service;
 mod state;
 
 use std::sync::Arc;
