@@ -6,6 +6,7 @@
 //! fills in). It reads the edge's state; it never changes SIP behaviour on
 //! its own, and it never imports `server`.
 
+pub mod api;
 pub mod auth;
 mod cvi;
 mod media;
@@ -137,6 +138,7 @@ pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: Cance
         .route("/cvi", get(cvi::cvi_status))
         .route("/cvi/drain", axum::routing::post(cvi::cvi_drain))
         .route("/cvi/{id}", get(cvi::cvi_instructions))
+        .merge(api::routes())
         .with_state(state);
     // The peer's address: the CVI instructions pages count wrong IDs per source.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -302,7 +302,8 @@ pub async fn create_meeting(
         return Err(unprocessable("public_subject needs a subject"));
     }
     let m = {
-        let mut rng = rand::rng();
+        // Send across the await (the thread's generator is not).
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
         state
             .store
             .cvi_create_meeting(
