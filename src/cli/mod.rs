@@ -1,7 +1,7 @@
 //! The `fedge` command line: argument definitions, the one-line usage
 //! errors, and the dispatch to one file per subcommand (`serve`, `partner`,
 //! `store`, `keys`, `config`, `certs`, `dns`, `cvi`, `firewall`, `media`,
-//! `test-federation`). Part of the binary, not the library.
+//! `test-federation`, `user`). Part of the binary, not the library.
 //!
 //! Owns exit codes: 0 on success, 2 with one line on stderr for any usage
 //! or configuration mistake, 1 for runtime failures. It never holds edge
@@ -24,6 +24,7 @@ mod remote;
 mod serve;
 mod store;
 mod test_federation;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,11 @@ enum Command {
     /// Print an nftables ruleset for the configured listeners and media
     /// ranges (load it with `nft -f`).
     Firewall,
+    /// Accounts of the API and console (the first: `user add --role operator NAME`).
+    User {
+        #[command(subcommand)]
+        cmd: user::UserCmd,
+    },
     /// The running edge's media relay (through its admin listener).
     Media {
         #[command(subcommand)]
@@ -189,7 +195,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dns { cmd } => dns::run(cmd, &load_config(&path)?),
         Command::Cvi { cmd } => cvi::command(cmd, &load_config(&path)?),
         Command::Firewall => firewall::run(&load_config(&path)?, &path),
-        Command::Media { cmd } => media::run(cmd, load_config(&path)?.admin.listen),
+        Command::Media { cmd } => media::run(cmd, &load_config(&path)?),
         Command::TestFederation { domain, timeout } => {
             test_federation::run(&load_config(&path)?, domain, timeout)
         }
@@ -200,6 +206,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 partner::run(cmd, &store, admin).await
             })
         }
+        Command::User { cmd } => with_store(&load_config(&path)?, |store| async move {
+            user::run(cmd, &store).await
+        }),
         Command::Store { cmd } => store::run(cmd, &load_config(&path)?),
         Command::Keys { cmd } => keys::run(cmd, &load_config(&path)?),
     }
