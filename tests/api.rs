@@ -1015,6 +1015,37 @@ async fn the_cli_acts_through_the_api() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("session(s)"));
+    // https needs a CA to trust; a server that does not speak TLS fails (exit 1).
+    let (code, _, err) = fedge_cli(
+        &nodb,
+        &[
+            "--server",
+            &server.replace("http:", "https:"),
+            "--token",
+            "x",
+            "partner",
+            "list",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--ca"), "{err}");
+    let ca = pki.ca_file.to_str().unwrap();
+    let (code, _, err) = fedge_cli(
+        &nodb,
+        &[
+            "--server",
+            &server.replace("http:", "https:"),
+            "--ca",
+            ca,
+            "--token",
+            "x",
+            "partner",
+            "list",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = fedge_cli(&nodb, &["--server", "ftp://example", "partner", "list"]);
+    assert_eq!(code, 2, "{err}");
     // Nothing listening: exit 1.
     let (code, _, err) = fedge_cli(
         &nodb,
