@@ -613,6 +613,14 @@ async fn roles_csrf_and_enforcement() {
             .any(|l| l["role"] == "admin" && l["addr"] == a.to_string()),
         "{s}"
     );
+    assert!(
+        s["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["role"] == "cvi" && l["transport"] == "tls"),
+        "{s}"
+    );
     assert_eq!(s["media"]["enabled"], true);
     assert_eq!(s["cvi"]["enabled"], true);
     expect(
