@@ -97,4 +97,14 @@ fn every_route_is_described() {
         doc["components"]["schemas"]["PartnerView"]["properties"]["state"]["type"],
         "string"
     );
+    // Every route needs an account (the document's default), except logging in.
+    assert_eq!(
+        doc["security"],
+        serde_json::json!([{"bearer": []}, {"session": []}])
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/session"]["post"]["security"],
+        serde_json::json!([{}]),
+        "logging in must be described as needing no account"
+    );
 }

@@ -176,6 +176,17 @@ impl utoipa::Modify for Security {
 pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(<crate::admin::accounts::AccountsApi as OpenApi>::openapi());
+    // Logging in is the one request made without an account.
+    if let Some(login) = doc
+        .paths
+        .paths
+        .get_mut("/api/v1/session")
+        .and_then(|item| item.post.as_mut())
+    {
+        login.security = Some(vec![
+            utoipa::openapi::security::SecurityRequirement::default(),
+        ]);
+    }
     doc.info.version = "v1".into();
     let mut s = doc
         .to_pretty_json()
