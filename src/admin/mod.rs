@@ -12,12 +12,14 @@
 //! its own, and it never imports `server`.
 
 pub mod accounts;
+pub mod api;
 pub mod auth;
 mod cvi;
 pub mod intake;
 mod media;
 mod metrics;
 pub mod public;
+pub mod service;
 mod state;
 mod throttle;
 
@@ -204,6 +206,7 @@ where
         .route("/cvi", get(cvi::cvi_status))
         .route("/cvi/drain", axum::routing::post(cvi::cvi_drain))
         .merge(accounts::routes())
+        .merge(api::routes())
         .with_state(state);
     // The peer's address, for handlers that count or log per source.
     let app = app

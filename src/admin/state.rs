@@ -34,6 +34,10 @@ pub struct EdgeState {
     /// FPA intake: the trust bundle partner certificates must chain to,
     /// the per-source submission budget, the form's CSRF key.
     pub intake: super::intake::Intake,
+    /// What the shared operations (`admin::service`) need from the
+    /// configuration: test-federation's TLS and identity, CVI enrolment
+    /// domains, the listeners.
+    pub ops: super::service::Ops,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

@@ -21,6 +21,7 @@ mod logging;
 mod media;
 mod notify;
 mod partner;
+mod remote;
 mod serve;
 mod store;
 mod test_federation;
@@ -44,6 +45,23 @@ struct Cli {
     /// Configuration file (TOML). Without it, embedded loopback defaults are used.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Act through this edge's admin API (https://HOST:PORT or
+    /// http://HOST:PORT) instead of on the database: partner, cvi, media
+    /// and test-federation.
+    /// Also read from FEDGE_SERVER.
+    #[arg(long, global = true, value_name = "URL")]
+    server: Option<String>,
+
+    /// The API token sent with --server (Authorization: Bearer); also
+    /// read from FEDGE_TOKEN.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    token: Option<String>,
+
+    /// Trust this CA (PEM) for the admin listener's TLS certificate with
+    /// --server https://... (default: the configuration's [federation] trust).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -117,6 +135,11 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// The admin HTTP API: print its OpenAPI document.
+    Api {
+        #[command(subcommand)]
+        cmd: remote::ApiCmd,
+    },
 }
 
 /// Parses the arguments, runs the subcommand, and maps the outcome to an
@@ -174,7 +197,14 @@ fn usage_error(e: clap::Error) -> ExitCode {
 /// One arm per subcommand; the work is in the subcommand's file.
 fn run(cli: Cli) -> Result<(), Failure> {
     let path = cli.config;
+    if let Some(server) = cli.server.or_else(|| remote::env("FEDGE_SERVER")) {
+        let ca = remote::trust(cli.ca, &path);
+        let token = cli.token.or_else(|| remote::env("FEDGE_TOKEN"));
+        let api = remote::Remote::new(&server, token, ca)?;
+        return remote::run(&api, cli.command);
+    }
     match cli.command {
+        Command::Api { cmd } => remote::api(cmd),
         Command::Serve => serve::run(path),
         Command::Config { cmd } => config::run(cmd, &path),
         Command::Certs { cmd } => certs::run(cmd, &load_config(&path)?),
