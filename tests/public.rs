@@ -858,3 +858,95 @@ fn the_public_listener_caps_connections_per_source() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(http(edge.public, "GET", "/federated.json").0, 200);
 }
+
+#[test]
+fn an_operator_enters_an_fpa_through_the_api_and_a_viewer_cannot() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    let mut doc: Value = serde_json::from_str(FPA).unwrap();
+    let body = json!({
+        "fpa": doc.clone(),
+        "certificate_pem": cert_pem(&pki.ca, PARTNER_EDGE, 90),
+    })
+    .to_string();
+
+    // No account: 401. A viewer: 403, and nothing is made.
+    let r = request(
+        edge.admin,
+        "POST",
+        "/api/v1/fpa",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    let viewer = rt().block_on(async {
+        let s = Store::open(&store_url(&pki)).await.unwrap();
+        s.add_account(
+            "ig.viewer",
+            fedge::model::account::Role::Viewer,
+            None,
+            "test",
+        )
+        .await
+        .unwrap()
+        .token
+    });
+    let bearer = |t: &str| format!("Bearer {t}");
+    let r = request(
+        edge.admin,
+        "POST",
+        "/api/v1/fpa",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &bearer(&viewer)),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // The operator: the partner is requested, the contact's account too,
+    // and the audit names the operator.
+    let r = request(
+        edge.admin,
+        "POST",
+        "/api/v1/fpa",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &bearer(&edge.token)),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let receipt = r.json();
+    assert_eq!(receipt["partner_state"], "requested", "{receipt}");
+    assert_eq!(receipt["account_state"], "requested", "{receipt}");
+    let reference = receipt["reference"].as_str().unwrap().to_string();
+    let (entries, account) = rt().block_on(async {
+        let s = Store::open(&store_url(&pki)).await.unwrap();
+        (
+            s.audit_of(fedge::store::audit::Kind::Partner, &reference)
+                .await
+                .unwrap(),
+            s.account("sam.patel@northshire.gov.test").await.unwrap(),
+        )
+    });
+    assert_eq!(entries[0].action, "add");
+    assert!(entries[0].actor.contains("testkit"), "{:?}", entries[0]);
+    assert_eq!(account.unwrap().state, AccountState::Requested);
+
+    // A schema error names the field in the API's answer too.
+    doc["organisation"] = Value::Null;
+    let bad = json!({"fpa": doc, "certificate_pem": cert_pem(&pki.ca, PARTNER_EDGE, 90)});
+    let r = request(
+        edge.admin,
+        "POST",
+        "/api/v1/fpa",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &bearer(&edge.token)),
+        ],
+        &bad.to_string(),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("organisation"), "{}", r.body);
+}

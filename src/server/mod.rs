@@ -149,7 +149,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     state.ops.listeners = listeners(&[
         ("federation", "tls", fed_addr),
         ("internal", "udp+tcp", int_addr),
-        ("admin", if cfg.admin.tls { "https" } else { "http" }, admin_addr),
+        (
+            "admin",
+            if cfg.admin.tls { "https" } else { "http" },
+            admin_addr,
+        ),
         ("public", "http", public_addr),
     ]);
     let state = Arc::new(state);

@@ -10,6 +10,7 @@
 //! and session routes are `admin::accounts`'s.
 
 mod cvi;
+mod fpa;
 mod node;
 mod partners;
 
@@ -110,7 +111,7 @@ fn query<T>(
     ),
     paths(
         partners::list, partners::add, partners::show, partners::update, partners::verb,
-        partners::history, partners::test_federation, partners::tests,
+        partners::history, partners::test_federation, partners::tests, fpa::submit,
         cvi::organisers, cvi::enrol, cvi::withdraw, cvi::create_meeting, cvi::meeting,
         cvi::status, cvi::drain,
         node::media, node::media_drain, node::status, node::audit, node::openapi,
@@ -130,6 +131,7 @@ fn query<T>(
         crate::admin::service::NodeStatus, crate::admin::service::ListenerView,
         crate::admin::service::ConnectionsView, crate::admin::service::PartnerConnections,
         partners::VerbBody, partners::TestBody, cvi::EnrolRefused,
+        fpa::FpaSubmission, fpa::FpaReceipt,
     )),
     // The accounts and session routes (admin::accounts::AccountsApi, full
     // paths already) are merged in by `openapi_json`.
@@ -204,6 +206,7 @@ pub fn routes() -> Router<Arc<EdgeState>> {
             get(partners::show).patch(partners::update),
         )
         .route("/api/v1/partners/{id}/history", get(partners::history))
+        .route("/api/v1/fpa", post(fpa::submit))
         .route(
             "/api/v1/partners/{id}/test-federation",
             post(partners::test_federation),
