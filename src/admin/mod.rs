@@ -7,6 +7,7 @@
 //! its own, and it never imports `server`.
 
 pub mod auth;
+pub mod console;
 mod cvi;
 mod media;
 mod metrics;
@@ -27,7 +28,18 @@ pub use state::EdgeState;
 
 /// `GET /`: what the admin listener serves, so that a person who opens
 /// its address in a browser finds the rest.
-async fn index(State(state): State<Arc<EdgeState>>) -> Json<Value> {
+async fn index(
+    State(state): State<Arc<EdgeState>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if console::wants_html(&headers) {
+        return axum::response::Redirect::to("/console/").into_response();
+    }
+    index_json(&state).into_response()
+}
+
+fn index_json(state: &EdgeState) -> Json<Value> {
     let mut endpoints = vec![
         json!({"path": "/health", "method": "GET", "what": "liveness, load and SIP counters"}),
         json!({"path": "/registry", "method": "GET", "what": "the partners this node enforces"}),
@@ -136,6 +148,7 @@ pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: Cance
         .route("/cvi", get(cvi::cvi_status))
         .route("/cvi/drain", axum::routing::post(cvi::cvi_drain))
         .route("/cvi/{id}", get(cvi::cvi_instructions))
+        .merge(console::routes())
         .with_state(state);
     // The peer's address: the CVI instructions pages count wrong IDs per source.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
