@@ -74,6 +74,7 @@ pub(super) async fn submit(
 
 #[derive(Deserialize)]
 pub(super) struct CsrfOnly {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -117,6 +118,7 @@ pub(super) async fn password_form(who: Who) -> Response {
 
 #[derive(Deserialize)]
 pub(super) struct PasswordForm {
+    #[serde(default)]
     csrf: String,
     current: String,
     new: String,

@@ -95,6 +95,7 @@ pub(super) async fn status(State(state): State<Arc<EdgeState>>, who: Who) -> Res
 
 #[derive(Deserialize)]
 pub(super) struct DrainForm {
+    #[serde(default)]
     csrf: String,
     what: String,
     on: String,

@@ -196,6 +196,7 @@ pub(super) async fn show(
 
 #[derive(Deserialize)]
 pub(super) struct VerbForm {
+    #[serde(default)]
     csrf: String,
     verb: String,
     #[serde(default)]
@@ -258,6 +259,7 @@ struct CredentialsPage {
 
 #[derive(Deserialize)]
 pub(super) struct ActivateForm {
+    #[serde(default)]
     csrf: String,
     name: String,
 }
