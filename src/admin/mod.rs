@@ -6,11 +6,13 @@
 //! fills in). It reads the edge's state; it never changes SIP behaviour on
 //! its own, and it never imports `server`.
 
+pub mod api;
 pub mod auth;
 pub mod console;
 mod cvi;
 mod media;
 mod metrics;
+pub mod service;
 mod state;
 
 use std::sync::Arc;
@@ -148,6 +150,7 @@ pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: Cance
         .route("/cvi", get(cvi::cvi_status))
         .route("/cvi/drain", axum::routing::post(cvi::cvi_drain))
         .route("/cvi/{id}", get(cvi::cvi_instructions))
+        .merge(api::routes())
         .merge(console::routes())
         .with_state(state);
     // The peer's address: the CVI instructions pages count wrong IDs per source.

@@ -31,6 +31,10 @@ pub struct EdgeState {
     pub dialling: Dialling,
     /// The admin listener serves TLS: console cookies are marked Secure.
     pub admin_tls: bool,
+    /// What the shared operations (`admin::service`) need from the
+    /// configuration: test-federation's TLS and identity, CVI enrolment
+    /// domains, the listeners.
+    pub ops: super::service::Ops,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

@@ -137,7 +137,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     } else {
         None
     };
-    let state = Arc::new(edge_state(&cfg, &shared, &core, cvi));
+    let mut state = edge_state(&cfg, &shared, &core, cvi);
+    state.ops.listeners = listeners(&[
+        ("federation", "tls", fed_addr),
+        ("internal", "udp+tcp", int_addr),
+        ("admin", "http", admin_addr),
+    ]);
+    let state = Arc::new(state);
     tasks.spawn(admin::serve(admin_listener, state, shared.shutdown.clone()));
 
     info!(role = "federation", transport = "tls", addr = %fed_addr, fqdn = %cfg.federation.fqdn, "listening");
@@ -351,6 +357,50 @@ fn edge_state(
         dialling: dialling(cfg),
         // Set by the public-listener work when `[admin] tls` is on.
         admin_tls: false,
+        ops: ops(cfg),
+    }
+}
+
+fn listeners(
+    bound: &[(&str, &str, std::net::SocketAddr)],
+) -> Vec<crate::admin::service::ListenerView> {
+    bound
+        .iter()
+        .map(
+            |(role, transport, addr)| crate::admin::service::ListenerView {
+                role: role.to_string(),
+                transport: transport.to_string(),
+                addr: addr.to_string(),
+            },
+        )
+        .collect()
+}
+
+/// What the API's shared operations need from the configuration (the
+/// listeners are added once bound).
+fn ops(cfg: &Config) -> crate::admin::service::Ops {
+    let probe_tls = crate::sip::transport::tls::client_config(&tls_files(cfg))
+        .map_err(|e| warn!(error = %e, "test-federation through the API is unavailable"))
+        .ok();
+    crate::admin::service::Ops {
+        probe_tls,
+        me: Some(crate::federation::probe::Me {
+            fqdn: cfg.federation.fqdn.clone(),
+            port: cfg.federation.listen.port(),
+            address: format!(
+                "sip:{}@{}",
+                cfg.policy.test_user,
+                cfg.federation
+                    .home_domains
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or(&cfg.federation.fqdn)
+            ),
+        }),
+        probe_timeout: std::time::Duration::from_secs(10),
+        organiser_domains: cfg.cvi.organiser_domains.clone(),
+        meeting_lifetime: cfg.cvi.meeting_lifetime,
+        ..Default::default()
     }
 }
 

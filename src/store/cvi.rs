@@ -114,6 +114,20 @@ impl Store {
         Ok(row.as_ref().map(organiser_of).transpose()?)
     }
 
+    /// Every organiser, enrolled or withdrawn, by address (the API's and
+    /// the console's list).
+    pub async fn cvi_organisers(&self) -> Result<Vec<Organiser>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT email, org_name, ods_code, enrolled_at, enrolled_by, withdrawn_at FROM cvi_organisers ORDER BY email",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(organiser_of)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// A new meeting for an enrolled organiser, with an ID from `new_id`
     /// that no other meeting has.
     pub async fn cvi_create_meeting(
