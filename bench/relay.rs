@@ -340,9 +340,10 @@ fn transactions(relay: &Relay) -> String {
     let Ok(mut s) = std::net::TcpStream::connect(a) else {
         return "?".into();
     };
+    let token = fedge_testkit::admin::token_for(a).unwrap_or_default();
     let _ = write!(
         s,
-        "GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        "GET /health HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
     let mut r = String::new();
     let _ = s.read_to_string(&mut r);

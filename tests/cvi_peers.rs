@@ -1058,8 +1058,8 @@ fn a_full_node_answers_503_with_retry_after_and_drains_on_request() {
     assert_ok("first call", &held.wait(LIMIT), &cvi.logs());
 
     // Draining: calls up finish, new ones are refused, --off resumes.
-    let cli = cvi.dir().join("admin.toml");
-    std::fs::write(&cli, format!("[admin]\nlisten = \"{}\"\n", cvi.edge.admin)).unwrap();
+    // The admin listener and the database (the CLI authenticates through it).
+    let cli = cvi.edge.cli_config("admin.toml");
     let out = fedge_ok(&cli, &["cvi", "drain"]);
     assert!(out.contains("CVI gateway draining"), "{out}");
     let mut third = RoomCall::new("test_call");

@@ -34,11 +34,10 @@ fn relayed_sdp_checks(kept: &str) -> (String, String) {
     )
 }
 
-/// A configuration for the CLI that names the edge's admin listener.
+/// A configuration for the CLI that names the edge's admin listener and
+/// its database (the CLI authenticates through it).
 fn cli_config(lab: &Lab) -> std::path::PathBuf {
-    let p = lab.dir().join("cli.toml");
-    std::fs::write(&p, format!("[admin]\nlisten = \"{}\"\n", lab.edge.admin)).unwrap();
-    p
+    lab.edge.cli_config("cli.toml")
 }
 
 /// One call: the caller (through `via`) and the callee (SIPp listening on

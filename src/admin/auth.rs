@@ -58,6 +58,17 @@ impl ApiError {
     pub fn internal(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, reason)
     }
+    /// 429 for a throttled login: the reason ends with "try again in N s",
+    /// which also becomes the Retry-After header.
+    pub fn throttled(wait: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed logins from this address or for this account: try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -68,6 +79,16 @@ impl IntoResponse for ApiError {
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer realm=\"fedge\""),
             );
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            && let Some(secs) = self
+                .reason
+                .rsplit_once("try again in ")
+                .and_then(|(_, t)| t.strip_suffix(" s"))
+                .and_then(|n| n.parse::<u64>().ok())
+        {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         r
     }
@@ -228,21 +249,41 @@ impl FromRequestParts<Arc<EdgeState>> for Actor {
 /// Checks a console login and opens a session. Returns the cookie value
 /// (set it with [`session_cookie`]) and the session. A wrong name or
 /// password, or an account that is not active, gets one answer (401).
-/// `source` is the client's address (throttling and logs).
+/// `source` is the client's address: failures are counted per source and
+/// per name ([`super::throttle`]); past the limit the answer is 429
+/// without a password check.
 pub async fn login(
     state: &EdgeState,
     name: &str,
     password: &str,
     source: std::net::IpAddr,
 ) -> Result<(String, crate::store::Session), ApiError> {
+    let account = check_login(state, name, password, source).await?;
+    let (cookie, session) = state.store.open_session(&account).await?;
+    tracing::info!(account = %account.name, %source, "console login");
+    Ok((cookie, session))
+}
+
+/// The password check of [`login`] (and of a password change), throttled:
+/// the account, or 401 / 429.
+pub async fn check_login(
+    state: &EdgeState,
+    name: &str,
+    password: &str,
+    source: std::net::IpAddr,
+) -> Result<Account, ApiError> {
+    let throttle = super::throttle::logins();
+    if let Err(wait) = throttle.check(source, name) {
+        return Err(ApiError::throttled(wait));
+    }
     match state.store.check_password(name, password).await? {
         Some(account) => {
-            let (cookie, session) = state.store.open_session(&account).await?;
-            tracing::info!(account = %account.name, %source, "console login");
-            Ok((cookie, session))
+            throttle.succeeded(name);
+            Ok(account)
         }
         None => {
-            warn!(account = %name, %source, "console login refused: wrong name or password");
+            throttle.failed(source, name);
+            tracing::info!(account = %name, %source, "login refused: wrong name or password");
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "wrong account name or password",

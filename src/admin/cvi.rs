@@ -1,7 +1,8 @@
 //! The CVI gateway's admin endpoints: its calls and counters, its drain
 //! switch, and the dialling instructions pages (`/cvi/<id>`).
 //!
-//! Owns `/cvi`, `/cvi/drain` and `/cvi/{id}`. It never places or ends
+//! Owns `/cvi` (operator or viewer), `/cvi/drain` (operator) and
+//! `/cvi/{id}` (public: the dialling page a room's user opens). It never places or ends
 //! calls and never changes a meeting.
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 use tracing::warn;
 
+use super::auth::{Actor, ApiError};
 use super::state::{DrainQuery, EdgeState};
 
 /// `GET /cvi/{id}`: a meeting's alternate VTC dialling instructions (HTML).
@@ -112,13 +114,15 @@ fn cvi_off() -> (axum::http::StatusCode, Json<Value>) {
 /// `GET /cvi`: the gateway's calls, capacity and counters.
 pub(super) async fn cvi_status(
     State(state): State<Arc<EdgeState>>,
-) -> (axum::http::StatusCode, Json<Value>) {
+    actor: Actor,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    actor.require_node_view()?;
     let Some(g) = &state.cvi else {
-        return cvi_off();
+        return Ok(cvi_off());
     };
     let s = &g.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    (
+    Ok((
         axum::http::StatusCode::OK,
         Json(json!({
             "calls": g.live(),
@@ -141,20 +145,23 @@ pub(super) async fn cvi_status(
             },
             "media": g.relay.list(),
         })),
-    )
+    ))
 }
 
 /// `POST /cvi/drain[?on=false]`: the gateway stops (or resumes) taking calls.
 pub(super) async fn cvi_drain(
     State(state): State<Arc<EdgeState>>,
+    actor: Actor,
+    headers: axum::http::HeaderMap,
     axum::extract::Query(q): axum::extract::Query<DrainQuery>,
-) -> (axum::http::StatusCode, Json<Value>) {
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    super::require_drain(&actor, &headers)?;
     let Some(g) = &state.cvi else {
-        return cvi_off();
+        return Ok(cvi_off());
     };
     g.set_draining(q.on.unwrap_or(true));
-    (
+    Ok((
         axum::http::StatusCode::OK,
         Json(json!({"draining": g.draining(), "calls": g.live()})),
-    )
+    ))
 }

@@ -1,7 +1,7 @@
 //! The federation media relay's admin endpoints: its live sessions and
 //! its drain switch.
 //!
-//! Owns `/media` and `/media/drain`. It never opens or closes relay
+//! Owns `/media` (operator or viewer) and `/media/drain` (operator). It never opens or closes relay
 //! sessions itself.
 
 use std::sync::Arc;
@@ -10,13 +10,16 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use super::auth::{Actor, ApiError};
 use super::state::{DrainQuery, EdgeState};
 
 /// `GET /media`: the relay's live sessions with their counters.
 pub(super) async fn media_sessions(
     State(state): State<Arc<EdgeState>>,
-) -> (axum::http::StatusCode, Json<Value>) {
-    match &state.media {
+    actor: Actor,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    actor.require_node_view()?;
+    Ok(match &state.media {
         Some(r) => (
             axum::http::StatusCode::OK,
             Json(json!({
@@ -32,15 +35,18 @@ pub(super) async fn media_sessions(
             axum::http::StatusCode::NOT_FOUND,
             Json(json!({"error": "the media relay is not enabled ([media] enabled = false)"})),
         ),
-    }
+    })
 }
 
 /// `POST /media/drain[?on=false]`: stop (or resume) taking new calls.
 pub(super) async fn media_drain(
     State(state): State<Arc<EdgeState>>,
+    actor: Actor,
+    headers: axum::http::HeaderMap,
     axum::extract::Query(q): axum::extract::Query<DrainQuery>,
-) -> (axum::http::StatusCode, Json<Value>) {
-    match &state.media {
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    super::require_drain(&actor, &headers)?;
+    Ok(match &state.media {
         Some(r) => {
             r.set_draining(q.on.unwrap_or(true));
             (
@@ -52,5 +58,5 @@ pub(super) async fn media_drain(
             axum::http::StatusCode::NOT_FOUND,
             Json(json!({"error": "the media relay is not enabled ([media] enabled = false)"})),
         ),
-    }
+    })
 }

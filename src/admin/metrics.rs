@@ -2,7 +2,8 @@
 //! format, one group per part of the edge (SIP and registry, media relay,
 //! CVI gateway).
 //!
-//! Owns the metric names and help texts. It only reads counters; it never
+//! Needs the operator or viewer role (a Prometheus scraper uses a viewer
+//! token). Owns the metric names and help texts. It only reads counters; it never
 //! resets or changes them.
 
 use std::sync::Arc;
@@ -25,7 +26,9 @@ fn load(a: &AtomicU64) -> f64 {
 /// `GET /metrics`: counters and gauges in the Prometheus text format.
 pub(super) async fn metrics(
     State(state): State<Arc<EdgeState>>,
-) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    actor: super::auth::Actor,
+) -> Result<([(axum::http::header::HeaderName, &'static str); 1], String), super::auth::ApiError> {
+    actor.require_node_view()?;
     let mut extra = sip_gauges(&state);
     if let Some(r) = &state.media {
         extra.extend(media_gauges(r));
@@ -33,13 +36,13 @@ pub(super) async fn metrics(
     if let Some(g) = &state.cvi {
         extra.extend(cvi_gauges(g));
     }
-    (
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
         state.metrics.render(&extra),
-    )
+    ))
 }
 
 /// Connections, transactions, SIP counters and the registry.

@@ -2,6 +2,10 @@
 //! and the CVI gateway's state and drain switches, and the CVI dialling
 //! instructions pages (`/cvi/<id>`).
 //!
+//! Every route but `/cvi/<id>` needs an [`Actor`]: reads the operator or
+//! viewer role, changes (drains, reload) the operator role and, for a
+//! console session, its CSRF token.
+//!
 //! Owns the HTTP surface and its state type ([`EdgeState`], which `server`
 //! fills in). It reads the edge's state; it never changes SIP behaviour on
 //! its own, and it never imports `server`.
@@ -14,6 +18,7 @@ mod media;
 mod metrics;
 pub mod service;
 mod state;
+mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,20 +33,25 @@ use tracing::warn;
 
 pub use state::EdgeState;
 
+use auth::{Actor, ApiError};
+
 /// `GET /`: what the admin listener serves, so that a person who opens
 /// its address in a browser finds the rest.
 async fn index(
     State(state): State<Arc<EdgeState>>,
     headers: axum::http::HeaderMap,
+    actor: Result<Actor, ApiError>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    // A browser goes to the console, which asks it to log in.
     if console::wants_html(&headers) {
         return axum::response::Redirect::to("/console/").into_response();
     }
-    index_json(&state).into_response()
+    index_json(&state, actor).into_response()
 }
 
-fn index_json(state: &EdgeState) -> Json<Value> {
+fn index_json(state: &EdgeState, actor: Result<Actor, ApiError>) -> Result<Json<Value>, ApiError> {
+    actor?.require_node_view()?;
     let mut endpoints = vec![
         json!({"path": "/health", "method": "GET", "what": "liveness, load and SIP counters"}),
         json!({"path": "/registry", "method": "GET", "what": "the partners this node enforces"}),
@@ -57,18 +67,22 @@ fn index_json(state: &EdgeState) -> Json<Value> {
             json!({"path": "/cvi/{id}", "method": "GET", "what": "a meeting's dialling instructions page"}),
         ]);
     }
-    Json(json!({
+    Ok(Json(json!({
         "service": "fedge admin",
         "fqdn": state.fqdn,
         "version": env!("CARGO_PKG_VERSION"),
         "cvi": state.cvi.is_some(),
         "endpoints": endpoints,
-    }))
+    })))
 }
 
 /// `GET /health`: liveness plus a few counters.
-async fn health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
-    Json(json!({
+async fn health(
+    State(state): State<Arc<EdgeState>>,
+    actor: Actor,
+) -> Result<Json<Value>, ApiError> {
+    actor.require_node_view()?;
+    Ok(Json(json!({
         "status": "ok",
         "fqdn": state.fqdn,
         "version": env!("CARGO_PKG_VERSION"),
@@ -94,11 +108,15 @@ async fn health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
             "loops": state.proxy.stats.loops.load(Ordering::Relaxed),
             "foreign_dialog": state.proxy.stats.foreign_dialog.load(Ordering::Relaxed),
         },
-    }))
+    })))
 }
 
 /// `GET /registry`: the registry snapshot this node enforces right now.
-async fn registry(State(state): State<Arc<EdgeState>>) -> Json<Value> {
+async fn registry(
+    State(state): State<Arc<EdgeState>>,
+    actor: Actor,
+) -> Result<Json<Value>, ApiError> {
+    actor.require_node_view()?;
     let snap = state.registry.snapshot();
     let mut partners: Vec<Value> = snap
         .partners()
@@ -113,7 +131,9 @@ async fn registry(State(state): State<Arc<EdgeState>>) -> Json<Value> {
         })
         .collect();
     partners.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Json(json!({ "version": snap.version, "partners": partners }))
+    Ok(Json(
+        json!({ "version": snap.version, "partners": partners }),
+    ))
 }
 
 /// `POST /registry/reload`: reloads the registry from the store now (the
@@ -121,8 +141,11 @@ async fn registry(State(state): State<Arc<EdgeState>>) -> Json<Value> {
 /// partner that left `enabled` refused, before the command returns).
 async fn registry_reload(
     State(state): State<Arc<EdgeState>>,
-) -> (axum::http::StatusCode, Json<Value>) {
-    match state.registry.reload(&state.store).await {
+    actor: Actor,
+    headers: axum::http::HeaderMap,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    require_drain(&actor, &headers)?;
+    Ok(match state.registry.reload(&state.store).await {
         Ok(version) => (
             axum::http::StatusCode::OK,
             Json(json!({ "version": version })),
@@ -134,7 +157,17 @@ async fn registry_reload(
                 Json(json!({ "error": e.to_string() })),
             )
         }
-    }
+    })
+}
+
+/// What a state-changing node route asks of its caller: the operator
+/// role and, for a console session, its CSRF token in `X-CSRF-Token`.
+pub(crate) fn require_drain(
+    actor: &Actor,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    actor.require_change()?;
+    actor.check_csrf(headers.get(auth::CSRF_HEADER).and_then(|v| v.to_str().ok()))
 }
 
 /// Serves the admin API until shutdown.

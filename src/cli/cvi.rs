@@ -3,7 +3,6 @@
 //! success is printed); `status` and `drain` talk to the running edge
 //! through its admin listener.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -313,7 +312,9 @@ pub async fn run(cmd: CviCmd, cfg: &Config, store: &Store) -> Result<(), Failure
             }
             Ok(())
         }
-        CviCmd::Status { .. } | CviCmd::Drain { .. } => admin(cmd, cfg.admin.listen),
+        CviCmd::Status { .. } | CviCmd::Drain { .. } => {
+            Err(Failure::runtime("status and drain ask the running edge"))
+        }
     }
 }
 
@@ -326,7 +327,7 @@ pub fn command(cmd: CviCmd, cfg: &Config) -> Result<(), Failure> {
     } else {
         // The running edge's gateway is off: its configuration's matter,
         // exit code 2 (1 is for failures).
-        admin(cmd, cfg.admin.listen).map_err(|f| {
+        admin(cmd, cfg).map_err(|f| {
             if f.msg.contains("CVI gateway is not enabled") {
                 Failure::usage(f.msg)
             } else {
@@ -341,12 +342,13 @@ fn needs_store(cmd: &CviCmd) -> bool {
     !matches!(cmd, CviCmd::Status { .. } | CviCmd::Drain { .. })
 }
 
-/// `status` and `drain`, through the admin listener.
-pub fn admin(cmd: CviCmd, admin: SocketAddr) -> Result<(), Failure> {
+/// `status` and `drain`, through the admin listener (authenticated as
+/// `fedge media` is).
+pub fn admin(cmd: CviCmd, cfg: &Config) -> Result<(), Failure> {
     use super::media::call;
     match cmd {
         CviCmd::Status { json } => {
-            let v = call(admin, "GET", "/cvi")?;
+            let v = call(cfg, "GET", "/cvi")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 return Ok(());
@@ -381,7 +383,7 @@ pub fn admin(cmd: CviCmd, admin: SocketAddr) -> Result<(), Failure> {
             } else {
                 "/cvi/drain"
             };
-            let v = call(admin, "POST", path)?;
+            let v = call(cfg, "POST", path)?;
             if v["draining"] == true {
                 println!(
                     "CVI gateway draining: no new calls; {} call(s) still up",

@@ -1,13 +1,15 @@
 //! `fedge media`: the running edge's media relay, through its admin
 //! listener (the relay's sessions live in the edge process, not in the
 //! database): list live sessions with their counters, start or stop
-//! draining.
+//! draining. Authenticates with a node token from the database, or
+//! `FEDGE_TOKEN` (see `cli/notify.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use clap::Subcommand;
+use fedge::config::Config;
 use serde_json::Value;
 
 use super::failure::Failure;
@@ -28,8 +30,45 @@ pub enum MediaCmd {
     },
 }
 
+/// One authenticated HTTP/1.1 exchange with the admin listener named in
+/// `cfg`: a token from [`super::notify::admin_token`] (the database in
+/// `cfg`), given back after the exchange. The body as JSON.
+pub(crate) fn call(cfg: &Config, method: &str, path: &str) -> Result<Value, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
+    let no_token = |e: fedge::store::StoreError| {
+        Failure::runtime(format!(
+            "cannot authenticate to the edge's admin listener: the database ({}) gave no token: {e}; \
+             or set FEDGE_TOKEN to an operator's API token",
+            fedge::store::redact_url(&cfg.store.url)
+        ))
+    };
+    let (store, token) = rt.block_on(async {
+        if std::env::var("FEDGE_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
+            // No database needed.
+            let t = std::env::var("FEDGE_TOKEN").unwrap_or_default();
+            return Ok((None, super::notify::AdminToken::Given(t.trim().to_string())));
+        }
+        let store = fedge::store::Store::open(&cfg.store.url)
+            .await
+            .map_err(no_token)?;
+        let token = super::notify::admin_token(&store).await.map_err(no_token)?;
+        Ok::<_, Failure>((Some(store), token))
+    })?;
+    let result = exchange(cfg.admin.listen, method, path, token.value());
+    if let Some(store) = store {
+        rt.block_on(async {
+            super::notify::give_back(&store, token).await;
+            store.close().await;
+        });
+    }
+    result
+}
+
 /// One HTTP/1.1 exchange with the admin listener; the body as JSON.
-pub(crate) fn call(admin: SocketAddr, method: &str, path: &str) -> Result<Value, Failure> {
+fn exchange(admin: SocketAddr, method: &str, path: &str, token: &str) -> Result<Value, Failure> {
     let addr = if admin.ip().is_unspecified() {
         SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), admin.port())
     } else {
@@ -45,7 +84,7 @@ pub(crate) fn call(admin: SocketAddr, method: &str, path: &str) -> Result<Value,
         .map_err(unreachable)?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(unreachable)?;
     let mut resp = String::new();
@@ -64,10 +103,10 @@ pub(crate) fn call(admin: SocketAddr, method: &str, path: &str) -> Result<Value,
     v.map_err(|e| Failure::runtime(format!("{addr}: not JSON: {e}")))
 }
 
-pub fn run(cmd: MediaCmd, admin: SocketAddr) -> Result<(), Failure> {
+pub fn run(cmd: MediaCmd, cfg: &Config) -> Result<(), Failure> {
     match cmd {
         MediaCmd::List { json } => {
-            let v = call(admin, "GET", "/media")?;
+            let v = call(cfg, "GET", "/media")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 return Ok(());
@@ -112,7 +151,7 @@ pub fn run(cmd: MediaCmd, admin: SocketAddr) -> Result<(), Failure> {
             Ok(())
         }
         MediaCmd::Drain { off } => {
-            let v = call(admin, "POST", &format!("/media/drain?on={}", !off))?;
+            let v = call(cfg, "POST", &format!("/media/drain?on={}", !off))?;
             println!(
                 "media relay {}; {} session(s) live",
                 if v["draining"] == true {

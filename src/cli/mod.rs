@@ -159,7 +159,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dns { cmd } => dns::run(cmd, &load_config(&path)?),
         Command::Cvi { cmd } => cvi::command(cmd, &load_config(&path)?),
         Command::Firewall => firewall::run(&load_config(&path)?, &path),
-        Command::Media { cmd } => media::run(cmd, load_config(&path)?.admin.listen),
+        Command::Media { cmd } => media::run(cmd, &load_config(&path)?),
         Command::TestFederation { domain, timeout } => {
             test_federation::run(&load_config(&path)?, domain, timeout)
         }

@@ -3,19 +3,66 @@
 //! that a change is enforced (a suspended partner refused, its connections
 //! closed) before the command that made it returns.
 //!
-//! Owns that one request. It never fails the command: the change is
-//! already committed, and an edge that is not running, or not reachable,
-//! applies it at its next `[store] poll_interval`.
+//! The admin listener wants an account: the command line, which has the
+//! database (and whoever can write it can do anything already), issues
+//! itself a token of the built-in node account (`fedge-node`) valid for
+//! [`NODE_TOKEN_LIFETIME`], and deletes it after the request (decision
+//! D81). `FEDGE_TOKEN` in the environment is sent instead when set.
+//!
+//! Owns that one request and the CLI's node tokens. It never fails the
+//! command: the change is already committed, and an edge that is not
+//! running, or not reachable, applies it at its next `[store]
+//! poll_interval`. It never prints a token.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fedge::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// How long a node token the CLI issues itself lives, at most.
+pub const NODE_TOKEN_LIFETIME: time::Duration = time::Duration::seconds(60);
+
+/// A token for the admin listener: `FEDGE_TOKEN`, or a node token (to be
+/// given back to [`give_back`]).
+pub(crate) enum AdminToken {
+    Given(String),
+    Node(String),
+}
+
+impl AdminToken {
+    pub(crate) fn value(&self) -> &str {
+        match self {
+            AdminToken::Given(t) | AdminToken::Node(t) => t,
+        }
+    }
+}
+
+/// The token this command sends to the admin listener.
+pub(crate) async fn admin_token(store: &Store) -> Result<AdminToken, fedge::store::StoreError> {
+    if let Some(t) = std::env::var("FEDGE_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        return Ok(AdminToken::Given(t.trim().to_string()));
+    }
+    store
+        .node_token(NODE_TOKEN_LIFETIME)
+        .await
+        .map(AdminToken::Node)
+}
+
+/// Deletes a node token after use (it would expire on its own anyway).
+pub(crate) async fn give_back(store: &Store, token: AdminToken) {
+    if let AdminToken::Node(t) = token {
+        let _ = store.drop_node_token(&t).await;
+    }
+}
+
 /// Asks the edge at `admin` to reload its registry now; waits at most a
 /// few seconds. Says on stderr when an edge answered but could not.
-pub async fn registry_changed(admin: SocketAddr) {
+pub async fn registry_changed(admin: SocketAddr, store: &Store) {
     if admin.port() == 0 {
         return; // an ephemeral admin port cannot be found from the configuration
     }
@@ -32,8 +79,18 @@ pub async fn registry_changed(admin: SocketAddr) {
     else {
         return; // no edge running here: it loads the registry when it starts
     };
+    let token = match admin_token(store).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "note: cannot authenticate to the edge at {target} ({e}); it applies the change at its next poll"
+            );
+            return;
+        }
+    };
     let request = format!(
-        "POST /registry/reload HTTP/1.1\r\nHost: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /registry/reload HTTP/1.1\r\nHost: {target}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        token.value()
     );
     let exchange = async {
         tcp.write_all(request.as_bytes()).await?;
@@ -41,7 +98,9 @@ pub async fn registry_changed(admin: SocketAddr) {
         tcp.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)
     };
-    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+    let outcome = tokio::time::timeout(Duration::from_secs(5), exchange).await;
+    give_back(store, token).await;
+    match outcome {
         Ok(Ok(answer)) if answer.starts_with(b"HTTP/1.1 200") => {}
         Ok(Ok(answer)) => {
             let line = String::from_utf8_lossy(&answer);

@@ -210,7 +210,7 @@ pub async fn run(cmd: PartnerCmd, store: &Store, admin: SocketAddr) -> Result<()
     );
     apply(cmd, store).await?;
     if changes {
-        super::notify::registry_changed(admin).await;
+        super::notify::registry_changed(admin, store).await;
     }
     Ok(())
 }

@@ -138,8 +138,18 @@ impl Account {
     }
 }
 
+/// The built-in operator account the node's own CLI acts as on the admin
+/// listener (short-lived tokens only, never a password); no person may
+/// take its name.
+pub const NODE_ACCOUNT: &str = "fedge-node";
+
 /// Why an account name is refused.
 pub fn name_problem(name: &str) -> Option<String> {
+    if name == NODE_ACCOUNT {
+        return Some(format!(
+            "the account name {NODE_ACCOUNT} is reserved for the node's own command line"
+        ));
+    }
     if name.is_empty() || name.len() > 254 {
         return Some("an account name has 1 to 254 characters".into());
     }
@@ -194,6 +204,7 @@ mod tests {
     fn names_and_passwords_are_checked() {
         assert!(name_problem("ops.alice").is_none());
         assert!(name_problem("a b").is_some());
+        assert!(name_problem(NODE_ACCOUNT).is_some());
         assert!(password_problem("short").is_some());
         assert!(password_problem("correct horse battery").is_none());
     }

@@ -19,7 +19,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::audit::{self, Kind, NewEntry};
 use super::{Store, StoreError, now_rfc3339};
-use crate::model::account::{Account, AccountState, Role, name_problem, password_problem};
+use crate::model::account::{
+    Account, AccountState, NODE_ACCOUNT, Role, name_problem, password_problem,
+};
 
 /// How long a console session lasts without a new login.
 pub const SESSION_LIFETIME: time::Duration = time::Duration::hours(8);
@@ -214,6 +216,19 @@ impl Store {
         if let Some(p) = name_problem(name) {
             return Err(StoreError::Invalid(p));
         }
+        self.insert_account_row(name, role, partner_id, state, actor)
+            .await
+    }
+
+    /// [`Self::insert_account`] without the name check (the node account).
+    async fn insert_account_row(
+        &self,
+        name: &str,
+        role: Role,
+        partner_id: Option<&str>,
+        state: AccountState,
+        actor: &str,
+    ) -> Result<Account, StoreError> {
         match (role, partner_id) {
             (Role::Partner, None) => {
                 return Err(StoreError::Invalid(
@@ -295,6 +310,11 @@ impl Store {
         actor: &str,
         action: &str,
     ) -> Result<Credentials, StoreError> {
+        if name == NODE_ACCOUNT {
+            return Err(StoreError::Invalid(format!(
+                "{NODE_ACCOUNT} has no password: the node's command line issues its own tokens"
+            )));
+        }
         let password = new_password();
         let phc = hash_password(password.clone()).await?;
         let token = new_secret("fdg_");
@@ -510,6 +530,11 @@ impl Store {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<Account, StoreError> {
+        if name == NODE_ACCOUNT {
+            return Err(StoreError::Invalid(format!(
+                "{NODE_ACCOUNT} is the node's own command line: whoever can write the database acts as it"
+            )));
+        }
         let now = now_rfc3339();
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query("UPDATE accounts SET state = $1, updated_at = $2 WHERE name = $3")
@@ -606,5 +631,106 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Creates an active account with an API token and no console
+    /// password (a service account: a Prometheus scraper, a script, the
+    /// test lab). Returns the token once.
+    pub async fn add_token_account(
+        &self,
+        name: &str,
+        role: Role,
+        partner_id: Option<&str>,
+        label: &str,
+        actor: &str,
+    ) -> Result<Credentials, StoreError> {
+        let account = self
+            .insert_account(name, role, partner_id, AccountState::Active, actor)
+            .await?;
+        let token = self.issue_token(name, label, None, actor).await?;
+        Ok(Credentials {
+            account,
+            password: None,
+            token,
+        })
+    }
+
+    /// A token for the node's own command line (account
+    /// [`NODE_ACCOUNT`], created, and audited, the first time), valid for
+    /// `lifetime`; drop it with [`Self::drop_node_token`] after use.
+    /// Issuing it is not audited: it changes no account, and what the
+    /// command does is audited where it changes something. Expired node
+    /// tokens are removed on the way.
+    pub async fn node_token(&self, lifetime: time::Duration) -> Result<String, StoreError> {
+        match self.account(NODE_ACCOUNT).await? {
+            None => {
+                let made = self
+                    .insert_account_row(
+                        NODE_ACCOUNT,
+                        Role::Operator,
+                        None,
+                        AccountState::Active,
+                        "fedge",
+                    )
+                    .await;
+                match made {
+                    // Another command created it at the same moment.
+                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(a) if a.state != AccountState::Active => {
+                return Err(StoreError::Invalid(format!(
+                    "the node account {NODE_ACCOUNT} is {}",
+                    a.state
+                )));
+            }
+            Some(_) => {}
+        }
+        let now = now_rfc3339();
+        sqlx::query(
+            "DELETE FROM account_tokens WHERE account = $1 AND expires_at IS NOT NULL AND expires_at <= $2",
+        )
+        .bind(NODE_ACCOUNT)
+        .bind(&now)
+        .execute(&self.pool)
+        .await?;
+        let token = new_secret("fdg_");
+        sqlx::query(
+            "INSERT INTO account_tokens (token_hash, account, label, created_at, expires_at, revoked_at) \
+             VALUES ($1, $2, 'cli', $3, $4, NULL)",
+        )
+        .bind(secret_hash(&token))
+        .bind(NODE_ACCOUNT)
+        .bind(&now)
+        .bind(expiry(lifetime))
+        .execute(&self.pool)
+        .await?;
+        Ok(token)
+    }
+
+    /// Removes a token [`Self::node_token`] issued.
+    pub async fn drop_node_token(&self, token: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM account_tokens WHERE token_hash = $1 AND account = $2")
+            .bind(secret_hash(token))
+            .bind(NODE_ACCOUNT)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// How many active operator accounts a person holds (the node's own
+    /// account does not count): `fedge serve` says how to create the first.
+    pub async fn active_operators(&self) -> Result<i64, StoreError> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM accounts WHERE role = 'operator' AND state = 'active' AND name <> $1",
+        )
+        .bind(NODE_ACCOUNT)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        Ok(n)
     }
 }

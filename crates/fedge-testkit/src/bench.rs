@@ -146,11 +146,18 @@ pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Re
         .spawn()
         .unwrap();
     wait_port(fed);
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+    // The admin listener wants an account (its token goes with crate::admin::http).
+    let token = crate::admin::operator_token(
+        &format!("sqlite://{}/fedge.db", p.path().display()),
+        crate::edge::TESTKIT_OPERATOR,
+    );
+    crate::admin::register_token(admin, &token);
     Relay {
         child,
         fed: SocketAddr::from(([127, 0, 0, 1], fed)),
         group: false,
-        admin: Some(SocketAddr::from(([127, 0, 0, 1], admin))),
+        admin: Some(admin),
     }
 }
 

@@ -23,7 +23,15 @@ pub struct Edge {
     pub cvi_tls: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     pub config_path: PathBuf,
+    /// The edge's database (`[store] url`).
+    pub store_url: String,
+    /// An operator's API token (account [`TESTKIT_OPERATOR`]), which the
+    /// admin helpers send to this edge's admin listener.
+    pub token: String,
 }
+
+/// The operator account [`Edge::start`] creates in every edge's database.
+pub const TESTKIT_OPERATOR: &str = "testkit-operator";
 
 /// The `fedge` binary cargo built beside the running test or benchmark:
 /// `CARGO_BIN_EXE_fedge` when cargo sets it at run time, else `fedge` in
@@ -172,15 +180,24 @@ impl Edge {
                 break;
             }
         }
+        let admin = admin.expect("admin address");
+        let store_url = fedge::config::Config::load(&config_path)
+            .unwrap_or_else(|e| panic!("the edge's configuration: {}", e.0))
+            .store
+            .url;
+        let token = crate::admin::operator_token(&store_url, TESTKIT_OPERATOR);
+        crate::admin::register_token(admin, &token);
         Edge {
             child,
             federation: fed.expect("federation address"),
             internal: int.expect("internal address"),
-            admin: admin.expect("admin address"),
+            admin,
             cvi,
             cvi_tls,
             logs,
             config_path,
+            store_url,
+            token,
         }
     }
 
@@ -233,6 +250,7 @@ impl Edge {
 
 impl Drop for Edge {
     fn drop(&mut self) {
+        crate::admin::forget_token(self.admin);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -240,6 +258,28 @@ impl Drop for Edge {
 
 fn rand_suffix() -> String {
     format!("{:08x}", rand::random::<u32>())
+}
+
+/// A configuration for the CLI that names this edge's admin listener and
+/// its database (the CLI authenticates through the database), written as
+/// `name` beside the edge's configuration.
+impl Edge {
+    pub fn cli_config(&self, name: &str) -> PathBuf {
+        let p = self
+            .config_path
+            .parent()
+            .expect("the configuration's directory")
+            .join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[admin]\nlisten = \"{}\"\n\n[store]\nurl = \"{}\"\n",
+                self.admin, self.store_url
+            ),
+        )
+        .unwrap();
+        p
+    }
 }
 
 /// Runs the fedge CLI with a config file; returns (exit code, stdout, stderr).
