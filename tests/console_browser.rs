@@ -357,8 +357,29 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
     assert!(h.contains("fedge im-test"), "{h}");
     t.shot("partner-history").await;
     t.go("/console/node").await;
-    assert!(t.text("#switches").await.contains("Media relay"));
+    assert!(
+        t.text("#switches")
+            .await
+            .contains("Media relay taking new sessions")
+    );
+    assert!(t.text("#listeners").await.contains("federation"));
+    // A drain switch asks for confirmation (a checkbox, keyboard-reachable).
+    t.click("#confirm-media").await;
+    t.click("#drain-media button").await;
+    assert!(t.text("#flash").await.contains("media: draining"));
+    assert!(
+        t.text("#switches")
+            .await
+            .contains("Media relay draining: no new sessions")
+    );
     t.shot("node").await;
+    t.click("#confirm-media").await;
+    t.click("#drain-media button").await;
+    assert!(
+        t.text("#switches")
+            .await
+            .contains("Media relay taking new sessions")
+    );
 
     // The contact's requested account, activated: credentials shown once.
     t.go(&page).await;

@@ -51,6 +51,10 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/console/partners", get(partners::list))
         .route("/console/partners/{id}", get(partners::show))
         .route("/console/partners/{id}/verb", post(partners::verb))
+        .route(
+            "/console/partners/{id}/test",
+            post(partners::test_federation),
+        )
         .route("/console/accounts/activate", post(partners::activate))
         .route("/console/node", get(node::status))
         .route("/console/node/drain", post(node::drain))

@@ -5,7 +5,6 @@
 //! Owns that page and the drain form. It never closes connections or
 //! sessions; draining only stops new ones.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -17,6 +16,7 @@ use serde::Deserialize;
 use super::{Chrome, Who, csrf_ok, done, page, page_error};
 use crate::admin::EdgeState;
 use crate::admin::auth::ApiError;
+use crate::admin::service::{self, NodeStatus};
 
 /// A drain switch as shown.
 struct Switch {
@@ -24,7 +24,19 @@ struct Switch {
     label: &'static str,
     available: bool,
     draining: bool,
-    live: usize,
+    live: u64,
+}
+
+impl Switch {
+    fn of(what: &'static str, label: &'static str, v: &serde_json::Value, live: &str) -> Switch {
+        Switch {
+            what,
+            label,
+            available: v["enabled"].as_bool().unwrap_or(false),
+            draining: v["draining"].as_bool().unwrap_or(false),
+            live: v[live].as_u64().unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -32,62 +44,26 @@ struct Switch {
 struct NodePage {
     c: Chrome,
     may_change: bool,
-    fqdn: String,
-    version: &'static str,
     admin_tls: bool,
-    registry_version: i64,
-    connections: usize,
-    /// Peer certificate names (or "no certificate") and their connection count.
-    by_peer: Vec<(String, usize)>,
-    /// Media relay sessions per partner: (partner, sessions, port pairs).
-    media: Vec<(String, usize, usize)>,
+    n: NodeStatus,
     switches: Vec<Switch>,
 }
 
 /// `GET /console/node`.
 pub(super) async fn status(State(state): State<Arc<EdgeState>>, who: Who) -> Response {
-    if let Err(e) = who.actor.require_node_view() {
-        return page_error(&who, e);
-    }
-    let mut by_peer: BTreeMap<String, usize> = BTreeMap::new();
-    for c in state.connections.list() {
-        let key = match &c.identity {
-            Some(i) => i.names.join(", "),
-            None => format!("{:?} without a certificate", c.tag),
-        };
-        *by_peer.entry(key).or_insert(0) += 1;
-    }
-    let media = state
-        .media
-        .as_ref()
-        .map(|r| r.owners_use())
-        .unwrap_or_default();
+    let n = match service::node_status(&state, &who.actor) {
+        Ok(n) => n,
+        Err(e) => return page_error(&who, e),
+    };
     let switches = vec![
-        Switch {
-            what: "media",
-            label: "Media relay",
-            available: state.media.is_some(),
-            draining: state.media.as_ref().is_some_and(|r| r.draining()),
-            live: state.media.as_ref().map_or(0, |r| r.len()),
-        },
-        Switch {
-            what: "cvi",
-            label: "CVI gateway",
-            available: state.cvi.is_some(),
-            draining: state.cvi.as_ref().is_some_and(|g| g.draining()),
-            live: state.cvi.as_ref().map_or(0, |g| g.live()),
-        },
+        Switch::of("media", "Media relay", &n.media, "sessions"),
+        Switch::of("cvi", "CVI gateway", &n.cvi, "calls"),
     ];
     let t = NodePage {
         c: Chrome::new(&who, "Node status"),
         may_change: who.actor.account.role.may_change(),
-        fqdn: state.fqdn.clone(),
-        version: env!("CARGO_PKG_VERSION"),
         admin_tls: state.admin_tls,
-        registry_version: state.registry.snapshot().version,
-        connections: state.connections.len(),
-        by_peer: by_peer.into_iter().collect(),
-        media,
+        n,
         switches,
     };
     page(&who, &t)
@@ -118,23 +94,10 @@ pub(super) async fn drain(
             return Ok("Nothing changed: tick the confirmation box to switch.".to_string());
         }
         match f.what.as_str() {
-            "media" => {
-                let r = state
-                    .media
-                    .as_ref()
-                    .ok_or_else(|| ApiError::not_found("the media relay is not enabled"))?;
-                r.set_draining(on);
-            }
-            "cvi" => {
-                let g = state
-                    .cvi
-                    .as_ref()
-                    .ok_or_else(|| ApiError::not_found("the CVI gateway is not enabled"))?;
-                g.set_draining(on);
-            }
+            "media" => service::set_media_drain(&state, &who.actor, on)?,
+            "cvi" => service::set_cvi_drain(&state, &who.actor, on)?,
             other => return Err(ApiError::bad_request(format!("no drain switch {other:?}"))),
-        }
-        tracing::info!(account = %who.actor.name(), what = %f.what, on, "drain switched from the console");
+        };
         Ok(format!(
             "{}: {}",
             f.what,

@@ -23,9 +23,9 @@ use super::view::{
 use super::{Chrome, Who, csrf_ok, done, page, page_error, render};
 use crate::admin::EdgeState;
 use crate::admin::auth::ApiError;
+use crate::admin::service::{self, FederationTest, PartnerFilter, PartnerView, TrailView};
 use crate::model::account::{Account, AccountState};
-use crate::model::partner::{ALL_STATES, Partner, Verb};
-use crate::store::audit::Kind;
+use crate::model::partner::ALL_STATES;
 use crate::store::today;
 
 #[derive(Template)]
@@ -52,22 +52,22 @@ pub(super) async fn list(
     if let Err(e) = who.actor.require_node_view() {
         return page_error(&who, e);
     }
-    let all = match state.store.partners().await {
+    let all = match service::list_partners(&state, &who.actor, &PartnerFilter::default()).await {
         Ok(p) => p,
-        Err(e) => return page_error(&who, e.into()),
+        Err(e) => return page_error(&who, e),
     };
     let filter = q.state.unwrap_or_default();
     let filters = ALL_STATES
         .iter()
         .map(|s| {
-            let n = all.iter().filter(|p| p.state == *s).count();
+            let n = all.iter().filter(|p| p.state == s.as_str()).count();
             (s.as_str().to_string(), n)
         })
         .collect();
     let today = today();
     let rows: Vec<PartnerRow> = all
         .iter()
-        .filter(|p| filter.is_empty() || p.state.as_str() == filter)
+        .filter(|p| filter.is_empty() || p.state == filter)
         .map(|p| PartnerRow::of(p, &today))
         .collect();
     let t = ListPage {
@@ -92,91 +92,93 @@ struct ConnRow {
 struct PartnerPage {
     c: Chrome,
     may_change: bool,
-    p: Partner,
+    p: PartnerView,
     fields: Vec<(&'static str, String)>,
     warnings: Vec<String>,
     verbs: Vec<VerbButton>,
     history: Vec<HistoryRow>,
+    im_tests: Vec<TrailView>,
+    federation_tests: Vec<FederationTest>,
     conns: Vec<ConnRow>,
     counts: Vec<CountRow>,
     accounts: Vec<Account>,
 }
 
-/// Finds a partner by id, as the actor may see it (another partner's
-/// id gives the same 404 as an unknown one).
-async fn partner_for(state: &EdgeState, who: &Who, id: &str) -> Result<Partner, ApiError> {
-    who.actor.require_partner(id)?;
-    state
-        .store
-        .partners()
-        .await?
-        .into_iter()
-        .find(|p| p.id == id)
-        .ok_or_else(|| ApiError::not_found("no such partner"))
-}
-
-fn details(p: &Partner) -> Vec<(&'static str, String)> {
-    let d = &p.details;
-    let c = &d.contacts;
+fn details(p: &PartnerView) -> Vec<(&'static str, String)> {
+    let c = &p.contacts;
     let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "not recorded".into());
     vec![
-        ("Organisation", d.org_name.clone()),
-        ("Registration number", o(&d.org_reg_number)),
-        ("SIP domains", d.domains.join(", ")),
-        ("Edge FQDN", o(&d.edge_fqdn)),
-        ("Intended use", o(&d.usage_statement)),
+        ("Organisation", p.org_name.clone()),
+        ("Registration number", o(&p.org_reg_number)),
+        ("Address", o(&p.org_address)),
+        ("SIP domains", p.domains.join(", ")),
+        ("Edge FQDN", o(&p.edge_fqdn)),
+        ("Intended use", o(&p.usage_statement)),
         ("Technical contact", o(&c.tech_name)),
         ("Technical contact e-mail", o(&c.tech_email)),
         ("Technical contact SIP address", o(&c.tech_sip)),
         ("Single point of contact", o(&c.spoc_name)),
-        ("IG certification", o(&d.ig_level)),
-        ("IG certification expires", o(&d.ig_expires)),
-        ("CA pin", o(&d.ca_pin)),
+        ("Single point of contact e-mail", o(&c.spoc_email)),
+        ("IG certification", o(&p.ig_level)),
+        ("IG certification expires", o(&p.ig_expires)),
+        ("CA pin", o(&p.ca_pin)),
         ("Requested", p.requested_at.clone()),
         ("Federated (first enabled)", o(&p.federated_at)),
         ("Suspended", o(&p.suspended_at)),
+        ("Revoked", o(&p.revoked_at)),
     ]
 }
 
-/// `GET /console/partners/{id}`.
+/// The live federation connections whose certificate names this
+/// partner's edge (as the node status counts them).
+fn connections_of(state: &EdgeState, id: &str) -> Vec<ConnRow> {
+    let snap = state.registry.snapshot();
+    state
+        .connections
+        .list()
+        .into_iter()
+        .filter_map(|c| {
+            let idn = c.identity.as_ref()?;
+            crate::federation::identity::partners_named(&snap, idn)
+                .iter()
+                .any(|p| p.id == id)
+                .then(|| ConnRow {
+                    remote: c.remote.to_string(),
+                    local: c.local.to_string(),
+                    names: idn.names.join(", "),
+                })
+        })
+        .collect()
+}
+
+/// `GET /console/partners/{id}`: another partner's id gives the same 404
+/// as an unknown one.
 pub(super) async fn show(
     State(state): State<Arc<EdgeState>>,
     who: Who,
     Path(id): Path<String>,
 ) -> Response {
-    let p = match partner_for(&state, &who, &id).await {
-        Ok(p) => p,
+    let a = &who.actor;
+    let loaded = async {
+        let h = service::history(&state, a, &id).await?;
+        let tests = service::tests(&state, a, &id).await?;
+        // A partner account sees its own partner's accounts: its contacts.
+        let accounts = state.store.accounts_of_partner(&h.partner.id).await?;
+        Ok::<_, ApiError>((h, tests, accounts))
+    }
+    .await;
+    let (h, tests, accounts) = match loaded {
+        Ok(x) => x,
         Err(e) => return page_error(&who, e),
     };
-    let history = match state.store.audit_of(Kind::Partner, &p.id).await {
-        Ok(h) => h.iter().rev().map(HistoryRow::of).collect(),
-        Err(e) => return page_error(&who, e.into()),
-    };
-    // A partner account sees its own partner's accounts too: its contacts.
-    let accounts = match state.store.accounts_of_partner(&p.id).await {
-        Ok(a) => a,
-        Err(e) => return page_error(&who, e.into()),
-    };
-    let conns = match &p.details.edge_fqdn {
-        Some(fqdn) => state
-            .connections
-            .list()
-            .into_iter()
-            .filter_map(|c| {
-                let idn = c.identity.as_ref()?;
-                idn.matches(fqdn).then(|| ConnRow {
-                    remote: c.remote.to_string(),
-                    local: c.local.to_string(),
-                    names: idn.names.join(", "),
-                })
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let counts = partner_counts(&state.metrics.render(&[]), p.name());
-    let may_change = who.actor.account.role.may_change();
+    let p = h.partner;
+    let counts = partner_counts(
+        &state.metrics.render(&[]),
+        p.domains.first().map_or(p.id.as_str(), String::as_str),
+    );
+    let may_change = a.account.role.may_change();
     let t = PartnerPage {
-        c: Chrome::new(&who, p.details.org_name.clone()),
+        c: Chrome::new(&who, p.org_name.clone()),
         may_change,
         fields: details(&p),
         warnings: warnings(&p, &today()),
@@ -185,8 +187,10 @@ pub(super) async fn show(
         } else {
             Vec::new()
         },
-        history,
-        conns,
+        history: h.chain.iter().rev().map(HistoryRow::of).collect(),
+        im_tests: tests.im_tests.into_iter().rev().collect(),
+        federation_tests: tests.federation_tests.into_iter().rev().collect(),
+        conns: connections_of(&state, &p.id),
         counts,
         accounts,
         p,
@@ -204,6 +208,7 @@ pub(super) struct VerbForm {
 }
 
 /// `POST /console/partners/{id}/verb`: a lifecycle change with its reason.
+/// A refusal of the lifecycle rules (409) is noted on the partner page.
 pub(super) async fn verb(
     State(state): State<Arc<EdgeState>>,
     who: Who,
@@ -212,37 +217,67 @@ pub(super) async fn verb(
 ) -> Response {
     let r = async {
         csrf_ok(&who, &f.csrf)?;
-        who.actor.require_change()?;
-        let p = partner_for(&state, &who, &id).await?;
-        let verb: Verb = f
-            .verb
-            .parse()
-            .map_err(|e: crate::model::partner::UnknownVerb| {
-                ApiError::bad_request(e.to_string())
-            })?;
-        let reason = Some(f.reason.trim()).filter(|r| !r.is_empty());
-        let (after, from) = state
-            .store
-            .apply_verb(p.name(), verb, who.actor.name(), reason, false)
-            .await?;
-        if let Err(e) = state.registry.reload(&state.store).await {
-            tracing::warn!(error = %e, "registry reload after a console change failed");
-        }
+        let verb = service::parse_verb(&f.verb)?;
+        let o = service::apply_verb(
+            &state,
+            &who.actor,
+            &id,
+            verb,
+            Some(f.reason.as_str()),
+            false,
+        )
+        .await?;
+        let name = o.partner.domains.first().cloned().unwrap_or_default();
         Ok::<_, ApiError>(format!(
-            "{}: {} -> {} ({})",
-            after.name(),
-            from,
-            after.state,
-            verb
+            "{name}: {} -> {} ({verb})",
+            o.from, o.partner.state
         ))
     }
     .await;
+    let back = format!("/console/partners/{id}");
     match r {
-        Ok(note) => done(&format!("/console/partners/{id}"), &note),
-        Err(e) if e.status == StatusCode::CONFLICT => done(
-            &format!("/console/partners/{id}"),
-            &format!("Refused: {}", e.reason),
-        ),
+        Ok(note) => done(&back, &note),
+        Err(e) if e.status == StatusCode::CONFLICT => {
+            done(&back, &format!("Refused: {}", e.reason))
+        }
+        Err(e) => page_error(&who, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct TestForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /console/partners/{id}/test`: runs test-federation (DNS, TCP,
+/// mutual TLS, OPTIONS, an IM to the technical contact) and notes the result.
+pub(super) async fn test_federation(
+    State(state): State<Arc<EdgeState>>,
+    who: Who,
+    Path(id): Path<String>,
+    Form(f): Form<TestForm>,
+) -> Response {
+    let r = async {
+        csrf_ok(&who, &f.csrf)?;
+        service::test_federation(&state, &who.actor, &id, None).await
+    }
+    .await;
+    let back = format!("/console/partners/{id}");
+    match r {
+        Ok(t) => {
+            let failed = t.steps.iter().find(|s| !s.ok);
+            let note = match failed {
+                None if t.passed => format!("test-federation to {} passed", t.domain),
+                Some(s) => format!(
+                    "test-federation to {} failed at {}: {}",
+                    t.domain, s.name, s.detail
+                ),
+                None => format!("test-federation to {} did not finish", t.domain),
+            };
+            done(&back, &note)
+        }
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => done(&back, &e.reason),
         Err(e) => page_error(&who, e),
     }
 }

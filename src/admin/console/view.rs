@@ -4,8 +4,8 @@
 //! Owns the wording of warnings and badges (text, never colour alone).
 //! It never reads the store or the running edge itself.
 
-use crate::model::partner::{Partner, PartnerState, Verb};
-use crate::store::audit::ChainEntry;
+use crate::admin::service::{ChainView, PartnerView};
+use crate::model::partner::{PartnerState, Verb};
 
 /// Days before an expiry date when the console starts warning.
 pub const WARN_DAYS: i64 = 30;
@@ -22,14 +22,14 @@ pub struct PartnerRow {
 }
 
 impl PartnerRow {
-    pub fn of(p: &Partner, today: &str) -> PartnerRow {
+    pub fn of(p: &PartnerView, today: &str) -> PartnerRow {
         PartnerRow {
             id: p.id.clone(),
-            org: p.details.org_name.clone(),
-            domains: p.details.domains.join(", "),
-            state: p.state.as_str().to_string(),
+            org: p.org_name.clone(),
+            domains: p.domains.join(", "),
+            state: p.state.clone(),
             federated: p.federated_at.clone().unwrap_or_default(),
-            ig_expires: p.details.ig_expires.clone().unwrap_or_default(),
+            ig_expires: p.ig_expires.clone().unwrap_or_default(),
             warnings: warnings(p, today),
         }
     }
@@ -44,12 +44,12 @@ pub fn days_until(date: &str, today: &str) -> Option<i64> {
 }
 
 /// The expiry warnings of a partner, in words.
-pub fn warnings(p: &Partner, today: &str) -> Vec<String> {
+pub fn warnings(p: &PartnerView, today: &str) -> Vec<String> {
     let mut w = Vec::new();
-    if matches!(p.state, PartnerState::Revoked) {
+    if p.state == PartnerState::Revoked.as_str() {
         return w;
     }
-    match p.details.ig_expires.as_deref() {
+    match p.ig_expires.as_deref() {
         None => w.push("IG certification: no expiry date recorded".to_string()),
         Some(exp) => match days_until(exp, today) {
             Some(d) if d < 0 => w.push(format!("IG certification expired on {exp}")),
@@ -70,8 +70,11 @@ pub struct VerbButton {
     pub needs_reason: bool,
 }
 
-pub fn verb_buttons(p: &Partner) -> Vec<VerbButton> {
-    p.state
+pub fn verb_buttons(p: &PartnerView) -> Vec<VerbButton> {
+    let Ok(state) = p.state.parse::<PartnerState>() else {
+        return Vec::new();
+    };
+    state
         .next()
         .into_iter()
         .map(|(v, to)| VerbButton {
@@ -94,7 +97,7 @@ pub struct HistoryRow {
 }
 
 impl HistoryRow {
-    pub fn of(e: &ChainEntry) -> HistoryRow {
+    pub fn of(e: &ChainView) -> HistoryRow {
         let d: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
         let from = d["from_state"].as_str().unwrap_or("");
         let to = d["to_state"].as_str().unwrap_or("");
