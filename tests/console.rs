@@ -255,6 +255,52 @@ fn console_login_csrf_and_roles() {
     assert!(p.contains("<td>ops</td><td>agreement-sent</td>"), "{p}");
     assert!(p.contains("sent by e-mail"), "{p}");
 
+    // CVI: a CSV with a bad row enrols nothing and names the row's line.
+    let (_, _, cvi) = c.get("/console/cvi");
+    assert!(cvi.contains("id=\"no-organisers\""), "{cvi}");
+    let csv = "EmailAddress\nann.organiser@nhs.net\nnot-an-address\n";
+    let enrol = [
+        ("org", "Leeds Teaching Hospitals"),
+        ("ods", "RR8"),
+        ("teams_enabled", "yes"),
+        ("csv", csv),
+        ("csrf", csrf.as_str()),
+    ];
+    let (st, _, body) = c.post("/console/cvi/enrol", &enrol);
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body.contains("<th scope=\"row\">3</th>"),
+        "line 3 named: {body}"
+    );
+    assert!(body.contains("not-an-address"), "{body}");
+    assert!(
+        body.contains("id=\"no-organisers\""),
+        "nothing enrolled: {body}"
+    );
+    // Ticking "enrol the good rows" enrols the good one.
+    let mut partial = enrol.to_vec();
+    partial.push(("partial", "yes"));
+    let (st, _, body) = c.post("/console/cvi/enrol", &partial);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("ann.organiser@nhs.net</th>"), "{body}");
+    // A meeting: its page shows the invite text read-only, with a copy button.
+    let (st, hs, _) = c.post(
+        "/console/cvi/meetings",
+        &[
+            ("organiser", "ann.organiser@nhs.net"),
+            ("subject", "MDT"),
+            ("csrf", &csrf),
+        ],
+    );
+    assert_eq!(st, 303);
+    let to = header(&hs, "location").unwrap().to_string();
+    assert!(to.starts_with("/console/cvi/meetings/"), "{to}");
+    let (st, _, m) = c.get(&to);
+    assert_eq!(st, 200, "{m}");
+    assert!(m.contains("<textarea id=\"invite\" readonly"), "{m}");
+    assert!(m.contains("id=\"copy\""), "{m}");
+    assert!(m.contains("can be joined"), "{m}");
+
     // A viewer sees no change buttons, and its forged POST is refused.
     rt.block_on(store.add_account("watcher", Role::Viewer, None, "test"))
         .unwrap();
@@ -280,6 +326,12 @@ fn console_login_csrf_and_roles() {
     );
     assert_eq!(st, 403, "{body}");
     assert!(body.contains("may not change anything"), "{body}");
+    let (_, _, cv) = v.get("/console/cvi");
+    assert!(cv.contains("ann.organiser@nhs.net"), "{cv}");
+    assert!(
+        !cv.contains("id=\"enrol\""),
+        "a viewer gets no enrol form: {cv}"
+    );
     let (_, _, n) = v.get("/console/node");
     assert!(!n.contains("/console/node/drain"), "{n}");
     let (st, _, _) = v.post(

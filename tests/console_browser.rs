@@ -381,6 +381,45 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
             .contains("Media relay taking new sessions")
     );
 
+    // CVI: enrol an organiser from the form, then create a meeting.
+    t.go("/console/cvi").await;
+    t.fill("#org", "Leeds Teaching Hospitals").await;
+    t.fill("#ods", "RR8").await;
+    t.click("#teams_enabled").await;
+    t.fill(
+        "#csv",
+        "EmailAddress\nann.organiser@nhs.net\nnot-an-address",
+    )
+    .await;
+    t.click("#enrol button").await;
+    assert!(t.text("#row-errors").await.contains("3"));
+    t.shot("cvi-row-errors").await;
+    t.click("#partial").await;
+    t.click("#enrol button").await;
+    assert!(
+        t.text("#organisers")
+            .await
+            .contains("ann.organiser@nhs.net")
+    );
+    t.fill("#organiser", "ann.organiser@nhs.net").await;
+    t.fill("#subject", "Cardiology MDT").await;
+    t.click("#meeting button").await;
+    assert!(t.path().await.starts_with("/console/cvi/meetings/"));
+    let invite = t.c.find(Locator::Id("invite")).await.unwrap();
+    assert_eq!(
+        invite.attr("readonly").await.unwrap().as_deref(),
+        Some("true")
+    );
+    assert!(
+        invite
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .contains(&t.text("#conference-id").await)
+    );
+    t.shot("cvi-meeting").await;
+
     // The contact's requested account, activated: credentials shown once.
     t.go(&page).await;
     t.click("#activate-1").await;

@@ -8,6 +8,7 @@
 //! never shows a secret twice, and never writes to the store except
 //! through the store's audited methods.
 
+mod cvi;
 mod login;
 mod node;
 mod partners;
@@ -56,6 +57,11 @@ pub fn routes() -> Router<Arc<EdgeState>> {
             post(partners::test_federation),
         )
         .route("/console/accounts/activate", post(partners::activate))
+        .route("/console/cvi", get(cvi::show))
+        .route("/console/cvi/enrol", post(cvi::enrol))
+        .route("/console/cvi/withdraw", post(cvi::withdraw))
+        .route("/console/cvi/meetings", post(cvi::create_meeting))
+        .route("/console/cvi/meetings/{id}", get(cvi::meeting))
         .route("/console/node", get(node::status))
         .route("/console/node/drain", post(node::drain))
 }
