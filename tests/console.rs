@@ -84,6 +84,44 @@ fn csrf_of(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
+/// Every visible input and textarea has a label, headings start at h1 and
+/// never skip a level, the page declares its language, tables have headers.
+fn accessible(page: &str, html: &str) {
+    assert!(html.contains("<html lang=\"en\">"), "{page}: lang");
+    for tag in ["<input ", "<textarea "] {
+        for piece in html.split(tag).skip(1) {
+            let attrs = piece.split('>').next().unwrap();
+            if attrs.contains("type=\"hidden\"") {
+                continue;
+            }
+            let id = attrs
+                .split("id=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_else(|| panic!("{page}: a control without id: {attrs}"));
+            assert!(
+                html.contains(&format!("<label for=\"{id}\"")),
+                "{page}: control {id} has no label"
+            );
+        }
+    }
+    let mut last = 0;
+    for piece in html.split("<h").skip(1) {
+        let Some(level) = piece.chars().next().and_then(|c| c.to_digit(10)) else {
+            continue;
+        };
+        assert!(level <= last + 1, "{page}: h{level} after h{last}");
+        last = level;
+    }
+    assert!(last >= 1, "{page}: no heading");
+    let tables = html.matches("<table").count();
+    assert_eq!(
+        tables,
+        html.matches("<thead>").count(),
+        "{page}: a table without headers"
+    );
+}
+
 struct Console {
     addr: SocketAddr,
     cookie: String,
@@ -293,9 +331,12 @@ fn console_login_csrf_and_roles() {
         ],
     );
     assert_eq!(st, 303);
-    let to = header(&hs, "location").unwrap().to_string();
-    assert!(to.starts_with("/console/cvi/meetings/"), "{to}");
-    let (st, _, m) = c.get(&to);
+    let meeting_page = header(&hs, "location").unwrap().to_string();
+    assert!(
+        meeting_page.starts_with("/console/cvi/meetings/"),
+        "{meeting_page}"
+    );
+    let (st, _, m) = c.get(&meeting_page);
     assert_eq!(st, 200, "{m}");
     assert!(m.contains("<textarea id=\"invite\" readonly"), "{m}");
     assert!(m.contains("id=\"copy\""), "{m}");
@@ -346,6 +387,21 @@ fn console_login_csrf_and_roles() {
     assert_eq!(st, 403);
     let (_, _, p) = c.get(&format!("/console/partners/{id}"));
     assert!(p.contains("id=\"state\">agreement_sent<"), "{p}");
+
+    // Every page the operator and the viewer saw is accessible.
+    for path in [
+        "/console/login".to_string(),
+        "/console/password".to_string(),
+        "/console/partners".to_string(),
+        format!("/console/partners/{id}"),
+        "/console/cvi".to_string(),
+        meeting_page.clone(),
+        "/console/node".to_string(),
+    ] {
+        let (st, _, html) = c.get(&path);
+        assert_eq!(st, 200, "{path}: {html}");
+        accessible(&path, &html);
+    }
 
     // Logging out ends the session.
     let (st, _, _) = c.post("/console/logout", &[("csrf", &csrf)]);

@@ -113,12 +113,20 @@ impl HistoryRow {
         }
         HistoryRow {
             seq: e.seq,
-            at: e.at.clone(),
+            at: when(&e.at),
             actor: e.actor.clone(),
             action: e.action.clone(),
             change,
             reason,
         }
+    }
+}
+
+/// An RFC 3339 UTC time as people read it: `2026-12-03 15:28:17 UTC`.
+pub fn when(t: &str) -> String {
+    match (t.get(..10), t.get(11..19)) {
+        (Some(d), Some(h)) if t.ends_with('Z') => format!("{d} {h} UTC"),
+        _ => t.to_string(),
     }
 }
 
@@ -190,6 +198,12 @@ mod tests {
         assert_eq!(rows[0].rule, "rate");
         assert_eq!(rows[0].count, "3");
         assert_eq!(rows[1].rule, "passed");
+    }
+
+    #[test]
+    fn times_read_as_utc() {
+        assert_eq!(when("2026-12-03T15:28:17.540Z"), "2026-12-03 15:28:17 UTC");
+        assert_eq!(when("soon"), "soon");
     }
 
     #[test]
