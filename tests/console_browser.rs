@@ -159,6 +159,33 @@ impl Tab {
             .await
             .unwrap();
     }
+    /// Clicks a control that submits a form or follows a link, and waits
+    /// until the next page has replaced this one.
+    async fn submit(&self, css: &str) {
+        self.c
+            .execute("document.documentElement.dataset.old = '1'", vec![])
+            .await
+            .unwrap();
+        self.click(css).await;
+        let t0 = Instant::now();
+        loop {
+            let fresh = self
+                .c
+                .execute(
+                    "return document.readyState === 'complete' && !document.documentElement.dataset.old",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if fresh {
+                return;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "{css} led nowhere");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
     async fn path(&self) -> String {
         self.c.current_url().await.unwrap().path().to_string()
     }
@@ -183,17 +210,17 @@ impl Tab {
         self.fill("#current", old).await;
         self.fill("#new", new).await;
         self.fill("#again", new).await;
-        self.click("#change").await;
+        self.submit("#change").await;
         self.wait_path_not("/console/password").await;
     }
     async fn logout(&self) {
-        self.click(".who button").await;
+        self.submit(".who button").await;
         assert_eq!(self.path().await, "/console/login");
     }
     /// Applies a lifecycle verb from the partner page, with a reason.
     async fn verb(&self, verb: &str, reason: &str) -> String {
         self.fill(&format!("#reason-{verb}"), reason).await;
-        self.click(&format!("#verb-{verb} button")).await;
+        self.submit(&format!("#verb-{verb} button")).await;
         self.text("#flash").await
     }
 }
@@ -365,7 +392,7 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
     assert!(t.text("#listeners").await.contains("federation"));
     // A drain switch asks for confirmation (a checkbox, keyboard-reachable).
     t.click("#confirm-media").await;
-    t.click("#drain-media button").await;
+    t.submit("#drain-media button").await;
     assert!(t.text("#flash").await.contains("media: draining"));
     assert!(
         t.text("#switches")
@@ -374,7 +401,7 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
     );
     t.shot("node").await;
     t.click("#confirm-media").await;
-    t.click("#drain-media button").await;
+    t.submit("#drain-media button").await;
     assert!(
         t.text("#switches")
             .await
@@ -391,11 +418,11 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
         "EmailAddress\nann.organiser@nhs.net\nnot-an-address",
     )
     .await;
-    t.click("#enrol button").await;
+    t.submit("#enrol button").await;
     assert!(t.text("#row-errors").await.contains("3"));
     t.shot("cvi-row-errors").await;
     t.click("#partial").await;
-    t.click("#enrol button").await;
+    t.submit("#enrol button").await;
     assert!(
         t.text("#organisers")
             .await
@@ -403,7 +430,7 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
     );
     t.fill("#organiser", "ann.organiser@nhs.net").await;
     t.fill("#subject", "Cardiology MDT").await;
-    t.click("#meeting button").await;
+    t.submit("#meeting button").await;
     assert!(t.path().await.starts_with("/console/cvi/meetings/"));
     let invite = t.c.find(Locator::Id("invite")).await.unwrap();
     assert_eq!(
@@ -422,7 +449,7 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
 
     // The contact's requested account, activated: credentials shown once.
     t.go(&page).await;
-    t.click("#activate-1").await;
+    t.submit("#activate-1").await;
     assert_eq!(t.text("#cred-account").await, "alice@partner.test");
     let spoc_pw = t.text("#cred-password").await;
     assert!(t.text("#cred-token").await.starts_with("fdg_"));
