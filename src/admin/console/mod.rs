@@ -126,7 +126,8 @@ impl FromRequestParts<Arc<EdgeState>> for Who {
             Via::Session { csrf } => csrf.clone(),
             Via::Token => String::new(),
         };
-        if actor.account.must_change_password && parts.uri.path() != "/console/password" {
+        let free = ["/console/password", "/console/logout"];
+        if actor.account.must_change_password && !free.contains(&parts.uri.path()) {
             return Err(Redirect::to("/console/password").into_response());
         }
         let jar = CookieJar::from_headers(&parts.headers);

@@ -18,12 +18,12 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::view::{
-    CountRow, HistoryRow, PartnerRow, VerbButton, partner_counts, verb_buttons, warnings,
+    CountRow, HistoryRow, ImTestRow, PartnerRow, VerbButton, partner_counts, verb_buttons, warnings,
 };
 use super::{Chrome, Who, csrf_ok, done, page, page_error, render};
 use crate::admin::EdgeState;
 use crate::admin::auth::ApiError;
-use crate::admin::service::{self, FederationTest, PartnerFilter, PartnerView, TrailView};
+use crate::admin::service::{self, FederationTest, PartnerFilter, PartnerView};
 use crate::model::account::{Account, AccountState};
 use crate::model::partner::ALL_STATES;
 use crate::store::today;
@@ -97,7 +97,7 @@ struct PartnerPage {
     warnings: Vec<String>,
     verbs: Vec<VerbButton>,
     history: Vec<HistoryRow>,
-    im_tests: Vec<TrailView>,
+    im_tests: Vec<ImTestRow>,
     federation_tests: Vec<FederationTest>,
     conns: Vec<ConnRow>,
     counts: Vec<CountRow>,
@@ -188,7 +188,7 @@ pub(super) async fn show(
             Vec::new()
         },
         history: h.chain.iter().rev().map(HistoryRow::of).collect(),
-        im_tests: tests.im_tests.into_iter().rev().collect(),
+        im_tests: tests.im_tests.iter().rev().map(ImTestRow::of).collect(),
         federation_tests: tests.federation_tests.into_iter().rev().collect(),
         conns: connections_of(&state, &p.id),
         counts,

@@ -4,7 +4,7 @@
 //! Owns the wording of warnings and badges (text, never colour alone).
 //! It never reads the store or the running edge itself.
 
-use crate::admin::service::{ChainView, PartnerView};
+use crate::admin::service::{ChainView, PartnerView, TrailView};
 use crate::model::partner::{PartnerState, Verb};
 
 /// Days before an expiry date when the console starts warning.
@@ -118,6 +118,28 @@ impl HistoryRow {
             action: e.action.clone(),
             change,
             reason,
+        }
+    }
+}
+
+/// One recorded IM test.
+pub struct ImTestRow {
+    pub at: String,
+    pub actor: String,
+    pub from: String,
+}
+
+impl ImTestRow {
+    pub fn of(e: &TrailView) -> ImTestRow {
+        let d: serde_json::Value = e
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_default();
+        ImTestRow {
+            at: when(&e.at),
+            actor: e.actor.clone(),
+            from: d["im_test_from"].as_str().unwrap_or("").to_string(),
         }
     }
 }
