@@ -10,6 +10,7 @@
 //! fills in). It reads the edge's state; it never changes SIP behaviour on
 //! its own, and it never imports `server`.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod console;
@@ -183,6 +184,7 @@ pub async fn serve(listener: TcpListener, state: Arc<EdgeState>, shutdown: Cance
         .route("/cvi", get(cvi::cvi_status))
         .route("/cvi/drain", axum::routing::post(cvi::cvi_drain))
         .route("/cvi/{id}", get(cvi::cvi_instructions))
+        .merge(accounts::routes())
         .merge(api::routes())
         .merge(console::routes())
         .with_state(state);

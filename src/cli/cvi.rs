@@ -16,6 +16,9 @@ use super::common::with_store;
 use super::failure::Failure;
 use super::partner::{actor, store_failure};
 
+mod remote;
+pub use self::remote::remote;
+
 #[derive(Subcommand, Debug)]
 pub enum CviCmd {
     /// Enrol meeting organisers (by --email, or a CSV file with one column
@@ -347,36 +350,7 @@ fn needs_store(cmd: &CviCmd) -> bool {
 pub fn admin(cmd: CviCmd, cfg: &Config) -> Result<(), Failure> {
     use super::media::call;
     match cmd {
-        CviCmd::Status { json } => {
-            let v = call(cfg, "GET", "/cvi")?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                return Ok(());
-            }
-            let t = &v["totals"];
-            println!(
-                "{} of {} call(s), {} media port pair(s) in use{}",
-                v["calls"],
-                v["max_calls"],
-                v["ports_in_use"],
-                if v["draining"] == true {
-                    "; draining"
-                } else {
-                    ""
-                }
-            );
-            println!(
-                "since start: {} call(s), {} connected, {} test call(s), {} refused full, {} refused draining, {} ID(s) not found, {} meeting service failure(s)",
-                t["calls"],
-                t["connected"],
-                t["test_calls"],
-                t["refused_full"],
-                t["refused_draining"],
-                t["not_found"],
-                t["connector_failed"]
-            );
-            Ok(())
-        }
+        CviCmd::Status { json } => print_status(&call(cfg, "GET", "/cvi")?, json),
         CviCmd::Drain { off } => {
             let path = if off {
                 "/cvi/drain?on=false"
@@ -384,16 +358,49 @@ pub fn admin(cmd: CviCmd, cfg: &Config) -> Result<(), Failure> {
                 "/cvi/drain"
             };
             let v = call(cfg, "POST", path)?;
-            if v["draining"] == true {
-                println!(
-                    "CVI gateway draining: no new calls; {} call(s) still up",
-                    v["calls"]
-                );
-            } else {
-                println!("CVI gateway taking calls again");
-            }
+            print_drain(v["draining"] == true, &v["calls"]);
             Ok(())
         }
         _ => Err(Failure::runtime("not an admin command")),
+    }
+}
+
+/// The gateway's status as `fedge cvi status` prints it.
+fn print_status(v: &serde_json::Value, json: bool) -> Result<(), Failure> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let t = &v["totals"];
+    println!(
+        "{} of {} call(s), {} media port pair(s) in use{}",
+        v["calls"],
+        v["max_calls"],
+        v["ports_in_use"],
+        if v["draining"] == true {
+            "; draining"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "since start: {} call(s), {} connected, {} test call(s), {} refused full, {} refused draining, {} ID(s) not found, {} meeting service failure(s)",
+        t["calls"],
+        t["connected"],
+        t["test_calls"],
+        t["refused_full"],
+        t["refused_draining"],
+        t["not_found"],
+        t["connector_failed"]
+    );
+    Ok(())
+}
+
+/// What `fedge cvi drain` prints.
+fn print_drain(draining: bool, calls: &serde_json::Value) {
+    if draining {
+        println!("CVI gateway draining: no new calls; {calls} call(s) still up");
+    } else {
+        println!("CVI gateway taking calls again");
     }
 }

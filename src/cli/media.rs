@@ -103,65 +103,86 @@ fn exchange(admin: SocketAddr, method: &str, path: &str, token: &str) -> Result<
     v.map_err(|e| Failure::runtime(format!("{addr}: not JSON: {e}")))
 }
 
-pub fn run(cmd: MediaCmd, cfg: &Config) -> Result<(), Failure> {
+/// `fedge --server URL media ...`: the same through the admin API.
+pub fn remote(cmd: MediaCmd, api: &super::remote::Remote) -> Result<(), Failure> {
     match cmd {
-        MediaCmd::List { json } => {
-            let v = call(cfg, "GET", "/media")?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                return Ok(());
-            }
-            let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
-            println!(
-                "{} session(s), {} port pair(s) in use{}",
-                sessions.len(),
-                v["ports_in_use"],
-                if v["draining"] == true {
-                    ", DRAINING"
-                } else {
-                    ""
-                }
-            );
-            for s in &sessions {
-                println!(
-                    "{}  started {}  {}",
-                    s["id"].as_str().unwrap_or(""),
-                    s["started"].as_str().unwrap_or(""),
-                    if s["confirmed"] == true {
-                        "confirmed"
-                    } else {
-                        "offered"
-                    }
-                );
-                for (i, st) in s["streams"].as_array().into_iter().flatten().enumerate() {
-                    for (side, e) in ["A (partner)", "B (home)"]
-                        .iter()
-                        .zip(st.as_array().into_iter().flatten())
-                    {
-                        let idle = e["idle_secs"]
-                            .as_u64()
-                            .map_or("never".to_string(), |s| format!("{s}s ago"));
-                        println!(
-                            "  stream {i} {side:<11} port {:<5} packets {:<8} bytes {:<10} drops {:<6} last packet {idle}",
-                            e["port"], e["packets"], e["bytes"], e["drops"]
-                        );
-                    }
-                }
-            }
-            Ok(())
-        }
+        MediaCmd::List { json } => print_list(&api.get("/api/v1/media")?, json),
         MediaCmd::Drain { off } => {
-            let v = call(cfg, "POST", &format!("/media/drain?on={}", !off))?;
-            println!(
-                "media relay {}; {} session(s) live",
-                if v["draining"] == true {
-                    "draining: no new calls"
-                } else {
-                    "taking new calls"
-                },
-                v["sessions"]
-            );
+            let v = api.post(
+                &format!("/api/v1/media/drain?on={}", !off),
+                &serde_json::json!({}),
+            )?;
+            print_drain(&v["draining"], &v["live"]);
             Ok(())
         }
     }
+}
+
+/// What `fedge media drain` prints.
+fn print_drain(draining: &Value, sessions: &Value) {
+    println!(
+        "media relay {}; {sessions} session(s) live",
+        if *draining == true {
+            "draining: no new calls"
+        } else {
+            "taking new calls"
+        },
+    );
+}
+
+pub fn run(cmd: MediaCmd, cfg: &Config) -> Result<(), Failure> {
+    match cmd {
+        MediaCmd::List { json } => print_list(&call(cfg, "GET", "/media")?, json),
+        MediaCmd::Drain { off } => {
+            let v = call(cfg, "POST", &format!("/media/drain?on={}", !off))?;
+            print_drain(&v["draining"], &v["sessions"]);
+            Ok(())
+        }
+    }
+}
+
+/// The relay's sessions as `fedge media list` prints them.
+fn print_list(v: &Value, json: bool) -> Result<(), Failure> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{} session(s), {} port pair(s) in use{}",
+        sessions.len(),
+        v["ports_in_use"],
+        if v["draining"] == true {
+            ", DRAINING"
+        } else {
+            ""
+        }
+    );
+    for s in &sessions {
+        println!(
+            "{}  started {}  {}",
+            s["id"].as_str().unwrap_or(""),
+            s["started"].as_str().unwrap_or(""),
+            if s["confirmed"] == true {
+                "confirmed"
+            } else {
+                "offered"
+            }
+        );
+        for (i, st) in s["streams"].as_array().into_iter().flatten().enumerate() {
+            for (side, e) in ["A (partner)", "B (home)"]
+                .iter()
+                .zip(st.as_array().into_iter().flatten())
+            {
+                let idle = e["idle_secs"]
+                    .as_u64()
+                    .map_or("never".to_string(), |s| format!("{s}s ago"));
+                println!(
+                    "  stream {i} {side:<11} port {:<5} packets {:<8} bytes {:<10} drops {:<6} last packet {idle}",
+                    e["port"], e["packets"], e["bytes"], e["drops"]
+                );
+            }
+        }
+    }
+    Ok(())
 }

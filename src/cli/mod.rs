@@ -1,7 +1,7 @@
 //! The `fedge` command line: argument definitions, the one-line usage
 //! errors, and the dispatch to one file per subcommand (`serve`, `partner`,
 //! `store`, `keys`, `config`, `certs`, `dns`, `cvi`, `firewall`, `media`,
-//! `test-federation`). Part of the binary, not the library.
+//! `test-federation`, `user`). Part of the binary, not the library.
 //!
 //! Owns exit codes: 0 on success, 2 with one line on stderr for any usage
 //! or configuration mistake, 1 for runtime failures. It never holds edge
@@ -20,9 +20,11 @@ mod logging;
 mod media;
 mod notify;
 mod partner;
+mod remote;
 mod serve;
 mod store;
 mod test_federation;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,23 @@ struct Cli {
     /// Configuration file (TOML). Without it, embedded loopback defaults are used.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Act through this edge's admin API (https://HOST:PORT or
+    /// http://HOST:PORT) instead of on the database: partner, cvi, media
+    /// and test-federation.
+    /// Also read from FEDGE_SERVER.
+    #[arg(long, global = true, value_name = "URL")]
+    server: Option<String>,
+
+    /// The API token sent with --server (Authorization: Bearer); also
+    /// read from FEDGE_TOKEN.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    token: Option<String>,
+
+    /// Trust this CA (PEM) for the admin listener's TLS certificate with
+    /// --server https://... (default: the configuration's [federation] trust).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -90,6 +109,11 @@ enum Command {
     /// Print an nftables ruleset for the configured listeners and media
     /// ranges (load it with `nft -f`).
     Firewall,
+    /// Accounts of the API and console (the first: `user add --role operator NAME`).
+    User {
+        #[command(subcommand)]
+        cmd: user::UserCmd,
+    },
     /// The running edge's media relay (through its admin listener).
     Media {
         #[command(subcommand)]
@@ -104,6 +128,11 @@ enum Command {
         /// How long each step may take.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+    },
+    /// The admin HTTP API: print its OpenAPI document.
+    Api {
+        #[command(subcommand)]
+        cmd: remote::ApiCmd,
     },
 }
 
@@ -152,7 +181,14 @@ fn usage_error(e: clap::Error) -> ExitCode {
 /// One arm per subcommand; the work is in the subcommand's file.
 fn run(cli: Cli) -> Result<(), Failure> {
     let path = cli.config;
+    if let Some(server) = cli.server.or_else(|| remote::env("FEDGE_SERVER")) {
+        let ca = remote::trust(cli.ca, &path);
+        let token = cli.token.or_else(|| remote::env("FEDGE_TOKEN"));
+        let api = remote::Remote::new(&server, token, ca)?;
+        return remote::run(&api, cli.command);
+    }
     match cli.command {
+        Command::Api { cmd } => remote::api(cmd),
         Command::Serve => serve::run(path),
         Command::Config { cmd } => config::run(cmd, &path),
         Command::Certs { cmd } => certs::run(cmd, &load_config(&path)?),
@@ -170,6 +206,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 partner::run(cmd, &store, admin).await
             })
         }
+        Command::User { cmd } => with_store(&load_config(&path)?, |store| async move {
+            user::run(cmd, &store).await
+        }),
         Command::Store { cmd } => store::run(cmd, &load_config(&path)?),
         Command::Keys { cmd } => keys::run(cmd, &load_config(&path)?),
     }

@@ -16,6 +16,9 @@ use fedge::store::{Change, Store};
 
 use super::failure::Failure;
 
+mod remote;
+pub use self::remote::remote;
+
 #[derive(Subcommand, Debug)]
 pub enum PartnerCmd {
     /// Add a partner: a new request, or an existing federation with --state and --reason.
@@ -442,6 +445,11 @@ async fn list(state: Option<String>, json: bool, store: &Store) -> Result<(), Fa
         .into_iter()
         .filter(|p| filter.is_none_or(|s| p.state == s))
         .collect();
+    print_list(&partners, json)
+}
+
+/// The partner list as `fedge partner list` prints it.
+fn print_list(partners: &[Partner], json: bool) -> Result<(), Failure> {
     if json {
         println!("{}", to_json(&partners)?);
         return Ok(());

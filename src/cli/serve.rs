@@ -1,5 +1,6 @@
 //! `fedge serve`: logging set-up (src/cli/logging.rs), the async runtime, the signals that stop
-//! the edge, and the development PKI when no --config is given.
+//! the edge, the development PKI when no --config is given, and the
+//! first-run notice when no operator account exists.
 //!
 //! Owns turning [`ServeError`] into an exit code (2 for configuration and
 //! for a listener address that cannot be bound, 1 otherwise). It never builds listeners itself (`fedge::server` does).
@@ -50,8 +51,13 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
             .build(),
     }
     .context("cannot start the async runtime")?;
+    let config_arg = config
+        .as_ref()
+        .map(|p| format!(" --config {}", p.display()))
+        .unwrap_or_default();
     rt.block_on(async move {
         super::logging::spawn_summaries();
+        first_run_notice(&cfg.store.url, &config_arg).await;
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
@@ -76,6 +82,31 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
             }
         }
     })
+}
+
+/// On a node with no active operator account (a fresh install), says so
+/// in the log and, when stderr is a terminal, on stderr, with the command
+/// that creates the first one. Says nothing when the store cannot be
+/// opened (the server reports that itself).
+async fn first_run_notice(url: &str, config_arg: &str) {
+    use std::io::IsTerminal as _;
+    let Ok(store) = fedge::store::Store::open(url).await else {
+        return;
+    };
+    let operators = store.active_operators().await;
+    store.close().await;
+    if operators.is_ok_and(|n| n == 0) {
+        let command = format!("fedge{config_arg} user add --role operator NAME");
+        warn!(
+            %command,
+            "no operator account exists yet: the admin API and console refuse everyone until one does; create the first operator with the command given"
+        );
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "fedge: no operator account exists yet; create the first one with: {command}"
+            );
+        }
+    }
 }
 
 async fn wait_for_signal() {

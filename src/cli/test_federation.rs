@@ -14,6 +14,53 @@ use fedge::server;
 use super::common::with_store;
 use super::failure::Failure;
 
+/// `fedge --server URL test-federation DOMAIN`: the same run by the edge
+/// behind the API (its certificate, its view of DNS); the result is kept
+/// there for the console (`GET /api/v1/partners/{id}/tests`).
+pub fn remote(api: &super::remote::Remote, domain: &str) -> Result<(), Failure> {
+    let id = api.partner_id(domain)?;
+    let p = api.get(&format!("/api/v1/partners/{}", super::remote::seg(&id)))?;
+    let run = api.post(
+        &format!(
+            "/api/v1/partners/{}/test-federation",
+            super::remote::seg(&id)
+        ),
+        &serde_json::json!({ "domain": domain }),
+    )?;
+    println!(
+        "federation test: {} ({}, {}) from {} as {}",
+        domain,
+        p["org_name"].as_str().unwrap_or_default(),
+        p["state"].as_str().unwrap_or_default(),
+        api.server(),
+        run["from"].as_str().unwrap_or_default()
+    );
+    let steps = run["steps"].as_array().cloned().unwrap_or_default();
+    for s in &steps {
+        println!(
+            "  {:<8} {:<6} {}",
+            s["name"].as_str().unwrap_or_default(),
+            if s["ok"] == true { "ok" } else { "FAILED" },
+            s["detail"].as_str().unwrap_or_default()
+        );
+    }
+    match steps.iter().find(|s| s["ok"] != true) {
+        None if run["passed"] == true => {
+            println!(
+                "all steps passed: ask the technical contact to reply, then check `fedge partner show {domain}`"
+            );
+            Ok(())
+        }
+        None => Err(Failure::runtime(format!(
+            "federation test with {domain} did not finish"
+        ))),
+        Some(s) => Err(Failure::runtime(format!(
+            "federation test with {domain} failed at step {}",
+            s["name"].as_str().unwrap_or_default()
+        ))),
+    }
+}
+
 /// Runs the probe against `domain`, each step within `timeout`.
 pub fn run(cfg: &Config, domain: String, timeout: Duration) -> Result<(), Failure> {
     let tls = fedge::sip::transport::tls::client_config(&server::tls_files(cfg))

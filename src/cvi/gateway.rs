@@ -233,6 +233,11 @@ impl Gateway {
         self.cfg.max_calls
     }
 
+    /// The gateway's listeners: UDP+TCP, and TLS when configured.
+    pub fn listeners(&self) -> (SocketAddr, Option<SocketAddr>) {
+        (self.cfg.local, self.cfg.local_tls)
+    }
+
     /// How long a meeting without an end of its own lasts.
     pub fn meeting_lifetime(&self) -> Duration {
         self.cfg.meeting_lifetime

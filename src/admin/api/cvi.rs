@@ -123,8 +123,7 @@ pub(super) async fn withdraw(
     responses(
         (status = 201, body = MeetingView),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, description = "organiser not enrolled", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 422, description = "organiser not enrolled, or a bad expiry", body = ErrorBody),
     ))]
 pub(super) async fn create_meeting(
     State(state): State<Arc<EdgeState>>,

@@ -131,9 +131,8 @@ fn query<T>(
         crate::admin::service::ConnectionsView, crate::admin::service::PartnerConnections,
         partners::VerbBody, partners::TestBody, cvi::EnrolRefused,
     )),
-    // The accounts and session routes (admin::accounts::AccountsApi) are
-    // nested here at merge:
-    // nest((path = "/", api = crate::admin::accounts::AccountsApi)),
+    // The accounts and session routes (admin::accounts::AccountsApi, full
+    // paths already) are merged in by `openapi_json`.
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),
     tags(
@@ -176,6 +175,18 @@ impl utoipa::Modify for Security {
 /// final newline).
 pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
+    doc.merge(<crate::admin::accounts::AccountsApi as OpenApi>::openapi());
+    // Logging in is the one request made without an account.
+    if let Some(login) = doc
+        .paths
+        .paths
+        .get_mut("/api/v1/session")
+        .and_then(|item| item.post.as_mut())
+    {
+        login.security = Some(vec![
+            utoipa::openapi::security::SecurityRequirement::default(),
+        ]);
+    }
     doc.info.version = "v1".into();
     let mut s = doc
         .to_pretty_json()

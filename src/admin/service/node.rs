@@ -119,11 +119,22 @@ pub fn node_status(state: &EdgeState, actor: &Actor) -> Result<NodeStatus, ApiEr
         }),
         None => json!({"enabled": false}),
     };
+    let mut listeners = state.ops.listeners.clone();
+    if let Some(g) = &state.cvi {
+        let (plain, tls) = g.listeners();
+        let cvi = |transport: &str, a: std::net::SocketAddr| ListenerView {
+            role: "cvi".into(),
+            transport: transport.into(),
+            addr: a.to_string(),
+        };
+        listeners.push(cvi("udp+tcp", plain));
+        listeners.extend(tls.map(|a| cvi("tls", a)));
+    }
     Ok(NodeStatus {
         fqdn: state.fqdn.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         registry_version: state.registry.snapshot().version,
-        listeners: state.ops.listeners.clone(),
+        listeners,
         connections: connections(state),
         media,
         cvi,
