@@ -569,6 +569,8 @@ fn fedge_user_add_prints_a_token_that_works() {
             "dave",
         ][..],
         &["user", "add", "--role", "viewer", "fedge-node"][..],
+        &["user", "add", "--role", "viewer", "carol"][..],
+        &["user", "token", "fedge-node"][..],
         &["user", "enable", "nobody"][..],
         &["user", "disable", "carol"][..],
     ] {

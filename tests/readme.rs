@@ -211,6 +211,20 @@ fn readme_commands_run_as_printed() {
         }
         ran.push(cmd);
     }
+    // The admin listener wants an account: a token of the README's operator.
+    let (code, out) = run(
+        &ns,
+        dir.path(),
+        &prelude,
+        "fedge user token admin --label readme-test",
+    );
+    assert_eq!(code, 0, "{out}");
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("API token for admin (readme-test): "))
+        .unwrap_or_else(|| panic!("no token in {out}"))
+        .trim()
+        .to_string();
     // Two fedges answered each other's IM tests once: the home edge
     // recorded one pass, and a second later still one (the replies are
     // marked, so neither edge replies to a reply).
@@ -219,7 +233,9 @@ fn readme_commands_run_as_printed() {
             &ns,
             dir.path(),
             "",
-            "exec 3<>/dev/tcp/127.0.0.1/8061 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+            &format!(
+                "exec 3<>/dev/tcp/127.0.0.1/8061 && printf 'GET /metrics HTTP/1.0\\r\\nAuthorization: Bearer {token}\\r\\n\\r\\n' >&3 && cat <&3"
+            ),
         );
         metrics
             .lines()

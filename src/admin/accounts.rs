@@ -482,3 +482,33 @@ pub async fn new_token(
         }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi as _;
+
+    #[test]
+    fn the_openapi_part_lists_every_route() {
+        let doc = super::AccountsApi::openapi();
+        let paths: Vec<&String> = doc.paths.paths.keys().collect();
+        for p in [
+            "/api/v1/session",
+            "/api/v1/session/password",
+            "/api/v1/me",
+            "/api/v1/accounts",
+            "/api/v1/accounts/{name}/disable",
+            "/api/v1/accounts/{name}/enable",
+            "/api/v1/accounts/{name}/reset",
+            "/api/v1/accounts/{name}/activate",
+            "/api/v1/accounts/{name}/tokens",
+        ] {
+            assert!(
+                paths.iter().any(|k| k.as_str() == p),
+                "{p} missing: {paths:?}"
+            );
+        }
+        let schemas = doc.components.map(|c| c.schemas).unwrap_or_default();
+        assert!(schemas.contains_key("IssuedCredentials"));
+        assert!(schemas.contains_key("LoginAnswer"));
+    }
+}

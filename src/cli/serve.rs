@@ -98,8 +98,7 @@ async fn first_run_notice(url: &str, config_arg: &str) {
     if operators.is_ok_and(|n| n == 0) {
         let command = format!("fedge{config_arg} user add --role operator NAME");
         warn!(
-            %command,
-            "no operator account exists yet: the admin API and console refuse everyone until one does; create the first operator with the command given"
+            "no operator account exists yet: the admin API and console refuse everyone until one does; create the first operator with: {command}"
         );
         if std::io::stderr().is_terminal() {
             eprintln!(

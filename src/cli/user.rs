@@ -11,7 +11,16 @@ use fedge::model::account::{Account, AccountState, Role};
 use fedge::store::{Credentials, Store};
 
 use super::failure::Failure;
-use super::partner::{actor, store_failure};
+use super::partner::actor;
+
+/// A store error as a failure: a taken name is a usage mistake too.
+fn store_failure(e: fedge::store::StoreError) -> Failure {
+    if e.is_usage() || matches!(e, fedge::store::StoreError::Conflict(_)) {
+        Failure::usage(e.to_string())
+    } else {
+        Failure::runtime(e.to_string())
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {

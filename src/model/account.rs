@@ -104,14 +104,23 @@ impl fmt::Display for AccountState {
     }
 }
 
+/// An account state name that is not one of requested, active, disabled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown account state {given:?}")]
+pub struct UnknownAccountState {
+    pub given: String,
+}
+
 impl FromStr for AccountState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownAccountState;
+    fn from_str(s: &str) -> Result<Self, UnknownAccountState> {
         match s {
             "requested" => Ok(AccountState::Requested),
             "active" => Ok(AccountState::Active),
             "disabled" => Ok(AccountState::Disabled),
-            other => Err(format!("unknown account state {other:?}")),
+            other => Err(UnknownAccountState {
+                given: other.to_string(),
+            }),
         }
     }
 }

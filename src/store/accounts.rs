@@ -122,7 +122,9 @@ fn account_from_row(r: &AnyRow) -> Result<Account, StoreError> {
             .parse::<Role>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         partner_id: r.try_get("partner_id")?,
-        state: state.parse::<AccountState>().map_err(StoreError::Corrupt)?,
+        state: state
+            .parse::<AccountState>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         must_change_password: must != 0,
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
@@ -392,6 +394,11 @@ impl Store {
         lifetime: Option<time::Duration>,
         actor: &str,
     ) -> Result<String, StoreError> {
+        if name == NODE_ACCOUNT {
+            return Err(StoreError::Invalid(format!(
+                "{NODE_ACCOUNT} is the node's own command line: its tokens live 60 s and are issued by the CLI only"
+            )));
+        }
         let token = new_secret("fdg_");
         let now = now_rfc3339();
         let mut tx = self.pool.begin().await?;
