@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{Chrome, Who, csrf_ok, done, page, page_error, render};
 use crate::admin::EdgeState;
-use crate::admin::auth::{SESSION_COOKIE, login, session_cookie};
+use crate::admin::auth::{SESSION_COOKIE, check_login, login, session_cookie};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -128,6 +128,7 @@ pub(super) struct PasswordForm {
 /// `POST /console/password`.
 pub(super) async fn password_submit(
     State(state): State<Arc<EdgeState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     who: Who,
     Form(f): Form<PasswordForm>,
 ) -> Response {
@@ -143,15 +144,16 @@ pub(super) async fn password_submit(
         render(&t, status, false)
     };
     let name = who.actor.account.name.clone();
-    match state.store.check_password(&name, &f.current).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
+    // Checked (and throttled) like a login.
+    match check_login(&state, &name, &f.current, peer.ip()).await {
+        Ok(_) => {}
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
             return again(
                 "the current password is wrong".into(),
                 StatusCode::UNPROCESSABLE_ENTITY,
             );
         }
-        Err(e) => return page_error(&who, e.into()),
+        Err(e) => return again(e.reason, e.status),
     }
     if f.new != f.again {
         return again(

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Form;
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -22,9 +23,11 @@ use super::view::{
 };
 use super::{Chrome, Who, csrf_ok, done, page, page_error, render};
 use crate::admin::EdgeState;
+use crate::admin::accounts::{self, AccountView};
 use crate::admin::auth::ApiError;
+use crate::admin::auth::CSRF_HEADER;
 use crate::admin::service::{self, FederationTest, PartnerFilter, PartnerView};
-use crate::model::account::{Account, AccountState};
+use crate::model::account::Account;
 use crate::model::partner::ALL_STATES;
 use crate::store::today;
 
@@ -286,7 +289,7 @@ pub(super) async fn test_federation(
 #[template(path = "credentials.html")]
 struct CredentialsPage {
     c: Chrome,
-    account: Account,
+    account: AccountView,
     password: String,
     token: String,
     back: String,
@@ -299,35 +302,27 @@ pub(super) struct ActivateForm {
     name: String,
 }
 
-/// `POST /console/accounts/activate`: activates a requested account and
-/// shows its one-time password and API token, once, on this answer only.
+/// `POST /console/accounts/activate`: activates a requested account (the
+/// accounts API's own operation, with the form's CSRF token) and shows its
+/// one-time password and API token, once, on this answer only.
 pub(super) async fn activate(
     State(state): State<Arc<EdgeState>>,
     who: Who,
     Form(f): Form<ActivateForm>,
 ) -> Response {
-    let r = async {
-        csrf_ok(&who, &f.csrf)?;
-        who.actor.require_change()?;
-        let a = state
-            .store
-            .account(&f.name)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no such account"))?;
-        if a.state != AccountState::Requested {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("account {} is {}, not requested", a.name, a.state),
-            ));
-        }
-        Ok(state
-            .store
-            .issue_credentials(&a.name, who.actor.name(), "activate")
-            .await?)
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&f.csrf) {
+        headers.insert(CSRF_HEADER, v);
     }
+    let r = accounts::activate(
+        State(state.clone()),
+        who.actor.clone(),
+        headers,
+        Path(f.name.clone()),
+    )
     .await;
     match r {
-        Ok(cred) => {
+        Ok(Json(cred)) => {
             let back = cred
                 .account
                 .partner_id
