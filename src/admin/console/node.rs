@@ -47,6 +47,8 @@ struct NodePage {
     admin_tls: bool,
     n: NodeStatus,
     switches: Vec<Switch>,
+    /// Media relay sessions per partner: (partner, sessions, port pairs).
+    media: Vec<(String, u64, u64)>,
 }
 
 /// `GET /console/node`.
@@ -59,8 +61,23 @@ pub(super) async fn status(State(state): State<Arc<EdgeState>>, who: Who) -> Res
         Switch::of("media", "Media relay", &n.media, "sessions"),
         Switch::of("cvi", "CVI gateway", &n.cvi, "calls"),
     ];
+    // The relay's sessions per partner (none when the relay is off).
+    let media = service::media_status(&state, &who.actor)
+        .ok()
+        .and_then(|m| m["partners"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            (
+                p["partner"].as_str().unwrap_or("").to_string(),
+                p["sessions"].as_u64().unwrap_or(0),
+                p["port_pairs"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
     let t = NodePage {
         c: Chrome::new(&who, "Node status"),
+        media,
         may_change: who.actor.account.role.may_change(),
         admin_tls: state.admin_tls,
         n,
