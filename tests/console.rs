@@ -233,8 +233,14 @@ fn console_login_csrf_and_roles() {
     assert_eq!(header(&hs, "location"), Some("/console/"));
 
     // The partners list shows who is logged in, the role and the partner.
-    let (st, _, list) = c.get("/console/partners");
+    let (st, hs, list) = c.get("/console/partners");
     assert_eq!(st, 200, "{list}");
+    let csp = header(&hs, "content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(header(&hs, "cache-control"), Some("no-store"));
     assert!(
         list.contains("Logged in as <strong>ops</strong> (role: <strong>operator</strong>)"),
         "{list}"
@@ -340,6 +346,7 @@ fn console_login_csrf_and_roles() {
     assert_eq!(st, 200, "{m}");
     assert!(m.contains("<textarea id=\"invite\" readonly"), "{m}");
     assert!(m.contains("id=\"copy\""), "{m}");
+    assert!(!m.contains("onclick"), "no inline script: {m}");
     assert!(m.contains("can be joined"), "{m}");
 
     // A viewer sees no change buttons, and its forged POST is refused.

@@ -445,6 +445,16 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
             .unwrap_or_default()
             .contains(&t.text("#conference-id").await)
     );
+    // The copy button (the console's one script, allowed by its CSP).
+    t.click("#copy").await;
+    let t0 = Instant::now();
+    while t.text("#copy").await != "Copied" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the copy button did nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     t.shot("cvi-meeting").await;
 
     // The contact's requested account, activated: credentials shown once.

@@ -33,6 +33,11 @@ use crate::model::account::Role;
 
 /// The stylesheet, served at `/console/console.css` (no CDN, no build step).
 const CSS: &str = include_str!("console.css");
+/// The one script (the meeting page's copy button), at `/console/console.js`.
+const JS: &str = include_str!("console.js");
+/// What a console page may load: its own stylesheet and script, nothing
+/// inline, no frames.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 /// The cookie that carries a one-line note from a POST to the page it
 /// redirects to (POST-redirect-GET).
 const FLASH_COOKIE: &str = "fedge_flash";
@@ -43,6 +48,7 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/console", get(|| async { Redirect::to("/console/") }))
         .route("/console/", get(home))
         .route("/console/console.css", get(css))
+        .route("/console/console.js", get(js))
         .route("/console/login", get(login::form).post(login::submit))
         .route("/console/logout", post(login::logout))
         .route(
@@ -81,6 +87,16 @@ async fn css() -> impl IntoResponse {
             (header::CACHE_CONTROL, "max-age=300"),
         ],
         CSS,
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        JS,
     )
 }
 
@@ -204,11 +220,12 @@ pub fn render(t: &impl Template, status: StatusCode, clear_flash: bool) -> Respo
     }
 }
 
-fn html_headers() -> [(header::HeaderName, &'static str); 3] {
+fn html_headers() -> [(header::HeaderName, &'static str); 4] {
     [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),
         (header::CACHE_CONTROL, "no-store"),
         (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
     ]
 }
 
