@@ -207,6 +207,7 @@ fn console_login_csrf_and_roles() {
     assert_eq!(st, 401);
     assert!(body.contains("wrong account name or password"), "{body}");
     assert!(body.contains("<label for=\"password\">"), "{body}");
+    accessible("/console/login", &body);
 
     // First login: the one-time password must be changed before anything.
     let (c, to) = Console::login(addr, "ops", &ops_pw);
@@ -233,6 +234,9 @@ fn console_login_csrf_and_roles() {
     assert_eq!(header(&hs, "location"), Some("/console/"));
 
     // The partners list shows who is logged in, the role and the partner.
+    // Logged in, the login page sends the browser on to the console.
+    let (st, hs, _) = c.get("/console/login");
+    assert_eq!((st, header(&hs, "location")), (303, Some("/console/")));
     let (st, hs, list) = c.get("/console/partners");
     assert_eq!(st, 200, "{list}");
     let csp = header(&hs, "content-security-policy").unwrap_or_default();
@@ -397,7 +401,6 @@ fn console_login_csrf_and_roles() {
 
     // Every page the operator and the viewer saw is accessible.
     for path in [
-        "/console/login".to_string(),
         "/console/password".to_string(),
         "/console/partners".to_string(),
         format!("/console/partners/{id}"),

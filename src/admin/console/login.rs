@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{Chrome, Who, csrf_ok, done, page, page_error, render};
 use crate::admin::EdgeState;
-use crate::admin::auth::{SESSION_COOKIE, check_login, login, session_cookie};
+use crate::admin::auth::{Actor, ApiError, SESSION_COOKIE, check_login, login, session_cookie};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -28,8 +28,11 @@ struct LoginPage {
     error: Option<String>,
 }
 
-/// `GET /console/login`.
-pub(super) async fn form() -> Response {
+/// `GET /console/login` (a browser already logged in goes to the console).
+pub(super) async fn form(actor: Result<Actor, ApiError>) -> Response {
+    if actor.is_ok() {
+        return Redirect::to("/console/").into_response();
+    }
     let t = LoginPage {
         c: Chrome::anonymous("Log in"),
         name: String::new(),
