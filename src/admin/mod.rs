@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod console;
 mod cvi;
 pub mod intake;
 mod media;
@@ -42,8 +43,21 @@ use auth::{Actor, ApiError};
 
 /// `GET /`: what the admin listener serves, so that a person who opens
 /// its address in a browser finds the rest.
-async fn index(State(state): State<Arc<EdgeState>>, actor: Actor) -> Result<Json<Value>, ApiError> {
-    actor.require_node_view()?;
+async fn index(
+    State(state): State<Arc<EdgeState>>,
+    headers: axum::http::HeaderMap,
+    actor: Result<Actor, ApiError>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    // A browser goes to the console, which asks it to log in.
+    if console::wants_html(&headers) {
+        return axum::response::Redirect::to("/console/").into_response();
+    }
+    index_json(&state, actor).into_response()
+}
+
+fn index_json(state: &EdgeState, actor: Result<Actor, ApiError>) -> Result<Json<Value>, ApiError> {
+    actor?.require_node_view()?;
     let mut endpoints = vec![
         json!({"path": "/health", "method": "GET", "what": "liveness, load and SIP counters"}),
         json!({"path": "/registry", "method": "GET", "what": "the partners this node enforces"}),
@@ -207,6 +221,7 @@ where
         .route("/cvi/drain", axum::routing::post(cvi::cvi_drain))
         .merge(accounts::routes())
         .merge(api::routes())
+        .merge(console::routes())
         .with_state(state);
     // The peer's address, for handlers that count or log per source.
     let app = app

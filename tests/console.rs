@@ -1,0 +1,422 @@
+//! The web console without a browser: the `GET /` redirect for browsers,
+//! login (wrong password said in words, cookie flags), the forced password
+//! change, CSRF on every state-changing form (403 without the token, the
+//! state unchanged), and a viewer's pages without change buttons and its
+//! forged POST refused.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fedge::model::account::Role;
+use fedge::store::Store;
+use fedge_testkit::*;
+
+/// One HTTP/1.1 exchange: status, headers (lower-cased names), body.
+fn req(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (top, body) = resp.split_once("\r\n\r\n").unwrap();
+    let mut lines = top.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, hs, body.to_string())
+}
+
+fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    hs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Form-encodes `pairs`.
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+/// Every visible input and textarea has a label, headings start at h1 and
+/// never skip a level, the page declares its language, tables have headers.
+fn accessible(page: &str, html: &str) {
+    assert!(html.contains("<html lang=\"en\">"), "{page}: lang");
+    for tag in ["<input ", "<textarea "] {
+        for piece in html.split(tag).skip(1) {
+            let attrs = piece.split('>').next().unwrap();
+            if attrs.contains("type=\"hidden\"") {
+                continue;
+            }
+            let id = attrs
+                .split("id=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or_else(|| panic!("{page}: a control without id: {attrs}"));
+            assert!(
+                html.contains(&format!("<label for=\"{id}\"")),
+                "{page}: control {id} has no label"
+            );
+        }
+    }
+    let mut last = 0;
+    for piece in html.split("<h").skip(1) {
+        let Some(level) = piece.chars().next().and_then(|c| c.to_digit(10)) else {
+            continue;
+        };
+        assert!(level <= last + 1, "{page}: h{level} after h{last}");
+        last = level;
+    }
+    assert!(last >= 1, "{page}: no heading");
+    let tables = html.matches("<table").count();
+    assert_eq!(
+        tables,
+        html.matches("<thead>").count(),
+        "{page}: a table without headers"
+    );
+}
+
+struct Console {
+    addr: SocketAddr,
+    cookie: String,
+}
+
+impl Console {
+    fn login(addr: SocketAddr, name: &str, password: &str) -> (Console, String) {
+        let (st, hs, body) = req(
+            addr,
+            "POST",
+            "/console/login",
+            &[],
+            &form(&[("name", name), ("password", password)]),
+        );
+        assert_eq!(st, 303, "{body}");
+        let set = header(&hs, "set-cookie").expect("a session cookie");
+        assert!(set.starts_with("fedge_session="), "{set}");
+        assert!(set.contains("HttpOnly"), "{set}");
+        assert!(set.contains("SameSite=Strict"), "{set}");
+        assert!(!set.contains("Secure"), "plain HTTP admin listener: {set}");
+        let cookie = set.split(';').next().unwrap().to_string();
+        let to = header(&hs, "location").unwrap().to_string();
+        (Console { addr, cookie }, to)
+    }
+    fn get(&self, path: &str) -> (u16, Vec<(String, String)>, String) {
+        req(self.addr, "GET", path, &[("Cookie", &self.cookie)], "")
+    }
+    fn post(&self, path: &str, pairs: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
+        req(
+            self.addr,
+            "POST",
+            path,
+            &[("Cookie", &self.cookie)],
+            &form(pairs),
+        )
+    }
+}
+
+#[test]
+fn console_login_csrf_and_roles() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("sqlite://{}/fedge.db", pki.path().display());
+    let store = rt.block_on(Store::open(&url)).unwrap();
+    let ops = rt
+        .block_on(store.add_account("ops", Role::Operator, None, "test"))
+        .unwrap();
+    let ops_pw = ops.password.unwrap();
+    fedge_ok(
+        &edge.config_path,
+        &[
+            "partner",
+            "add",
+            "--domain",
+            "acme.test",
+            "--org",
+            "Acme Care",
+            "--state",
+            "requested",
+            "--reason",
+            "test",
+        ],
+    );
+    let addr = edge.admin;
+
+    // A browser opening the admin address lands on the console.
+    let (st, hs, _) = req(addr, "GET", "/", &[("Accept", "text/html,*/*")], "");
+    assert!(st == 303 || st == 307, "{st}");
+    assert_eq!(header(&hs, "location"), Some("/console/"));
+    // Without a session, a console page sends the browser to the login.
+    let (st, hs, _) = req(addr, "GET", "/console/partners", &[], "");
+    assert_eq!(st, 303);
+    assert_eq!(header(&hs, "location"), Some("/console/login"));
+    // A wrong password is said in words.
+    let (st, _, body) = req(
+        addr,
+        "POST",
+        "/console/login",
+        &[],
+        &form(&[("name", "ops"), ("password", "not the password")]),
+    );
+    assert_eq!(st, 401);
+    assert!(body.contains("wrong account name or password"), "{body}");
+    assert!(body.contains("<label for=\"password\">"), "{body}");
+    accessible("/console/login", &body);
+
+    // First login: the one-time password must be changed before anything.
+    let (c, to) = Console::login(addr, "ops", &ops_pw);
+    assert_eq!(to, "/console/password");
+    let (st, hs, _) = c.get("/console/partners");
+    assert_eq!(st, 303);
+    assert_eq!(header(&hs, "location"), Some("/console/password"));
+    let (_, _, page) = c.get("/console/password");
+    let csrf = csrf_of(&page);
+    let new_pw = "a long operator passphrase";
+    let change = [
+        ("current", ops_pw.as_str()),
+        ("new", new_pw),
+        ("again", new_pw),
+    ];
+    // Without the CSRF field: 403, and the password is unchanged.
+    let (st, _, body) = c.post("/console/password", &change);
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("CSRF"), "{body}");
+    let mut with = change.to_vec();
+    with.push(("csrf", &csrf));
+    let (st, hs, body) = c.post("/console/password", &with);
+    assert_eq!(st, 303, "{body}");
+    assert_eq!(header(&hs, "location"), Some("/console/"));
+
+    // The partners list shows who is logged in, the role and the partner.
+    // Logged in, the login page sends the browser on to the console.
+    let (st, hs, _) = c.get("/console/login");
+    assert_eq!((st, header(&hs, "location")), (303, Some("/console/")));
+    let (st, hs, list) = c.get("/console/partners");
+    assert_eq!(st, 200, "{list}");
+    let csp = header(&hs, "content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(header(&hs, "cache-control"), Some("no-store"));
+    assert!(
+        list.contains("Logged in as <strong>ops</strong> (role: <strong>operator</strong>)"),
+        "{list}"
+    );
+    assert!(list.contains("Acme Care"), "{list}");
+    assert!(list.contains("lang=\"en\""));
+    let id = list
+        .split("/console/partners/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, _, p) = c.get(&format!("/console/partners/{id}"));
+    assert!(p.contains("id=\"verb-agreement-sent\""), "{p}");
+    assert!(
+        !p.contains("id=\"verb-enable\""),
+        "enable is not allowed from requested: {p}"
+    );
+    // A lifecycle POST without the CSRF token: 403, state unchanged.
+    let verb = format!("/console/partners/{id}/verb");
+    let (st, _, _) = c.post(&verb, &[("verb", "agreement-sent"), ("reason", "sent")]);
+    assert_eq!(st, 403);
+    let (_, _, p) = c.get(&format!("/console/partners/{id}"));
+    assert!(p.contains("id=\"state\">requested<"), "{p}");
+    // With it: POST-redirect-GET, the change noted once and on the history.
+    let csrf = csrf_of(&p);
+    let (st, hs, _) = c.post(
+        &verb,
+        &[
+            ("verb", "agreement-sent"),
+            ("reason", "sent by e-mail"),
+            ("csrf", &csrf),
+        ],
+    );
+    assert_eq!(st, 303);
+    let flash = header(&hs, "set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, _, p) = req(
+        addr,
+        "GET",
+        &format!("/console/partners/{id}"),
+        &[("Cookie", &format!("{}; {flash}", c.cookie))],
+        "",
+    );
+    assert!(p.contains("id=\"state\">agreement_sent<"), "{p}");
+    assert!(
+        p.contains("id=\"flash\">acme.test: requested -&#62; agreement_sent (agreement-sent)"),
+        "{p}"
+    );
+    assert!(p.contains("<td>ops</td><td>agreement-sent</td>"), "{p}");
+    assert!(p.contains("sent by e-mail"), "{p}");
+
+    // CVI: a CSV with a bad row enrols nothing and names the row's line.
+    let (_, _, cvi) = c.get("/console/cvi");
+    assert!(cvi.contains("id=\"no-organisers\""), "{cvi}");
+    let csv = "EmailAddress\nann.organiser@nhs.net\nnot-an-address\n";
+    let enrol = [
+        ("org", "Leeds Teaching Hospitals"),
+        ("ods", "RR8"),
+        ("teams_enabled", "yes"),
+        ("csv", csv),
+        ("csrf", csrf.as_str()),
+    ];
+    let (st, _, body) = c.post("/console/cvi/enrol", &enrol);
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body.contains("<th scope=\"row\">3</th>"),
+        "line 3 named: {body}"
+    );
+    assert!(body.contains("not-an-address"), "{body}");
+    assert!(
+        body.contains("id=\"no-organisers\""),
+        "nothing enrolled: {body}"
+    );
+    // Ticking "enrol the good rows" enrols the good one.
+    let mut partial = enrol.to_vec();
+    partial.push(("partial", "yes"));
+    let (st, _, body) = c.post("/console/cvi/enrol", &partial);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("ann.organiser@nhs.net</th>"), "{body}");
+    // A meeting: its page shows the invite text read-only, with a copy button.
+    let (st, hs, _) = c.post(
+        "/console/cvi/meetings",
+        &[
+            ("organiser", "ann.organiser@nhs.net"),
+            ("subject", "MDT"),
+            ("csrf", &csrf),
+        ],
+    );
+    assert_eq!(st, 303);
+    let meeting_page = header(&hs, "location").unwrap().to_string();
+    assert!(
+        meeting_page.starts_with("/console/cvi/meetings/"),
+        "{meeting_page}"
+    );
+    let (st, _, m) = c.get(&meeting_page);
+    assert_eq!(st, 200, "{m}");
+    assert!(m.contains("<textarea id=\"invite\" readonly"), "{m}");
+    assert!(m.contains("id=\"copy\""), "{m}");
+    assert!(!m.contains("onclick"), "no inline script: {m}");
+    assert!(m.contains("can be joined"), "{m}");
+
+    // A viewer sees no change buttons, and its forged POST is refused.
+    rt.block_on(store.add_account("watcher", Role::Viewer, None, "test"))
+        .unwrap();
+    rt.block_on(store.set_password("watcher", "a viewer's passphrase", "test"))
+        .unwrap();
+    let (v, to) = Console::login(addr, "watcher", "a viewer's passphrase");
+    assert_eq!(to, "/console/");
+    let (st, _, p) = v.get(&format!("/console/partners/{id}"));
+    assert_eq!(st, 200);
+    assert!(p.contains("(role: <strong>viewer</strong>)"), "{p}");
+    assert!(
+        !p.contains("/verb\""),
+        "a viewer sees no lifecycle form: {p}"
+    );
+    let vcsrf = csrf_of(&p);
+    let (st, _, body) = v.post(
+        &verb,
+        &[
+            ("verb", "agreement-signed"),
+            ("reason", "forged"),
+            ("csrf", &vcsrf),
+        ],
+    );
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("may not change anything"), "{body}");
+    let (_, _, cv) = v.get("/console/cvi");
+    assert!(cv.contains("ann.organiser@nhs.net"), "{cv}");
+    assert!(
+        !cv.contains("id=\"enrol\""),
+        "a viewer gets no enrol form: {cv}"
+    );
+    let (_, _, n) = v.get("/console/node");
+    assert!(!n.contains("/console/node/drain"), "{n}");
+    let (st, _, _) = v.post(
+        "/console/node/drain",
+        &[
+            ("what", "media"),
+            ("on", "true"),
+            ("confirm", "yes"),
+            ("csrf", &vcsrf),
+        ],
+    );
+    assert_eq!(st, 403);
+    let (_, _, p) = c.get(&format!("/console/partners/{id}"));
+    assert!(p.contains("id=\"state\">agreement_sent<"), "{p}");
+
+    // Every page the operator and the viewer saw is accessible.
+    for path in [
+        "/console/password".to_string(),
+        "/console/partners".to_string(),
+        format!("/console/partners/{id}"),
+        "/console/cvi".to_string(),
+        meeting_page.clone(),
+        "/console/node".to_string(),
+    ] {
+        let (st, _, html) = c.get(&path);
+        assert_eq!(st, 200, "{path}: {html}");
+        accessible(&path, &html);
+    }
+
+    // Logging out ends the session.
+    let (st, _, _) = c.post("/console/logout", &[("csrf", &csrf)]);
+    assert_eq!(st, 303);
+    let (st, hs, _) = c.get("/console/partners");
+    assert_eq!(st, 303);
+    assert_eq!(header(&hs, "location"), Some("/console/login"));
+}
