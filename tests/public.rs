@@ -704,6 +704,35 @@ fn the_admin_listener_serves_tls_with_the_edge_certificate() {
         assert!(e.to_string().contains("did not present this edge's"), "{e}");
     });
 
+    // The CLI on the node reaches its admin listener over TLS: media list,
+    // and a partner change whose reload the edge confirms (no note).
+    let text = std::fs::read_to_string(&edge.config_path).unwrap().replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[admin]\nlisten = \"{}\"\n", edge.admin),
+    );
+    assert!(text.contains(&edge.admin.to_string()));
+    let cli = edge.config_path.with_file_name("cli-tls.toml");
+    std::fs::write(&cli, text).unwrap();
+    let (code, out, err) = fedge_testkit::edge::fedge_cli(&cli, &["media", "list"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("session(s)"), "{out}");
+    let (code, out, err) = fedge_testkit::edge::fedge_cli(
+        &cli,
+        &[
+            "partner",
+            "add",
+            "--domain",
+            "tls-cli.test",
+            "--org",
+            "TLS CLI Trust",
+        ],
+    );
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        !err.contains("note:"),
+        "the reload was not confirmed: {err}"
+    );
+
     // The public listener stays plain HTTP.
     assert_eq!(http(edge.public, "GET", "/federated.json").0, 200);
 }

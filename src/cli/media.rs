@@ -4,8 +4,6 @@
 //! draining. Authenticates with a node token from the database, or
 //! `FEDGE_TOKEN` (see `cli/notify.rs`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -57,7 +55,8 @@ pub(crate) fn call(cfg: &Config, method: &str, path: &str) -> Result<Value, Fail
         let token = super::notify::admin_token(&store).await.map_err(no_token)?;
         Ok::<_, Failure>((Some(store), token))
     })?;
-    let result = exchange(cfg.admin.listen, method, path, token.value());
+    let target = super::notify::AdminTarget::of(cfg)?;
+    let result = rt.block_on(exchange(&target, method, path, token.value()));
     if let Some(store) = store {
         rt.block_on(async {
             super::notify::give_back(&store, token).await;
@@ -68,27 +67,27 @@ pub(crate) fn call(cfg: &Config, method: &str, path: &str) -> Result<Value, Fail
 }
 
 /// One HTTP/1.1 exchange with the admin listener; the body as JSON.
-fn exchange(admin: SocketAddr, method: &str, path: &str, token: &str) -> Result<Value, Failure> {
-    let addr = if admin.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), admin.port())
-    } else {
-        admin
-    };
-    let unreachable = |e: std::io::Error| {
+async fn exchange(
+    target: &super::notify::AdminTarget,
+    method: &str,
+    path: &str,
+    token: &str,
+) -> Result<Value, Failure> {
+    let addr = target.addr;
+    let unreachable = |e: String| {
         Failure::runtime(format!(
             "cannot reach the edge's admin listener at {addr} (is `fedge serve` running with this configuration?): {e}"
         ))
     };
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(unreachable)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(unreachable)?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        super::notify::admin_request(target, method, path, token),
     )
-    .map_err(unreachable)?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(unreachable)?;
+    .await
+    .map_err(|_| unreachable("no answer within 10 s".into()))?
+    .map_err(|e| unreachable(e.to_string()))?
+    .ok_or_else(|| unreachable("connection refused".into()))?;
+    let resp = String::from_utf8_lossy(&resp);
     let (head, body) = resp
         .split_once("\r\n\r\n")
         .ok_or_else(|| Failure::runtime(format!("{addr}: not an HTTP answer")))?;

@@ -217,9 +217,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Partner { cmd } => {
             let cfg = load_config(&path)?;
-            let admin = cfg.admin.listen;
+            let admin = notify::AdminTarget::of(&cfg)?;
             with_store(&cfg, |store| async move {
-                partner::run(cmd, &store, admin).await
+                partner::run(cmd, &store, &admin).await
             })
         }
         Command::User { cmd } => with_store(&load_config(&path)?, |store| async move {

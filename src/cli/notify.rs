@@ -60,60 +60,132 @@ pub(crate) async fn give_back(store: &Store, token: AdminToken) {
     }
 }
 
-/// Asks the edge at `admin` to reload its registry now; waits at most a
+/// Where the CLI reaches this node's admin listener: its address from the
+/// configuration and, under `[admin] tls`, a TLS client that accepts only
+/// the edge's own certificate.
+#[derive(Clone)]
+pub(crate) struct AdminTarget {
+    pub addr: SocketAddr,
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl AdminTarget {
+    pub(crate) fn of(cfg: &fedge::config::Config) -> Result<AdminTarget, super::failure::Failure> {
+        let admin = cfg.admin.listen;
+        let addr = if admin.ip().is_unspecified() {
+            match admin {
+                SocketAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], admin.port())),
+                SocketAddr::V6(_) => {
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, admin.port()))
+                }
+            }
+        } else {
+            admin
+        };
+        let tls = if cfg.admin.tls {
+            Some(
+                fedge::server::admin_client_config(cfg)
+                    .map_err(|e| super::failure::Failure::usage(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok(AdminTarget { addr, tls })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
+/// Connects to the admin listener (at most 1 s), over TLS when it serves
+/// TLS. `Ok(None)`: nothing listens there.
+async fn connect(target: &AdminTarget) -> std::io::Result<Option<Box<dyn AdminStream>>> {
+    let Ok(Ok(tcp)) =
+        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target.addr)).await
+    else {
+        return Ok(None);
+    };
+    match &target.tls {
+        None => Ok(Some(Box::new(tcp))),
+        Some(cfg) => {
+            let name = rustls::pki_types::ServerName::from(target.addr.ip());
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await?;
+            Ok(Some(Box::new(tls)))
+        }
+    }
+}
+
+trait AdminStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AdminStream for T {}
+
+/// One request to the admin listener with `token`; the whole answer.
+/// `Ok(None)`: nothing listens there.
+pub(crate) async fn admin_request(
+    target: &AdminTarget,
+    method: &str,
+    path: &str,
+    token: &str,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let Some(mut s) = connect(target).await? else {
+        return Ok(None);
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        target.addr
+    );
+    s.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    // A TLS peer that closes without close_notify still sent a whole answer
+    // (Connection: close); keep what arrived.
+    match s.read_to_end(&mut answer).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Ok(Some(answer))
+}
+
+/// Asks the edge at `target` to reload its registry now; waits at most a
 /// few seconds. Says on stderr when an edge answered but could not.
-pub async fn registry_changed(admin: SocketAddr, store: &Store) {
-    if admin.port() == 0 {
+pub async fn registry_changed(target: &AdminTarget, store: &Store) {
+    if target.addr.port() == 0 {
         return; // an ephemeral admin port cannot be found from the configuration
     }
-    let target = if admin.ip().is_unspecified() {
-        match admin {
-            SocketAddr::V4(_) => SocketAddr::from(([127, 0, 0, 1], admin.port())),
-            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, admin.port())),
-        }
-    } else {
-        admin
-    };
-    let Ok(Ok(mut tcp)) =
-        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target)).await
-    else {
-        return; // no edge running here: it loads the registry when it starts
-    };
+    let addr = target.addr;
+    let scheme = target.scheme();
     let token = match admin_token(store).await {
         Ok(t) => t,
         Err(e) => {
             eprintln!(
-                "note: cannot authenticate to the edge at {target} ({e}); it applies the change at its next poll"
+                "note: cannot authenticate to the edge at {scheme}://{addr} ({e}); it applies the change at its next poll"
             );
             return;
         }
     };
-    let request = format!(
-        "POST /registry/reload HTTP/1.1\r\nHost: {target}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        token.value()
-    );
-    let exchange = async {
-        tcp.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        tcp.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(answer)
-    };
-    let outcome = tokio::time::timeout(Duration::from_secs(5), exchange).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        admin_request(target, "POST", "/registry/reload", token.value()),
+    )
+    .await;
     give_back(store, token).await;
     match outcome {
-        Ok(Ok(answer)) if answer.starts_with(b"HTTP/1.1 200") => {}
-        Ok(Ok(answer)) => {
+        Ok(Ok(None)) => {} // no edge running here: it loads the registry when it starts
+        Ok(Ok(Some(answer))) if answer.starts_with(b"HTTP/1.1 200") => {}
+        Ok(Ok(Some(answer))) => {
             let line = String::from_utf8_lossy(&answer);
             let line = line.lines().next().unwrap_or("");
             eprintln!(
-                "note: the edge at {target} could not reload its registry ({line}); it applies the change at its next poll"
+                "note: the edge at {scheme}://{addr} could not reload its registry ({line}); it applies the change at its next poll"
             );
         }
         Ok(Err(e)) => eprintln!(
-            "note: the edge at {target} did not confirm the change ({e}); it applies it at its next poll"
+            "note: the edge at {scheme}://{addr} did not confirm the change ({e}); it applies it at its next poll"
         ),
         Err(_) => eprintln!(
-            "note: the edge at {target} did not confirm the change in time; it applies it at its next poll"
+            "note: the edge at {scheme}://{addr} did not confirm the change in time; it applies it at its next poll"
         ),
     }
 }

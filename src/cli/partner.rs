@@ -4,7 +4,6 @@
 //! change is committed by the store before success is printed; mistakes
 //! are one line and exit code 2.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -206,7 +205,11 @@ pub(crate) fn store_failure(e: fedge::store::StoreError) -> Failure {
 
 /// Runs a partner command against the store; after a change, asks the
 /// running edge (its admin listener at `admin`) to enforce it at once.
-pub async fn run(cmd: PartnerCmd, store: &Store, admin: SocketAddr) -> Result<(), Failure> {
+pub async fn run(
+    cmd: PartnerCmd,
+    store: &Store,
+    admin: &super::notify::AdminTarget,
+) -> Result<(), Failure> {
     let changes = !matches!(
         cmd,
         PartnerCmd::List { .. } | PartnerCmd::Show { .. } | PartnerCmd::History { .. }
