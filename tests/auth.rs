@@ -114,8 +114,11 @@ fn every_route_needs_an_account() {
         status(a, "POST", "/media/drain?on=false", Some(&edge.token)),
         200
     );
-    // The dialling pages stay public (the gateway is off here: 503).
-    assert_eq!(status(a, "GET", "/cvi/123456789", None), 503);
+    // The dialling pages are on the public listener, without an account
+    // (the gateway is off here: 503), and no longer on the admin one.
+    assert_eq!(status(a, "GET", "/cvi/123456789", None), 404);
+    assert_eq!(status(a, "GET", "/cvi/123456789", Some(&edge.token)), 404);
+    assert_eq!(status(edge.public, "GET", "/cvi/123456789", None), 503);
 }
 
 #[test]
