@@ -331,6 +331,7 @@ async fn submit_fpa(p: &Tab, pem: &str) -> String {
     }
     p.click("input[name='/usage/data/clinical']").await;
     p.click("input[name='/usage/data/general']").await;
+    p.c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
     p.shot("fpa-form").await;
     p.submit("form[action='/fpa'] button[type=submit]").await;
     assert_eq!(
