@@ -420,3 +420,161 @@ fn console_login_csrf_and_roles() {
     assert_eq!(st, 303);
     assert_eq!(header(&hs, "location"), Some("/console/login"));
 }
+
+/// The date and RFC 3339 time `days` from now (UTC).
+fn in_days(days: i64) -> (String, String) {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+    let rfc = t
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    (rfc[..10].to_string(), rfc)
+}
+
+/// The row of the partners table naming `org`.
+fn row_of<'a>(list: &'a str, org: &str) -> &'a str {
+    list.split("<tr>")
+        .find(|r| r.contains(&format!(">{org}</a>")))
+        .unwrap_or_else(|| panic!("no row for {org}: {list}"))
+}
+
+/// Edge certificates stored with the FPA: the partners list and the
+/// partner page warn, in words, of one expiring within 30 days or expired,
+/// and show its subject, names and not-after; the partner's own account
+/// sees the same on its page; one far from expiry is shown without a
+/// warning, and a partner without one says so.
+#[test]
+fn console_warns_of_edge_certificate_expiry() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("sqlite://{}/fedge.db", pki.path().display());
+    let store = rt.block_on(Store::open(&url)).unwrap();
+    let mut ids = Vec::new();
+    for (domain, org) in [
+        ("soon.test", "Soon Org"),
+        ("later.test", "Later Org"),
+        ("old.test", "Old Org"),
+        ("none.test", "Nocert Org"),
+    ] {
+        fedge_ok(
+            &edge.config_path,
+            &[
+                "partner",
+                "add",
+                "--domain",
+                domain,
+                "--org",
+                org,
+                "--ig-expires",
+                "2099-01-31",
+                "--state",
+                "requested",
+                "--reason",
+                "test",
+            ],
+        );
+        ids.push(rt.block_on(store.partner_by_domain(domain)).unwrap().id);
+    }
+    let (soon_date, soon) = in_days(10);
+    let (later_date, later) = in_days(200);
+    let (old_date, old) = in_days(-3);
+    for (id, name, not_after) in [
+        (&ids[0], "sip.soon.test", &soon),
+        (&ids[1], "sip.later.test", &later),
+        (&ids[2], "sip.old.test", &old),
+    ] {
+        let c = fedge::store::PartnerCert {
+            partner_id: id.clone(),
+            pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
+            not_after: not_after.clone(),
+            subject: format!("CN={name}"),
+            names: format!("{name},alt.{name}"),
+        };
+        rt.block_on(store.set_partner_cert(&c, "fpa-intake:test"))
+            .unwrap();
+    }
+    rt.block_on(store.add_account("ops", Role::Operator, None, "test"))
+        .unwrap();
+    rt.block_on(store.set_password("ops", "an operator's passphrase", "test"))
+        .unwrap();
+    rt.block_on(store.add_account(
+        "spoc@soon.test",
+        Role::Partner,
+        Some(ids[0].as_str()),
+        "test",
+    ))
+    .unwrap();
+    rt.block_on(store.set_password("spoc@soon.test", "the contact's passphrase", "test"))
+        .unwrap();
+    let soon_warning = format!("Warning: Edge certificate expires in 10 days ({soon_date})");
+
+    // The list: a column with the expiry, and the warnings in words.
+    let (c, _) = Console::login(edge.admin, "ops", "an operator's passphrase");
+    let (st, _, list) = c.get("/console/partners");
+    assert_eq!(st, 200, "{list}");
+    assert!(
+        list.contains("<th scope=\"col\">Certificate expires</th>"),
+        "{list}"
+    );
+    let row = row_of(&list, "Soon Org");
+    assert!(row.contains(&format!("<td>{soon_date}</td>")), "{row}");
+    assert!(row.contains(&soon_warning), "{row}");
+    let row = row_of(&list, "Later Org");
+    assert!(row.contains(&format!("<td>{later_date}</td>")), "{row}");
+    assert!(!row.contains("Warning"), "{row}");
+    let row = row_of(&list, "Old Org");
+    assert!(
+        row.contains(&format!("Warning: Edge certificate expired on {old_date}")),
+        "{row}"
+    );
+    let row = row_of(&list, "Nocert Org");
+    assert!(row.contains("<td>none on record</td>"), "{row}");
+    assert!(!row.contains("Warning"), "{row}");
+
+    // The partner page: the warning at the top and in the certificate's
+    // section, with its subject, names and not-after.
+    let soon_page = format!("/console/partners/{}", ids[0]);
+    let (st, _, p) = c.get(&soon_page);
+    assert_eq!(st, 200, "{p}");
+    assert!(
+        p.contains(&format!(
+            "<p class=\"warn\" role=\"note\">{soon_warning}</p>"
+        )),
+        "{p}"
+    );
+    assert!(
+        p.contains(&format!(
+            "<p class=\"warn\" id=\"cert-warning\">{soon_warning}</p>"
+        )),
+        "{p}"
+    );
+    assert!(p.contains("<dd>CN=sip.soon.test</dd>"), "{p}");
+    assert!(
+        p.contains("<dd>sip.soon.test, alt.sip.soon.test</dd>"),
+        "{p}"
+    );
+    assert!(
+        p.contains(&format!("<dd id=\"cert-not-after\">{soon_date} ")),
+        "{p}"
+    );
+    accessible(&soon_page, &p);
+    let (_, _, p) = c.get(&format!("/console/partners/{}", ids[1]));
+    assert!(p.contains("<dd>CN=sip.later.test</dd>"), "{p}");
+    assert!(!p.contains("id=\"cert-warning\""), "{p}");
+    let (_, _, p) = c.get(&format!("/console/partners/{}", ids[3]));
+    assert!(p.contains("id=\"no-cert\""), "{p}");
+    assert!(!p.contains("Edge certificate expire"), "{p}");
+
+    // The partner's own account sees its certificate and the warning, and
+    // no other partner's certificate.
+    let (s, to) = Console::login(edge.admin, "spoc@soon.test", "the contact's passphrase");
+    assert_eq!(to, "/console/");
+    let (st, _, p) = s.get(&soon_page);
+    assert_eq!(st, 200, "{p}");
+    assert!(p.contains("(role: <strong>partner</strong>)"), "{p}");
+    assert!(p.contains(&soon_warning), "{p}");
+    assert!(p.contains("<dd>CN=sip.soon.test</dd>"), "{p}");
+    let (st, _, p) = s.get(&format!("/console/partners/{}", ids[1]));
+    assert_eq!(st, 404, "{p}");
+    assert!(!p.contains("sip.later.test"), "{p}");
+}

@@ -2,15 +2,20 @@
 //! Debian's chromedriver with fantoccini, against the real binary with
 //! Kamailio and SIPp as the partner (as tests/policy_peers.rs does).
 //!
-//! An operator logs in and changes the one-time password; a submitted FPA
-//! (partner.test in `requested` with a requested contact account) goes
-//! through agreement-sent, agreement-signed and approve; the partner's
-//! tester passes the IM test; the operator enables it, suspends it with a
-//! reason and reads both reasons and the acting account in the history;
-//! the contact account, activated from the console, logs in and sees its
-//! partner only (another's page is 404); a viewer sees no change button
-//! and a forged POST from its browser is refused. Every page is saved as
-//! a screenshot under target/console-screenshots/.
+//! The partner's technical contact submits the FPA on the public
+//! listener's form (`/fpa`) with its edge's certificate (the one the lab's
+//! Kamailio presents) and reads its reference; an operator logs in and
+//! changes the one-time password, sees the certificate's expiry warning,
+//! takes the submission (partner.test in `requested` with a requested
+//! contact account) through agreement-sent, agreement-signed and approve;
+//! the partner's tester passes the IM test; the operator enables it (the
+//! public `/federated` page then lists it with its date and intended use),
+//! suspends it with a reason (no longer listed) and reads both reasons and
+//! the acting account in the history; the contact account, activated from
+//! the console, logs in and sees its partner only (another's page is 404);
+//! a viewer sees no change button and a forged POST from its browser is
+//! refused. Every page is saved as a screenshot under
+//! target/console-screenshots/.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -257,9 +262,101 @@ fn im_test(lab: &Lab) {
     );
 }
 
+/// The usage statement the FPA states and the published list shows.
+const USAGE: &str = "Ward clerks message the home team's discharge coordinators.";
+
+/// The partner's technical contact fills in the public FPA form with the
+/// keyboard (dates and the PEM set as a paste would), submits it and
+/// returns the reference on the answer page.
+async fn submit_fpa(p: &Tab, pem: &str) -> String {
+    p.go("/fpa").await;
+    assert!(
+        p.text("h1")
+            .await
+            .contains("Federation Partnership Agreement")
+    );
+    for (path, value) in [
+        ("/organisation/name", "Partner Trust"),
+        ("/organisation/registration_number", "RPT"),
+        (
+            "/organisation/address",
+            "1 Partner Street, Partnerton PT1 1AA",
+        ),
+        (
+            "/organisation/information_governance/level",
+            "DSPT Standards Met",
+        ),
+        ("/usage/statement", USAGE),
+        ("/technical/sip_domains", "partner.test"),
+        ("/technical/sip_address", "sip:alice@partner.test"),
+        ("/technical/edge_fqdn", "sip.partner.test"),
+        ("/contacts/spoc/name", "Partner Service Desk"),
+        ("/contacts/spoc/email", "desk@partner.test"),
+        ("/contacts/spoc/phone", "+44 1000 000000"),
+        ("/contacts/technical/name", "Alice Tester"),
+        ("/contacts/technical/email", "alice@partner.test"),
+        ("/contacts/technical/phone", "+44 1000 000001"),
+        ("/contacts/technical/sip_address", "sip:alice@partner.test"),
+        ("/contacts/signatory/name", "Pat Lee"),
+        ("/contacts/signatory/role", "Chief Executive"),
+    ] {
+        p.fill(&format!("#f{}", path.replace('/', "-")), value)
+            .await;
+    }
+    for (id, value) in [
+        (
+            "f-organisation-information_governance-expires",
+            "2030-01-31",
+        ),
+        ("f-contacts-signatory-signed_on", "2026-11-01"),
+        ("fcertificate_pem", pem),
+    ] {
+        p.c.execute(
+            "document.getElementById(arguments[0]).value = arguments[1]",
+            vec![serde_json::json!(id), serde_json::json!(value)],
+        )
+        .await
+        .unwrap();
+    }
+    for (id, value) in [
+        ("f-organisation-sector", "nhs"),
+        ("f-technical-product", "sfb_2019"),
+    ] {
+        p.c.find(Locator::Id(id))
+            .await
+            .unwrap()
+            .select_by_value(value)
+            .await
+            .unwrap();
+    }
+    p.click("input[name='/usage/data/clinical']").await;
+    p.click("input[name='/usage/data/general']").await;
+    p.c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+    p.shot("fpa-form").await;
+    p.submit("form[action='/fpa'] button[type=submit]").await;
+    assert_eq!(
+        p.text("h1").await,
+        "Agreement received",
+        "{}",
+        p.body().await
+    );
+    let body = p.body().await;
+    assert!(body.contains("alice@partner.test"), "{body}");
+    p.shot("fpa-submitted").await;
+    p.text("dd strong").await
+}
+
+/// The public list of federated organisations, as the browser shows it.
+async fn published(p: &Tab) -> String {
+    p.go("/federated").await;
+    assert!(p.text("h1").await.contains("Federated organisations"));
+    p.body().await
+}
+
 #[test]
 fn console_in_chromium_from_fpa_to_suspension() {
-    let lab = Lab::with("", Some("requested"));
+    // partner.test is not imported: its contact submits the FPA.
+    let lab = Lab::with("", None);
     lab.cli(&[
         "partner",
         "add",
@@ -279,18 +376,10 @@ fn console_in_chromium_from_fpa_to_suspension() {
         .unwrap();
     let url = format!("sqlite://{}/fedge.db", lab.dir().display());
     let store = rt.block_on(Store::open(&url)).unwrap();
-    let partners = rt.block_on(store.partners()).unwrap();
-    let id = |d: &str| {
-        partners
-            .iter()
-            .find(|p| p.has_domain(d))
-            .map(|p| p.id.clone())
-            .unwrap()
-    };
-    let (pid, other) = (id("partner.test"), id("other.test"));
-    // The FPA submission's contact account (the public form makes it at merge).
-    rt.block_on(store.request_account("alice@partner.test", &pid, "fpa-intake"))
-        .unwrap();
+    let other = rt
+        .block_on(store.partner_by_domain("other.test"))
+        .unwrap()
+        .id;
     let ops = rt
         .block_on(store.add_account("ops", Role::Operator, None, "bootstrap"))
         .unwrap();
@@ -298,17 +387,48 @@ fn console_in_chromium_from_fpa_to_suspension() {
         .unwrap();
     rt.block_on(store.set_password("watcher", "a viewer's passphrase", "bootstrap"))
         .unwrap();
+    // The certificate the lab's Kamailio presents as sip.partner.test.
+    let pem = std::fs::read_to_string(&lab.pki.partner.cert).unwrap();
     let driver = Driver::start();
-    rt.block_on(flow(&lab, &driver, ops.password.unwrap(), &pid, &other));
+    rt.block_on(flow(&lab, &driver, ops.password.unwrap(), &other, &pem));
+    // The submission's contact is the account that logged in above.
+    let alice = rt
+        .block_on(store.account("alice@partner.test"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.role, Role::Partner);
 }
 
-async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str) {
+async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, other: &str, pem: &str) {
     let base = format!("http://{}", lab.edge.admin);
     let t = Tab {
         c: driver.browser().await,
         base: base.clone(),
     };
+    let public = Tab {
+        c: t.c.clone(),
+        base: format!("http://{}", lab.edge.public),
+    };
+
+    // The partner's technical contact submits the FPA on the public listener.
+    let pid = submit_fpa(&public, pem).await;
+    assert!(pid.starts_with("p_"), "reference {pid}");
+    // Lab only: the partner's edge is Kamailio on loopback, which DNS for
+    // sip.partner.test would not find; the CLI asks the edge to reload.
+    lab.cli(&[
+        "partner",
+        "update",
+        "partner.test",
+        "--set",
+        &format!("address={}", lab.kam.tls),
+        "--reason",
+        "lab: the partner's edge listens on loopback",
+    ]);
+    lab.wait_state("partner.test", Some("requested"));
+    let pid = pid.as_str();
     let page = format!("/console/partners/{pid}");
+    // Not published while requested.
+    assert!(!published(&public).await.contains("Partner Trust"));
 
     // The admin address in a browser: the console's login page.
     t.go("/").await;
@@ -325,11 +445,28 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
     assert!(t.text("#who").await.contains("ops (role: operator)"));
     assert!(t.text("#partners").await.contains("Partner Trust"));
     t.shot("partners").await;
+    // The certificate from the FPA (the lab's, valid 30 days): warned of.
+    assert!(
+        t.text("#partners")
+            .await
+            .contains("Warning: Edge certificate expires in")
+    );
     t.go("/console/partners?state=requested").await;
     assert!(t.text("#partners").await.contains("Other Org"));
 
     // The submitted FPA through the lifecycle.
     t.go(&page).await;
+    assert!(
+        t.text("#cert-warning")
+            .await
+            .contains("Edge certificate expires in")
+    );
+    assert!(t.text("#cert").await.contains("sip.partner.test"));
+    assert!(
+        t.text("#history")
+            .await
+            .contains("fpa-intake:alice@partner.test")
+    );
     t.shot("partner-requested").await;
     assert!(!t.has("#verb-enable").await, "no enable from requested");
     let f = t
@@ -369,9 +506,24 @@ async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, pid: &str, other: &str
     t.go(&page).await;
     assert!(t.text("#counts").await.contains("passed"));
     t.shot("partner-enabled").await;
+    // The published list: the organisation, the date it was federated
+    // (today, UTC) and its intended use.
+    let list = published(&public).await;
+    let today = fedge::store::today();
+    assert!(
+        list.contains(&format!("Partner Trust {today} {USAGE}")),
+        "{list}"
+    );
+    public.shot("federated-enabled").await;
+    t.go(&page).await;
     let f = t.verb("suspend", "IG certification under review").await;
     assert!(f.contains("enabled -> suspended"), "{f}");
     lab.wait_state("partner.test", Some("suspended"));
+    let list = published(&public).await;
+    assert!(!list.contains("Partner Trust"), "{list}");
+    assert!(list.contains("No organisation is federated yet."), "{list}");
+    public.shot("federated-suspended").await;
+    t.go(&page).await;
     let h = t.text("#history").await;
     assert!(
         h.contains("ops suspend enabled -> suspended IG certification under review"),

@@ -1,6 +1,7 @@
 //! The console's partner pages: the list with state filters and expiry
-//! warnings, a partner's page (details, history, lifecycle buttons, IM
-//! test, live connections, verdict counts, contact accounts), and the
+//! warnings (IG certification and edge certificate), a partner's page
+//! (details, edge certificate, history, lifecycle buttons, IM test, live
+//! connections, verdict counts, contact accounts), and the
 //! activation of a requested contact account.
 //!
 //! Owns these pages and their forms. Every change goes through the
@@ -8,6 +9,7 @@
 //! lifecycle rule itself (`model::partner` does) and never shows one-time
 //! credentials on any page but the one answering the activation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -19,7 +21,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::view::{
-    CountRow, HistoryRow, ImTestRow, PartnerRow, VerbButton, partner_counts, verb_buttons, warnings,
+    CertView, CountRow, HistoryRow, ImTestRow, PartnerRow, VerbButton, partner_counts,
+    verb_buttons, warnings,
 };
 use super::{Chrome, Who, csrf_ok, done, page, page_error, render};
 use crate::admin::EdgeState;
@@ -29,7 +32,7 @@ use crate::admin::auth::CSRF_HEADER;
 use crate::admin::service::{self, FederationTest, PartnerFilter, PartnerView};
 use crate::model::account::Account;
 use crate::model::partner::ALL_STATES;
-use crate::store::today;
+use crate::store::{StoredPartnerCert, today};
 
 #[derive(Template)]
 #[template(path = "partners.html")]
@@ -59,6 +62,14 @@ pub(super) async fn list(
         Ok(p) => p,
         Err(e) => return page_error(&who, e),
     };
+    // Read after the role check above: stored edge certificates by partner.
+    let certs: HashMap<String, StoredPartnerCert> = match state.store.partner_certs().await {
+        Ok(cs) => cs
+            .into_iter()
+            .map(|c| (c.cert.partner_id.clone(), c))
+            .collect(),
+        Err(e) => return page_error(&who, e.into()),
+    };
     let filter = q.state.unwrap_or_default();
     let filters = ALL_STATES
         .iter()
@@ -71,7 +82,7 @@ pub(super) async fn list(
     let rows: Vec<PartnerRow> = all
         .iter()
         .filter(|p| filter.is_empty() || p.state == filter)
-        .map(|p| PartnerRow::of(p, &today))
+        .map(|p| PartnerRow::of(p, certs.get(&p.id), &today))
         .collect();
     let t = ListPage {
         c: Chrome::new(&who, "Partners"),
@@ -98,6 +109,8 @@ struct PartnerPage {
     p: PartnerView,
     fields: Vec<(&'static str, String)>,
     warnings: Vec<String>,
+    /// The edge certificate submitted with the FPA, if any.
+    cert: Option<CertView>,
     verbs: Vec<VerbButton>,
     history: Vec<HistoryRow>,
     im_tests: Vec<ImTestRow>,
@@ -165,12 +178,14 @@ pub(super) async fn show(
     let loaded = async {
         let h = service::history(&state, a, &id).await?;
         let tests = service::tests(&state, a, &id).await?;
-        // A partner account sees its own partner's accounts: its contacts.
+        // A partner account sees its own partner's accounts: its contacts,
+        // and its edge certificate (read once `history` allowed the page).
         let accounts = state.store.accounts_of_partner(&h.partner.id).await?;
-        Ok::<_, ApiError>((h, tests, accounts))
+        let cert = state.store.partner_cert(&h.partner.id).await?;
+        Ok::<_, ApiError>((h, tests, accounts, cert))
     }
     .await;
-    let (h, tests, accounts) = match loaded {
+    let (h, tests, accounts, cert) = match loaded {
         Ok(x) => x,
         Err(e) => return page_error(&who, e),
     };
@@ -180,11 +195,13 @@ pub(super) async fn show(
         p.domains.first().map_or(p.id.as_str(), String::as_str),
     );
     let may_change = a.account.role.may_change();
+    let today = today();
     let t = PartnerPage {
         c: Chrome::new(&who, p.org_name.clone()),
         may_change,
         fields: details(&p),
-        warnings: warnings(&p, &today()),
+        warnings: warnings(&p, cert.as_ref(), &today),
+        cert: cert.as_ref().map(|c| CertView::of(&p, c, &today)),
         verbs: if may_change {
             verb_buttons(&p)
         } else {

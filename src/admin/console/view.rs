@@ -6,6 +6,7 @@
 
 use crate::admin::service::{ChainView, PartnerView, TrailView};
 use crate::model::partner::{PartnerState, Verb};
+use crate::store::StoredPartnerCert;
 
 /// Days before an expiry date when the console starts warning.
 pub const WARN_DAYS: i64 = 30;
@@ -18,11 +19,13 @@ pub struct PartnerRow {
     pub state: String,
     pub federated: String,
     pub ig_expires: String,
+    /// The stored edge certificate's not-after date (empty: none stored).
+    pub cert_expires: String,
     pub warnings: Vec<String>,
 }
 
 impl PartnerRow {
-    pub fn of(p: &PartnerView, today: &str) -> PartnerRow {
+    pub fn of(p: &PartnerView, cert: Option<&StoredPartnerCert>, today: &str) -> PartnerRow {
         PartnerRow {
             id: p.id.clone(),
             org: p.org_name.clone(),
@@ -30,8 +33,53 @@ impl PartnerRow {
             state: p.state.clone(),
             federated: p.federated_at.clone().unwrap_or_default(),
             ig_expires: p.ig_expires.clone().unwrap_or_default(),
-            warnings: warnings(p, today),
+            cert_expires: cert
+                .map(|c| c.cert.not_after.get(..10).unwrap_or_default().to_string())
+                .unwrap_or_default(),
+            warnings: warnings(p, cert, today),
         }
+    }
+}
+
+/// A partner's stored edge certificate as its page shows it.
+pub struct CertView {
+    pub subject: String,
+    /// The subjectAltName DNS names, comma-separated.
+    pub names: String,
+    pub not_after: String,
+    pub submitted: String,
+    /// The expiry warning, in words (empty: none).
+    pub warning: String,
+}
+
+impl CertView {
+    pub fn of(p: &PartnerView, c: &StoredPartnerCert, today: &str) -> CertView {
+        let revoked = p.state == PartnerState::Revoked.as_str();
+        CertView {
+            subject: c.cert.subject.clone(),
+            names: c.cert.names.split(',').collect::<Vec<_>>().join(", "),
+            not_after: when(&c.cert.not_after),
+            submitted: format!("{} by {}", when(&c.submitted_at), c.submitted_by),
+            warning: if revoked {
+                None
+            } else {
+                cert_warning(&c.cert.not_after, today)
+            }
+            .unwrap_or_default(),
+        }
+    }
+}
+
+/// The warning about an edge certificate's expiry (RFC 3339 `not_after`),
+/// if it expired or expires within [`WARN_DAYS`].
+pub fn cert_warning(not_after: &str, today: &str) -> Option<String> {
+    let date = not_after.get(..10).unwrap_or(not_after);
+    match days_until(not_after, today) {
+        Some(d) if d < 0 => Some(format!("Edge certificate expired on {date}")),
+        Some(0) => Some(format!("Edge certificate expires today ({date})")),
+        Some(d) if d <= WARN_DAYS => Some(format!("Edge certificate expires in {d} days ({date})")),
+        Some(_) => None,
+        None => Some(format!("Edge certificate expiry unreadable: {not_after}")),
     }
 }
 
@@ -43,8 +91,9 @@ pub fn days_until(date: &str, today: &str) -> Option<i64> {
     Some((d - t).whole_days())
 }
 
-/// The expiry warnings of a partner, in words.
-pub fn warnings(p: &PartnerView, today: &str) -> Vec<String> {
+/// The expiry warnings of a partner (IG certification, then its stored
+/// edge certificate), in words.
+pub fn warnings(p: &PartnerView, cert: Option<&StoredPartnerCert>, today: &str) -> Vec<String> {
     let mut w = Vec::new();
     if p.state == PartnerState::Revoked.as_str() {
         return w;
@@ -58,6 +107,9 @@ pub fn warnings(p: &PartnerView, today: &str) -> Vec<String> {
             }
             _ => {}
         },
+    }
+    if let Some(c) = cert.and_then(|c| cert_warning(&c.cert.not_after, today)) {
+        w.push(c);
     }
     w
 }
@@ -226,6 +278,21 @@ mod tests {
     fn times_read_as_utc() {
         assert_eq!(when("2026-12-03T15:28:17.540Z"), "2026-12-03 15:28:17 UTC");
         assert_eq!(when("soon"), "soon");
+    }
+
+    #[test]
+    fn certificate_expiry_in_words() {
+        let today = "2026-12-03";
+        assert_eq!(cert_warning("2027-06-01T00:00:00Z", today), None);
+        assert_eq!(
+            cert_warning("2026-12-13T10:00:00Z", today).as_deref(),
+            Some("Edge certificate expires in 10 days (2026-12-13)")
+        );
+        assert_eq!(
+            cert_warning("2026-12-02T23:59:59Z", today).as_deref(),
+            Some("Edge certificate expired on 2026-12-02")
+        );
+        assert!(cert_warning("junk", today).is_some_and(|w| w.contains("unreadable")));
     }
 
     #[test]
