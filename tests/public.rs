@@ -584,7 +584,18 @@ fn fpa_intake_refuses_bad_fpas_and_certificates_with_reasons() {
     rt().block_on(async {
         let store = Store::open(&store_url(&pki)).await.unwrap();
         assert!(store.partners().await.unwrap().is_empty(), "nothing stored");
-        assert!(store.accounts().await.unwrap().is_empty());
+        // No account requested: only the testkit's own operator exists.
+        let names: Vec<String> = store
+            .accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(
+            names,
+            vec![fedge_testkit::edge::TESTKIT_OPERATOR.to_string()]
+        );
         store.close().await;
     });
 }
