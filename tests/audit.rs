@@ -242,6 +242,14 @@ fn scenario(dir: &Path, url: &str) {
     tamper(url, "DELETE FROM audit_chain");
     verify_fails(&cfg, &["audit", "verify"], "every entry was deleted");
     verify_fails(&cfg, &["audit", "verify"], "every entry was deleted");
+    // Deleting the record of the chain's start as well does not make the
+    // next open seal the older tables into a fresh chain that passes.
+    tamper(
+        url,
+        "DELETE FROM store_info WHERE name = 'audit_chain_started'",
+    );
+    verify_fails(&cfg, &["audit", "verify"], "every entry was deleted");
+    verify_fails(&cfg, &["audit", "verify"], "every entry was deleted");
 
     // Usage mistakes: one line, exit 2.
     let (code, _, err) = fedge_cli(&cfg, &["audit", "export", "--format", "csv"]);
@@ -280,4 +288,41 @@ fn chain_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/audit.db", dir.path().display());
     scenario(dir.path(), &url);
+}
+
+/// The edge's log journals every entry's head, and its head at start-up:
+/// a collector keeping those lines holds an outside anchor that
+/// `--expect-head` checks.
+#[test]
+fn the_edges_log_journals_the_chain_head() {
+    let pki = fedge_testkit::pki::Pki::new();
+    let edge = fedge_testkit::edge::Edge::start(&pki, &fedge_testkit::edge::test_config(&pki, ""));
+    let auth = format!("Bearer {}", edge.token);
+    let (code, _, body) = fedge_testkit::admin::request(
+        edge.admin,
+        "POST",
+        "/api/v1/accounts",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"name":"ig.auditor","role":"viewer"}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    let line = edge
+        .wait_log(
+            &["audit entry appended", "ig.auditor"],
+            std::time::Duration::from_secs(5),
+        )
+        .expect("the append is logged");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let fields = &v["fields"];
+    let head = format!("{}:{}", fields["seq"], fields["hash"].as_str().unwrap());
+    let cli = edge.cli_config("audit-cli.toml");
+    let out = fedge_ok(&cli, &["audit", "verify", "--expect-head", &head]);
+    assert!(out.contains("audit chain: ok"), "{out}");
+    assert!(
+        edge.logs().iter().any(|l| l.contains("audit chain head")),
+        "the head is logged at start-up"
+    );
 }

@@ -71,6 +71,7 @@ pub(super) async fn cvi_drain(
         return Ok(cvi_off());
     };
     g.set_draining(q.on.unwrap_or(true));
+    tracing::info!(account = %actor.name(), draining = g.draining(), "CVI gateway drain switched");
     Ok((
         axum::http::StatusCode::OK,
         Json(json!({"draining": g.draining(), "calls": g.live()})),

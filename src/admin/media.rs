@@ -49,6 +49,7 @@ pub(super) async fn media_drain(
     Ok(match &state.media {
         Some(r) => {
             r.set_draining(q.on.unwrap_or(true));
+            tracing::info!(account = %actor.name(), draining = r.draining(), "media relay drain switched");
             (
                 axum::http::StatusCode::OK,
                 Json(json!({"draining": r.draining(), "sessions": r.len()})),

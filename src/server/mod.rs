@@ -181,6 +181,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     info!(role = "internal", transport = "udp+tcp", addr = %int_addr, allowed_sources = %home_pool, "listening");
     info!(role = "admin", transport = admin_scheme, addr = %admin_addr, "listening");
     info!(role = "public", transport = "http", addr = %public_addr, "listening");
+    // An outside anchor for the audit chain at every start (see store/audit.rs).
+    match shared.store.audit_head().await {
+        Ok(Some((seq, hash))) => info!(seq, hash = %hash, "audit chain head"),
+        Ok(None) => info!(seq = 0, "audit chain head: empty"),
+        Err(e) => warn!(error = %e, "cannot read the audit chain's head"),
+    }
     info!(version = env!("CARGO_PKG_VERSION"), "fedge ready");
 
     shared.shutdown.cancelled().await;

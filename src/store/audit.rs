@@ -257,6 +257,18 @@ pub async fn append(
     .bind(&e.hash)
     .execute(&mut **tx)
     .await?;
+    // The log journals every head: a later head's hash covers every entry
+    // before it, so a collector keeping these lines is an outside anchor
+    // (`fedge audit verify --expect-head SEQ:HASH`).
+    tracing::info!(
+        seq = e.seq,
+        hash = %e.hash,
+        kind = %e.kind,
+        subject = %e.subject,
+        action = %e.action,
+        actor = %e.actor,
+        "audit entry appended"
+    );
     Ok(e)
 }
 
@@ -295,6 +307,16 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         if started.is_some() {
+            return Ok(());
+        }
+        // Accounts exist only since the chain does: with accounts and no
+        // record of the chain's start, the record was deleted; never seal
+        // the older tables again then (verify reports the emptied chain).
+        let accounts: i64 = sqlx::query("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if accounts > 0 {
             return Ok(());
         }
         sqlx::query("INSERT INTO store_info (name, value) VALUES ('audit_chain_started', $1)")
@@ -385,6 +407,17 @@ impl Store {
         Ok(())
     }
 
+    /// The chain's last entry (`seq`, `hash`), `None` when it is empty.
+    pub async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
+            None => Ok(None),
+        }
+    }
+
     /// The chain's entries with `at >= since` (all when `None`), in order.
     pub async fn audit_entries(&self, since: Option<&str>) -> Result<Vec<ChainEntry>, StoreError> {
         let rows = match since {
@@ -432,14 +465,19 @@ impl Store {
             .fetch_one(&self.pool)
             .await?
             .try_get(0)?;
-            if let Some(r) = started
-                && any_change > 0
-            {
-                let since: String = r.try_get(0)?;
+            let accounts: i64 = sqlx::query("SELECT COUNT(*) FROM accounts")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
+            if any_change > 0 && (started.is_some() || accounts > 0) {
+                let since = match started {
+                    Some(r) => format!("started {}", r.try_get::<String, _>(0)?),
+                    None => "its start record deleted too".into(),
+                };
                 return Ok(Err(ChainBreak {
                     seq: 1,
                     what: format!(
-                        "the chain (started {since}) is empty although partners, accounts or organisers exist: every entry was deleted"
+                        "the chain ({since}) is empty although partners, accounts or organisers exist: every entry was deleted"
                     ),
                 }));
             }
