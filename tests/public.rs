@@ -990,3 +990,234 @@ fn an_operator_enters_an_fpa_through_the_api_and_a_viewer_cannot() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("organisation"), "{}", r.body);
 }
+
+/// `test_config` with extra `[public]` keys.
+fn public_config(pki: &Pki, keys: &str) -> String {
+    let cfg = test_config(pki, "").replace(
+        "[public]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[public]\nlisten = \"127.0.0.1:0\"\n{keys}"),
+    );
+    assert!(cfg.contains(keys), "{cfg}");
+    cfg
+}
+
+/// The example FPA for another organisation (its own domain and contact,
+/// the same edge FQDN and certificate).
+fn other_submission(pki: &Pki, domain: &str) -> Value {
+    let mut doc = submission(pki);
+    doc["technical"]["sip_domains"] = json!([domain]);
+    doc["technical"]["sip_address"] = Value::from(format!("sip:uc.team@{domain}"));
+    doc["contacts"]["technical"]["email"] = Value::from(format!("tech@{domain}"));
+    doc
+}
+
+#[test]
+fn a_trickling_connection_is_closed_at_its_lifetime() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &public_config(&pki, "connection_lifetime = \"2s\"\n"));
+    // A byte every 200 ms restarts the 20 s idle timer: only the lifetime
+    // can close this connection.
+    let mut s = std::net::TcpStream::connect(edge.public).unwrap();
+    let start = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(b"GET /federated HTTP/1.1\r\nHost: edge\r\nX-Slow: ")
+        .unwrap();
+    let closed_after = loop {
+        let t = start.elapsed();
+        assert!(t < Duration::from_secs(12), "still open after {t:?}");
+        if s.write_all(b"a").is_err() {
+            break t;
+        }
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => break start.elapsed(),
+            Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break start.elapsed(),
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+    // The listener still serves a prompt client.
+    assert_eq!(http(edge.public, "GET", "/federated.json").0, 200);
+}
+
+#[test]
+fn anonymous_fpa_intake_stops_while_too_many_await_review() {
+    let pki = Pki::new();
+    let edge = Edge::start(
+        &pki,
+        &public_config(&pki, "fpa_pending_max = 2\nfpa_per_hour = 50\n"),
+    );
+    rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        store
+            .add_partner(
+                details("Waiting Org", "waiting.test", "waiting for review"),
+                PartnerState::Requested,
+                "test",
+                None,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    // One more awaits review: the anonymous submission makes two.
+    let r = post_json(edge.public, &submission(&pki));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let reference = r.json()["receipt"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Once this node's registry has seen it (it polls the store), the form
+    // is closed. Probed with an invalid submission, which records nothing
+    // if it is admitted.
+    let mut probe = other_submission(&pki, "late.test");
+    probe["usage"]["statement"] = Value::from("short");
+    let mut refused = None;
+    for _ in 0..20 {
+        let r = post_json(edge.public, &probe);
+        if r.status == 503 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 422, "{}", r.body);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let r = refused.expect("refused once two await review");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("the home team has 2 agreements to review: try again later or contact them"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("retry-after"), Some("3600"));
+    assert!(
+        edge.wait_log(
+            &["FPA intake closed for anonymous submissions"],
+            Duration::from_secs(5)
+        )
+        .is_some()
+    );
+    // An operator revokes the squatter: its domains are free again and
+    // the form takes a submission claiming them.
+    rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        let p = store
+            .apply_verb(
+                "northshire.gov.test",
+                Verb::Revoke,
+                "test",
+                Some("not the organisation it claims"),
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(p.0.id, reference);
+        store.close().await;
+    });
+    let mut again = submission(&pki);
+    again["contacts"]["technical"]["email"] = Value::from("real.contact@northshire.gov.test");
+    let mut taken = None;
+    for _ in 0..20 {
+        let r = post_json(edge.public, &again);
+        if r.status != 503 {
+            taken = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let r = taken.expect("the form opens again after the revoke");
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[test]
+fn anonymous_fpa_intake_has_an_hourly_total() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &public_config(&pki, "fpa_per_hour_total = 1\n"));
+    // An invalid submission does not count against the total.
+    let mut bad = submission(&pki);
+    bad["usage"]["statement"] = Value::from("short");
+    assert_eq!(post_json(edge.public, &bad).status, 422);
+    let r = post_json(edge.public, &submission(&pki));
+    assert_eq!(r.status, 201, "{}", r.body);
+    // The next one, from anywhere, waits for the hour to end.
+    let r = post_json(edge.public, &other_submission(&pki, "second.test"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("as many FPA submissions as it takes in an hour"),
+        "{}",
+        r.body
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 3000 && retry <= 3600, "{retry}");
+    // Nothing was recorded for it.
+    rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        assert!(store.partner_by_domain("second.test").await.is_err());
+        store.close().await;
+    });
+}
+
+#[test]
+fn the_published_list_follows_registry_changes_through_its_cache() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    let count = || {
+        let r = request(edge.public, "GET", "/federated.json", &[], "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["count"].as_u64().unwrap()
+    };
+    assert_eq!(count(), 0);
+    assert_eq!(count(), 0, "from the cache");
+    let changed = std::time::Instant::now();
+    rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        store
+            .add_partner(
+                details("Fresh Org", "fresh.test", "Nurses call GPs"),
+                PartnerState::Enabled,
+                "test",
+                Some("imported"),
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    // The registry's version moved: the list shows it well before the
+    // cache would have expired on its own (5 s).
+    let wait = |want: u64, changed: std::time::Instant| {
+        while count() != want {
+            assert!(
+                changed.elapsed() < Duration::from_secs(4),
+                "the list still lacks the change"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait(1, changed);
+    let r = request(edge.public, "GET", "/federated", &[], "");
+    assert!(r.body.contains("Fresh Org"), "{}", r.body);
+    let changed = std::time::Instant::now();
+    rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        store
+            .apply_verb("fresh.test", Verb::Suspend, "test", Some("paused"), false)
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    wait(0, changed);
+}

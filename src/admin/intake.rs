@@ -5,7 +5,8 @@
 //!
 //! Owns the checks of a submission (the FPA schema through
 //! `federation::fpa`, the certificate against the edge's trust bundle),
-//! the per-source submission budget and the public form's CSRF tokens.
+//! the public form's admission (a per-source budget, an hourly total over
+//! all sources, a cap on partners awaiting review) and its CSRF tokens.
 //! Shared by the public form (`admin::public`) and the API's
 //! `POST /api/v1/fpa` ([`submit`]). It never enables, approves or activates
 //! anything: operators take the partner and the account on from
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 
 use super::auth::ApiError;
 use super::state::EdgeState;
+use super::throttle::source_key;
 use crate::federation::fpa;
 use crate::model::partner::PartnerState;
 use crate::sip::transport::tls::TlsError;
@@ -107,28 +109,79 @@ pub struct CertFacts {
     pub names: Vec<String>,
 }
 
-/// The intake's running state: the trust bundle, the per-source budget
-/// and the key that signs the form's CSRF tokens.
+/// The public form's limits (`[public]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Submissions one source (an IPv4 address, an IPv6 /64) may make per
+    /// hour, whatever becomes of them.
+    pub per_source_hour: u32,
+    /// Submissions that record a partner, per hour, from all sources.
+    pub total_hour: u32,
+    /// Partners in `requested` state above which the form takes nothing.
+    pub pending_max: usize,
+}
+
+/// Why the public form takes no submission just now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// This source has spent its budget; it has one again after this.
+    Source(Duration),
+    /// All sources together have; the hour ends after this.
+    Total(Duration),
+    /// This many partners await the home team's review.
+    Pending(usize),
+}
+
+/// The intake's running state: the trust bundle, the budgets and the key
+/// that signs the form's CSRF tokens.
 pub struct Intake {
     roots: Result<Arc<RootCertStore>, TlsError>,
     budget: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    per_hour: u32,
+    /// The hourly total: when its window started, submissions counted.
+    total: Mutex<(Instant, u32)>,
+    limits: Limits,
     key: hmac::Key,
+}
+
+/// One admitted submission's place in the hourly total: given back when
+/// dropped unless [`Admission::recorded`] says the submission recorded a
+/// partner.
+#[derive(Debug)]
+pub struct Admission<'a> {
+    intake: &'a Intake,
+    keep: bool,
+}
+
+impl Admission<'_> {
+    /// The submission recorded a partner: it stays counted.
+    pub fn recorded(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Ok(mut t) = self.intake.total.lock()
+        {
+            t.1 = t.1.saturating_sub(1);
+        }
+    }
 }
 
 impl std::fmt::Debug for Intake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Intake")
             .field("trust", &self.roots.as_ref().map(|r| r.len()))
-            .field("per_hour", &self.per_hour)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl Intake {
     /// `roots` is the edge's trust bundle (or why it cannot be read);
-    /// `per_hour` the submissions one source may make per hour.
-    pub fn new(roots: Result<Arc<RootCertStore>, TlsError>, per_hour: u32) -> Intake {
+    /// `limits` the public form's.
+    pub fn new(roots: Result<Arc<RootCertStore>, TlsError>, limits: Limits) -> Intake {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
             // No system randomness: a key from the clock and address space
@@ -139,14 +192,44 @@ impl Intake {
         Intake {
             roots,
             budget: Mutex::new(HashMap::new()),
-            per_hour,
+            total: Mutex::new((Instant::now(), 0)),
+            limits,
             key,
         }
     }
 
+    /// Admits one anonymous submission from `source` while `pending`
+    /// partners await review: the cap on pending partners first (nothing
+    /// spent), then the hourly total (a place reserved, given back unless
+    /// the submission records a partner), then the source's budget (spent
+    /// whatever becomes of the submission).
+    pub fn admit(&self, source: IpAddr, pending: usize) -> Result<Admission<'_>, Busy> {
+        if pending >= self.limits.pending_max {
+            return Err(Busy::Pending(pending));
+        }
+        let now = Instant::now();
+        let Ok(mut total) = self.total.lock() else {
+            return Err(Busy::Total(BUDGET_WINDOW));
+        };
+        if now.duration_since(total.0) >= BUDGET_WINDOW {
+            *total = (now, 0);
+        }
+        if total.1 >= self.limits.total_hour {
+            return Err(Busy::Total(
+                BUDGET_WINDOW.saturating_sub(now.duration_since(total.0)),
+            ));
+        }
+        self.spend(source).map_err(Busy::Source)?;
+        total.1 += 1;
+        Ok(Admission {
+            intake: self,
+            keep: false,
+        })
+    }
+
     /// Takes one submission from `source`'s budget, or says how long
     /// until it has one again.
-    pub fn spend(&self, source: IpAddr) -> Result<(), Duration> {
+    fn spend(&self, source: IpAddr) -> Result<(), Duration> {
         let key = source_key(source);
         let now = Instant::now();
         let Ok(mut b) = self.budget.lock() else {
@@ -163,7 +246,7 @@ impl Intake {
         if now.duration_since(e.0) >= BUDGET_WINDOW {
             *e = (now, 0);
         }
-        if e.1 >= self.per_hour {
+        if e.1 >= self.limits.per_source_hour {
             return Err(BUDGET_WINDOW.saturating_sub(now.duration_since(e.0)));
         }
         e.1 += 1;
@@ -214,15 +297,15 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The budget's key: an IPv4 address, or an IPv6 address's /64.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-        }
-    }
+/// Partners in `requested` state (awaiting the home team's review), as
+/// this node's registry snapshot has them: no database read.
+pub fn pending(state: &EdgeState) -> usize {
+    state
+        .registry
+        .snapshot()
+        .partners()
+        .filter(|p| p.state == PartnerState::Requested)
+        .count()
 }
 
 /// An RFC 3339 UTC time of a Unix timestamp.
@@ -526,22 +609,33 @@ mod tests {
         assert_eq!(field_of(&v).field, "/usage");
     }
 
+    fn intake(per_source_hour: u32, total_hour: u32, pending_max: usize) -> Intake {
+        Intake::new(
+            Err(TlsError::Rustls("none".into())),
+            Limits {
+                per_source_hour,
+                total_hour,
+                pending_max,
+            },
+        )
+    }
+
     #[test]
     fn csrf_tokens_are_signed_and_doubled() {
-        let i = Intake::new(Err(TlsError::Rustls("none".into())), 2);
+        let i = intake(2, 60, 50);
         let t = i.csrf_token();
         assert!(i.csrf_ok(Some(&t), Some(&t)));
         assert!(!i.csrf_ok(None, Some(&t)));
         assert!(!i.csrf_ok(Some(&t), None));
         let forged = format!("{}.{}", "0".repeat(32), "00".repeat(32));
         assert!(!i.csrf_ok(Some(&forged), Some(&forged)));
-        let other = Intake::new(Err(TlsError::Rustls("none".into())), 2);
+        let other = intake(2, 60, 50);
         assert!(!other.csrf_ok(Some(&t), Some(&t)));
     }
 
     #[test]
     fn the_budget_is_per_source_and_per_64() {
-        let i = Intake::new(Err(TlsError::Rustls("none".into())), 2);
+        let i = intake(2, 60, 50);
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         let b: IpAddr = "2001:db8::2".parse().unwrap();
         let c: IpAddr = "192.0.2.1".parse().unwrap();
@@ -550,5 +644,55 @@ mod tests {
         let left = i.spend(a).unwrap_err();
         assert!(left > Duration::from_secs(3500));
         assert!(i.spend(c).is_ok());
+    }
+
+    #[test]
+    fn ipv4_mapped_sources_are_counted_as_their_ipv4_address() {
+        // On a dual-stack [::] listener every IPv4 client arrives as
+        // ::ffff:a.b.c.d: each keeps its own budget, shared with its
+        // plain IPv4 form.
+        let i = intake(1, 60, 50);
+        let m1: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let m2: IpAddr = "::ffff:192.0.2.2".parse().unwrap();
+        let v1: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(i.spend(m1).is_ok());
+        assert!(
+            i.spend(m2).is_ok(),
+            "another IPv4 client has its own budget"
+        );
+        assert!(i.spend(v1).is_err(), "the same client as plain IPv4");
+        assert!(i.spend(m1).is_err());
+    }
+
+    #[test]
+    fn admission_caps_pending_partners_and_the_hourly_total() {
+        let i = intake(10, 2, 3);
+        let src = |n: u8| IpAddr::from([198, 51, 100, n]);
+        assert_eq!(i.admit(src(1), 3).unwrap_err(), Busy::Pending(3));
+        // A refused or invalid submission gives its place back.
+        drop(i.admit(src(1), 2).unwrap());
+        i.admit(src(2), 0).unwrap().recorded();
+        i.admit(src(3), 0).unwrap().recorded();
+        let Err(Busy::Total(left)) = i.admit(src(4), 0) else {
+            panic!("the hourly total is spent");
+        };
+        assert!(left > Duration::from_secs(3500) && left <= BUDGET_WINDOW);
+        // The total refuses before the source's budget is spent: src(4)
+        // still has all of its.
+        for _ in 0..10 {
+            assert!(i.spend(src(4)).is_ok());
+        }
+        assert!(i.spend(src(4)).is_err());
+    }
+
+    #[test]
+    fn admission_spends_the_source_budget_even_for_invalid_submissions() {
+        let i = intake(2, 60, 50);
+        let a: IpAddr = "2001:db8:7::1".parse().unwrap();
+        drop(i.admit(a, 0).unwrap());
+        drop(i.admit(a, 0).unwrap());
+        assert!(matches!(i.admit(a, 0), Err(Busy::Source(_))));
+        // The total got its places back.
+        assert_eq!(i.total.lock().unwrap().1, 0);
     }
 }

@@ -286,6 +286,16 @@ pub struct PublicConfig {
     /// Connections at once from one source address (an IPv6 /64); more
     /// are closed at once.
     pub max_connections_per_source: usize,
+    /// A public connection is closed this long after it was accepted,
+    /// whatever it is doing (a client trickling bytes cannot hold a slot).
+    #[serde(with = "humantime_serde")]
+    pub connection_lifetime: Duration,
+    /// Anonymous FPA submissions are refused (503) while this many
+    /// partners are in `requested` state, awaiting the home team.
+    pub fpa_pending_max: usize,
+    /// FPA submissions the public form takes per hour from all sources
+    /// together; more are refused (503) until the hour ends.
+    pub fpa_per_hour_total: u32,
 }
 
 impl Default for PublicConfig {
@@ -295,6 +305,9 @@ impl Default for PublicConfig {
             fpa_per_hour: 10,
             max_connections: 256,
             max_connections_per_source: 32,
+            connection_lifetime: Duration::from_secs(30),
+            fpa_pending_max: 50,
+            fpa_per_hour_total: 60,
         }
     }
 }

@@ -254,6 +254,36 @@ mod tests {
     }
 
     #[test]
+    fn the_public_intake_caps_and_connection_lifetime() {
+        let d = Config::default().public;
+        assert_eq!(d.connection_lifetime, std::time::Duration::from_secs(30));
+        assert_eq!((d.fpa_pending_max, d.fpa_per_hour_total), (50, 60));
+        let c = Config::from_toml(
+            "[public]\nconnection_lifetime = \"5s\"\nfpa_pending_max = 3\nfpa_per_hour_total = 4\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.public.connection_lifetime.as_secs(), 5);
+        assert_eq!(
+            (c.public.fpa_pending_max, c.public.fpa_per_hour_total),
+            (3, 4)
+        );
+        let mut c = Config::default();
+        c.public.connection_lifetime = std::time::Duration::from_millis(100);
+        let e = c.validate().unwrap_err().0;
+        assert_eq!(
+            e,
+            "[public] connection_lifetime 100ms must be from 1s to 1h"
+        );
+        let mut c = Config::default();
+        c.public.fpa_pending_max = 0;
+        assert!(c.validate().unwrap_err().0.contains("fpa_pending_max"));
+        let mut c = Config::default();
+        c.public.fpa_per_hour_total = 0;
+        assert!(c.validate().unwrap_err().0.contains("fpa_per_hour_total"));
+    }
+
+    #[test]
     fn relative_paths_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("fedge.toml");

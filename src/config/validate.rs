@@ -74,6 +74,17 @@ impl Config {
                 "[public] fpa_per_hour must be at least 1".into(),
             ));
         }
+        if p.fpa_per_hour_total == 0 || p.fpa_pending_max == 0 {
+            return Err(ConfigError(
+                "[public] fpa_per_hour_total and fpa_pending_max must be at least 1".into(),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&p.connection_lifetime) {
+            return Err(ConfigError(format!(
+                "[public] connection_lifetime {} must be from 1s to 1h",
+                humantime::format_duration(p.connection_lifetime)
+            )));
+        }
         if p.max_connections_per_source == 0 || p.max_connections_per_source > p.max_connections {
             return Err(ConfigError(format!(
                 "[public] max_connections_per_source must be from 1 to max_connections ({})",

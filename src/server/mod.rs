@@ -163,6 +163,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
             public_listener,
             cfg.public.max_connections,
             cfg.public.max_connections_per_source,
+            cfg.public.connection_lifetime,
         ),
         state,
         shared.shutdown.clone(),
@@ -387,7 +388,11 @@ fn edge_state(
         admin_tls: cfg.admin.tls,
         intake: admin::intake::Intake::new(
             crate::sip::transport::tls::load_roots(&cfg.federation.trust),
-            cfg.public.fpa_per_hour,
+            admin::intake::Limits {
+                per_source_hour: cfg.public.fpa_per_hour,
+                total_hour: cfg.public.fpa_per_hour_total,
+                pending_max: cfg.public.fpa_pending_max,
+            },
         ),
         ops: ops(cfg),
     }

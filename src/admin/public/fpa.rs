@@ -8,7 +8,8 @@
 //! Owns turning the form into an FPA document and showing problems next
 //! to their fields. The checks and the writes are `admin::intake`'s. It
 //! never echoes submitted text unescaped and never takes a submission
-//! beyond the source's budget.
+//! the intake does not admit (the source's budget, the hourly total, the
+//! partners awaiting review).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::super::intake::{self, CERT_FIELD, FieldError, Receipt, Refusal};
+use super::super::intake::{self, Busy, CERT_FIELD, FieldError, Receipt, Refusal};
 use super::super::state::EdgeState;
 use super::page;
 
@@ -494,18 +495,48 @@ fn json_error(status: StatusCode, reason: &str, errors: &[FieldError]) -> Respon
     (status, Json(json!({"error": reason, "errors": errors}))).into_response()
 }
 
-fn too_many(left: std::time::Duration, as_json: bool) -> Response {
-    let s = left.as_secs().max(1);
-    let reason = format!(
-        "too many FPA submissions from this address: try again in {} minutes",
-        s.div_ceil(60)
-    );
-    let mut r = if as_json {
-        json_error(StatusCode::TOO_MANY_REQUESTS, &reason, &[])
-    } else {
-        (StatusCode::TOO_MANY_REQUESTS, reason).into_response()
+/// Why the form takes nothing just now: 429 for this source's budget,
+/// 503 for the edge's (the hourly total, the partners awaiting review),
+/// each with Retry-After.
+fn busy(b: Busy, as_json: bool) -> Response {
+    let (status, secs, reason) = match b {
+        Busy::Source(left) => {
+            let s = left.as_secs().max(1);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                s,
+                format!(
+                    "too many FPA submissions from this address: try again in {} minutes",
+                    s.div_ceil(60)
+                ),
+            )
+        }
+        Busy::Total(left) => {
+            let s = left.as_secs().max(1);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                s,
+                format!(
+                    "this edge has taken as many FPA submissions as it takes in an hour: try again in {} minutes or contact the home team",
+                    s.div_ceil(60)
+                ),
+            )
+        }
+        Busy::Pending(n) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            3600,
+            format!("the home team has {n} agreements to review: try again later or contact them"),
+        ),
     };
-    if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+    if let Busy::Total(_) | Busy::Pending(_) = b {
+        tracing::warn!(reason = %reason, "FPA intake closed for anonymous submissions");
+    }
+    let mut r = if as_json {
+        json_error(status, &reason, &[])
+    } else {
+        (status, reason).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
@@ -551,16 +582,20 @@ async fn post_json(state: &EdgeState, peer: SocketAddr, body: &[u8]) -> Response
             return json_error(StatusCode::BAD_REQUEST, "the body is not JSON", &errs);
         }
     };
-    if let Err(left) = state.intake.spend(peer.ip()) {
-        return too_many(left, true);
-    }
+    let admission = match state.intake.admit(peer.ip(), intake::pending(state)) {
+        Ok(a) => a,
+        Err(b) => return busy(b, true),
+    };
     let pem = doc
         .as_object_mut()
         .and_then(|o| o.remove(CERT_FIELD))
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     match intake::submit_checked(state, &doc.to_string(), &pem, None).await {
-        Ok(r) => (StatusCode::CREATED, Json(json!({"receipt": r}))).into_response(),
+        Ok(r) => {
+            admission.recorded();
+            (StatusCode::CREATED, Json(json!({"receipt": r}))).into_response()
+        }
         Err(Refusal::Invalid(errs)) => json_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             &format!(
@@ -593,19 +628,23 @@ async fn post_form(
         let p = form_page(state, &token, &values, &errs);
         return with_csrf_cookie(page(StatusCode::FORBIDDEN, &p), &token);
     }
-    if let Err(left) = state.intake.spend(peer.ip()) {
-        return too_many(left, false);
-    }
+    let admission = match state.intake.admit(peer.ip(), intake::pending(state)) {
+        Ok(a) => a,
+        Err(b) => return busy(b, false),
+    };
     let doc = document(&values);
     let pem = values.get(CERT_FIELD).cloned().unwrap_or_default();
     match intake::submit_checked(state, &doc.to_string(), &pem, None).await {
-        Ok(r) => page(
-            StatusCode::CREATED,
-            &DonePage {
-                fqdn: &state.fqdn,
-                r: &r,
-            },
-        ),
+        Ok(r) => {
+            admission.recorded();
+            page(
+                StatusCode::CREATED,
+                &DonePage {
+                    fqdn: &state.fqdn,
+                    r: &r,
+                },
+            )
+        }
         Err(Refusal::Invalid(errs)) => {
             let token = state.intake.csrf_token();
             let p = form_page(state, &token, &values, &errs);

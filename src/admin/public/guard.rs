@@ -1,9 +1,11 @@
 //! The public listener's connection guard: at most `max` connections at
 //! once (further ones wait in the kernel's backlog), at most
 //! `per_source` from one address (an IPv6 /64; more are closed at once),
-//! and a connection that moves no byte for `IDLE` is closed, so that
-//! anonymous clients trickling or holding connections cannot starve the
-//! listener.
+//! a connection that moves no byte for `IDLE` is closed, and every
+//! connection is closed `lifetime` after it was accepted whatever it does
+//! (restarting the idle timer with a byte now and then does not hold a
+//! slot for ever), so that anonymous clients trickling or holding
+//! connections cannot starve the listener.
 //!
 //! Owns admission to the public listener. It never reads or answers a
 //! request.
@@ -23,6 +25,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
+use super::super::throttle::source_key;
+
 /// A connection that moves no byte this long is closed.
 pub const IDLE: Duration = Duration::from_secs(20);
 
@@ -33,30 +37,21 @@ pub struct Guarded {
     tcp: TcpListener,
     all: Arc<Semaphore>,
     per_source: usize,
+    lifetime: Duration,
     counts: Counts,
 }
 
 impl Guarded {
-    pub fn new(tcp: TcpListener, max: usize, per_source: usize) -> Guarded {
+    /// At most `max` connections, `per_source` from one source, each
+    /// closed `lifetime` after it was accepted.
+    pub fn new(tcp: TcpListener, max: usize, per_source: usize, lifetime: Duration) -> Guarded {
         Guarded {
             tcp,
             all: Arc::new(Semaphore::new(max.max(1))),
             per_source: per_source.max(1),
+            lifetime: lifetime.max(Duration::from_millis(100)),
             counts: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-}
-
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-            }
-        },
     }
 }
 
@@ -64,6 +59,8 @@ fn source_key(ip: IpAddr) -> IpAddr {
 pub struct GuardedIo {
     inner: TcpStream,
     idle: Pin<Box<Sleep>>,
+    /// When the connection is closed whatever it is doing.
+    end: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
     counts: Counts,
     key: IpAddr,
@@ -84,6 +81,12 @@ impl Drop for GuardedIo {
 
 impl GuardedIo {
     fn progress<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if self.end.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "public connection reached its lifetime",
+            )));
+        }
         match r {
             Poll::Ready(v) => {
                 self.idle.as_mut().reset(Instant::now() + IDLE);
@@ -173,6 +176,7 @@ impl axum::serve::Listener for Guarded {
                 GuardedIo {
                     inner: sock,
                     idle: Box::pin(tokio::time::sleep(IDLE)),
+                    end: Box::pin(tokio::time::sleep(self.lifetime)),
                     _permit: permit,
                     counts: self.counts.clone(),
                     key,

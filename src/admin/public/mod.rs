@@ -17,12 +17,12 @@ mod list;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -40,6 +40,7 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/cvi/{id}", get(cvi::cvi_instructions))
         .route("/fpa", get(fpa::form).post(fpa::post))
         .fallback(not_found)
+        .layer(Extension(Arc::new(list::ListCache::default())))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(headers))
 }
