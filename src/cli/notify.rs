@@ -156,6 +156,13 @@ pub async fn registry_changed(target: &AdminTarget, store: &Store) {
     }
     let addr = target.addr;
     let scheme = target.scheme();
+    // No edge listening here (it loads the registry when it starts): no
+    // token to issue, nothing to say.
+    let listening =
+        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target.addr)).await;
+    if !matches!(listening, Ok(Ok(_))) {
+        return;
+    }
     let token = match admin_token(store).await {
         Ok(t) => t,
         Err(e) => {
