@@ -113,6 +113,20 @@ impl From<&Partner> for PartnerView {
     }
 }
 
+impl PartnerView {
+    /// The view without the operators' internal fields (the address the
+    /// edge dials, the comment, the CA pin, the rate limit, the product
+    /// check): what a partner's own account is shown.
+    pub fn without_internals(mut self) -> Self {
+        self.address = None;
+        self.comment = None;
+        self.ca_pin = None;
+        self.rate_limit = None;
+        self.product_check = None;
+        self
+    }
+}
+
 /// One line of a partner's trail (the per-partner table).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TrailView {
