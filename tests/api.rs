@@ -313,6 +313,26 @@ async fn roles_csrf_and_enforcement() {
         200,
         "own partner",
     );
+    let history_text = format!("{}{}", own_history["chain"], own_history["trail"]);
+    assert!(
+        !history_text.contains("slow to answer") && !history_text.contains("product_check"),
+        "the notes' history shown to the partner: {own_history}"
+    );
+    let op_history = expect(
+        call(
+            a,
+            "GET",
+            &format!("/api/v1/partners/{pa_id}/history"),
+            op,
+            None,
+        ),
+        200,
+        "operator history",
+    );
+    assert!(
+        op_history.to_string().contains("slow to answer"),
+        "{op_history}"
+    );
     for v in [&own_one, &own_list[0], &own_history["partner"]] {
         for f in [
             "address",

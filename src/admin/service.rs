@@ -317,11 +317,22 @@ pub async fn history(
     let p = find(state, actor, id).await?;
     let chain = state.store.audit_of(Kind::Partner, &p.id).await?;
     let trail = state.store.trail(&p.id).await?;
-    Ok(PartnerHistory {
+    let mut h = PartnerHistory {
         partner: view_for(actor, &p),
         chain: chain.iter().map(ChainView::from).collect(),
         trail: trail.iter().map(TrailView::from).collect(),
-    })
+    };
+    if actor.role() == Role::Partner {
+        // The internal fields' old and new values are not the partner's
+        // to read either (the chain's hashes then no longer verify here).
+        for c in &mut h.chain {
+            c.detail = views::detail_without_internals(&c.detail);
+        }
+        for t in &mut h.trail {
+            t.detail = t.detail.as_deref().map(views::detail_without_internals);
+        }
+    }
+    Ok(h)
 }
 
 /// Runs test-federation against the partner (DNS, TCP, mutual TLS,
