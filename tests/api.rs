@@ -270,6 +270,81 @@ async fn roles_csrf_and_enforcement() {
         p["next"].as_array().unwrap().iter().any(|v| v == "suspend"),
         "{p}"
     );
+    // The operators' internal fields are blank for the partner's own account.
+    expect(
+        call(
+            a,
+            "PATCH",
+            &format!("/api/v1/partners/{pa_id}"),
+            op,
+            Some(
+                &json!({"set": {"comment": "slow to answer", "product_check": "on"},
+                "reason": "notes"}),
+            ),
+        ),
+        200,
+        "operator notes",
+    );
+    let seen = expect(
+        call(a, "GET", &format!("/api/v1/partners/{pa_id}"), vw, None),
+        200,
+        "viewer reads the notes",
+    );
+    assert_eq!(seen["comment"], "slow to answer", "{seen}");
+    assert_eq!(seen["product_check"], "on", "{seen}");
+    let own_list = expect(
+        call(a, "GET", "/api/v1/partners", pt, None),
+        200,
+        "partner list",
+    );
+    let own_history = expect(
+        call(
+            a,
+            "GET",
+            &format!("/api/v1/partners/{pa_id}/history"),
+            pt,
+            None,
+        ),
+        200,
+        "own history",
+    );
+    let own_one = expect(
+        call(a, "GET", &format!("/api/v1/partners/{pa_id}"), pt, None),
+        200,
+        "own partner",
+    );
+    let history_text = format!("{}{}", own_history["chain"], own_history["trail"]);
+    assert!(
+        !history_text.contains("slow to answer") && !history_text.contains("product_check"),
+        "the notes' history shown to the partner: {own_history}"
+    );
+    let op_history = expect(
+        call(
+            a,
+            "GET",
+            &format!("/api/v1/partners/{pa_id}/history"),
+            op,
+            None,
+        ),
+        200,
+        "operator history",
+    );
+    assert!(
+        op_history.to_string().contains("slow to answer"),
+        "{op_history}"
+    );
+    for v in [&own_one, &own_list[0], &own_history["partner"]] {
+        for f in [
+            "address",
+            "comment",
+            "ca_pin",
+            "rate_limit",
+            "product_check",
+        ] {
+            assert!(v[f].is_null(), "{f} shown to the partner: {v}");
+        }
+        assert_eq!(v["org_name"], "Partner Trust", "{v}");
+    }
     let hidden = expect(
         call(a, "GET", &format!("/api/v1/partners/{other_id}"), pt, None),
         404,
@@ -490,6 +565,28 @@ async fn roles_csrf_and_enforcement() {
     assert_eq!(r.0, 413, "oversized body: {}", r.1);
 
     // CSRF: a session needs X-CSRF-Token on changes; reads do not.
+    // (After the one-time password: a session on it may not use the API.)
+    let olive = store.account("olive").await.unwrap().unwrap();
+    let (cookie, _) = store.open_session(&olive).await.unwrap();
+    let r = expect(
+        call(
+            a,
+            "GET",
+            "/api/v1/partners",
+            Auth::Session(&cookie, None),
+            None,
+        ),
+        403,
+        "session on the one-time password",
+    );
+    assert!(
+        r["error"].as_str().unwrap().contains("one-time password"),
+        "{r}"
+    );
+    store
+        .set_password("olive", "olive's own passphrase", "olive")
+        .await
+        .unwrap();
     let olive = store.account("olive").await.unwrap().unwrap();
     let (cookie, session) = store.open_session(&olive).await.unwrap();
     expect(

@@ -230,35 +230,37 @@ fn sessions_set_a_strict_cookie_and_need_csrf() {
     assert_eq!(first["must_change_password"], true);
     let other_csrf = first["csrf"].as_str().unwrap().to_string();
 
+    // Two more sessions on the one-time password: `elsewhere` (another
+    // browser) and `cookie` (this one).
+    let (code, elsewhere, body) = raw_login(a, "alice", &password);
+    assert_eq!(code, 200, "{body}");
+    let elsewhere = [("Cookie", elsewhere.as_str())];
     let (code, cookie, body) = raw_login(a, "alice", &password);
     assert_eq!(code, 200, "{body}");
     let csrf = json(&body)["csrf"].as_str().unwrap().to_string();
     let with_cookie = [("Cookie", cookie.as_str())];
-    assert_eq!(request(a, "GET", "/health", &with_cookie, "").0, 200);
+    let right = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    // Before the one-time password is changed: who am I, and nothing else.
     let (code, _, body) = request(a, "GET", "/api/v1/me", &with_cookie, "");
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["via"], "session");
-    // A state change without the CSRF header, or with another session's: 403.
-    let (code, _, body) = request(a, "POST", "/registry/reload", &with_cookie, "");
-    assert_eq!(code, 403, "{body}");
-    assert!(body.contains("CSRF"), "{body}");
-    let wrong = [
-        ("Cookie", cookie.as_str()),
-        ("X-CSRF-Token", other_csrf.as_str()),
-    ];
-    assert_eq!(request(a, "POST", "/registry/reload", &wrong, "").0, 403);
-    assert_eq!(
-        request(a, "POST", "/media/drain?on=false", &with_cookie, "").0,
-        403
-    );
-    // With it: done.
-    let right = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
-    let (code, _, body) = request(a, "POST", "/registry/reload", &right, "");
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(
-        request(a, "POST", "/media/drain?on=false", &right, "").0,
-        200
-    );
+    assert_eq!(json(&body)["account"]["must_change_password"], true);
+    for (m, path, h) in [
+        ("GET", "/health", &with_cookie[..]),
+        ("GET", "/api/v1/accounts", &with_cookie[..]),
+        ("GET", "/api/v1/partners", &with_cookie[..]),
+        ("POST", "/registry/reload", &right[..]),
+    ] {
+        let (code, _, body) = request(a, m, path, h, "");
+        assert_eq!(code, 403, "{m} {path}: {body}");
+        assert!(
+            body.contains("change the one-time password first: POST /api/v1/session/password"),
+            "{body}"
+        );
+    }
+    // A token of the same account is not held back.
+    let token = creds["token"].as_str().unwrap();
+    assert_eq!(status(a, "GET", "/health", Some(token)), 200);
 
     // Own password change (CSRF too), then the one-time password is gone.
     let change =
@@ -276,6 +278,30 @@ fn sessions_set_a_strict_cookie_and_need_csrf() {
     let (code, _, body) = raw_login(a, "alice", "a much longer passphrase");
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["must_change_password"], false);
+    // The change ended the account's other sessions, not this one.
+    assert_eq!(request(a, "GET", "/api/v1/me", &elsewhere, "").0, 401);
+    assert_eq!(request(a, "GET", "/health", &with_cookie, "").0, 200);
+
+    // A state change without the CSRF header, or with another session's: 403.
+    let (code, _, body) = request(a, "POST", "/registry/reload", &with_cookie, "");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("CSRF"), "{body}");
+    let wrong = [
+        ("Cookie", cookie.as_str()),
+        ("X-CSRF-Token", other_csrf.as_str()),
+    ];
+    assert_eq!(request(a, "POST", "/registry/reload", &wrong, "").0, 403);
+    assert_eq!(
+        request(a, "POST", "/media/drain?on=false", &with_cookie, "").0,
+        403
+    );
+    // With it: done.
+    let (code, _, body) = request(a, "POST", "/registry/reload", &right, "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        request(a, "POST", "/media/drain?on=false", &right, "").0,
+        200
+    );
 
     // Logout: the cookie is cleared and stops working.
     let (code, head, _) = request(a, "DELETE", "/api/v1/session", &with_cookie, "");
@@ -354,6 +380,93 @@ fn failed_logins_are_throttled_and_logged_once() {
     assert_eq!(status(a, "GET", "/health", Some(&edge.token)), 200);
 }
 
+#[test]
+fn parallel_wrong_logins_get_five_guesses_not_more() {
+    let (_pki, edge) = start();
+    let a = edge.admin;
+    // All at once, for one name: each attempt is counted before its
+    // password check, so at most 5 are checked; the rest get 429 (or
+    // 503 while 4 checks run), never a password check.
+    let answers: Vec<(u16, String, String)> = std::thread::scope(|s| {
+        let all: Vec<_> = (0..60)
+            .map(|i| {
+                s.spawn(move || {
+                    let body =
+                        serde_json::json!({"name": "target", "password": format!("guess {i}")});
+                    request(
+                        a,
+                        "POST",
+                        "/api/v1/session",
+                        &[("Content-Type", "application/json")],
+                        &body.to_string(),
+                    )
+                })
+            })
+            .collect();
+        all.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let checked = answers.iter().filter(|(c, _, _)| *c == 401).count();
+    assert!(checked >= 1, "some were checked: {answers:?}");
+    let not_throttled = answers.iter().filter(|(c, _, _)| *c != 429).count();
+    assert!(
+        not_throttled <= 5,
+        "{not_throttled} not throttled: {answers:?}"
+    );
+    for (code, head, body) in &answers {
+        assert!([401, 429, 503].contains(code), "{code}: {body}");
+        if *code == 503 {
+            // Too many checks at once: refused without hashing, counted.
+            assert!(body.contains("try again in 1 s"), "{body}");
+            assert!(head.contains("retry-after: 1"), "{head}");
+        }
+    }
+    // And afterwards the account stays throttled.
+    let (code, _, body) = raw_login(a, "target", "one more");
+    assert_eq!(code, 429, "{body}");
+}
+
+#[test]
+fn login_needs_a_json_content_type() {
+    let (_pki, edge) = start();
+    let a = edge.admin;
+    let (code, _, body) = request(
+        a,
+        "POST",
+        "/api/v1/accounts",
+        &[
+            ("Authorization", &bearer(&edge.token)),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"name":"mallory","role":"viewer"}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    let password = json(&body)["password"].as_str().unwrap().to_string();
+    let login = serde_json::json!({"name": "mallory", "password": password}).to_string();
+    // A cross-site form can post text/plain (or nothing) without a
+    // preflight: refused before any password check.
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let h: Vec<(&str, &str)> = ct.map(|c| vec![("Content-Type", c)]).unwrap_or_default();
+        let (code, head, body) = request(a, "POST", "/api/v1/session", &h, &login);
+        assert_eq!(code, 415, "{ct:?}: {body}");
+        assert!(body.contains("application/json"), "{body}");
+        assert!(!head.contains("set-cookie: fedge_session="), "{head}");
+    }
+    let (code, head, body) = request(
+        a,
+        "POST",
+        "/api/v1/session",
+        &[("Content-Type", "application/json; charset=utf-8")],
+        &login,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(head.contains("set-cookie: fedge_session="), "{head}");
+}
+
 /// Every byte of the SQLite database and its WAL.
 fn sqlite_bytes(edge: &Edge) -> Vec<u8> {
     let path = edge
@@ -411,6 +524,26 @@ fn disable_scenario(edge: &Edge) -> (String, String) {
     assert_eq!(json(&body)["state"], "disabled");
     assert_eq!(status(a, "GET", "/health", Some(&token)), 401);
     assert_eq!(raw_login(a, "bob", &password).0, 401);
+    // A reset does not enable a disabled account behind the operator's back.
+    let (code, _, body) = request(
+        a,
+        "POST",
+        "/api/v1/accounts/bob/reset",
+        &[("Authorization", &op)],
+        "",
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("enable it first"), "{body}");
+    let (code, _, body) = request(a, "GET", "/api/v1/accounts", &[("Authorization", &op)], "");
+    assert_eq!(code, 200, "{body}");
+    let bob = json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "bob")
+        .cloned()
+        .unwrap();
+    assert_eq!(bob["state"], "disabled", "{bob}");
     let (code, _, body) = request(
         a,
         "POST",
@@ -491,11 +624,37 @@ fn accounts_on_postgresql() {
     );
     assert_eq!(code, 200, "{body}");
     let pw = json(&body)["password"].as_str().unwrap().to_string();
+    let (code, other, body) = raw_login(edge.admin, "bob", &pw);
+    assert_eq!(code, 200, "{body}");
     let (code, cookie, body) = raw_login(edge.admin, "bob", &pw);
     assert_eq!(code, 200, "{body}");
+    let csrf = json(&body)["csrf"].as_str().unwrap().to_string();
+    // On the one-time password: 403 until it is changed.
+    assert_eq!(
+        request(edge.admin, "GET", "/registry", &[("Cookie", &cookie)], "").0,
+        403
+    );
+    let change = serde_json::json!({"old": pw, "new": "bob's own passphrase"}).to_string();
+    let (code, _, body) = request(
+        edge.admin,
+        "POST",
+        "/api/v1/session/password",
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
+        &change,
+    );
+    assert_eq!(code, 204, "{body}");
     assert_eq!(
         request(edge.admin, "GET", "/registry", &[("Cookie", &cookie)], "").0,
         200
+    );
+    // The other session ended with the change.
+    assert_eq!(
+        request(edge.admin, "GET", "/api/v1/me", &[("Cookie", &other)], "").0,
+        401
     );
 }
 

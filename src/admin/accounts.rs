@@ -181,18 +181,40 @@ fn parse_required<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ApiEr
     serde_json::from_str(body).map_err(|e| ApiError::bad_request(format!("the JSON body: {e}")))
 }
 
+/// Refuses (415) a body not declared `application/json`: a cross-site
+/// form can send `text/plain` without a preflight, `application/json` not
+/// (a login CSRF into the attacker's account).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    match essence {
+        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the login as JSON, with Content-Type: application/json",
+        )),
+    }
+}
+
 /// Opens a console session.
 #[utoipa::path(post, path = "/api/v1/session", tag = "accounts", request_body = LoginRequest,
     responses(
         (status = 200, description = "logged in; the session cookie is set", body = LoginAnswer),
         (status = 401, description = "wrong name or password", body = ErrorBody),
-        (status = 429, description = "too many failed logins (Retry-After)", body = ErrorBody)))]
+        (status = 415, description = "the body is not sent as application/json", body = ErrorBody),
+        (status = 429, description = "too many failed logins (Retry-After)", body = ErrorBody),
+        (status = 503, description = "too many logins being checked at once (Retry-After)", body = ErrorBody)))]
 pub async fn login(
     State(state): State<Arc<EdgeState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     jar: CookieJar,
+    headers: HeaderMap,
     body: String,
 ) -> Result<(CookieJar, Json<LoginAnswer>), ApiError> {
+    require_json(&headers)?;
     let req: LoginRequest = parse_required(&body)?;
     let (cookie, session) = auth::login(&state, &req.name, &req.password, peer.ip()).await?;
     let jar = jar.add(auth::session_cookie(Some(cookie), state.admin_tls));
@@ -222,7 +244,8 @@ pub async fn logout(
 }
 
 /// Changes the caller's own password (the old one is checked, throttled
-/// like a login).
+/// like a login). The account's other console sessions end (the caller's
+/// own, if it is one, stays).
 #[utoipa::path(post, path = "/api/v1/session/password", tag = "accounts", request_body = PasswordChange,
     responses(
         (status = 204, description = "changed"),
@@ -233,15 +256,20 @@ pub async fn change_password(
     State(state): State<Arc<EdgeState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     actor: Actor,
+    jar: CookieJar,
     headers: HeaderMap,
     body: String,
 ) -> Result<StatusCode, ApiError> {
     actor.check_csrf(csrf_of(&headers))?;
     let req: PasswordChange = parse_required(&body)?;
     auth::check_login(&state, actor.name(), &req.old, peer.ip()).await?;
+    let own = match actor.via {
+        Via::Session { .. } => jar.get(auth::SESSION_COOKIE).map(|c| c.value().to_string()),
+        Via::Token => None,
+    };
     state
         .store
-        .set_password(actor.name(), &req.new, actor.name())
+        .set_password_keeping(actor.name(), &req.new, actor.name(), own.as_deref())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -382,10 +410,12 @@ pub async fn enable(
     .await
 }
 
-/// New one-time password and token for an account (earlier ones stop working).
+/// New one-time password and token for an account (earlier ones stop
+/// working). A disabled account is refused (409): enable it first.
 #[utoipa::path(post, path = "/api/v1/accounts/{name}/reset", tag = "accounts",
     params(("name" = String, Path, description = "account name")),
-    responses((status = 200, body = IssuedCredentials), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = IssuedCredentials), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the account is disabled: enable it first", body = ErrorBody)))]
 pub async fn reset(
     State(state): State<Arc<EdgeState>>,
     actor: Actor,

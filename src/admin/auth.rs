@@ -4,7 +4,9 @@
 //!
 //! Owns authentication on the admin listener and the refusal shapes (401
 //! without an account, 403 for a role that may not, 404 for another
-//! partner's object, 403 for a missing CSRF token). It never decides a
+//! partner's object, 403 for a missing CSRF token, 403 for a session
+//! still on its one-time password outside its own session routes and the
+//! console; the login attempt throttle and bound). It never decides a
 //! role's rights itself (`model::account` does) and never logs a secret.
 
 use std::sync::Arc;
@@ -58,6 +60,14 @@ impl ApiError {
     pub fn internal(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, reason)
     }
+    /// 503 for a login while the node is already checking as many
+    /// passwords as it may at once (nothing was checked or counted).
+    pub fn busy() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many logins are being checked at once: try again in 1 s",
+        )
+    }
     /// 429 for a throttled login: the reason ends with "try again in N s",
     /// which also becomes the Retry-After header.
     pub fn throttled(wait: std::time::Duration) -> Self {
@@ -80,12 +90,14 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer realm=\"fedge\""),
             );
         }
-        if self.status == StatusCode::TOO_MANY_REQUESTS
-            && let Some(secs) = self
-                .reason
-                .rsplit_once("try again in ")
-                .and_then(|(_, t)| t.strip_suffix(" s"))
-                .and_then(|n| n.parse::<u64>().ok())
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) && let Some(secs) = self
+            .reason
+            .rsplit_once("try again in ")
+            .and_then(|(_, t)| t.strip_suffix(" s"))
+            .and_then(|n| n.parse::<u64>().ok())
         {
             r.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
@@ -215,6 +227,17 @@ fn cookie_of(parts: &Parts) -> Option<String> {
     jar.get(SESSION_COOKIE).map(|c| c.value().to_string())
 }
 
+/// The routes a session still on its one-time password may use: its own
+/// session and password (`/api/v1/session...`), who am I, and the console
+/// (whose pages send it to their own forced change).
+fn open_before_change(path: &str) -> bool {
+    path == "/api/v1/me"
+        || path == "/api/v1/session"
+        || path.starts_with("/api/v1/session/")
+        || path == "/console"
+        || path.starts_with("/console/")
+}
+
 impl FromRequestParts<Arc<EdgeState>> for Actor {
     type Rejection = ApiError;
 
@@ -237,6 +260,11 @@ impl FromRequestParts<Arc<EdgeState>> for Actor {
         if let Some(cookie) = cookie_of(parts)
             && let Some(s) = state.store.session(&cookie).await?
         {
+            if s.account.must_change_password && !open_before_change(parts.uri.path()) {
+                return Err(ApiError::forbidden(
+                    "change the one-time password first: POST /api/v1/session/password",
+                ));
+            }
             return Ok(Actor {
                 account: s.account,
                 via: Via::Session { csrf: s.csrf },
@@ -265,7 +293,11 @@ pub async fn login(
 }
 
 /// The password check of [`login`] (and of a password change), throttled:
-/// the account, or 401 / 429.
+/// the account, or 401 / 429 / 503. The attempt is counted before the
+/// password is checked (refunded when right), so parallel attempts cannot
+/// all pass the throttle; at most [`super::throttle::CONCURRENT_CHECKS`]
+/// checks run at once, an attempt past that gets 503 without hashing (and
+/// stays counted).
 pub async fn check_login(
     state: &EdgeState,
     name: &str,
@@ -273,21 +305,33 @@ pub async fn check_login(
     source: std::net::IpAddr,
 ) -> Result<Account, ApiError> {
     let throttle = super::throttle::logins();
-    if let Err(wait) = throttle.check(source, name) {
+    if let Err(wait) = throttle.begin(source, name) {
         return Err(ApiError::throttled(wait));
     }
-    match state.store.check_password(name, password).await? {
-        Some(account) => {
-            throttle.succeeded(name);
+    let Ok(_permit) = super::throttle::password_checks().try_acquire() else {
+        // The attempt stays counted: a burst cannot retry its way past
+        // the limit through this answer.
+        throttle.failed(source, name);
+        tracing::info!(account = %name, %source, "login refused: too many password checks at once");
+        return Err(ApiError::busy());
+    };
+    let checked = state.store.check_password(name, password).await;
+    match checked {
+        Ok(Some(account)) => {
+            throttle.succeeded(source, name);
             Ok(account)
         }
-        None => {
+        Ok(None) => {
             throttle.failed(source, name);
             tracing::info!(account = %name, %source, "login refused: wrong name or password");
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "wrong account name or password",
             ))
+        }
+        Err(e) => {
+            throttle.refund(source, name);
+            Err(e.into())
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The operations the HTTP API (`admin::api`) and the web console share:
 //! partners (list, show, add from an FPA, update, lifecycle verbs, history,
-//! test-federation and IM test results), CVI organisers and meetings,
+//! test-federation and IM test results; a partner account sees its own
+//! without the operators' internal fields), CVI organisers and meetings,
 //! media and CVI status and drain switches, and the node's status.
 //!
 //! Owns who may do what to which object: every operation takes the
@@ -26,6 +27,7 @@ use super::EdgeState;
 use super::auth::{Actor, ApiError};
 use crate::federation::fpa;
 use crate::federation::probe::{self, Me};
+use crate::model::account::Role;
 use crate::model::partner::{Partner, PartnerState, Verb};
 use crate::store::Change;
 use crate::store::audit::Kind;
@@ -170,13 +172,24 @@ pub async fn list_partners(
         .iter()
         .filter(|p| actor.account.may_see_partner(&p.id))
         .filter(|p| wanted.is_none_or(|s| p.state == s))
-        .map(PartnerView::from)
+        .map(|p| view_for(actor, p))
         .collect())
 }
 
 /// One partner by id.
 pub async fn partner(state: &EdgeState, actor: &Actor, id: &str) -> Result<PartnerView, ApiError> {
-    Ok(PartnerView::from(&find(state, actor, id).await?))
+    Ok(view_for(actor, &find(state, actor, id).await?))
+}
+
+/// A partner as `actor` may see it: a partner account without the
+/// operators' internal fields ([`PartnerView::without_internals`]).
+pub fn view_for(actor: &Actor, p: &Partner) -> PartnerView {
+    let v = PartnerView::from(p);
+    if actor.role() == Role::Partner {
+        v.without_internals()
+    } else {
+        v
+    }
 }
 
 /// Adds a partner from an FPA, validated as `fedge partner add --from-fpa`
@@ -304,11 +317,22 @@ pub async fn history(
     let p = find(state, actor, id).await?;
     let chain = state.store.audit_of(Kind::Partner, &p.id).await?;
     let trail = state.store.trail(&p.id).await?;
-    Ok(PartnerHistory {
-        partner: PartnerView::from(&p),
+    let mut h = PartnerHistory {
+        partner: view_for(actor, &p),
         chain: chain.iter().map(ChainView::from).collect(),
         trail: trail.iter().map(TrailView::from).collect(),
-    })
+    };
+    if actor.role() == Role::Partner {
+        // The internal fields' old and new values are not the partner's
+        // to read either (the chain's hashes then no longer verify here).
+        for c in &mut h.chain {
+            c.detail = views::detail_without_internals(&c.detail);
+        }
+        for t in &mut h.trail {
+            t.detail = t.detail.as_deref().map(views::detail_without_internals);
+        }
+    }
+    Ok(h)
 }
 
 /// Runs test-federation against the partner (DNS, TCP, mutual TLS,

@@ -305,7 +305,8 @@ impl Store {
 
     /// Sets a new one-time password and a new API token on `name` and
     /// makes it active (activation of a requested account, or a reset).
-    /// Earlier tokens and sessions of the account stop working.
+    /// Earlier tokens and sessions of the account stop working. A disabled
+    /// account is refused (conflict): enabling it is a decision of its own.
     pub async fn issue_credentials(
         &self,
         name: &str,
@@ -317,6 +318,15 @@ impl Store {
                 "{NODE_ACCOUNT} has no password: the node's command line issues its own tokens"
             )));
         }
+        match self.account(name).await? {
+            None => return Err(StoreError::NotFound(name.to_string())),
+            Some(a) if a.state == AccountState::Disabled => {
+                return Err(StoreError::Conflict(format!(
+                    "account {name} is disabled: enable it first, then {action} it"
+                )));
+            }
+            Some(_) => {}
+        }
         let password = new_password();
         let phc = hash_password(password.clone()).await?;
         let token = new_secret("fdg_");
@@ -324,7 +334,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE accounts SET password_hash = $1, must_change_password = 1, state = 'active', \
-             updated_at = $2 WHERE name = $3",
+             updated_at = $2 WHERE name = $3 AND state <> 'disabled'",
         )
         .bind(&phc)
         .bind(&now)
@@ -333,7 +343,10 @@ impl Store {
         .await?
         .rows_affected();
         if n == 0 {
-            return Err(StoreError::NotFound(name.to_string()));
+            // Disabled between the read above and this write.
+            return Err(StoreError::Conflict(format!(
+                "account {name} is disabled: enable it first, then {action} it"
+            )));
         }
         sqlx::query(
             "UPDATE account_tokens SET revoked_at = $1 WHERE account = $2 AND revoked_at IS NULL",
@@ -486,12 +499,25 @@ impl Store {
         }
     }
 
-    /// Sets `name`'s password (its own change, or after the one-time one).
+    /// Sets `name`'s password (its own change, or after the one-time one)
+    /// and ends every console session of the account.
     pub async fn set_password(
         &self,
         name: &str,
         password: &str,
         actor: &str,
+    ) -> Result<(), StoreError> {
+        self.set_password_keeping(name, password, actor, None).await
+    }
+
+    /// [`Self::set_password`], ending every console session of the account
+    /// but `keep` (the cookie value of the session that made the change).
+    pub async fn set_password_keeping(
+        &self,
+        name: &str,
+        password: &str,
+        actor: &str,
+        keep: Option<&str>,
     ) -> Result<(), StoreError> {
         if let Some(p) = password_problem(password) {
             return Err(StoreError::Invalid(p));
@@ -511,6 +537,15 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound(name.to_string()));
         }
+        // An empty hash matches no session: with no `keep`, all end.
+        let kept = keep.map(secret_hash).unwrap_or_default();
+        let ended =
+            sqlx::query("DELETE FROM console_sessions WHERE account = $1 AND session_hash <> $2")
+                .bind(name)
+                .bind(&kept)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         audit::append(
             &mut tx,
             self.backend,
@@ -520,7 +555,7 @@ impl Store {
                 kind: Kind::Account,
                 subject: name,
                 action: "password",
-                detail: None,
+                detail: Some(serde_json::json!({"sessions_ended": ended})),
             },
         )
         .await?;

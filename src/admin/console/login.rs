@@ -133,6 +133,7 @@ pub(super) async fn password_submit(
     State(state): State<Arc<EdgeState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     who: Who,
+    jar: CookieJar,
     Form(f): Form<PasswordForm>,
 ) -> Response {
     if let Err(e) = csrf_ok(&who, &f.csrf) {
@@ -170,7 +171,13 @@ pub(super) async fn password_submit(
             StatusCode::UNPROCESSABLE_ENTITY,
         );
     }
-    match state.store.set_password(&name, &f.new, &name).await {
+    // The account's other sessions end; this one stays.
+    let own = jar.get(SESSION_COOKIE).map(|c| c.value().to_string());
+    match state
+        .store
+        .set_password_keeping(&name, &f.new, &name, own.as_deref())
+        .await
+    {
         Ok(()) => done("/console/", "Your password was changed."),
         Err(e) => {
             let e: crate::admin::auth::ApiError = e.into();

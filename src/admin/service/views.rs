@@ -113,6 +113,51 @@ impl From<&Partner> for PartnerView {
     }
 }
 
+/// The partner fields only operators and viewers see.
+pub const INTERNAL_FIELDS: [&str; 5] = [
+    "address",
+    "comment",
+    "ca_pin",
+    "rate_limit",
+    "product_check",
+];
+
+/// A history entry's JSON `detail` without the [`INTERNAL_FIELDS`] (at any
+/// depth); text that is not JSON is kept as is.
+pub fn detail_without_internals(detail: &str) -> String {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| !INTERNAL_FIELDS.contains(&k.as_str()));
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(detail) {
+        Ok(mut v) => {
+            strip(&mut v);
+            v.to_string()
+        }
+        Err(_) => detail.to_string(),
+    }
+}
+
+impl PartnerView {
+    /// The view without the operators' internal fields (the address the
+    /// edge dials, the comment, the CA pin, the rate limit, the product
+    /// check): what a partner's own account is shown.
+    pub fn without_internals(mut self) -> Self {
+        self.address = None;
+        self.comment = None;
+        self.ca_pin = None;
+        self.rate_limit = None;
+        self.product_check = None;
+        self
+    }
+}
+
 /// One line of a partner's trail (the per-partner table).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TrailView {
