@@ -343,48 +343,11 @@ fn fpa_intake_by_json_and_by_form() {
         assert!(form.body.contains(want), "{want} not in the form");
     }
     let cert = cert_pem(&pki.ca, "sip.southshire.nhs.test", 90);
-    let fields: Vec<(&str, &str)> = vec![
-        ("csrf", &token),
-        (
-            "/organisation/name",
-            "Southshire <b>Community</b> NHS Trust",
-        ),
-        ("/organisation/registration_number", "RXX"),
-        ("/organisation/address", "1 High Street, Southshire SS1 1AA"),
-        ("/organisation/sector", "nhs"),
-        (
-            "/organisation/information_governance/level",
-            "DSPT Standards Met",
-        ),
-        ("/organisation/information_governance/expires", "2030-01-31"),
-        (
-            "/usage/statement",
-            "Community nurses message hospital discharge teams.",
-        ),
-        ("/usage/data/clinical", "on"),
-        ("/usage/data/general", "on"),
-        (
-            "/technical/sip_domains",
-            "southshire.nhs.test\r\nstaff.southshire.nhs.test",
-        ),
-        ("/technical/sip_address", "sip:uc@southshire.nhs.test"),
-        ("/technical/edge_fqdn", "sip.southshire.nhs.test"),
-        ("/technical/product", "sfb_2019"),
-        ("/contacts/spoc/name", "Service Desk"),
-        ("/contacts/spoc/email", "desk@southshire.nhs.test"),
-        ("/contacts/spoc/phone", "+44 1000 000000"),
-        ("/contacts/technical/name", "Ali Khan"),
-        ("/contacts/technical/email", "ali.khan@southshire.nhs.test"),
-        ("/contacts/technical/phone", "+44 1000 000001"),
-        (
-            "/contacts/technical/sip_address",
-            "sip:ali.khan@southshire.nhs.test",
-        ),
-        ("/contacts/signatory/name", "Pat Lee"),
-        ("/contacts/signatory/role", "Chief Executive"),
-        ("/contacts/signatory/signed_on", "2026-11-01"),
-        ("certificate_pem", &cert),
-    ];
+    let owned = shire_form("southshire", &token, &cert);
+    let fields: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let encode = |fields: &[(&str, &str)]| {
         form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields.iter())
@@ -1220,4 +1183,135 @@ fn the_published_list_follows_registry_changes_through_its_cache() {
         store.close().await;
     });
     wait(0, changed);
+}
+
+/// The FPA form filled in for "<shire>.nhs.test" (two SIP domains, its edge
+/// `sip.<shire>.nhs.test`), with the CSRF token and the certificate pasted.
+fn shire_form(shire: &str, token: &str, cert: &str) -> Vec<(String, String)> {
+    let cap = format!("{}{}", shire[..1].to_uppercase(), &shire[1..]);
+    [
+        ("csrf", token.to_string()),
+        (
+            "/organisation/name",
+            format!("{cap} <b>Community</b> NHS Trust"),
+        ),
+        ("/organisation/registration_number", "RXX".into()),
+        (
+            "/organisation/address",
+            format!("1 High Street, {cap} SS1 1AA"),
+        ),
+        ("/organisation/sector", "nhs".into()),
+        (
+            "/organisation/information_governance/level",
+            "DSPT Standards Met".into(),
+        ),
+        (
+            "/organisation/information_governance/expires",
+            "2030-01-31".into(),
+        ),
+        (
+            "/usage/statement",
+            "Community nurses message hospital discharge teams.".into(),
+        ),
+        ("/usage/data/clinical", "on".into()),
+        ("/usage/data/general", "on".into()),
+        (
+            "/technical/sip_domains",
+            format!("{shire}.nhs.test\r\nstaff.{shire}.nhs.test"),
+        ),
+        ("/technical/sip_address", format!("sip:uc@{shire}.nhs.test")),
+        ("/technical/edge_fqdn", format!("sip.{shire}.nhs.test")),
+        ("/technical/product", "sfb_2019".into()),
+        ("/contacts/spoc/name", "Service Desk".into()),
+        ("/contacts/spoc/email", format!("desk@{shire}.nhs.test")),
+        ("/contacts/spoc/phone", "+44 1000 000000".into()),
+        ("/contacts/technical/name", "Ali Khan".into()),
+        (
+            "/contacts/technical/email",
+            format!("ali.khan@{shire}.nhs.test"),
+        ),
+        ("/contacts/technical/phone", "+44 1000 000001".into()),
+        (
+            "/contacts/technical/sip_address",
+            format!("sip:ali.khan@{shire}.nhs.test"),
+        ),
+        ("/contacts/signatory/name", "Pat Lee".into()),
+        ("/contacts/signatory/role", "Chief Executive".into()),
+        ("/contacts/signatory/signed_on", "2026-11-01".into()),
+        ("certificate_pem", cert.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A browser's multipart/form-data submission: the certificate comes as a
+/// chosen file (the pasted field left empty), and is checked as if pasted.
+#[test]
+fn the_form_takes_the_certificate_as_a_file() {
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    let form = request(edge.public, "GET", "/fpa", &[], "");
+    assert!(
+        form.body.contains("enctype=\"multipart/form-data\"")
+            && form.body.contains("<label for=\"certificate_file\">")
+            && form.body.contains("type=\"file\" id=\"certificate_file\""),
+        "the form offers a file input"
+    );
+    let cookie = form
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = cookie.trim_start_matches("fedge_fpa=").to_string();
+    let cert = cert_pem(&pki.ca, "sip.westshire.nhs.test", 90);
+    let boundary = "----fedgetestboundary7d1";
+    let multipart = |fields: &[(String, String)], file: &str| {
+        let mut body = String::new();
+        for (k, v) in fields {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+            ));
+        }
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"certificate_file\"; filename=\"edge.pem\"\r\n\
+             Content-Type: application/x-pem-file\r\n\r\n{file}\r\n--{boundary}--\r\n"
+        ));
+        body
+    };
+    let ctype = format!("multipart/form-data; boundary={boundary}");
+    let headers = [
+        ("Content-Type", ctype.as_str()),
+        ("Cookie", cookie.as_str()),
+    ];
+    let fields = shire_form("westshire", &token, "");
+    // A file from another CA: refused next to the certificate field.
+    let other = Authority::new("Other CA").unwrap();
+    let r = request(
+        edge.public,
+        "POST",
+        "/fpa",
+        &headers,
+        &multipart(&fields, &cert_pem(&other, "sip.westshire.nhs.test", 90)),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("trust"), "{}", r.body);
+    // The right file: recorded, with the certificate's expiry.
+    let r = request(
+        edge.public,
+        "POST",
+        "/fpa",
+        &headers,
+        &multipart(&fields, &cert),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.contains("Agreement received"), "{}", r.body);
+    let stored = rt().block_on(async {
+        let store = Store::open(&store_url(&pki)).await.unwrap();
+        let p = store.partner_by_domain("westshire.nhs.test").await.unwrap();
+        store.partner_cert(&p.id).await.unwrap()
+    });
+    assert!(stored.is_some(), "the certificate from the file is stored");
 }

@@ -246,7 +246,7 @@ const GROUPS: &[(&str, &[Spec])] = &[
             "Your Access Edge's certificate (PEM)",
             Kind::Textarea,
             true,
-            "Paste the certificate, from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----, then any intermediate certificates. It must chain to our trust bundle, name your Access Edge FQDN and not have expired.",
+            "Paste the certificate, from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----, then any intermediate certificates, or choose its file below. It must chain to our trust bundle, name your Access Edge FQDN and not have expired.",
         )],
     ),
 ];
@@ -562,13 +562,63 @@ pub(super) async fn post(
         .unwrap_or_default();
     match ctype.as_str() {
         "application/json" => post_json(&state, peer, &body).await,
-        "application/x-www-form-urlencoded" => post_form(&state, peer, &headers, &body).await,
+        "application/x-www-form-urlencoded" => {
+            let values: HashMap<String, String> =
+                form_urlencoded::parse(&body).into_owned().collect();
+            post_form(&state, peer, &headers, values).await
+        }
+        "multipart/form-data" => match multipart_values(&headers, body).await {
+            Ok(values) => post_form(&state, peer, &headers, values).await,
+            Err(e) => json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the form could not be read: {e}"),
+                &[],
+            ),
+        },
         _ => json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the form (application/x-www-form-urlencoded) or the FPA as application/json",
+            "send the form (application/x-www-form-urlencoded or multipart/form-data) or the FPA as application/json",
             &[],
         ),
     }
+}
+
+/// The file input a browser sends the certificate in (the form's
+/// multipart encoding); the pasted text, when given, wins.
+const CERT_FILE_FIELD: &str = "certificate_file";
+
+/// The fields of a multipart form (the whole body is already within the
+/// listener's body limit): text fields by name, and the certificate file's
+/// content as the certificate when nothing was pasted.
+async fn multipart_values(
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<HashMap<String, String>, multer::Error> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(ctype)?;
+    let mut form = multer::Multipart::with_reader(std::io::Cursor::new(body), boundary);
+    let mut values = HashMap::new();
+    let mut file = None;
+    while let Some(field) = form.next_field().await? {
+        let Some(name) = field.name().map(str::to_string) else {
+            continue;
+        };
+        let bytes = field.bytes().await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if name == CERT_FILE_FIELD {
+            file = Some(text);
+        } else {
+            values.insert(name, text);
+        }
+    }
+    let pasted = values.get(CERT_FIELD).is_some_and(|v| !v.trim().is_empty());
+    if let Some(text) = file.filter(|t| !t.trim().is_empty() && !pasted) {
+        values.insert(CERT_FIELD.to_string(), text);
+    }
+    Ok(values)
 }
 
 async fn post_json(state: &EdgeState, peer: SocketAddr, body: &[u8]) -> Response {
@@ -612,9 +662,8 @@ async fn post_form(
     state: &EdgeState,
     peer: SocketAddr,
     headers: &HeaderMap,
-    body: &[u8],
+    values: HashMap<String, String>,
 ) -> Response {
-    let values: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
     let jar = cookie(headers, CSRF_COOKIE);
     if !state
         .intake
