@@ -326,3 +326,40 @@ fn the_edges_log_journals_the_chain_head() {
         "the head is logged at start-up"
     );
 }
+
+/// The partners' hourly verdict totals add up on PostgreSQL as on SQLite
+/// (two nodes adding to one hour's row).
+#[test]
+fn verdict_counts_add_up_on_postgresql() {
+    let pg = fedge_testkit::pg::Postgres::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = fedge::store::Store::open(&pg.url).await.unwrap();
+        let row = |count: i64| fedge::store::VerdictCount {
+            hour: "2026-12-03T16".into(),
+            partner: "partner.test".into(),
+            kind: "refused".into(),
+            rule: "file_transfer".into(),
+            direction: "inbound".into(),
+            count,
+        };
+        store.add_verdict_counts(&[row(2)]).await.unwrap();
+        store.add_verdict_counts(&[row(5)]).await.unwrap();
+        let rows = store
+            .verdict_history("partner.test", "2026-12-03T00")
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![row(7)]);
+        assert!(
+            store
+                .verdict_history("partner.test", "2026-12-03T17")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.close().await;
+    });
+}

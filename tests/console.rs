@@ -578,3 +578,83 @@ fn console_warns_of_edge_certificate_expiry() {
     assert_eq!(st, 404, "{p}");
     assert!(!p.contains("sip.later.test"), "{p}");
 }
+
+/// A partner's verdicts over time: the hourly totals the nodes add to the
+/// store (summed: two nodes' counts for one hour show as one row), the
+/// last 24 hours only, on its own page and not on another partner's.
+#[test]
+fn a_partner_sees_its_verdicts_per_hour_summed_over_nodes() {
+    use fedge::federation::verdicts::hour_of;
+    use fedge::store::VerdictCount;
+    let pki = Pki::new();
+    let edge = Edge::start(&pki, &test_config(&pki, ""));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("sqlite://{}/fedge.db", pki.path().display());
+    let store = rt.block_on(Store::open(&url)).unwrap();
+    let mut ids = Vec::new();
+    for (domain, org) in [("mine.test", "Mine Org"), ("theirs.test", "Theirs Org")] {
+        fedge_ok(
+            &edge.config_path,
+            &["partner", "add", "--domain", domain, "--org", org],
+        );
+        ids.push(rt.block_on(store.partner_by_domain(domain)).unwrap().id);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let row = |hour: String, partner: &str, rule: &str, count: i64| VerdictCount {
+        hour,
+        partner: partner.into(),
+        kind: "refused".into(),
+        rule: rule.into(),
+        direction: "inbound".into(),
+        count,
+    };
+    // Node A and node B each add their counts for this hour.
+    for n in [3, 4] {
+        rt.block_on(store.add_verdict_counts(&[row(
+            hour_of(now),
+            "mine.test",
+            "file_transfer",
+            n,
+        )]))
+        .unwrap();
+    }
+    rt.block_on(store.add_verdict_counts(&[
+        row(
+            hour_of(now - time::Duration::hours(30)),
+            "mine.test",
+            "too_old",
+            9,
+        ),
+        row(hour_of(now), "theirs.test", "not_mine", 5),
+    ]))
+    .unwrap();
+    rt.block_on(store.add_account(
+        "spoc@mine.test",
+        Role::Partner,
+        Some(ids[0].as_str()),
+        "test",
+    ))
+    .unwrap();
+    rt.block_on(store.set_password("spoc@mine.test", "the contact's passphrase", "test"))
+        .unwrap();
+
+    let (c, _) = Console::login(edge.admin, "spoc@mine.test", "the contact's passphrase");
+    let (st, _, page) = c.get(&format!("/console/partners/{}", ids[0]));
+    assert_eq!(st, 200, "{page}");
+    let table = &page[page
+        .find("<table id=\"per-hour\">")
+        .expect("the per-hour table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert!(
+        table.contains(&format!(
+            "<th scope=\"row\">{}:00</th><td>refused</td><td>file_transfer</td><td>inbound</td><td>7</td>",
+            hour_of(now)
+        )),
+        "{table}"
+    );
+    assert!(!table.contains("too_old"), "older than 24 hours: {table}");
+    assert!(!table.contains("not_mine"), "another partner's: {table}");
+    accessible("partner page with verdicts per hour", &page);
+    let (st, _, _) = c.get(&format!("/console/partners/{}", ids[1]));
+    assert_eq!(st, 404);
+}

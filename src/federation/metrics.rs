@@ -35,6 +35,39 @@ fn labels(l: &[(&str, &str)]) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
+/// The label pairs `labels` rendered (`{k="v",...}`, values escaped).
+fn parse_labels(rendered: &str) -> Vec<(String, String)> {
+    let inner = rendered
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or("");
+    let mut out = Vec::new();
+    let mut chars = inner.chars();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() || chars.next() != Some('"') {
+            break;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(o) => value.push(o),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.push((key.trim_start_matches(',').to_string(), value));
+        if chars.next().is_none() {
+            break;
+        }
+    }
+    out
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics::default()
@@ -85,6 +118,20 @@ impl Metrics {
             .unwrap_or(0)
     }
 
+    /// Every series of counter `name`: its labels (as given to [`inc`]) and
+    /// value.
+    ///
+    /// [`inc`]: Metrics::inc
+    pub fn counter_series(&self, name: &str) -> Vec<(Vec<(String, String)>, u64)> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((n, _), _)| *n == name)
+            .map(|((_, l), v)| (parse_labels(l), *v))
+            .collect()
+    }
+
     /// The Prometheus text exposition of everything, plus `extra` lines.
     pub fn render(&self, extra: &[(&'static str, &'static str, f64)]) -> String {
         let help = self.help.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -121,6 +168,35 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {h}\n# TYPE {name} {kind}\n{name} {v}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod series_tests {
+    use super::*;
+
+    #[test]
+    fn counter_series_gives_back_the_labels() {
+        let m = Metrics::new();
+        m.inc("c", "h", &[("rule", "rate"), ("partner", "a\"b,c")]);
+        m.inc("c", "h", &[("rule", "rate"), ("partner", "a\"b,c")]);
+        m.inc("c", "h", &[]);
+        m.inc("other", "h", &[("partner", "x")]);
+        let mut s = m.counter_series("c");
+        s.sort();
+        assert_eq!(
+            s,
+            vec![
+                (vec![], 1),
+                (
+                    vec![
+                        ("rule".to_string(), "rate".to_string()),
+                        ("partner".to_string(), "a\"b,c".to_string())
+                    ],
+                    2
+                ),
+            ]
+        );
     }
 }
 

@@ -26,6 +26,7 @@ pub mod product;
 pub mod refusal;
 pub mod registry;
 pub mod sources;
+pub mod verdicts;
 
 use std::sync::{Arc, OnceLock, Weak};
 

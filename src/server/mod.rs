@@ -182,6 +182,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     info!(role = "internal", transport = "udp+tcp", addr = %int_addr, allowed_sources = %home_pool, "listening");
     info!(role = "admin", transport = admin_scheme, addr = %admin_addr, "listening");
     info!(role = "public", transport = "http", addr = %public_addr, "listening");
+    // Partners' verdict counts over time, summed over the nodes.
+    tasks.spawn(crate::federation::verdicts::run(
+        core.metrics.clone(),
+        shared.store.clone(),
+        crate::federation::verdicts::SAMPLE_INTERVAL,
+        shared.shutdown.clone(),
+    ));
     // An outside anchor for the audit chain at every start (see store/audit.rs).
     match shared.store.audit_head().await {
         Ok(Some((seq, hash))) => info!(seq, hash = %hash, "audit chain head"),

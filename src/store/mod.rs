@@ -19,11 +19,13 @@ mod certs;
 pub mod cvi;
 mod keys;
 mod partners;
+mod verdicts;
 
 pub use accounts::{Credentials, SESSION_LIFETIME, Session, new_secret, secret_hash};
 pub use certs::{PartnerCert, StoredPartnerCert};
 pub use keys::{KeyEvent, KeyInfo, Rotation, StoredKey};
 pub use partners::{Change, now_rfc3339, today};
+pub use verdicts::VerdictCount;
 
 use crate::model::partner::TransitionError;
 

@@ -117,6 +117,8 @@ struct PartnerPage {
     federation_tests: Vec<FederationTest>,
     conns: Vec<ConnRow>,
     counts: Vec<CountRow>,
+    /// Verdicts per hour over the last 24 hours, summed over the nodes.
+    per_hour: Vec<crate::store::VerdictCount>,
     accounts: Vec<Account>,
 }
 
@@ -190,10 +192,18 @@ pub(super) async fn show(
         Err(e) => return page_error(&who, e),
     };
     let p = h.partner;
-    let counts = partner_counts(
-        &state.metrics.render(&[]),
-        p.domains.first().map_or(p.id.as_str(), String::as_str),
+    let name = p.domains.first().map_or(p.id.as_str(), String::as_str);
+    let counts = partner_counts(&state.metrics.render(&[]), name);
+    let since = crate::federation::verdicts::hour_of(
+        time::OffsetDateTime::now_utc() - time::Duration::hours(23),
     );
+    let per_hour = match state.store.verdict_history(name, &since).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a partner's verdicts per hour");
+            Vec::new()
+        }
+    };
     let may_change = a.account.role.may_change();
     let today = today();
     let t = PartnerPage {
@@ -212,6 +222,7 @@ pub(super) async fn show(
         federation_tests: tests.federation_tests.into_iter().rev().collect(),
         conns: connections_of(&state, &p.id),
         counts,
+        per_hour,
         accounts,
         p,
     };
