@@ -119,6 +119,19 @@ fn every_route_needs_an_account() {
     assert_eq!(status(a, "GET", "/cvi/123456789", None), 404);
     assert_eq!(status(a, "GET", "/cvi/123456789", Some(&edge.token)), 404);
     assert_eq!(status(edge.public, "GET", "/cvi/123456789", None), 503);
+    // A path the admin listener does not serve says so.
+    let (code, _, body) = request(
+        a,
+        "GET",
+        "/api/v1/no-such-thing",
+        &[("Authorization", &bearer(&edge.token))],
+        "",
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.contains("no such route on the admin listener: /api/v1/no-such-thing"),
+        "{body}"
+    );
 }
 
 #[test]

@@ -87,7 +87,7 @@ impl From<Refusal> for ApiError {
 }
 
 /// What a submitter is told after a valid submission.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     /// The reference to quote to the home team (the partner's id).
     pub reference: String,

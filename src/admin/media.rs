@@ -1,8 +1,10 @@
 //! The federation media relay's admin endpoints: its live sessions and
 //! its drain switch.
 //!
-//! Owns `/media` (operator or viewer) and `/media/drain` (operator). It never opens or closes relay
-//! sessions itself.
+//! Owns `/media` (operator or viewer) and `/media/drain` (operator), their
+//! paths and the drain answer's shape; the work and the role checks are
+//! `admin::service`'s, shared with `/api/v1/media`. It never opens or
+//! closes relay sessions itself.
 
 use std::sync::Arc;
 
@@ -11,31 +13,15 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::auth::{Actor, ApiError};
+use super::service;
 use super::state::{DrainQuery, EdgeState};
 
 /// `GET /media`: the relay's live sessions with their counters.
 pub(super) async fn media_sessions(
     State(state): State<Arc<EdgeState>>,
     actor: Actor,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
-    actor.require_node_view()?;
-    Ok(match &state.media {
-        Some(r) => (
-            axum::http::StatusCode::OK,
-            Json(json!({
-                "draining": r.draining(),
-                "ports_in_use": r.ports_in_use(),
-                "partners": r.owners_use().into_iter().map(|(o, s, p)| json!({
-                    "partner": o, "sessions": s, "port_pairs": p,
-                })).collect::<Vec<_>>(),
-                "sessions": r.list(),
-            })),
-        ),
-        None => (
-            axum::http::StatusCode::NOT_FOUND,
-            Json(json!({"error": "the media relay is not enabled ([media] enabled = false)"})),
-        ),
-    })
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(service::media_status(&state, &actor)?))
 }
 
 /// `POST /media/drain[?on=false]`: stop (or resume) taking new calls.
@@ -44,20 +30,8 @@ pub(super) async fn media_drain(
     actor: Actor,
     headers: axum::http::HeaderMap,
     axum::extract::Query(q): axum::extract::Query<DrainQuery>,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+) -> Result<Json<Value>, ApiError> {
     super::require_drain(&actor, &headers)?;
-    Ok(match &state.media {
-        Some(r) => {
-            r.set_draining(q.on.unwrap_or(true));
-            tracing::info!(account = %actor.name(), draining = r.draining(), "media relay drain switched");
-            (
-                axum::http::StatusCode::OK,
-                Json(json!({"draining": r.draining(), "sessions": r.len()})),
-            )
-        }
-        None => (
-            axum::http::StatusCode::NOT_FOUND,
-            Json(json!({"error": "the media relay is not enabled ([media] enabled = false)"})),
-        ),
-    })
+    let v = service::set_media_drain(&state, &actor, q.on.unwrap_or(true))?;
+    Ok(Json(json!({"draining": v.draining, "sessions": v.live})))
 }

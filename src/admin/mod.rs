@@ -175,6 +175,15 @@ pub(crate) fn require_drain(
     actor.check_csrf(headers.get(auth::CSRF_HEADER).and_then(|v| v.to_str().ok()))
 }
 
+/// Any path the admin listener does not serve: a 404 that says so, in the
+/// API's error shape.
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no such route on the admin listener: {} (see GET /api/v1/openapi.json)",
+        uri.path()
+    ))
+}
+
 /// The peer's address on any listener the admin router is served on
 /// (plain TCP or TLS); [`peer_address`] hands it on as
 /// `ConnectInfo<SocketAddr>`, which handlers extract.
@@ -222,6 +231,7 @@ where
         .merge(accounts::routes())
         .merge(api::routes())
         .merge(console::routes())
+        .fallback(no_route)
         .with_state(state);
     // The peer's address, for handlers that count or log per source.
     let app = app

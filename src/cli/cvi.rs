@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use fedge::config::Config;
-use fedge::cvi::enrol::{Enrolment, RowError, check_email, check_org, check_rows, parse_csv};
+use fedge::cvi::enrol::{Enrolment, RowError, check_emails, check_org, check_rows, parse_csv};
 use fedge::cvi::meetings::{instructions_url, invite_block, new_conference_id};
 use fedge::store::Store;
 use serde_json::json;
@@ -143,22 +143,7 @@ fn enrolments(a: &EnrolArgs, domains: &[String]) -> Result<Vec<Enrolment>, Failu
             (path.display().to_string(), good, bad)
         }
         None => {
-            let mut good = Vec::new();
-            let mut bad = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for (i, e) in a.emails.iter().enumerate() {
-                match check_email(e, domains) {
-                    Ok(e) if !seen.insert(e.clone()) => bad.push(RowError {
-                        line: i + 1,
-                        what: format!("{e} appears twice"),
-                    }),
-                    Ok(e) => good.push((i + 1, e)),
-                    Err(e) => bad.push(RowError {
-                        line: i + 1,
-                        what: e.to_string(),
-                    }),
-                }
-            }
+            let (good, bad) = check_emails(&a.emails, domains);
             ("--email".to_string(), good, bad)
         }
     };

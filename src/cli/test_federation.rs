@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use fedge::config::Config;
-use fedge::federation::probe::{self, Me};
+use fedge::federation::probe;
 use fedge::server;
 
 use super::common::with_store;
@@ -35,17 +35,34 @@ pub fn remote(api: &super::remote::Remote, domain: &str) -> Result<(), Failure> 
         api.server(),
         run["from"].as_str().unwrap_or_default()
     );
-    let steps = run["steps"].as_array().cloned().unwrap_or_default();
-    for s in &steps {
+    let steps: Vec<(String, bool, String)> = run["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["ok"] == true,
+                s["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    report(domain, &steps, run["passed"] == true)
+}
+
+/// Prints one line per step (name, ok, detail) and the verdict: 0 only when
+/// every step passed and the run `finished` (the IM was sent).
+fn report(domain: &str, steps: &[(String, bool, String)], finished: bool) -> Result<(), Failure> {
+    for (name, ok, detail) in steps {
         println!(
             "  {:<8} {:<6} {}",
-            s["name"].as_str().unwrap_or_default(),
-            if s["ok"] == true { "ok" } else { "FAILED" },
-            s["detail"].as_str().unwrap_or_default()
+            name,
+            if *ok { "ok" } else { "FAILED" },
+            detail
         );
     }
-    match steps.iter().find(|s| s["ok"] != true) {
-        None if run["passed"] == true => {
+    match steps.iter().find(|s| !s.1) {
+        None if finished => {
             println!(
                 "all steps passed: ask the technical contact to reply, then check `fedge partner show {domain}`"
             );
@@ -56,7 +73,7 @@ pub fn remote(api: &super::remote::Remote, domain: &str) -> Result<(), Failure> 
         ))),
         Some(s) => Err(Failure::runtime(format!(
             "federation test with {domain} failed at step {}",
-            s["name"].as_str().unwrap_or_default()
+            s.0
         ))),
     }
 }
@@ -65,19 +82,7 @@ pub fn remote(api: &super::remote::Remote, domain: &str) -> Result<(), Failure> 
 pub fn run(cfg: &Config, domain: String, timeout: Duration) -> Result<(), Failure> {
     let tls = fedge::sip::transport::tls::client_config(&server::tls_files(cfg))
         .map_err(|e| Failure::usage(format!("[federation] {e}")))?;
-    let me = Me {
-        fqdn: cfg.federation.fqdn.clone(),
-        port: cfg.federation.listen.port(),
-        address: format!(
-            "sip:{}@{}",
-            cfg.policy.test_user,
-            cfg.federation
-                .home_domains
-                .first()
-                .map(String::as_str)
-                .unwrap_or(&cfg.federation.fqdn)
-        ),
-    };
+    let me = server::probe_me(cfg);
     let resolver = cfg.dns.resolver;
     with_store(cfg, |store| async move {
         let dns = fedge::dns::Dns::new(resolver).map_err(|e| Failure::runtime(e.to_string()))?;
@@ -101,28 +106,11 @@ pub fn run(cfg: &Config, domain: String, timeout: Duration) -> Result<(), Failur
             timeout,
         )
         .await;
-        for s in &steps {
-            println!(
-                "  {:<8} {:<6} {}",
-                s.name,
-                if s.ok { "ok" } else { "FAILED" },
-                s.detail
-            );
-        }
-        match steps.iter().find(|s| !s.ok) {
-            None if steps.last().is_some_and(|s| s.name == "message") => {
-                println!(
-                    "all steps passed: ask the technical contact to reply, then check `fedge partner show {domain}`"
-                );
-                Ok(())
-            }
-            None => Err(Failure::runtime(format!(
-                "federation test with {domain} did not finish"
-            ))),
-            Some(s) => Err(Failure::runtime(format!(
-                "federation test with {domain} failed at step {}",
-                s.name
-            ))),
-        }
+        let finished = steps.last().is_some_and(|s| s.name == "message");
+        let steps: Vec<(String, bool, String)> = steps
+            .into_iter()
+            .map(|s| (s.name.to_string(), s.ok, s.detail))
+            .collect();
+        report(&domain, &steps, finished)
     })
 }

@@ -147,11 +147,33 @@ pub fn check_rows(
     rows: &[(usize, String)],
     domains: &[String],
 ) -> (Vec<(usize, String)>, Vec<RowError>) {
+    check(rows, domains, true)
+}
+
+/// Checks addresses given one by one (`--email`, the API's and the
+/// console's list), numbered from 1 in the order given.
+pub fn check_emails(
+    emails: &[String],
+    domains: &[String],
+) -> (Vec<(usize, String)>, Vec<RowError>) {
+    let rows: Vec<(usize, String)> = emails
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i + 1, e.clone()))
+        .collect();
+    check(&rows, domains, false)
+}
+
+fn check(
+    rows: &[(usize, String)],
+    domains: &[String],
+    csv: bool,
+) -> (Vec<(usize, String)>, Vec<RowError>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (line, value) in rows {
-        if value.contains(',') || value.contains(';') {
+        if csv && (value.contains(',') || value.contains(';')) {
             bad.push(RowError {
                 line: *line,
                 what: format!("{value:?} has more than one column"),

@@ -422,25 +422,31 @@ fn listeners(
 
 /// What the API's shared operations need from the configuration (the
 /// listeners are added once bound).
+/// Who this edge is to a partner's edge in a test-federation probe (the
+/// CLI's and the API's): its FQDN, federation port and test user.
+pub fn probe_me(cfg: &Config) -> crate::federation::probe::Me {
+    crate::federation::probe::Me {
+        fqdn: cfg.federation.fqdn.clone(),
+        port: cfg.federation.listen.port(),
+        address: format!(
+            "sip:{}@{}",
+            cfg.policy.test_user,
+            cfg.federation
+                .home_domains
+                .first()
+                .map(String::as_str)
+                .unwrap_or(&cfg.federation.fqdn)
+        ),
+    }
+}
+
 fn ops(cfg: &Config) -> crate::admin::service::Ops {
     let probe_tls = crate::sip::transport::tls::client_config(&tls_files(cfg))
         .map_err(|e| warn!(error = %e, "test-federation through the API is unavailable"))
         .ok();
     crate::admin::service::Ops {
         probe_tls,
-        me: Some(crate::federation::probe::Me {
-            fqdn: cfg.federation.fqdn.clone(),
-            port: cfg.federation.listen.port(),
-            address: format!(
-                "sip:{}@{}",
-                cfg.policy.test_user,
-                cfg.federation
-                    .home_domains
-                    .first()
-                    .map(String::as_str)
-                    .unwrap_or(&cfg.federation.fqdn)
-            ),
-        }),
+        me: Some(probe_me(cfg)),
         probe_timeout: std::time::Duration::from_secs(10),
         organiser_domains: cfg.cvi.organiser_domains.clone(),
         meeting_lifetime: cfg.cvi.meeting_lifetime,

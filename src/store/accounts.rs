@@ -145,6 +145,33 @@ fn expiry(from_now: time::Duration) -> String {
 }
 
 impl Store {
+    /// Appends an entry about account `name` to the audit chain, inside
+    /// the change's transaction.
+    async fn audit_account(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        at: &str,
+        actor: &str,
+        name: &str,
+        action: &str,
+        detail: Option<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        audit::append(
+            tx,
+            self.backend,
+            NewEntry {
+                at,
+                actor,
+                kind: Kind::Account,
+                subject: name,
+                action,
+                detail,
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// One account by name.
     pub async fn account(&self, name: &str) -> Result<Option<Account>, StoreError> {
         let row = sqlx::query(concat!(account_cols!(), " WHERE name = $1"))
@@ -276,25 +303,21 @@ impl Store {
             }
             return Err(e.into());
         }
-        audit::append(
+        self.audit_account(
             &mut tx,
-            self.backend,
-            NewEntry {
-                at: &now,
-                actor,
-                kind: Kind::Account,
-                subject: name,
-                action: if state == AccountState::Requested {
-                    "request"
-                } else {
-                    "add"
-                },
-                detail: Some(serde_json::json!({
-                    "role": role.as_str(),
-                    "partner_id": partner_id,
-                    "state": state.as_str(),
-                })),
+            &now,
+            actor,
+            name,
+            if state == AccountState::Requested {
+                "request"
+            } else {
+                "add"
             },
+            Some(serde_json::json!({
+                "role": role.as_str(),
+                "partner_id": partner_id,
+                "state": state.as_str(),
+            })),
         )
         .await?;
         tx.commit().await?;
@@ -369,21 +392,17 @@ impl Store {
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        audit::append(
+        self.audit_account(
             &mut tx,
-            self.backend,
-            NewEntry {
-                at: &now,
-                actor,
-                kind: Kind::Account,
-                subject: name,
-                action: if action == "add" {
-                    "credentials"
-                } else {
-                    action
-                },
-                detail: Some(serde_json::json!({"password": "one-time", "token": "new"})),
+            &now,
+            actor,
+            name,
+            if action == "add" {
+                "credentials"
+            } else {
+                action
             },
+            Some(serde_json::json!({"password": "one-time", "token": "new"})),
         )
         .await?;
         tx.commit().await?;
@@ -437,17 +456,13 @@ impl Store {
         .bind(lifetime.map(expiry))
         .execute(&mut *tx)
         .await?;
-        audit::append(
+        self.audit_account(
             &mut tx,
-            self.backend,
-            NewEntry {
-                at: &now,
-                actor,
-                kind: Kind::Account,
-                subject: name,
-                action: "token",
-                detail: Some(serde_json::json!({"label": label, "expires": lifetime.map(expiry)})),
-            },
+            &now,
+            actor,
+            name,
+            "token",
+            Some(serde_json::json!({"label": label, "expires": lifetime.map(expiry)})),
         )
         .await?;
         tx.commit().await?;
@@ -546,17 +561,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-        audit::append(
+        self.audit_account(
             &mut tx,
-            self.backend,
-            NewEntry {
-                at: &now,
-                actor,
-                kind: Kind::Account,
-                subject: name,
-                action: "password",
-                detail: Some(serde_json::json!({"sessions_ended": ended})),
-            },
+            &now,
+            actor,
+            name,
+            "password",
+            Some(serde_json::json!({"sessions_ended": ended})),
         )
         .await?;
         tx.commit().await?;
@@ -595,17 +606,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        audit::append(
+        self.audit_account(
             &mut tx,
-            self.backend,
-            NewEntry {
-                at: &now,
-                actor,
-                kind: Kind::Account,
-                subject: name,
-                action: state.as_str(),
-                detail: Some(serde_json::json!({"reason": reason})),
-            },
+            &now,
+            actor,
+            name,
+            state.as_str(),
+            Some(serde_json::json!({"reason": reason})),
         )
         .await?;
         tx.commit().await?;

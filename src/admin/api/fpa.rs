@@ -11,12 +11,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{Body, ErrorBody, changing};
 use crate::admin::EdgeState;
 use crate::admin::auth::{Actor, ApiError};
+use crate::admin::intake::Receipt;
 
 /// An FPA as fpa-schemas/fpa.schema.json defines it, and the partner's
 /// edge certificate (PEM).
@@ -29,23 +30,11 @@ pub struct FpaSubmission {
     pub certificate_pem: String,
 }
 
-/// What the intake made.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FpaReceipt {
-    pub reference: String,
-    pub organisation: String,
-    pub partner_state: String,
-    pub account: String,
-    pub account_state: String,
-    pub certificate_not_after: String,
-    pub next: String,
-}
-
 /// Submits an FPA for a partner: the partner is created `requested` and
 /// an account is requested for its technical contact.
 #[utoipa::path(post, path = "/api/v1/fpa", tag = "partners", request_body = FpaSubmission,
     responses(
-        (status = 201, body = FpaReceipt),
+        (status = 201, body = Receipt),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, description = "a domain belongs to another partner", body = ErrorBody),
         (status = 422, description = "not a valid FPA or certificate: every problem named", body = ErrorBody),
@@ -55,7 +44,7 @@ pub(super) async fn submit(
     actor: Actor,
     headers: HeaderMap,
     Body(req): Body<FpaSubmission>,
-) -> Result<(StatusCode, Json<FpaReceipt>), ApiError> {
+) -> Result<(StatusCode, Json<Receipt>), ApiError> {
     actor.require_change()?;
     changing(&actor, &headers)?;
     let r = crate::admin::intake::submit(
@@ -65,16 +54,5 @@ pub(super) async fn submit(
         Some(actor.name()),
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(FpaReceipt {
-            reference: r.reference,
-            organisation: r.organisation,
-            partner_state: r.partner_state,
-            account: r.account,
-            account_state: r.account_state,
-            certificate_not_after: r.certificate_not_after,
-            next: r.next,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(r)))
 }

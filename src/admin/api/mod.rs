@@ -131,7 +131,7 @@ fn query<T>(
         crate::admin::service::NodeStatus, crate::admin::service::ListenerView,
         crate::admin::service::ConnectionsView, crate::admin::service::PartnerConnections,
         partners::VerbBody, partners::TestBody, cvi::EnrolRefused,
-        fpa::FpaSubmission, fpa::FpaReceipt,
+        fpa::FpaSubmission, crate::admin::intake::Receipt,
     )),
     // The accounts and session routes (admin::accounts::AccountsApi, full
     // paths already) are merged in by `openapi_json`.

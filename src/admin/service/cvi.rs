@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::super::EdgeState;
 use super::super::auth::{Actor, ApiError};
-use crate::cvi::enrol::{Enrolment, RowError, check_email, check_org, check_rows, parse_csv};
+use crate::cvi::enrol::{Enrolment, RowError, check_emails, check_org, check_rows, parse_csv};
 use crate::cvi::meetings::{instructions_url, invite_block, is_conference_id, new_conference_id};
 use crate::model::cvi::{Meeting, Organiser};
 
@@ -179,23 +179,7 @@ fn rows(req: &EnrolRequest, domains: &[String]) -> Result<(Vec<String>, Vec<RowE
             if req.emails.is_empty() {
                 return Err(unprocessable("name at least one organiser (emails or csv)"));
             }
-            let mut good = Vec::new();
-            let mut bad = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for (i, e) in req.emails.iter().enumerate() {
-                match check_email(e, domains) {
-                    Ok(e) if !seen.insert(e.clone()) => bad.push(RowError {
-                        line: i + 1,
-                        what: format!("{e} appears twice"),
-                    }),
-                    Ok(e) => good.push((i + 1, e)),
-                    Err(e) => bad.push(RowError {
-                        line: i + 1,
-                        what: e.to_string(),
-                    }),
-                }
-            }
-            (good, bad)
+            check_emails(&req.emails, domains)
         }
     };
     Ok((good.into_iter().map(|(_, e)| e).collect(), bad))
