@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::operations::{CaptureConfig, ClusterConfig, DrainConfig};
 use super::services::{CviSection, DnsSection, MediaSection};
 
 /// The whole configuration.
@@ -30,6 +31,9 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub log: LogConfig,
     pub topology: TopologyConfig,
+    pub cluster: ClusterConfig,
+    pub drain: DrainConfig,
+    pub capture: CaptureConfig,
 }
 
 /// Topology hiding's tokens and keys.
@@ -173,6 +177,11 @@ pub struct FederationConfig {
     pub refusals_per_second: u32,
     /// Refusals one source address may cause at once.
     pub refusal_burst: u32,
+    /// How often the certificate, key, trust bundle and CRL files are
+    /// checked for changes (reloaded when they change); 0s: only on
+    /// SIGHUP or `fedge reload`.
+    #[serde(with = "humantime_serde")]
+    pub file_check: Duration,
 }
 
 impl Default for FederationConfig {
@@ -197,6 +206,7 @@ impl Default for FederationConfig {
             max_transactions_per_source: 256,
             refusals_per_second: 20,
             refusal_burst: 40,
+            file_check: Duration::from_secs(2),
         }
     }
 }

@@ -10,13 +10,15 @@
 //!
 //! The pieces: `edge.rs` and `services.rs` hold the sections and their
 //! defaults, `load.rs` reads a file, `validate.rs` checks values,
-//! `derived.rs` computes what other modules need from them, and
+//! `derived.rs` computes what other modules need from them,
+//! `operations.rs` holds `[cluster]`, `[drain]` and `[capture]`, and
 //! `example.toml` is the commented example.
 
 mod derived;
 mod edge;
 mod error;
 mod load;
+mod operations;
 mod services;
 mod validate;
 
@@ -26,6 +28,7 @@ pub use edge::{
     PolicyConfig, PublicConfig, RuntimeConfig, SipConfig, StoreConfig, TopologyConfig,
 };
 pub use error::ConfigError;
+pub use operations::{CaptureConfig, ClusterConfig, DrainConfig, hep_target};
 pub use services::{CviSection, DnsSection, MediaSection};
 
 /// The commented example printed by `fedge config example`; it equals the

@@ -35,6 +35,7 @@ impl Config {
         self.check_cvi()?;
         self.check_public()?;
         self.check_runtime_and_log()?;
+        self.check_operations()?;
         Ok(())
     }
 

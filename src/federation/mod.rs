@@ -14,6 +14,7 @@
 //! It decides nothing itself.
 
 pub mod anchor;
+pub mod cluster;
 pub mod content;
 pub mod fpa;
 pub mod hop;

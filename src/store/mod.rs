@@ -18,12 +18,14 @@ pub mod audit;
 mod certs;
 pub mod cvi;
 mod keys;
+mod nodes;
 mod partners;
 mod verdicts;
 
 pub use accounts::{Credentials, SESSION_LIFETIME, Session, new_secret, secret_hash};
 pub use certs::{PartnerCert, StoredPartnerCert};
 pub use keys::{KeyEvent, KeyInfo, Rotation, StoredKey};
+pub use nodes::NodeRecord;
 pub use partners::{Change, now_rfc3339, today};
 pub use verdicts::VerdictCount;
 

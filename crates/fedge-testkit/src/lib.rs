@@ -14,6 +14,7 @@ use std::path::PathBuf;
 pub mod admin;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod edge;
 pub mod lab;
 pub mod peers;

@@ -1,0 +1,116 @@
+//! The node table: every edge node sharing this database writes its
+//! heartbeat, the registry version it enforces, its listeners and its
+//! drain state; `fedge nodes` and the other nodes read them.
+//!
+//! Owns the `nodes` table. It never decides whether a node is alive (the
+//! reader compares `heartbeat_ms` with its own clock and `[cluster]
+//! gone_after`) and never deletes a row (a gone node stays listed until an
+//! operator forgets it with [`Store::forget_node`]).
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// What one node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeRecord {
+    /// The node's name (`[cluster] node`), unique in the database.
+    pub name: String,
+    /// Random per start of the process: tells a restart from a rival node
+    /// configured with the same name.
+    pub instance: String,
+    /// The fedge version it runs.
+    pub version: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// Its last heartbeat, Unix milliseconds on its own clock.
+    pub heartbeat_ms: i64,
+    /// The registry version it enforces.
+    pub registry_version: i64,
+    /// Its listeners as JSON (`[{"role","transport","addr"}]`).
+    pub listeners: String,
+    /// Set while it drains: when the drain began (RFC 3339).
+    pub draining: Option<String>,
+    /// Set when it stopped cleanly (RFC 3339).
+    pub stopped_at: Option<String>,
+}
+
+impl Store {
+    /// Writes `node`'s heartbeat (creating its row, or taking over the row
+    /// of an earlier start with the same name). Clears `stopped_at`.
+    pub async fn node_heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (name, instance, version, started_at, heartbeat_ms, \
+             registry_version, listeners, draining, stopped_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) \
+             ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, \
+             version = excluded.version, started_at = excluded.started_at, \
+             heartbeat_ms = excluded.heartbeat_ms, \
+             registry_version = excluded.registry_version, \
+             listeners = excluded.listeners, draining = excluded.draining, \
+             stopped_at = NULL",
+        )
+        .bind(&node.name)
+        .bind(&node.instance)
+        .bind(&node.version)
+        .bind(&node.started_at)
+        .bind(node.heartbeat_ms)
+        .bind(node.registry_version)
+        .bind(&node.listeners)
+        .bind(&node.draining)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks `name` stopped, if `instance` still owns its row.
+    pub async fn node_stopped(
+        &self,
+        name: &str,
+        instance: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET stopped_at = $1 WHERE name = $2 AND instance = $3")
+            .bind(at)
+            .bind(name)
+            .bind(instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every node that ever wrote a heartbeat, by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, instance, version, started_at, heartbeat_ms, registry_version, \
+             listeners, draining, stopped_at FROM nodes ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeRecord {
+                    name: r.try_get(0)?,
+                    instance: r.try_get(1)?,
+                    version: r.try_get(2)?,
+                    started_at: r.try_get(3)?,
+                    heartbeat_ms: r.try_get(4)?,
+                    registry_version: r.try_get(5)?,
+                    listeners: r.try_get(6)?,
+                    draining: r.try_get(7)?,
+                    stopped_at: r.try_get(8)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Removes a node's row (a node retired for good). True if there was one.
+    pub async fn forget_node(&self, name: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM nodes WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+}
