@@ -111,9 +111,7 @@ impl Config {
             ));
         }
         if self.drain.deadline.is_zero() {
-            return Err(ConfigError(
-                "[drain] deadline: must be more than 0s".into(),
-            ));
+            return Err(ConfigError("[drain] deadline: must be more than 0s".into()));
         }
         if let Some(h) = &self.capture.hep {
             hep_target(h).map_err(|e| ConfigError(format!("[capture] hep: {e}")))?;

@@ -1,22 +1,28 @@
 //! What this node knows of the other nodes sharing its database: how many
-//! are alive (each takes its share of a partner's rate from that count).
+//! are alive (each takes its share of a partner's rate from that count),
+//! and whether this node is draining (which its heartbeat publishes).
 //!
 //! Owns the live-node count the heartbeat task keeps up to date
-//! (`server::cluster`) and the policy's limits read. Reading it is one
-//! atomic load: it never touches the store on the message path.
+//! (`server::cluster`) and the policy's limits read, and the drain mark
+//! the drain sets. Reading either is one atomic load or a short lock: it
+//! never touches the store on the message path.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The live nodes, this one included (never below 1).
 #[derive(Debug)]
 pub struct ClusterView {
     live: AtomicU32,
+    /// When this node began to drain (RFC 3339), if it is draining.
+    draining: Mutex<Option<String>>,
 }
 
 impl Default for ClusterView {
     fn default() -> Self {
         ClusterView {
             live: AtomicU32::new(1),
+            draining: Mutex::new(None),
         }
     }
 }
@@ -34,5 +40,18 @@ impl ClusterView {
     /// Sets the count read from the node table (at least 1: this node).
     pub fn set_live_nodes(&self, n: u32) {
         self.live.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Marks this node draining since `since` (RFC 3339), or not (`None`).
+    pub fn set_draining(&self, since: Option<String>) {
+        *self.draining.lock().unwrap_or_else(|p| p.into_inner()) = since;
+    }
+
+    /// When this node began to drain, if it is draining.
+    pub fn draining(&self) -> Option<String> {
+        self.draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

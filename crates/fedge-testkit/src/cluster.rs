@@ -14,7 +14,9 @@ pub fn node_config(pki: &Pki, pg_url: &str, name: &str, extra: &str) -> String {
     let sqlite = format!("url = \"sqlite://{}/fedge.db\"", pki.path().display());
     assert!(base.contains(&sqlite), "test_config's store line moved");
     let cfg = base.replace(&sqlite, &format!("url = \"{pg_url}\""));
-    format!("{cfg}\n[cluster]\nnode = \"{name}\"\nheartbeat = \"200ms\"\ngone_after = \"1s\"\n{extra}")
+    format!(
+        "{cfg}\n[cluster]\nnode = \"{name}\"\nheartbeat = \"200ms\"\ngone_after = \"1s\"\n{extra}"
+    )
 }
 
 /// PostgreSQL and `n` nodes named `node-a`, `node-b`, ...
@@ -40,8 +42,10 @@ impl Cluster {
     /// Starts one more node on the same database.
     pub fn add_node(&mut self, pki: &Pki, extra: &str) -> &Edge {
         let name = format!("node-{}", (b'a' + self.nodes.len() as u8) as char);
-        self.nodes
-            .push(Edge::start(pki, &node_config(pki, &self.pg.url, &name, extra)));
+        self.nodes.push(Edge::start(
+            pki,
+            &node_config(pki, &self.pg.url, &name, extra),
+        ));
         self.nodes.last().expect("just pushed")
     }
 }
