@@ -114,7 +114,7 @@ impl Config {
             return Err(ConfigError("[drain] deadline: must be more than 0s".into()));
         }
         if let Some(h) = &self.capture.hep {
-            hep_target(h).map_err(|e| ConfigError(format!("[capture] hep: {e}")))?;
+            hep_target(h)?;
         }
         if self.capture.queue == 0 {
             return Err(ConfigError("[capture] queue: at least 1".into()));
@@ -123,22 +123,23 @@ impl Config {
     }
 }
 
-/// `udp:HOST:PORT` -> (host, port).
-pub fn hep_target(s: &str) -> Result<(String, u16), String> {
+/// `udp:HOST:PORT` -> (host, port); the error names `[capture] hep`.
+pub fn hep_target(s: &str) -> Result<(String, u16), ConfigError> {
+    let bad = |why: &str| ConfigError(format!("[capture] hep: {s:?}: {why}"));
     let rest = s
         .strip_prefix("udp:")
-        .ok_or_else(|| format!("{s:?}: expected udp:HOST:PORT"))?;
+        .ok_or_else(|| bad("expected udp:HOST:PORT"))?;
     let (host, port) = rest
         .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?}: expected udp:HOST:PORT"))?;
+        .ok_or_else(|| bad("expected udp:HOST:PORT"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port: u16 = port
         .parse()
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| format!("{s:?}: the port must be 1-65535"))?;
+        .ok_or_else(|| bad("the port must be 1-65535"))?;
     if host.is_empty() {
-        return Err(format!("{s:?}: no host"));
+        return Err(bad("no host"));
     }
     Ok((host.to_string(), port))
 }
