@@ -217,8 +217,15 @@ fn an_ig_lapse_suspends_the_partner_once_and_both_nodes_refuse_it() {
     for node in site.nodes() {
         let id = partner_id(node);
         let h = admin_get(node.admin, &format!("/api/v1/partners/{id}/history"));
-        let text = h.to_string();
-        assert_eq!(text.matches(&why).count(), 1, "one suspension entry: {h}");
+        let entries = h["trail"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a trail: {h}"))
+            .iter()
+            .filter(|e| e["action"] == "suspend")
+            .collect::<Vec<_>>();
+        assert_eq!(entries.len(), 1, "one suspension entry: {h}");
+        assert_eq!(entries[0]["reason"], why.as_str());
+        assert_eq!(entries[0]["actor"], "fedge");
     }
     let suspensions: f64 = site
         .nodes()
