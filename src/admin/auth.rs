@@ -115,6 +115,13 @@ impl From<crate::store::StoreError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, e.to_string())
             }
             E::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            _ if e.is_unreachable() => {
+                warn!(error = %e, "an admin request found the database unreachable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the database is unreachable: {e}; no change was made"),
+                )
+            }
             _ => {
                 warn!(error = %e, "store failure in an admin request");
                 ApiError::internal("the database failed; see the edge's log")
@@ -246,7 +253,7 @@ impl FromRequestParts<Arc<EdgeState>> for Actor {
         state: &Arc<EdgeState>,
     ) -> Result<Self, Self::Rejection> {
         if let Some(token) = bearer(parts) {
-            return match state.store.account_by_token(token).await? {
+            return match state.store.account_by_token_or_remembered(token).await? {
                 Some(account) => Ok(Actor {
                     account,
                     via: Via::Token,

@@ -80,6 +80,10 @@ pub struct Edge {
     pub dns: crate::dns::Dns,
     /// The home pool's addresses: the internal listener takes no one else.
     pub internal_sources: sources::InternalSources,
+    /// The nodes sharing this edge's database: how many are alive (the
+    /// rate limits take their share from it) and this node's drain mark;
+    /// `server::cluster`'s heartbeat keeps it up to date.
+    pub cluster: Arc<cluster::ClusterView>,
 }
 
 /// Marks the IM test's reply, so that an edge that is itself fedge
@@ -222,9 +226,9 @@ impl Edge {
             && let Err(r) = policy::limits::check(
                 &self.limits,
                 &self.rates,
-                req,
-                p,
+                (req, p),
                 info,
+                self.cluster.live_nodes(),
                 tokio::time::Instant::now(),
             )
         {

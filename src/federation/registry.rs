@@ -179,6 +179,36 @@ impl Registry {
         Ok(self.snapshot().version)
     }
 
+    /// Notes a failed store call: the first one that finds the database
+    /// unreachable says, once, that the node serves from this snapshot.
+    pub fn store_failed(&self, store: &Store, e: &StoreError) {
+        if store.mark_failed(e) {
+            warn!(
+                error = %e,
+                version = self.snapshot().version,
+                "store unreachable; serving from the last registry snapshot (version {})",
+                self.snapshot().version
+            );
+        }
+    }
+
+    /// Notes a store call that succeeded: when the database was marked
+    /// unreachable, reloads the registry now and says, once, that it is back.
+    pub async fn store_answered(&self, store: &Store) {
+        if store.mark_reachable() {
+            match self.reload(store).await {
+                Ok(v) => info!(
+                    version = v,
+                    "store reachable again; registry caught up to version {v}"
+                ),
+                Err(e) => {
+                    warn!(error = %e, "store reachable again, but the registry reload failed");
+                    self.store_failed(store, &e);
+                }
+            }
+        }
+    }
+
     /// Polls the store's version every `every` and reloads on change.
     pub fn watch(
         self: &Arc<Self>,

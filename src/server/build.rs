@@ -96,6 +96,7 @@ pub(super) async fn sip_core(
             cfg.internal_sources()
                 .map_err(|e| ServeError::Config(e.to_string()))?,
         ),
+        cluster: Arc::new(crate::federation::cluster::ClusterView::new()),
     };
     let pool = Arc::new(
         Pool::new(

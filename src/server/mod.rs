@@ -10,12 +10,14 @@
 //! The pieces: `listen.rs` binds the edge's sockets, `build.rs` builds the
 //! proxy with its policy and relay, `cvi.rs` starts the CVI gateway,
 //! `registry_events.rs` closes connections of partners leaving `enabled`,
-//! `admin_tls.rs` serves the admin listener over TLS (`[admin] tls`);
+//! `admin_tls.rs` serves the admin listener over TLS (`[admin] tls`),
+//! `cluster.rs` writes this node's heartbeat in the node table;
 //! this file spawns the tasks and hands the admin and public listeners
 //! their [`admin::EdgeState`].
 
 mod admin_tls;
 mod build;
+mod cluster;
 mod cvi;
 mod error;
 mod fds;
@@ -156,6 +158,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         ),
         ("public", "http", public_addr),
     ]);
+    let heartbeat = cluster::Heartbeat {
+        store: shared.store.clone(),
+        registry: shared.registry.clone(),
+        view: core.proxy.router.cluster.clone(),
+        name: cluster::node_name(&cfg.cluster.node, fed_addr.port()),
+        listeners: serde_json::to_string(&state.ops.listeners).unwrap_or_else(|_| "[]".into()),
+        every: cfg.cluster.heartbeat,
+        gone_after: cfg.cluster.gone_after,
+        shutdown: shared.shutdown.clone(),
+    }
+    .spawn();
     let state = Arc::new(state);
     let admin_scheme = spawn_admin(&cfg, admin_listener, &state, &shared, &mut tasks)?;
     tasks.spawn(admin::public::serve(
@@ -199,6 +212,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
 
     shared.shutdown.cancelled().await;
     info!("shutting down");
+    let _ = heartbeat.await;
     stop(tasks, watchers, &shared.store).await;
     Ok(())
 }

@@ -17,6 +17,7 @@ mod accounts;
 pub mod audit;
 mod certs;
 pub mod cvi;
+mod health;
 mod keys;
 mod nodes;
 mod partners;
@@ -24,6 +25,7 @@ mod verdicts;
 
 pub use accounts::{Credentials, SESSION_LIFETIME, Session, new_secret, secret_hash};
 pub use certs::{PartnerCert, StoredPartnerCert};
+pub use health::{OUTAGE_TOKEN_MEMORY, StoreHealth};
 pub use keys::{KeyEvent, KeyInfo, Rotation, StoredKey};
 pub use nodes::NodeRecord;
 pub use partners::{Change, now_rfc3339, today};
@@ -82,7 +84,16 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The URL it was opened with (PostgreSQL's LISTEN needs a connection
+    /// of its own); never logged as is ([`redact_url`]).
+    url: String,
+    /// Whether the database answered lately (shared by every clone).
+    health: std::sync::Arc<health::Health>,
 }
+
+/// How long a request waits for a database connection before it fails
+/// (and a node without its database answers at once rather than in 30 s).
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `url` with any password replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
@@ -181,6 +192,14 @@ impl Store {
         })?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            // A connection is checked before it is handed out, so the pool
+            // drops the dead ones itself after a PostgreSQL restart.
+            .test_before_acquire(true)
+            .acquire_timeout(if backend == Backend::Sqlite {
+                std::time::Duration::from_secs(30)
+            } else {
+                ACQUIRE_TIMEOUT
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -201,13 +220,24 @@ impl Store {
                 source,
             })?;
         MIGRATOR.run(&pool).await?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            url: url.to_string(),
+            health: Default::default(),
+        };
         store.chain_history().await?;
         Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The URL the store was opened with (for a LISTEN connection of its
+    /// own; redact it before showing it).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Checks the database: SQLite's own integrity check, then the registry's

@@ -11,11 +11,18 @@
 //! partner that keeps to its rate is never shed, so the capacity the
 //! flood would take stays with the partners under their limits.
 //!
+//! Several nodes (D110, D111): a partner's rate, burst and enumeration
+//! limit are the cluster's. Each node holds the partner to its share,
+//! `1 / live_nodes` of each ([`Share`]), where `live_nodes` is the count
+//! `federation::cluster::ClusterView` keeps from the node table's
+//! heartbeats; a node joining or leaving changes every node's share at its
+//! next heartbeat. No message waits for the database.
+//!
 //! Owns the counting state and the rule applied to what the rest of the
-//! policy lets through ([`check`]). Time and pressure are arguments, so the
-//! rules are tested without waiting; memory is bounded by the number of
-//! partners and, per partner, by the enumeration limit. Never counts
-//! metrics.
+//! policy lets through ([`check`]). Time, pressure and the live-node count
+//! are arguments, so the rules are tested without waiting; memory is
+//! bounded by the number of partners and, per partner, by the enumeration
+//! limit. Never counts metrics; never reads the store.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,16 +52,44 @@ pub struct RateConfig {
     pub enumeration_window: Duration,
 }
 
-/// Holds a partner's request to its rate (its record's `rate_limit`, else
-/// the configured one) and, out of dialog (by the edge's own knowledge of
-/// the dialog, see `RequestInfo::in_dialog`), to the enumeration guard.
-/// ACKs of known dialogs are not counted.
+/// This node's part of a partner's cluster-wide limits when `live_nodes`
+/// nodes (this one included) share them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Share {
+    /// Requests per second this node admits.
+    pub rate: f64,
+    /// The most this node's bucket holds (never below one request).
+    pub burst: f64,
+    /// Distinct home addresses this node lets the partner reach per
+    /// window (rounded up, so never 0).
+    pub enumeration_limit: u32,
+}
+
+impl Share {
+    /// `rate`, `burst` and `enumeration_limit` split evenly over
+    /// `live_nodes` (0 counts as 1).
+    pub fn of(rate: u32, burst: u32, enumeration_limit: u32, live_nodes: u32) -> Share {
+        let n = live_nodes.max(1);
+        Share {
+            rate: f64::from(rate.max(1)) / f64::from(n),
+            burst: (f64::from(burst.max(1)) / f64::from(n)).max(1.0),
+            enumeration_limit: enumeration_limit.max(1).div_ceil(n),
+        }
+    }
+}
+
+/// Holds a partner's request to this node's share ([`Share`], of
+/// `live_nodes`) of its rate (its record's `rate_limit`, else the
+/// configured one) and, out of dialog (by the edge's own knowledge of the
+/// dialog, see `RequestInfo::in_dialog`), of the enumeration guard.
+/// ACKs of known dialogs are not counted. Refusals name the partner's
+/// cluster-wide figures, which are what it agreed to.
 pub fn check(
     limits: &Limits,
     rates: &RateConfig,
-    req: &SipMessage,
-    partner: &Partner,
+    (req, partner): (&SipMessage, &Partner),
     info: &RequestInfo,
+    live_nodes: u32,
     now: Instant,
 ) -> Result<(), Refusal> {
     // The ACK of a dialog the edge knows completes an admitted INVITE; any
@@ -68,7 +103,12 @@ pub fn check(
         .as_deref()
         .and_then(|r| r.parse().ok())
         .unwrap_or(rates.rate);
-    let burst = rates.burst.max(rate);
+    let share = Share::of(
+        rate,
+        rates.burst.max(rate),
+        rates.enumeration_limit,
+        live_nodes,
+    );
     let pressure: Pressure = info.pressure;
     if pressure.overloaded && limits.is_hot(&partner.id, now) {
         return Err(Refusal::Overloaded {
@@ -78,8 +118,12 @@ pub fn check(
         });
     }
     // Behind, the burst is withdrawn: one second of the rate at most.
-    let burst = if pressure.overloaded { rate } else { burst };
-    if let Err(wait) = limits.take(&partner.id, rate, burst, now) {
+    let burst = if pressure.overloaded {
+        share.rate.max(1.0)
+    } else {
+        share.burst
+    };
+    if let Err(wait) = limits.take(&partner.id, share.rate, burst, now) {
         limits.mark_hot(&partner.id, now + HOT_FOR);
         return Err(Refusal::RateLimited {
             org: partner.details.org_name.clone(),
@@ -95,11 +139,11 @@ pub fn check(
                     .to_ascii_lowercase()
             })
             .unwrap_or_default();
-        let (limit, window) = (rates.enumeration_limit, rates.enumeration_window);
-        if !limits.reach(&partner.id, &target, limit, window, now) {
+        let window = rates.enumeration_window;
+        if !limits.reach(&partner.id, &target, share.enumeration_limit, window, now) {
             return Err(Refusal::Enumeration {
                 org: partner.details.org_name.clone(),
-                limit,
+                limit: rates.enumeration_limit,
                 window,
             });
         }
@@ -138,9 +182,12 @@ impl Limits {
 
     /// Takes one request's token for `partner`. `Err(wait)` says when the
     /// next token will be there (for Retry-After).
-    pub fn take(&self, partner: &str, rate: u32, burst: u32, now: Instant) -> Result<(), Duration> {
-        let rate = f64::from(rate.max(1));
-        let burst = f64::from(burst.max(1));
+    /// `rate` per second refills a bucket of `burst` (at least one); a
+    /// bucket over a smaller `burst` than before (more live nodes) is cut
+    /// down to it.
+    pub fn take(&self, partner: &str, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
+        let rate = if rate > 0.0 { rate } else { 1.0 };
+        let burst = burst.max(1.0);
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if !map.contains_key(partner) {
             map.insert(
@@ -298,7 +345,7 @@ mod tests {
         // Not behind: the flooder has its burst, then is rate limited.
         let mut passed = 0;
         for i in 0..100 {
-            match check(&l, &rates, &message(i), &flood, &info(false), t0) {
+            match check(&l, &rates, (&message(i), &flood), &info(false), 1, t0) {
                 Ok(()) => passed += 1,
                 Err(r) => assert_eq!(r.label(), "rate_limited"),
             }
@@ -307,7 +354,7 @@ mod tests {
         // A second later the edge is behind: the flooder's new tokens are
         // not given to it (it is hot), and it is told why.
         let t1 = t0 + Duration::from_secs(1);
-        let r = check(&l, &rates, &message(200), &flood, &info(true), t1).unwrap_err();
+        let r = check(&l, &rates, (&message(200), &flood), &info(true), 1, t1).unwrap_err();
         assert_eq!(r.label(), "overload_shed");
         assert_eq!(r.status(), 503);
         assert!(
@@ -321,7 +368,7 @@ mod tests {
         // not its burst: one second of its rate, then refused for rate.
         let mut passed = 0;
         for i in 0..10 {
-            if check(&l, &rates, &message(300 + i), &steady, &info(true), t1).is_ok() {
+            if check(&l, &rates, (&message(300 + i), &steady), &info(true), 1, t1).is_ok() {
                 passed += 1;
             }
         }
@@ -329,7 +376,7 @@ mod tests {
         // Not behind any more: the flooder gets its tokens again after it
         // cools down (the hot mark only matters while behind).
         let t2 = t1 + HOT_FOR + Duration::from_secs(1);
-        assert!(check(&l, &rates, &message(400), &flood, &info(false), t2).is_ok());
+        assert!(check(&l, &rates, (&message(400), &flood), &info(false), 1, t2).is_ok());
         assert!(!l.is_hot("f", t2));
         assert!(!l.is_hot("s", t2));
     }
@@ -352,9 +399,9 @@ mod tests {
         let l = Limits::new();
         let t0 = Instant::now();
         for i in 0..40 {
-            assert!(l.take("p", 20, 40, t0).is_ok(), "burst request {i}");
+            assert!(l.take("p", 20.0, 40.0, t0).is_ok(), "burst request {i}");
         }
-        let wait = l.take("p", 20, 40, t0).unwrap_err();
+        let wait = l.take("p", 20.0, 40.0, t0).unwrap_err();
         assert!(
             wait <= Duration::from_millis(50) && wait > Duration::ZERO,
             "{wait:?}"
@@ -362,11 +409,11 @@ mod tests {
         // A second later, 20 more.
         let t1 = t0 + Duration::from_secs(1);
         for _ in 0..20 {
-            assert!(l.take("p", 20, 40, t1).is_ok());
+            assert!(l.take("p", 20.0, 40.0, t1).is_ok());
         }
-        assert!(l.take("p", 20, 40, t1).is_err());
+        assert!(l.take("p", 20.0, 40.0, t1).is_err());
         // Another partner is untouched.
-        assert!(l.take("q", 20, 40, t1).is_ok());
+        assert!(l.take("q", 20.0, 40.0, t1).is_ok());
     }
 
     #[test]
@@ -398,5 +445,150 @@ mod tests {
             t0 + hour + Duration::from_secs(1)
         ));
         assert_eq!(l.reached_count("p"), 1);
+    }
+
+    /// A partner flooding `nodes` at `per_tick` requests every 10 ms from
+    /// `from` for `ticks` ticks, each node seeing `live` live nodes;
+    /// returns what each admitted.
+    fn flood(
+        nodes: &[&Limits],
+        rates: &RateConfig,
+        partner: &Partner,
+        live: u32,
+        (from, ticks, per_tick): (Instant, u32, u32),
+    ) -> Vec<u32> {
+        let mut admitted = vec![0; nodes.len()];
+        let mut n = 0;
+        for t in 0..ticks {
+            let now = from + Duration::from_millis(10 * u64::from(t));
+            for (k, node) in nodes.iter().enumerate() {
+                for _ in 0..per_tick {
+                    n += 1;
+                    if check(node, rates, (&message(n), partner), &info(false), live, now).is_ok() {
+                        admitted[k] += 1;
+                    }
+                }
+            }
+        }
+        admitted
+    }
+
+    fn rates(rate: u32, burst: u32, enumeration_limit: u32) -> RateConfig {
+        RateConfig {
+            rate,
+            burst,
+            enumeration_limit,
+            enumeration_window: Duration::from_secs(3600),
+        }
+    }
+
+    fn partner() -> Partner {
+        crate::model::partner::sample("p", &["a.test"], Some("sip.a.test"), PartnerState::Enabled)
+    }
+
+    #[test]
+    fn a_share_is_the_cluster_figure_over_the_live_nodes() {
+        let s = Share::of(20, 40, 1000, 2);
+        assert_eq!((s.rate, s.burst, s.enumeration_limit), (10.0, 20.0, 500));
+        assert_eq!(Share::of(20, 40, 1000, 0), Share::of(20, 40, 1000, 1));
+        // Small figures: the bucket still holds one request, and the
+        // enumeration limit rounds up (never 0).
+        let s = Share::of(1, 1, 5, 3);
+        assert!((s.rate - 1.0 / 3.0).abs() < 1e-9, "{s:?}");
+        assert_eq!((s.burst, s.enumeration_limit), (1.0, 2));
+    }
+
+    #[test]
+    fn two_nodes_together_admit_the_partners_rate_and_burst() {
+        let r = rates(20, 40, 1000);
+        let (a, b) = (Limits::new(), Limits::new());
+        let t0 = Instant::now();
+        // 5 s at 100/s on each node (ten times the rate over the cluster).
+        let got = flood(&[&a, &b], &r, &partner(), 2, (t0, 500, 1));
+        // Each node: its half of the burst, then its half of the rate.
+        // (4.99 s of sending: 20 + 10 x 4.99 on each.)
+        for g in &got {
+            assert!((68..=70).contains(g), "{got:?}");
+        }
+        let total: u32 = got.iter().sum();
+        assert!(total <= 40 + 20 * 5 + 1, "{total}");
+        assert!(total >= 40 + 20 * 5 - 2, "{total}");
+    }
+
+    #[test]
+    fn a_partner_on_one_of_two_nodes_gets_half_and_all_once_the_other_is_gone() {
+        let r = rates(20, 40, 1000);
+        let a = Limits::new();
+        let t0 = Instant::now();
+        let got = flood(&[&a], &r, &partner(), 2, (t0, 500, 1))[0];
+        assert!((68..=70).contains(&got), "the worst case: half, {got}");
+        // The other node's heartbeat stops: one live node, the whole rate
+        // (the bucket keeps its tokens; the burst grows back at the rate).
+        let t1 = t0 + Duration::from_secs(5);
+        let got = flood(&[&a], &r, &partner(), 1, (t1, 500, 1))[0];
+        assert!((98..=101).contains(&got), "{got}");
+        let t2 = t1 + Duration::from_secs(10);
+        let got = flood(&[&a], &r, &partner(), 1, (t2, 100, 1))[0];
+        assert!((58..=60).contains(&got), "burst 40 + 1 s at 20/s: {got}");
+        // A node joins: the share halves at once, and a full bucket is
+        // cut down to the new burst share.
+        let t3 = t2 + Duration::from_secs(10);
+        let got = flood(&[&a], &r, &partner(), 2, (t3, 100, 1))[0];
+        assert!((28..=30).contains(&got), "burst 20 + 1 s at 10/s: {got}");
+    }
+
+    #[test]
+    fn a_rate_refusal_waits_for_this_nodes_share() {
+        let r = rates(2, 2, 1000);
+        let a = Limits::new();
+        let t0 = Instant::now();
+        let p = partner();
+        // Share of 3 nodes: 2/3 per second, a bucket of one.
+        assert!(check(&a, &r, (&message(1), &p), &info(false), 3, t0).is_ok());
+        let e = check(&a, &r, (&message(2), &p), &info(false), 3, t0).unwrap_err();
+        assert_eq!(e.label(), "rate_limited");
+        assert!(
+            e.headers()
+                .contains(&("Retry-After".to_string(), "2".to_string())),
+            "1.5 s rounded up: {:?}",
+            e.headers()
+        );
+        assert!(e.to_string().contains("2 requests per second"), "{e}");
+    }
+
+    #[test]
+    fn the_enumeration_limit_is_split_over_the_nodes() {
+        let r = rates(10_000, 10_000, 5);
+        let (a, b) = (Limits::new(), Limits::new());
+        let p = partner();
+        let t0 = Instant::now();
+        let to = |user: &str| {
+            let text = format!(
+                "MESSAGE sip:{user}@fedge.test SIP/2.0\r\nVia: SIP/2.0/TLS sip.a.test;branch=z9hG4bK-{user}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:x@a.test>;tag=1\r\nTo: <sip:{user}@fedge.test>\r\n\
+                 Call-ID: {user}@a.test\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let data = bytes::Bytes::from(text);
+            let he = find_head_end(&data, 0).expect("head");
+            parse_framed(data, he, &crate::sip::parse::Limits::default()).expect("parses")
+        };
+        let mut reached = 0;
+        for i in 0..20 {
+            let node = if i % 2 == 0 { &a } else { &b };
+            match check(node, &r, (&to(&format!("u{i}")), &p), &info(false), 2, t0) {
+                Ok(()) => reached += 1,
+                Err(e) => {
+                    assert_eq!(e.label(), "enumeration");
+                    assert!(e.to_string().contains("5 distinct home addresses"), "{e}");
+                }
+            }
+        }
+        // ceil(5 / 2) = 3 on each node: 6, the limit + (nodes - 1) at most.
+        assert_eq!(reached, 6);
+        // One node left: it alone may reach the whole limit.
+        let more = (20..40)
+            .filter(|i| check(&a, &r, (&to(&format!("u{i}")), &p), &info(false), 1, t0).is_ok())
+            .count();
+        assert_eq!(more, 2, "3 reached on this node + 2 = 5");
     }
 }

@@ -1,0 +1,182 @@
+//! This node's heartbeat in the shared database: every `[cluster]
+//! heartbeat` it writes its row of the node table (name, instance, version,
+//! registry version, listeners, drain mark), reads everyone's, and sets the
+//! live-node count of the [`ClusterView`] the rate limits read. At shutdown
+//! it marks its row stopped.
+//!
+//! Owns the heartbeat loop, this node's name and instance id, and noticing
+//! a rival (another process heartbeating under the same name). It is also
+//! the regular probe of the database: a failure marks the store
+//! unreachable (logged once by the registry) and the next success brings
+//! the registry up to date. It never decides policy and never blocks the
+//! message path (the count is an atomic the limits read).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::federation::cluster::ClusterView;
+use crate::federation::registry::Registry;
+use crate::store::{NodeRecord, Store, StoreError, now_rfc3339};
+
+/// What the heartbeat needs.
+pub(super) struct Heartbeat {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub view: Arc<ClusterView>,
+    /// `[cluster] node`, or the default name (see [`node_name`]).
+    pub name: String,
+    /// This node's listeners as JSON.
+    pub listeners: String,
+    pub every: Duration,
+    pub gone_after: Duration,
+    pub shutdown: CancellationToken,
+}
+
+/// `[cluster] node`, or else the host name and the federation port.
+pub(super) fn node_name(configured: &str, federation_port: u16) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "fedge".to_string());
+    format!("{host}:{federation_port}")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The live nodes in `rows` (heartbeat within `gone_after` of `now_ms`,
+/// not stopped), counting `me` once whatever its row says.
+pub fn live_nodes(rows: &[NodeRecord], me: &str, now_ms: i64, gone_after: Duration) -> u32 {
+    let horizon = now_ms - gone_after.as_millis() as i64;
+    let others = rows
+        .iter()
+        .filter(|r| r.name != me && r.stopped_at.is_none() && r.heartbeat_ms >= horizon)
+        .count();
+    1 + others as u32
+}
+
+impl Heartbeat {
+    /// Starts the loop; the handle ends after the row is marked stopped.
+    pub(super) fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(self) {
+        let mut me = NodeRecord {
+            name: self.name.clone(),
+            instance: format!("{:016x}", rand::random::<u64>()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: now_rfc3339(),
+            heartbeat_ms: 0,
+            registry_version: 0,
+            listeners: self.listeners.clone(),
+            draining: None,
+            stopped_at: None,
+        };
+        info!(node = %me.name, instance = %me.instance, "cluster heartbeat every {:?}", self.every);
+        let mut rivals = HashSet::new();
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match self.beat(&mut me, &mut rivals).await {
+                Ok(()) => self.registry.store_answered(&self.store).await,
+                Err(e) => self.registry.store_failed(&self.store, &e),
+            }
+        }
+        if let Err(e) = self
+            .store
+            .node_stopped(&me.name, &me.instance, &now_rfc3339())
+            .await
+        {
+            warn!(node = %me.name, error = %e, "cannot mark this node stopped in the node table");
+        }
+    }
+
+    /// One heartbeat: read the table, note rivals, count the live nodes,
+    /// write this node's row.
+    async fn beat(
+        &self,
+        me: &mut NodeRecord,
+        rivals: &mut HashSet<String>,
+    ) -> Result<(), StoreError> {
+        let rows = self.store.nodes().await?;
+        let now = now_ms();
+        if me.heartbeat_ms > 0
+            && let Some(row) = rows.iter().find(|r| r.name == me.name)
+            && row.instance != me.instance
+            && row.heartbeat_ms > me.heartbeat_ms
+            && rivals.insert(row.instance.clone())
+        {
+            warn!(
+                node = %me.name,
+                instance = %me.instance,
+                rival = %row.instance,
+                rival_started_at = %row.started_at,
+                "another fedge process heartbeats under this node's name: give each node its own [cluster] node"
+            );
+        }
+        self.view
+            .set_live_nodes(live_nodes(&rows, &me.name, now, self.gone_after));
+        me.heartbeat_ms = now;
+        me.registry_version = self.registry.snapshot().version;
+        me.draining = self.view.draining();
+        self.store.node_heartbeat(me).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, hb: i64, stopped: bool) -> NodeRecord {
+        NodeRecord {
+            name: name.into(),
+            instance: "i".into(),
+            version: "0".into(),
+            started_at: "t".into(),
+            heartbeat_ms: hb,
+            registry_version: 1,
+            listeners: "[]".into(),
+            draining: None,
+            stopped_at: stopped.then(|| "t".into()),
+        }
+    }
+
+    #[test]
+    fn live_count_leaves_out_gone_and_stopped_nodes() {
+        let rows = [
+            row("a", 10_000, false),
+            row("b", 9_500, false),
+            row("c", 8_000, false),
+            row("d", 10_000, true),
+        ];
+        let gone = Duration::from_secs(1);
+        assert_eq!(live_nodes(&rows, "a", 10_000, gone), 2, "a and b");
+        assert_eq!(live_nodes(&rows, "z", 10_000, gone), 3, "me, a and b");
+        assert_eq!(live_nodes(&[], "a", 10_000, gone), 1, "never below me");
+    }
+
+    #[test]
+    fn default_name_is_host_and_port() {
+        assert_eq!(node_name("edge-1", 5061), "edge-1");
+        assert!(node_name("", 5061).ends_with(":5061"));
+    }
+}
