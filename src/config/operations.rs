@@ -62,8 +62,9 @@ impl Default for DrainConfig {
     }
 }
 
-/// HEP3 copies of the SIP messages the edge receives and sends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// HEP3 copies of the SIP messages the edge receives and sends. Its
+/// `Debug` masks the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
     /// `udp:HOST:PORT` of a HEP collector (Homer, sngrep -L, ...); absent:
@@ -78,6 +79,17 @@ pub struct CaptureConfig {
     /// Messages waiting to be sent at most; more are dropped and counted
     /// (capture never slows the proxy).
     pub queue: usize,
+}
+
+impl std::fmt::Debug for CaptureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureConfig")
+            .field("hep", &self.hep)
+            .field("capture_id", &self.capture_id)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 impl Default for CaptureConfig {

@@ -212,20 +212,36 @@ fn v6(ip: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// Whether the first Via header of a SIP message names TLS.
-fn top_via_is_tls(sip: &[u8]) -> bool {
+/// The value of the first header of a SIP message's head called `long`
+/// or `short` (compact form), trimmed; a cheap scan, not a parse.
+fn first_header<'a>(sip: &'a [u8], long: &[u8], short: &[u8]) -> Option<&'a [u8]> {
     let head_end = memchr::memmem::find(sip, b"\r\n\r\n").unwrap_or(sip.len());
     for line in sip[..head_end].split(|b| *b == b'\n').skip(1) {
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
         let name = line[..colon].trim_ascii();
-        if name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v") {
-            let value = line[colon + 1..].trim_ascii_start();
-            return value.len() >= 11 && value[..11].eq_ignore_ascii_case(b"SIP/2.0/TLS");
+        if name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(short) {
+            return Some(line[colon + 1..].trim_ascii());
         }
     }
-    false
+    None
+}
+
+/// Whether the first Via header of a SIP message names TLS.
+fn top_via_is_tls(sip: &[u8]) -> bool {
+    first_header(sip, b"via", b"v")
+        .is_some_and(|v| v.len() >= 11 && v[..11].eq_ignore_ascii_case(b"SIP/2.0/TLS"))
+}
+
+/// The Call-ID of a SIP message (for the correlation chunk), when it has
+/// one that is printable ASCII.
+pub fn call_id(sip: &[u8]) -> Option<&str> {
+    let v = first_header(sip, b"call-id", b"i")?;
+    if v.is_empty() || v.len() > 1024 || !v.iter().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()
 }
 
 fn be_u16(v: &[u8]) -> Option<u16> {
@@ -517,6 +533,17 @@ mod tests {
         assert_eq!(p.transport(), None);
         assert_eq!(ip_proto(Transport::Tls), IPPROTO_TCP);
         assert_eq!(ip_proto(Transport::Udp), IPPROTO_UDP);
+    }
+
+    #[test]
+    fn finds_the_call_id_long_or_compact() {
+        assert_eq!(call_id(SIP), Some("c1"));
+        assert_eq!(
+            call_id(b"BYE sip:x SIP/2.0\r\ni:  ab@h \r\n\r\nCall-ID: no"),
+            Some("ab@h")
+        );
+        assert_eq!(call_id(b"BYE sip:x SIP/2.0\r\n\r\nCall-ID: body"), None);
+        assert_eq!(call_id(b"BYE sip:x SIP/2.0\r\nCall-ID: a b\r\n\r\n"), None);
     }
 
     #[test]
