@@ -135,22 +135,27 @@ impl Config {
     }
 }
 
+/// Why a `[capture] hep` value is not `udp:HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HepTargetError(String);
+
 /// `udp:HOST:PORT` -> (host, port).
-pub fn hep_target(s: &str) -> Result<(String, u16), String> {
+pub fn hep_target(s: &str) -> Result<(String, u16), HepTargetError> {
     let rest = s
         .strip_prefix("udp:")
-        .ok_or_else(|| format!("{s:?}: expected udp:HOST:PORT"))?;
+        .ok_or_else(|| HepTargetError(format!("{s:?}: expected udp:HOST:PORT")))?;
     let (host, port) = rest
         .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?}: expected udp:HOST:PORT"))?;
+        .ok_or_else(|| HepTargetError(format!("{s:?}: expected udp:HOST:PORT")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port: u16 = port
         .parse()
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| format!("{s:?}: the port must be 1-65535"))?;
+        .ok_or_else(|| HepTargetError(format!("{s:?}: the port must be 1-65535")))?;
     if host.is_empty() {
-        return Err(format!("{s:?}: no host"));
+        return Err(HepTargetError(format!("{s:?}: no host")));
     }
     Ok((host.to_string(), port))
 }
