@@ -1,6 +1,6 @@
 //! `GET /metrics`: the edge's counters and gauges in the Prometheus text
 //! format, one group per part of the edge (SIP and registry, media relay,
-//! CVI gateway).
+//! CVI gateway, HEP capture).
 //!
 //! Needs the operator or viewer role (a Prometheus scraper uses a viewer
 //! token). Owns the metric names and help texts. It only reads counters; it never
@@ -15,6 +15,17 @@ use crate::cvi::gateway::Gateway;
 use crate::media::Relay;
 
 use super::state::EdgeState;
+
+/// HEP capture's counters (`[capture] hep`): the sender in
+/// `server::capture` adds to them, /metrics reads them.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    /// HEP datagrams sent to the collector.
+    pub sent: AtomicU64,
+    /// Copies not sent: the queue was full, the datagram would be over
+    /// 65507 bytes, or the send failed.
+    pub dropped: AtomicU64,
+}
 
 /// One gauge: name, help text, value.
 type Gauge = (&'static str, &'static str, f64);
@@ -35,6 +46,9 @@ pub(super) async fn metrics(
     }
     if let Some(g) = &state.cvi {
         extra.extend(cvi_gauges(g));
+    }
+    if let Some(c) = &state.capture {
+        extra.extend(capture_gauges(c));
     }
     Ok((
         [(
@@ -111,6 +125,22 @@ fn sip_gauges(state: &EdgeState) -> Vec<Gauge> {
             "fedge_partners_enabled",
             "Enabled partners",
             snap.enabled_count() as f64,
+        ),
+    ]
+}
+
+/// HEP capture.
+fn capture_gauges(c: &CaptureCounters) -> [Gauge; 2] {
+    [
+        (
+            "fedge_capture_sent_total",
+            "HEP3 capture datagrams sent to the collector (cumulative)",
+            load(&c.sent),
+        ),
+        (
+            "fedge_capture_dropped_total",
+            "SIP message copies not captured: queue full, over 65507 bytes, or send failed (cumulative)",
+            load(&c.dropped),
         ),
     ]
 }

@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+pub use metrics::CaptureCounters;
 pub use state::EdgeState;
 
 use auth::{Actor, ApiError};

@@ -38,6 +38,8 @@ pub struct EdgeState {
     /// configuration: test-federation's TLS and identity, CVI enrolment
     /// domains, the listeners.
     pub ops: super::service::Ops,
+    /// HEP capture's counters, when `[capture] hep` is set.
+    pub capture: Option<Arc<super::CaptureCounters>>,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

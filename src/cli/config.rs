@@ -54,6 +54,9 @@ pub fn run(cmd: ConfigCmd, path: &Option<PathBuf>) -> Result<(), Failure> {
             let mut cfg = load_config(path)?;
             // Shown to be read or pasted elsewhere: never with the password.
             cfg.store.url = fedge::store::redact_url(&cfg.store.url);
+            if cfg.capture.password.is_some() {
+                cfg.capture.password = Some("***".into());
+            }
             let text = toml::to_string(&cfg).context("cannot render the configuration")?;
             print!("{text}");
             Ok(())

@@ -28,7 +28,7 @@ pub use edge::{
     PolicyConfig, PublicConfig, RuntimeConfig, SipConfig, StoreConfig, TopologyConfig,
 };
 pub use error::ConfigError;
-pub use operations::{CaptureConfig, ClusterConfig, DrainConfig, hep_target};
+pub use operations::{CaptureConfig, ClusterConfig, DrainConfig, HepTargetError, hep_target};
 pub use services::{CviSection, DnsSection, MediaSection};
 
 /// The commented example printed by `fedge config example`; it equals the

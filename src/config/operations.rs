@@ -62,8 +62,9 @@ impl Default for DrainConfig {
     }
 }
 
-/// HEP3 copies of the SIP messages the edge receives and sends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// HEP3 copies of the SIP messages the edge receives and sends. Its
+/// `Debug` masks the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
     /// `udp:HOST:PORT` of a HEP collector (Homer, sngrep -L, ...); absent:
@@ -78,6 +79,17 @@ pub struct CaptureConfig {
     /// Messages waiting to be sent at most; more are dropped and counted
     /// (capture never slows the proxy).
     pub queue: usize,
+}
+
+impl std::fmt::Debug for CaptureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureConfig")
+            .field("hep", &self.hep)
+            .field("capture_id", &self.capture_id)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 impl Default for CaptureConfig {
@@ -114,7 +126,7 @@ impl Config {
             return Err(ConfigError("[drain] deadline: must be more than 0s".into()));
         }
         if let Some(h) = &self.capture.hep {
-            hep_target(h)?;
+            hep_target(h).map_err(|e| ConfigError(format!("[capture] hep: {e}")))?;
         }
         if self.capture.queue == 0 {
             return Err(ConfigError("[capture] queue: at least 1".into()));
@@ -123,23 +135,27 @@ impl Config {
     }
 }
 
-/// `udp:HOST:PORT` -> (host, port); the error names `[capture] hep`.
-pub fn hep_target(s: &str) -> Result<(String, u16), ConfigError> {
-    let bad = |why: &str| ConfigError(format!("[capture] hep: {s:?}: {why}"));
+/// Why a `[capture] hep` value is not `udp:HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HepTargetError(String);
+
+/// `udp:HOST:PORT` -> (host, port).
+pub fn hep_target(s: &str) -> Result<(String, u16), HepTargetError> {
     let rest = s
         .strip_prefix("udp:")
-        .ok_or_else(|| bad("expected udp:HOST:PORT"))?;
+        .ok_or_else(|| HepTargetError(format!("{s:?}: expected udp:HOST:PORT")))?;
     let (host, port) = rest
         .rsplit_once(':')
-        .ok_or_else(|| bad("expected udp:HOST:PORT"))?;
+        .ok_or_else(|| HepTargetError(format!("{s:?}: expected udp:HOST:PORT")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port: u16 = port
         .parse()
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| bad("the port must be 1-65535"))?;
+        .ok_or_else(|| HepTargetError(format!("{s:?}: the port must be 1-65535")))?;
     if host.is_empty() {
-        return Err(bad("no host"));
+        return Err(HepTargetError(format!("{s:?}: no host")));
     }
     Ok((host.to_string(), port))
 }

@@ -41,6 +41,8 @@ pub(super) struct Shared {
     pub settings: Arc<TransportSettings>,
     pub table: Arc<ConnectionTable>,
     pub shutdown: CancellationToken,
+    /// HEP capture's counters (`[capture] hep`), for /metrics.
+    pub capture: Option<Arc<crate::admin::CaptureCounters>>,
 }
 
 /// The SIP core: the proxy with the federation policy, and what it shares

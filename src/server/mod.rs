@@ -10,6 +10,7 @@
 //! The pieces: `listen.rs` binds the edge's sockets, `build.rs` builds the
 //! proxy with its policy and relay, `cvi.rs` starts the CVI gateway,
 //! `registry_events.rs` closes connections of partners leaving `enabled`,
+//! `capture.rs` sends HEP3 copies of every SIP message (`[capture] hep`),
 //! `admin_tls.rs` serves the admin listener over TLS (`[admin] tls`),
 //! `cluster.rs` writes this node's heartbeat in the node table;
 //! this file spawns the tasks and hands the admin and public listeners
@@ -17,6 +18,7 @@
 
 mod admin_tls;
 mod build;
+mod capture;
 mod cluster;
 mod cvi;
 mod error;
@@ -230,6 +232,7 @@ async fn open(cfg: &Config, shutdown: CancellationToken) -> Result<Shared, Serve
         let snap = registry.snapshot();
         info!(url = %crate::store::redact_url(&cfg.store.url), backend = ?store.backend(), version = snap.version, enabled = snap.enabled_count(), "store open");
     }
+    let capture = capture::start(&cfg.capture, shutdown.clone()).await?;
     let settings = Arc::new(TransportSettings {
         limits: Limits {
             max_head: cfg.sip.max_head_bytes,
@@ -240,6 +243,7 @@ async fn open(cfg: &Config, shutdown: CancellationToken) -> Result<Shared, Serve
         message_timeout: cfg.sip.message_timeout,
         agent: cfg.federation.fqdn.clone(),
         handshake_timeout: cfg.federation.handshake_timeout,
+        capture: capture.as_ref().map(|(c, _)| c.clone()),
     });
     Ok(Shared {
         store,
@@ -247,6 +251,7 @@ async fn open(cfg: &Config, shutdown: CancellationToken) -> Result<Shared, Serve
         settings,
         table: ConnectionTable::new(),
         shutdown,
+        capture: capture.map(|(_, counters)| counters),
     })
 }
 
@@ -416,6 +421,7 @@ fn edge_state(
             },
         ),
         ops: ops(cfg),
+        capture: shared.capture.clone(),
     }
 }
 

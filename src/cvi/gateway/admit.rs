@@ -99,7 +99,7 @@ impl Gateway {
             .call_id(format!("{}@{}", random_token(), self.cfg.domain))
             .cseq(1)
             .build();
-        let path = Path::Udp(self.udp.clone(), to);
+        let path = Path::Udp(self.udp.clone(), to, self.pool.capture().cloned());
         let answer = tokio::time::timeout(
             self.cfg.udp_probe_timeout,
             self.transact(&path, options, None, None),

@@ -94,7 +94,7 @@ impl Gateway {
                     })?
                     .next()
                     .ok_or_else(|| ConnectorError::NoAddress(conn_host.clone()))?;
-                Path::Udp(self.udp.clone(), addr)
+                Path::Udp(self.udp.clone(), addr, self.pool.capture().cloned())
             }
             t => {
                 let target = StreamTarget {

@@ -21,13 +21,14 @@ use crate::sip::message::SipMessage;
 use crate::sip::proxy::txn::Reliability;
 use crate::sip::response::random_token;
 use crate::sip::transport::outbound::{Pool, StreamTarget};
-use crate::sip::transport::{Connection, SendError, Source, Transport};
+use crate::sip::transport::{Capture, Connection, SendError, Source, Transport, udp};
 use crate::sip::ua::{Carrier, Dialog};
 
 /// How a request is sent on a leg.
 #[derive(Debug, Clone)]
 pub(super) enum Path {
-    Udp(Arc<UdpSocket>, SocketAddr),
+    /// The socket, the peer, and where a copy of each datagram sent goes.
+    Udp(Arc<UdpSocket>, SocketAddr, Option<Capture>),
     /// The connection the room system called in on.
     Stream(Connection),
     /// A connection of ours to the connector, opened again from the pool
@@ -53,8 +54,8 @@ impl Reliability for Path {
 impl Carrier for Path {
     async fn send(&self, data: Bytes) {
         match self {
-            Path::Udp(sock, to) => {
-                let _ = sock.send_to(&data, to).await;
+            Path::Udp(sock, to, capture) => {
+                let _ = udp::send_to(sock, &data, *to, capture.as_ref()).await;
             }
             Path::Stream(c) => {
                 if let Err(e) = c.send(data) {
@@ -126,7 +127,11 @@ impl Leg {
             ),
             path: match &source.conn {
                 Some(c) => Path::Stream(c.clone()),
-                None => Path::Udp(gw.udp.clone(), source.response_target(invite)),
+                None => Path::Udp(
+                    gw.udp.clone(),
+                    source.response_target(invite),
+                    gw.pool.capture().cloned(),
+                ),
             },
         }
     }

@@ -35,7 +35,7 @@ pub(super) fn same_peer(a: &Source, b: &Source) -> bool {
 /// may open its own connection to send its requests).
 fn connector_peer(leg: &Leg, source: &Source) -> bool {
     match &leg.path {
-        Path::Udp(_, to) => source.conn.is_none() && source.remote == *to,
+        Path::Udp(_, to, _) => source.conn.is_none() && source.remote == *to,
         Path::Pooled(p) => {
             let conn = lock(&p.conn).clone();
             source

@@ -472,6 +472,7 @@ impl<R: Router> Proxy<R> {
             Hop::Udp(to) => Some(SendPath::Udp {
                 sock: me.udp.clone(),
                 to: *to,
+                capture: me.pool.capture().cloned(),
             }),
             Hop::Stream(t) => me.pool.try_get(t).map(SendPath::Stream),
         };
@@ -692,6 +693,7 @@ impl<R: Router> Proxy<R> {
             Hop::Udp(to) => SendPath::Udp {
                 sock: self.udp.clone(),
                 to: *to,
+                capture: self.pool.capture().cloned(),
             },
             Hop::Stream(t) => SendPath::Stream(self.pool.get(t, self.clone()).await?),
         };

@@ -25,7 +25,7 @@ use tracing::warn;
 use super::topology::ResponseEdit;
 use crate::message::{Method, SipMessage};
 use crate::request::RequestBuilder;
-use crate::transport::{Connection, SendError, Source};
+use crate::transport::{Capture, Connection, SendError, Source};
 use crate::validate::MAGIC_COOKIE;
 
 /// Transaction timers. T1, T2 and T4 as in RFC 3261 §17; `timer_c` is the
@@ -62,6 +62,8 @@ pub enum SendPath {
     Udp {
         sock: Arc<UdpSocket>,
         to: SocketAddr,
+        /// Where a copy of each datagram sent goes (HEP capture).
+        capture: Option<Capture>,
     },
     Stream(Connection),
 }
@@ -85,11 +87,11 @@ impl SendPath {
 
     pub async fn send(&self, data: Bytes) -> Result<(), SendError> {
         match self {
-            SendPath::Udp { sock, to } => sock
-                .send_to(&data, *to)
-                .await
-                .map(|_| ())
-                .map_err(|e| SendError::Udp(*to, e)),
+            SendPath::Udp { sock, to, capture } => {
+                crate::transport::udp::send_to(sock, &data, *to, capture.as_ref())
+                    .await
+                    .map_err(|e| SendError::Udp(*to, e))
+            }
             SendPath::Stream(c) => c.send(data),
         }
     }
@@ -804,6 +806,7 @@ mod tests {
             identity: None,
             conn: None,
             udp: Some(sock.clone()),
+            capture: None,
         };
         let tables = Tables::new();
         let r = req(method);
@@ -817,6 +820,7 @@ mod tests {
         let path = SendPath::Udp {
             sock,
             to: "127.0.0.1:9".parse().unwrap(),
+            capture: None,
         };
         let start = Instant::now();
         let c = ClientTxn::new(ClientSpec {

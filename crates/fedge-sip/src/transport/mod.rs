@@ -6,6 +6,12 @@
 //! [`Source`]: where it came from, on which listener and, for mutual TLS,
 //! the authenticated [`PeerIdentity`]. Malformed messages never go up: they
 //! are answered (or the connection is closed) here. Knows no policy.
+//!
+//! Capture: when [`TransportSettings::capture`] is set, every SIP message
+//! received (once framed) and sent (once written) is handed to its [`Tap`]
+//! as a [`Seen`] copy (a reference-counted `Bytes`, no copy of the data);
+//! when it is `None` the hot path pays one branch. What the tap does with
+//! it (HEP3 to a collector) is the application's.
 
 pub mod admission;
 pub mod outbound;
@@ -19,7 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
@@ -110,6 +116,60 @@ pub struct TransportSettings {
     pub agent: String,
     /// Outbound TLS handshakes must finish within this time.
     pub handshake_timeout: Duration,
+    /// Where copies of every message received and sent go; `None`: no
+    /// capture.
+    pub capture: Option<Capture>,
+}
+
+/// A copy of one SIP message as it crossed the wire (decrypted for TLS),
+/// with its real addresses and the time it was read or written.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub transport: Transport,
+    pub at: SystemTime,
+    pub data: Bytes,
+}
+
+/// Takes the copies the transports make. Must return at once and never
+/// fail the message: it runs on the receive and send paths.
+pub trait Tap: Send + Sync + 'static {
+    fn seen(&self, seen: Seen);
+}
+
+/// The capture handle the transports carry (cheap to clone).
+#[derive(Clone)]
+pub struct Capture(Arc<dyn Tap>);
+
+impl Capture {
+    pub fn new(tap: Arc<dyn Tap>) -> Capture {
+        Capture(tap)
+    }
+
+    /// Hands a copy of `data` (one whole message) to the tap, stamped now.
+    /// Keep-alive CRLFs are not messages and are left out.
+    pub fn seen(&self, src: SocketAddr, dst: SocketAddr, transport: Transport, data: &Bytes) {
+        if data
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t'))
+        {
+            return;
+        }
+        self.0.seen(Seen {
+            src,
+            dst,
+            transport,
+            at: SystemTime::now(),
+            data: data.clone(),
+        });
+    }
+}
+
+impl fmt::Debug for Capture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Capture")
+    }
 }
 
 /// A live stream connection that others may send on or close.
@@ -255,6 +315,9 @@ pub struct Source {
     pub conn: Option<Connection>,
     /// The socket a datagram arrived on, for UDP.
     pub udp: Option<Arc<UdpSocket>>,
+    /// Where copies of what is sent back on a UDP socket go (stream
+    /// connections capture in their writer).
+    pub capture: Option<Capture>,
 }
 
 impl Source {
@@ -271,9 +334,8 @@ impl Source {
         match &self.udp {
             Some(sock) => {
                 let to = target.unwrap_or(self.remote);
-                sock.send_to(&data, to)
+                udp::send_to(sock, &data, to, self.capture.as_ref())
                     .await
-                    .map(|_| ())
                     .map_err(|e| SendError::Udp(to, e))
             }
             None => Err(SendError::Closed(0)),

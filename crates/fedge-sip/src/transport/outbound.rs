@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::stream::{ConnCtx, spawn_connection};
 use super::tls::identity_of;
-use super::{Connection, ConnectionTable, Handler, Tag, Transport, TransportSettings};
+use super::{Capture, Connection, ConnectionTable, Handler, Tag, Transport, TransportSettings};
 
 /// Where an outbound stream goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -145,6 +145,12 @@ impl Pool {
     pub fn with_resolver(mut self, r: Arc<dyn HostResolver>) -> Pool {
         self.resolver = r;
         self
+    }
+
+    /// The capture tap of the settings this pool's connections use (for
+    /// the proxy's UDP sends, which share them).
+    pub fn capture(&self) -> Option<&Capture> {
+        self.settings.capture.as_ref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamTarget, Vec<Connection>>> {

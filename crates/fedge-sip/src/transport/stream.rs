@@ -8,6 +8,10 @@
 //! per-source and per-identity caps) is `admission.rs`'s to say; this
 //! file asks it at accept and after the handshake, and closes what it
 //! sheds.
+//!
+//! Capture: a framed message is copied to the capture tap before it goes
+//! up, a sent one after the writer wrote it (decrypted: the tap sees what
+//! TLS carries).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +30,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::admission::{Admission, Limits, PendingTicket, Permit};
 use super::tls::{ClientAuth, describe_handshake_error, identity_of};
 use super::{
-    Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Source, Tag, Transport,
+    Capture, Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Source, Tag, Transport,
     TransportSettings,
 };
 use crate::framing::{StreamDecoder, StreamError, StreamItem};
@@ -256,7 +260,13 @@ where
     };
     ctx.table.insert(conn.clone());
     let span = conn_span(&ctx);
-    let writer = tokio::spawn(write_loop(wr, rx, close.clone(), queued).instrument(span.clone()));
+    let tap = ctx
+        .settings
+        .capture
+        .clone()
+        .map(|c| (c, ctx.local, ctx.remote, transport));
+    let writer =
+        tokio::spawn(write_loop(wr, rx, close.clone(), queued, tap).instrument(span.clone()));
     let handle = conn.clone();
     let task = async move {
         let mut rd = rd;
@@ -268,6 +278,7 @@ where
             identity,
             conn: Some(conn.clone()),
             udp: None,
+            capture: None,
         };
         let reason = read_loop(&mut rd, &source, &ctx.settings, &close, handler.as_ref()).await;
         ctx.table.remove(id);
@@ -292,12 +303,22 @@ fn conn_span(ctx: &ConnCtx) -> tracing::Span {
     info_span!("conn", peer = %ctx.remote, role = %ctx.tag)
 }
 
+/// The capture tap of a connection's writer: the tap, our address, the
+/// peer's, the transport.
+type WriteTap = (Capture, SocketAddr, SocketAddr, Transport);
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::Receiver<Bytes>,
     close: CancellationToken,
     queued: Arc<std::sync::atomic::AtomicUsize>,
+    tap: Option<WriteTap>,
 ) {
+    let captured = |data: &Bytes| {
+        if let Some((c, local, remote, transport)) = &tap {
+            c.seen(*local, *remote, *transport, data);
+        }
+    };
     use std::sync::atomic::Ordering;
     loop {
         let data = tokio::select! {
@@ -311,6 +332,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             close.cancel();
             return;
         }
+        captured(&data);
         queued.fetch_sub(data.len(), Ordering::AcqRel);
         // Coalesce whatever else is queued before flushing.
         while let Ok(more) = rx.try_recv() {
@@ -323,6 +345,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 close.cancel();
                 return;
             }
+            captured(&more);
             queued.fetch_sub(more.len(), Ordering::AcqRel);
         }
         if wr.flush().await.is_err() {
@@ -415,6 +438,9 @@ async fn dispatch<H: Handler>(
             }
         }
         StreamItem::Message(msg) => {
+            if let Some(c) = &settings.capture {
+                c.seen(source.remote, source.local, source.transport, msg.raw());
+            }
             handler
                 .on_message(Inbound {
                     msg,
@@ -423,6 +449,9 @@ async fn dispatch<H: Handler>(
                 .await;
         }
         StreamItem::Rejected(r) => {
+            if let (Some(c), Some(m)) = (&settings.capture, &r.partial) {
+                c.seen(source.remote, source.local, source.transport, m.raw());
+            }
             answer_rejection(&r, source, settings, false);
         }
     }
@@ -431,6 +460,9 @@ async fn dispatch<H: Handler>(
 fn fatal(e: StreamError, source: &Source, settings: &TransportSettings) -> String {
     match e {
         StreamError::Fatal(r) => {
+            if let (Some(c), Some(m)) = (&settings.capture, &r.partial) {
+                c.seen(source.remote, source.local, source.transport, m.raw());
+            }
             answer_rejection(&r, source, settings, true);
             format!("framing lost: {}", r.error)
         }

@@ -2,7 +2,10 @@
 //! to the sender, keep-alive datagrams ignored.
 //!
 //! Owns the receive loop of one socket. A bad datagram costs only itself.
+//! Every SIP datagram received (well-formed or rejected) and every one sent
+//! through [`send_to`] is copied to the capture tap when there is one.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Handler, Inbound, Source, Tag, Transport, TransportSettings};
+use super::{Capture, Handler, Inbound, Source, Tag, Transport, TransportSettings};
 use crate::framing::{DatagramItem, parse_datagram};
 use crate::message::Method;
 
@@ -59,7 +62,11 @@ pub async fn run<H: Handler>(
             identity: None,
             conn: None,
             udp: Some(socket.clone()),
+            capture: settings.capture.clone(),
         };
+        if let Some(c) = &settings.capture {
+            c.seen(remote, local, Transport::Udp, &data);
+        }
         match parse_datagram(data, &settings.limits) {
             DatagramItem::KeepAlive => {}
             DatagramItem::Message(msg) => handler.on_message(Inbound { msg, source }).await,
@@ -85,4 +92,21 @@ pub async fn run<H: Handler>(
         }
     }
     info!(role = %tag, "UDP listener stopped");
+}
+
+/// Sends one datagram and, once sent, hands a copy to the capture tap.
+pub async fn send_to(
+    sock: &UdpSocket,
+    data: &Bytes,
+    to: SocketAddr,
+    capture: Option<&Capture>,
+) -> std::io::Result<()> {
+    sock.send_to(data, to).await?;
+    if let Some(c) = capture {
+        // The bound address; a socket bound to a wildcard shows 0.0.0.0.
+        if let Ok(local) = sock.local_addr() {
+            c.seen(local, to, Transport::Udp, data);
+        }
+    }
+    Ok(())
 }
