@@ -11,6 +11,7 @@ pub mod edit;
 pub mod framing;
 pub mod grammar;
 pub mod headers;
+pub mod hep;
 pub mod log_limit;
 pub mod message;
 pub mod parse;
