@@ -30,7 +30,9 @@ pub(super) fn decide(
 ) -> Verdict {
     match msg.from().and_then(|f| domain_of(&f.uri)) {
         Some(d) if cfg.is_home(&d) => {
-            trace.pass("from_domain", || format!("From domain {d} is a home domain"));
+            trace.pass("from_domain", || {
+                format!("From domain {d} is a home domain")
+            });
         }
         domain => return Verdict::refuse(Refusal::ForeignFrom { domain }, None),
     }
