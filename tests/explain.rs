@@ -76,8 +76,14 @@ fn lab() -> Lab {
         fedge_ok(
             &cfg,
             &[
-                "partner", "add", "--domain", domain, "--org", &format!("Org {domain}"),
-                "--tech-sip", &format!("sip:it@{domain}"),
+                "partner",
+                "add",
+                "--domain",
+                domain,
+                "--org",
+                &format!("Org {domain}"),
+                "--tech-sip",
+                &format!("sip:it@{domain}"),
             ],
         );
         for verb in ["agreement-sent", "agreement-signed", "approve"] {
@@ -85,7 +91,12 @@ fn lab() -> Lab {
         }
         if let Some(edge) = edge {
             let set = format!("edge_fqdn={edge}");
-            fedge_ok(&cfg, &["partner", "update", domain, "--set", &set, "--reason", "FPA"]);
+            fedge_ok(
+                &cfg,
+                &[
+                    "partner", "update", domain, "--set", &set, "--reason", "FPA",
+                ],
+            );
         }
         for args in last {
             let mut a = vec!["partner"];
@@ -98,17 +109,43 @@ fn lab() -> Lab {
     let suspend: &[&str] = &["suspend", "--reason", "incident"];
     partner("partner.test", Some(PARTNER_FQDN), &[enable]);
     partner("approved.test", Some("sip.approved.test"), &[]);
-    partner("suspended.test", Some("sip.suspended.test"), &[enable, suspend]);
+    partner(
+        "suspended.test",
+        Some("sip.suspended.test"),
+        &[enable, suspend],
+    );
     partner("dnsonly.test", None, &[enable]);
     let pki = Pki::new();
     let evil = pki.leaf("evil", &fedge::pki::LeafSpec::new("sip.evil.test", 30));
-    let stranger = pki.leaf("stranger", &fedge::pki::LeafSpec::new("sip.stranger.test", 30));
-    Lab { _dir: dir, dir: path, cfg, pki, evil, stranger }
+    let stranger = pki.leaf(
+        "stranger",
+        &fedge::pki::LeafSpec::new("sip.stranger.test", 30),
+    );
+    Lab {
+        _dir: dir,
+        dir: path,
+        cfg,
+        pki,
+        evil,
+        stranger,
+    }
 }
 
 /// A request as text (CRLF), with `extra` header lines and a body of type `ct`.
-fn sip(method: &str, ruri: &str, from: &str, to: &str, extra: &str, ct: &str, body: &str) -> String {
-    let ct = if ct.is_empty() { String::new() } else { format!("Content-Type: {ct}\r\n") };
+fn sip(
+    method: &str,
+    ruri: &str,
+    from: &str,
+    to: &str,
+    extra: &str,
+    ct: &str,
+    body: &str,
+) -> String {
+    let ct = if ct.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: {ct}\r\n")
+    };
     format!(
         "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1;branch=z9hG4bK-x1\r\nMax-Forwards: 70\r\n\
          From: <{from}>;tag=f1\r\nTo: <{to}>\r\nCall-ID: call-{method}\r\nCSeq: 1 {method}\r\n{extra}{ct}\
@@ -171,7 +208,16 @@ fn row(
     rule: &'static str,
     hop: Option<(&'static str, &'static str, &'static str, u16)>,
 ) -> Row {
-    Row { name, text, peer, verdict, status, diag, rule, hop }
+    Row {
+        name,
+        text,
+        peer,
+        verdict,
+        status,
+        diag,
+        rule,
+        hop,
+    }
 }
 
 fn table(lab: &Lab) -> Vec<Row> {
@@ -240,13 +286,20 @@ fn table(lab: &Lab) -> Vec<Row> {
 fn row_of(r: &Refusal) -> Result<&'static str, &'static str> {
     use Refusal as R;
     match r {
-        R::WrongListener => Err("CVI listeners never reach the policy; explain judges federation and internal only"),
-        R::NoCertificate => Err("the federation listener requires a client certificate; explain always has one"),
+        R::WrongListener => {
+            Err("CVI listeners never reach the policy; explain judges federation and internal only")
+        }
+        R::NoCertificate => {
+            Err("the federation listener requires a client certificate; explain always has one")
+        }
         R::NoFromDomain => Ok("no_from_domain"),
         R::NotPartnerDomain { .. } => Ok("not_partner_domain"),
         R::NotThisPartnersDomain { .. } => Ok("not_this_partners_domain"),
         R::SpoofedEdge { .. } => Ok("spoofed_edge"),
-        R::SpoofedSrv { .. } | R::SrvOutsideDomain { .. } | R::NoSrv { .. } | R::DnsFailed { .. } => {
+        R::SpoofedSrv { .. }
+        | R::SrvOutsideDomain { .. }
+        | R::NoSrv { .. }
+        | R::DnsFailed { .. } => {
             Err("needs DNS answers (--resolve against a test zone): shown as needs_dns offline")
         }
         R::DnsNotLookedUp { .. } => Ok("needs_dns_in"),
@@ -265,7 +318,9 @@ fn row_of(r: &Refusal) -> Result<&'static str, &'static str> {
         R::RateLimited { .. } | R::Overloaded { .. } | R::Enumeration { .. } => {
             Err("per-node counters: not evaluated offline (said in the notes)")
         }
-        R::MediaSdp { .. } | R::MediaUnavailable { .. } => Err("the media relay runs in the node only"),
+        R::MediaSdp { .. } | R::MediaUnavailable { .. } => {
+            Err("the media relay runs in the node only")
+        }
         R::NextHop { .. } => Err("a connection failure: explain connects to nothing"),
     }
 }
@@ -278,30 +333,89 @@ fn every_refusal() -> Vec<Refusal> {
         Refusal::NoCertificate,
         Refusal::NoFromDomain,
         Refusal::NotPartnerDomain { domain: s() },
-        Refusal::NotThisPartnersDomain { domain: s(), org: s(), certificate: s() },
-        Refusal::SpoofedEdge { certificate: s(), domain: s(), org: s(), edge: s() },
-        Refusal::SpoofedSrv { certificate: s(), domain: s(), targets: vec![] },
-        Refusal::SrvOutsideDomain { domain: s(), targets: vec![], org: s() },
-        Refusal::NoSrv { domain: s(), org: s(), direction: Direction::Inbound },
-        Refusal::DnsFailed { domain: s(), error: s() },
+        Refusal::NotThisPartnersDomain {
+            domain: s(),
+            org: s(),
+            certificate: s(),
+        },
+        Refusal::SpoofedEdge {
+            certificate: s(),
+            domain: s(),
+            org: s(),
+            edge: s(),
+        },
+        Refusal::SpoofedSrv {
+            certificate: s(),
+            domain: s(),
+            targets: vec![],
+        },
+        Refusal::SrvOutsideDomain {
+            domain: s(),
+            targets: vec![],
+            org: s(),
+        },
+        Refusal::NoSrv {
+            domain: s(),
+            org: s(),
+            direction: Direction::Inbound,
+        },
+        Refusal::DnsFailed {
+            domain: s(),
+            error: s(),
+        },
         Refusal::DnsNotLookedUp { domain: s() },
         Refusal::ImTestMethod,
-        Refusal::NotYetEnabled { org: s(), domain: s(), test_address: s() },
-        Refusal::NotEnabled { org: s(), domain: s(), state: fedge::model::partner::PartnerState::Suspended, direction: Direction::Inbound },
-        Refusal::Transit { domain: s(), home: s() },
-        Refusal::NoDestination { direction: Direction::Inbound },
+        Refusal::NotYetEnabled {
+            org: s(),
+            domain: s(),
+            test_address: s(),
+        },
+        Refusal::NotEnabled {
+            org: s(),
+            domain: s(),
+            state: fedge::model::partner::PartnerState::Suspended,
+            direction: Direction::Inbound,
+        },
+        Refusal::Transit {
+            domain: s(),
+            home: s(),
+        },
+        Refusal::NoDestination {
+            direction: Direction::Inbound,
+        },
         Refusal::FileTransfer { what: "" },
         Refusal::Recording { what: "" },
-        Refusal::BodyType { media_type: s(), accepted: s() },
+        Refusal::BodyType {
+            media_type: s(),
+            accepted: s(),
+        },
         Refusal::BodyTooLarge { size: 0, max: 0 },
         Refusal::ForeignFrom { domain: None },
-        Refusal::UnknownDestination { domain: s(), home: false },
-        Refusal::RateLimited { org: s(), rate: 1, retry_after: 1 },
-        Refusal::Overloaded { org: s(), rate: 1, retry_after: 1 },
-        Refusal::Enumeration { org: s(), limit: 1, window: Duration::from_secs(1) },
+        Refusal::UnknownDestination {
+            domain: s(),
+            home: false,
+        },
+        Refusal::RateLimited {
+            org: s(),
+            rate: 1,
+            retry_after: 1,
+        },
+        Refusal::Overloaded {
+            org: s(),
+            rate: 1,
+            retry_after: 1,
+        },
+        Refusal::Enumeration {
+            org: s(),
+            limit: 1,
+            window: Duration::from_secs(1),
+        },
         Refusal::MediaSdp { detail: s() },
         Refusal::MediaUnavailable { detail: s() },
-        Refusal::NextHop { kind: Unreachable::Tls, detail: s() },
+        Refusal::NextHop {
+            kind: Unreachable::Tls,
+            detail: s(),
+        },
     ]
 }
 
@@ -321,17 +435,32 @@ fn table_covers_every_rule_and_refusal() {
         assert_eq!(j["verdict"], r.verdict, "{ctx}");
         assert_eq!(j["status"].as_u64().map(|s| s as u16), r.status, "{ctx}");
         assert_eq!(j["rule"], r.rule, "{ctx}");
-        assert_eq!(j["refusal"]["diagnostic"].as_u64().map(|s| s as u16), r.diag, "{ctx}");
+        assert_eq!(
+            j["refusal"]["diagnostic"].as_u64().map(|s| s as u16),
+            r.diag,
+            "{ctx}"
+        );
         match r.hop {
             Some((kind, transport, host, port)) => {
                 let h = &j["next_hop"];
-                assert_eq!((h["kind"].as_str(), h["transport"].as_str(), h["host"].as_str(), h["port"].as_u64()),
-                    (Some(kind), Some(transport), Some(host), Some(port as u64)), "{ctx}");
+                assert_eq!(
+                    (
+                        h["kind"].as_str(),
+                        h["transport"].as_str(),
+                        h["host"].as_str(),
+                        h["port"].as_u64()
+                    ),
+                    (Some(kind), Some(transport), Some(host), Some(port as u64)),
+                    "{ctx}"
+                );
             }
             None => assert!(j["next_hop"].is_null(), "{ctx}"),
         }
         if r.verdict == "refuse" {
-            assert!(!j["refusal"]["reason"].as_str().unwrap_or("").is_empty(), "{ctx}");
+            assert!(
+                !j["refusal"]["reason"].as_str().unwrap_or("").is_empty(),
+                "{ctx}"
+            );
         }
         labels_seen.push(r.rule);
     }
@@ -344,8 +473,19 @@ fn table_covers_every_rule_and_refusal() {
         }
     }
     // docs/policy.md's table rules judged offline, each in a row.
-    for rule in ["unknown_domain", "spoofed_domain", "not_enabled", "transit", "foreign_from", "product",
-        "file_transfer", "recording", "body_type", "body_size", "no_destination"] {
+    for rule in [
+        "unknown_domain",
+        "spoofed_domain",
+        "not_enabled",
+        "transit",
+        "foreign_from",
+        "product",
+        "file_transfer",
+        "recording",
+        "body_type",
+        "body_size",
+        "no_destination",
+    ] {
         assert!(labels_seen.contains(&rule), "no row for rule {rule}");
     }
 }
@@ -356,31 +496,121 @@ fn table_covers_every_rule_and_refusal() {
 fn text_shows_checks_warning_and_next_hop() {
     let lab = lab();
     let bob = "sip:bob@fedge.test";
-    let f = write(&lab, "in.sip", sip("MESSAGE", bob, "sip:alice@partner.test", bob, UA_SFB, "text/plain", "hi").as_bytes());
-    let out = fedge_ok(&lab.cfg, &["explain", f.to_str().unwrap(), "--from-partner", "partner.test"]);
+    let f = write(
+        &lab,
+        "in.sip",
+        sip(
+            "MESSAGE",
+            bob,
+            "sip:alice@partner.test",
+            bob,
+            UA_SFB,
+            "text/plain",
+            "hi",
+        )
+        .as_bytes(),
+    );
+    let out = fedge_ok(
+        &lab.cfg,
+        &[
+            "explain",
+            f.to_str().unwrap(),
+            "--from-partner",
+            "partner.test",
+        ],
+    );
     assert!(out.starts_with("verdict: forwarded (forward) to the home pool ([internal] next_hop): udp 127.0.0.1:5080"), "{out}");
-    let order = ["certificate", "partner", "identity", "state", "destination", "product", "content"];
+    let order = [
+        "certificate",
+        "partner",
+        "identity",
+        "state",
+        "destination",
+        "product",
+        "content",
+    ];
     let mut at = 0;
     for c in order {
-        let pos = out[at..].find(&format!("  {c} ")).unwrap_or_else(|| panic!("{c} missing or out of order: {out}"));
+        let pos = out[at..]
+            .find(&format!("  {c} "))
+            .unwrap_or_else(|| panic!("{c} missing or out of order: {out}"));
         at += pos + 1;
     }
-    assert!(out.contains("not evaluated offline: the partner's token bucket"), "{out}");
-    let f = write(&lab, "ft.sip", sip("INVITE", bob, "sip:alice@partner.test", bob, "", "multipart/mixed; boundary=b", FT).as_bytes());
-    let out = fedge_ok(&lab.cfg, &["explain", f.to_str().unwrap(), "--from-partner", "partner.test"]);
-    assert!(out.contains("verdict: refused (file_transfer) with 606"), "{out}");
-    assert!(out.contains("Warning: 309 sip.fedge.test \"File transfer is switched off"), "{out}");
+    assert!(
+        out.contains("not evaluated offline: the partner's token bucket"),
+        "{out}"
+    );
+    let f = write(
+        &lab,
+        "ft.sip",
+        sip(
+            "INVITE",
+            bob,
+            "sip:alice@partner.test",
+            bob,
+            "",
+            "multipart/mixed; boundary=b",
+            FT,
+        )
+        .as_bytes(),
+    );
+    let out = fedge_ok(
+        &lab.cfg,
+        &[
+            "explain",
+            f.to_str().unwrap(),
+            "--from-partner",
+            "partner.test",
+        ],
+    );
+    assert!(
+        out.contains("verdict: refused (file_transfer) with 606"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Warning: 309 sip.fedge.test \"File transfer is switched off"),
+        "{out}"
+    );
     // LF line ends are accepted; an in-dialog request carries a note.
-    let lf = sip("BYE", bob, "sip:alice@partner.test", bob, "", "", "").replace("\r\n", "\n").replace("To: <sip:bob@fedge.test>", "To: <sip:bob@fedge.test>;tag=t9");
+    let lf = sip("BYE", bob, "sip:alice@partner.test", bob, "", "", "")
+        .replace("\r\n", "\n")
+        .replace(
+            "To: <sip:bob@fedge.test>",
+            "To: <sip:bob@fedge.test>;tag=t9",
+        );
     let f = write(&lab, "lf.sip", lf.as_bytes());
     let j = explain_json(&lab, &f, &["--from-partner", "partner.test"]);
     assert_eq!(j["verdict"], "forward", "{j}");
-    assert!(j["notes"].to_string().contains("judged as if this edge knew the dialog"), "{j}");
+    assert!(
+        j["notes"]
+            .to_string()
+            .contains("judged as if this edge knew the dialog"),
+        "{j}"
+    );
     // Outbound without --resolve names the look-up.
-    let f = write(&lab, "out.sip", sip("MESSAGE", "sip:c@partner.test", "sip:d@fedge.test", "sip:c@partner.test", "", "text/plain", "x").as_bytes());
+    let f = write(
+        &lab,
+        "out.sip",
+        sip(
+            "MESSAGE",
+            "sip:c@partner.test",
+            "sip:d@fedge.test",
+            "sip:c@partner.test",
+            "",
+            "text/plain",
+            "x",
+        )
+        .as_bytes(),
+    );
     let out = fedge_ok(&lab.cfg, &["explain", f.to_str().unwrap(), "--from-home"]);
-    assert!(out.contains("its certificate must name sip.partner.test"), "{out}");
-    assert!(out.contains("would look up A/AAAA sip.partner.test"), "{out}");
+    assert!(
+        out.contains("its certificate must name sip.partner.test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("would look up A/AAAA sip.partner.test"),
+        "{out}"
+    );
 }
 
 /// Bad input: one line, exit 2; a message the parser refuses is explained.
@@ -394,26 +624,85 @@ fn bad_input() {
         assert!(err.contains(needle), "{args:?}: {err}");
     };
     let empty = write(&lab, "empty.sip", b"");
-    one_line(&["explain", empty.to_str().unwrap(), "--from-home"], "the file is empty");
+    one_line(
+        &["explain", empty.to_str().unwrap(), "--from-home"],
+        "the file is empty",
+    );
     let blank = write(&lab, "blank.sip", b"\r\n\r\n  \n");
-    one_line(&["explain", blank.to_str().unwrap(), "--from-home"], "the file is empty");
-    let ok = write(&lab, "m.sip", sip("MESSAGE", "sip:b@fedge.test", "sip:a@partner.test", "sip:b@fedge.test", "", "", "").as_bytes());
-    one_line(&["explain", ok.to_str().unwrap(), "--from-partner", "nowhere.test"], "no partner holds domain nowhere.test");
+    one_line(
+        &["explain", blank.to_str().unwrap(), "--from-home"],
+        "the file is empty",
+    );
+    let ok = write(
+        &lab,
+        "m.sip",
+        sip(
+            "MESSAGE",
+            "sip:b@fedge.test",
+            "sip:a@partner.test",
+            "sip:b@fedge.test",
+            "",
+            "",
+            "",
+        )
+        .as_bytes(),
+    );
+    one_line(
+        &[
+            "explain",
+            ok.to_str().unwrap(),
+            "--from-partner",
+            "nowhere.test",
+        ],
+        "no partner holds domain nowhere.test",
+    );
     one_line(&["explain", ok.to_str().unwrap()], "name the sender");
-    one_line(&["explain", lab.dir.join("missing.sip").to_str().unwrap(), "--from-home"], "cannot read");
-    one_line(&["explain", ok.to_str().unwrap(), "--from-home", "--call-id", "x"], "pick a message from a capture");
+    one_line(
+        &[
+            "explain",
+            lab.dir.join("missing.sip").to_str().unwrap(),
+            "--from-home",
+        ],
+        "cannot read",
+    );
+    one_line(
+        &[
+            "explain",
+            ok.to_str().unwrap(),
+            "--from-home",
+            "--call-id",
+            "x",
+        ],
+        "pick a message from a capture",
+    );
     let resp = write(&lab, "r.sip", b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b.test>;tag=1\r\nTo: <sip:c@d.test>;tag=2\r\nCall-ID: r\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n");
-    one_line(&["explain", resp.to_str().unwrap(), "--from-home"], "is a response");
-    let garbage = write(&lab, "garbage.bin", b"\x00\x01\x02 hello there \xff\xfe\r\n\r\n");
+    one_line(
+        &["explain", resp.to_str().unwrap(), "--from-home"],
+        "is a response",
+    );
+    let garbage = write(
+        &lab,
+        "garbage.bin",
+        b"\x00\x01\x02 hello there \xff\xfe\r\n\r\n",
+    );
     let j = explain_json(&lab, &garbage, &["--from-home"]);
-    assert_eq!((j["verdict"].as_str(), j["status"].as_u64()), (Some("malformed"), Some(400)), "{j}");
-    assert!(!j["refusal"]["reason"].as_str().unwrap_or("").is_empty(), "{j}");
+    assert_eq!(
+        (j["verdict"].as_str(), j["status"].as_u64()),
+        (Some("malformed"), Some(400)),
+        "{j}"
+    );
+    assert!(
+        !j["refusal"]["reason"].as_str().unwrap_or("").is_empty(),
+        "{j}"
+    );
 }
 
 // ---------------------------------------------------------------- captures
 
 fn udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
-    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else { panic!("v4 only") };
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
+        panic!("v4 only")
+    };
     let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
         .ipv4(s.ip().octets(), d.ip().octets(), 64)
         .udp(s.port(), d.port());
@@ -426,7 +715,11 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     let f = std::fs::File::create(path).unwrap();
     let mut w = pcap_file::pcap::PcapWriter::new(f).unwrap();
     for (i, fr) in frames.iter().enumerate() {
-        let p = pcap_file::pcap::PcapPacket::new(Duration::from_secs(1_700_000_000 + i as u64), fr.len() as u32, fr);
+        let p = pcap_file::pcap::PcapPacket::new(
+            Duration::from_secs(1_700_000_000 + i as u64),
+            fr.len() as u32,
+            fr,
+        );
         w.write_packet(&p).unwrap();
     }
 }
@@ -439,21 +732,69 @@ fn pcap_input_picks_by_call_id() {
     let lab = lab();
     let home: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let internal: SocketAddr = "127.0.0.1:25065".parse().unwrap();
-    let m1 = sip("MESSAGE", "sip:c@partner.test", "sip:d@fedge.test", "sip:c@partner.test", "", "text/plain", "x").replace("call-MESSAGE", "first-call");
-    let m2 = sip("MESSAGE", "sip:c@suspended.test", "sip:d@fedge.test", "sip:c@suspended.test", "", "text/plain", "x").replace("call-MESSAGE", "second-call");
+    let m1 = sip(
+        "MESSAGE",
+        "sip:c@partner.test",
+        "sip:d@fedge.test",
+        "sip:c@partner.test",
+        "",
+        "text/plain",
+        "x",
+    )
+    .replace("call-MESSAGE", "first-call");
+    let m2 = sip(
+        "MESSAGE",
+        "sip:c@suspended.test",
+        "sip:d@fedge.test",
+        "sip:c@suspended.test",
+        "",
+        "text/plain",
+        "x",
+    )
+    .replace("call-MESSAGE", "second-call");
     let pcap = lab.dir.join("two.pcap");
-    write_pcap(&pcap, &[udp_frame(home, internal, m1.as_bytes()), udp_frame(home, internal, m2.as_bytes())]);
+    write_pcap(
+        &pcap,
+        &[
+            udp_frame(home, internal, m1.as_bytes()),
+            udp_frame(home, internal, m2.as_bytes()),
+        ],
+    );
     let j = explain_json(&lab, &pcap, &["--call-id", "second-call"]);
-    assert_eq!((j["verdict"].as_str(), j["rule"].as_str(), j["status"].as_u64()), (Some("refuse"), Some("not_enabled"), Some(403)), "{j}");
+    assert_eq!(
+        (
+            j["verdict"].as_str(),
+            j["rule"].as_str(),
+            j["status"].as_u64()
+        ),
+        (Some("refuse"), Some("not_enabled"), Some(403)),
+        "{j}"
+    );
     assert_eq!(j["message"]["call_id"], "second-call", "{j}");
     assert_eq!(j["direction"], "outbound", "{j}");
-    assert!(j["notes"].to_string().contains("is the internal listener"), "{j}");
+    assert!(
+        j["notes"].to_string().contains("is the internal listener"),
+        "{j}"
+    );
     let j = explain_json(&lab, &pcap, &["--call-id", "first-call"]);
     assert_eq!(j["verdict"], "forward", "{j}");
     let (code, _, err) = fedge_cli(&lab.cfg, &["explain", pcap.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("2 Call-IDs") && err.contains("first-call") && err.contains("second-call"), "{err}");
-    let (code, _, err) = fedge_cli(&lab.cfg, &["explain", pcap.to_str().unwrap(), "--call-id", "first-call", "--index", "2"]);
+    assert!(
+        err.contains("2 Call-IDs") && err.contains("first-call") && err.contains("second-call"),
+        "{err}"
+    );
+    let (code, _, err) = fedge_cli(
+        &lab.cfg,
+        &[
+            "explain",
+            pcap.to_str().unwrap(),
+            "--call-id",
+            "first-call",
+            "--index",
+            "2",
+        ],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("has 1 request(s)"), "{err}");
 }
@@ -466,7 +807,15 @@ fn hep_pcap_input() {
     let partner: SocketAddr = "192.0.2.10:5061".parse().unwrap();
     let fed: SocketAddr = "127.0.0.1:25061".parse().unwrap();
     let bob = "sip:bob@fedge.test";
-    let text = sip("MESSAGE", bob, "sip:alice@partner.test", bob, "Require: siprec\r\n", "text/plain", "x");
+    let text = sip(
+        "MESSAGE",
+        bob,
+        "sip:alice@partner.test",
+        bob,
+        "Require: siprec\r\n",
+        "text/plain",
+        "x",
+    );
     let hep = fedge::sip::hep::HepPacket {
         src: partner,
         dst: fed,
@@ -490,8 +839,21 @@ fn hep_pcap_input() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("arrives on the federation listener"), "{err}");
     let j = explain_json(&lab, &pcap, &["--from-partner", "partner.test"]);
-    assert_eq!((j["verdict"].as_str(), j["rule"].as_str(), j["refusal"]["diagnostic"].as_u64()), (Some("refuse"), Some("recording"), Some(1027)), "{j}");
-    assert!(j["notes"].to_string().contains("hep/tcp 192.0.2.10:5061 -> 127.0.0.1:25061"), "{j}");
+    assert_eq!(
+        (
+            j["verdict"].as_str(),
+            j["rule"].as_str(),
+            j["refusal"]["diagnostic"].as_u64()
+        ),
+        (Some("refuse"), Some("recording"), Some(1027)),
+        "{j}"
+    );
+    assert!(
+        j["notes"]
+            .to_string()
+            .contains("hep/tcp 192.0.2.10:5061 -> 127.0.0.1:25061"),
+        "{j}"
+    );
 }
 
 // ---------------------------------------------------------------- the trace's cost
@@ -505,20 +867,50 @@ fn trace_off_allocates_nothing() {
     use fedge::federation::registry::Registry;
     use fedge::sip::proxy::{Hop, RequestInfo};
     let lab = lab();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let snap = rt.block_on(async {
-        let store = fedge::store::Store::open(&format!("sqlite://{}/fedge.db", lab.dir.display())).await.unwrap();
+        let store = fedge::store::Store::open(&format!("sqlite://{}/fedge.db", lab.dir.display()))
+            .await
+            .unwrap();
         let r = Registry::load(&store).await.unwrap();
         store.close().await;
         r.snapshot()
     });
     let cfg = fedge::config::Config::load(&lab.cfg).unwrap();
-    let pc: PolicyConfig = fedge::server::policy_config(&cfg, vec![], Hop::Udp("127.0.0.1:5080".parse().unwrap())).unwrap();
+    let pc: PolicyConfig =
+        fedge::server::policy_config(&cfg, vec![], Hop::Udp("127.0.0.1:5080".parse().unwrap()))
+            .unwrap();
     let bob = "sip:bob@fedge.test";
-    let text = sip("MESSAGE", bob, "sip:alice@partner.test", bob, UA_SFB, "text/plain", "hi");
-    let msg = fedge::federation::explain::parse_text(text.as_bytes(), &fedge::sip::parse::Limits::default()).unwrap().unwrap();
-    let peer = fedge::sip::transport::PeerIdentity { names: vec![PARTNER_FQDN.into()], from_cn: false, subject: String::new(), serial: String::new() };
-    let info = RequestInfo { in_dialog: false, own_routes: 0, next_route: None, pressure: Default::default() };
+    let text = sip(
+        "MESSAGE",
+        bob,
+        "sip:alice@partner.test",
+        bob,
+        UA_SFB,
+        "text/plain",
+        "hi",
+    );
+    let msg = fedge::federation::explain::parse_text(
+        text.as_bytes(),
+        &fedge::sip::parse::Limits::default(),
+    )
+    .unwrap()
+    .unwrap();
+    let peer = fedge::sip::transport::PeerIdentity {
+        names: vec![PARTNER_FQDN.into()],
+        from_cn: false,
+        subject: String::new(),
+        serial: String::new(),
+    };
+    let info = RequestInfo {
+        in_dialog: false,
+        own_routes: 0,
+        next_route: None,
+        pressure: Default::default(),
+    };
     let role = fedge::role::Role::Federation;
     let run = |trace: &mut Trace| {
         let before = allocs();
@@ -541,8 +933,16 @@ fn trace_off_allocates_nothing() {
     let mut on = Trace::on();
     let on_allocs = run(&mut on);
     let checks = on.checks().len() as u64;
-    println!("allocations per decision: decide {plain}, trace off {off_allocs}, trace on {on_allocs} ({checks} checks)");
-    assert_eq!(off_allocs, plain, "decide is decide_traced with the trace off");
+    println!(
+        "allocations per decision: decide {plain}, trace off {off_allocs}, trace on {on_allocs} ({checks} checks)"
+    );
+    assert_eq!(
+        off_allocs, plain,
+        "decide is decide_traced with the trace off"
+    );
     assert!(checks >= 6, "{:?}", on.checks());
-    assert!(on_allocs >= off_allocs + checks, "on {on_allocs}, off {off_allocs}, checks {checks}");
+    assert!(
+        on_allocs >= off_allocs + checks,
+        "on {on_allocs}, off {off_allocs}, checks {checks}"
+    );
 }

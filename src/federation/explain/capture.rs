@@ -116,7 +116,7 @@ pub fn read(data: &[u8], limits: &Limits) -> Result<Vec<Captured>, ExplainError>
         }
         let (dec, buf) = flows
             .entry((src, dst))
-            .or_insert_with(|| (StreamDecoder::new(limits.clone()), BytesMut::new()));
+            .or_insert_with(|| (StreamDecoder::new(*limits), BytesMut::new()));
         buf.extend_from_slice(payload);
         loop {
             let item = match dec.decode(buf) {
