@@ -1,7 +1,7 @@
 //! The `fedge` command line: argument definitions, the one-line usage
 //! errors, and the dispatch to one file per subcommand (`serve`, `partner`,
 //! `store`, `keys`, `config`, `certs`, `dns`, `cvi`, `firewall`, `media`,
-//! `test-federation`, `user`). Part of the binary, not the library.
+//! `test-federation`, `user`, `explain`). Part of the binary, not the library.
 //!
 //! Owns exit codes: 0 on success, 2 with one line on stderr for any usage
 //! or configuration mistake, 1 for runtime failures. It never holds edge
@@ -14,6 +14,7 @@ mod common;
 mod config;
 mod cvi;
 mod dns;
+mod explain;
 mod failure;
 mod firewall;
 mod keys;
@@ -135,6 +136,10 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Why the edge would forward, answer or refuse one SIP request (raw
+    /// text or picked from a pcap/HEP capture), judged by the configured
+    /// store's registry and policy without sending anything.
+    Explain(explain::ExplainArgs),
     /// The admin HTTP API: print its OpenAPI document.
     Api {
         #[command(subcommand)]
@@ -211,6 +216,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dns { cmd } => dns::run(cmd, &load_config(&path)?),
         Command::Cvi { cmd } => cvi::command(cmd, &load_config(&path)?),
         Command::Firewall => firewall::run(&load_config(&path)?, &path),
+        Command::Explain(args) => explain::run(&load_config(&path)?, args),
         Command::Media { cmd } => media::run(cmd, &load_config(&path)?),
         Command::TestFederation { domain, timeout } => {
             test_federation::run(&load_config(&path)?, domain, timeout)

@@ -134,6 +134,27 @@ pub fn inspect(msg: &SipMessage, rules: &Rules) -> Option<Issue> {
     None
 }
 
+/// What the content checks saw in a request they let through, for a
+/// person (`fedge explain`): the body's size and the type of each part.
+pub fn describe(msg: &SipMessage, rules: &Rules) -> String {
+    let body = msg.body();
+    if body.is_empty() {
+        return "no recording marks, no body".into();
+    }
+    let ct = msg.first(HeaderName::ContentType);
+    let disposition = msg.first(HeaderName::ContentDisposition);
+    let types: Vec<String> = leaves(ct, disposition, body)
+        .iter()
+        .map(|p| p.media_type.clone())
+        .collect();
+    format!(
+        "no recording marks, no file transfer; body of {} bytes (at most {}) of allowed type(s) {}",
+        body.len(),
+        rules.max_body,
+        types.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@
 pub mod anchor;
 pub mod cluster;
 pub mod content;
+pub mod explain;
 pub mod fpa;
 pub mod hop;
 pub mod identity;

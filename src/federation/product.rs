@@ -67,6 +67,16 @@ pub enum Product {
     Other(String),
 }
 
+impl fmt::Display for Product {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Product::Client(v) => write!(f, "Lync/Skype for Business client build {v}"),
+            Product::Server(v) => write!(f, "Lync/Skype for Business server version {v}"),
+            Product::Other(name) => write!(f, "{name} (not Lync or Skype for Business)"),
+        }
+    }
+}
+
 /// Reads the product from a User-Agent or Server value.
 pub fn identify(value: &str) -> Product {
     let mut first_other: Option<String> = None;

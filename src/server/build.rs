@@ -82,7 +82,11 @@ pub(super) async fn sip_core(
     let edge = Edge {
         dns: dns.clone(),
         registry: shared.registry.clone(),
-        policy: policy_config(cfg, sockets, next_hop)?,
+        policy: policy_config(
+            cfg,
+            vec![sockets.fed_addr.ip(), sockets.int_addr.ip()],
+            next_hop,
+        )?,
         rates: RateConfig {
             rate: cfg.policy.rate,
             burst: cfg.policy.burst,
@@ -206,17 +210,18 @@ fn proxy_config(
     })
 }
 
-/// The federation policy's settings.
-fn policy_config(
+/// The federation policy's settings (`local_addrs`: the listeners'
+/// addresses; `fedge explain` builds the same from the configuration).
+pub fn policy_config(
     cfg: &Config,
-    sockets: &Sockets,
+    local_addrs: Vec<IpAddr>,
     next_hop: Hop,
 ) -> Result<PolicyConfig, ServeError> {
     Ok(PolicyConfig {
         fqdn: cfg.federation.fqdn.to_ascii_lowercase(),
         home_domains: home_domains(cfg),
         next_hop,
-        local_addrs: vec![sockets.fed_addr.ip(), sockets.int_addr.ip()],
+        local_addrs,
         partner_connections: cfg.federation.partner_connections,
         content: content::Rules {
             body_types: cfg

@@ -59,6 +59,7 @@ use self::build::{Core, Shared};
 use self::listen::Sockets;
 
 pub use self::admin_tls::admin_client_config;
+pub use self::build::policy_config;
 pub use self::error::ServeError;
 
 /// The CVI dialling facts the configuration gives.

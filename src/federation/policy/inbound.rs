@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use super::{
-    Admission, PolicyConfig, SrvFacts, TRUST_HEADER, Verdict, answer, content_refusal, domain_of,
-    for_test_address, srv_targets, target_domain,
+    Admission, PolicyConfig, SrvFacts, TRUST_HEADER, Trace, Verdict, answer, content_refusal,
+    domain_of, for_test_address, srv_targets, target_domain,
 };
 use crate::federation::identity;
 use crate::federation::product;
@@ -24,7 +24,8 @@ use crate::sip::message::{Method, SipMessage};
 use crate::sip::proxy::{Decision, Forward, Hide, RequestInfo};
 use crate::sip::transport::PeerIdentity;
 
-/// Decides a partner's request.
+/// Decides a partner's request, recording in `trace` what it passed.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn decide(
     msg: &SipMessage,
     method: &Method,
@@ -33,16 +34,28 @@ pub(super) fn decide(
     snap: &Snapshot,
     cfg: &PolicyConfig,
     srv: Option<&SrvFacts>,
+    trace: &mut Trace,
 ) -> Verdict {
     let Some(peer) = peer else {
         return Verdict::refuse(Refusal::NoCertificate, None);
     };
+    trace.pass("certificate", || {
+        format!("the connection's certificate names {peer}")
+    });
     let Some(from_domain) = msg.from().and_then(|f| domain_of(&f.uri)) else {
         return Verdict::refuse(Refusal::NoFromDomain, None);
     };
     let Some(partner) = snap.by_domain(&from_domain) else {
         return Verdict::refuse(identity::unknown_domain(snap, peer, &from_domain), None);
     };
+    trace.pass("partner", || {
+        format!(
+            "From domain {from_domain} belongs to partner {} ({}), {}",
+            partner.details.org_name,
+            partner.name(),
+            partner.state
+        )
+    });
     let p = Some(partner);
     // An allowed-domain partner: its edge is what DNS names for the From domain.
     let targets = match partner.details.edge_fqdn {
@@ -55,18 +68,38 @@ pub(super) fn decide(
     if let Err(r) = identity::check(peer, partner, &from_domain, &targets) {
         return Verdict::refuse(r, p);
     }
+    trace.pass("identity", || match &partner.details.edge_fqdn {
+        Some(edge) => format!("the certificate names the partner's edge on record, {edge}"),
+        None => format!(
+            "the certificate names a target of _sipfederationtls._tcp.{from_domain} ({})",
+            targets
+                .iter()
+                .map(|t| t.target.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    });
     let may_test = matches!(
         partner.state,
         PartnerState::Approved | PartnerState::Enabled
     );
     if may_test && for_test_address(msg, info, cfg) {
+        trace.pass("im_test", || {
+            format!(
+                "to the federation test address, which a {} partner may reach",
+                partner.state
+            )
+        });
         return im_test(method, partner);
     }
     if partner.state != PartnerState::Enabled {
         return Verdict::refuse(not_enabled(partner, &from_domain, cfg), p);
     }
+    trace.pass("state", || "the partner is enabled".into());
     match target_domain(msg, info) {
-        Some(d) if cfg.is_home(&d) => {}
+        Some(d) if cfg.is_home(&d) => {
+            trace.pass("destination", || format!("{d} is a home domain"));
+        }
         Some(domain) => {
             let home = cfg.home_domains.join(", ");
             return Verdict::refuse(Refusal::Transit { domain, home }, p);
@@ -88,11 +121,19 @@ pub(super) fn decide(
         {
             return Verdict::refuse(Refusal::Product(why), p);
         }
+        trace.pass("product", || match ua {
+            Some(ua) => format!("{:?}: {}, accepted", ua, product::identify(ua)),
+            None => "no User-Agent or Server header: not judged".into(),
+        });
+    } else {
+        trace.pass("product", || {
+            "not judged: the partner's record says product_check=off".into()
+        });
     }
-    if let Some(r) = content_refusal(msg, cfg) {
+    if let Some(r) = content_refusal(msg, cfg, trace) {
         return Verdict::refuse(r, p);
     }
-    forward(msg, partner, cfg)
+    forward(msg, partner, cfg, trace)
 }
 
 /// The onboarding test address: MESSAGE (answered, then replied to) and
@@ -138,7 +179,12 @@ fn not_enabled(partner: &Partner, domain: &str, cfg: &PolicyConfig) -> Refusal {
 
 /// An admitted request: to the next hop, with the edge's trust statement,
 /// and a P-Asserted-Identity kept only when it names the partner's users.
-fn forward(msg: &SipMessage, partner: &Arc<Partner>, cfg: &PolicyConfig) -> Verdict {
+fn forward(
+    msg: &SipMessage,
+    partner: &Arc<Partner>,
+    cfg: &PolicyConfig,
+    trace: &mut Trace,
+) -> Verdict {
     let mut strip = vec![TRUST_HEADER.to_string()];
     let foreign_pai = msg.values(HeaderName::PAssertedIdentity).any(|v| {
         NameAddr::parse(v)
@@ -148,6 +194,9 @@ fn forward(msg: &SipMessage, partner: &Arc<Partner>, cfg: &PolicyConfig) -> Verd
     });
     if foreign_pai {
         strip.push("P-Asserted-Identity".into());
+        trace.pass("identity_header", || {
+            "a P-Asserted-Identity naming another domain is removed".into()
+        });
     }
     let trust = format!(
         "ms-source-type=DirectPartner;ms-ep-fqdn={};ms-source-verified-user=verified;ms-source-network=federation",

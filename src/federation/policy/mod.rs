@@ -13,11 +13,19 @@
 //!
 //! Owns the rules. Never performs I/O (the caller looks SRV records up
 //! first, see [`srv_needed`]), so every rule is tested without sockets.
+//!
+//! [`decide_traced`] also records, in a [`Trace`], each check a request
+//! passed on its way to the verdict: `fedge explain` shows them, from the
+//! same code the proxy runs. [`decide`] passes [`Trace::off`], which
+//! allocates nothing and never formats a detail (the hot path).
 
 mod inbound;
 pub mod limits;
 mod outbound;
 pub mod responses;
+mod trace;
+
+pub use trace::{Check, Trace};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -301,25 +309,48 @@ pub fn decide(
     cfg: &PolicyConfig,
     srv: Option<&SrvFacts>,
 ) -> Verdict {
+    decide_traced(msg, role, peer, info, snap, cfg, srv, &mut Trace::off())
+}
+
+/// [`decide`], recording in `trace` each check the request passed.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_traced(
+    msg: &SipMessage,
+    role: Role,
+    peer: Option<&PeerIdentity>,
+    info: &RequestInfo,
+    snap: &Snapshot,
+    cfg: &PolicyConfig,
+    srv: Option<&SrvFacts>,
+    trace: &mut Trace,
+) -> Verdict {
     let method = msg.method().cloned().unwrap_or(Method::Other("".into()));
     if method == Method::Options
         && !info.in_dialog
         && info.next_route.is_none()
         && addressed_to_edge(msg, cfg)
     {
+        trace.pass("options", || {
+            "an OPTIONS out of dialog addressed to the edge itself: the edge answers it".into()
+        });
         return Verdict::admit(options_answer(), None, Admission::Options);
     }
     match role {
-        Role::Federation => inbound::decide(msg, &method, peer, info, snap, cfg, srv),
-        Role::Internal => outbound::decide(msg, info, snap, cfg, srv),
+        Role::Federation => inbound::decide(msg, &method, peer, info, snap, cfg, srv, trace),
+        Role::Internal => outbound::decide(msg, info, snap, cfg, srv, trace),
         // The CVI listeners have their own handler; nothing of theirs is routed here.
         Role::Cvi => Verdict::refuse(Refusal::WrongListener, None),
     }
 }
 
-/// The content rules, the same in both directions.
-fn content_refusal(msg: &SipMessage, cfg: &PolicyConfig) -> Option<Refusal> {
-    Some(match content::inspect(msg, &cfg.content)? {
+/// The content rules, the same in both directions (what passed goes
+/// into `trace`).
+fn content_refusal(msg: &SipMessage, cfg: &PolicyConfig, trace: &mut Trace) -> Option<Refusal> {
+    let Some(issue) = content::inspect(msg, &cfg.content) else {
+        trace.pass("content", || content::describe(msg, &cfg.content));
+        return None;
+    };
+    Some(match issue {
         Issue::FileTransfer(what) => Refusal::FileTransfer { what },
         Issue::Recording(what) => Refusal::Recording { what },
         Issue::BodyType(media_type) => Refusal::BodyType {
