@@ -38,6 +38,8 @@ pub struct EdgeState {
     /// configuration: test-federation's TLS and identity, CVI enrolment
     /// domains, the listeners.
     pub ops: super::service::Ops,
+    /// The node's drain (`server::drain`), once the server has built it.
+    pub drain: Option<Arc<dyn super::service::NodeDrain>>,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

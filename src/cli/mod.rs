@@ -14,6 +14,7 @@ mod common;
 mod config;
 mod cvi;
 mod dns;
+mod drain;
 mod failure;
 mod firewall;
 mod keys;
@@ -120,6 +121,9 @@ enum Command {
         #[command(subcommand)]
         cmd: user::UserCmd,
     },
+    /// Drain this node: refuse new dialogs (503), let calls finish, exit
+    /// when none is left or at [drain] deadline.
+    Drain(drain::DrainArgs),
     /// The running edge's media relay (through its admin listener).
     Media {
         #[command(subcommand)]
@@ -212,6 +216,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cvi { cmd } => cvi::command(cmd, &load_config(&path)?),
         Command::Firewall => firewall::run(&load_config(&path)?, &path),
         Command::Media { cmd } => media::run(cmd, &load_config(&path)?),
+        Command::Drain(args) => drain::run(args, &load_config(&path)?),
         Command::TestFederation { domain, timeout } => {
             test_federation::run(&load_config(&path)?, domain, timeout)
         }

@@ -41,6 +41,8 @@ pub(super) struct Shared {
     pub settings: Arc<TransportSettings>,
     pub table: Arc<ConnectionTable>,
     pub shutdown: CancellationToken,
+    /// The other nodes, and this node's drain mark.
+    pub cluster: Arc<crate::federation::cluster::ClusterView>,
 }
 
 /// The SIP core: the proxy with the federation policy, and what it shares
@@ -96,6 +98,11 @@ pub(super) async fn sip_core(
             cfg.internal_sources()
                 .map_err(|e| ServeError::Config(e.to_string()))?,
         ),
+        cluster: shared.cluster.clone(),
+        drain: crate::federation::DrainAnswer {
+            node: super::drain::node_name(cfg),
+            retry_after: cfg.drain.retry_after,
+        },
     };
     let pool = Arc::new(
         Pool::new(
