@@ -28,14 +28,30 @@ pub(super) fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
 }
 
+/// `WATCHDOG_USEC`, unless `WATCHDOG_PID` names another process: what
+/// sd_watchdog_enabled(3) reads (the crate's own check also wants
+/// WATCHDOG_PID, which libsystemd does not).
+fn watchdog_usec() -> Option<u64> {
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.trim().parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then_some(usec)
+}
+
 /// Sends WATCHDOG=1 at half of `WATCHDOG_USEC` for as long as the
 /// runtime runs (through the drain and the stop), when systemd asks for
 /// it (`WatchdogSec=`); else does nothing.
 pub(super) fn spawn_watchdog() {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+    let Some(usec) = watchdog_usec() else {
         return;
-    }
+    };
     let every = Duration::from_micros(usec / 2).max(Duration::from_millis(10));
     info!(
         every_ms = every.as_millis() as u64,
