@@ -168,10 +168,17 @@ fn fedge_drain_lets_every_call_finish_then_the_node_exits() {
     assert_eq!(p["draining"], true, "{p}");
     assert!(p["deadline_secs"].as_u64().is_some_and(|s| s <= 30), "{p}");
     // `--wait` follows the drain (asking again changes nothing) until the
-    // node has gone.
+    // node has gone; here through the API (`--server`, an operator's token).
     let waiter = {
         let cli = cli.clone();
-        std::thread::spawn(move || fedge_ok(&cli, &["drain", "--wait"]))
+        let server = format!("http://{}", lab.edge.admin);
+        let token = lab.edge.token.clone();
+        std::thread::spawn(move || {
+            fedge_ok(
+                &cli,
+                &["--server", &server, "--token", &token, "drain", "--wait"],
+            )
+        })
     };
     all_calls_completed(&lab, uac, uas);
     let took = exits_within(&mut lab, Duration::from_secs(25));

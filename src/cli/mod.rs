@@ -48,8 +48,8 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// Act through this edge's admin API (https://HOST:PORT or
-    /// http://HOST:PORT) instead of on the database: partner, cvi, media
-    /// and test-federation.
+    /// http://HOST:PORT) instead of on the database: partner, cvi, media,
+    /// drain and test-federation.
     /// Also read from FEDGE_SERVER.
     #[arg(long, global = true, value_name = "URL")]
     server: Option<String>,
