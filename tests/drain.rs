@@ -1,6 +1,6 @@
-//! Draining a node with real peers: SIPp calls through fedge (Kamailio as
-//! the partner's edge over mutual TLS, SIPp as partner users and as the
-//! home pool). While a node drains (`fedge drain`, or SIGTERM to its
+//! Draining a node with real peers: SIPp calls through fedge both ways
+//! (Kamailio as the partner's edge over mutual TLS, SIPp as partner users,
+//! home users and the home pool). While a node drains (`fedge drain`, or SIGTERM to its
 //! PID), every call in progress ends with its BYE answered 200, a new
 //! INVITE from either side gets 503 with Retry-After (Kamailio, a proxy,
 //! turns it into 500 for its user: RFC 3261 §16.7), and the node exits
@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fedge_testkit::lab::*;
-use fedge_testkit::peers::{Sipp, scenario};
+use fedge_testkit::peers::{Sipp, free_port, scenario};
 use fedge_testkit::*;
 
 /// Calls held up during each drain.
@@ -30,38 +30,58 @@ fn progress(lab: &Lab) -> serde_json::Value {
     admin_get(lab.edge.admin, "/api/v1/node/drain")
 }
 
-/// Starts `n` calls from partner users to the home pool, each held for
-/// `hold_ms`, and waits until the edge carries all of them.
-fn calls_up(lab: &Lab, n: usize, hold_ms: u64) -> (Sipp, Sipp) {
+/// One direction's calls: its callers and its callees.
+struct Calls {
+    what: &'static str,
+    uac: Sipp,
+    uas: Sipp,
+}
+
+/// Starts `n` calls from partner users to the home pool and, with
+/// `home_too`, `n` more from home users to the partner's users, each held
+/// for `hold_ms`, and waits until the edge carries all of them.
+fn calls_up(lab: &Lab, n: usize, hold_ms: u64, home_too: bool) -> Vec<Calls> {
     let m = n.to_string();
-    let uas = Sipp::spawn(
-        lab.dir(),
-        &scenario(lab.dir(), "drain_uas.xml", &[]),
-        lab.home,
-        None,
-        &["-m", &m],
-    );
-    let uac = lab.spawn_uac(
-        lab.kam.udp,
-        &scenario(
-            lab.dir(),
-            "drain_uac.xml",
-            &[("HOLD", &hold_ms.to_string())],
+    let many = ["-m", m.as_str(), "-r", m.as_str(), "-l", m.as_str()];
+    let hold = hold_ms.to_string();
+    let uac_sc = scenario(lab.dir(), "drain_uac.xml", &[("HOLD", &hold)]);
+    let uas_sc = scenario(lab.dir(), "drain_uas.xml", &[]);
+    let mut all = vec![Calls {
+        what: "partner to home",
+        uas: Sipp::spawn(lab.dir(), &uas_sc, lab.home, None, &["-m", &m]),
+        uac: lab.spawn_uac(
+            lab.kam.udp,
+            &uac_sc,
+            ("bob", "fedge.test"),
+            "partner.test",
+            &many,
         ),
-        ("bob", "fedge.test"),
-        "partner.test",
-        &["-m", &m, "-r", &m, "-l", &m],
-    );
+    }];
+    if home_too {
+        all.push(Calls {
+            what: "home to partner",
+            uas: Sipp::spawn(lab.dir(), &uas_sc, lab.users, None, &["-m", &m]),
+            uac: lab.spawn_from(
+                lab.edge.internal,
+                free_port(false),
+                &uac_sc,
+                ("bob", "partner.test"),
+                ("alice", "fedge.test"),
+                &many,
+            ),
+        });
+    }
+    let want = (n * all.len()) as u64;
     let t0 = Instant::now();
     loop {
         let p = progress(lab);
-        if p["calls"].as_u64() == Some(n as u64) && p["transactions"] == 0 {
+        if p["calls"].as_u64() == Some(want) && p["transactions"] == 0 {
             assert_eq!(p["draining"], false);
-            return (uac, uas);
+            return all;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(15),
-            "the edge never carried {n} calls: {p}\n{}",
+            "the edge never carried {want} calls: {p}\n{}",
             lab.edge.logs().join("\n")
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -131,29 +151,35 @@ fn exits_within(lab: &mut Lab, limit: Duration) -> Duration {
 
 /// Every call that was up ended with its BYE answered 200 (SIPp's exit
 /// code 0 with -m N: N calls successful, none failed), on both sides.
-fn all_calls_completed(lab: &Lab, uac: Sipp, uas: Sipp) {
-    let caller = uac.wait(LIMIT);
-    lab.assert_ok("partner callers (every BYE answered 200)", &caller);
-    lab.assert_ok("home callees", &uas.wait(LIMIT));
-    let byes_answered = caller
-        .messages
-        .split("-----------------")
-        .filter(|m| m.contains("SIP/2.0 200") && m.contains("CSeq: 2 BYE"))
-        .count();
-    assert!(
-        byes_answered >= CALLS,
-        "{byes_answered} BYE answers seen by the callers, {CALLS} calls"
-    );
+fn all_calls_completed(lab: &Lab, calls: Vec<Calls>, n: usize) {
+    for c in calls {
+        let caller = c.uac.wait(LIMIT);
+        lab.assert_ok(
+            &format!("{}: callers (every BYE answered 200)", c.what),
+            &caller,
+        );
+        lab.assert_ok(&format!("{}: callees", c.what), &c.uas.wait(LIMIT));
+        let byes_answered = caller
+            .messages
+            .split("-----------------")
+            .filter(|m| m.contains("SIP/2.0 200") && m.contains("CSeq: 2 BYE"))
+            .count();
+        assert!(
+            byes_answered >= n,
+            "{}: {byes_answered} BYE answers seen by the callers, {n} calls",
+            c.what
+        );
+    }
 }
 
 #[test]
 fn fedge_drain_lets_every_call_finish_then_the_node_exits() {
     let mut lab = drain_lab("30s");
-    let (uac, uas) = calls_up(&lab, CALLS, 4000);
+    let calls = calls_up(&lab, CALLS, 4000, true);
     let cli = lab.edge.cli_config("cli.toml");
     let out = fedge_ok(&cli, &["drain"]);
     assert!(
-        out.contains("draining since") && out.contains(&format!("{CALLS} call(s)")),
+        out.contains("draining since") && out.contains(&format!("{} call(s)", 2 * CALLS)),
         "{out}"
     );
     assert!(
@@ -180,7 +206,7 @@ fn fedge_drain_lets_every_call_finish_then_the_node_exits() {
             )
         })
     };
-    all_calls_completed(&lab, uac, uas);
+    all_calls_completed(&lab, calls, CALLS);
     let took = exits_within(&mut lab, Duration::from_secs(25));
     println!("the node exited {took:?} after the calls ended");
     let logs = lab.edge.logs().join("\n");
@@ -198,7 +224,7 @@ fn fedge_drain_lets_every_call_finish_then_the_node_exits() {
 fn sigterm_drains_and_a_call_longer_than_the_deadline_is_logged() {
     // SIGTERM with calls up: the same drain.
     let mut lab = drain_lab("30s");
-    let (uac, uas) = calls_up(&lab, CALLS, 3000);
+    let calls = calls_up(&lab, CALLS, 3000, false);
     let pid = lab.edge.pid().to_string();
     let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(st.success());
@@ -210,7 +236,7 @@ fn sigterm_drains_and_a_call_longer_than_the_deadline_is_logged() {
         lab.edge.logs().join("\n")
     );
     new_invite_from_home_refused(&lab);
-    all_calls_completed(&lab, uac, uas);
+    all_calls_completed(&lab, calls, CALLS);
     exits_within(&mut lab, Duration::from_secs(25));
     let logs = lab.edge.logs().join("\n");
     assert!(
@@ -223,7 +249,7 @@ fn sigterm_drains_and_a_call_longer_than_the_deadline_is_logged() {
     // and names the call it left open.
     drop(lab);
     let mut lab = drain_lab("2s");
-    let (_uac, _uas) = calls_up(&lab, 1, 30_000);
+    let _calls = calls_up(&lab, 1, 30_000, false);
     let st = Command::new("kill")
         .args(["-TERM", &lab.edge.pid().to_string()])
         .status()
