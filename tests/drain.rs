@@ -266,3 +266,30 @@ fn sigterm_drains_and_a_call_longer_than_the_deadline_is_logged() {
         "{line}"
     );
 }
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let mut lab = drain_lab("30s");
+    let _calls = calls_up(&lab, 1, 30_000, false);
+    let term = |lab: &Lab| {
+        let st = Command::new("kill")
+            .args(["-TERM", &lab.edge.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    term(&lab);
+    assert!(
+        lab.edge
+            .wait_log(&["drain started"], Duration::from_secs(2))
+            .is_some()
+    );
+    assert!(lab.edge.alive(), "the call holds the drain");
+    term(&lab);
+    // Well before the 30 s deadline: the stop's own 5 s at most.
+    exits_within(&mut lab, Duration::from_secs(15));
+    let logs = lab.edge.logs().join("\n");
+    assert!(logs.contains("second SIGTERM: stopping now"), "{logs}");
+    assert!(!logs.contains("drain complete"), "{logs}");
+    assert!(!logs.contains("drain deadline reached"), "{logs}");
+}
