@@ -6,7 +6,8 @@
 //! the DNS server, the federation media relay's range, and in CVI gateway
 //! mode the room systems' SIP listeners (UDP and TCP 5060, TLS 5061) and
 //! the gateway's media range (UDP and TCP, as in Pexip's port tables that
-//! the CVI service publishes). Pure text from the configuration.
+//! the CVI service publishes), and the PostgreSQL server of a shared
+//! store. Pure text from the configuration.
 
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -144,6 +145,44 @@ fn sip_rules(r: &mut Rules, cfg: &Config) {
         .push("udp dport 53 accept comment \"DNS lookups\"".into());
     r.output
         .push("tcp dport 53 accept comment \"DNS lookups\"".into());
+    if let Some((host, port)) = postgres_server(&cfg.store.url) {
+        let to = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => format!("ip daddr {a} "),
+            Ok(IpAddr::V6(a)) => format!("ip6 daddr {a} "),
+            Err(_) => String::new(),
+        };
+        r.output.push(format!(
+            "{to}tcp dport {port} accept comment \"store: PostgreSQL at {host}\""
+        ));
+    }
+}
+
+/// The PostgreSQL server of a `postgres://` store URL: host and port
+/// (5432 when none is given); `None` for SQLite or a socket directory.
+fn postgres_server(url: &str) -> Option<(String, u16)> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))?;
+    let authority = rest.split(['/', '?']).next()?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']')?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    if host.is_empty() || host.contains(['"', '\\']) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => 5432,
+    };
+    Some((host.to_string(), port))
 }
 
 /// The federation relay's media ranges and, in CVI gateway mode, the
@@ -284,5 +323,28 @@ mod tests {
         }
         // One rule per port, not repeated for the same wildcard address.
         assert_eq!(t.matches("udp dport 40000-49999").count(), 1, "{t}");
+        assert!(!t.contains("PostgreSQL"), "SQLite needs no rule: {t}");
+    }
+
+    /// A node sharing a PostgreSQL database may reach its server.
+    #[test]
+    fn the_postgresql_server_is_reachable() {
+        let mut cfg = Config::default();
+        cfg.store.url = "postgres://fedge:s3cret@10.0.0.20:5433/fedge?sslmode=require".into();
+        let t = ruleset(&cfg, "test");
+        assert!(
+            t.contains("\t\tip daddr 10.0.0.20 tcp dport 5433 accept comment \"store: PostgreSQL at 10.0.0.20\""),
+            "{t}"
+        );
+        assert!(!t.contains("s3cret"), "{t}");
+        assert_eq!(
+            postgres_server("postgresql://db.example.net/fedge"),
+            Some(("db.example.net".into(), 5432))
+        );
+        assert_eq!(
+            postgres_server("postgres://u@[2001:db8::20]:6432/fedge"),
+            Some(("2001:db8::20".into(), 6432))
+        );
+        assert_eq!(postgres_server("sqlite:///var/lib/fedge/fedge.db"), None);
     }
 }

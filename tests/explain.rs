@@ -322,6 +322,9 @@ fn row_of(r: &Refusal) -> Result<&'static str, &'static str> {
             Err("the media relay runs in the node only")
         }
         R::NextHop { .. } => Err("a connection failure: explain connects to nothing"),
+        R::Draining { .. } => {
+            Err("the node's drain state: not evaluated offline (said in the notes)")
+        }
     }
 }
 
@@ -415,6 +418,10 @@ fn every_refusal() -> Vec<Refusal> {
         Refusal::NextHop {
             kind: Unreachable::Tls,
             detail: s(),
+        },
+        Refusal::Draining {
+            node: s(),
+            retry_after: 1,
         },
     ]
 }

@@ -13,6 +13,7 @@
 //! it returns.
 
 mod cvi;
+mod drain;
 mod node;
 mod views;
 
@@ -36,6 +37,7 @@ pub use self::cvi::{
     EnrolOutcome, EnrolRequest, MeetingRequest, MeetingView, OrganiserView, RowErrorView,
     create_meeting, cvi_status, enrol, meeting, organisers, set_cvi_drain, withdraw,
 };
+pub use self::drain::{DrainProgress, NodeDrain, node_drain, start_node_drain};
 pub use self::node::{
     ConnectionsView, DrainView, ListenerView, NodeStatus, PartnerConnections, audit, media_status,
     node_status, set_media_drain,

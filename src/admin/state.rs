@@ -40,6 +40,8 @@ pub struct EdgeState {
     pub ops: super::service::Ops,
     /// HEP capture's counters, when `[capture] hep` is set.
     pub capture: Option<Arc<super::CaptureCounters>>,
+    /// The node's drain (`server::drain`), once the server has built it.
+    pub drain: Option<Arc<dyn super::service::NodeDrain>>,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

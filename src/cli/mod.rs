@@ -14,6 +14,7 @@ mod common;
 mod config;
 mod cvi;
 mod dns;
+mod drain;
 mod explain;
 mod failure;
 mod firewall;
@@ -48,8 +49,8 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// Act through this edge's admin API (https://HOST:PORT or
-    /// http://HOST:PORT) instead of on the database: partner, cvi, media
-    /// and test-federation.
+    /// http://HOST:PORT) instead of on the database: partner, cvi, media,
+    /// drain and test-federation.
     /// Also read from FEDGE_SERVER.
     #[arg(long, global = true, value_name = "URL")]
     server: Option<String>,
@@ -121,6 +122,9 @@ enum Command {
         #[command(subcommand)]
         cmd: user::UserCmd,
     },
+    /// Drain this node: refuse new dialogs (503), let calls finish, exit
+    /// when none is left or at [drain] deadline.
+    Drain(drain::DrainArgs),
     /// The running edge's media relay (through its admin listener).
     Media {
         #[command(subcommand)]
@@ -218,6 +222,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Firewall => firewall::run(&load_config(&path)?, &path),
         Command::Explain(args) => explain::run(&load_config(&path)?, args),
         Command::Media { cmd } => media::run(cmd, &load_config(&path)?),
+        Command::Drain(args) => drain::run(args, &load_config(&path)?),
         Command::TestFederation { domain, timeout } => {
             test_federation::run(&load_config(&path)?, domain, timeout)
         }

@@ -1,5 +1,6 @@
 //! `fedge serve`: logging set-up (src/cli/logging.rs), the async runtime, the signals that stop
-//! the edge, the development PKI when no --config is given, and the
+//! the edge (SIGTERM: a drain, see `server::drain`; a second SIGTERM or
+//! SIGINT: at once), the development PKI when no --config is given, and the
 //! first-run notice when no operator account exists.
 //!
 //! Owns turning [`ServeError`] into an exit code (2 for configuration and
@@ -59,12 +60,9 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Failure> {
         super::logging::spawn_summaries();
         first_run_notice(&cfg.store.url, &config_arg).await;
         let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signals.cancel();
-        });
-        match server::run(cfg, shutdown).await {
+        let drain = CancellationToken::new();
+        tokio::spawn(wait_for_signals(shutdown.clone(), drain.clone()));
+        match server::run_with_drain(cfg, shutdown, drain).await {
             Ok(()) => {
                 info!("stopped");
                 Ok(())
@@ -108,19 +106,32 @@ async fn first_run_notice(url: &str, config_arg: &str) {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGTERM (what systemd sends) starts a drain: new dialogs are refused,
+/// calls finish, the node exits by itself. A second SIGTERM, or SIGINT at
+/// any time (Ctrl-C), stops at once (with the usual 5 s for the tasks).
+async fn wait_for_signals(shutdown: CancellationToken, drain: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    info!("SIGINT: stopping now");
+                    break;
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ = term.recv() => {
+                    if drain.is_cancelled() {
+                        info!("second SIGTERM: stopping now, without waiting for the drain");
+                        break;
+                    }
+                    info!("SIGTERM: draining (a second SIGTERM or SIGINT stops at once)");
+                    drain.cancel();
+                }
             }
         }
     }
@@ -128,4 +139,5 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+    shutdown.cancel();
 }

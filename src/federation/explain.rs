@@ -526,6 +526,17 @@ fn after_admission(
             "not evaluated offline: the partner's token bucket ({rate}) and the user-enumeration guard hold per running node and depend on its counters; over them the node answers 503 rate_limited / 403 enumeration"
         ));
     }
+    let opens_dialog = matches!(
+        msg.method(),
+        Some(
+            crate::sip::message::Method::Invite
+                | crate::sip::message::Method::Subscribe
+                | crate::sip::message::Method::Refer
+        )
+    ) && msg.to().and_then(|t| t.tag()).is_none();
+    if opens_dialog {
+        notes.push("not evaluated offline: a draining node (`fedge drain`, SIGTERM) answers a new INVITE, SUBSCRIBE or REFER 503 with Retry-After (rule draining)".into());
+    }
     let sdp = msg.first(HeaderName::ContentType).is_some_and(|c| {
         c.to_ascii_lowercase().contains("sdp") || c.to_ascii_lowercase().starts_with("multipart/")
     });

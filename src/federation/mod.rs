@@ -81,10 +81,31 @@ pub struct Edge {
     pub dns: crate::dns::Dns,
     /// The home pool's addresses: the internal listener takes no one else.
     pub internal_sources: sources::InternalSources,
-    /// The nodes sharing this edge's database: how many are alive (the
-    /// rate limits take their share from it) and this node's drain mark;
-    /// `server::cluster`'s heartbeat keeps it up to date.
+    /// The other nodes, and whether this one is draining.
     pub cluster: Arc<cluster::ClusterView>,
+    /// This node's name and `[drain] retry_after`, for a draining node's 503.
+    pub drain: DrainAnswer,
+}
+
+/// What a draining node tells a sender of a new dialog.
+#[derive(Debug, Clone, Default)]
+pub struct DrainAnswer {
+    pub node: String,
+    pub retry_after: u32,
+}
+
+/// Whether a draining node refuses `req`: a request that would open a
+/// dialog (INVITE, SUBSCRIBE, REFER) outside any dialog the edge knows,
+/// from either side. Everything else (in-dialog requests, MESSAGE,
+/// OPTIONS, NOTIFY, INFO, BYE...) is carried: single transactions finish
+/// within the drain, and in-dialog requests belong to calls it waits for.
+pub fn refused_while_draining(req: &SipMessage, info: &RequestInfo) -> bool {
+    use crate::sip::message::Method;
+    !info.in_dialog
+        && matches!(
+            req.method(),
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        )
 }
 
 /// Marks the IM test's reply, so that an edge that is itself fedge
@@ -289,6 +310,16 @@ impl Edge {
 
 impl Router for Edge {
     async fn route(&self, req: &SipMessage, source: &Source, info: &RequestInfo) -> Decision {
+        if refused_while_draining(req, info) && self.cluster.draining().is_some() {
+            let r = Refusal::Draining {
+                node: self.drain.node.clone(),
+                retry_after: self.drain.retry_after,
+            };
+            let dir = Edge::direction(Role::of(source.tag));
+            let labels = [("rule", r.label()), ("partner", "-"), ("direction", dir)];
+            self.metrics.inc(REJECTIONS, REJECTIONS_HELP, &labels);
+            return Decision::Reject(r.reject());
+        }
         let snap = self.registry.snapshot();
         // An allowed-domain partner is found (and checked) by DNS first.
         let srv = match policy::srv_needed(req, Role::of(source.tag), info, &snap) {

@@ -208,6 +208,12 @@ pub enum Refusal {
         kind: Unreachable,
         detail: String,
     },
+    /// This node is draining (`fedge drain`, SIGTERM): a request that
+    /// would open a dialog goes to another node.
+    Draining {
+        node: String,
+        retry_after: u32,
+    },
 }
 
 impl Refusal {
@@ -253,7 +259,10 @@ impl Refusal {
             R::BodyType { .. } => 415,
             R::BodyTooLarge { .. } => 413,
             R::MediaSdp { .. } => 488,
-            R::MediaUnavailable { .. } | R::RateLimited { .. } | R::Overloaded { .. } => 503,
+            R::MediaUnavailable { .. }
+            | R::RateLimited { .. }
+            | R::Overloaded { .. }
+            | R::Draining { .. } => 503,
             R::UnknownDestination { .. } => 404,
             R::NoDestination { direction } => match direction {
                 Direction::Inbound => 403,
@@ -301,7 +310,7 @@ impl Refusal {
             R::Transit { .. } | R::ForeignFrom { .. } => diag::DOMAIN_COMBINATION,
             R::NoDestination { .. } | R::UnknownDestination { .. } => diag::CANNOT_ROUTE,
             R::Recording { .. } => diag::REQUEST_TYPE,
-            R::RateLimited { .. } | R::Overloaded { .. } => diag::TEMPORARILY,
+            R::RateLimited { .. } | R::Overloaded { .. } | R::Draining { .. } => diag::TEMPORARILY,
             R::NextHop { kind, .. } => match kind {
                 Unreachable::CertificateName => diag::CERTIFICATE,
                 Unreachable::Tls | Unreachable::PartnerConnect => diag::TLS_FAILED,
@@ -347,6 +356,7 @@ impl Refusal {
             R::Enumeration { .. } => "enumeration",
             R::MediaSdp { .. } | R::MediaUnavailable { .. } => "media",
             R::NextHop { .. } => "next_hop_unreachable",
+            R::Draining { .. } => "draining",
         }
     }
 
@@ -359,6 +369,9 @@ impl Refusal {
                 vec![("Retry-After".into(), retry_after.to_string())]
             }
             Refusal::MediaUnavailable { .. } => vec![("Retry-After".into(), "30".into())],
+            Refusal::Draining { retry_after, .. } => {
+                vec![("Retry-After".into(), retry_after.to_string())]
+            }
             _ => Vec::new(),
         }
     }
@@ -627,6 +640,10 @@ impl fmt::Display for Refusal {
                 "{detail}: the partner's certificate does not name its edge FQDN"
             ),
             R::NextHop { detail, .. } => f.write_str(detail),
+            R::Draining { node, retry_after } => write!(
+                f,
+                "federation edge node {node} is draining and takes no new dialogs; retry after {retry_after} s (another node of the pool takes them)"
+            ),
         }
     }
 }
@@ -634,6 +651,27 @@ impl fmt::Display for Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A draining node's answer: 503, Retry-After from `[drain]`, the
+    /// temporary diagnostic, and a reason naming the node.
+    #[test]
+    fn a_draining_node_answers_503_with_retry_after() {
+        let r = Refusal::Draining {
+            node: "node-a".into(),
+            retry_after: 17,
+        }
+        .reject();
+        assert_eq!(r.status, 503);
+        assert!(
+            r.headers
+                .contains(&("Retry-After".to_string(), "17".to_string())),
+            "{:?}",
+            r.headers
+        );
+        assert_eq!(r.code, Some(1007));
+        assert!(r.reason.contains("node-a is draining"), "{}", r.reason);
+        assert!(!r.charge, "a partner is not charged for the edge's drain");
+    }
 
     /// The answer carries what the refusal says, and the Warning code
     /// stays 399 except for file transfer.

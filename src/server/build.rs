@@ -43,6 +43,8 @@ pub(super) struct Shared {
     pub shutdown: CancellationToken,
     /// HEP capture's counters (`[capture] hep`), for /metrics.
     pub capture: Option<Arc<crate::admin::CaptureCounters>>,
+    /// The other nodes, and this node's drain mark.
+    pub cluster: Arc<crate::federation::cluster::ClusterView>,
 }
 
 /// The SIP core: the proxy with the federation policy, and what it shares
@@ -102,7 +104,11 @@ pub(super) async fn sip_core(
             cfg.internal_sources()
                 .map_err(|e| ServeError::Config(e.to_string()))?,
         ),
-        cluster: Arc::new(crate::federation::cluster::ClusterView::new()),
+        cluster: shared.cluster.clone(),
+        drain: crate::federation::DrainAnswer {
+            node: super::drain::node_name(cfg),
+            retry_after: cfg.drain.retry_after,
+        },
     };
     let pool = Arc::new(
         Pool::new(

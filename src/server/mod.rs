@@ -21,10 +21,12 @@ mod build;
 mod capture;
 mod cluster;
 mod cvi;
+mod drain;
 mod error;
 mod fds;
 mod listen;
 mod registry_events;
+mod systemd;
 mod tls_policy;
 mod topology_keys;
 
@@ -96,6 +98,16 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
 
 /// Runs the edge until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    run_with_drain(cfg, shutdown, CancellationToken::new()).await
+}
+
+/// Runs the edge until `shutdown` is cancelled, or until a drain (started
+/// by cancelling `drain`, or through the admin API) has finished.
+pub async fn run_with_drain(
+    cfg: Config,
+    shutdown: CancellationToken,
+    drain: CancellationToken,
+) -> Result<(), ServeError> {
     fds::raise_open_files_limit(&cfg);
     let files = tls_files(&cfg);
     preflight(&cfg)?;
@@ -150,7 +162,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
     } else {
         None
     };
+    let drainer = drain::Drain::new(
+        &cfg,
+        core.proxy.clone(),
+        shared.cluster.clone(),
+        core.media.clone(),
+        cvi.clone(),
+    );
     let mut state = edge_state(&cfg, &shared, &core, cvi);
+    state.drain = Some(drainer.clone());
     state.ops.listeners = listeners(&[
         ("federation", "tls", fed_addr),
         ("internal", "udp+tcp", int_addr),
@@ -212,8 +232,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         Err(e) => warn!(error = %e, "cannot read the audit chain's head"),
     }
     info!(version = env!("CARGO_PKG_VERSION"), "fedge ready");
+    systemd::ready();
+    systemd::spawn_watchdog();
+    // A drain cancels the shutdown itself once nothing is left.
+    tokio::spawn(drainer.watch(drain, shared.shutdown.clone()));
 
     shared.shutdown.cancelled().await;
+    systemd::stopping();
     info!("shutting down");
     let _ = heartbeat.await;
     stop(tasks, watchers, &shared.store).await;
@@ -253,6 +278,7 @@ async fn open(cfg: &Config, shutdown: CancellationToken) -> Result<Shared, Serve
         table: ConnectionTable::new(),
         shutdown,
         capture: capture.map(|(_, counters)| counters),
+        cluster: Arc::new(crate::federation::cluster::ClusterView::new()),
     })
 }
 
@@ -423,6 +449,7 @@ fn edge_state(
         ),
         ops: ops(cfg),
         capture: shared.capture.clone(),
+        drain: None,
     }
 }
 

@@ -10,6 +10,7 @@
 //! and session routes are `admin::accounts`'s.
 
 mod cvi;
+mod drain;
 mod fpa;
 mod node;
 mod partners;
@@ -115,6 +116,7 @@ fn query<T>(
         cvi::organisers, cvi::enrol, cvi::withdraw, cvi::create_meeting, cvi::meeting,
         cvi::status, cvi::drain,
         node::media, node::media_drain, node::status, node::audit, node::openapi,
+        drain::start, drain::progress,
     ),
     components(schemas(
         ErrorBody,
@@ -128,6 +130,7 @@ fn query<T>(
         crate::admin::service::EnrolRequest, crate::admin::service::EnrolOutcome,
         crate::admin::service::RowErrorView, crate::admin::service::MeetingRequest,
         crate::admin::service::MeetingView, crate::admin::service::DrainView,
+        crate::admin::service::DrainProgress,
         crate::admin::service::NodeStatus, crate::admin::service::ListenerView,
         crate::admin::service::ConnectionsView, crate::admin::service::PartnerConnections,
         partners::VerbBody, partners::TestBody, cvi::EnrolRefused,
@@ -225,6 +228,10 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/api/v1/media", get(node::media))
         .route("/api/v1/media/drain", post(node::media_drain))
         .route("/api/v1/status", get(node::status))
+        .route(
+            "/api/v1/node/drain",
+            get(drain::progress).post(drain::start),
+        )
         .route("/api/v1/audit", get(node::audit))
         .route("/api/v1/openapi.json", get(node::openapi))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -12,6 +12,12 @@
 //! `idle` without an in-dialog request. When full, expired entries go
 //! first, then the least recently used one. Never decides what an
 //! in-dialog request may do; the router does, with [`super::RequestInfo`].
+//!
+//! Beside it, the calls ([`Calls`]): the INVITE dialogs among them, from
+//! the INVITE forwarded to the final answer of its BYE (or a failure
+//! answer to the INVITE), so that a draining node knows when its last
+//! call has ended. Subscriptions are not counted (a drain does not wait
+//! for them).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -50,6 +56,8 @@ pub struct Dialogs {
     map: Mutex<HashMap<(String, String), Entry>>,
     cap: usize,
     idle: Duration,
+    /// The calls among them.
+    pub calls: Calls,
 }
 
 impl Default for Dialogs {
@@ -64,6 +72,7 @@ impl Dialogs {
             map: Mutex::new(HashMap::new()),
             cap: cap.max(1),
             idle,
+            calls: Calls::new(cap, idle),
         }
     }
 
@@ -154,9 +163,147 @@ impl Dialogs {
     }
 }
 
+/// How long a call not yet answered is counted at most: longer than any
+/// INVITE transaction (Timer C, 181 s by default, then Timer B).
+pub const EARLY_LIMIT: Duration = Duration::from_secs(300);
+
+/// One call: when it was offered, and whether a 2xx answered it.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    since: Instant,
+    confirmed: bool,
+}
+
+/// The INVITE dialogs this proxy record-routed, by (Call-ID, the
+/// initiator's tag), until they end: a BYE's final answer (whatever its
+/// status: RFC 5057 §5.1), or a failure answer to the INVITE before any
+/// 2xx. A call nobody hangs up is forgotten after the table's `idle`, one
+/// never answered after [`EARLY_LIMIT`]. Bounded like [`Dialogs`].
+#[derive(Debug)]
+pub struct Calls {
+    map: Mutex<HashMap<(String, String), Call>>,
+    cap: usize,
+    idle: Duration,
+}
+
+impl Calls {
+    pub fn new(cap: usize, idle: Duration) -> Calls {
+        Calls {
+            map: Mutex::new(HashMap::new()),
+            cap: cap.max(1),
+            idle,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Call>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn prune(&self, map: &mut HashMap<(String, String), Call>, now: Instant) {
+        let idle = self.idle;
+        map.retain(|_, c| {
+            let age = now.saturating_duration_since(c.since);
+            age < if c.confirmed { idle } else { EARLY_LIMIT }
+        });
+    }
+
+    /// An initial INVITE with this Call-ID and From tag was forwarded.
+    pub fn offered(&self, call_id: &str, from_tag: &str, now: Instant) {
+        let mut map = self.lock();
+        if map.len() >= self.cap {
+            self.prune(&mut map, now);
+            if map.len() >= self.cap
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, c)| c.since)
+                    .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.entry((call_id.to_string(), from_tag.to_string()))
+            .or_insert(Call {
+                since: now,
+                confirmed: false,
+            });
+    }
+
+    /// A final answer `status` to a `method` request with these
+    /// identifiers went upstream (forwarded, or the edge's own refusal).
+    pub fn answered(&self, method: &str, call_id: &str, tags: (&str, &str), status: u16) {
+        if status < 200 {
+            return;
+        }
+        let (from_tag, to_tag) = tags;
+        let mut map = self.lock();
+        if method.eq_ignore_ascii_case("BYE") {
+            map.remove(&(call_id.to_string(), from_tag.to_string()));
+            map.remove(&(call_id.to_string(), to_tag.to_string()));
+        } else if method.eq_ignore_ascii_case("INVITE") {
+            let key = (call_id.to_string(), from_tag.to_string());
+            if (200..300).contains(&status) {
+                if let Some(c) = map.get_mut(&key) {
+                    c.confirmed = true;
+                }
+            } else if map.get(&key).is_some_and(|c| !c.confirmed) {
+                map.remove(&key);
+            }
+        }
+    }
+
+    /// The calls up (or ringing), after forgetting stale ones.
+    pub fn count(&self, now: Instant) -> usize {
+        let mut map = self.lock();
+        self.prune(&mut map, now);
+        map.len()
+    }
+
+    /// Up to `n` Call-IDs of the calls up, with whether each was answered
+    /// (for the log of a drain that ran out of time).
+    pub fn open(&self, n: usize) -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = self
+            .lock()
+            .iter()
+            .map(|((id, _), c)| (id.clone(), c.confirmed))
+            .collect();
+        v.sort();
+        v.truncate(n);
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_lasts_from_its_invite_to_the_answer_of_its_bye() {
+        let now = Instant::now();
+        let c = Calls::new(8, Duration::from_secs(100));
+        c.offered("c1", "a", now);
+        c.offered("c2", "x", now);
+        c.offered("c3", "p", now);
+        assert_eq!(c.count(now), 3);
+        c.answered("INVITE", "c1", ("a", "b"), 180);
+        c.answered("INVITE", "c1", ("a", "b"), 200);
+        c.answered("INVITE", "c2", ("x", "y"), 486);
+        assert_eq!(c.count(now), 2, "a refused call ends");
+        c.answered("INVITE", "c1", ("a", "b"), 491);
+        assert_eq!(c.count(now), 2, "a refused re-INVITE ends no call");
+        // The callee hangs up: its BYE carries the tags the other way round.
+        c.answered("BYE", "c1", ("b", "a"), 200);
+        assert_eq!(c.count(now), 1);
+        assert_eq!(c.open(5), vec![("c3".to_string(), false)]);
+        assert_eq!(
+            c.count(now + EARLY_LIMIT),
+            0,
+            "a call never answered is forgotten"
+        );
+        c.offered("c4", "a", now);
+        c.answered("INVITE", "c4", ("a", "b"), 200);
+        c.answered("BYE", "c4", ("a", "b"), 481);
+        assert_eq!(c.count(now), 0, "any final answer to BYE ends the call");
+    }
 
     #[test]
     fn known_by_either_tag_bounded_and_forgotten_when_idle() {

@@ -5,6 +5,9 @@
 //! Owns those three judgements, made on the edge's own knowledge (a dialog
 //! it record-routed, a token it sealed), never on what the sender wrote.
 //! It never answers a request itself: it returns the refusal to send.
+//! Also: the calls among the dialogs (begun and ended as their answers go
+//! upstream) and the transactions still waiting for an answer, which a
+//! draining node counts.
 
 use super::dialogs::Membership;
 use super::router::{Reject, Router};
@@ -73,6 +76,33 @@ impl<R: Router> Proxy<R> {
             ));
         }
         self.dialogs.record(call_id, tag, peer, now);
+        if msg.method() == Some(&crate::message::Method::Invite) {
+            self.dialogs.calls.offered(call_id, tag, now);
+        }
         Ok(())
+    }
+
+    /// A final answer to `msg` (a request or the response itself) went
+    /// upstream: a call may have begun or ended ([`super::dialogs::Calls`]).
+    pub(super) fn note_answer(&self, msg: &SipMessage, status: u16) {
+        let (Some(call_id), Some(cseq)) = (msg.call_id(), msg.cseq()) else {
+            return;
+        };
+        let from = msg.from().and_then(|f| f.tag()).unwrap_or("");
+        let to = msg.to().and_then(|t| t.tag()).unwrap_or("");
+        let method = cseq.method.to_string();
+        (self.dialogs.calls).answered(&method, call_id, (from, to), status);
+    }
+
+    /// The calls this proxy carries (INVITE dialogs up or ringing).
+    pub fn calls(&self) -> usize {
+        self.dialogs.calls.count(Instant::now())
+    }
+
+    /// Requests received and not yet answered with a final status (the
+    /// transactions a drain waits for; ended ones that only absorb
+    /// retransmissions are not counted).
+    pub fn in_progress(&self) -> usize {
+        self.tables.pending()
     }
 }

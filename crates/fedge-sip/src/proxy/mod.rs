@@ -284,6 +284,7 @@ impl<R: Router> Proxy<R> {
             return;
         }
         self.log_reject(req, source, &r);
+        self.note_answer(req, r.status);
         self.router.refused(req, source, r.status);
         // ACK and BENOTIFY are never answered: they are only logged.
         if matches!(req.method(), Some(Method::Ack | Method::Benotify)) {
@@ -731,6 +732,7 @@ impl<R: Router> Proxy<R> {
                 Action::Upstream(resp) => match &c.upstream {
                     Upstream::Server(server) => {
                         let status = resp.status().unwrap_or(500);
+                        self.note_answer(&resp, status);
                         let data = self.upstream_bytes(&resp, &server.source, &c.response_edit);
                         server.respond(data, status).await;
                     }

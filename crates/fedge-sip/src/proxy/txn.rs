@@ -436,6 +436,14 @@ impl Tables {
         (self.servers().len(), self.clients().len())
     }
 
+    /// Server transactions whose final answer has not gone upstream yet.
+    pub fn pending(&self) -> usize {
+        // Each transaction's own lock is taken after the table's is let go
+        // (`respond` takes them in the other order).
+        let all: Vec<Arc<ServerTxn>> = self.servers().values().cloned().collect();
+        all.iter().filter(|t| !t.final_sent()).count()
+    }
+
     /// Live client transactions (one lock, for the per-request load signal).
     pub fn client_count(&self) -> usize {
         self.clients().len()
