@@ -38,6 +38,9 @@ pub struct EdgeState {
     /// configuration: test-federation's TLS and identity, CVI enrolment
     /// domains, the listeners.
     pub ops: super::service::Ops,
+    /// The federation certificate served and its reload (`server::reload`);
+    /// `None` where no edge TLS runs (unit tests).
+    pub tls: Option<Arc<dyn super::tls::TlsControl>>,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

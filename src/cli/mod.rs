@@ -1,7 +1,7 @@
 //! The `fedge` command line: argument definitions, the one-line usage
 //! errors, and the dispatch to one file per subcommand (`serve`, `partner`,
 //! `store`, `keys`, `config`, `certs`, `dns`, `cvi`, `firewall`, `media`,
-//! `test-federation`, `user`). Part of the binary, not the library.
+//! `reload`, `test-federation`, `user`). Part of the binary, not the library.
 //!
 //! Owns exit codes: 0 on success, 2 with one line on stderr for any usage
 //! or configuration mistake, 1 for runtime failures. It never holds edge
@@ -21,6 +21,7 @@ mod logging;
 mod media;
 mod notify;
 mod partner;
+mod reload;
 mod remote;
 mod serve;
 mod store;
@@ -47,8 +48,8 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// Act through this edge's admin API (https://HOST:PORT or
-    /// http://HOST:PORT) instead of on the database: partner, cvi, media
-    /// and test-federation.
+    /// http://HOST:PORT) instead of on the database: partner, cvi, media,
+    /// reload and test-federation.
     /// Also read from FEDGE_SERVER.
     #[arg(long, global = true, value_name = "URL")]
     server: Option<String>,
@@ -135,6 +136,9 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Make the running edge read its certificate, key, trust bundle and
+    /// CRL files again (as SIGHUP does); connections stay up.
+    Reload,
     /// The admin HTTP API: print its OpenAPI document.
     Api {
         #[command(subcommand)]
@@ -212,6 +216,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cvi { cmd } => cvi::command(cmd, &load_config(&path)?),
         Command::Firewall => firewall::run(&load_config(&path)?, &path),
         Command::Media { cmd } => media::run(cmd, &load_config(&path)?),
+        Command::Reload => reload::run(&load_config(&path)?),
         Command::TestFederation { domain, timeout } => {
             test_federation::run(&load_config(&path)?, domain, timeout)
         }

@@ -246,10 +246,11 @@ pub fn run(api: &Remote, command: Command) -> Result<(), Failure> {
         Command::Partner { cmd } => super::partner::remote(cmd, api),
         Command::Cvi { cmd } => super::cvi::remote(cmd, api),
         Command::Media { cmd } => super::media::remote(cmd, api),
+        Command::Reload => super::reload::remote(api),
         Command::TestFederation { domain, .. } => super::test_federation::remote(api, &domain),
         Command::Api { cmd } => self::api(cmd),
         _ => Err(Failure::usage(
-            "--server applies to partner, cvi, media and test-federation; the other commands run on this host",
+            "--server applies to partner, cvi, media, reload and test-federation; the other commands run on this host",
         )),
     }
 }

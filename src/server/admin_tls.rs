@@ -5,13 +5,15 @@
 //! Owns the admin TLS configuration and the listener that hands axum
 //! finished handshakes. Handshakes run beside the accept loop, each within
 //! the federation handshake timeout and at most `MAX_HANDSHAKES` at once,
-//! so a slow client cannot hold the listener. It never decides who may use
-//! a route (`admin::auth` does).
+//! so a slow client cannot hold the listener. The configuration is read
+//! at each accept (`server::reload` swaps it when the files change). It
+//! never decides who may use a route (`admin::auth` does).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -53,13 +55,12 @@ impl TlsListener {
     /// Starts accepting on `tcp` until `shutdown`.
     pub(super) fn start(
         tcp: TcpListener,
-        tls: Arc<ServerConfig>,
+        tls: Arc<ArcSwap<ServerConfig>>,
         handshake_timeout: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<TlsListener> {
         let addr = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
-        let acceptor = TlsAcceptor::from(tls);
         let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
@@ -77,7 +78,8 @@ impl TlsListener {
                         }
                     },
                 };
-                let acceptor = acceptor.clone();
+                // Read at each accept: a certificate reload swaps it.
+                let acceptor = TlsAcceptor::from(tls.load_full());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;

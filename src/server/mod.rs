@@ -10,7 +10,9 @@
 //! The pieces: `listen.rs` binds the edge's sockets, `build.rs` builds the
 //! proxy with its policy and relay, `cvi.rs` starts the CVI gateway,
 //! `registry_events.rs` closes connections of partners leaving `enabled`,
-//! `admin_tls.rs` serves the admin listener over TLS (`[admin] tls`);
+//! `admin_tls.rs` serves the admin listener over TLS (`[admin] tls`),
+//! `reload.rs` builds every TLS configuration from the certificate files
+//! and reloads them (SIGHUP, the API, a change on disk);
 //! this file spawns the tasks and hands the admin and public listeners
 //! their [`admin::EdgeState`].
 
@@ -21,16 +23,17 @@ mod error;
 mod fds;
 mod listen;
 mod registry_events;
+mod reload;
 mod tls_policy;
 mod topology_keys;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -47,7 +50,7 @@ use crate::sip::parse::Limits;
 use crate::sip::proxy::Proxy;
 use crate::sip::transport::admission::Limits as Admission;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
-use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config_with, server_config_with};
+use crate::sip::transport::tls::{ClientAuth, TlsFiles, server_config_with};
 use crate::sip::transport::{ConnectionTable, TransportSettings, udp};
 use crate::store::Store;
 
@@ -92,19 +95,30 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
 /// Runs the edge until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     fds::raise_open_files_limit(&cfg);
-    let files = tls_files(&cfg);
     preflight(&cfg)?;
     let shared = open(&cfg, shutdown).await?;
-    let pins = Arc::new(crate::federation::identity::PinCheck {
-        registry: shared.registry.clone(),
-    });
-    let policy = tls_policy::chain_policy(&cfg, Some(pins))?;
-    let tls = server_config_with(&files, ClientAuth::Required, &policy)
-        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
-    let client_tls = client_config_with(&files, &policy)
-        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let pins: Arc<dyn crate::sip::transport::tls::ChainCheck> =
+        Arc::new(crate::federation::identity::PinCheck {
+            registry: shared.registry.clone(),
+        });
+    let material = reload::load(&cfg, Some(pins.clone()), false).map_err(ServeError::Config)?;
+    let tls = Arc::new(ArcSwap::new(material.fed));
+    let cvi_tls = material.cvi.map(|c| Arc::new(ArcSwap::new(c)));
+    let admin_tls = material.admin.map(|c| Arc::new(ArcSwap::new(c)));
     let sockets = Sockets::bind(&cfg).await?;
-    let core = build::sip_core(&cfg, &sockets, &shared, client_tls).await?;
+    let core = build::sip_core(&cfg, &sockets, &shared, material.client).await?;
+    let reloader = reload::Reloader::new(
+        &cfg,
+        Some(pins),
+        reload::Swaps {
+            fed: tls.clone(),
+            cvi: cvi_tls.clone(),
+            admin: admin_tls.clone(),
+            pool: core.pool.clone(),
+        },
+        material.cert,
+        core.metrics.clone(),
+    );
     let Sockets {
         fed,
         fed_addr,
@@ -141,11 +155,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         start_media(&cfg, relay, &shared.shutdown, &mut tasks);
     }
     let cvi = if cfg.cvi.enabled {
-        Some(cvi::start(&cfg, &files, &shared, core.pool.clone(), &mut tasks).await?)
+        Some(cvi::start(&cfg, cvi_tls, &shared, core.pool.clone(), &mut tasks).await?)
     } else {
         None
     };
     let mut state = edge_state(&cfg, &shared, &core, cvi);
+    state.tls = Some(reloader.clone());
     state.ops.listeners = listeners(&[
         ("federation", "tls", fed_addr),
         ("internal", "udp+tcp", int_addr),
@@ -157,7 +172,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         ("public", "http", public_addr),
     ]);
     let state = Arc::new(state);
-    let admin_scheme = spawn_admin(&cfg, admin_listener, &state, &shared, &mut tasks)?;
+    let admin_scheme = spawn_admin(&cfg, admin_listener, admin_tls, &state, &shared, &mut tasks)?;
+    let _reloads = reloader.spawn(shared.shutdown.clone());
     tasks.spawn(admin::public::serve(
         admin::public::guard::Guarded::new(
             public_listener,
@@ -268,7 +284,7 @@ fn spawn_sip(
     cfg: &Config,
     shared: &Shared,
     proxy: &Arc<Proxy<Edge>>,
-    (fed, tls): (TcpListener, Arc<ServerConfig>),
+    (fed, tls): (TcpListener, Arc<ArcSwap<ServerConfig>>),
     int_tcp: TcpListener,
     int_udp: Arc<UdpSocket>,
     tasks: &mut JoinSet<()>,
@@ -279,7 +295,7 @@ fn spawn_sip(
             tag: Role::Federation.tag(),
             listener: fed,
             tls: Some(TlsAccept {
-                acceptor: TlsAcceptor::from(tls),
+                config: tls,
                 handshake_timeout: cfg.federation.handshake_timeout,
                 client_auth: ClientAuth::Required,
             }),
@@ -402,6 +418,7 @@ fn edge_state(
             },
         ),
         ops: ops(cfg),
+        tls: None,
     }
 }
 
@@ -459,19 +476,19 @@ fn ops(cfg: &Config) -> crate::admin::service::Ops {
 fn spawn_admin(
     cfg: &Config,
     listener: TcpListener,
+    tls: Option<Arc<ArcSwap<ServerConfig>>>,
     state: &Arc<EdgeState>,
     shared: &Shared,
     tasks: &mut JoinSet<()>,
 ) -> Result<&'static str, ServeError> {
-    if !cfg.admin.tls {
+    let Some(tls) = tls.filter(|_| cfg.admin.tls) else {
         tasks.spawn(admin::serve(
             listener,
             state.clone(),
             shared.shutdown.clone(),
         ));
         return Ok("http");
-    }
-    let tls = admin_tls::server_config(cfg)?;
+    };
     let listener = admin_tls::TlsListener::start(
         listener,
         tls,

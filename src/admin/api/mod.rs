@@ -13,6 +13,7 @@ mod cvi;
 mod fpa;
 mod node;
 mod partners;
+mod reload;
 
 use std::sync::Arc;
 
@@ -115,6 +116,7 @@ fn query<T>(
         cvi::organisers, cvi::enrol, cvi::withdraw, cvi::create_meeting, cvi::meeting,
         cvi::status, cvi::drain,
         node::media, node::media_drain, node::status, node::audit, node::openapi,
+        reload::reload,
     ),
     components(schemas(
         ErrorBody,
@@ -132,6 +134,7 @@ fn query<T>(
         crate::admin::service::ConnectionsView, crate::admin::service::PartnerConnections,
         partners::VerbBody, partners::TestBody, cvi::EnrolRefused,
         fpa::FpaSubmission, crate::admin::intake::Receipt,
+        crate::admin::tls::ReloadOutcome, crate::admin::tls::ServedCert,
     )),
     // The accounts and session routes (admin::accounts::AccountsApi, full
     // paths already) are merged in by `openapi_json`.
@@ -225,6 +228,7 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/api/v1/media", get(node::media))
         .route("/api/v1/media/drain", post(node::media_drain))
         .route("/api/v1/status", get(node::status))
+        .route("/api/v1/node/reload", post(reload::reload))
         .route("/api/v1/audit", get(node::audit))
         .route("/api/v1/openapi.json", get(node::openapi))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
