@@ -26,9 +26,12 @@ pub fn run(cfg: &Config) -> Result<(), Failure> {
         }
         // The edge's refusal names the configuration key and the file:
         // a configuration mistake (exit 2), as `--server` reports it.
-        Err(f) if f.msg.starts_with("[federation]") || f.msg.starts_with("[admin]") => Err(
-            Failure::usage(format!("reload refused, the old certificate stays: {}", f.msg)),
-        ),
+        Err(f) if f.msg.starts_with("[federation]") || f.msg.starts_with("[admin]") => {
+            Err(Failure::usage(format!(
+                "reload refused, the old certificate stays: {}",
+                f.msg
+            )))
+        }
         Err(f) => Err(f),
     }
 }
