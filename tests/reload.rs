@@ -264,6 +264,9 @@ fn sighup_fedge_reload_and_a_file_change_swap_the_certificate_under_a_live_call(
     );
 }
 
+/// A bad file set: its name, how to put it in place, what the refusal says.
+type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
+
 #[test]
 fn bad_new_files_are_refused_with_the_reason_and_the_old_certificate_stays() {
     let pki = Pki::new();
@@ -290,7 +293,7 @@ fn bad_new_files_are_refused_with_the_reason_and_the_old_certificate_stays() {
     let wrong_name = pki.leaf("edge-wrong", &LeafSpec::new("sip.other.test", 30));
 
     // (files to install, what the refusal must say)
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "key mismatch",
             Box::new(|| {

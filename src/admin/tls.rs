@@ -35,13 +35,25 @@ pub struct ReloadOutcome {
     pub refused: u64,
 }
 
+/// Why a new file set was refused: one line naming the file and the
+/// problem (the old configuration stays in force).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ReloadRefused(pub String);
+
+impl From<String> for ReloadRefused {
+    fn from(s: String) -> Self {
+        ReloadRefused(s)
+    }
+}
+
 /// The edge's TLS material as the admin listener may see and reload it.
 pub trait TlsControl: Send + Sync + std::fmt::Debug {
     /// The certificate served now.
     fn served(&self) -> ServedCert;
     /// Re-reads the files; `Err` is the one-line reason a bad set was
     /// refused (the old one stays). `trigger` says who asked, for the log.
-    fn reload(&self, trigger: &str) -> Result<ReloadOutcome, String>;
+    fn reload(&self, trigger: &str) -> Result<ReloadOutcome, ReloadRefused>;
     /// Good and refused reloads since start.
     fn counts(&self) -> (u64, u64);
 }

@@ -32,6 +32,15 @@ pub fn run(cfg: &Config) -> Result<(), Failure> {
                 f.msg
             )))
         }
+        // Under [admin] tls the CLI accepts only the certificate in the
+        // file; when the edge refused that file, it still serves the old
+        // one and the CLI cannot connect: say what is wrong with the file.
+        Err(f) if cfg.admin.tls => match fedge::server::check_tls_files(cfg) {
+            Err(why) => Err(Failure::usage(format!(
+                "reload refused, the old certificate stays: {why}"
+            ))),
+            Ok(_) => Err(f),
+        },
         Err(f) => Err(f),
     }
 }

@@ -92,6 +92,15 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Checks the TLS files as a reload would (readable, key fits, names
+/// `[federation] fqdn`, within validity, usable trust bundle and CRLs),
+/// without a running edge: the certificate they would serve, or why not.
+pub fn check_tls_files(
+    cfg: &Config,
+) -> Result<crate::admin::tls::ServedCert, crate::admin::tls::ReloadRefused> {
+    reload::load(cfg, None, true).map(|m| m.cert)
+}
+
 /// Runs the edge until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     fds::raise_open_files_limit(&cfg);
@@ -101,7 +110,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeEr
         Arc::new(crate::federation::identity::PinCheck {
             registry: shared.registry.clone(),
         });
-    let material = reload::load(&cfg, Some(pins.clone()), false).map_err(ServeError::Config)?;
+    let material =
+        reload::load(&cfg, Some(pins.clone()), false).map_err(|e| ServeError::Config(e.0))?;
     let tls = Arc::new(ArcSwap::new(material.fed));
     let cvi_tls = material.cvi.map(|c| Arc::new(ArcSwap::new(c)));
     let admin_tls = material.admin.map(|c| Arc::new(ArcSwap::new(c)));

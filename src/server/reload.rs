@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::admin::tls::{ReloadOutcome, ServedCert, TlsControl};
+use crate::admin::tls::{ReloadOutcome, ReloadRefused, ServedCert, TlsControl};
 use crate::config::Config;
 use crate::federation::metrics::Metrics;
 use crate::sip::transport::outbound::Pool;
@@ -55,7 +55,7 @@ pub(super) fn load(
     cfg: &Config,
     check: Option<Arc<dyn ChainCheck>>,
     strict: bool,
-) -> Result<Material, String> {
+) -> Result<Material, ReloadRefused> {
     let files = tls_files(cfg);
     let cert = served_cert(&cfg.federation.cert, &cfg.federation.fqdn, strict)?;
     let policy = tls_policy::chain_policy(cfg, check).map_err(|e| e.to_string())?;
@@ -85,7 +85,7 @@ pub(super) fn load(
 
 /// The leaf certificate's facts; with `strict`, its name and validity
 /// checked as partners will check them.
-fn served_cert(path: &Path, fqdn: &str, strict: bool) -> Result<ServedCert, String> {
+fn served_cert(path: &Path, fqdn: &str, strict: bool) -> Result<ServedCert, ReloadRefused> {
     let where_ = path.display();
     let chain = load_certs(path, "certificate").map_err(|e| format!("[federation] {e}"))?;
     let leaf = chain
@@ -108,20 +108,23 @@ fn served_cert(path: &Path, fqdn: &str, strict: bool) -> Result<ServedCert, Stri
                 } else {
                     names.join(", ")
                 }
-            ));
+            )
+            .into());
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         if not_after <= now {
             return Err(format!(
                 "[federation] certificate {where_} expired on {}",
                 rfc3339(not_after)
-            ));
+            )
+            .into());
         }
         if not_before > now {
             return Err(format!(
                 "[federation] certificate {where_} is not valid before {}",
                 rfc3339(not_before)
-            ));
+            )
+            .into());
         }
     }
     Ok(ServedCert {
@@ -261,7 +264,7 @@ impl Reloader {
     }
 
     /// Reads the files, builds everything, and swaps it in; or refuses.
-    fn apply(&self, trigger: &str) -> Result<ReloadOutcome, String> {
+    fn apply(&self, trigger: &str) -> Result<ReloadOutcome, ReloadRefused> {
         let _one = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         let fp = fingerprint(&self.paths());
         match load(&self.cfg, self.check.clone(), true) {
@@ -362,7 +365,7 @@ impl TlsControl for Reloader {
         self.seen_mut().served.clone()
     }
 
-    fn reload(&self, trigger: &str) -> Result<ReloadOutcome, String> {
+    fn reload(&self, trigger: &str) -> Result<ReloadOutcome, ReloadRefused> {
         self.apply(trigger)
     }
 

@@ -47,5 +47,5 @@ pub(super) async fn reload(
         .map_err(|e| ApiError::internal(format!("the reload did not finish: {e}")))?;
     outcome
         .map(Json)
-        .map_err(|why| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why))
+        .map_err(|why| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why.0))
 }
