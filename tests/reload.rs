@@ -384,10 +384,23 @@ fn bad_new_files_are_refused_with_the_reason_and_the_old_certificate_stays() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(served_serial(edge.federation, &pki.partner), first);
+    // And through the admin API from another host (`--server`): exit 2
+    // with the reason.
+    let server = format!("http://{}", edge.admin);
+    let (code, _, err) = fedge_cli(
+        &cli,
+        &["--server", &server, "--token", &edge.token, "reload"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("private key"), "{err}");
+    assert_eq!(served_serial(edge.federation, &pki.partner), first);
 
     // Good files again: accepted.
     install(&pki, &other);
-    let (code, out, err) = fedge_cli(&cli, &["reload"]);
+    let (code, out, err) = fedge_cli(
+        &cli,
+        &["--server", &server, "--token", &edge.token, "reload"],
+    );
     assert_eq!(code, 0, "{err}");
     let other_serial = serial_of_file(&other.cert);
     assert!(out.contains(&other_serial), "{out}");
@@ -472,4 +485,70 @@ fn a_trust_bundle_without_the_partners_ca_refuses_its_new_handshakes_only() {
         1,
         "the partner's edge connected again"
     );
+}
+
+#[test]
+fn the_cvi_and_admin_tls_listeners_serve_the_new_certificate_too() {
+    let pki = Pki::new();
+    let cfg = test_config(&pki, "")
+        .replace(
+            "handshake_timeout = \"2s\"",
+            "handshake_timeout = \"2s\"\nfile_check = \"0s\"",
+        )
+        .replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntls = true\n",
+        )
+        + "\n[cvi]\nenabled = true\nlisten = \"127.0.0.1:0\"\nlisten_tls = \"127.0.0.1:0\"\n\
+           connector = \"sip:{id}@connector.fedge.test;transport=tcp\"\n\
+           connector_address = \"127.0.0.1:9\"\ntenant_key = \"87654321\"\n\
+           instructions_base = \"https://cvi.fedge.test\"\n";
+    assert!(cfg.contains("tls = true"));
+    let edge = Edge::start(&pki, &cfg);
+    let cvi_tls = edge.cvi_tls.expect("the CVI TLS listener");
+    let first = serial_of_file(&pki.edge.cert);
+    for addr in [edge.federation, cvi_tls, edge.admin] {
+        assert_eq!(served_serial(addr, &pki.partner), first, "{addr}");
+    }
+
+    // SIGHUP: all three serve the new certificate.
+    let second = pki.reissue_edge("edge-2", 30);
+    let second_serial = serial_of_file(&second.cert);
+    install(&pki, &second);
+    kill_hup(edge.pid());
+    wait_reloaded(&edge, &second_serial, "SIGHUP");
+    for addr in [edge.federation, cvi_tls, edge.admin] {
+        assert_eq!(served_serial(addr, &pki.partner), second_serial, "{addr}");
+    }
+
+    // `fedge reload` over the admin listener's TLS (the CLI accepts only
+    // the certificate in the file).
+    let cli = pki.path().join("cli-tls.toml");
+    std::fs::write(
+        &cli,
+        cfg.replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"{}\"", edge.admin),
+        ),
+    )
+    .unwrap();
+    let third = pki.reissue_edge("edge-3", 30);
+    let third_serial = serial_of_file(&third.cert);
+    install(&pki, &third);
+    let (code, out, err) = fedge_cli(&cli, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&third_serial), "{out}");
+    for addr in [edge.federation, cvi_tls, edge.admin] {
+        assert_eq!(served_serial(addr, &pki.partner), third_serial, "{addr}");
+    }
+
+    // A refused file under [admin] tls: the reason, not a TLS failure.
+    let wrong = pki.leaf("edge-wrong", &LeafSpec::new("sip.other.test", 30));
+    install(&pki, &wrong);
+    let (code, _, err) = fedge_cli(&cli, &["reload"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("but not [federation] fqdn"), "{err}");
+    for addr in [edge.federation, cvi_tls, edge.admin] {
+        assert_eq!(served_serial(addr, &pki.partner), third_serial, "{addr}");
+    }
 }
