@@ -552,3 +552,166 @@ fn the_cvi_and_admin_tls_listeners_serve_the_new_certificate_too() {
         assert_eq!(served_serial(addr, &pki.partner), third_serial, "{addr}");
     }
 }
+
+/// A partner CA made here (the testkit's CA keeps its key; CRLs need it).
+struct PartnerCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl PartnerCa {
+    fn new(name: &str) -> PartnerCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(365);
+        p.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let pem = p.self_signed(&key).unwrap().pem();
+        PartnerCa {
+            issuer: rcgen::Issuer::new(p, key),
+            pem,
+        }
+    }
+
+    /// A partner edge certificate for `name` with `serial`.
+    fn leaf(&self, dir: &Path, name: &str, serial: u64) -> CertFiles {
+        use rcgen::{
+            CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
+            SerialNumber,
+        };
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.subject_alt_names
+            .push(SanType::DnsName(name.try_into().unwrap()));
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(30);
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let issued = fedge::pki::Issued {
+            cert_pem: p.signed_by(&key, &self.issuer).unwrap().pem(),
+            key_pem: key.serialize_pem(),
+        };
+        write_pair(dir, &format!("crl-leaf-{serial}"), &issued)
+    }
+
+    /// This CA's CRL revoking `serials`, number `number`, as PEM.
+    fn crl(&self, number: u64, serials: &[u64]) -> String {
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+            SerialNumber,
+        };
+        let now = time::OffsetDateTime::now_utc();
+        CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(7),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(30),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
+    }
+}
+
+#[test]
+fn a_new_crl_on_disk_refuses_the_revoked_partner_from_its_next_handshake() {
+    let pki = Pki::new();
+    let ca = PartnerCa::new("partner CA R");
+    let dir = pki.path().to_path_buf();
+    let bundle = dir.join("bundle.crt");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&pki.ca_file).unwrap() + &ca.pem,
+    )
+    .unwrap();
+    let crl = dir.join("r.crl");
+    std::fs::write(&crl, ca.crl(1, &[1])).unwrap();
+    let cfg = test_config(&pki, "")
+        .replace(
+            &format!("trust = \"{}\"", pki.ca_file.display()),
+            &format!("trust = \"{}\"", bundle.display()),
+        )
+        .replace(
+            "handshake_timeout = \"2s\"",
+            &format!(
+                "handshake_timeout = \"2s\"\nfile_check = \"300ms\"\ncrls = [\"{}\"]",
+                crl.display()
+            ),
+        );
+    let edge = Edge::start(&pki, &cfg);
+    let partner = ca.leaf(&dir, PARTNER_FQDN, 4242);
+    let handshake = || {
+        openssl(
+            &[
+                "s_client",
+                "-connect",
+                &edge.federation.to_string(),
+                "-cert",
+                &partner.cert.display().to_string(),
+                "-key",
+                &partner.key.display().to_string(),
+            ],
+            None,
+        )
+    };
+    handshake();
+    assert!(
+        edge.wait_log(
+            &["TLS peer authenticated", PARTNER_FQDN],
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "the partner was not let in before its revocation: {:#?}",
+        edge.logs()
+    );
+    assert_eq!(count_log(&edge, &["certificate refused: revoked"]), 0);
+
+    // Its CA's next CRL revokes it: picked up from disk.
+    std::fs::write(&crl, ca.crl(2, &[1, 4242])).unwrap();
+    let serial = serial_of_file(&pki.edge.cert);
+    wait_reloaded(&edge, &serial, "file change");
+    handshake();
+    assert!(
+        edge.wait_log(
+            &["TLS handshake refused", "certificate refused: revoked"],
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "the revoked partner was let in: {:#?}",
+        edge.logs()
+    );
+    assert_eq!(
+        count_log(&edge, &["TLS peer authenticated", PARTNER_FQDN]),
+        1
+    );
+}
