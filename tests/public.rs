@@ -650,11 +650,14 @@ fn the_admin_listener_serves_tls_with_the_edge_certificate() {
     );
 
     // The CLI's client configuration accepts the edge's own certificate
-    // (pinned), and nothing else.
+    // (pinned) or one for its FQDN from its trust bundle (tests/reload.rs),
+    // and nothing else.
     let cfg = fedge::config::Config::load(&edge.config_path).unwrap();
     let own = fedge::server::admin_client_config(&cfg).unwrap();
     let mut other_cfg = cfg.clone();
     other_cfg.federation.cert = pki.partner.cert.clone();
+    // A trust bundle that did not issue the edge's certificate.
+    other_cfg.federation.trust = pki.partner.cert.clone();
     let other = fedge::server::admin_client_config(&other_cfg).unwrap();
     rt().block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -23,6 +23,7 @@ pub mod public;
 pub mod service;
 mod state;
 mod throttle;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -94,6 +95,10 @@ async fn health(
         "version": env!("CARGO_PKG_VERSION"),
         "connections": state.connections.len(),
         "registry_version": state.registry.snapshot().version,
+        "tls": state.tls.as_ref().map(|t| {
+            let (ok, refused) = t.counts();
+            json!({"certificate": t.served(), "reloads": ok, "refused": refused})
+        }),
         "load": {
             "overloaded": state.proxy.load.pressure(0).overloaded,
             "lag_ms": state.proxy.load.pressure(0).lag.as_secs_f64() * 1e3,

@@ -42,6 +42,9 @@ pub struct EdgeState {
     pub capture: Option<Arc<super::CaptureCounters>>,
     /// The node's drain (`server::drain`), once the server has built it.
     pub drain: Option<Arc<dyn super::service::NodeDrain>>,
+    /// The federation certificate served and its reload (`server::reload`);
+    /// `None` where no edge TLS runs (unit tests).
+    pub tls: Option<Arc<dyn super::tls::TlsControl>>,
 }
 
 /// The query of the drain switches: `?on=false` resumes.

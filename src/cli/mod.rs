@@ -1,7 +1,7 @@
 //! The `fedge` command line: argument definitions, the one-line usage
 //! errors, and the dispatch to one file per subcommand (`serve`, `partner`,
 //! `store`, `keys`, `config`, `certs`, `dns`, `cvi`, `firewall`, `media`,
-//! `test-federation`, `user`, `explain`). Part of the binary, not the library.
+//! `reload`, `drain`, `test-federation`, `user`, `explain`). Part of the binary, not the library.
 //!
 //! Owns exit codes: 0 on success, 2 with one line on stderr for any usage
 //! or configuration mistake, 1 for runtime failures. It never holds edge
@@ -23,6 +23,7 @@ mod logging;
 mod media;
 mod notify;
 mod partner;
+mod reload;
 mod remote;
 mod serve;
 mod store;
@@ -50,7 +51,7 @@ struct Cli {
 
     /// Act through this edge's admin API (https://HOST:PORT or
     /// http://HOST:PORT) instead of on the database: partner, cvi, media,
-    /// drain and test-federation.
+    /// drain, reload and test-federation.
     /// Also read from FEDGE_SERVER.
     #[arg(long, global = true, value_name = "URL")]
     server: Option<String>,
@@ -144,6 +145,9 @@ enum Command {
     /// text or picked from a pcap/HEP capture), judged by the configured
     /// store's registry and policy without sending anything.
     Explain(explain::ExplainArgs),
+    /// Make the running edge read its certificate, key, trust bundle and
+    /// CRL files again (as SIGHUP does); connections stay up.
+    Reload,
     /// The admin HTTP API: print its OpenAPI document.
     Api {
         #[command(subcommand)]
@@ -223,6 +227,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Explain(args) => explain::run(&load_config(&path)?, args),
         Command::Media { cmd } => media::run(cmd, &load_config(&path)?),
         Command::Drain(args) => drain::run(args, &load_config(&path)?),
+        Command::Reload => reload::run(&load_config(&path)?),
         Command::TestFederation { domain, timeout } => {
             test_federation::run(&load_config(&path)?, domain, timeout)
         }

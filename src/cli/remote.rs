@@ -247,10 +247,11 @@ pub fn run(api: &Remote, command: Command) -> Result<(), Failure> {
         Command::Cvi { cmd } => super::cvi::remote(cmd, api),
         Command::Media { cmd } => super::media::remote(cmd, api),
         Command::Drain(args) => super::drain::remote(args, api),
+        Command::Reload => super::reload::remote(api),
         Command::TestFederation { domain, .. } => super::test_federation::remote(api, &domain),
         Command::Api { cmd } => self::api(cmd),
         _ => Err(Failure::usage(
-            "--server applies to partner, cvi, media, drain and test-federation; the other commands run on this host",
+            "--server applies to partner, cvi, media, drain, reload and test-federation; the other commands run on this host",
         )),
     }
 }

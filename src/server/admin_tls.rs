@@ -5,13 +5,15 @@
 //! Owns the admin TLS configuration and the listener that hands axum
 //! finished handshakes. Handshakes run beside the accept loop, each within
 //! the federation handshake timeout and at most `MAX_HANDSHAKES` at once,
-//! so a slow client cannot hold the listener. It never decides who may use
-//! a route (`admin::auth` does).
+//! so a slow client cannot hold the listener. The configuration is read
+//! at each accept (`server::reload` swaps it when the files change). It
+//! never decides who may use a route (`admin::auth` does).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -22,7 +24,7 @@ use tracing::debug;
 
 use super::ServeError;
 use crate::config::Config;
-use crate::sip::transport::tls::{load_certs, load_key, provider};
+use crate::sip::transport::tls::{load_certs, load_key, load_roots, provider};
 
 /// Admin TLS handshakes in progress at once; more wait for the accept.
 const MAX_HANDSHAKES: usize = 64;
@@ -53,13 +55,12 @@ impl TlsListener {
     /// Starts accepting on `tcp` until `shutdown`.
     pub(super) fn start(
         tcp: TcpListener,
-        tls: Arc<ServerConfig>,
+        tls: Arc<ArcSwap<ServerConfig>>,
         handshake_timeout: Duration,
         shutdown: CancellationToken,
     ) -> std::io::Result<TlsListener> {
         let addr = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(MAX_HANDSHAKES);
-        let acceptor = TlsAcceptor::from(tls);
         let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
@@ -77,7 +78,8 @@ impl TlsListener {
                         }
                     },
                 };
-                let acceptor = acceptor.clone();
+                // Read at each accept: a certificate reload swaps it.
+                let acceptor = TlsAcceptor::from(tls.load_full());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -115,10 +117,12 @@ impl axum::serve::Listener for TlsListener {
 }
 
 /// A TLS client configuration for the CLI's requests to this edge's own
-/// admin listener under `[admin] tls`: it accepts only the very
-/// certificate `[federation] cert` names (pinned by its DER bytes, with
-/// the handshake signature checked), whatever CA issued it and whatever
-/// name the CLI dials.
+/// admin listener under `[admin] tls`: it accepts the very certificate
+/// `[federation] cert` names (pinned by its DER bytes, with the handshake
+/// signature checked), whatever CA issued it and whatever name the CLI
+/// dials; or, when that file has just been replaced and the edge still
+/// serves the one before (until it reloads: `fedge reload`), a certificate
+/// that names `[federation] fqdn` and chains to `[federation] trust`.
 pub fn admin_client_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ServeError> {
     let bad = |e: String| ServeError::Config(format!("[admin] tls: {e}"));
     let certs = load_certs(&cfg.federation.cert, "certificate").map_err(|e| bad(e.to_string()))?;
@@ -126,8 +130,19 @@ pub fn admin_client_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, Se
         return Err(bad("no certificate".into()));
     };
     let provider = provider();
+    // The trust bundle may be the very file being replaced: without a
+    // usable one, only the pinned certificate is accepted.
+    let chained = load_roots(&cfg.federation.trust).ok().and_then(|roots| {
+        let name = rustls::pki_types::ServerName::try_from(cfg.federation.fqdn.clone()).ok()?;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .ok()?;
+        Some((verifier, name))
+    });
     let verifier = Arc::new(OwnCert {
         own,
+        chained,
         algs: provider.signature_verification_algorithms,
     });
     let mut c = rustls::ClientConfig::builder_with_provider(provider)
@@ -140,10 +155,15 @@ pub fn admin_client_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, Se
     Ok(Arc::new(c))
 }
 
-/// Accepts exactly one certificate: the edge's own.
+/// Accepts the edge's own certificate, or one for its FQDN that chains to
+/// its trust bundle (see [`admin_client_config`]).
 #[derive(Debug)]
 struct OwnCert {
     own: rustls::pki_types::CertificateDer<'static>,
+    chained: Option<(
+        Arc<rustls::client::WebPkiServerVerifier>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     algs: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
@@ -151,18 +171,26 @@ impl rustls::client::danger::ServerCertVerifier for OwnCert {
     fn verify_server_cert(
         &self,
         end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
         _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         if end_entity.as_ref() == self.own.as_ref() {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the admin listener did not present this edge's [federation] cert".into(),
-            ))
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
         }
+        let refused = || {
+            rustls::Error::General(
+                "the admin listener did not present this edge's [federation] cert (nor one for [federation] fqdn from [federation] trust)"
+                    .into(),
+            )
+        };
+        let Some((verifier, fqdn)) = &self.chained else {
+            return Err(refused());
+        };
+        verifier
+            .verify_server_cert(end_entity, intermediates, fqdn, ocsp, now)
+            .map_err(|_| refused())
     }
 
     fn verify_tls12_signature(

@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 use crate::config::Config;
@@ -23,7 +23,7 @@ use crate::sip::transport::ConnectionTable;
 use crate::sip::transport::admission::Limits;
 use crate::sip::transport::outbound::Pool;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
-use crate::sip::transport::tls::{ClientAuth, TlsFiles, server_config};
+use crate::sip::transport::tls::ClientAuth;
 use crate::sip::transport::udp;
 
 use super::build::Shared;
@@ -33,7 +33,7 @@ use super::listen::bind_tcp;
 /// Starts the gateway and returns it (for the admin listener).
 pub(super) async fn start(
     cfg: &Config,
-    files: &TlsFiles,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     shared: &Shared,
     pool: Arc<Pool>,
     tasks: &mut JoinSet<()>,
@@ -47,13 +47,11 @@ pub(super) async fn start(
         Arc::new(UdpSocket::bind(local).await.map_err(|e| {
             ServeError::Runtime(format!("cannot listen on {local} (CVI UDP): {e}"))
         })?);
-    let tls = match c.listen_tls {
-        Some(a) => {
-            let conf = server_config(files, ClientAuth::Optional)
-                .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
-            Some((bind_tcp(a, "CVI TLS").await?, conf))
-        }
-        None => None,
+    // The TLS configuration (certificate optional) comes from
+    // `server::reload`, which swaps it when the files change.
+    let tls = match (c.listen_tls, tls) {
+        (Some(a), Some(conf)) => Some((bind_tcp(a, "CVI TLS").await?, conf)),
+        _ => None,
     };
     let relay = relay(cfg);
     let local_tls = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
@@ -90,7 +88,7 @@ pub(super) async fn start(
             .local_addr()
             .map_err(|e| ServeError::Runtime(e.to_string()))?;
         let acceptor = TlsAccept {
-            acceptor: TlsAcceptor::from(conf),
+            config: conf,
             handshake_timeout: c.handshake_timeout,
             client_auth: ClientAuth::Optional,
         };

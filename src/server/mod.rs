@@ -12,7 +12,11 @@
 //! `registry_events.rs` closes connections of partners leaving `enabled`,
 //! `capture.rs` sends HEP3 copies of every SIP message (`[capture] hep`),
 //! `admin_tls.rs` serves the admin listener over TLS (`[admin] tls`),
-//! `cluster.rs` writes this node's heartbeat in the node table;
+//! `cluster.rs` writes this node's heartbeat in the node table,
+//! `drain.rs` drains the node (`fedge drain`, SIGTERM), `systemd.rs` talks
+//! to systemd (`Type=notify`), `reload.rs` builds every TLS configuration
+//! from the certificate files and reloads them (SIGHUP, the API, a change
+//! on disk);
 //! this file spawns the tasks and hands the admin and public listeners
 //! their [`admin::EdgeState`].
 
@@ -26,6 +30,7 @@ mod error;
 mod fds;
 mod listen;
 mod registry_events;
+mod reload;
 mod systemd;
 mod tls_policy;
 mod topology_keys;
@@ -33,10 +38,10 @@ mod topology_keys;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -53,7 +58,7 @@ use crate::sip::parse::Limits;
 use crate::sip::proxy::Proxy;
 use crate::sip::transport::admission::Limits as Admission;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
-use crate::sip::transport::tls::{ClientAuth, TlsFiles, client_config_with, server_config_with};
+use crate::sip::transport::tls::{ClientAuth, TlsFiles, server_config_with};
 use crate::sip::transport::{ConnectionTable, TransportSettings, udp};
 use crate::store::Store;
 
@@ -96,6 +101,15 @@ pub fn preflight(cfg: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Checks the TLS files as a reload would (readable, key fits, names
+/// `[federation] fqdn`, within validity, usable trust bundle and CRLs),
+/// without a running edge: the certificate they would serve, or why not.
+pub fn check_tls_files(
+    cfg: &Config,
+) -> Result<crate::admin::tls::ServedCert, crate::admin::tls::ReloadRefused> {
+    reload::load(cfg, None, true).map(|m| m.cert)
+}
+
 /// Runs the edge until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     run_with_drain(cfg, shutdown, CancellationToken::new()).await
@@ -109,19 +123,31 @@ pub async fn run_with_drain(
     drain: CancellationToken,
 ) -> Result<(), ServeError> {
     fds::raise_open_files_limit(&cfg);
-    let files = tls_files(&cfg);
     preflight(&cfg)?;
     let shared = open(&cfg, shutdown).await?;
-    let pins = Arc::new(crate::federation::identity::PinCheck {
-        registry: shared.registry.clone(),
-    });
-    let policy = tls_policy::chain_policy(&cfg, Some(pins))?;
-    let tls = server_config_with(&files, ClientAuth::Required, &policy)
-        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
-    let client_tls = client_config_with(&files, &policy)
-        .map_err(|e| ServeError::Config(format!("[federation] {e}")))?;
+    let pins: Arc<dyn crate::sip::transport::tls::ChainCheck> =
+        Arc::new(crate::federation::identity::PinCheck {
+            registry: shared.registry.clone(),
+        });
+    let material =
+        reload::load(&cfg, Some(pins.clone()), false).map_err(|e| ServeError::Config(e.0))?;
+    let tls = Arc::new(ArcSwap::new(material.fed));
+    let cvi_tls = material.cvi.map(|c| Arc::new(ArcSwap::new(c)));
+    let admin_tls = material.admin.map(|c| Arc::new(ArcSwap::new(c)));
     let sockets = Sockets::bind(&cfg).await?;
-    let core = build::sip_core(&cfg, &sockets, &shared, client_tls).await?;
+    let core = build::sip_core(&cfg, &sockets, &shared, material.client).await?;
+    let reloader = reload::Reloader::new(
+        &cfg,
+        Some(pins),
+        reload::Swaps {
+            fed: tls.clone(),
+            cvi: cvi_tls.clone(),
+            admin: admin_tls.clone(),
+            pool: core.pool.clone(),
+        },
+        material.cert,
+        core.metrics.clone(),
+    );
     let Sockets {
         fed,
         fed_addr,
@@ -158,7 +184,7 @@ pub async fn run_with_drain(
         start_media(&cfg, relay, &shared.shutdown, &mut tasks);
     }
     let cvi = if cfg.cvi.enabled {
-        Some(cvi::start(&cfg, &files, &shared, core.pool.clone(), &mut tasks).await?)
+        Some(cvi::start(&cfg, cvi_tls, &shared, core.pool.clone(), &mut tasks).await?)
     } else {
         None
     };
@@ -171,6 +197,7 @@ pub async fn run_with_drain(
     );
     let mut state = edge_state(&cfg, &shared, &core, cvi);
     state.drain = Some(drainer.clone());
+    state.tls = Some(reloader.clone());
     state.ops.listeners = listeners(&[
         ("federation", "tls", fed_addr),
         ("internal", "udp+tcp", int_addr),
@@ -193,7 +220,8 @@ pub async fn run_with_drain(
     }
     .spawn();
     let state = Arc::new(state);
-    let admin_scheme = spawn_admin(&cfg, admin_listener, &state, &shared, &mut tasks)?;
+    let admin_scheme = spawn_admin(&cfg, admin_listener, admin_tls, &state, &shared, &mut tasks)?;
+    let _reloads = reloader.spawn(shared.shutdown.clone());
     tasks.spawn(admin::public::serve(
         admin::public::guard::Guarded::new(
             public_listener,
@@ -314,7 +342,7 @@ fn spawn_sip(
     cfg: &Config,
     shared: &Shared,
     proxy: &Arc<Proxy<Edge>>,
-    (fed, tls): (TcpListener, Arc<ServerConfig>),
+    (fed, tls): (TcpListener, Arc<ArcSwap<ServerConfig>>),
     int_tcp: TcpListener,
     int_udp: Arc<UdpSocket>,
     tasks: &mut JoinSet<()>,
@@ -325,7 +353,7 @@ fn spawn_sip(
             tag: Role::Federation.tag(),
             listener: fed,
             tls: Some(TlsAccept {
-                acceptor: TlsAcceptor::from(tls),
+                config: tls,
                 handshake_timeout: cfg.federation.handshake_timeout,
                 client_auth: ClientAuth::Required,
             }),
@@ -450,6 +478,7 @@ fn edge_state(
         ops: ops(cfg),
         capture: shared.capture.clone(),
         drain: None,
+        tls: None,
     }
 }
 
@@ -507,19 +536,19 @@ fn ops(cfg: &Config) -> crate::admin::service::Ops {
 fn spawn_admin(
     cfg: &Config,
     listener: TcpListener,
+    tls: Option<Arc<ArcSwap<ServerConfig>>>,
     state: &Arc<EdgeState>,
     shared: &Shared,
     tasks: &mut JoinSet<()>,
 ) -> Result<&'static str, ServeError> {
-    if !cfg.admin.tls {
+    let Some(tls) = tls.filter(|_| cfg.admin.tls) else {
         tasks.spawn(admin::serve(
             listener,
             state.clone(),
             shared.shutdown.clone(),
         ));
         return Ok("http");
-    }
-    let tls = admin_tls::server_config(cfg)?;
+    };
     let listener = admin_tls::TlsListener::start(
         listener,
         tls,

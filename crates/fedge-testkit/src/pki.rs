@@ -38,9 +38,7 @@ impl Pki {
         let ca = Authority::new("fedge test CA").expect("CA");
         let ca_file = dir.path().join("ca.crt");
         write_pem(&ca_file, &ca.pem.cert_pem, false).unwrap();
-        let mut edge_spec = LeafSpec::new(EDGE_FQDN, 30);
-        edge_spec.dns_names.push("localhost".into());
-        let edge = write_pair(dir.path(), "edge", &ca.issue(&edge_spec).unwrap());
+        let edge = write_pair(dir.path(), "edge", &ca.issue(&edge_spec(30)).unwrap());
         let partner = write_pair(
             dir.path(),
             "partner",
@@ -60,9 +58,23 @@ impl Pki {
         write_pair(self.dir.path(), name, &self.ca.issue(spec).unwrap())
     }
 
+    /// Another certificate for the edge (its names, a new key and serial,
+    /// valid `days`), written as `name`.crt and `name`.key.
+    pub fn reissue_edge(&self, name: &str, days: i64) -> CertFiles {
+        self.leaf(name, &edge_spec(days))
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// What the edge's certificate says: [`EDGE_FQDN`] and localhost, valid
+/// from yesterday for `days` days.
+pub fn edge_spec(days: i64) -> LeafSpec {
+    let mut spec = LeafSpec::new(EDGE_FQDN, days);
+    spec.dns_names.push("localhost".into());
+    spec
 }
 
 pub fn write_pair(dir: &Path, name: &str, issued: &Issued) -> CertFiles {

@@ -14,6 +14,7 @@ mod drain;
 mod fpa;
 mod node;
 mod partners;
+mod reload;
 
 use std::sync::Arc;
 
@@ -117,6 +118,7 @@ fn query<T>(
         cvi::status, cvi::drain,
         node::media, node::media_drain, node::status, node::audit, node::openapi,
         drain::start, drain::progress,
+        reload::reload,
     ),
     components(schemas(
         ErrorBody,
@@ -135,6 +137,7 @@ fn query<T>(
         crate::admin::service::ConnectionsView, crate::admin::service::PartnerConnections,
         partners::VerbBody, partners::TestBody, cvi::EnrolRefused,
         fpa::FpaSubmission, crate::admin::intake::Receipt,
+        crate::admin::tls::ReloadOutcome, crate::admin::tls::ServedCert,
     )),
     // The accounts and session routes (admin::accounts::AccountsApi, full
     // paths already) are merged in by `openapi_json`.
@@ -232,6 +235,7 @@ pub fn routes() -> Router<Arc<EdgeState>> {
             "/api/v1/node/drain",
             get(drain::progress).post(drain::start),
         )
+        .route("/api/v1/node/reload", post(reload::reload))
         .route("/api/v1/audit", get(node::audit))
         .route("/api/v1/openapi.json", get(node::openapi))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -105,7 +105,8 @@ pub struct Pool {
     conns: Mutex<HashMap<StreamTarget, Vec<Connection>>>,
     /// Serialises connection set-up per destination (no thundering herd).
     opening: tokio::sync::Mutex<HashMap<StreamTarget, Arc<tokio::sync::Mutex<()>>>>,
-    tls: Arc<rustls::ClientConfig>,
+    /// Read at each new connection; [`Pool::set_client_config`] swaps it.
+    tls: arc_swap::ArcSwap<rustls::ClientConfig>,
     settings: Arc<TransportSettings>,
     table: Arc<ConnectionTable>,
     shutdown: CancellationToken,
@@ -131,7 +132,7 @@ impl Pool {
         Pool {
             conns: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(HashMap::new()),
-            tls,
+            tls: arc_swap::ArcSwap::new(tls),
             settings,
             table,
             shutdown,
@@ -139,6 +140,13 @@ impl Pool {
             next: AtomicUsize::new(0),
             resolver: Arc::new(SystemResolver),
         }
+    }
+
+    /// Replaces the TLS client configuration (a certificate reload): new
+    /// connections present the new certificate and check partners against
+    /// the new trust anchors; connections already open keep going.
+    pub fn set_client_config(&self, tls: Arc<rustls::ClientConfig>) {
+        self.tls.store(tls);
     }
 
     /// Looks hosts up with `r` instead of the system resolver.
@@ -284,7 +292,7 @@ impl Pool {
                             detail: format!("{name:?} is not a valid server name: {e}"),
                             name_mismatch: false,
                         })?;
-                    let connector = TlsConnector::from(self.tls.clone());
+                    let connector = TlsConnector::from(self.tls.load_full());
                     let tls = match tokio::time::timeout(
                         self.settings.handshake_timeout,
                         connector.connect(sni, tcp),

@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
+use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -40,12 +42,15 @@ use crate::response::ResponseBuilder;
 /// Send queue depth per connection; a peer that lets it fill is not reading.
 const SEND_QUEUE: usize = 512;
 
-/// How a TLS listener accepts: the acceptor (our certificate, the client
-/// verifier), the handshake deadline (total, counted from the accept), and
-/// whether a peer without a usable certificate identity is let in.
+/// How a TLS listener accepts: the server configuration (our certificate,
+/// the client verifier), the handshake deadline (total, counted from the
+/// accept), and whether a peer without a usable certificate identity is let
+/// in. The configuration is read at each accept, so the application may
+/// swap it (a certificate reload): new handshakes get the new one,
+/// connections already up keep theirs.
 #[derive(Clone)]
 pub struct TlsAccept {
-    pub acceptor: TlsAcceptor,
+    pub config: Arc<ArcSwap<ServerConfig>>,
     pub handshake_timeout: Duration,
     pub client_auth: ClientAuth,
 }
@@ -175,7 +180,8 @@ async fn accept_tls<H: Handler>(tcp: TcpStream, job: Handshake, ctx: ConnCtx, ha
     let shed = ticket.shed();
     // The deadline is total: a peer that sends a byte now and then does
     // not extend it.
-    let handshake = tokio::time::timeout_at(deadline, accept.acceptor.accept(tcp));
+    let acceptor = TlsAcceptor::from(accept.config.load_full());
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
     let tls = tokio::select! {
         // Shed to make room (logged by the admission): the socket closes here.
         _ = shed.cancelled() => return,
