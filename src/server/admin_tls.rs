@@ -125,6 +125,20 @@ impl axum::serve::Listener for TlsListener {
 /// that names `[federation] fqdn` and chains to `[federation] trust`.
 pub fn admin_client_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ServeError> {
     let bad = |e: String| ServeError::Config(format!("[admin] tls: {e}"));
+    let verifier = own_cert_verifier(cfg)?;
+    let mut c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| bad(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
+}
+
+/// The CLI's check of its own admin listener's certificate.
+fn own_cert_verifier(cfg: &Config) -> Result<Arc<OwnCert>, ServeError> {
+    let bad = |e: String| ServeError::Config(format!("[admin] tls: {e}"));
     let certs = load_certs(&cfg.federation.cert, "certificate").map_err(|e| bad(e.to_string()))?;
     let Some(own) = certs.into_iter().next() else {
         return Err(bad("no certificate".into()));
@@ -140,26 +154,32 @@ pub fn admin_client_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, Se
                 .ok()?;
         Some((verifier, name))
     });
-    let verifier = Arc::new(OwnCert {
+    let own_issuer = issuer_of(&own);
+    Ok(Arc::new(OwnCert {
         own,
+        own_issuer,
         chained,
         algs: provider.signature_verification_algorithms,
-    });
-    let mut c = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| bad(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(c))
+    }))
+}
+
+/// The raw issuer name of a certificate (none if it does not parse).
+fn issuer_of(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<Vec<u8>> {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .ok()
+        .map(|(_, c)| c.tbs_certificate.issuer.as_raw().to_vec())
 }
 
 /// Accepts the edge's own certificate, or one for its FQDN that chains to
-/// its trust bundle (see [`admin_client_config`]).
+/// its trust bundle and has the same issuer as the certificate file (see
+/// [`admin_client_config`]): the certificate still served between a
+/// renewal on disk and the reload. The issuer must match because the trust
+/// bundle also holds partners' CAs, which must not be able to stand in for
+/// this edge towards its own CLI.
 #[derive(Debug)]
 struct OwnCert {
     own: rustls::pki_types::CertificateDer<'static>,
+    own_issuer: Option<Vec<u8>>,
     chained: Option<(
         Arc<rustls::client::WebPkiServerVerifier>,
         rustls::pki_types::ServerName<'static>,
@@ -181,13 +201,16 @@ impl rustls::client::danger::ServerCertVerifier for OwnCert {
         }
         let refused = || {
             rustls::Error::General(
-                "the admin listener did not present this edge's [federation] cert (nor one for [federation] fqdn from [federation] trust)"
+                "the admin listener did not present this edge's [federation] cert (nor one for [federation] fqdn from its issuer in [federation] trust); after a change of CA, reload with SIGHUP (systemctl reload fedge)"
                     .into(),
             )
         };
         let Some((verifier, fqdn)) = &self.chained else {
             return Err(refused());
         };
+        if self.own_issuer.is_none() || issuer_of(end_entity) != self.own_issuer {
+            return Err(refused());
+        }
         verifier
             .verify_server_cert(end_entity, intermediates, fqdn, ocsp, now)
             .map_err(|_| refused())
@@ -213,5 +236,51 @@ impl rustls::client::danger::ServerCertVerifier for OwnCert {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{Authority, LeafSpec};
+    use rustls::client::danger::ServerCertVerifier;
+
+    fn der(pem: &str) -> rustls::pki_types::CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_cli_accepts_a_renewed_certificate_only_from_the_same_issuer() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let ours = Authority::new("Our CA").unwrap();
+        let partners = Authority::new("A partner's CA").unwrap();
+        let fqdn = "sip.fedge.test";
+        let file = ours.issue(&LeafSpec::new(fqdn, 30)).unwrap();
+        let renewed = ours.issue(&LeafSpec::new(fqdn, 60)).unwrap();
+        let impostor = partners.issue(&LeafSpec::new(fqdn, 30)).unwrap();
+        let cert = dir.path().join("edge.crt");
+        let trust = dir.path().join("trust.crt");
+        std::fs::write(&cert, &file.cert_pem).unwrap();
+        // The trust bundle holds partners' CAs as well as our own.
+        std::fs::write(
+            &trust,
+            format!("{}{}", ours.pem.cert_pem, partners.pem.cert_pem),
+        )
+        .unwrap();
+        let mut cfg = Config::default();
+        cfg.federation.cert = cert;
+        cfg.federation.trust = trust;
+        cfg.federation.fqdn = fqdn.into();
+        assert!(admin_client_config(&cfg).is_ok());
+        let verifier = own_cert_verifier(&cfg).unwrap();
+        let name = rustls::pki_types::ServerName::try_from(fqdn).unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        let check = |pem: &str| verifier.verify_server_cert(&der(pem), &[], &name, &[], now);
+        assert!(check(&file.cert_pem).is_ok(), "the pinned file certificate");
+        assert!(check(&renewed.cert_pem).is_ok(), "a renewal from our CA");
+        let e = check(&impostor.cert_pem).unwrap_err();
+        assert!(e.to_string().contains("SIGHUP"), "{e}");
     }
 }
