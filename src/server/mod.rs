@@ -258,6 +258,7 @@ fn spawn_watchers(cfg: &Config, shared: &Shared, metrics: &Arc<Metrics>) -> [Joi
     let watcher = shared.registry.watch(
         shared.store.clone(),
         cfg.store.poll_interval,
+        cfg.store.notify,
         shutdown.clone(),
     );
     let ig_watch = ig::spawn(
