@@ -19,6 +19,7 @@ mod firewall;
 mod keys;
 mod logging;
 mod media;
+mod nodes;
 mod notify;
 mod partner;
 mod remote;
@@ -135,6 +136,15 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// The nodes sharing this database (up, draining, stopped, gone);
+    /// `nodes forget NAME` removes a gone node's row.
+    Nodes {
+        #[command(subcommand)]
+        cmd: Option<nodes::NodesCmd>,
+        /// Print JSON (an array of nodes) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The admin HTTP API: print its OpenAPI document.
     Api {
         #[command(subcommand)]
@@ -228,5 +238,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Store { cmd } => store::run(cmd, &load_config(&path)?),
         Command::Audit { cmd } => audit::run(cmd, &load_config(&path)?),
         Command::Keys { cmd } => keys::run(cmd, &load_config(&path)?),
+        Command::Nodes { cmd, json } => nodes::run(cmd, json, &load_config(&path)?),
     }
 }

@@ -248,8 +248,9 @@ pub fn run(api: &Remote, command: Command) -> Result<(), Failure> {
         Command::Media { cmd } => super::media::remote(cmd, api),
         Command::TestFederation { domain, .. } => super::test_federation::remote(api, &domain),
         Command::Api { cmd } => self::api(cmd),
+        Command::Nodes { cmd, json } => super::nodes::remote(cmd, json, api),
         _ => Err(Failure::usage(
-            "--server applies to partner, cvi, media and test-federation; the other commands run on this host",
+            "--server applies to partner, cvi, media, nodes and test-federation; the other commands run on this host",
         )),
     }
 }

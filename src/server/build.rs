@@ -96,7 +96,11 @@ pub(super) async fn sip_core(
             cfg.internal_sources()
                 .map_err(|e| ServeError::Config(e.to_string()))?,
         ),
-        cluster: Arc::new(crate::federation::cluster::ClusterView::new()),
+        cluster: {
+            let view = crate::federation::cluster::ClusterView::new();
+            view.set_gone_after(cfg.cluster.gone_after);
+            Arc::new(view)
+        },
     };
     let pool = Arc::new(
         Pool::new(

@@ -12,6 +12,7 @@
 mod cvi;
 mod fpa;
 mod node;
+mod nodes;
 mod partners;
 
 use std::sync::Arc;
@@ -115,6 +116,7 @@ fn query<T>(
         cvi::organisers, cvi::enrol, cvi::withdraw, cvi::create_meeting, cvi::meeting,
         cvi::status, cvi::drain,
         node::media, node::media_drain, node::status, node::audit, node::openapi,
+        nodes::list, nodes::forget_node,
     ),
     components(schemas(
         ErrorBody,
@@ -132,6 +134,8 @@ fn query<T>(
         crate::admin::service::ConnectionsView, crate::admin::service::PartnerConnections,
         partners::VerbBody, partners::TestBody, cvi::EnrolRefused,
         fpa::FpaSubmission, crate::admin::intake::Receipt,
+        crate::federation::cluster::NodeView, crate::federation::cluster::NodeState,
+        crate::federation::cluster::NodeListener,
     )),
     // The accounts and session routes (admin::accounts::AccountsApi, full
     // paths already) are merged in by `openapi_json`.
@@ -225,6 +229,8 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/api/v1/media", get(node::media))
         .route("/api/v1/media/drain", post(node::media_drain))
         .route("/api/v1/status", get(node::status))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/{name}", delete(nodes::forget_node))
         .route("/api/v1/audit", get(node::audit))
         .route("/api/v1/openapi.json", get(node::openapi))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
