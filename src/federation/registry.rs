@@ -245,10 +245,9 @@ impl Registry {
                     _ = wake.notified() => {}
                 }
                 match me.poll_once(&store).await {
-                    Ok(()) => {
-                        failing = false;
-                        me.store_answered(&store).await;
-                    }
+                    // The return of the database is the heartbeat's to
+                    // declare (one full read and write), not this poll's.
+                    Ok(()) => failing = false,
                     Err(e) if e.is_unreachable() => me.store_failed(&store, &e),
                     Err(e) => {
                         if !failing {
