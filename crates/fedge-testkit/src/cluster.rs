@@ -10,10 +10,22 @@ use crate::pki::Pki;
 /// A test configuration for node `name` on the database at `pg_url`;
 /// `extra` is appended (sections the base configuration does not open).
 pub fn node_config(pki: &Pki, pg_url: &str, name: &str, extra: &str) -> String {
+    node_config_with_store(pki, pg_url, name, extra, "")
+}
+
+/// Like [`node_config`], with `store_lines` added to `[store]` (e.g.
+/// `notify = false`).
+pub fn node_config_with_store(
+    pki: &Pki,
+    pg_url: &str,
+    name: &str,
+    extra: &str,
+    store_lines: &str,
+) -> String {
     let base = test_config(pki, "");
     let sqlite = format!("url = \"sqlite://{}/fedge.db\"", pki.path().display());
     assert!(base.contains(&sqlite), "test_config's store line moved");
-    let cfg = base.replace(&sqlite, &format!("url = \"{pg_url}\""));
+    let cfg = base.replace(&sqlite, &format!("url = \"{pg_url}\"\n{store_lines}"));
     format!(
         "{cfg}\n[cluster]\nnode = \"{name}\"\nheartbeat = \"200ms\"\ngone_after = \"1s\"\n{extra}"
     )
@@ -30,11 +42,20 @@ impl Cluster {
     /// Starts PostgreSQL and `n` nodes with `extra` appended to each
     /// node's configuration.
     pub fn start(pki: &Pki, n: usize, extra: &str) -> Cluster {
+        Cluster::start_with_store(pki, n, extra, "")
+    }
+
+    /// Like [`Cluster::start`], with `store_lines` added to each node's
+    /// `[store]` section.
+    pub fn start_with_store(pki: &Pki, n: usize, extra: &str, store_lines: &str) -> Cluster {
         let pg = Postgres::start();
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = format!("node-{}", (b'a' + i as u8) as char);
-            nodes.push(Edge::start(pki, &node_config(pki, &pg.url, &name, extra)));
+            nodes.push(Edge::start(
+                pki,
+                &node_config_with_store(pki, &pg.url, &name, extra, store_lines),
+            ));
         }
         Cluster { nodes, pg }
     }
