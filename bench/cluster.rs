@@ -9,8 +9,9 @@
 //! NOTIFY (`[store] notify = true`, the default) and with the version poll
 //! alone (`notify = false`, `poll_interval` 250 ms).
 //!
-//! A time can be negative: the other node acted before the CLI process had
-//! exited (the CLI waits for node A's reload before it returns).
+//! A time after the return can be negative: the other node acted before
+//! the CLI process had exited (the CLI waits for node A's reload before it
+//! returns), so the time from the command's start is printed too.
 //!
 //! Run: `cargo bench --bench cluster -- [--rounds 20]`
 
@@ -91,16 +92,22 @@ async fn run(mode: &str, store_lines: &str, rounds: u32) {
         state_at(n, "enabled").expect("the partner never reached B or C");
     }
     let (mut closed, mut enabled, mut missed) = (Vec::new(), Vec::new(), 0);
+    let (mut closed_start, mut cli_time) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         let on_b = connect(b, &pki, 2 * r).await;
         let on_c = connect(c, &pki, 2 * r + 1).await;
         let wb = tokio::spawn(closed_at(on_b));
         let wc = tokio::spawn(closed_at(on_c));
+        let started = Instant::now();
         fedge_ok(&cli, &["partner", "suspend", DOMAIN, "--reason", "bench"]);
         let returned = Instant::now();
+        cli_time.push(ms(started, returned));
         for w in [wb, wc] {
             match w.await.ok().flatten() {
-                Some(t) => closed.push(ms(returned, t)),
+                Some(t) => {
+                    closed.push(ms(returned, t));
+                    closed_start.push(ms(started, t));
+                }
                 None => missed += 1,
             }
         }
@@ -114,6 +121,8 @@ async fn run(mode: &str, store_lines: &str, rounds: u32) {
         }
     }
     println!("-- {mode} ({rounds} rounds, nodes B and C) --");
+    summary("suspend: the CLI command's own time", &mut cli_time);
+    summary("suspend: connection closed after start", &mut closed_start);
     summary("suspend: connection closed after return", &mut closed);
     summary("reinstate: /registry enabled after return", &mut enabled);
     if missed > 0 {
