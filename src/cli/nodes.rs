@@ -83,12 +83,16 @@ pub fn remote(cmd: Option<NodesCmd>, json: bool, api: &Remote) -> Result<(), Fai
 
 /// How long ago, shortly: `350ms`, `12s`, `3m`, `5h`, `2d`.
 fn age(ms: i64) -> String {
-    match ms {
-        ..1_000 => format!("{ms}ms"),
-        ..60_000 => format!("{}s", ms / 1_000),
-        ..3_600_000 => format!("{}m", ms / 60_000),
-        ..86_400_000 => format!("{}h", ms / 3_600_000),
-        _ => format!("{}d", ms / 86_400_000),
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{}s", ms / 1_000)
+    } else if ms < 3_600_000 {
+        format!("{}m", ms / 60_000)
+    } else if ms < 86_400_000 {
+        format!("{}h", ms / 3_600_000)
+    } else {
+        format!("{}d", ms / 86_400_000)
     }
 }
 
