@@ -354,3 +354,26 @@ async fn a_node_without_its_database_serves_refuses_changes_and_catches_up() {
     );
     cluster.nodes[0].assert_healthy();
 }
+
+#[test]
+fn two_processes_with_one_node_name_are_warned_about() {
+    let pki = Pki::new();
+    let cluster = Cluster::start(&pki, 1, "");
+    let rival = Edge::start(
+        &pki,
+        &fedge_testkit::cluster::node_config(&pki, &cluster.pg.url, "node-a", ""),
+    );
+    let warned = [&cluster.nodes[0], &rival].into_iter().any(|n| {
+        n.wait_log(
+            &["another fedge process heartbeats under this node's name"],
+            Duration::from_secs(5),
+        )
+        .is_some()
+    });
+    assert!(
+        warned,
+        "no rival warning:\n{}\n---\n{}",
+        cluster.nodes[0].logs().join("\n"),
+        rival.logs().join("\n")
+    );
+}
