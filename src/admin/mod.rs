@@ -83,14 +83,21 @@ fn index_json(state: &EdgeState, actor: Result<Actor, ApiError>) -> Result<Json<
     })))
 }
 
-/// `GET /health`: liveness plus a few counters.
+/// `GET /health`: liveness plus a few counters. While the database is
+/// unreachable the status is `degraded` (still HTTP 200: the node keeps
+/// serving partners from its last registry snapshot, so a load balancer
+/// should keep it) and `store` says since when and why.
 async fn health(
     State(state): State<Arc<EdgeState>>,
     actor: Actor,
 ) -> Result<Json<Value>, ApiError> {
     actor.require_node_view()?;
+    let store = state.store.health();
+    let cluster = &state.proxy.router.cluster;
     Ok(Json(json!({
-        "status": "ok",
+        "status": if store.reachable { "ok" } else { "degraded" },
+        "store": store,
+        "cluster": { "live_nodes": cluster.live_nodes(), "draining": cluster.draining() },
         "fqdn": state.fqdn,
         "version": env!("CARGO_PKG_VERSION"),
         "connections": state.connections.len(),

@@ -32,9 +32,15 @@ where
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let store = Store::open(&cfg.store.url)
-            .await
-            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let store = Store::open(&cfg.store.url).await.map_err(|e| {
+            if e.is_unreachable() {
+                Failure::runtime(format!(
+                    "the database is unreachable: {e}; no change was made"
+                ))
+            } else {
+                Failure::runtime(e.to_string())
+            }
+        })?;
         let result = f(store.clone()).await;
         store.close().await;
         result

@@ -21,6 +21,7 @@ mod firewall;
 mod keys;
 mod logging;
 mod media;
+mod nodes;
 mod notify;
 mod partner;
 mod reload;
@@ -148,6 +149,15 @@ enum Command {
     /// Make the running edge read its certificate, key, trust bundle and
     /// CRL files again (as SIGHUP does); connections stay up.
     Reload,
+    /// The nodes sharing this database (up, draining, stopped, gone);
+    /// `nodes forget NAME` removes a gone node's row.
+    Nodes {
+        #[command(subcommand)]
+        cmd: Option<nodes::NodesCmd>,
+        /// Print JSON (an array of nodes) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The admin HTTP API: print its OpenAPI document.
     Api {
         #[command(subcommand)]
@@ -244,5 +254,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Store { cmd } => store::run(cmd, &load_config(&path)?),
         Command::Audit { cmd } => audit::run(cmd, &load_config(&path)?),
         Command::Keys { cmd } => keys::run(cmd, &load_config(&path)?),
+        Command::Nodes { cmd, json } => nodes::run(cmd, json, &load_config(&path)?),
     }
 }

@@ -250,8 +250,9 @@ pub fn run(api: &Remote, command: Command) -> Result<(), Failure> {
         Command::Reload => super::reload::remote(api),
         Command::TestFederation { domain, .. } => super::test_federation::remote(api, &domain),
         Command::Api { cmd } => self::api(cmd),
+        Command::Nodes { cmd, json } => super::nodes::remote(cmd, json, api),
         _ => Err(Failure::usage(
-            "--server applies to partner, cvi, media, drain, reload and test-federation; the other commands run on this host",
+            "--server applies to partner, cvi, media, nodes, drain, reload and test-federation; the other commands run on this host",
         )),
     }
 }

@@ -252,6 +252,10 @@ pub struct StoreConfig {
     /// How often a running edge checks the registry for changes.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// On PostgreSQL, also LISTEN for the change notifications every
+    /// registry write sends, and reload at once (the poll stays the
+    /// fallback). Off: the poll alone.
+    pub notify: bool,
 }
 
 impl Default for StoreConfig {
@@ -259,6 +263,7 @@ impl Default for StoreConfig {
         StoreConfig {
             url: "sqlite://var/fedge.db".into(),
             poll_interval: Duration::from_millis(250),
+            notify: true,
         }
     }
 }

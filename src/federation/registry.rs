@@ -5,20 +5,25 @@
 //! Owns propagation. The CLI writes to the store; every edge node polls the
 //! store's version counter (every 250 ms by default), reloads, and swaps the
 //! snapshot, so a change reaches every node, SQLite or PostgreSQL, without
-//! a restart and without the CLI knowing where the edges are. Readers on
-//! the hot path take the current snapshot without locking.
+//! a restart and without the CLI knowing where the edges are. On PostgreSQL
+//! each write also sends a NOTIFY and each node LISTENs on a connection of
+//! its own, reloading at once (the poll stays the fallback). Readers on
+//! the hot path take the current snapshot without locking. It also says,
+//! once each way, when the store becomes unreachable and when it is back
+//! (the node serves from its last snapshot meanwhile).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::broadcast;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::model::partner::{Partner, PartnerState};
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, REGISTRY_CHANNEL, Store, StoreError};
 
 /// An immutable view of the registry at one version.
 #[derive(Debug, Default)]
@@ -209,14 +214,26 @@ impl Registry {
         }
     }
 
-    /// Polls the store's version every `every` and reloads on change.
+    /// Polls the store's version every `every` and reloads on change; on
+    /// PostgreSQL with `notify`, also reloads as soon as a change is
+    /// announced on [`crate::store::REGISTRY_CHANNEL`] (the poll stays the
+    /// fallback, and carries on while the LISTEN connection is down).
     pub fn watch(
         self: &Arc<Self>,
         store: Store,
         every: Duration,
+        notify: bool,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
+        let wake = Arc::new(Notify::new());
+        let listener = (notify && store.backend() == Backend::Postgres).then(|| {
+            tokio::spawn(listen(
+                store.url().to_string(),
+                wake.clone(),
+                shutdown.clone(),
+            ))
+        });
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,33 +242,13 @@ impl Registry {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
+                    _ = wake.notified() => {}
                 }
-                let seen = me.snapshot().version;
-                let result = async {
-                    let v = store.registry_version().await?;
-                    if v == seen {
-                        return Ok::<_, StoreError>(None);
-                    }
-                    // A change landing between these two reads is loaded now
-                    // and loaded again on the next tick, since the stored
-                    // version will have moved past `v`: never lost.
-                    let partners = store.partners().await?;
-                    Ok(Some((v, partners)))
-                }
-                .await;
-                match result {
-                    Ok(None) => failing = false,
-                    Ok(Some((v, partners))) => {
-                        failing = false;
-                        let snap = Snapshot::build(v, partners);
-                        info!(
-                            version = v,
-                            partners = snap.partners.len(),
-                            enabled = snap.enabled_count(),
-                            "registry reloaded"
-                        );
-                        me.install(snap);
-                    }
+                match me.poll_once(&store).await {
+                    // The return of the database is the heartbeat's to
+                    // declare (one full read and write), not this poll's.
+                    Ok(()) => failing = false,
+                    Err(e) if e.is_unreachable() => me.store_failed(&store, &e),
                     Err(e) => {
                         if !failing {
                             warn!(error = %e, "registry reload failed; keeping the last snapshot");
@@ -260,7 +257,91 @@ impl Registry {
                     }
                 }
             }
+            if let Some(l) = listener {
+                let _ = l.await;
+            }
         })
+    }
+
+    /// One look at the store's version, and a reload when it moved.
+    async fn poll_once(&self, store: &Store) -> Result<(), StoreError> {
+        let seen = self.snapshot().version;
+        let v = store.registry_version().await?;
+        if v == seen {
+            return Ok(());
+        }
+        // A change landing between these two reads is loaded now and
+        // loaded again on the next tick, since the stored version will
+        // have moved past `v`: never lost.
+        let partners = store.partners().await?;
+        let snap = Snapshot::build(v, partners);
+        info!(
+            version = v,
+            partners = snap.partners.len(),
+            enabled = snap.enabled_count(),
+            "registry reloaded"
+        );
+        self.install(snap);
+        Ok(())
+    }
+}
+
+/// Keeps a LISTEN connection on the registry channel and wakes the watcher
+/// on every notification, and once after each (re)connection (changes
+/// made while it was down are picked up then, or by the poll meanwhile).
+async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut down_since_logged = false;
+    let mut backoff = Duration::from_millis(250);
+    while !shutdown.is_cancelled() {
+        let connected = async {
+            let mut l = PgListener::connect(&url).await?;
+            l.listen(REGISTRY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut l = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(Duration::from_secs(5), connected) => match r {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    if !down_since_logged {
+                        warn!(error = %e, "registry notifications unavailable; polling meanwhile");
+                        down_since_logged = true;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(_) => continue,
+            },
+        };
+        info!(
+            channel = REGISTRY_CHANNEL,
+            "listening for registry notifications"
+        );
+        backoff = Duration::from_millis(250);
+        wake.notify_one();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = l.try_recv() => match r {
+                    Ok(Some(n)) => {
+                        debug!(version = n.payload(), "registry notification");
+                        wake.notify_one();
+                    }
+                    // The connection dropped and was made again: some
+                    // notifications may have been missed.
+                    Ok(None) => wake.notify_one(),
+                    Err(e) => {
+                        warn!(error = %e, "registry notifications lost; polling meanwhile");
+                        down_since_logged = true;
+                        break;
+                    }
+                },
+            }
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::federation::cluster::ClusterView;
+use crate::federation::cluster::{ClusterView, live_nodes, now_ms};
 use crate::federation::registry::Registry;
 use crate::store::{NodeRecord, Store, StoreError, now_rfc3339};
 
@@ -49,24 +49,6 @@ pub(super) fn node_name(configured: &str, federation_port: u16) -> String {
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "fedge".to_string());
     format!("{host}:{federation_port}")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// The live nodes in `rows` (heartbeat within `gone_after` of `now_ms`,
-/// not stopped), counting `me` once whatever its row says.
-pub fn live_nodes(rows: &[NodeRecord], me: &str, now_ms: i64, gone_after: Duration) -> u32 {
-    let horizon = now_ms - gone_after.as_millis() as i64;
-    let others = rows
-        .iter()
-        .filter(|r| r.name != me && r.stopped_at.is_none() && r.heartbeat_ms >= horizon)
-        .count();
-    1 + others as u32
 }
 
 impl Heartbeat {
@@ -145,34 +127,6 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(name: &str, hb: i64, stopped: bool) -> NodeRecord {
-        NodeRecord {
-            name: name.into(),
-            instance: "i".into(),
-            version: "0".into(),
-            started_at: "t".into(),
-            heartbeat_ms: hb,
-            registry_version: 1,
-            listeners: "[]".into(),
-            draining: None,
-            stopped_at: stopped.then(|| "t".into()),
-        }
-    }
-
-    #[test]
-    fn live_count_leaves_out_gone_and_stopped_nodes() {
-        let rows = [
-            row("a", 10_000, false),
-            row("b", 9_500, false),
-            row("c", 8_000, false),
-            row("d", 10_000, true),
-        ];
-        let gone = Duration::from_secs(1);
-        assert_eq!(live_nodes(&rows, "a", 10_000, gone), 2, "a and b");
-        assert_eq!(live_nodes(&rows, "z", 10_000, gone), 3, "me, a and b");
-        assert_eq!(live_nodes(&[], "a", 10_000, gone), 1, "never below me");
-    }
 
     #[test]
     fn default_name_is_host_and_port() {

@@ -306,7 +306,11 @@ async fn open(cfg: &Config, shutdown: CancellationToken) -> Result<Shared, Serve
         table: ConnectionTable::new(),
         shutdown,
         capture: capture.map(|(_, counters)| counters),
-        cluster: Arc::new(crate::federation::cluster::ClusterView::new()),
+        cluster: {
+            let view = crate::federation::cluster::ClusterView::new();
+            view.set_gone_after(cfg.cluster.gone_after);
+            Arc::new(view)
+        },
     })
 }
 
@@ -318,6 +322,7 @@ fn spawn_watchers(cfg: &Config, shared: &Shared, metrics: &Arc<Metrics>) -> [Joi
     let watcher = shared.registry.watch(
         shared.store.clone(),
         cfg.store.poll_interval,
+        cfg.store.notify,
         shutdown.clone(),
     );
     let ig_watch = ig::spawn(

@@ -91,6 +91,10 @@ pub struct Store {
     health: std::sync::Arc<health::Health>,
 }
 
+/// The PostgreSQL notification channel every registry change is announced
+/// on (payload: the new registry version), in the transaction that makes it.
+pub const REGISTRY_CHANNEL: &str = "fedge_registry";
+
 /// How long a request waits for a database connection before it fails
 /// (and a node without its database answers at once rather than in 30 s).
 pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);

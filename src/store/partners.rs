@@ -241,6 +241,17 @@ impl Store {
         sqlx::query("UPDATE registry_version SET version = version + 1 WHERE id = 1")
             .execute(&mut **tx)
             .await?;
+        if self.backend == super::Backend::Postgres {
+            // Delivered to every node's LISTEN when this transaction
+            // commits (never before, never if it rolls back).
+            sqlx::query(
+                "SELECT 1 FROM (SELECT pg_notify($1, \
+                 (SELECT version FROM registry_version WHERE id = 1)::text)) AS n",
+            )
+            .bind(super::REGISTRY_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+        }
         let detail_json: Option<serde_json::Value> = detail.as_deref().map(|d| {
             serde_json::from_str(d).unwrap_or_else(|_| serde_json::Value::String(d.into()))
         });

@@ -11,6 +11,8 @@ pub struct Postgres {
     bin: PathBuf,
     pub url: String,
     as_postgres: bool,
+    /// The port it listens on (kept across `stop()` and `start_again()`).
+    port: u16,
 }
 
 fn find_bin() -> PathBuf {
@@ -74,6 +76,7 @@ impl Postgres {
             dir,
             bin,
             as_postgres,
+            port,
         };
         let data = pg.dir.join("data");
         let d = data.to_str().unwrap();
@@ -95,16 +98,23 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        pg.start_server();
+        pg
+    }
+
+    fn start_server(&self) {
+        let data = self.dir.join("data");
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.dir.display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
         );
-        let log = pg.dir.join("log");
-        let out = pg.run(
+        let log = self.dir.join("log");
+        let out = self.run(
             "pg_ctl",
             &[
                 "-D",
-                d,
+                data.to_str().unwrap(),
                 "-o",
                 &opts,
                 "-l",
@@ -121,7 +131,27 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        pg
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected), keeping
+    /// its data directory and port for [`Postgres::start_again`].
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        let out = self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server again after [`Postgres::stop`]: same data
+    /// directory, same port, same URL.
+    pub fn start_again(&self) {
+        self.start_server();
     }
 
     pub fn dir(&self) -> &Path {

@@ -13,6 +13,7 @@ mod cvi;
 mod drain;
 mod fpa;
 mod node;
+mod nodes;
 mod partners;
 mod reload;
 
@@ -119,6 +120,7 @@ fn query<T>(
         node::media, node::media_drain, node::status, node::audit, node::openapi,
         drain::start, drain::progress,
         reload::reload,
+        nodes::list, nodes::forget_node,
     ),
     components(schemas(
         ErrorBody,
@@ -138,6 +140,8 @@ fn query<T>(
         partners::VerbBody, partners::TestBody, cvi::EnrolRefused,
         fpa::FpaSubmission, crate::admin::intake::Receipt,
         crate::admin::tls::ReloadOutcome, crate::admin::tls::ServedCert,
+        crate::federation::cluster::NodeView, crate::federation::cluster::NodeState,
+        crate::federation::cluster::NodeListener,
     )),
     // The accounts and session routes (admin::accounts::AccountsApi, full
     // paths already) are merged in by `openapi_json`.
@@ -236,6 +240,8 @@ pub fn routes() -> Router<Arc<EdgeState>> {
             get(drain::progress).post(drain::start),
         )
         .route("/api/v1/node/reload", post(reload::reload))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/{name}", delete(nodes::forget_node))
         .route("/api/v1/audit", get(node::audit))
         .route("/api/v1/openapi.json", get(node::openapi))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
