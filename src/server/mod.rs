@@ -233,6 +233,39 @@ pub async fn run_with_drain(
         shared.shutdown.clone(),
     ));
 
+    announce(
+        &cfg,
+        &shared,
+        &core,
+        [fed_addr, int_addr, admin_addr, public_addr],
+        admin_scheme,
+        &mut tasks,
+    )
+    .await;
+    info!(version = env!("CARGO_PKG_VERSION"), "fedge ready");
+    systemd::ready();
+    systemd::spawn_watchdog();
+    // A drain cancels the shutdown itself once nothing is left.
+    tokio::spawn(drainer.watch(drain, shared.shutdown.clone()));
+
+    shared.shutdown.cancelled().await;
+    systemd::stopping();
+    info!("shutting down");
+    let _ = heartbeat.await;
+    stop(tasks, watchers, &shared.store).await;
+    Ok(())
+}
+
+/// Logs the listeners (the tests and operators read these lines), starts
+/// the verdict sampler, and logs the audit chain's head.
+async fn announce(
+    cfg: &Config,
+    shared: &Shared,
+    core: &Core,
+    [fed_addr, int_addr, admin_addr, public_addr]: [SocketAddr; 4],
+    admin_scheme: &str,
+    tasks: &mut JoinSet<()>,
+) {
     info!(role = "federation", transport = "tls", addr = %fed_addr, fqdn = %cfg.federation.fqdn, "listening");
     let home_pool = core
         .proxy
@@ -259,18 +292,6 @@ pub async fn run_with_drain(
         Ok(None) => info!(seq = 0, "audit chain head: empty"),
         Err(e) => warn!(error = %e, "cannot read the audit chain's head"),
     }
-    info!(version = env!("CARGO_PKG_VERSION"), "fedge ready");
-    systemd::ready();
-    systemd::spawn_watchdog();
-    // A drain cancels the shutdown itself once nothing is left.
-    tokio::spawn(drainer.watch(drain, shared.shutdown.clone()));
-
-    shared.shutdown.cancelled().await;
-    systemd::stopping();
-    info!("shutting down");
-    let _ = heartbeat.await;
-    stop(tasks, watchers, &shared.store).await;
-    Ok(())
 }
 
 /// Opens the store, loads the registry, and makes the transport pieces
