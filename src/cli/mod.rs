@@ -52,7 +52,7 @@ struct Cli {
 
     /// Act through this edge's admin API (https://HOST:PORT or
     /// http://HOST:PORT) instead of on the database: partner, cvi, media,
-    /// drain, reload and test-federation.
+    /// nodes, drain, reload and test-federation.
     /// Also read from FEDGE_SERVER.
     #[arg(long, global = true, value_name = "URL")]
     server: Option<String>,

@@ -523,7 +523,7 @@ fn after_admission(
             .map(|r| format!("{r}/s (the partner's rate_limit)"))
             .unwrap_or_else(|| set.rate.clone());
         notes.push(format!(
-            "not evaluated offline: the partner's token bucket ({rate}) and the user-enumeration guard hold per running node and depend on its counters; over them the node answers 503 rate_limited / 403 enumeration"
+            "not evaluated offline: the partner's token bucket ({rate}) and the user-enumeration guard are shared out over the running nodes and depend on their counters; over them the node answers 503 rate_limited / 403 enumeration"
         ));
     }
     let opens_dialog = matches!(

@@ -111,6 +111,11 @@ pub enum RegistryEvent {
 pub struct Registry {
     current: ArcSwap<Snapshot>,
     events: broadcast::Sender<RegistryEvent>,
+    /// Serialises installs, so that a slower reload that read an older
+    /// version cannot replace a newer snapshot.
+    installing: std::sync::Mutex<()>,
+    /// The last older version refused, so that it is logged once.
+    refused_older: std::sync::atomic::AtomicI64,
 }
 
 impl Registry {
@@ -122,6 +127,8 @@ impl Registry {
         Ok(Arc::new(Registry {
             current: ArcSwap::from_pointee(Snapshot::build(version, partners)),
             events,
+            installing: std::sync::Mutex::new(()),
+            refused_older: std::sync::atomic::AtomicI64::new(i64::MIN),
         }))
     }
 
@@ -131,6 +138,8 @@ impl Registry {
         Arc::new(Registry {
             current: ArcSwap::from_pointee(Snapshot::default()),
             events,
+            installing: std::sync::Mutex::new(()),
+            refused_older: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -145,6 +154,26 @@ impl Registry {
 
     /// Installs a new snapshot and announces partners that left `enabled`.
     pub fn install(&self, next: Snapshot) {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = self.current.load().version;
+        if next.version < seen {
+            // A reload that read the store before a newer one installed
+            // (or a database restored from an older backup: a restart
+            // loads it).
+            let v = next.version;
+            if self
+                .refused_older
+                .swap(v, std::sync::atomic::Ordering::Relaxed)
+                != v
+            {
+                warn!(
+                    version = v,
+                    enforced = seen,
+                    "registry snapshot older than the one enforced; kept the newer (a database restored from a backup needs a restart of the node)"
+                );
+            }
+            return;
+        }
         let prev = self.current.swap(Arc::new(next));
         let next = self.current.load();
         for old in prev.partners().filter(|p| p.state == PartnerState::Enabled) {
@@ -314,13 +343,27 @@ async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
-                Err(_) => continue,
+                Err(_) => {
+                    if !down_since_logged {
+                        warn!("registry notifications unavailable (connection timed out); polling meanwhile");
+                        down_since_logged = true;
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
             },
         };
         info!(
             channel = REGISTRY_CHANNEL,
             "listening for registry notifications"
         );
+        if down_since_logged {
+            info!("registry notifications back");
+        }
         backoff = Duration::from_millis(250);
         wake.notify_one();
         loop {
@@ -337,6 +380,10 @@ async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
                     Err(e) => {
                         warn!(error = %e, "registry notifications lost; polling meanwhile");
                         down_since_logged = true;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
                         break;
                     }
                 },
