@@ -432,6 +432,19 @@ mod tests {
         assert_eq!(s.enabled_count(), 1);
     }
 
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let r = Registry::empty();
+        let enabled = p("a", &["a.test"], "sip.a.test", PartnerState::Enabled);
+        let suspended = p("a", &["a.test"], "sip.a.test", PartnerState::Suspended);
+        r.install(Snapshot::build(6, vec![suspended]));
+        // A slower reload that read version 5 (still enabled) comes late.
+        r.install(Snapshot::build(5, vec![enabled]));
+        let now = r.snapshot();
+        assert_eq!(now.version, 6);
+        assert_eq!(now.get("a").map(|p| p.state), Some(PartnerState::Suspended));
+    }
+
     #[tokio::test]
     async fn leaving_enabled_is_announced_once() {
         let r = Registry::empty();
