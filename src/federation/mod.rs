@@ -250,7 +250,7 @@ impl Edge {
                 &self.rates,
                 (req, p),
                 info,
-                self.cluster.live_nodes(),
+                &self.cluster,
                 tokio::time::Instant::now(),
             )
         {

@@ -1,8 +1,10 @@
 //! This node's heartbeat in the shared database: every `[cluster]
-//! heartbeat` it writes its row of the node table (name, instance, version,
-//! registry version, listeners, drain mark), reads everyone's, and sets the
-//! live-node count of the [`ClusterView`] the rate limits read. At shutdown
-//! it marks its row stopped.
+//! heartbeat` it reads everyone's row of the node table, sets the
+//! live-node count and this node's per-partner weights (D126) of the
+//! [`ClusterView`] the rate limits read, then writes its own row (name,
+//! instance, version, registry version, listeners, drain mark, and its
+//! smoothed per-partner demand from the requests the limits counted since
+//! the last beat). At shutdown it marks its row stopped.
 //!
 //! Owns the heartbeat loop, this node's name and instance id, and noticing
 //! a rival (another process heartbeating under the same name). It is also
@@ -15,11 +17,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::federation::cluster::{ClusterView, live_nodes, now_ms};
+use crate::federation::cluster::{ClusterView, PerPartner, live_nodes, now_ms, smooth, weights};
 use crate::federation::registry::Registry;
 use crate::store::{NodeRecord, Store, StoreError, now_rfc3339};
 
@@ -68,6 +72,11 @@ impl Heartbeat {
             listeners: self.listeners.clone(),
             draining: None,
             stopped_at: None,
+            demand: None,
+        };
+        let mut demand = Demand {
+            smoothed: PerPartner::new(),
+            since: Instant::now(),
         };
         info!(node = %me.name, instance = %me.instance, "cluster heartbeat every {:?}", self.every);
         let mut rivals = HashSet::new();
@@ -78,7 +87,7 @@ impl Heartbeat {
                 _ = self.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match self.beat(&mut me, &mut rivals).await {
+            match self.beat(&mut me, &mut rivals, &mut demand).await {
                 Ok(()) => self.registry.store_answered(&self.store).await,
                 Err(e) => self.registry.store_failed(&self.store, &e),
             }
@@ -92,13 +101,20 @@ impl Heartbeat {
         }
     }
 
-    /// One heartbeat: read the table, note rivals, count the live nodes,
-    /// write this node's row.
+    /// One heartbeat: read the table, note rivals, count the live nodes
+    /// and set this node's weights from the table as read (its own row as
+    /// it last wrote it, so every node judges from the table alone), then
+    /// write this node's row with its new demand.
     async fn beat(
         &self,
         me: &mut NodeRecord,
         rivals: &mut HashSet<String>,
+        demand: &mut Demand,
     ) -> Result<(), StoreError> {
+        // The demand is counted whether or not the store answers, so an
+        // outage does not lose or pile up what was offered.
+        demand.update(&self.view, self.every);
+        me.demand = demand.json();
         let rows = self.store.nodes().await?;
         let now = now_ms();
         if me.heartbeat_ms > 0
@@ -117,10 +133,43 @@ impl Heartbeat {
         }
         self.view
             .set_live_nodes(live_nodes(&rows, &me.name, now, self.gone_after));
+        self.view
+            .set_weights(weights(&rows, &me.name, now, self.gone_after));
         me.heartbeat_ms = now;
         me.registry_version = self.registry.snapshot().version;
         me.draining = self.view.draining();
         self.store.node_heartbeat(me).await
+    }
+}
+
+/// This node's smoothed demand per partner and when it last took the
+/// offered counts.
+struct Demand {
+    smoothed: PerPartner,
+    since: Instant,
+}
+
+impl Demand {
+    /// Takes the requests offered since the last beat into the average.
+    fn update(&mut self, view: &ClusterView, every: Duration) {
+        let now = Instant::now();
+        let offered = view.take_offered();
+        self.smoothed = smooth(&self.smoothed, &offered, now - self.since, every);
+        self.since = now;
+    }
+
+    /// The demand as the node row holds it (`None` when there is none).
+    fn json(&self) -> Option<String> {
+        if self.smoothed.is_empty() {
+            return None;
+        }
+        // Rounded to 0.001 requests per second: the row stays short.
+        let rounded: PerPartner = self
+            .smoothed
+            .iter()
+            .map(|(id, d)| (id.clone(), (d * 1000.0).round() / 1000.0))
+            .collect();
+        serde_json::to_string(&rounded).ok()
     }
 }
 

@@ -1,6 +1,8 @@
 //! The node table: every edge node sharing this database writes its
 //! heartbeat, the registry version it enforces, its listeners and its
-//! drain state; `fedge nodes` and the other nodes read them.
+//! drain state, and its recent demand per partner (D126: requests per
+//! second offered to its rate check, smoothed, as a JSON object); `fedge
+//! nodes` and the other nodes read them.
 //!
 //! Owns the `nodes` table. It never decides whether a node is alive (the
 //! reader compares `heartbeat_ms` with its own clock and `[cluster]
@@ -33,6 +35,10 @@ pub struct NodeRecord {
     pub draining: Option<String>,
     /// Set when it stopped cleanly (RFC 3339).
     pub stopped_at: Option<String>,
+    /// Its recent demand per partner as JSON (`{"partner id": requests
+    /// per second}`, only partners above zero); `None` before migration
+    /// 0012 or before its first heartbeat with demand.
+    pub demand: Option<String>,
 }
 
 impl Store {
@@ -41,14 +47,14 @@ impl Store {
     pub async fn node_heartbeat(&self, node: &NodeRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO nodes (name, instance, version, started_at, heartbeat_ms, \
-             registry_version, listeners, draining, stopped_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) \
+             registry_version, listeners, draining, stopped_at, demand) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9) \
              ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, \
              version = excluded.version, started_at = excluded.started_at, \
              heartbeat_ms = excluded.heartbeat_ms, \
              registry_version = excluded.registry_version, \
              listeners = excluded.listeners, draining = excluded.draining, \
-             stopped_at = NULL",
+             stopped_at = NULL, demand = excluded.demand",
         )
         .bind(&node.name)
         .bind(&node.instance)
@@ -58,6 +64,7 @@ impl Store {
         .bind(node.registry_version)
         .bind(&node.listeners)
         .bind(&node.draining)
+        .bind(&node.demand)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -83,7 +90,7 @@ impl Store {
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, instance, version, started_at, heartbeat_ms, registry_version, \
-             listeners, draining, stopped_at FROM nodes ORDER BY name",
+             listeners, draining, stopped_at, demand FROM nodes ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -99,6 +106,7 @@ impl Store {
                     listeners: r.try_get(6)?,
                     draining: r.try_get(7)?,
                     stopped_at: r.try_get(8)?,
+                    demand: r.try_get(9)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -11,15 +11,18 @@
 //! partner that keeps to its rate is never shed, so the capacity the
 //! flood would take stays with the partners under their limits.
 //!
-//! Several nodes (D110, D111): a partner's rate, burst and enumeration
-//! limit are the cluster's. Each node holds the partner to its share,
-//! `1 / live_nodes` of each ([`Share`]), where `live_nodes` is the count
-//! `federation::cluster::ClusterView` keeps from the node table's
-//! heartbeats; a node joining or leaving changes every node's share at its
-//! next heartbeat. No message waits for the database.
+//! Several nodes (D126, superseding D110's even split; D111): a partner's
+//! rate, burst and enumeration limit are the cluster's. Each node holds
+//! the partner to its share, a weight `w` of each ([`Share`]) that follows
+//! where the partner's traffic lands: every request reaching the rate
+//! check is counted in `federation::cluster::ClusterView` (`offer`), the
+//! heartbeat publishes each node's smoothed demand in the node table and
+//! sets each node's weights from the live nodes' demands (they sum to 1
+//! over the live nodes); a partner no node reports keeps `1 / live nodes`.
+//! No message waits for the database: the weight is one load.
 //!
 //! Owns the counting state and the rule applied to what the rest of the
-//! policy lets through ([`check`]). Time, pressure and the live-node count
+//! policy lets through ([`check`]). Time, pressure and the cluster view
 //! are arguments, so the rules are tested without waiting; memory is
 //! bounded by the number of partners and, per partner, by the enumeration
 //! limit. Never counts metrics; never reads the store.
@@ -30,6 +33,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::federation::cluster::ClusterView;
 use crate::federation::refusal::Refusal;
 use crate::model::partner::Partner;
 use crate::sip::message::{Method, SipMessage};
@@ -52,8 +56,8 @@ pub struct RateConfig {
     pub enumeration_window: Duration,
 }
 
-/// This node's part of a partner's cluster-wide limits when `live_nodes`
-/// nodes (this one included) share them.
+/// This node's part of a partner's cluster-wide limits: its weight (D126)
+/// of each.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Share {
     /// Requests per second this node admits.
@@ -66,30 +70,39 @@ pub struct Share {
 }
 
 impl Share {
-    /// `rate`, `burst` and `enumeration_limit` split evenly over
-    /// `live_nodes` (0 counts as 1).
-    pub fn of(rate: u32, burst: u32, enumeration_limit: u32, live_nodes: u32) -> Share {
-        let n = live_nodes.max(1);
+    /// `weight` (clamped to 0..=1) of `rate` and `burst` (at least one
+    /// request), and of `enumeration_limit` rounded up (at least 1).
+    pub fn of(rate: u32, burst: u32, enumeration_limit: u32, weight: f64) -> Share {
+        let w = if weight.is_finite() {
+            weight.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        // Rounding up a product that is whole but for float error (6 x
+        // 0.5000000001) would give one more than the even split.
+        let limit = (f64::from(enumeration_limit.max(1)) * w - 1e-9).ceil();
         Share {
-            rate: f64::from(rate.max(1)) / f64::from(n),
-            burst: (f64::from(burst.max(1)) / f64::from(n)).max(1.0),
-            enumeration_limit: enumeration_limit.max(1).div_ceil(n),
+            rate: f64::from(rate.max(1)) * w,
+            burst: (f64::from(burst.max(1)) * w).max(1.0),
+            enumeration_limit: (limit as u32).clamp(1, enumeration_limit.max(1)),
         }
     }
 }
 
-/// Holds a partner's request to this node's share ([`Share`], of
-/// `live_nodes`) of its rate (its record's `rate_limit`, else the
+/// Holds a partner's request to this node's share ([`Share`], of its
+/// weight in `cluster`) of its rate (its record's `rate_limit`, else the
 /// configured one) and, out of dialog (by the edge's own knowledge of the
 /// dialog, see `RequestInfo::in_dialog`), of the enumeration guard.
-/// ACKs of known dialogs are not counted. Refusals name the partner's
-/// cluster-wide figures, which are what it agreed to.
+/// ACKs of known dialogs are not counted; every other request is counted
+/// as offered (admitted or refused), the demand the heartbeat publishes.
+/// Refusals name the partner's cluster-wide figures, which are what it
+/// agreed to.
 pub fn check(
     limits: &Limits,
     rates: &RateConfig,
     (req, partner): (&SipMessage, &Partner),
     info: &RequestInfo,
-    live_nodes: u32,
+    cluster: &ClusterView,
     now: Instant,
 ) -> Result<(), Refusal> {
     // The ACK of a dialog the edge knows completes an admitted INVITE; any
@@ -97,6 +110,7 @@ pub fn check(
     if req.method() == Some(&Method::Ack) && info.in_dialog {
         return Ok(());
     }
+    cluster.offer(&partner.id);
     let rate = partner
         .details
         .rate_limit
@@ -107,7 +121,7 @@ pub fn check(
         rate,
         rates.burst.max(rate),
         rates.enumeration_limit,
-        live_nodes,
+        cluster.weight(&partner.id),
     );
     let pressure: Pressure = info.pressure;
     if pressure.overloaded && limits.is_hot(&partner.id, now) {
@@ -183,7 +197,7 @@ impl Limits {
     /// Takes one request's token for `partner`. `Err(wait)` says when the
     /// next token will be there (for Retry-After).
     /// `rate` per second refills a bucket of `burst` (at least one); a
-    /// bucket over a smaller `burst` than before (more live nodes) is cut
+    /// bucket over a smaller `burst` than before (a smaller weight) is cut
     /// down to it.
     pub fn take(&self, partner: &str, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
         let rate = if rate > 0.0 { rate } else { 1.0 };
@@ -310,6 +324,14 @@ mod tests {
         parse_framed(data, he, &crate::sip::parse::Limits::default()).expect("parses")
     }
 
+    /// A cluster view of `live` nodes where no node reports demand yet:
+    /// every partner's weight is `1 / live`.
+    fn view(live: u32) -> ClusterView {
+        let v = ClusterView::new();
+        v.set_live_nodes(live);
+        v
+    }
+
     fn info(overloaded: bool) -> RequestInfo {
         RequestInfo {
             pressure: Pressure {
@@ -345,7 +367,14 @@ mod tests {
         // Not behind: the flooder has its burst, then is rate limited.
         let mut passed = 0;
         for i in 0..100 {
-            match check(&l, &rates, (&message(i), &flood), &info(false), 1, t0) {
+            match check(
+                &l,
+                &rates,
+                (&message(i), &flood),
+                &info(false),
+                &view(1),
+                t0,
+            ) {
                 Ok(()) => passed += 1,
                 Err(r) => assert_eq!(r.label(), "rate_limited"),
             }
@@ -354,7 +383,15 @@ mod tests {
         // A second later the edge is behind: the flooder's new tokens are
         // not given to it (it is hot), and it is told why.
         let t1 = t0 + Duration::from_secs(1);
-        let r = check(&l, &rates, (&message(200), &flood), &info(true), 1, t1).unwrap_err();
+        let r = check(
+            &l,
+            &rates,
+            (&message(200), &flood),
+            &info(true),
+            &view(1),
+            t1,
+        )
+        .unwrap_err();
         assert_eq!(r.label(), "overload_shed");
         assert_eq!(r.status(), 503);
         assert!(
@@ -368,7 +405,16 @@ mod tests {
         // not its burst: one second of its rate, then refused for rate.
         let mut passed = 0;
         for i in 0..10 {
-            if check(&l, &rates, (&message(300 + i), &steady), &info(true), 1, t1).is_ok() {
+            if check(
+                &l,
+                &rates,
+                (&message(300 + i), &steady),
+                &info(true),
+                &view(1),
+                t1,
+            )
+            .is_ok()
+            {
                 passed += 1;
             }
         }
@@ -376,7 +422,17 @@ mod tests {
         // Not behind any more: the flooder gets its tokens again after it
         // cools down (the hot mark only matters while behind).
         let t2 = t1 + HOT_FOR + Duration::from_secs(1);
-        assert!(check(&l, &rates, (&message(400), &flood), &info(false), 1, t2).is_ok());
+        assert!(
+            check(
+                &l,
+                &rates,
+                (&message(400), &flood),
+                &info(false),
+                &view(1),
+                t2
+            )
+            .is_ok()
+        );
         assert!(!l.is_hot("f", t2));
         assert!(!l.is_hot("s", t2));
     }
@@ -464,7 +520,16 @@ mod tests {
             for (k, node) in nodes.iter().enumerate() {
                 for _ in 0..per_tick {
                     n += 1;
-                    if check(node, rates, (&message(n), partner), &info(false), live, now).is_ok() {
+                    if check(
+                        node,
+                        rates,
+                        (&message(n), partner),
+                        &info(false),
+                        &view(live),
+                        now,
+                    )
+                    .is_ok()
+                    {
                         admitted[k] += 1;
                     }
                 }
@@ -487,15 +552,62 @@ mod tests {
     }
 
     #[test]
-    fn a_share_is_the_cluster_figure_over_the_live_nodes() {
-        let s = Share::of(20, 40, 1000, 2);
+    fn a_share_is_the_nodes_weight_of_the_cluster_figure() {
+        let s = Share::of(20, 40, 1000, 0.5);
         assert_eq!((s.rate, s.burst, s.enumeration_limit), (10.0, 20.0, 500));
-        assert_eq!(Share::of(20, 40, 1000, 0), Share::of(20, 40, 1000, 1));
+        assert_eq!(Share::of(20, 40, 1000, 7.0), Share::of(20, 40, 1000, 1.0));
+        assert_eq!(
+            Share::of(20, 40, 1000, f64::NAN),
+            Share::of(20, 40, 1000, 1.0)
+        );
         // Small figures: the bucket still holds one request, and the
         // enumeration limit rounds up (never 0).
-        let s = Share::of(1, 1, 5, 3);
+        let s = Share::of(1, 1, 5, 1.0 / 3.0);
         assert!((s.rate - 1.0 / 3.0).abs() < 1e-9, "{s:?}");
         assert_eq!((s.burst, s.enumeration_limit), (1.0, 2));
+        let s = Share::of(20, 40, 6, 0.0);
+        assert_eq!((s.rate, s.burst, s.enumeration_limit), (0.0, 1.0, 1));
+        // A whole product is not rounded up by float error.
+        assert_eq!(Share::of(20, 40, 6, 0.1 + 0.2 + 0.2).enumeration_limit, 3);
+        // A node carrying all of a partner's traffic on two nodes (D126).
+        let s = Share::of(20, 40, 1000, 1.05 / 1.1);
+        assert!((s.rate - 19.0909).abs() < 1e-3, "{s:?}");
+        assert_eq!(s.enumeration_limit, 955);
+    }
+
+    #[test]
+    fn a_partner_on_one_of_two_nodes_gets_its_weight_and_the_cluster_its_rate() {
+        let r = rates(20, 40, 1000);
+        let (a, b) = (Limits::new(), Limits::new());
+        // The weights the heartbeat sets when only node a reports demand
+        // (federation::cluster::weights): 95.5% and the floor, 4.5%.
+        let (va, vb) = (view(2), view(2));
+        va.set_weights([("p".to_string(), 1.05 / 1.1)].into());
+        vb.set_weights([("p".to_string(), 0.05 / 1.1)].into());
+        let t0 = Instant::now();
+        // 5 s at 100/s on a, and the same on b (the bound with both).
+        let mut got = [0u32; 2];
+        for t in 0..500u32 {
+            let now = t0 + Duration::from_millis(10 * u64::from(t));
+            for (k, (l, v)) in [(&a, &va), (&b, &vb)].into_iter().enumerate() {
+                let m = message(t * 2 + k as u32);
+                if check(l, &r, (&m, &partner()), &info(false), v, now).is_ok() {
+                    got[k] += 1;
+                }
+            }
+        }
+        // a: 95.5% of burst 40 + 4.99 s at 20/s.
+        let want_a = 1.05 / 1.1 * (40.0 + 20.0 * 4.99);
+        assert!(
+            (f64::from(got[0]) - want_a).abs() <= 1.0,
+            "{got:?} vs {want_a}"
+        );
+        // b: a bucket of one request, then 0.91/s.
+        assert!((5..=6).contains(&got[1]), "{got:?}");
+        assert!(got[0] + got[1] <= 40 + 20 * 5 + 2, "{got:?}");
+        // Every request reaching the rate check was counted as offered.
+        assert_eq!(va.take_offered()["p"], 500);
+        assert_eq!(vb.take_offered()["p"], 500);
     }
 
     #[test]
@@ -521,7 +633,10 @@ mod tests {
         let a = Limits::new();
         let t0 = Instant::now();
         let got = flood(&[&a], &r, &partner(), 2, (t0, 500, 1))[0];
-        assert!((68..=70).contains(&got), "the worst case: half, {got}");
+        assert!(
+            (68..=70).contains(&got),
+            "no node reports demand yet: half, {got}"
+        );
         // The other node's heartbeat stops: one live node, the whole rate
         // (the bucket keeps its tokens; the burst grows back at the rate).
         let t1 = t0 + Duration::from_secs(5);
@@ -544,8 +659,8 @@ mod tests {
         let t0 = Instant::now();
         let p = partner();
         // Share of 3 nodes: 2/3 per second, a bucket of one.
-        assert!(check(&a, &r, (&message(1), &p), &info(false), 3, t0).is_ok());
-        let e = check(&a, &r, (&message(2), &p), &info(false), 3, t0).unwrap_err();
+        assert!(check(&a, &r, (&message(1), &p), &info(false), &view(3), t0).is_ok());
+        let e = check(&a, &r, (&message(2), &p), &info(false), &view(3), t0).unwrap_err();
         assert_eq!(e.label(), "rate_limited");
         assert!(
             e.headers()
@@ -557,7 +672,7 @@ mod tests {
     }
 
     #[test]
-    fn the_enumeration_limit_is_split_over_the_nodes() {
+    fn the_enumeration_limit_is_split_by_weight_over_the_nodes() {
         let r = rates(10_000, 10_000, 5);
         let (a, b) = (Limits::new(), Limits::new());
         let p = partner();
@@ -575,7 +690,14 @@ mod tests {
         let mut reached = 0;
         for i in 0..20 {
             let node = if i % 2 == 0 { &a } else { &b };
-            match check(node, &r, (&to(&format!("u{i}")), &p), &info(false), 2, t0) {
+            match check(
+                node,
+                &r,
+                (&to(&format!("u{i}")), &p),
+                &info(false),
+                &view(2),
+                t0,
+            ) {
                 Ok(()) => reached += 1,
                 Err(e) => {
                     assert_eq!(e.label(), "enumeration");
@@ -587,7 +709,17 @@ mod tests {
         assert_eq!(reached, 6);
         // One node left: it alone may reach the whole limit.
         let more = (20..40)
-            .filter(|i| check(&a, &r, (&to(&format!("u{i}")), &p), &info(false), 1, t0).is_ok())
+            .filter(|i| {
+                check(
+                    &a,
+                    &r,
+                    (&to(&format!("u{i}")), &p),
+                    &info(false),
+                    &view(1),
+                    t0,
+                )
+                .is_ok()
+            })
             .count();
         assert_eq!(more, 2, "3 reached on this node + 2 = 5");
     }
