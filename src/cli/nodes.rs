@@ -8,7 +8,7 @@
 
 use clap::Subcommand;
 use fedge::config::Config;
-use fedge::federation::cluster::{ForgetError, NodeView, forget, node_views, now_ms};
+use fedge::federation::cluster::{ForgetError, NodeView, forget, node_views};
 
 use super::common::with_store;
 use super::failure::Failure;
@@ -40,7 +40,8 @@ pub fn run(cmd: Option<NodesCmd>, json: bool, cfg: &Config) -> Result<(), Failur
     match cmd {
         None => with_store(cfg, |store| async move {
             let rows = store.nodes().await.map_err(store_failure)?;
-            print(&node_views(rows, now_ms(), gone_after), json)
+            let now = store.db_now_ms().await.map_err(store_failure)?;
+            print(&node_views(rows, now, gone_after), json)
         }),
         Some(NodesCmd::Forget { name }) => with_store(cfg, |store| async move {
             match forget(&store, &name, gone_after).await {

@@ -365,7 +365,7 @@ pub async fn forget(
     name: &str,
     gone_after: Duration,
 ) -> Result<NodeView, ForgetError> {
-    let views = node_views(store.nodes().await?, now_ms(), gone_after);
+    let views = node_views(store.nodes().await?, store.db_now_ms().await?, gone_after);
     let Some(v) = views.into_iter().find(|v| v.name == name) else {
         return Err(ForgetError::NotFound(name.to_string()));
     };

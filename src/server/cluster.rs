@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::federation::cluster::{ClusterView, PerPartner, live_nodes, now_ms, smooth, weights};
+use crate::federation::cluster::{ClusterView, PerPartner, live_nodes, smooth, weights};
 use crate::federation::registry::Registry;
 use crate::store::{NodeRecord, Store, StoreError, now_rfc3339};
 
@@ -116,7 +116,8 @@ impl Heartbeat {
         demand.update(&self.view, self.every);
         me.demand = demand.json();
         let rows = self.store.nodes().await?;
-        let now = now_ms();
+        // The database's clock, not this node's (nodes may disagree).
+        let now = self.store.db_now_ms().await?;
         if me.heartbeat_ms > 0
             && let Some(row) = rows.iter().find(|r| r.name == me.name)
             && row.instance != me.instance

@@ -5,7 +5,7 @@
 //! nodes` and the other nodes read them.
 //!
 //! Owns the `nodes` table. It never decides whether a node is alive (the
-//! reader compares `heartbeat_ms` with its own clock and `[cluster]
+//! reader compares `heartbeat_ms` with the database's clock and `[cluster]
 //! gone_after`) and never deletes a row (a gone node stays listed until an
 //! operator forgets it with [`Store::forget_node`]).
 
@@ -113,6 +113,22 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// The database's clock, in Unix milliseconds: heartbeats are written
+    /// and judged by it, so nodes whose own clocks disagree still agree on
+    /// which nodes are alive.
+    pub async fn db_now_ms(&self) -> Result<i64, StoreError> {
+        let sql = match self.backend {
+            super::Backend::Postgres => {
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+            }
+            super::Backend::Sqlite => {
+                "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+            }
+        };
+        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
     /// Removes a node's row (a node retired for good). True if there was one.
     pub async fn forget_node(&self, name: &str) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM nodes WHERE name = $1")
@@ -120,5 +136,26 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Store;
+
+    #[tokio::test]
+    async fn the_database_clock_is_unix_milliseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/n.db", dir.path().display()))
+            .await
+            .unwrap();
+        let db = store.db_now_ms().await.unwrap();
+        let here = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        // The same machine: the two clocks agree within a few seconds.
+        assert!((db - here).abs() < 5_000, "db {db} here {here}");
+        store.close().await;
     }
 }

@@ -16,7 +16,7 @@ use tracing::info;
 use super::{Answer, ErrorBody, changing};
 use crate::admin::EdgeState;
 use crate::admin::auth::{Actor, ApiError};
-use crate::federation::cluster::{ForgetError, NodeView, forget, node_views, now_ms};
+use crate::federation::cluster::{ForgetError, NodeView, forget, node_views};
 
 /// Every node that wrote a heartbeat to this database: its state (`up`,
 /// `draining`, `stopped`, or `gone`: no heartbeat within `[cluster]
@@ -33,9 +33,10 @@ pub(super) async fn list(
 ) -> Answer<Vec<NodeView>> {
     actor.require_node_view()?;
     let rows = state.store.nodes().await?;
+    let now = state.store.db_now_ms().await?;
     Ok(Json(node_views(
         rows,
-        now_ms(),
+        now,
         state.proxy.router.cluster.gone_after(),
     )))
 }
