@@ -6,11 +6,12 @@
 //! one task that drains it. Never blocks or slows the proxy: a copy that
 //! finds the queue full is dropped and counted
 //! (`fedge_capture_dropped_total`), and so is one whose datagram would be
-//! over 65507 bytes or whose send fails. Never logs the password.
+//! over 65507 bytes, one that would take the queued bytes over
+//! [`MAX_QUEUED_BYTES`], or one whose send fails. Never logs the password.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 use tokio::net::UdpSocket;
@@ -30,15 +31,36 @@ use super::ServeError;
 /// the path MTU go out as IP fragments.
 pub const MAX_DATAGRAM: usize = 65_507;
 
+/// The most message bytes waiting in the queue at once: with `[capture]
+/// queue` copies of up to a megabyte each, a slow collector could
+/// otherwise hold gigabytes.
+pub const MAX_QUEUED_BYTES: usize = 32 << 20;
+
 /// The transports' side: a non-blocking hand-off into the queue.
 struct Queue {
     tx: mpsc::Sender<Seen>,
     counters: Arc<CaptureCounters>,
+    /// Message bytes queued and not yet sent (shared with the sender).
+    queued: Arc<AtomicUsize>,
 }
 
 impl Tap for Queue {
-    fn seen(&self, seen: Seen) {
+    fn seen(&self, mut seen: Seen) {
+        let len = seen.data.len();
+        // Too large for one datagram, or over the byte budget: dropped
+        // here, before it holds any memory.
+        if len > MAX_DATAGRAM
+            || self.queued.load(Ordering::Relaxed).saturating_add(len) > MAX_QUEUED_BYTES
+        {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // The copy is the message alone, not the read buffer it was
+        // sliced from (which may be much larger).
+        seen.data = bytes::Bytes::copy_from_slice(&seen.data);
+        self.queued.fetch_add(len, Ordering::Relaxed);
         if self.tx.try_send(seen).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -91,10 +113,12 @@ pub async fn start(
     };
     info!(collector = %collector, capture_id = cfg.capture_id, queue = cfg.queue,
         auth_key = if cfg.password.is_some() { "set" } else { "none" }, "HEP capture on");
-    tokio::spawn(run(agent, sock, rx, shutdown));
+    let queued = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(run(agent, sock, rx, queued.clone(), shutdown));
     let tap = Queue {
         tx,
         counters: counters.clone(),
+        queued,
     };
     Ok(Some((Capture::new(Arc::new(tap)), counters)))
 }
@@ -103,6 +127,7 @@ async fn run(
     agent: Agent,
     sock: UdpSocket,
     mut rx: mpsc::Receiver<Seen>,
+    queued: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) {
     let mut buf = Vec::with_capacity(4096);
@@ -111,11 +136,13 @@ async fn run(
             _ = shutdown.cancelled() => break,
             s = rx.recv() => match s { Some(s) => s, None => return },
         };
+        queued.fetch_sub(seen.data.len(), Ordering::Relaxed);
         agent.send(&sock, &mut buf, seen).await;
     }
     // The last messages (the BYE's 200 of a drain, say) still go out.
     rx.close();
     while let Ok(seen) = rx.try_recv() {
+        queued.fetch_sub(seen.data.len(), Ordering::Relaxed);
         agent.send(&sock, &mut buf, seen).await;
     }
 }
@@ -265,6 +292,26 @@ mod tests {
         assert_eq!(&hep::decode(&buf[..n]).unwrap().payload[..], MSG);
         assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(counters.sent.load(Ordering::Relaxed), 1);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_at_most_its_byte_budget() {
+        let collector = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = collector.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let (cap, counters) = start(&cfg(format!("udp:{addr}"), 10_000), stop.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        let (s, d, t, _) = seen(MSG);
+        let big = Bytes::from(vec![b'x'; 60_000]);
+        // No await in between: nothing is sent meanwhile.
+        for _ in 0..1000 {
+            cap.seen(s, d, t, &big);
+        }
+        let fit = (MAX_QUEUED_BYTES / 60_000) as u64;
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 1000 - fit);
         stop.cancel();
     }
 }
