@@ -911,6 +911,7 @@ fn trace_off_allocates_nothing() {
         from_cn: false,
         subject: String::new(),
         serial: String::new(),
+        issuer: String::new(),
     };
     let info = RequestInfo {
         in_dialog: false,

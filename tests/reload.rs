@@ -695,11 +695,43 @@ fn a_new_crl_on_disk_refuses_the_revoked_partner_from_its_next_handshake() {
         edge.logs()
     );
     assert_eq!(count_log(&edge, &["certificate refused: revoked"]), 0);
+    // A connection of the partner stays up meanwhile (a CRLF ping answered).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut live = rt
+        .block_on(tls_connect(edge.federation, &pki, &partner))
+        .unwrap();
+    rt.block_on(live.send(b"\r\n\r\n")).unwrap();
+    assert!(matches!(
+        rt.block_on(live.recv(Duration::from_secs(5))),
+        Reply::Pong
+    ));
 
     // Its CA's next CRL revokes it: picked up from disk.
     std::fs::write(&crl, ca.crl(2, &[1, 4242])).unwrap();
     let serial = serial_of_file(&pki.edge.cert);
     wait_reloaded(&edge, &serial, "file change");
+    // The connection already up is closed: a revocation does not wait for
+    // a connection that may last days.
+    let got = rt.block_on(live.recv(Duration::from_secs(5)));
+    assert!(
+        matches!(got, Reply::Closed),
+        "still up after its revocation: {got:?}"
+    );
+    assert!(
+        edge.wait_log(
+            &[
+                "connections of certificates the new CRL revokes closed",
+                "CN=sip.partner.test (serial"
+            ],
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{:#?}",
+        edge.logs()
+    );
     handshake();
     assert!(
         edge.wait_log(

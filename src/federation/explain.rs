@@ -336,6 +336,7 @@ async fn partner_identity(
         from_cn: false,
         subject: format!("(the edge certificate of partner {})", p.name()),
         serial: String::new(),
+        issuer: String::new(),
     })
 }
 

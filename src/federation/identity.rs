@@ -151,6 +151,7 @@ mod tests {
             from_cn: false,
             subject: String::new(),
             serial: String::new(),
+            issuer: String::new(),
         }
     }
 

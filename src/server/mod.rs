@@ -144,6 +144,7 @@ pub async fn run_with_drain(
             cvi: cvi_tls.clone(),
             admin: admin_tls.clone(),
             pool: core.pool.clone(),
+            table: shared.table.clone(),
         },
         material.cert,
         core.metrics.clone(),

@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::admin::tls::{ReloadOutcome, ReloadRefused, ServedCert, TlsControl};
 use crate::config::Config;
@@ -171,6 +171,9 @@ pub(super) struct Swaps {
     pub cvi: Option<Arc<ArcSwap<ServerConfig>>>,
     pub admin: Option<Arc<ArcSwap<ServerConfig>>>,
     pub pool: Arc<Pool>,
+    /// The connections up: a new CRL closes the federation connections of
+    /// certificates it revokes.
+    pub table: Arc<crate::sip::transport::ConnectionTable>,
 }
 
 /// A digest of the files' contents (or of why one cannot be read).
@@ -283,6 +286,7 @@ impl Reloader {
                     seen.applied = fp;
                     seen.refused = None;
                 }
+                self.close_revoked();
                 let reloads = self.ok.fetch_add(1, Ordering::Relaxed) + 1;
                 self.metrics
                     .inc("fedge_tls_reloads_total", RELOADS_HELP, &[("result", "ok")]);
@@ -309,6 +313,43 @@ impl Reloader {
                     "TLS reload refused; the certificate in force stays");
                 Err(why)
             }
+        }
+    }
+
+    /// Closes the federation connections whose certificate the CRLs now
+    /// revoke (the new CRL already refuses their next handshake; a
+    /// revocation must not wait for a connection that lasts days).
+    fn close_revoked(&self) {
+        let crls = &self.cfg.federation.crls;
+        if crls.is_empty() {
+            return;
+        }
+        let revoked = match crate::sip::transport::tls::revoked_serials(crls) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot read the CRLs to check the connections up");
+                return;
+            }
+        };
+        if revoked.is_empty() {
+            return;
+        }
+        let names = std::cell::RefCell::new(Vec::new());
+        let n = self.swaps.table.close_where(|c| {
+            let hit = crate::role::Role::of(c.tag) == crate::role::Role::Federation
+                && c.identity
+                    .as_ref()
+                    .is_some_and(|id| revoked.contains(&(id.issuer.clone(), id.serial.clone())));
+            if hit && let Some(id) = &c.identity {
+                names
+                    .borrow_mut()
+                    .push(format!("{} (serial {})", id.subject, id.serial));
+            }
+            hit
+        });
+        if n > 0 {
+            warn!(closed = n, certificates = %names.borrow().join(", "),
+                "connections of certificates the new CRL revokes closed");
         }
     }
 

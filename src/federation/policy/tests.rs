@@ -115,6 +115,7 @@ fn id(names: &[&str]) -> PeerIdentity {
         from_cn: false,
         subject: String::new(),
         serial: String::new(),
+        issuer: String::new(),
     }
 }
 

@@ -587,6 +587,7 @@ mod tests {
             from_cn: false,
             subject: format!("CN={name}"),
             serial: "01".into(),
+            issuer: "CN=ca".into(),
         }
     }
 

@@ -17,7 +17,7 @@ mod chain;
 
 pub use chain::{
     ChainCa, ChainCheck, ChainPolicy, ChainRefused, DEFAULT_MAX_CHAIN_BYTES,
-    DEFAULT_MAX_CHAIN_CERTS, LoadedCrl, VerifiedChain, load_crls, spki_sha256,
+    DEFAULT_MAX_CHAIN_CERTS, LoadedCrl, VerifiedChain, load_crls, revoked_serials, spki_sha256,
 };
 
 use std::fmt;
@@ -69,6 +69,8 @@ pub struct PeerIdentity {
     pub subject: String,
     /// The certificate serial number, for logs and audit.
     pub serial: String,
+    /// The issuer's distinguished name (with `serial`, what a CRL names).
+    pub issuer: String,
 }
 
 impl PeerIdentity {
@@ -151,6 +153,7 @@ pub fn identity_of(
         from_cn,
         subject: x.subject().to_string(),
         serial: x.raw_serial_as_string(),
+        issuer: x.issuer().to_string(),
     })
 }
 

@@ -146,6 +146,27 @@ pub fn load_crls(paths: &[PathBuf]) -> Result<Vec<LoadedCrl>, TlsError> {
     Ok(out)
 }
 
+/// The (issuer, serial) pairs the CRLs at `paths` revoke, in the forms
+/// [`super::PeerIdentity`] carries (issuer DN as text, serial as hex), so
+/// that connections already up can be checked against a new CRL.
+pub fn revoked_serials(
+    paths: &[PathBuf],
+) -> Result<std::collections::HashSet<(String, String)>, TlsError> {
+    let mut out = std::collections::HashSet::new();
+    for crl in load_crls(paths)? {
+        let Ok((_, parsed)) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(crl.der.as_ref())
+        else {
+            continue;
+        };
+        let issuer = parsed.issuer().to_string();
+        for r in parsed.iter_revoked_certificates() {
+            out.insert((issuer.clone(), r.raw_serial_as_string()));
+        }
+    }
+    Ok(out)
+}
+
 fn describe_crl(
     path: &Path,
     der: CertificateRevocationListDer<'static>,
