@@ -304,13 +304,15 @@ fn forwarded(lab: &Lab) -> u64 {
 #[test]
 fn steady_messages_do_not_hold_the_drain_past_the_last_call() {
     // Home users keep sending MESSAGEs to partner users, 10 a second
-    // (150 at most), each answered 300 ms late: a few are always in
-    // flight. The drain still ends after its last call, long before its
-    // 30 s deadline, and the MESSAGEs are carried while it drains.
+    // (300 at most: they outlast the deadline), each answered 300 ms late:
+    // a few are always in flight. The drain still ends after its last
+    // call, long before its 30 s deadline (a drain that waited for every
+    // transaction would run until the traffic stops), and the MESSAGEs
+    // are carried while it drains.
     let mut lab = drain_lab("30s");
     let calls = calls_up(&lab, 2, 2000, false);
     let uas_sc = scenario(lab.dir(), "message_slow_uas.xml", &[("PAUSE", "300")]);
-    let _uas = Sipp::spawn(lab.dir(), &uas_sc, lab.users, None, &["-m", "150"]);
+    let _uas = Sipp::spawn(lab.dir(), &uas_sc, lab.users, None, &["-m", "300"]);
     let uac_sc = scenario(lab.dir(), "message_uac.xml", &[]);
     let _uac = lab.spawn_from(
         lab.edge.internal,
@@ -318,7 +320,7 @@ fn steady_messages_do_not_hold_the_drain_past_the_last_call() {
         &uac_sc,
         ("bob", "partner.test"),
         ("alice", "fedge.test"),
-        &["-m", "150", "-r", "10"],
+        &["-m", "300", "-r", "10"],
     );
     std::thread::sleep(Duration::from_millis(500));
     let before = forwarded(&lab);
@@ -342,7 +344,7 @@ fn steady_messages_do_not_hold_the_drain_past_the_last_call() {
         "only {during} requests forwarded during the drain"
     );
     all_calls_completed(&lab, calls, 2);
-    let took = exits_within(&mut lab, Duration::from_secs(15));
+    let took = exits_within(&mut lab, Duration::from_secs(8));
     println!("the node exited {took:?} after the calls ended");
     let logs = lab.edge.logs().join("\n");
     let line = logs
