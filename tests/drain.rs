@@ -293,3 +293,65 @@ fn a_second_sigterm_stops_at_once() {
     assert!(!logs.contains("drain complete"), "{logs}");
     assert!(!logs.contains("drain deadline reached"), "{logs}");
 }
+
+/// The edge's count of forwarded requests (`/health`).
+fn forwarded(lab: &Lab) -> u64 {
+    admin_get(lab.edge.admin, "/health")["sip"]["forwarded"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn steady_messages_do_not_hold_the_drain_past_the_last_call() {
+    // Home users keep sending MESSAGEs to partner users, 10 a second
+    // (300 at most: they outlast the deadline), each answered 300 ms late:
+    // a few are always in flight. The drain still ends after its last
+    // call, long before its 30 s deadline (a drain that waited for every
+    // transaction would run until the traffic stops), and the MESSAGEs
+    // are carried while it drains.
+    let mut lab = drain_lab("30s");
+    let calls = calls_up(&lab, 2, 2000, false);
+    let uas_sc = scenario(lab.dir(), "message_slow_uas.xml", &[("PAUSE", "300")]);
+    let _uas = Sipp::spawn(lab.dir(), &uas_sc, lab.users, None, &["-m", "300"]);
+    let uac_sc = scenario(lab.dir(), "message_uac.xml", &[]);
+    let _uac = lab.spawn_from(
+        lab.edge.internal,
+        free_port(false),
+        &uac_sc,
+        ("bob", "partner.test"),
+        ("alice", "fedge.test"),
+        &["-m", "300", "-r", "10"],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = forwarded(&lab);
+    let cli = lab.edge.cli_config("cli.toml");
+    fedge_ok(&cli, &["drain"]);
+    let p = progress(&lab);
+    assert_eq!(p["draining"], true, "{p}");
+    // Carried during the drain: the count of forwarded requests grows by
+    // more than the calls' BYEs and their own requests could account for.
+    let t0 = Instant::now();
+    let mut during = 0;
+    while lab.edge.alive() && t0.elapsed() < Duration::from_secs(20) {
+        during = during.max(forwarded(&lab).saturating_sub(before));
+        if during >= 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        during >= 10,
+        "only {during} requests forwarded during the drain"
+    );
+    all_calls_completed(&lab, calls, 2);
+    let took = exits_within(&mut lab, Duration::from_secs(8));
+    println!("the node exited {took:?} after the calls ended");
+    let logs = lab.edge.logs().join("\n");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("drain complete: no call or transaction left"))
+        .unwrap_or_else(|| panic!("no completion line:\n{logs}"));
+    println!("{line}");
+    assert!(!logs.contains("drain deadline reached"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+}

@@ -106,7 +106,7 @@ pub(super) async fn sip_core(
         ),
         cluster: shared.cluster.clone(),
         drain: crate::federation::DrainAnswer {
-            node: super::drain::node_name(cfg),
+            node: super::cluster::node_name(&cfg.cluster.node, sockets.fed_addr.port()),
             retry_after: cfg.drain.retry_after,
         },
     };

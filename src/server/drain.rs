@@ -1,6 +1,7 @@
 //! Draining this node (`fedge drain`, `POST /api/v1/node/drain`,
 //! SIGTERM): it stops taking new dialogs and leaves once the calls and
-//! transactions in progress are done, or at `[drain] deadline`.
+//! the transactions that began before it are done, or at `[drain]
+//! deadline`.
 //!
 //! Owns the drain's start (the node's drain mark in [`ClusterView`],
 //! which the policy reads to answer new INVITEs, SUBSCRIBEs and REFERs
@@ -31,25 +32,14 @@ use crate::sip::proxy::Proxy;
 const POLL: Duration = Duration::from_millis(100);
 /// How often it logs its progress.
 const REPORT: Duration = Duration::from_secs(5);
-/// After the last call and transaction: time for the last answers to
-/// leave the send queues before the listeners close.
+/// After the last call and old transaction: at most this long for the
+/// transactions then in flight (begun during the drain) to be answered.
+const TAIL: Duration = Duration::from_secs(2);
+/// Then: time for the last answers to leave the send queues before the
+/// listeners close.
 const SETTLE: Duration = Duration::from_millis(300);
 /// Call-IDs named in the deadline's log line, at most.
 const NAMED: usize = 20;
-
-/// This node's name in the node table: `[cluster] node`, else the host
-/// name and the federation port.
-pub fn node_name(cfg: &Config) -> String {
-    if !cfg.cluster.node.is_empty() {
-        return cfg.cluster.node.clone();
-    }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| cfg.federation.fqdn.clone());
-    format!("{host}:{}", cfg.federation.listen.port())
-}
 
 /// When the drain began.
 #[derive(Debug, Clone)]
@@ -73,15 +63,18 @@ pub struct Drain {
 }
 
 impl Drain {
+    /// `node` is this node's name in the node table
+    /// (`server::cluster::node_name`, as the heartbeat writes it).
     pub(super) fn new(
         cfg: &Config,
+        node: String,
         proxy: Arc<Proxy<Edge>>,
         cluster: Arc<ClusterView>,
         media: Option<Arc<Relay>>,
         cvi: Option<Arc<Gateway>>,
     ) -> Arc<Drain> {
         Arc::new(Drain {
-            node: node_name(cfg),
+            node,
             deadline: cfg.drain.deadline,
             proxy,
             cluster,
@@ -99,9 +92,26 @@ impl Drain {
             .clone()
     }
 
-    /// Nothing left: no call, no transaction waiting, no CVI call.
+    /// Nothing left: no call, no transaction begun before the drain still
+    /// waiting for its answer, no CVI call. Single transactions begun
+    /// since (MESSAGE, OPTIONS... which a draining node still carries) do
+    /// not hold it: under steady traffic there is always one in flight.
     fn done(p: &DrainProgress) -> bool {
         p.calls == 0 && p.transactions == 0 && p.cvi_calls == 0
+    }
+
+    /// Gives the transactions in flight now (single requests begun during
+    /// the drain) up to [`TAIL`] to be answered; returns how many were not
+    /// (the stop closes their connections: their senders time out).
+    async fn tail(&self) -> usize {
+        let at = Instant::now();
+        loop {
+            let left = self.proxy.in_progress_since(at);
+            if left == 0 || at.elapsed() >= TAIL {
+                return left;
+            }
+            tokio::time::sleep(POLL / 2).await;
+        }
     }
 
     /// Waits for the drain to start (through [`NodeDrain::start`] or
@@ -125,8 +135,9 @@ impl Drain {
         loop {
             let p = self.progress();
             if Drain::done(&p) {
+                let unanswered = self.tail().await;
                 info!(node = %self.node, waited_ms = started.at.elapsed().as_millis() as u64,
-                    "drain complete: no call or transaction left; stopping");
+                    unanswered, "drain complete: no call or transaction left; stopping");
                 tokio::time::sleep(SETTLE).await;
                 break;
             }
@@ -201,9 +212,13 @@ impl NodeDrain for Drain {
             deadline_secs: started
                 .as_ref()
                 .map(|s| self.deadline.saturating_sub(s.at.elapsed()).as_secs()),
-            since: started.map(|s| s.since),
+            since: started.as_ref().map(|s| s.since.clone()),
             calls: self.proxy.calls(),
-            transactions: self.proxy.in_progress(),
+            // Draining: only what began before the drain (what it waits for).
+            transactions: match &started {
+                Some(s) => self.proxy.in_progress_since(s.at),
+                None => self.proxy.in_progress(),
+            },
             cvi_calls: self.cvi.as_ref().map_or(0, |g| g.live()),
             media_sessions: self.media.as_ref().map_or(0, |r| r.len()),
         }

@@ -189,8 +189,10 @@ pub async fn run_with_drain(
     } else {
         None
     };
+    let node = cluster::node_name(&cfg.cluster.node, fed_addr.port());
     let drainer = drain::Drain::new(
         &cfg,
+        node.clone(),
         core.proxy.clone(),
         shared.cluster.clone(),
         core.media.clone(),
@@ -213,7 +215,7 @@ pub async fn run_with_drain(
         store: shared.store.clone(),
         registry: shared.registry.clone(),
         view: core.proxy.router.cluster.clone(),
-        name: cluster::node_name(&cfg.cluster.node, fed_addr.port()),
+        name: node,
         listeners: serde_json::to_string(&state.ops.listeners).unwrap_or_else(|_| "[]".into()),
         every: cfg.cluster.heartbeat,
         gone_after: cfg.cluster.gone_after,

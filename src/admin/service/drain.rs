@@ -24,7 +24,8 @@ pub struct DrainProgress {
     pub deadline_secs: Option<u64>,
     /// Calls (INVITE dialogs) the proxy carries, up or ringing.
     pub calls: usize,
-    /// Requests received and not yet answered.
+    /// Requests received and not yet answered; while draining, only
+    /// those received before the drain began (what it waits for).
     pub transactions: usize,
     /// CVI gateway calls up (0 without the gateway).
     pub cvi_calls: usize,

@@ -14,10 +14,10 @@
 //! in-dialog request may do; the router does, with [`super::RequestInfo`].
 //!
 //! Beside it, the calls ([`Calls`]): the INVITE dialogs among them, from
-//! the INVITE forwarded to the final answer of its BYE (or a failure
-//! answer to the INVITE), so that a draining node knows when its last
-//! call has ended. Subscriptions are not counted (a drain does not wait
-//! for them).
+//! the INVITE forwarded to the far side's final answer to a BYE forwarded
+//! in the dialog (or a failure answer on the INVITE's own transaction), so
+//! that a draining node knows when its last call has ended. Subscriptions
+//! are not counted (a drain does not wait for them).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -129,6 +129,7 @@ impl Dialogs {
                     return Membership::Foreign;
                 }
                 e.used = now;
+                self.calls.touch(call_id, tag, now);
                 return Membership::Member;
             }
         }
@@ -167,18 +168,27 @@ impl Dialogs {
 /// INVITE transaction (Timer C, 181 s by default, then Timer B).
 pub const EARLY_LIMIT: Duration = Duration::from_secs(300);
 
-/// One call: when it was offered, and whether a 2xx answered it.
-#[derive(Debug, Clone, Copy)]
+/// One call: when it was offered (or last refreshed, once answered),
+/// whether a 2xx answered it, and the server transaction of the INVITE
+/// that offered it (only that transaction's failure ends it).
+#[derive(Debug, Clone)]
 struct Call {
     since: Instant,
     confirmed: bool,
+    txn: String,
 }
 
 /// The INVITE dialogs this proxy record-routed, by (Call-ID, the
-/// initiator's tag), until they end: a BYE's final answer (whatever its
-/// status: RFC 5057 §5.1), or a failure answer to the INVITE before any
-/// 2xx. A call nobody hangs up is forgotten after the table's `idle`, one
-/// never answered after [`EARLY_LIMIT`]. Bounded like [`Dialogs`].
+/// initiator's tag), until they end: the final answer from the far side
+/// (or the timeout) of a BYE forwarded in the dialog, whatever its status
+/// (RFC 5057 §5.1), or a failure answer on the transaction of the INVITE
+/// that offered it, before any 2xx. Never from a refusal of another
+/// request with the same identifiers (a rate-limited BYE, a foreign
+/// peer's BYE, a new INVITE reusing the Call-ID and From tag): the proxy
+/// only reports the answers above. A call nobody hangs up is forgotten
+/// after the table's `idle` without an in-dialog request (as the dialog
+/// is), one never answered after [`EARLY_LIMIT`]. Bounded like
+/// [`Dialogs`].
 #[derive(Debug)]
 pub struct Calls {
     map: Mutex<HashMap<(String, String), Call>>,
@@ -207,8 +217,10 @@ impl Calls {
         });
     }
 
-    /// An initial INVITE with this Call-ID and From tag was forwarded.
-    pub fn offered(&self, call_id: &str, from_tag: &str, now: Instant) {
+    /// An initial INVITE with this Call-ID and From tag was forwarded, on
+    /// the server transaction `txn`. A call already counted under these
+    /// identifiers keeps its own transaction.
+    pub fn offered(&self, call_id: &str, from_tag: &str, txn: &str, now: Instant) {
         let mut map = self.lock();
         if map.len() >= self.cap {
             self.prune(&mut map, now);
@@ -225,29 +237,46 @@ impl Calls {
             .or_insert(Call {
                 since: now,
                 confirmed: false,
+                txn: txn.to_string(),
             });
     }
 
-    /// A final answer `status` to a `method` request with these
-    /// identifiers went upstream (forwarded, or the edge's own refusal).
-    pub fn answered(&self, method: &str, call_id: &str, tags: (&str, &str), status: u16) {
+    /// A final answer `status` to an INVITE with this Call-ID and From tag
+    /// went upstream on the server transaction `txn`: a 2xx confirms the
+    /// call; a failure ends it only on the transaction that offered it and
+    /// before any 2xx (a re-INVITE's failure, or a refusal of another
+    /// INVITE reusing the identifiers, ends nothing).
+    pub fn invite_answered(&self, call_id: &str, from_tag: &str, txn: &str, status: u16) {
         if status < 200 {
             return;
         }
+        let key = (call_id.to_string(), from_tag.to_string());
+        let mut map = self.lock();
+        if (200..300).contains(&status) {
+            if let Some(c) = map.get_mut(&key) {
+                c.confirmed = true;
+            }
+        } else if map.get(&key).is_some_and(|c| !c.confirmed && c.txn == txn) {
+            map.remove(&key);
+        }
+    }
+
+    /// A BYE forwarded in the dialog with these identifiers got its final
+    /// answer from the far side (or none came): the call has ended.
+    pub fn bye_answered(&self, call_id: &str, tags: (&str, &str)) {
         let (from_tag, to_tag) = tags;
         let mut map = self.lock();
-        if method.eq_ignore_ascii_case("BYE") {
-            map.remove(&(call_id.to_string(), from_tag.to_string()));
-            map.remove(&(call_id.to_string(), to_tag.to_string()));
-        } else if method.eq_ignore_ascii_case("INVITE") {
-            let key = (call_id.to_string(), from_tag.to_string());
-            if (200..300).contains(&status) {
-                if let Some(c) = map.get_mut(&key) {
-                    c.confirmed = true;
-                }
-            } else if map.get(&key).is_some_and(|c| !c.confirmed) {
-                map.remove(&key);
-            }
+        map.remove(&(call_id.to_string(), from_tag.to_string()));
+        map.remove(&(call_id.to_string(), to_tag.to_string()));
+    }
+
+    /// An in-dialog request of an answered call: it is remembered `idle`
+    /// from now, as its dialog is.
+    fn touch(&self, call_id: &str, tag: &str, now: Instant) {
+        if let Some(c) = self.lock().get_mut(&(call_id.to_string(), tag.to_string()))
+            && c.confirmed
+        {
+            c.since = now;
         }
     }
 
@@ -280,29 +309,72 @@ mod tests {
     fn a_call_lasts_from_its_invite_to_the_answer_of_its_bye() {
         let now = Instant::now();
         let c = Calls::new(8, Duration::from_secs(100));
-        c.offered("c1", "a", now);
-        c.offered("c2", "x", now);
-        c.offered("c3", "p", now);
+        c.offered("c1", "a", "t1", now);
+        c.offered("c2", "x", "t2", now);
+        c.offered("c3", "p", "t3", now);
         assert_eq!(c.count(now), 3);
-        c.answered("INVITE", "c1", ("a", "b"), 180);
-        c.answered("INVITE", "c1", ("a", "b"), 200);
-        c.answered("INVITE", "c2", ("x", "y"), 486);
-        assert_eq!(c.count(now), 2, "a refused call ends");
-        c.answered("INVITE", "c1", ("a", "b"), 491);
+        c.invite_answered("c1", "a", "t1", 180);
+        c.invite_answered("c1", "a", "t1", 200);
+        c.invite_answered("c2", "x", "t2", 486);
+        assert_eq!(c.count(now), 2, "a 486 to the INVITE ends its call");
+        c.invite_answered("c1", "a", "t9", 491);
         assert_eq!(c.count(now), 2, "a refused re-INVITE ends no call");
         // The callee hangs up: its BYE carries the tags the other way round.
-        c.answered("BYE", "c1", ("b", "a"), 200);
-        assert_eq!(c.count(now), 1);
+        c.bye_answered("c1", ("b", "a"));
+        assert_eq!(c.count(now), 1, "a forwarded BYE's answer ends its call");
         assert_eq!(c.open(5), vec![("c3".to_string(), false)]);
         assert_eq!(
             c.count(now + EARLY_LIMIT),
             0,
             "a call never answered is forgotten"
         );
-        c.offered("c4", "a", now);
-        c.answered("INVITE", "c4", ("a", "b"), 200);
-        c.answered("BYE", "c4", ("a", "b"), 481);
-        assert_eq!(c.count(now), 0, "any final answer to BYE ends the call");
+    }
+
+    #[test]
+    fn another_transaction_with_the_ids_ends_no_call() {
+        let now = Instant::now();
+        let c = Calls::new(8, Duration::from_secs(100));
+        // Ringing: a new INVITE reusing its Call-ID and From tag (another
+        // branch, so another server transaction) is refused 503 (a drain)
+        // or 482: the call rings on.
+        c.offered("c1", "a", "t1", now);
+        c.offered("c1", "a", "t2", now);
+        c.invite_answered("c1", "a", "t2", 503);
+        c.invite_answered("c1", "a", "t2", 482);
+        assert_eq!(c.count(now), 1, "a reused-ID INVITE's refusal");
+        // Its own transaction's failure does end it.
+        c.invite_answered("c1", "a", "t1", 487);
+        assert_eq!(c.count(now), 0);
+        // Answered: only the BYE's answer from the far side ends it.
+        c.offered("c2", "x", "t3", now);
+        c.invite_answered("c2", "x", "t3", 200);
+        c.invite_answered("c2", "x", "t3", 408);
+        assert_eq!(c.count(now), 1, "a failure after the 2xx ends nothing");
+        c.bye_answered("c2", ("y", "z"));
+        assert_eq!(c.count(now), 1, "a BYE of another dialog");
+        c.bye_answered("c2", ("y", "x"));
+        assert_eq!(c.count(now), 0);
+    }
+
+    #[test]
+    fn an_answered_call_lives_as_long_as_its_dialog() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(100);
+        let d = Dialogs::new(8, idle);
+        d.record("c1", "a", None, t0);
+        d.calls.offered("c1", "a", "t1", t0);
+        d.calls.invite_answered("c1", "a", "t1", 200);
+        let later = t0 + Duration::from_secs(90);
+        assert_eq!(
+            d.membership("c1", "b", "a", None, later),
+            Membership::Member
+        );
+        assert_eq!(
+            d.calls.count(t0 + Duration::from_secs(150)),
+            1,
+            "a re-INVITE at 90 s keeps it"
+        );
+        assert_eq!(d.calls.count(later + idle), 0, "idle since: forgotten");
     }
 
     #[test]

@@ -5,15 +5,19 @@
 //! Owns those three judgements, made on the edge's own knowledge (a dialog
 //! it record-routed, a token it sealed), never on what the sender wrote.
 //! It never answers a request itself: it returns the refusal to send.
-//! Also: the calls among the dialogs (begun and ended as their answers go
-//! upstream) and the transactions still waiting for an answer, which a
-//! draining node counts.
+//! Also: the calls among the dialogs (begun when an INVITE is forwarded,
+//! ended by the far side's answer to a BYE forwarded in the dialog or by
+//! a failure on the INVITE's own transaction, never by a refusal of
+//! another request) and the transactions still waiting for an answer,
+//! which a draining node counts.
 
 use super::dialogs::Membership;
 use super::router::{Reject, Router};
+use super::txn::ServerTxn;
 use super::{Prep, Proxy};
-use crate::message::SipMessage;
+use crate::message::{Method, SipMessage};
 use crate::transport::{Side, Source};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
@@ -55,11 +59,12 @@ impl<R: Router> Proxy<R> {
     /// `peer` (the router's partner name; empty for none). From outside, a
     /// Call-ID and From tag that name another peer's live dialog are
     /// refused (482): a partner cannot take over another's call by
-    /// reusing its identifiers.
+    /// reusing its identifiers. An INVITE's call is counted with its
+    /// server transaction `server`.
     pub(super) fn claim_dialog(
         &self,
-        msg: &SipMessage,
-        source: &Source,
+        (msg, source): (&SipMessage, &Source),
+        server: Option<&ServerTxn>,
         peer: &str,
         now: Instant,
     ) -> Result<(), Reject> {
@@ -76,22 +81,49 @@ impl<R: Router> Proxy<R> {
             ));
         }
         self.dialogs.record(call_id, tag, peer, now);
-        if msg.method() == Some(&crate::message::Method::Invite) {
-            self.dialogs.calls.offered(call_id, tag, now);
+        if msg.method() == Some(&crate::message::Method::Invite)
+            && let Some(server) = server
+        {
+            (self.dialogs.calls).offered(call_id, tag, &server.key, now);
         }
         Ok(())
     }
 
-    /// A final answer to `msg` (a request or the response itself) went
-    /// upstream: a call may have begun or ended ([`super::dialogs::Calls`]).
-    pub(super) fn note_answer(&self, msg: &SipMessage, status: u16) {
+    /// The far side's final answer `status` to a request forwarded on
+    /// `server` (`msg` is the answer, or the request when none came and
+    /// the proxy answers the timeout): an INVITE's call is confirmed or,
+    /// on its own transaction, ended; a BYE forwarded in the dialog ends
+    /// its call whatever the status (RFC 5057 §5.1).
+    pub(super) fn note_answer(&self, msg: &SipMessage, server: &ServerTxn, status: u16) {
         let (Some(call_id), Some(cseq)) = (msg.call_id(), msg.cseq()) else {
             return;
         };
         let from = msg.from().and_then(|f| f.tag()).unwrap_or("");
         let to = msg.to().and_then(|t| t.tag()).unwrap_or("");
-        let method = cseq.method.to_string();
-        (self.dialogs.calls).answered(&method, call_id, (from, to), status);
+        let calls = &self.dialogs.calls;
+        if cseq.method.eq_ignore_ascii_case("INVITE") {
+            calls.invite_answered(call_id, from, &server.key, status);
+        } else if cseq.method.eq_ignore_ascii_case("BYE") && status >= 200 && server.in_dialog() {
+            calls.bye_answered(call_id, (from, to));
+        }
+    }
+
+    /// The edge refused `req` itself with `status`: only an INVITE's
+    /// refusal on the transaction that offered its call ends the call (a
+    /// next hop that cannot be reached, or no answer). A refused BYE (the
+    /// rate limit, a foreign peer) or another INVITE reusing the
+    /// identifiers ends nothing.
+    pub(super) fn note_refusal(
+        &self,
+        req: &SipMessage,
+        server: Option<&Arc<ServerTxn>>,
+        status: u16,
+    ) {
+        if let (Some(server), Some(Method::Invite)) = (server, req.method())
+            && let (Some(call_id), Some(from)) = (req.call_id(), req.from().and_then(|f| f.tag()))
+        {
+            (self.dialogs.calls).invite_answered(call_id, from, &server.key, status);
+        }
     }
 
     /// The calls this proxy carries (INVITE dialogs up or ringing).
@@ -104,5 +136,12 @@ impl<R: Router> Proxy<R> {
     /// retransmissions are not counted).
     pub fn in_progress(&self) -> usize {
         self.tables.pending()
+    }
+
+    /// As [`Proxy::in_progress`], counting only the requests received at
+    /// or before `at` (a drain's start: what arrives later does not hold
+    /// the drain).
+    pub fn in_progress_since(&self, at: Instant) -> usize {
+        self.tables.pending_since(at)
     }
 }

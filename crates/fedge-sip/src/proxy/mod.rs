@@ -284,7 +284,7 @@ impl<R: Router> Proxy<R> {
             return;
         }
         self.log_reject(req, source, &r);
-        self.note_answer(req, r.status);
+        self.note_refusal(req, server, r.status);
         self.router.refused(req, source, r.status);
         // ACK and BENOTIFY are never answered: they are only logged.
         if matches!(req.method(), Some(Method::Ack | Method::Benotify)) {
@@ -383,6 +383,9 @@ impl<R: Router> Proxy<R> {
             Ok(d) => d,
             Err(r) => return self.refuse(&msg, &source, server.as_ref(), r).await,
         };
+        if let (true, Some(s)) = (in_dialog, &server) {
+            s.set_in_dialog(); // a BYE's answer then ends its call
+        }
         let info = RequestInfo {
             in_dialog,
             own_routes: prep.own.len(),
@@ -415,7 +418,10 @@ impl<R: Router> Proxy<R> {
                         method,
                         Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
                     );
-                if record_route && let Err(r) = self.claim_dialog(&msg, &source, &fwd.peer, now) {
+                if record_route
+                    && let Err(r) =
+                        self.claim_dialog((&msg, &source), server.as_deref(), &fwd.peer, now)
+                {
                     return self.refuse(&msg, &source, server.as_ref(), r).await;
                 }
                 me.forward(msg, source, server, fwd, &prep, record_route)
@@ -732,7 +738,7 @@ impl<R: Router> Proxy<R> {
                 Action::Upstream(resp) => match &c.upstream {
                     Upstream::Server(server) => {
                         let status = resp.status().unwrap_or(500);
-                        self.note_answer(&resp, status);
+                        self.note_answer(&resp, server, status);
                         let data = self.upstream_bytes(&resp, &server.source, &c.response_edit);
                         server.respond(data, status).await;
                     }
@@ -748,6 +754,7 @@ impl<R: Router> Proxy<R> {
                 Action::Timeout(received, status, reason) => match &c.upstream {
                     Upstream::Server(server) => {
                         if !server.final_sent() {
+                            self.note_answer(&received, server, status);
                             let mut r = Reject::new(status, reason);
                             r.charge = false; // the next hop's silence, not the sender's
                             self.refuse(&received, &server.source, Some(server), r)

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -145,6 +145,10 @@ pub struct ServerTxn {
     pub key: String,
     pub invite: bool,
     pub source: Source,
+    /// When the request arrived (a drain waits only for the older ones).
+    pub born: Instant,
+    /// The proxy judged the request in a dialog it knows.
+    in_dialog: AtomicBool,
     target: SocketAddr,
     state: Mutex<ServerState>,
     table: Weak<Tables>,
@@ -226,6 +230,17 @@ impl ServerTxn {
 
     pub fn final_sent(&self) -> bool {
         self.lock().final_status.is_some()
+    }
+
+    /// Marks the request as one in a dialog the proxy knows (its own
+    /// judgement, made after the transaction began).
+    pub fn set_in_dialog(&self) {
+        self.in_dialog.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`ServerTxn::set_in_dialog`] was called.
+    pub fn in_dialog(&self) -> bool {
+        self.in_dialog.load(Ordering::Relaxed)
     }
 
     /// Links the client transaction forwarding this request. Returns
@@ -380,6 +395,8 @@ impl Tables {
             key: key.clone(),
             invite,
             source: source.clone(),
+            born: Instant::now(),
+            in_dialog: AtomicBool::new(false),
             target,
             state: Mutex::new(ServerState::default()),
             table: Arc::downgrade(self),
@@ -442,6 +459,15 @@ impl Tables {
         // (`respond` takes them in the other order).
         let all: Vec<Arc<ServerTxn>> = self.servers().values().cloned().collect();
         all.iter().filter(|t| !t.final_sent()).count()
+    }
+
+    /// As [`Tables::pending`], counting only the transactions begun at or
+    /// before `at`.
+    pub fn pending_since(&self, at: Instant) -> usize {
+        let all: Vec<Arc<ServerTxn>> = self.servers().values().cloned().collect();
+        all.iter()
+            .filter(|t| t.born <= at && !t.final_sent())
+            .count()
     }
 
     /// Live client transactions (one lock, for the per-request load signal).
