@@ -25,7 +25,7 @@ mod verdicts;
 
 pub use accounts::{Credentials, SESSION_LIFETIME, Session, new_secret, secret_hash};
 pub use certs::{PartnerCert, StoredPartnerCert};
-pub use health::{OUTAGE_TOKEN_MEMORY, StoreHealth};
+pub use health::{OUTAGE_TOKEN_MEMORY, StoreHealth, TokenAccount};
 pub use keys::{KeyEvent, KeyInfo, Rotation, StoredKey};
 pub use nodes::NodeRecord;
 pub use partners::{Change, now_rfc3339, today};
