@@ -111,7 +111,8 @@ pub struct PasswordChange {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
     pub account: AccountView,
-    /// `token` or `session`.
+    /// `token`, `session`, or (while the database is unreachable, from
+    /// the outage memory: reads only) `remembered token (...)`.
     pub via: String,
 }
 
