@@ -428,7 +428,7 @@ impl Refusal {
             // sender's business: it reads the edge's public name.
             R::Draining {
                 fqdn, retry_after, ..
-            } => draining_text(&format!("federation edge {fqdn}"), *retry_after),
+            } => draining_text(fqdn, *retry_after),
             _ => return None,
         })
     }
@@ -649,19 +649,16 @@ impl fmt::Display for Refusal {
             R::NextHop { detail, .. } => f.write_str(detail),
             R::Draining {
                 node, retry_after, ..
-            } => f.write_str(&draining_text(
-                &format!("federation edge node {node}"),
-                *retry_after,
-            )),
+            } => f.write_str(&draining_text(&format!("node {node}"), *retry_after)),
         }
     }
 }
 
-/// A draining node's refusal text, `who` being the edge (to the sender)
-/// or the node (in the log).
+/// A draining node's refusal text, `who` being the edge's FQDN (to the
+/// sender) or `node <name>` (in the log).
 fn draining_text(who: &str, retry_after: u32) -> String {
     format!(
-        "{who} is draining and takes no new dialogs; retry after {retry_after} s (another node of the pool takes them)"
+        "federation edge {who} is draining and takes no new dialogs; retry after {retry_after} s (another node of the pool takes them)"
     )
 }
 
