@@ -273,6 +273,65 @@ fn fedge_nodes_shows_up_gone_and_stopped_nodes() {
     cluster.nodes[0].assert_healthy();
 }
 
+/// While `edge`'s database is unreachable: a token whose account was
+/// disabled before the outage is refused; the operator's remembered token
+/// reads (`/api/v1/me`, the drain's progress; `/api/v1/nodes` passes the
+/// token check and then needs the database), and every change, the
+/// drain and reload included, is refused with 503 and the reason.
+fn remembered_tokens_only_read(edge: &Edge, disabled: &str) {
+    let (st, v) = api_call(edge.admin, disabled, "GET", "/api/v1/me", None);
+    assert!(
+        st == 401 || st == 503,
+        "a disabled account's token in the outage: {st} {v}"
+    );
+    let (st, me) = api_call(edge.admin, &edge.token, "GET", "/api/v1/me", None);
+    assert_eq!(st, 200, "{me}");
+    assert!(
+        me["via"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("remembered token"),
+        "{me}"
+    );
+    let (st, v) = api_call(edge.admin, &edge.token, "GET", "/api/v1/node/drain", None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["draining"], false, "{v}");
+    let (st, v) = api_call(edge.admin, &edge.token, "GET", "/api/v1/nodes", None);
+    assert_eq!(st, 503, "{v}");
+    let reason = v["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the database is unreachable") && !reason.contains("read-only"),
+        "the token passed, the database did not answer: {reason}"
+    );
+    for path in [
+        "/api/v1/node/drain",
+        "/api/v1/node/reload",
+        "/api/v1/media/drain",
+    ] {
+        let (st, v) = api_call(edge.admin, &edge.token, "POST", path, None);
+        assert_eq!(st, 503, "POST {path} with a remembered token: {v}");
+        let reason = v["error"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("only read-only requests are served from the last verified tokens"),
+            "POST {path}: {reason}"
+        );
+    }
+    let (st, v) = api_call(edge.admin, &edge.token, "GET", "/api/v1/node/drain", None);
+    assert_eq!(
+        (st, &v["draining"]),
+        (200, &json!(false)),
+        "no drain began: {v}"
+    );
+    assert!(
+        edge.wait_log(
+            &["a change refused: the token was taken from the outage memory"],
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "the refusal is logged"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_its_database_serves_refuses_changes_and_catches_up() {
     let pki = Pki::new();
@@ -283,6 +342,31 @@ async fn a_node_without_its_database_serves_refuses_changes_and_catches_up() {
     wait_partner_state(a, DOMAIN, "enabled", Duration::from_secs(5));
     let id = partner_id(a, DOMAIN);
     let mut conn = connected(a, &pki, 1).await;
+
+    // A second operator's token is used, then its account disabled
+    // through this node: the disable forgets the node's token memory.
+    let (st, made) = api_call(
+        a.admin,
+        &a.token,
+        "POST",
+        "/api/v1/accounts",
+        Some(&json!({"name": "ops-leaked", "role": "operator"})),
+    );
+    assert_eq!(st, 201, "{made}");
+    let leaked = made["token"].as_str().unwrap().to_string();
+    let (st, me) = api_call(a.admin, &leaked, "GET", "/api/v1/me", None);
+    assert_eq!((st, me["via"].as_str()), (200, Some("token")), "{me}");
+    let (st, v) = api_call(
+        a.admin,
+        &a.token,
+        "POST",
+        "/api/v1/accounts/ops-leaked/disable",
+        Some(&json!({"reason": "leaked"})),
+    );
+    assert_eq!(st, 200, "{v}");
+    // The operator's own token is verified again before the outage.
+    let (st, me) = api_call(a.admin, &a.token, "GET", "/api/v1/me", None);
+    assert_eq!(st, 200, "{me}");
 
     cluster.pg.stop();
     let lost = a
@@ -314,6 +398,8 @@ async fn a_node_without_its_database_serves_refuses_changes_and_catches_up() {
     }
     let _fresh = connected(a, &pki, 3).await;
 
+    remembered_tokens_only_read(a, &leaked);
+
     // Changes are refused, through the API and the CLI, with the reason.
     let t0 = Instant::now();
     let (st, v) = api_call(
@@ -327,7 +413,9 @@ async fn a_node_without_its_database_serves_refuses_changes_and_catches_up() {
     assert_eq!(st, 503, "{v}");
     let reason = v["error"].as_str().unwrap_or_default();
     assert!(
-        reason.contains("the database is unreachable") && reason.contains("no change was made"),
+        reason.contains("the database is unreachable")
+            && reason.contains("only read-only requests are served from the last verified tokens")
+            && reason.contains("no change was made"),
         "{reason}"
     );
     let (code, _, err) = fedge_cli(&cli_a, &["partner", "suspend", DOMAIN, "--reason", "x"]);

@@ -91,7 +91,9 @@ fn calls_up(lab: &Lab, n: usize, hold_ms: u64, home_too: bool) -> Vec<Calls> {
 /// A new INVITE from home is refused with 503, Retry-After and the
 /// reason (Warning, ms-diagnostics-public 1007).
 fn new_invite_from_home_refused(lab: &Lab) {
-    let (mut checks, _) = refusal_checks("is draining and takes no new dialogs", 1007);
+    // The Warning names the edge's FQDN, never the node (its host name).
+    let said = format!("federation edge {EDGE_FQDN} is draining and takes no new dialogs");
+    let (mut checks, _) = refusal_checks(&said, 1007);
     checks.push_str(&ereg(
         &format!("^ *{RETRY_AFTER}"),
         "Retry-After:",
@@ -106,6 +108,16 @@ fn new_invite_from_home_refused(lab: &Lab) {
         (checks, refs(&["w", "d", "ra"])),
         "bob@partner.test",
         "fedge.test",
+    );
+    // The node's name stays in the edge's own log line.
+    assert!(
+        lab.edge
+            .wait_log(
+                &["request refused", "federation edge node ", "is draining"],
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "the log names the node"
     );
 }
 
@@ -122,7 +134,9 @@ fn new_invite_from_partner_refused(lab: &Lab) {
         if let Some(l) = logs.lines().find(|l| {
             l.contains("RPL 503")
                 && l.contains(&format!("retry-after=[{RETRY_AFTER}]"))
-                && l.contains("is draining and takes no new dialogs")
+                && l.contains(&format!(
+                    "federation edge {EDGE_FQDN} is draining and takes no new dialogs"
+                ))
         }) {
             break l.to_string();
         }

@@ -421,6 +421,7 @@ fn every_refusal() -> Vec<Refusal> {
         },
         Refusal::Draining {
             node: s(),
+            fqdn: s(),
             retry_after: 1,
         },
     ]

@@ -111,7 +111,8 @@ pub struct PasswordChange {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
     pub account: AccountView,
-    /// `token` or `session`.
+    /// `token`, `session`, or (while the database is unreachable, from
+    /// the outage memory: reads only) `remembered token (...)`.
     pub via: String,
 }
 
@@ -265,7 +266,7 @@ pub async fn change_password(
     auth::check_login(&state, actor.name(), &req.old, peer.ip()).await?;
     let own = match actor.via {
         Via::Session { .. } => jar.get(auth::SESSION_COOKIE).map(|c| c.value().to_string()),
-        Via::Token => None,
+        Via::Token | Via::Remembered => None,
     };
     state
         .store
@@ -282,6 +283,7 @@ pub async fn me(actor: Actor) -> Json<MeView> {
         account: AccountView::from(&actor.account),
         via: match actor.via {
             Via::Token => "token".into(),
+            Via::Remembered => "remembered token (the database is unreachable)".into(),
             Via::Session { .. } => "session".into(),
         },
     })

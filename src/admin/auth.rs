@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::warn;
@@ -137,7 +137,15 @@ pub enum Via {
     Token,
     /// A console session; `csrf` is the token its forms must carry.
     Session { csrf: String },
+    /// An API token taken from the outage memory while the database is
+    /// unreachable (`store::OUTAGE_TOKEN_MEMORY`): reads only, every
+    /// change is refused ([`Actor::require_change`], and the extractor for
+    /// any method but GET and HEAD).
+    Remembered,
 }
+
+/// Why a remembered token may not change anything (503).
+pub const REMEMBERED_READ_ONLY: &str = "the database is unreachable: only read-only requests are served from the last verified tokens; no change was made";
 
 /// The authenticated account behind a request.
 #[derive(Debug, Clone)]
@@ -156,15 +164,29 @@ impl Actor {
         self.account.role
     }
 
-    /// Refuses (403) an actor whose role may not change anything.
+    /// Refuses (403) an actor whose role may not change anything, and
+    /// (503) one from the outage memory: every state-changing route calls
+    /// this, including those that never touch the database (drain,
+    /// reload).
     pub fn require_change(&self) -> Result<(), ApiError> {
-        if self.account.role.may_change() {
-            Ok(())
-        } else {
+        if !self.account.role.may_change() {
             Err(ApiError::forbidden(format!(
                 "the {} role may not change anything; an operator may",
                 self.account.role
             )))
+        } else {
+            self.require_verified()
+        }
+    }
+
+    /// Refuses (503) an actor taken from the outage memory.
+    pub fn require_verified(&self) -> Result<(), ApiError> {
+        match self.via {
+            Via::Remembered => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                REMEMBERED_READ_ONLY,
+            )),
+            Via::Token | Via::Session { .. } => Ok(()),
         }
     }
 
@@ -192,7 +214,7 @@ impl Actor {
     /// session cookie (`presented`: the form field or the header).
     pub fn check_csrf(&self, presented: Option<&str>) -> Result<(), ApiError> {
         match &self.via {
-            Via::Token => Ok(()),
+            Via::Token | Via::Remembered => Ok(()),
             Via::Session { csrf } => {
                 let ok = presented.is_some_and(|p| same_secret(p, csrf));
                 if ok {
@@ -254,8 +276,27 @@ impl FromRequestParts<Arc<EdgeState>> for Actor {
     ) -> Result<Self, Self::Rejection> {
         if let Some(token) = bearer(parts) {
             return match state.store.account_by_token_or_remembered(token).await? {
-                Some(account) => Ok(Actor {
-                    account,
+                Some(found) if found.remembered => {
+                    // Whatever the route, a remembered token only reads.
+                    if !matches!(parts.method, Method::GET | Method::HEAD) {
+                        warn!(
+                            account = %found.account.name,
+                            method = %parts.method,
+                            path = parts.uri.path(),
+                            "a change refused: the token was taken from the outage memory"
+                        );
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            REMEMBERED_READ_ONLY,
+                        ));
+                    }
+                    Ok(Actor {
+                        account: found.account,
+                        via: Via::Remembered,
+                    })
+                }
+                Some(found) => Ok(Actor {
+                    account: found.account,
                     via: Via::Token,
                 }),
                 None => Err(ApiError::new(

@@ -83,14 +83,18 @@ pub struct Edge {
     pub internal_sources: sources::InternalSources,
     /// The other nodes, and whether this one is draining.
     pub cluster: Arc<cluster::ClusterView>,
-    /// This node's name and `[drain] retry_after`, for a draining node's 503.
+    /// This node's name (logged), the edge's FQDN (told) and `[drain]
+    /// retry_after`, for a draining node's 503.
     pub drain: DrainAnswer,
 }
 
 /// What a draining node tells a sender of a new dialog.
 #[derive(Debug, Clone, Default)]
 pub struct DrainAnswer {
+    /// This node's name, for the log line only.
     pub node: String,
+    /// The edge's `[federation] fqdn`, which the sender reads.
+    pub fqdn: String,
     pub retry_after: u32,
 }
 
@@ -313,6 +317,7 @@ impl Router for Edge {
         if refused_while_draining(req, info) && self.cluster.draining().is_some() {
             let r = Refusal::Draining {
                 node: self.drain.node.clone(),
+                fqdn: self.drain.fqdn.clone(),
                 retry_after: self.drain.retry_after,
             };
             let dir = Edge::direction(Role::of(source.tag));

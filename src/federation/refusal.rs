@@ -209,9 +209,11 @@ pub enum Refusal {
         detail: String,
     },
     /// This node is draining (`fedge drain`, SIGTERM): a request that
-    /// would open a dialog goes to another node.
+    /// would open a dialog goes to another node. The sender reads the
+    /// edge's `[federation] fqdn`; the node's name is for the log only.
     Draining {
         node: String,
+        fqdn: String,
         retry_after: u32,
     },
 }
@@ -422,6 +424,11 @@ impl Refusal {
                 "{domain} publishes no {} SRV record, and no edge FQDN is on record for it",
                 srv_name(domain)
             ),
+            // The node's name (by default the host name) is not the
+            // sender's business: it reads the edge's public name.
+            R::Draining {
+                fqdn, retry_after, ..
+            } => draining_text(fqdn, *retry_after),
             _ => return None,
         })
     }
@@ -640,12 +647,19 @@ impl fmt::Display for Refusal {
                 "{detail}: the partner's certificate does not name its edge FQDN"
             ),
             R::NextHop { detail, .. } => f.write_str(detail),
-            R::Draining { node, retry_after } => write!(
-                f,
-                "federation edge node {node} is draining and takes no new dialogs; retry after {retry_after} s (another node of the pool takes them)"
-            ),
+            R::Draining {
+                node, retry_after, ..
+            } => f.write_str(&draining_text(&format!("node {node}"), *retry_after)),
         }
     }
+}
+
+/// A draining node's refusal text, `who` being the edge's FQDN (to the
+/// sender) or `node <name>` (in the log).
+fn draining_text(who: &str, retry_after: u32) -> String {
+    format!(
+        "federation edge {who} is draining and takes no new dialogs; retry after {retry_after} s (another node of the pool takes them)"
+    )
 }
 
 #[cfg(test)]
@@ -653,11 +667,13 @@ mod tests {
     use super::*;
 
     /// A draining node's answer: 503, Retry-After from `[drain]`, the
-    /// temporary diagnostic, and a reason naming the node.
+    /// temporary diagnostic, and a reason naming the edge's FQDN (the
+    /// node's name only in the log's detail).
     #[test]
     fn a_draining_node_answers_503_with_retry_after() {
         let r = Refusal::Draining {
-            node: "node-a".into(),
+            node: "host-17.internal:5061".into(),
+            fqdn: "sip.fedge.test".into(),
             retry_after: 17,
         }
         .reject();
@@ -669,7 +685,18 @@ mod tests {
             r.headers
         );
         assert_eq!(r.code, Some(1007));
-        assert!(r.reason.contains("node-a is draining"), "{}", r.reason);
+        assert!(
+            r.reason
+                .contains("federation edge sip.fedge.test is draining"),
+            "{}",
+            r.reason
+        );
+        assert!(!r.reason.contains("host-17"), "{}", r.reason);
+        let logged = r.detail.unwrap_or_default();
+        assert!(
+            logged.contains("node host-17.internal:5061 is draining"),
+            "{logged}"
+        );
         assert!(!r.charge, "a partner is not charged for the edge's drain");
     }
 

@@ -122,7 +122,8 @@ impl axum::serve::Listener for TlsListener {
 /// signature checked), whatever CA issued it and whatever name the CLI
 /// dials; or, when that file has just been replaced and the edge still
 /// serves the one before (until it reloads: `fedge reload`), a certificate
-/// that names `[federation] fqdn` and chains to `[federation] trust`.
+/// that names `[federation] fqdn` and chains to the anchor of
+/// `[federation] trust` that the certificate file itself chains to.
 pub fn admin_client_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, ServeError> {
     let bad = |e: String| ServeError::Config(format!("[admin] tls: {e}"));
     let verifier = own_cert_verifier(cfg)?;
@@ -140,16 +141,19 @@ pub fn admin_client_config(cfg: &Config) -> Result<Arc<rustls::ClientConfig>, Se
 fn own_cert_verifier(cfg: &Config) -> Result<Arc<OwnCert>, ServeError> {
     let bad = |e: String| ServeError::Config(format!("[admin] tls: {e}"));
     let certs = load_certs(&cfg.federation.cert, "certificate").map_err(|e| bad(e.to_string()))?;
-    let Some(own) = certs.into_iter().next() else {
+    let Some(own) = certs.first().cloned() else {
         return Err(bad("no certificate".into()));
     };
     let provider = provider();
     // The trust bundle may be the very file being replaced: without a
-    // usable one, only the pinned certificate is accepted.
+    // usable one, only the pinned certificate is accepted. Of the bundle,
+    // only the anchors our own certificate file chains to may vouch for a
+    // renewal: the partners' CAs in it never can, whatever names they copy.
     let chained = load_roots(&cfg.federation.trust).ok().and_then(|roots| {
         let name = rustls::pki_types::ServerName::try_from(cfg.federation.fqdn.clone()).ok()?;
+        let ours = own_anchors(&certs, &roots, &name, &provider)?;
         let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            rustls::client::WebPkiServerVerifier::builder_with_provider(ours, provider.clone())
                 .build()
                 .ok()?;
         Some((verifier, name))
@@ -163,6 +167,57 @@ fn own_cert_verifier(cfg: &Config) -> Result<Arc<OwnCert>, ServeError> {
     }))
 }
 
+/// The anchors of `roots` under which the certificate file (`file`: its
+/// leaf, then any intermediates) verifies for `fqdn`, each tried alone;
+/// `None` when there is none. The file's certificate may have expired (it
+/// is being replaced): it is tried now and at the middle of its validity,
+/// because the question is which CA issued it, not whether it is current.
+fn own_anchors(
+    file: &[rustls::pki_types::CertificateDer<'static>],
+    roots: &rustls::RootCertStore,
+    fqdn: &rustls::pki_types::ServerName<'static>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Option<Arc<rustls::RootCertStore>> {
+    use rustls::client::danger::ServerCertVerifier as _;
+    let (leaf, intermediates) = file.split_first()?;
+    let now = rustls::pki_types::UnixTime::now();
+    let times = [Some(now), mid_validity(leaf)];
+    let mut ours = rustls::RootCertStore::empty();
+    for anchor in &roots.roots {
+        let alone = rustls::RootCertStore {
+            roots: vec![anchor.clone()],
+        };
+        let Ok(v) = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(alone),
+            provider.clone(),
+        )
+        .build() else {
+            continue;
+        };
+        let verifies = times.iter().flatten().any(|t| {
+            v.verify_server_cert(leaf, intermediates, fqdn, &[], *t)
+                .is_ok()
+        });
+        if verifies {
+            ours.roots.push(anchor.clone());
+        }
+    }
+    (!ours.is_empty()).then(|| Arc::new(ours))
+}
+
+/// The middle of a certificate's validity (none if it does not parse).
+fn mid_validity(
+    cert: &rustls::pki_types::CertificateDer<'_>,
+) -> Option<rustls::pki_types::UnixTime> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let v = &c.tbs_certificate.validity;
+    let from = u64::try_from(v.not_before.timestamp()).ok()?;
+    let to = u64::try_from(v.not_after.timestamp()).ok()?;
+    Some(rustls::pki_types::UnixTime::since_unix_epoch(
+        Duration::from_secs(from + to.saturating_sub(from) / 2),
+    ))
+}
+
 /// The raw issuer name of a certificate (none if it does not parse).
 fn issuer_of(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<Vec<u8>> {
     x509_parser::parse_x509_certificate(cert.as_ref())
@@ -171,11 +226,13 @@ fn issuer_of(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<Vec<u8>> {
 }
 
 /// Accepts the edge's own certificate, or one for its FQDN that chains to
-/// its trust bundle and has the same issuer as the certificate file (see
-/// [`admin_client_config`]): the certificate still served between a
-/// renewal on disk and the reload. The issuer must match because the trust
-/// bundle also holds partners' CAs, which must not be able to stand in for
-/// this edge towards its own CLI.
+/// an anchor of its trust bundle under which the certificate file itself
+/// verifies ([`own_anchors`]) and has the same issuer name as the file
+/// (see [`admin_client_config`]): the certificate still served between a
+/// renewal on disk and the reload. The trust bundle also holds partners'
+/// CAs, which must not be able to stand in for this edge towards its own
+/// CLI (which sends it its bearer token): an issuer name can be copied by
+/// anyone who runs a CA, the anchor's key cannot.
 #[derive(Debug)]
 struct OwnCert {
     own: rustls::pki_types::CertificateDer<'static>,
@@ -201,7 +258,7 @@ impl rustls::client::danger::ServerCertVerifier for OwnCert {
         }
         let refused = || {
             rustls::Error::General(
-                "the admin listener did not present this edge's [federation] cert (nor one for [federation] fqdn from its issuer in [federation] trust); after a change of CA, reload with SIGHUP (systemctl reload fedge)"
+                "the admin listener did not present this edge's [federation] cert (nor one for [federation] fqdn from its issuer in [federation] trust); after a change of CA, reload with SIGHUP (kill -HUP <the pid of fedge serve>)"
                     .into(),
             )
         };
@@ -250,37 +307,95 @@ mod tests {
         rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
     }
 
+    /// The CLI's verifier for a certificate file `cert_pem` and a trust
+    /// bundle of `trust` (PEM CA certificates), for `sip.fedge.test`.
+    fn verifier_for(dir: &tempfile::TempDir, cert_pem: &str, trust: &[&str]) -> Arc<OwnCert> {
+        let cert = dir.path().join("edge.crt");
+        let bundle = dir.path().join("trust.crt");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&bundle, trust.concat()).unwrap();
+        let mut cfg = Config::default();
+        cfg.federation.cert = cert;
+        cfg.federation.trust = bundle;
+        cfg.federation.fqdn = "sip.fedge.test".into();
+        assert!(admin_client_config(&cfg).is_ok());
+        own_cert_verifier(&cfg).unwrap()
+    }
+
+    fn check(v: &OwnCert, pem: &str) -> Result<(), rustls::Error> {
+        let name = rustls::pki_types::ServerName::try_from("sip.fedge.test").unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        v.verify_server_cert(&der(pem), &[], &name, &[], now)
+            .map(|_| ())
+    }
+
     #[test]
-    fn the_cli_accepts_a_renewed_certificate_only_from_the_same_issuer() {
+    fn the_cli_accepts_a_renewed_certificate_only_from_its_own_ca() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let ours = Authority::new("Our CA").unwrap();
         let partners = Authority::new("A partner's CA").unwrap();
+        // A partner's CA that copies our CA's subject name exactly.
+        let copycat = Authority::new("Our CA").unwrap();
         let fqdn = "sip.fedge.test";
         let file = ours.issue(&LeafSpec::new(fqdn, 30)).unwrap();
         let renewed = ours.issue(&LeafSpec::new(fqdn, 60)).unwrap();
         let impostor = partners.issue(&LeafSpec::new(fqdn, 30)).unwrap();
-        let cert = dir.path().join("edge.crt");
-        let trust = dir.path().join("trust.crt");
-        std::fs::write(&cert, &file.cert_pem).unwrap();
+        let same_name = copycat.issue(&LeafSpec::new(fqdn, 30)).unwrap();
+        assert_eq!(
+            issuer_of(&der(&same_name.cert_pem)),
+            issuer_of(&der(&file.cert_pem)),
+            "the copycat's issuer name is ours, byte for byte"
+        );
         // The trust bundle holds partners' CAs as well as our own.
-        std::fs::write(
-            &trust,
-            format!("{}{}", ours.pem.cert_pem, partners.pem.cert_pem),
-        )
-        .unwrap();
-        let mut cfg = Config::default();
-        cfg.federation.cert = cert;
-        cfg.federation.trust = trust;
-        cfg.federation.fqdn = fqdn.into();
-        assert!(admin_client_config(&cfg).is_ok());
-        let verifier = own_cert_verifier(&cfg).unwrap();
-        let name = rustls::pki_types::ServerName::try_from(fqdn).unwrap();
-        let now = rustls::pki_types::UnixTime::now();
-        let check = |pem: &str| verifier.verify_server_cert(&der(pem), &[], &name, &[], now);
-        assert!(check(&file.cert_pem).is_ok(), "the pinned file certificate");
-        assert!(check(&renewed.cert_pem).is_ok(), "a renewal from our CA");
-        let e = check(&impostor.cert_pem).unwrap_err();
+        let v = verifier_for(
+            &dir,
+            &file.cert_pem,
+            &[
+                &ours.pem.cert_pem,
+                &partners.pem.cert_pem,
+                &copycat.pem.cert_pem,
+            ],
+        );
+        assert!(
+            check(&v, &file.cert_pem).is_ok(),
+            "the pinned file certificate"
+        );
+        assert!(
+            check(&v, &renewed.cert_pem).is_ok(),
+            "a renewal from our CA"
+        );
+        let e = check(&v, &impostor.cert_pem).unwrap_err();
         assert!(e.to_string().contains("SIGHUP"), "{e}");
+        let e = check(&v, &same_name.cert_pem).unwrap_err();
+        assert!(e.to_string().contains("SIGHUP"), "the copycat's leaf: {e}");
+        // The copycat listed first in the bundle changes nothing.
+        let v = verifier_for(
+            &dir,
+            &file.cert_pem,
+            &[&copycat.pem.cert_pem, &ours.pem.cert_pem],
+        );
+        assert!(check(&v, &renewed.cert_pem).is_ok());
+        assert!(check(&v, &same_name.cert_pem).is_err());
+
+        // Our CA missing from the bundle: only the pinned file is taken.
+        let v = verifier_for(&dir, &file.cert_pem, &[&copycat.pem.cert_pem]);
+        assert!(check(&v, &file.cert_pem).is_ok());
+        assert!(check(&v, &renewed.cert_pem).is_err());
+        assert!(check(&v, &same_name.cert_pem).is_err());
+
+        // The file's certificate has expired (the renewal is on its way):
+        // its CA is still the one that may vouch for the renewal.
+        let mut old = LeafSpec::new(fqdn, 30);
+        old.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(90);
+        old.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let expired = ours.issue(&old).unwrap();
+        let v = verifier_for(
+            &dir,
+            &expired.cert_pem,
+            &[&copycat.pem.cert_pem, &ours.pem.cert_pem],
+        );
+        assert!(check(&v, &renewed.cert_pem).is_ok(), "renewal after expiry");
+        assert!(check(&v, &same_name.cert_pem).is_err());
     }
 }

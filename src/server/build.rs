@@ -107,6 +107,7 @@ pub(super) async fn sip_core(
         cluster: shared.cluster.clone(),
         drain: crate::federation::DrainAnswer {
             node: super::cluster::node_name(&cfg.cluster.node, sockets.fed_addr.port()),
+            fqdn: cfg.federation.fqdn.clone(),
             retry_after: cfg.drain.retry_after,
         },
     };

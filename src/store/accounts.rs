@@ -282,7 +282,7 @@ impl Store {
             }
         }
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (name, role, partner_id, state, password_hash, must_change_password, \
              created_at, created_by, updated_at) VALUES ($1, $2, $3, $4, NULL, 1, $5, $6, $5)",
@@ -354,7 +354,7 @@ impl Store {
         let phc = hash_password(password.clone()).await?;
         let token = new_secret("fdg_");
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE accounts SET password_hash = $1, must_change_password = 1, state = 'active', \
              updated_at = $2 WHERE name = $3 AND state <> 'disabled'",
@@ -406,6 +406,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.forget_remembered_tokens();
         let account = self
             .account(name)
             .await?
@@ -433,7 +434,7 @@ impl Store {
         }
         let token = new_secret("fdg_");
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n: i64 =
             sqlx::query("SELECT COUNT(*) FROM accounts WHERE name = $1 AND state = 'active'")
                 .bind(name)
@@ -466,15 +467,25 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.forget_remembered_tokens();
         Ok(token)
     }
 
     /// The active account an API token belongs to, if the token is live.
     pub async fn account_by_token(&self, token: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self.token_lookup(token).await?.map(|(a, _)| a))
+    }
+
+    /// [`Self::account_by_token`] with the token's expiry (RFC 3339;
+    /// `None`: until revoked), which bounds the outage memory.
+    pub(super) async fn token_lookup(
+        &self,
+        token: &str,
+    ) -> Result<Option<(Account, Option<String>)>, StoreError> {
         let now = now_rfc3339();
         let row = sqlx::query(
-            "SELECT a.name, a.role, a.partner_id, a.state, a.must_change_password, a.created_at, a.created_by \
-             FROM account_tokens t JOIN accounts a ON a.name = t.account \
+            "SELECT a.name, a.role, a.partner_id, a.state, a.must_change_password, a.created_at, a.created_by, \
+             t.expires_at FROM account_tokens t JOIN accounts a ON a.name = t.account \
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $2) \
              AND a.state = 'active'",
         )
@@ -482,7 +493,10 @@ impl Store {
         .bind(&now)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(account_from_row).transpose()
+        match row {
+            Some(r) => Ok(Some((account_from_row(&r)?, r.try_get("expires_at")?))),
+            None => Ok(None),
+        }
     }
 
     /// Checks a console login. `Ok(None)` for a wrong name or password or
@@ -539,7 +553,7 @@ impl Store {
         }
         let phc = hash_password(password.to_string()).await?;
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query(
             "UPDATE accounts SET password_hash = $1, must_change_password = 0, updated_at = $2 WHERE name = $3",
         )
@@ -571,6 +585,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.forget_remembered_tokens();
         Ok(())
     }
 
@@ -589,7 +604,7 @@ impl Store {
             )));
         }
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let n = sqlx::query("UPDATE accounts SET state = $1, updated_at = $2 WHERE name = $3")
             .bind(state.as_str())
             .bind(&now)
@@ -616,6 +631,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.forget_remembered_tokens();
         self.account(name)
             .await?
             .ok_or_else(|| StoreError::NotFound(name.to_string()))

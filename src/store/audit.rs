@@ -299,7 +299,7 @@ impl Store {
     /// enrolment and meeting is appended in time order, marked
     /// `"imported": true`. Runs at open; does nothing on a chained database.
     pub(super) async fn chain_history(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Once started, a chain is never sealed again from the older
         // tables: an emptied chain must show as broken, not be rebuilt.
         let started =

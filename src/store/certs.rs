@@ -61,7 +61,7 @@ impl Store {
         actor: &str,
     ) -> Result<(), StoreError> {
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO partner_certs (partner_id, pem, not_after, subject, names, submitted_at, submitted_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \

@@ -24,7 +24,7 @@ impl Store {
     /// Enrols (or re-enrols) every row in one transaction.
     pub async fn cvi_enrol(&self, rows: &[Enrolment], actor: &str) -> Result<usize, StoreError> {
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO cvi_organisers (email, org_name, ods_code, enrolled_at, enrolled_by, withdrawn_at, withdrawn_by) \
@@ -63,7 +63,7 @@ impl Store {
     pub async fn cvi_withdraw(&self, email: &str, actor: &str) -> Result<Organiser, StoreError> {
         let email = email.trim().to_ascii_lowercase();
         let now = now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query(
             "UPDATE cvi_organisers SET withdrawn_at = $1, withdrawn_by = $2 WHERE email = $3 AND withdrawn_at IS NULL",
         )
@@ -157,7 +157,7 @@ impl Store {
         let now = now_rfc3339();
         for _ in 0..16 {
             let id = new_id();
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let r = sqlx::query(
                 "INSERT INTO cvi_meetings (conference_id, organiser, subject, created_at, expires_at, subject_public) VALUES ($1, $2, $3, $4, $5, $6)",
             )

@@ -5,22 +5,43 @@
 //! Owns the reachability mark (set by whoever talks to the database on a
 //! schedule: the heartbeat and the registry watcher), the test of whether
 //! an error means "the database is unreachable" rather than "the request
-//! was wrong", and the outage-only memory of API tokens verified while the
-//! database answered. It never retries a query and never decides what the
-//! edge does without its database (the callers do).
+//! was wrong" or "the pool is busy", and the outage-only memory of API
+//! tokens verified while the database answered (capped at the token's
+//! expiry and [`OUTAGE_TOKEN_MEMORY`], forgotten on every account change
+//! made through this process, never holding the node's own CLI tokens).
+//! It never retries a query, never decides what the edge does without its
+//! database (the callers do), and never lets a remembered token pass as a
+//! verified one ([`TokenAccount::remembered`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Store, StoreError};
-use crate::model::account::Account;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
-/// How long an API token verified against the database is still taken,
-/// from memory, while the database is unreachable (read-only use: every
-/// change needs the database anyway).
-pub const OUTAGE_TOKEN_MEMORY: Duration = Duration::from_secs(3600);
+use super::{Store, StoreError};
+use crate::model::account::{Account, NODE_ACCOUNT};
+
+/// The longest an API token verified against the database is still taken,
+/// from memory, while the database is unreachable (never past the token's
+/// own expiry). A remembered token may only read
+/// ([`TokenAccount::remembered`]).
+pub const OUTAGE_TOKEN_MEMORY: Duration = Duration::from_secs(600);
+
+/// The most tokens remembered at once (the oldest are dropped past it).
+const MEMORY_BOUND: usize = 1024;
+
+/// The account behind an API token, and whether it came from the outage
+/// memory rather than from the database.
+#[derive(Debug, Clone)]
+pub struct TokenAccount {
+    pub account: Account,
+    /// True when the database was unreachable and the account is the one
+    /// the token had when last verified: the caller must refuse changes.
+    pub remembered: bool,
+}
 
 /// What `/health` shows of the database.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -37,7 +58,21 @@ pub struct StoreHealth {
 pub(super) struct Health {
     reachable: AtomicBool,
     detail: Mutex<(Option<String>, Option<String>)>,
-    tokens: Mutex<HashMap<String, (Account, Instant)>>,
+    tokens: Mutex<Memory>,
+}
+
+/// Tokens verified lately (by hash), and a count of the forgettings: a
+/// look-up that began before the last one does not store its answer.
+#[derive(Debug, Default)]
+struct Memory {
+    entries: HashMap<String, Remembered>,
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Remembered {
+    account: Account,
+    until: Instant,
 }
 
 impl Default for Health {
@@ -45,7 +80,7 @@ impl Default for Health {
         Health {
             reachable: AtomicBool::new(true),
             detail: Mutex::new((None, None)),
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(Memory::default()),
         }
     }
 }
@@ -69,6 +104,26 @@ impl StoreError {
     }
 }
 
+/// How long a token verified now may be remembered: until its expiry
+/// (`expires_at`, RFC 3339; `None` for none) or [`OUTAGE_TOKEN_MEMORY`],
+/// whichever comes first. `None` (do not remember) for a token already
+/// expired or an expiry that does not parse.
+fn remember_until(
+    now: Instant,
+    now_utc: OffsetDateTime,
+    expires_at: Option<&str>,
+) -> Option<Instant> {
+    let mut life = OUTAGE_TOKEN_MEMORY;
+    if let Some(at) = expires_at {
+        let left = OffsetDateTime::parse(at, &Rfc3339).ok()? - now_utc;
+        if left <= time::Duration::ZERO {
+            return None;
+        }
+        life = life.min(left.unsigned_abs());
+    }
+    Some(now + life)
+}
+
 impl Store {
     /// The database's reachability as last seen.
     pub fn health(&self) -> StoreHealth {
@@ -78,6 +133,20 @@ impl Store {
             reachable,
             since: d.0.clone(),
             last_error: if reachable { None } else { d.1.clone() },
+        }
+    }
+
+    /// True when `e` means the database is away, not merely busy: an
+    /// unreachable error ([`StoreError::is_unreachable`]), except a pool
+    /// time-out while every connection of the pool is open (the pool was
+    /// busy; it did not fail to connect). sqlx reports a refused connect
+    /// as a time-out too, so a time-out with room in the pool is an outage.
+    pub fn is_outage(&self, e: &StoreError) -> bool {
+        match e {
+            StoreError::Db(sqlx::Error::PoolTimedOut) => {
+                self.pool.size() < self.pool.options().get_max_connections()
+            }
+            _ => e.is_unreachable(),
         }
     }
 
@@ -92,10 +161,11 @@ impl Store {
         !was
     }
 
-    /// Records `e` if it means the database is unreachable. True when it
-    /// was marked reachable until now (the caller logs the loss once).
+    /// Records `e` if it means the database is unreachable
+    /// ([`Self::is_outage`]: a busy pool is not). True when it was marked
+    /// reachable until now (the caller logs the loss once).
     pub fn mark_failed(&self, e: &StoreError) -> bool {
-        if !e.is_unreachable() {
+        if !self.is_outage(e) {
             return false;
         }
         let was = self.health.reachable.swap(false, Ordering::Relaxed);
@@ -107,50 +177,107 @@ impl Store {
         was
     }
 
+    /// Forgets every remembered token: called after each account change
+    /// (a token issued or revoked, an account disabled or enabled, a
+    /// password set or reset), so that no stale account outlives it here.
+    pub fn forget_remembered_tokens(&self) {
+        let mut m = self.memory();
+        m.entries.clear();
+        m.generation = m.generation.wrapping_add(1);
+    }
+
+    /// How many tokens are remembered now (for tests and the log).
+    pub fn remembered_tokens(&self) -> usize {
+        self.memory().entries.len()
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.health.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The remembered account of a token hash, if still within its life.
+    fn recall(&self, key: &str) -> Option<TokenAccount> {
+        let m = self.memory();
+        m.entries
+            .get(key)
+            .filter(|r| Instant::now() < r.until)
+            .map(|r| TokenAccount {
+                account: r.account.clone(),
+                remembered: true,
+            })
+    }
+
+    /// Stores the database's answer for a token hash: the account and
+    /// its expiry, or nothing (unknown, revoked, expired, disabled). The
+    /// node's own CLI tokens are never remembered, and an answer from a
+    /// look-up that began before the last forgetting is not stored.
+    fn remember(&self, key: String, began: u64, found: Option<&(Account, Option<String>)>) {
+        let mut m = self.memory();
+        let until = found.and_then(|(a, exp)| {
+            (a.name != NODE_ACCOUNT)
+                .then(|| remember_until(Instant::now(), OffsetDateTime::now_utc(), exp.as_deref()))
+                .flatten()
+        });
+        match (found, until) {
+            (Some((a, _)), Some(until)) if m.generation == began => {
+                let now = Instant::now();
+                if m.entries.len() >= MEMORY_BOUND {
+                    m.entries.retain(|_, r| now < r.until);
+                }
+                if m.entries.len() >= MEMORY_BOUND
+                    && let Some(oldest) = m
+                        .entries
+                        .iter()
+                        .min_by_key(|(_, r)| r.until)
+                        .map(|(k, _)| k.clone())
+                {
+                    m.entries.remove(&oldest);
+                }
+                m.entries.insert(
+                    key,
+                    Remembered {
+                        account: a.clone(),
+                        until,
+                    },
+                );
+            }
+            _ => {
+                m.entries.remove(&key);
+            }
+        }
+    }
+
     /// The account behind an API token; while the database is unreachable,
-    /// the account the same token had when last verified (within
-    /// [`OUTAGE_TOKEN_MEMORY`]), so that an operator can still read
-    /// `/health` and the node's state. A revoked token stays refused: the
-    /// memory is filled by successful look-ups only and is never used
-    /// while the database answers.
+    /// the account the same token had when last verified on this process
+    /// (for at most [`OUTAGE_TOKEN_MEMORY`] and never past the token's
+    /// expiry), marked [`TokenAccount::remembered`] so that the caller
+    /// serves only reads. A token refused by the database, or verified
+    /// before an account change made through this process, is not
+    /// remembered; the node's own CLI tokens never are.
     pub async fn account_by_token_or_remembered(
         &self,
         token: &str,
-    ) -> Result<Option<Account>, StoreError> {
+    ) -> Result<Option<TokenAccount>, StoreError> {
         let key = super::secret_hash(token);
-        if !self.health.reachable.load(Ordering::Relaxed) {
+        if !self.health.reachable.load(Ordering::Relaxed)
+            && let Some(found) = self.recall(&key)
+        {
             // Known unreachable: answer from memory at once rather than
             // after the acquire timeout (the heartbeat notices the return).
-            let m = self.health.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((a, at)) = m.get(&key)
-                && at.elapsed() < OUTAGE_TOKEN_MEMORY
-            {
-                return Ok(Some(a.clone()));
-            }
+            return Ok(Some(found));
         }
-        match self.account_by_token(token).await {
+        let began = self.memory().generation;
+        match self.token_lookup(token).await {
             Ok(found) => {
-                let mut m = self.health.tokens.lock().unwrap_or_else(|p| p.into_inner());
-                match &found {
-                    Some(a) => {
-                        if m.len() > 1024 {
-                            m.retain(|_, (_, at)| at.elapsed() < OUTAGE_TOKEN_MEMORY);
-                        }
-                        m.insert(key, (a.clone(), Instant::now()));
-                    }
-                    None => {
-                        m.remove(&key);
-                    }
-                }
-                Ok(found)
+                self.remember(key, began, found.as_ref());
+                Ok(found.map(|(account, _)| TokenAccount {
+                    account,
+                    remembered: false,
+                }))
             }
-            Err(e) if e.is_unreachable() => {
+            Err(e) if self.is_outage(&e) => {
                 self.mark_failed(&e);
-                let m = self.health.tokens.lock().unwrap_or_else(|p| p.into_inner());
-                match m.get(&key) {
-                    Some((a, at)) if at.elapsed() < OUTAGE_TOKEN_MEMORY => Ok(Some(a.clone())),
-                    _ => Err(e),
-                }
+                self.recall(&key).map(Some).ok_or(e)
             }
             Err(e) => Err(e),
         }
@@ -160,22 +287,34 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::account::Role;
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(&format!("sqlite://{}/h.db", dir.path().display()))
+            .await
+            .unwrap()
+    }
+
+    fn io_error() -> StoreError {
+        StoreError::Db(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )))
+    }
 
     #[tokio::test]
     async fn reachability_transitions_are_reported_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/h.db", dir.path().display()))
-            .await
-            .unwrap();
+        let store = store(&dir).await;
         assert!(store.health().reachable);
         assert!(!store.mark_reachable(), "already reachable");
-        let lost = StoreError::Db(sqlx::Error::PoolTimedOut);
+        let lost = io_error();
         assert!(store.mark_failed(&lost), "first loss is reported");
         assert!(!store.mark_failed(&lost), "the second is not");
         let h = store.health();
         assert!(!h.reachable);
         assert!(h.since.is_some());
-        assert!(h.last_error.unwrap().contains("timed out"));
+        assert!(h.last_error.unwrap().contains("refused"));
         assert!(
             !store.mark_failed(&StoreError::Invalid("x".into())),
             "a refused request is not an outage"
@@ -183,5 +322,120 @@ mod tests {
         assert!(store.mark_reachable(), "the return is reported");
         assert!(store.health().reachable);
         assert!(store.health().last_error.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_pool_timeout_is_an_outage_only_when_the_pool_had_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let timed_out = StoreError::Db(sqlx::Error::PoolTimedOut);
+        // Every connection open and in use: the pool was busy.
+        let max = store.pool.options().get_max_connections();
+        let mut held = Vec::new();
+        for _ in 0..max {
+            held.push(store.pool.acquire().await.unwrap());
+        }
+        assert_eq!(store.pool.size(), max);
+        assert!(!store.is_outage(&timed_out));
+        assert!(!store.mark_failed(&timed_out), "a busy pool is no outage");
+        assert!(store.health().reachable);
+        // With room left, a time-out means the pool could not connect.
+        held.clear();
+        store.pool.close().await;
+        assert!(store.pool.size() < max);
+        assert!(store.is_outage(&timed_out));
+        assert!(store.mark_failed(&timed_out));
+        assert!(!store.health().reachable);
+    }
+
+    #[test]
+    fn a_token_is_remembered_until_its_expiry_or_the_cap() {
+        let now = Instant::now();
+        let utc = OffsetDateTime::now_utc();
+        let fmt = |d: time::Duration| (utc + d).format(&Rfc3339).unwrap();
+        assert_eq!(
+            remember_until(now, utc, None),
+            Some(now + OUTAGE_TOKEN_MEMORY)
+        );
+        assert_eq!(
+            remember_until(now, utc, Some(&fmt(time::Duration::days(30)))),
+            Some(now + OUTAGE_TOKEN_MEMORY),
+            "a long-lived token: the cap"
+        );
+        let soon = remember_until(now, utc, Some(&fmt(time::Duration::seconds(60)))).unwrap();
+        assert!(soon <= now + Duration::from_secs(60), "its expiry first");
+        assert!(soon > now + Duration::from_secs(59));
+        assert_eq!(
+            remember_until(now, utc, Some(&fmt(time::Duration::seconds(-1)))),
+            None,
+            "an expired token is not remembered"
+        );
+        assert_eq!(remember_until(now, utc, Some("not a time")), None);
+    }
+
+    #[tokio::test]
+    async fn the_memory_serves_reads_only_and_forgets_on_account_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let op = store
+            .add_token_account("ops", Role::Operator, None, "t", "test")
+            .await
+            .unwrap();
+        let verified = store
+            .account_by_token_or_remembered(&op.token)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!verified.remembered);
+        assert_eq!(store.remembered_tokens(), 1);
+        // The node's own CLI token is never remembered.
+        let node = store.node_token(time::Duration::seconds(60)).await.unwrap();
+        let n = store
+            .account_by_token_or_remembered(&node)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.account.name, NODE_ACCOUNT);
+        assert_eq!(store.remembered_tokens(), 1, "no node token in memory");
+
+        // During an outage the operator token comes from memory, marked.
+        store.mark_failed(&io_error());
+        let r = store
+            .account_by_token_or_remembered(&op.token)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(r.remembered);
+        assert_eq!(r.account.name, "ops");
+        store.mark_reachable();
+
+        // An account change forgets everything; so does a disable.
+        store
+            .issue_token("ops", "second", None, "test")
+            .await
+            .unwrap();
+        assert_eq!(store.remembered_tokens(), 0, "a token issued forgets");
+        store
+            .account_by_token_or_remembered(&op.token)
+            .await
+            .unwrap();
+        assert_eq!(store.remembered_tokens(), 1);
+        store
+            .set_account_state(
+                "ops",
+                crate::model::account::AccountState::Disabled,
+                "test",
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.remembered_tokens(), 0, "a disable forgets");
+        store.mark_failed(&io_error());
+        assert!(
+            store
+                .recall(&crate::store::secret_hash(&op.token))
+                .is_none(),
+            "the disabled account's token is not served from memory"
+        );
     }
 }

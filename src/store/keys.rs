@@ -108,7 +108,7 @@ impl Store {
         if !keys.is_empty() {
             return Ok(keys);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let legacy = sqlx::query("SELECT value FROM store_info WHERE name = $1")
             .bind(LEGACY)
             .fetch_optional(&mut *tx)
@@ -214,7 +214,7 @@ impl Store {
     ) -> Result<Rotation, StoreError> {
         // A database of an earlier version gets its first key first.
         self.topology_keys(fresh).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = now_rfc3339();
         let current: Option<i64> =
             sqlx::query("SELECT MAX(id) FROM topology_keys WHERE retire_at IS NULL")

@@ -25,7 +25,7 @@ mod verdicts;
 
 pub use accounts::{Credentials, SESSION_LIFETIME, Session, new_secret, secret_hash};
 pub use certs::{PartnerCert, StoredPartnerCert};
-pub use health::{OUTAGE_TOKEN_MEMORY, StoreHealth};
+pub use health::{OUTAGE_TOKEN_MEMORY, StoreHealth, TokenAccount};
 pub use keys::{KeyEvent, KeyInfo, Rotation, StoredKey};
 pub use nodes::NodeRecord;
 pub use partners::{Change, now_rfc3339, today};
@@ -232,6 +232,20 @@ impl Store {
         };
         store.chain_history().await?;
         Ok(store)
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`), waiting up to the busy timeout for
+    /// another writer (the running edge's heartbeat, say): a deferred
+    /// transaction that read first would instead fail "database is locked"
+    /// when a write landed between its read and its own write.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -158,4 +158,46 @@ mod tests {
         assert!((db - here).abs() < 5_000, "db {db} here {here}");
         store.close().await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_in_two_processes_wait_for_each_other() {
+        // The edge's heartbeat writes every second while an operator's CLI
+        // (another Store on the same file) writes an account with its audit
+        // entry: a transaction that reads before it writes must wait for
+        // the other writer, never fail "database is locked".
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/w.db", dir.path().display());
+        let edge = Store::open(&url).await.unwrap();
+        let cli = Store::open(&url).await.unwrap();
+        let beats = tokio::spawn(async move {
+            let mut row = super::NodeRecord {
+                name: "n".into(),
+                instance: "i".into(),
+                version: "0".into(),
+                started_at: "t".into(),
+                heartbeat_ms: 0,
+                registry_version: 0,
+                listeners: "[]".into(),
+                draining: None,
+                stopped_at: None,
+                demand: None,
+            };
+            for i in 0..400 {
+                row.heartbeat_ms = i;
+                edge.node_heartbeat(&row).await.unwrap();
+            }
+        });
+        for i in 0..40 {
+            cli.add_token_account(
+                &format!("op{i}"),
+                crate::model::account::Role::Viewer,
+                None,
+                "t",
+                "tester",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("write {i} failed beside the heartbeat: {e}"));
+        }
+        beats.await.unwrap();
+    }
 }

@@ -321,7 +321,7 @@ impl Store {
         }
         let now = now_rfc3339();
         let id = new_id("p");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.ensure_unclaimed(&mut tx, &details.domains).await?;
         let federated =
             matches!(state, PartnerState::Enabled | PartnerState::Suspended).then(|| now.clone());
@@ -358,7 +358,7 @@ impl Store {
 
     /// The partner a domain names.
     pub async fn partner_by_domain(&self, domain: &str) -> Result<Partner, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = self.id_by_domain(&mut tx, domain).await?;
         let p = self.load(&mut tx, &id).await?;
         tx.commit().await?;
@@ -367,7 +367,7 @@ impl Store {
 
     /// Every partner, revoked ones included, oldest first.
     pub async fn partners(&self) -> Result<Vec<Partner>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sql = concat!(
             "SELECT ",
             partner_columns!(),
@@ -405,7 +405,7 @@ impl Store {
         reason: Option<&str>,
         skip_im_test: bool,
     ) -> Result<(Partner, PartnerState), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = self.id_by_domain(&mut tx, domain).await?;
         let p = self.load(&mut tx, &id).await?;
         let to =
@@ -478,7 +478,7 @@ impl Store {
         if changes.is_empty() {
             return Err(StoreError::Invalid("nothing to change".into()));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = self.id_by_domain(&mut tx, domain).await?;
         let before = self.load(&mut tx, &id).await?;
         if before.state == PartnerState::Revoked {
@@ -594,7 +594,7 @@ impl Store {
 
     /// A partner's audit trail, oldest first, by any of its domains.
     pub async fn history(&self, domain: &str) -> Result<(Partner, Vec<AuditEntry>), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = self.id_by_domain(&mut tx, domain).await?;
         let p = self.load(&mut tx, &id).await?;
         tx.commit().await?;
@@ -642,7 +642,7 @@ impl Store {
         from: &str,
         actor: &str,
     ) -> Result<Partner, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let p = self.load(&mut tx, partner_id).await?;
         let now = now_rfc3339();
         sqlx::query(

@@ -30,7 +30,7 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO partner_verdicts (hour, partner, kind, rule, direction, count) \

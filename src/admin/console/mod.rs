@@ -140,7 +140,7 @@ impl FromRequestParts<Arc<EdgeState>> for Who {
         };
         let csrf = match &actor.via {
             Via::Session { csrf } => csrf.clone(),
-            Via::Token => String::new(),
+            Via::Token | Via::Remembered => String::new(),
         };
         let free = ["/console/password", "/console/logout"];
         if actor.account.must_change_password && !free.contains(&parts.uri.path()) {
