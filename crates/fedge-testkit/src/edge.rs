@@ -140,6 +140,8 @@ impl Edge {
             .spawn()
             .expect("spawn fedge");
         let stderr = child.stderr.take().expect("stderr");
+        // Killed if anything below panics before the Edge owns it.
+        let mut child = Spawned(Some(child));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let l2 = logs.clone();
@@ -195,7 +197,7 @@ impl Edge {
         let token = crate::admin::operator_token(&store_url, TESTKIT_OPERATOR);
         crate::admin::register_token(admin, &token);
         Edge {
-            child,
+            child: child.0.take().expect("the spawned edge"),
             federation: fed.expect("federation address"),
             internal: int.expect("internal address"),
             admin,
@@ -261,6 +263,28 @@ impl Drop for Edge {
         crate::admin::forget_token(self.admin);
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A spawned `fedge serve` not yet owned by an [`Edge`]: killed on drop,
+/// so that a panic while it starts leaves no process behind.
+struct Spawned(Option<Child>);
+
+impl Spawned {
+    fn kill(&mut self) -> std::io::Result<()> {
+        match self.0.as_mut() {
+            Some(c) => c.kill(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
