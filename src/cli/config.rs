@@ -90,7 +90,10 @@ fn check_certificate(cfg: &Config) -> Result<String, Failure> {
         .map(|id| id.names)
         .unwrap_or_default();
     let fqdn = f.fqdn.to_ascii_lowercase();
-    if !names.iter().any(|n| name_matches(n, &fqdn)) {
+    if !names
+        .iter()
+        .any(|n| fedge::server::cert_name_matches(n, &fqdn))
+    {
         return Err(Failure::usage(format!(
             "[federation] cert {cert_path} names {} but not [federation] fqdn {fqdn}: partners would refuse it",
             if names.is_empty() {
@@ -137,16 +140,6 @@ fn check_certificate(cfg: &Config) -> Result<String, Failure> {
         "certificate names {fqdn}, {chained}, expires {} ({days} days)",
         date(not_after)
     ))
-}
-
-/// A certificate name against the FQDN: equal, or a one-label wildcard.
-fn name_matches(name: &str, fqdn: &str) -> bool {
-    match name.strip_prefix("*.") {
-        Some(rest) => fqdn
-            .split_once('.')
-            .is_some_and(|(label, parent)| !label.is_empty() && parent == rest),
-        None => name == fqdn,
-    }
 }
 
 /// Whether the chain verifies, for `fqdn`, against the trust bundle.

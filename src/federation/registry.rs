@@ -322,40 +322,30 @@ async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
     let mut down_since_logged = false;
     let mut backoff = Duration::from_millis(250);
     while !shutdown.is_cancelled() {
-        let connected = async {
+        let connect = async {
             let mut l = PgListener::connect(&url).await?;
             l.listen(REGISTRY_CHANNEL).await?;
             Ok::<_, sqlx::Error>(l)
         };
-        let mut l = tokio::select! {
+        let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(Duration::from_secs(5), connected) => match r {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => {
-                    if !down_since_logged {
-                        warn!(error = %e, "registry notifications unavailable; polling meanwhile");
-                        down_since_logged = true;
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-                Err(_) => {
-                    if !down_since_logged {
-                        warn!("registry notifications unavailable (connection timed out); polling meanwhile");
-                        down_since_logged = true;
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+            r = tokio::time::timeout(Duration::from_secs(5), connect) => match r {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("the connection timed out".to_string()),
             },
+        };
+        let mut l = match connected {
+            Ok(l) => l,
+            Err(why) => {
+                if !down_since_logged {
+                    warn!(error = %why, "registry notifications unavailable; polling meanwhile");
+                    down_since_logged = true;
+                }
+                if !pause(&mut backoff, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
         };
         info!(
             channel = REGISTRY_CHANNEL,
@@ -380,9 +370,8 @@ async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
                     Err(e) => {
                         warn!(error = %e, "registry notifications lost; polling meanwhile");
                         down_since_logged = true;
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
+                        if !pause(&mut backoff, &shutdown).await {
+                            return;
                         }
                         break;
                     }
@@ -390,6 +379,17 @@ async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// Waits `backoff` (then doubles it, up to 5 s) before the next LISTEN
+/// attempt; false when the edge is stopping.
+async fn pause(backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
+    let stopping = tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(*backoff) => false,
+    };
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    !stopping
 }
 
 #[cfg(test)]

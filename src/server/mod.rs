@@ -68,6 +68,7 @@ use self::listen::Sockets;
 pub use self::admin_tls::admin_client_config;
 pub use self::build::policy_config;
 pub use self::error::ServeError;
+pub use self::reload::name_matches as cert_name_matches;
 
 /// The CVI dialling facts the configuration gives.
 pub fn dialling(cfg: &Config) -> Dialling {

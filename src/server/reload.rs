@@ -136,8 +136,8 @@ fn served_cert(path: &Path, fqdn: &str, strict: bool) -> Result<ServedCert, Relo
 }
 
 /// A certificate name against the FQDN: equal, or a one-label wildcard
-/// (as `fedge config check` matches them).
-fn name_matches(name: &str, fqdn: &str) -> bool {
+/// (`fedge config check` matches them with this too).
+pub fn name_matches(name: &str, fqdn: &str) -> bool {
     match name.strip_prefix("*.") {
         Some(rest) => fqdn
             .split_once('.')
