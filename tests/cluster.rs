@@ -32,6 +32,12 @@ async fn connected(edge: &Edge, pki: &Pki, n: u32) -> SipTlsClient {
 /// suspension, or its handshake is refused.
 async fn refused_everywhere(edge: &Edge, pki: &Pki, n: u32) {
     let Ok(mut c) = tls_connect(edge.federation, pki, &pki.partner).await else {
+        // The handshake was refused, not the node gone: it still accepts TCP.
+        assert!(
+            std::net::TcpStream::connect(edge.federation).is_ok(),
+            "node {} is not listening: a dead node is no refusal",
+            edge.admin
+        );
         return;
     };
     let msg = format!(
