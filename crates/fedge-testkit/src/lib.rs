@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 
 pub mod admin;
+pub mod baresip;
 pub mod bench;
 pub mod client;
 pub mod cluster;

@@ -25,7 +25,9 @@ pub fn free_port(tcp_too: bool) -> u16 {
     }
 }
 
-fn render(template: &Path, out: &Path, values: &[(&str, String)]) {
+/// Renders a template (`@KEY@` placeholders, all of which must be filled)
+/// into `out`.
+pub fn render(template: &Path, out: &Path, values: &[(&str, String)]) {
     let mut s =
         std::fs::read_to_string(template).unwrap_or_else(|e| panic!("{}: {e}", template.display()));
     for (k, v) in values {
@@ -58,7 +60,8 @@ fn unfilled(s: &str) -> Option<String> {
     None
 }
 
-fn peers_dir() -> PathBuf {
+/// tests/peers: the third-party peers' configuration templates.
+pub fn peers_dir() -> PathBuf {
     workspace_root().join("tests/peers")
 }
 
@@ -153,11 +156,18 @@ impl Kamailio {
                 ("USERS", users.to_string()),
             ],
         );
+        Kamailio::spawn(name, &kdir, &cfg, udp_port, tls_port)
+    }
+
+    /// Starts Kamailio from `cfg` (rendered by the caller into `kdir`),
+    /// which listens on UDP `udp_port` and TLS `tls_port` of 127.0.0.1;
+    /// returns once the TLS listener accepts.
+    pub fn spawn(name: &str, kdir: &Path, cfg: &Path, udp_port: u16, tls_port: u16) -> Kamailio {
         let mut child = Command::new("kamailio")
             .arg("-f")
-            .arg(&cfg)
+            .arg(cfg)
             .args(["-DD", "-E", "-m", "64", "-M", "8", "-Y"])
-            .arg(&kdir)
+            .arg(kdir)
             .arg("-P")
             .arg(kdir.join("kamailio.pid"))
             .stdin(Stdio::null())
