@@ -121,6 +121,8 @@ pub struct UaSpec {
     /// The port it listens on: UDP and TCP here, TLS on the next one
     /// ([`free_sip_port`]).
     pub sip_port: u16,
+    /// Its DNS server ([`DnsStub`]).
+    pub dns: Option<SocketAddr>,
 }
 
 impl UaSpec {
@@ -137,6 +139,7 @@ impl UaSpec {
             tls: None,
             rtcp_mux: false,
             sip_port: free_sip_port(),
+            dns: None,
         }
     }
 }
@@ -162,6 +165,9 @@ fn config_text(spec: &UaSpec, dir: &Path, ctrl_port: u16) -> String {
             dir.join("sip.pem").display(),
             ca.display()
         );
+    }
+    if let Some(d) = spec.dns {
+        tls.push_str(&format!("dns_server\t{d}\n"));
     }
     format!(
         "# Written by fedge-testkit for one test: no sound hardware, loopback only.
@@ -579,6 +585,8 @@ impl Capture {
             let mut sink = String::new();
             let _ = err.read_to_string(&mut sink);
         });
+        // It says so a moment before its filter is in place.
+        std::thread::sleep(Duration::from_millis(500));
         Capture {
             child: Some(child),
             file: file.to_path_buf(),
@@ -693,4 +701,154 @@ pub fn partner_edge(
     );
     let kam = Kamailio::spawn("partner-ua", &kdir, &cfg, udp_port, tls_port);
     (kam, SocketAddr::from(([127, 0, 0, 1], ua_port)))
+}
+
+/// A DNS server on 127.0.0.1 for the user agents, which resolve host
+/// names through DNS only (never /etc/hosts): it answers A queries for its
+/// names (a home pool resolves the edge's `[internal] fqdn`, named in its
+/// Record-Route), NXDOMAIN for other names and no records for other
+/// types. It serves until dropped.
+pub struct DnsStub {
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The answer to one DNS query `q` from `names`, or `None` if `q` is not a
+/// standard query with one question.
+fn dns_answer(q: &[u8], names: &[(String, std::net::Ipv4Addr)]) -> Option<Vec<u8>> {
+    if q.len() < 12 || q[2] & 0xf8 != 0 || q[4..6] != [0, 1] {
+        return None;
+    }
+    let mut i = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *q.get(i)? as usize;
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        labels.push(String::from_utf8_lossy(q.get(i..i + len)?).to_ascii_lowercase());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+    let question_end = i + 4;
+    let question = q.get(12..question_end)?;
+    let name = labels.join(".");
+    let found = names.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name));
+    let rcode = if found.is_some() { 0 } else { 3 };
+    let answer = found.filter(|_| qtype == 1).map(|(_, ip)| *ip);
+    let mut r = Vec::with_capacity(question_end + 16);
+    r.extend_from_slice(&q[..2]);
+    r.extend_from_slice(&[0x81 | (q[2] & 0x01), 0x80 | rcode]);
+    r.extend_from_slice(&[0, 1, 0, u8::from(answer.is_some()), 0, 0, 0, 0]);
+    r.extend_from_slice(question);
+    if let Some(ip) = answer {
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&ip.octets());
+    }
+    Some(r)
+}
+
+impl DnsStub {
+    /// Serves `names` (host name, IPv4 address).
+    pub fn start(names: &[(&str, std::net::Ipv4Addr)]) -> DnsStub {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let names: Vec<(String, std::net::Ipv4Addr)> =
+            names.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut b = [0u8; 512];
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut b)
+                    && let Some(r) = dns_answer(&b[..n], &names)
+                {
+                    let _ = sock.send_to(&r, from);
+                }
+            }
+        });
+        DnsStub {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DnsStub {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        q
+    }
+
+    #[test]
+    fn the_dns_stub_answers_its_names_only() {
+        let names = [("sip.fedge.test".to_string(), std::net::Ipv4Addr::LOCALHOST)];
+        let a = dns_answer(&query("SIP.fedge.test", 1), &names).unwrap();
+        assert_eq!(&a[..2], &[0x12, 0x34]);
+        assert_eq!(a[3] & 0x0f, 0, "NOERROR");
+        assert_eq!(&a[6..8], &[0, 1], "one answer");
+        assert_eq!(&a[a.len() - 4..], &[127, 0, 0, 1]);
+        let aaaa = dns_answer(&query("sip.fedge.test", 28), &names).unwrap();
+        assert_eq!((aaaa[3] & 0x0f, &aaaa[6..8]), (0, &[0u8, 0][..]));
+        let other = dns_answer(&query("other.test", 1), &names).unwrap();
+        assert_eq!(other[3] & 0x0f, 3, "NXDOMAIN");
+        assert!(dns_answer(&[0; 5], &names).is_none());
+    }
+
+    #[test]
+    fn a_tone_is_measured_from_a_wav_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let rate = 8000u32;
+        let samples: Vec<i16> = (0..rate * 2)
+            .map(|n| {
+                let t = f64::from(n) / f64::from(rate);
+                (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
+            })
+            .collect();
+        let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut w = b"RIFF".to_vec();
+        w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+        w.extend_from_slice(b"WAVEfmt ");
+        w.extend_from_slice(&16u32.to_le_bytes());
+        w.extend_from_slice(&[1, 0, 1, 0]);
+        w.extend_from_slice(&rate.to_le_bytes());
+        w.extend_from_slice(&(rate * 2).to_le_bytes());
+        w.extend_from_slice(&[2, 0, 16, 0]);
+        w.extend_from_slice(b"data");
+        w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        w.extend_from_slice(&data);
+        let p = dir.path().join("t.wav");
+        std::fs::write(&p, w).unwrap();
+        let t = tone(&p);
+        assert!((t.hz - 440.0).abs() < 5.0, "{t:?}");
+        assert!((t.seconds - 2.0).abs() < 0.01, "{t:?}");
+        assert!(t.rms > 5000.0, "{t:?}");
+    }
 }
