@@ -252,10 +252,7 @@ fn read_netstrings(mut s: TcpStream, out: Arc<Mutex<Vec<Value>>>) {
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-        loop {
-            let Some(colon) = buf.iter().position(|b| *b == b':') else {
-                break;
-            };
+        while let Some(colon) = buf.iter().position(|b| *b == b':') {
             let Some(len) = std::str::from_utf8(&buf[..colon])
                 .ok()
                 .and_then(|l| l.parse::<usize>().ok())
