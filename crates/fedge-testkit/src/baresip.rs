@@ -646,6 +646,15 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         self.stop();
+        // A failing test's capture outlives its temporary directory.
+        if std::thread::panicking()
+            && let Some(name) = self.file.file_name()
+        {
+            let keep = std::env::temp_dir().join(name);
+            if std::fs::copy(&self.file, &keep).is_ok() {
+                eprintln!("capture kept in {}", keep.display());
+            }
+        }
     }
 }
 
