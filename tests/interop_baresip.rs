@@ -47,6 +47,11 @@ struct Interop {
 }
 
 fn interop() -> Interop {
+    interop_with(false)
+}
+
+/// The lab, with both user agents asking for rtcp-mux when `mux`.
+fn interop_with(mux: bool) -> Interop {
     let home_port = free_sip_port();
     // baresip is not Lync or Skype for Business: the product check lets
     // it through (docs/policy.md, "Products and versions").
@@ -61,6 +66,7 @@ fn interop() -> Interop {
         None,
     );
     let mut pspec = UaSpec::new("sip:alice@partner.test", "tls", PARTNER_TONE);
+    pspec.rtcp_mux = mux;
     let ua_cert = lab.pki.leaf(
         "alice-ua",
         &fedge::pki::LeafSpec::new("ua.partner.test", 30),
@@ -80,6 +86,7 @@ fn interop() -> Interop {
     let dns = DnsStub::start(&[(EDGE_FQDN, std::net::Ipv4Addr::LOCALHOST)]);
     let mut hspec = UaSpec::new("sip:bob@fedge.test", "udp", HOME_TONE);
     hspec.dns = Some(dns.addr);
+    hspec.rtcp_mux = mux;
     hspec.sip_port = home_port;
     hspec.outbound = Some(format!("sip:{};transport=udp", lab.edge.internal));
     let home = Baresip::start(lab.dir(), "home", hspec);
@@ -252,9 +259,9 @@ fn call(t: &Interop, caller_is_partner: bool, callee_uri: &str, partner_hangs_up
     }
     check_capture(
         &mut cap,
-        port_a,
-        port_b,
+        (port_a, port_b),
         t.home.spec.sip_port,
+        t.home.spec.rtcp_mux,
         &t.diagnostics(),
     );
     check_tones(t);
@@ -262,15 +269,23 @@ fn call(t: &Interop, caller_is_partner: bool, callee_uri: &str, partner_hangs_up
 
 /// What crossed the relay's ports, as tshark decodes it: RTP (SRTP) and
 /// RTCP (SRTCP) into and out of both of the relay's ports, STUN Binding
-/// requests answered on both; and the SDP the home side saw.
-fn check_capture(cap: &mut Capture, port_a: u16, port_b: u16, home_port: u16, diag: &str) {
+/// requests answered on both; and the SDP the home side saw. With `mux`
+/// (RFC 5761), RTCP shares the RTP ports.
+fn check_capture(
+    cap: &mut Capture,
+    (port_a, port_b): (u16, u16),
+    home_port: u16,
+    mux: bool,
+    diag: &str,
+) {
     let decode: Vec<String> = [port_a, port_b]
         .iter()
         .flat_map(|p| {
-            [
-                format!("udp.port=={p},rtp"),
-                format!("udp.port=={},rtcp", p + 1),
-            ]
+            let mut d = vec![format!("udp.port=={p},rtp")];
+            if !mux {
+                d.push(format!("udp.port=={},rtcp", p + 1));
+            }
+            d
         })
         .collect();
     let fields = [
@@ -309,9 +324,9 @@ fn check_capture(cap: &mut Capture, port_a: u16, port_b: u16, home_port: u16, di
     let diag = &format!("flows: {flows:#?}\n{diag}");
     for (p, name) in [(port_a, "A"), (port_b, "B")] {
         let ps = p.to_string();
-        let rtcp = (p + 1).to_string();
-        let rtp_in = count(&|r| r[3] == ps && !r[4].is_empty() && r[6].is_empty());
-        let rtp_out = count(&|r| r[1] == ps && !r[4].is_empty() && r[6].is_empty());
+        let rtcp = if mux { ps.clone() } else { (p + 1).to_string() };
+        let rtp_in = count(&|r| r[3] == ps && r[5].is_empty() && r[6].is_empty());
+        let rtp_out = count(&|r| r[1] == ps && r[5].is_empty() && r[6].is_empty());
         let rtcp_in = count(&|r| r[3] == rtcp && !r[5].is_empty());
         let rtcp_out = count(&|r| r[1] == rtcp && !r[5].is_empty());
         // STUN Binding request in, success response out (types 0x0001, 0x0101).
@@ -358,6 +373,7 @@ fn check_capture(cap: &mut Capture, port_a: u16, port_b: u16, home_port: u16, di
             sdp[3].contains("candidate:1 1 UDP 2130706431 127.0.0.1 "),
             "{text}"
         );
+        assert_eq!(sdp[3].contains("rtcp-mux"), mux, "{text}");
         assert!(
             !text.contains(UA_MEDIA_ADDRESS),
             "the partner's address leaked: {text}"
@@ -402,5 +418,13 @@ fn a_home_user_calls_a_partner_user_with_srtp_and_ice_and_hangs_up() {
     in_private_network(|| {
         let t = interop();
         call(&t, false, "sip:alice@partner.test", false);
+    });
+}
+
+#[test]
+fn a_call_with_rtcp_mux_keeps_rtcp_on_the_rtp_ports() {
+    in_private_network(|| {
+        let t = interop_with(true);
+        call(&t, true, "sip:bob@fedge.test", true);
     });
 }
