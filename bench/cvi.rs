@@ -37,7 +37,8 @@
 //! Run: `cargo bench --bench cvi -- [--calls 50,100,200,300,400,500]
 //!       [--secs 10] [--threads 1,2 (fedge's runtime, one run each)]
 //!       [--reception-share 0.2] [--video 1|0] [--kbps 1500] [--fps 30]
-//!       [--payload 1200] [--key-every 5] [--key-factor 8] [--workers 16]`
+//!       [--payload 1200] [--key-every 5] [--key-factor 8] [--workers 16]
+//!       [--dtmf rtp|info (SIP INFO, application/dtmf-relay)]`
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -66,6 +67,8 @@ struct Args {
     video: bool,
     model: VideoModel,
     workers: usize,
+    /// Key presses as SIP INFO (application/dtmf-relay) instead of RTP.
+    info: bool,
 }
 
 fn args() -> Args {
@@ -89,6 +92,7 @@ fn args() -> Args {
             jitter: d.jitter,
         },
         workers: (num("workers", 16.0) as usize).max(1),
+        info: f.get("dtmf").is_some_and(|v| v == "info"),
     }
 }
 
@@ -200,6 +204,7 @@ struct Setup {
     gateway: SocketAddr,
     id: String,
     video: bool,
+    info: bool,
     book: Arc<ConnectorBook>,
 }
 
@@ -323,7 +328,23 @@ fn place(s: &Setup, sip: &UdpSocket, buf: &mut [u8], i: usize, way: Way) -> Resu
             .ok_or_else(|| format!("call {i}: the reception's answer has no audio"))?;
         // The reception listens for keys once it has the ACK.
         std::thread::sleep(Duration::from_millis(50));
-        key_dtmf(&ra, audio, &s.id);
+        if s.info {
+            for (k, d) in s.id.chars().enumerate() {
+                let body = format!("Signal={d}\r\nDuration=160\r\n");
+                let info = format!(
+                    "INFO sip:gateway@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ri{i}-{k};rport\r\nMax-Forwards: 70\r\n\
+                     From: <sip:{room}@rooms.bench>;tag=r{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {} INFO\r\n\
+                     Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                    k + 2,
+                    body.len(),
+                    gw = s.gateway
+                );
+                sip.send_to(info.as_bytes(), s.gateway).unwrap();
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        } else {
+            key_dtmf(&ra, audio, &s.id);
+        }
         // The meeting's media comes in the gateway's re-INVITE.
         let deadline = Instant::now() + Duration::from_secs(15);
         let reinvite = loop {
@@ -494,6 +515,7 @@ fn run(a: &Args, threads: usize) -> usize {
         gateway: SocketAddr::from(([127, 0, 0, 2], cvi_port)),
         id: conference_id(&invite),
         video: a.video,
+        info: a.info,
         book,
     });
     let t0 = Instant::now();
@@ -510,11 +532,12 @@ fn run(a: &Args, threads: usize) -> usize {
     println!(
         "fedge runtime threads = {threads}: {} of {max} calls set up in {:.1} s ({} workers): \
          {} direct dial, {reception} of {tried_reception} through the reception reached the connector \
-         (DTMF in RTP, then the re-INVITE); {with_video} with video ({reception_video} of them via the reception)",
+         (DTMF in {}, then the re-INVITE); {with_video} with video ({reception_video} of them via the reception)",
         placed.len(),
         t0.elapsed().as_secs_f64(),
         a.workers,
-        placed.len() - reception
+        placed.len() - reception,
+        if a.info { "SIP INFO" } else { "RTP" }
     );
     for f in failed.iter().take(5) {
         println!("  failed: {f}");
@@ -580,7 +603,7 @@ fn main() {
     let per_call = if a.video { 2.0 * (50.0 + vpps) } else { 100.0 };
     println!(
         "CVI gateway calls, room and connector over UDP, through fedge's relay; {}; \
-         audio PCMA 50 packets/s each way; {:.0} % of calls through the reception with RFC 4733 DTMF; \
+         audio PCMA 50 packets/s each way; {:.0} % of calls through the reception keying the ID ({}); \
          about {per_call:.0} packets/s offered per call (as many relayed); window {} s after 1 s warm-up; \
          the load generator shares the machine's {} cores",
         if a.video {
@@ -597,6 +620,11 @@ fn main() {
             "audio only".to_string()
         },
         a.reception_share * 100.0,
+        if a.info {
+            "SIP INFO, application/dtmf-relay"
+        } else {
+            "RFC 4733 telephone-events in RTP"
+        },
         a.secs,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
