@@ -594,7 +594,7 @@ fn receive(fds: &[RawFd], window: &[AtomicU64; 2], stop: &AtomicBool) -> Receive
             }
         })
         .collect();
-    let mut idle_since: Option<Instant> = None;
+    let mut stopped_at: Option<Instant> = None;
     loop {
         // SAFETY: `events` is a live buffer of the length given.
         let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 20) };
@@ -602,10 +602,15 @@ fn receive(fds: &[RawFd], window: &[AtomicU64; 2], stop: &AtomicBool) -> Receive
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            idle_since.get_or_insert_with(Instant::now);
             continue;
         }
-        idle_since = None;
+        // After the stop, what is queued is still read (it arrived in
+        // time: its kernel stamp says when), for at most 2 s.
+        if stop.load(Ordering::Relaxed)
+            && stopped_at.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2)
+        {
+            break;
+        }
         let (lo, hi) = (
             window[0].load(Ordering::Relaxed),
             window[1].load(Ordering::Relaxed),
