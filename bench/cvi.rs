@@ -32,7 +32,9 @@
 //! its lag behind its schedule. A step is "held" with under 0.1 % loss, a
 //! p99 under 20 ms and the generator on schedule; "gen-bound" when the
 //! generator (on the same 2 cores) could not keep its schedule: that step
-//! measures the generator, not fedge.
+//! measures the generator, not fedge. "2c-proj" is a projection, not a
+//! measurement: the calls two whole cores would carry at the step's CPU
+//! per call if fedge had them to itself (no generator, no headroom).
 //!
 //! Run: `cargo bench --bench cvi -- [--calls 50,100,200,300,400,500]
 //!       [--secs 10] [--threads 1,2 (fedge's runtime, one run each)]
@@ -451,7 +453,7 @@ fn place_all(s: Arc<Setup>, n: usize, share: f64, workers: usize) -> (Vec<Placed
 
 fn header() {
     println!(
-        "{:>7} {:>5} {:>5} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>6} {:>6}  verdict",
+        "{:>7} {:>5} {:>5} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>6} {:>6} {:>7}  verdict",
         "threads",
         "calls",
         "video",
@@ -468,6 +470,7 @@ fn header() {
         "us/pkt",
         "genCPU",
         "lag99",
+        "2c-proj",
     );
 }
 
@@ -567,7 +570,7 @@ fn run(a: &Args, threads: usize) -> usize {
             "not held"
         };
         println!(
-            "{:>7} {:>5} {:>5} {:>9.0} {:>9.0} {:>9.0} {:>7.3} {:>7} {:>7} {:>7.2} {:>7.2} {:>7.2} {:>5.0}% {:>7.2} {:>5.0}% {:>6.1}  {}",
+            "{:>7} {:>5} {:>5} {:>9.0} {:>9.0} {:>9.0} {:>7.3} {:>7} {:>7} {:>7.2} {:>7.2} {:>7.2} {:>5.0}% {:>7.2} {:>5.0}% {:>6.1} {:>7.0}  {}",
             threads,
             n,
             calls[..n].iter().filter(|c| c.video.is_some()).count(),
@@ -584,6 +587,8 @@ fn run(a: &Args, threads: usize) -> usize {
             o.relay_cpu * 1e6 / got.max(1) as f64,
             o.gen_cpu / s * 100.0,
             o.lag_ms(0.99),
+            // Calls two cores would carry at this CPU per call, fedge alone.
+            n as f64 * 2.0 / (o.relay_cpu / s).max(1e-9),
             verdict
         );
     }
