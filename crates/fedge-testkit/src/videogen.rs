@@ -168,6 +168,10 @@ pub struct VideoOutcome {
     /// relay's sockets, and the generator's.
     pub relay_drops: u64,
     pub gen_drops: u64,
+    /// CPU seconds the whole machine was busy in the window (all cores,
+    /// from /proc/stat): what neither the relay nor the generator used was
+    /// other processes' (on a shared machine, the figures' noise).
+    pub machine_cpu: f64,
 }
 
 fn hist_pct(h: &[u32], p: f64, bucket_us: u64) -> f64 {
@@ -356,6 +360,7 @@ pub fn play_video(
     let mut lag = vec![0u32; LAG_BUCKETS];
     let mut cpu0 = None;
     let mut drops0 = (0, 0);
+    let mut busy0 = 0.0;
     let start = Instant::now();
     let window_start_ns = warmup.as_nanos() as u64;
     let mut tick = 0u64;
@@ -373,6 +378,7 @@ pub fn play_video(
                 cpu_seconds(&[std::process::id()]),
                 Instant::now(),
             ));
+            busy0 = machine_busy();
             window[0].store(realtime_ns(), Ordering::Relaxed);
         }
         for f in flows.iter_mut() {
@@ -428,6 +434,7 @@ pub fn play_video(
     ));
     let relay_cpu = cpu_seconds(relay_pids) - c0;
     let gen_cpu = cpu_seconds(&[std::process::id()]) - g0;
+    let machine_cpu = machine_busy() - busy0;
     let secs_measured = t0.elapsed().as_secs_f64();
     // Late packets still count for 300 ms (p99 must be far below that).
     std::thread::sleep(Duration::from_millis(300));
@@ -451,7 +458,30 @@ pub fn play_video(
         secs: secs_measured,
         relay_drops,
         gen_drops,
+        machine_cpu,
     }
+}
+
+/// CPU seconds all cores have been busy since boot (/proc/stat: user,
+/// nice, system, irq, softirq, steal; USER_HZ is 100 on Linux).
+fn machine_busy() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|t| {
+            let l = t.lines().next()?.strip_prefix("cpu ")?.to_string();
+            let f: Vec<f64> = l
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(
+                [0usize, 1, 2, 5, 6, 7]
+                    .iter()
+                    .filter_map(|&i| f.get(i))
+                    .sum::<f64>()
+                    / 100.0,
+            )
+        })
+        .unwrap_or(0.0)
 }
 
 fn rtp_header(b: &mut [u8], pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32) {
