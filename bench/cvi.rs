@@ -224,6 +224,8 @@ enum Way {
 struct Placed {
     call: VideoCall,
     way: Way,
+    /// How many times a reception call keyed its ID (0: direct dial).
+    tries: u32,
 }
 
 /// Waits for the next SIP message with Call-ID `call_id` until `deadline`.
@@ -249,12 +251,12 @@ fn next_sip(
 /// Keys `digits` as RFC 4733 telephone-events (payload type 101) from
 /// `sock` to `to`: per press a start, a continuation and three end
 /// packets, one timestamp, 20 ms apart; 20 ms between presses.
-fn key_dtmf(sock: &UdpSocket, to: SocketAddr, digits: &str) {
+fn key_dtmf(sock: &UdpSocket, to: SocketAddr, digits: &str, attempt: u32) {
     let ssrc = 0x0D7F_0000u32 | (sock.local_addr().map_or(0, |a| a.port()) as u32);
-    let mut seq = 1u16;
+    let mut seq = (attempt as u16).wrapping_mul(100);
     for (k, d) in digits.chars().enumerate() {
         let code = d.to_digit(10).unwrap_or(11) as u8;
-        let ts = 8000 + k as u32 * 800;
+        let ts = attempt * 80_000 + k as u32 * 800;
         for (i, (end, dur)) in [
             (false, 160u16),
             (false, 320),
@@ -326,6 +328,7 @@ fn place(s: &Setup, sip: &UdpSocket, buf: &mut [u8], i: usize, way: Way) -> Resu
     );
     sip.send_to(ack.as_bytes(), s.gateway).unwrap();
     let mut room_relay = addrs(ok.body());
+    let mut tries = 0;
     if way == Way::Reception {
         let audio = room_relay
             .first()
@@ -334,34 +337,47 @@ fn place(s: &Setup, sip: &UdpSocket, buf: &mut [u8], i: usize, way: Way) -> Resu
             .ok_or_else(|| format!("call {i}: the reception's answer has no audio"))?;
         // The reception listens for keys once it has the ACK.
         std::thread::sleep(Duration::from_millis(50));
-        if s.info {
-            for (k, d) in s.id.chars().enumerate() {
-                let body = format!("Signal={d}\r\nDuration=160\r\n");
-                let info = format!(
-                    "INFO sip:gateway@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ri{i}-{k};rport\r\nMax-Forwards: 70\r\n\
-                     From: <sip:{room}@rooms.bench>;tag=r{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {} INFO\r\n\
-                     Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
-                    k + 2,
-                    body.len(),
-                    gw = s.gateway
-                );
-                sip.send_to(info.as_bytes(), s.gateway).unwrap();
-                std::thread::sleep(Duration::from_millis(40));
+        // The meeting's media comes in the gateway's re-INVITE. A room
+        // whose entry was cut short (a key lost under load) hears "not
+        // recognised" and keys it again, as a person would (3 tries).
+        let mut cseq = 2u32;
+        let mut reinvite = None;
+        for attempt in 1..=3u32 {
+            if s.info {
+                for d in s.id.chars() {
+                    let body = format!("Signal={d}\r\nDuration=160\r\n");
+                    let info = format!(
+                        "INFO sip:gateway@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ri{i}-{cseq};rport\r\nMax-Forwards: 70\r\n\
+                         From: <sip:{room}@rooms.bench>;tag=r{i}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INFO\r\n\
+                         Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len(),
+                        gw = s.gateway
+                    );
+                    sip.send_to(info.as_bytes(), s.gateway).unwrap();
+                    cseq += 1;
+                    std::thread::sleep(Duration::from_millis(40));
+                }
+            } else {
+                key_dtmf(&ra, audio, &s.id, attempt);
             }
-        } else {
-            key_dtmf(&ra, audio, &s.id);
+            let deadline = Instant::now() + Duration::from_secs(8);
+            while let Some(m) = next_sip(sip, buf, &call_id, deadline) {
+                match m.method().map(|x| x.as_str().to_string()).as_deref() {
+                    Some("INVITE") => {
+                        reinvite = Some((m, attempt));
+                        break;
+                    }
+                    Some("BYE") => return Err(format!("call {i}: the reception hung up")),
+                    _ => {}
+                }
+            }
+            if reinvite.is_some() {
+                break;
+            }
         }
-        // The meeting's media comes in the gateway's re-INVITE.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let reinvite = loop {
-            let m = next_sip(sip, buf, &call_id, deadline)
-                .ok_or_else(|| format!("call {i}: no re-INVITE after the keys"))?;
-            match m.method().map(|x| x.as_str().to_string()).as_deref() {
-                Some("INVITE") => break m,
-                Some("BYE") => return Err(format!("call {i}: the reception hung up")),
-                _ => {}
-            }
-        };
+        let (reinvite, attempts) = reinvite
+            .ok_or_else(|| format!("call {i}: no re-INVITE after keying the ID 3 times"))?;
+        tries = attempts;
         let answer = av_sdp(
             &room,
             2,
@@ -408,6 +424,7 @@ fn place(s: &Setup, sip: &UdpSocket, buf: &mut [u8], i: usize, way: Way) -> Resu
             video,
         },
         way,
+        tries,
     })
 }
 
@@ -547,6 +564,10 @@ fn run(a: &Args, threads: usize) -> usize {
         placed.len() - reception,
         if a.info { "SIP INFO" } else { "RTP" }
     );
+    let retyped = placed.iter().filter(|p| p.tries > 1).count();
+    if retyped > 0 {
+        println!("  {retyped} reception calls keyed the ID more than once (an entry cut short)");
+    }
     for f in failed.iter().take(5) {
         println!("  failed: {f}");
     }
