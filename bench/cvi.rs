@@ -34,7 +34,9 @@
 //! generator (on the same 2 cores) could not keep its schedule: that step
 //! measures the generator, not fedge. "2c-proj" is a projection, not a
 //! measurement: the calls two whole cores would carry at the step's CPU
-//! per call if fedge had them to itself (no generator, no headroom).
+//! per relayed packet times the packets a call offers, if fedge had them
+//! to itself (no generator, no headroom; a starved fedge batches more and
+//! looks cheaper per packet, so trust it from steps that held).
 //! "others" is the CPU (% of one core) that processes other than fedge
 //! and the generator used in the window: on a shared machine, a step with
 //! much of it measures the neighbours in loss and latency (CPU per packet
@@ -613,8 +615,9 @@ fn run(a: &Args, threads: usize) -> usize {
             o.relay_cpu * 1e6 / got.max(1) as f64,
             o.gen_cpu / s * 100.0,
             o.lag_ms(0.99),
-            // Calls two cores would carry at this CPU per call, fedge alone.
-            n as f64 * 2.0 / (o.relay_cpu / s).max(1e-9),
+            // Calls two cores would carry, fedge alone: its CPU per relayed
+            // packet times the packets a call offers.
+            2.0 / ((o.relay_cpu / got.max(1) as f64) * (sent as f64 / s / n as f64)).max(1e-12),
             // What other processes on the machine used meanwhile.
             (o.machine_cpu - o.relay_cpu - o.gen_cpu).max(0.0) / s * 100.0,
             verdict
