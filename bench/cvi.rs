@@ -46,7 +46,8 @@
 //!       [--secs 10] [--threads 1,2 (fedge's runtime, one run each)]
 //!       [--reception-share 0.2] [--video 1|0] [--kbps 1500] [--fps 30]
 //!       [--payload 1200] [--key-every 5] [--key-factor 8] [--workers 16]
-//!       [--dtmf rtp|info (SIP INFO, application/dtmf-relay)]`
+//!       [--dtmf rtp|info (SIP INFO, application/dtmf-relay)]
+//!       [--rounds N (all steps N times, alternating; verdicts by medians)]`
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -77,6 +78,8 @@ struct Args {
     workers: usize,
     /// Key presses as SIP INFO (application/dtmf-relay) instead of RTP.
     info: bool,
+    /// Rounds of all steps, one after the other; verdicts by medians.
+    rounds: usize,
 }
 
 fn args() -> Args {
@@ -101,6 +104,7 @@ fn args() -> Args {
         },
         workers: (num("workers", 16.0) as usize).max(1),
         info: f.get("dtmf").is_some_and(|v| v == "info"),
+        rounds: (num("rounds", 1.0) as usize).max(1),
     }
 }
 
@@ -498,6 +502,21 @@ fn header() {
     );
 }
 
+/// One round of a step: loss, p99 ms, µs per packet, generator on schedule.
+type Round = (f64, f64, f64, bool);
+
+/// A step's verdict: held with the generator on schedule, under 0.1 %
+/// loss and a p99 under 20 ms.
+fn verdict(kept_up: bool, loss: f64, p99: f64) -> &'static str {
+    if !kept_up {
+        "gen-bound (measures the generator)"
+    } else if loss < 0.001 && p99 < 20.0 {
+        "held"
+    } else {
+        "not held"
+    }
+}
+
 /// One fedge, its calls, its steps; the largest step held.
 fn run(a: &Args, threads: usize) -> usize {
     let max = a.calls.iter().copied().max().unwrap_or(0);
@@ -578,53 +597,74 @@ fn run(a: &Args, threads: usize) -> usize {
     // audio sockets: the generator ignores them (not its SSRC).
     header();
     let mut held = 0;
-    for &n in &a.calls {
-        if n > calls.len() {
-            println!("{threads:>7} {n:>5}  (only {} calls set up)", calls.len());
-            continue;
+    // Per step, each round's (loss, p99 ms, µs/packet, generator kept up).
+    let mut rounds: HashMap<usize, Vec<Round>> = HashMap::new();
+    for _ in 0..a.rounds {
+        for &n in &a.calls {
+            if n > calls.len() {
+                println!("{threads:>7} {n:>5}  (only {} calls set up)", calls.len());
+                continue;
+            }
+            let o = play_video(&calls[..n], &a.model, a.secs, &relay.pids());
+            let s = o.secs.max(1e-9);
+            let exp: u64 = o.expected.iter().sum();
+            let sent: u64 = o.sent.iter().sum();
+            let got: u64 = o.received.iter().sum();
+            let p99 = o.latency_ms(None, 0.99);
+            let us = o.relay_cpu * 1e6 / got.max(1) as f64;
+            rounds
+                .entry(n)
+                .or_default()
+                .push((o.loss(), p99, us, o.generator_kept_up()));
+            println!(
+                "{:>7} {:>5} {:>5} {:>9.0} {:>9.0} {:>9.0} {:>7.3} {:>7} {:>7} {:>7.2} {:>7.2} {:>7.2} {:>5.0}% {:>7.2} {:>5.0}% {:>6.1} {:>7.0} {:>5.0}%  {}",
+                threads,
+                n,
+                calls[..n].iter().filter(|c| c.video.is_some()).count(),
+                exp as f64 / s,
+                sent as f64 / s,
+                got as f64 / s,
+                o.loss() * 100.0,
+                o.relay_drops,
+                o.gen_drops,
+                o.latency_ms(None, 0.5),
+                p99,
+                o.latency_ms(Some(1), 0.99),
+                o.relay_cpu / s * 100.0,
+                us,
+                o.gen_cpu / s * 100.0,
+                o.lag_ms(0.99),
+                // Calls two cores would carry, fedge alone: its CPU per
+                // relayed packet times the packets a call offers.
+                2.0 / ((o.relay_cpu / got.max(1) as f64) * (sent as f64 / s / n as f64)).max(1e-12),
+                // What other processes on the machine used meanwhile.
+                (o.machine_cpu - o.relay_cpu - o.gen_cpu).max(0.0) / s * 100.0,
+                verdict(o.generator_kept_up(), o.loss(), p99)
+            );
         }
-        let o = play_video(&calls[..n], &a.model, a.secs, &relay.pids());
-        let s = o.secs.max(1e-9);
-        let exp: u64 = o.expected.iter().sum();
-        let sent: u64 = o.sent.iter().sum();
-        let got: u64 = o.received.iter().sum();
-        let p99 = o.latency_ms(None, 0.99);
-        let verdict = if !o.generator_kept_up() {
-            "gen-bound (measures the generator)"
-        } else if o.loss() < 0.001 && p99 < 20.0 {
-            held = held.max(n);
-            "held"
-        } else {
-            "not held"
+    }
+    // The verdict of each step: the medians of its rounds.
+    for &n in &a.calls {
+        let Some(r) = rounds.get(&n) else { continue };
+        let med = |f: &dyn Fn(&Round) -> f64| {
+            let mut v: Vec<f64> = r.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
         };
+        let kept = r.iter().filter(|x| x.3).count() * 2 > r.len();
+        let (loss, p99, us) = (med(&|x| x.0), med(&|x| x.1), med(&|x| x.2));
+        let v = verdict(kept, loss, p99);
+        if v == "held" {
+            held = held.max(n);
+        }
         println!(
-            "{:>7} {:>5} {:>5} {:>9.0} {:>9.0} {:>9.0} {:>7.3} {:>7} {:>7} {:>7.2} {:>7.2} {:>7.2} {:>5.0}% {:>7.2} {:>5.0}% {:>6.1} {:>7.0} {:>5.0}%  {}",
-            threads,
-            n,
-            calls[..n].iter().filter(|c| c.video.is_some()).count(),
-            exp as f64 / s,
-            sent as f64 / s,
-            got as f64 / s,
-            o.loss() * 100.0,
-            o.relay_drops,
-            o.gen_drops,
-            o.latency_ms(None, 0.5),
-            p99,
-            o.latency_ms(Some(1), 0.99),
-            o.relay_cpu / s * 100.0,
-            o.relay_cpu * 1e6 / got.max(1) as f64,
-            o.gen_cpu / s * 100.0,
-            o.lag_ms(0.99),
-            // Calls two cores would carry, fedge alone: its CPU per relayed
-            // packet times the packets a call offers.
-            2.0 / ((o.relay_cpu / got.max(1) as f64) * (sent as f64 / s / n as f64)).max(1e-12),
-            // What other processes on the machine used meanwhile.
-            (o.machine_cpu - o.relay_cpu - o.gen_cpu).max(0.0) / s * 100.0,
-            verdict
+            "median of {} rounds: threads {threads}, {n} calls: loss {:.3} %, p99 {p99:.2} ms, {us:.2} us/packet: {v}",
+            r.len(),
+            loss * 100.0
         );
     }
     println!(
-        "fedge runtime threads = {threads}: largest step held (loss < 0.1 %, p99 < 20 ms, generator on schedule): {held} calls"
+        "fedge runtime threads = {threads}: largest step held (median loss < 0.1 %, p99 < 20 ms, generator on schedule): {held} calls"
     );
     stop.store(true, Ordering::Relaxed);
     // Keep the sockets open until fedge is gone (no ICMP storms meanwhile).
