@@ -24,6 +24,7 @@ pub mod pki;
 pub mod rtp;
 pub mod rtpgen;
 pub mod tools;
+pub mod videogen;
 
 pub use admin::{admin_get, admin_text, http, metric};
 pub use client::{Reply, SipTlsClient, options_to_edge, tls_connect, tls_connect_from};
