@@ -47,7 +47,8 @@
 //!       [--reception-share 0.2] [--video 1|0] [--kbps 1500] [--fps 30]
 //!       [--payload 1200] [--key-every 5] [--key-factor 8] [--workers 16]
 //!       [--dtmf rtp|info (SIP INFO, application/dtmf-relay)]
-//!       [--rounds N (all steps N times, alternating; verdicts by medians)]`
+//!       [--rounds N (all steps N times, alternating; verdicts by medians)]
+//!       [--gso 1 (the generator sends a frame as one UDP GSO train)]`
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -80,6 +81,8 @@ struct Args {
     info: bool,
     /// Rounds of all steps, one after the other; verdicts by medians.
     rounds: usize,
+    /// The generator sends a video frame as one UDP GSO train.
+    gso: bool,
 }
 
 fn args() -> Args {
@@ -105,6 +108,7 @@ fn args() -> Args {
         workers: (num("workers", 16.0) as usize).max(1),
         info: f.get("dtmf").is_some_and(|v| v == "info"),
         rounds: (num("rounds", 1.0) as usize).max(1),
+        gso: num("gso", 0.0) != 0.0,
     }
 }
 
@@ -605,7 +609,7 @@ fn run(a: &Args, threads: usize) -> usize {
                 println!("{threads:>7} {n:>5}  (only {} calls set up)", calls.len());
                 continue;
             }
-            let o = play_video(&calls[..n], &a.model, a.secs, &relay.pids());
+            let o = play_video(&calls[..n], &a.model, a.secs, &relay.pids(), a.gso);
             let s = o.secs.max(1e-9);
             let exp: u64 = o.expected.iter().sum();
             let sent: u64 = o.sent.iter().sum();

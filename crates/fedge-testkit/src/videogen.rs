@@ -280,11 +280,16 @@ fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) {
 /// relay latches, the first key frames pass), counting only packets sent
 /// inside the window; `relay_pids` are the processes whose CPU and socket
 /// drops are the relay's.
+///
+/// With `gso`, a video frame goes as one UDP GSO train (one `sendmsg`
+/// with `UDP_SEGMENT`) instead of one `sendmmsg`; fedge still reads single
+/// datagrams (loopback cuts the train before the socket).
 pub fn play_video(
     calls: &[VideoCall],
     model: &VideoModel,
     secs: u64,
     relay_pids: &[u32],
+    gso: bool,
 ) -> VideoOutcome {
     let n = calls.len().max(1) as u64;
     let mut flows = Vec::new();
@@ -355,6 +360,7 @@ pub fn play_video(
         .max(2);
     let mut bufs = vec![[0u8; 2048]; max_packets];
     let mut lens = vec![0usize; max_packets];
+    let mut train = Vec::with_capacity(65_536);
     let mut expected = [0u64; 2];
     let mut sent = [0u64; 2];
     let mut lag = vec![0u32; LAG_BUCKETS];
@@ -404,7 +410,16 @@ pub fn play_video(
                 let due_in_window = due >= window_start_ns;
                 let late = now.saturating_sub(due);
                 let stamp = realtime_ns();
-                let ok = send_batch(f, &mut bufs[..count], &lens[..count], stamp);
+                let ok = if f.video && gso {
+                    for b in bufs[..count].iter_mut() {
+                        b[RTP_HEADER..RTP_HEADER + 8].copy_from_slice(&stamp.to_be_bytes());
+                    }
+                    // Refused by the kernel (or too big): sendmmsg.
+                    send_gso(f, &bufs[..count], &lens[..count], &mut train)
+                        .unwrap_or_else(|| send_batch(f, &mut bufs[..count], &lens[..count], stamp))
+                } else {
+                    send_batch(f, &mut bufs[..count], &lens[..count], stamp)
+                };
                 if in_window {
                     if due_in_window {
                         expected[kind] += count as u64;
@@ -525,6 +540,52 @@ fn fill_frame(
         *len = RTP_HEADER + payload.clamp(8, full);
     }
     count
+}
+
+/// Sends a frame's packets (stamped, every one but the last `lens[0]`
+/// long) as one UDP GSO datagram train (`UDP_SEGMENT`): one syscall and
+/// one skb down the stack; the kernel cuts it into datagrams before the
+/// receiving socket. `None` when the kernel refuses (the caller falls back
+/// to `sendmmsg`).
+fn send_gso(f: &Flow, bufs: &[[u8; 2048]], lens: &[usize], train: &mut Vec<u8>) -> Option<usize> {
+    let count = bufs.len();
+    let seg = lens[0];
+    if !(2..=64).contains(&count) || lens[..count - 1].iter().any(|&l| l != seg) {
+        return None;
+    }
+    train.clear();
+    for (b, &l) in bufs.iter().zip(lens) {
+        train.extend_from_slice(&b[..l]);
+    }
+    if train.len() > 65_000 {
+        return None;
+    }
+    let mut to = f.to;
+    let mut iov = libc::iovec {
+        iov_base: train.as_mut_ptr() as *mut libc::c_void,
+        iov_len: train.len(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_name = &mut to as *mut libc::sockaddr_in as *mut libc::c_void;
+    h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    h.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    // SAFETY: CMSG_SPACE is a size computation.
+    h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+    // SAFETY: the control buffer (32 bytes) holds one cmsg of a u16; the
+    // pointers are to locals alive for the call.
+    let r = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&h);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg as u16);
+        libc::sendmsg(f.fd, &h, libc::MSG_DONTWAIT)
+    };
+    (r >= 0).then_some(count)
 }
 
 /// Stamps and sends a batch with one `sendmmsg`; returns how many went.
