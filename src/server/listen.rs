@@ -34,18 +34,43 @@ pub(super) struct Sockets {
     pub public_addr: SocketAddr,
 }
 
+/// How many ports the kernel may pick for the internal listener (port 0)
+/// before one is free for both TCP and UDP.
+const INTERNAL_PICKS: usize = 16;
+
+/// Binds the internal listener's TCP and UDP sockets on one address. With
+/// port 0 the kernel picks the TCP port, and its UDP twin may be taken by
+/// someone else: another port is picked then (a configured port is tried
+/// once: its owner is told which half is taken).
+async fn bind_internal(
+    want: SocketAddr,
+) -> Result<(TcpListener, SocketAddr, UdpSocket), ServeError> {
+    let picks = if want.port() == 0 { INTERNAL_PICKS } else { 1 };
+    let mut last = None;
+    for _ in 0..picks {
+        let tcp = bind_tcp(want, "internal TCP").await?;
+        let addr = tcp
+            .local_addr()
+            .map_err(|e| ServeError::Runtime(e.to_string()))?;
+        match UdpSocket::bind(addr).await {
+            Ok(udp) => return Ok((tcp, addr, udp)),
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    Err(match last {
+        Some((addr, e)) => {
+            ServeError::Runtime(format!("cannot listen on {addr} (internal UDP): {e}"))
+        }
+        None => ServeError::Runtime(format!("cannot listen on {want} (internal UDP)")),
+    })
+}
+
 impl Sockets {
     /// Binds the listeners in start-up order: federation, internal TCP,
     /// internal UDP (on the TCP listener's address), admin, public.
     pub async fn bind(cfg: &Config) -> Result<Sockets, ServeError> {
         let fed = bind_tcp(cfg.federation.listen, "federation").await?;
-        let int_tcp = bind_tcp(cfg.internal.listen, "internal TCP").await?;
-        let int_addr = int_tcp
-            .local_addr()
-            .map_err(|e| ServeError::Runtime(e.to_string()))?;
-        let int_udp = UdpSocket::bind(int_addr).await.map_err(|e| {
-            ServeError::Runtime(format!("cannot listen on {int_addr} (internal UDP): {e}"))
-        })?;
+        let (int_tcp, int_addr, int_udp) = bind_internal(cfg.internal.listen).await?;
         let int_udp = Arc::new(int_udp);
         let admin = bind_tcp(cfg.admin.listen, "admin").await?;
         let public = bind_tcp(cfg.public.listen, "public").await?;
