@@ -17,6 +17,7 @@
 //! `max_pairs_per_owner` port pairs, so that no one owner takes the relay.
 //! Media never goes to an address the side's `networks` refuse.
 
+pub mod engine;
 pub mod exchanges;
 pub mod networks;
 pub mod ports;
