@@ -114,7 +114,11 @@ impl Engine {
 
     fn send(&self, worker: usize, c: Command) {
         if let Some(w) = self.workers.get(worker) {
-            let sent = w.tx.lock().unwrap_or_else(|p| p.into_inner()).send(c).is_ok();
+            let sent =
+                w.tx.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .send(c)
+                    .is_ok();
             if sent && w.wake.write(1).is_err() {
                 warn!("media thread could not be woken");
             }
@@ -268,8 +272,7 @@ fn read(e: &Entry, bufs: &mut [[u8; BUF]; BATCH], headers: &mut MultiHeaders<Soc
     };
     for (i, (len, from)) in got.iter().take(n).enumerate() {
         if let (Some(from), Some(b)) = (from, bufs.get(i)) {
-            e.stream
-                .on_udp(e.side, e.c, &b[..(*len).min(BUF)], *from);
+            e.stream.on_udp(e.side, e.c, &b[..(*len).min(BUF)], *from);
         }
     }
 }
