@@ -140,7 +140,9 @@ impl Target {
             return true;
         }
         if !self.announced {
-            return false;
+            // Only a source a verified ICE check latched (the answerer's
+            // media overtaking its answer).
+            return self.learned[c] == Some(from);
         }
         let sdp = if c == 0 { self.sdp_rtp } else { self.sdp_rtcp };
         if sdp == Some(from) {
@@ -335,7 +337,9 @@ impl Stream {
     /// re-INVITE that changes nothing causes no gap.
     pub fn announce(&self, side: Side, a: Announce) {
         let mut t = lock(&self.end(side).target);
-        if t.sdp_rtp != a.rtp || t.sdp_rtcp != a.rtcp {
+        // Before its first SDP, only a verified ICE check can have latched
+        // the side (an answerer's checks may overtake its answer): keep it.
+        if t.announced && (t.sdp_rtp != a.rtp || t.sdp_rtcp != a.rtcp) {
             t.learned = [None, None];
             t.learned_ms = [0, 0];
             t.tcp = None;
