@@ -246,6 +246,9 @@ fn start_rtpengine(dir: &std::path::Path) -> (Relay, SocketAddr) {
             "--log-stderr",
             "--log-level=3",
             "--table=-1",
+            // Calls set up for a later, larger step idle meanwhile.
+            "--timeout=3600",
+            "--silent-timeout=3600",
             "--interface=127.0.0.1",
         ])
         .arg(format!("--listen-ng=127.0.0.1:{ng_port}"))
@@ -383,10 +386,13 @@ fn main() {
         let b_ports = Arc::new(Mutex::new(HashMap::new()));
         let relay_b = Arc::new(Mutex::new(HashMap::new()));
         let home = home_pool(stop.clone(), b_ports.clone(), relay_b.clone());
-        let relay = start_fedge(
+        // One partner sets up every call: more INVITEs in progress from
+        // one source than the default cap (256).
+        let relay = start_fedge_with(
             &p,
             home,
             a.threads,
+            "max_transactions_per_source = 100000\n",
             &format!(
                 "[media]\nport_min = 30000\nport_max = 39999\nmax_sessions = 20000\nmax_sessions_per_partner = 20000\nmax_pairs_per_partner = 40000\ntimeout = \"600s\"\nthreads = {}\n",
                 a.media_threads

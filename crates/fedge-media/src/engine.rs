@@ -159,6 +159,10 @@ struct Entry {
     stream: Arc<Stream>,
     side: Side,
     c: Component,
+    /// Packets the next read asks for: 1 while the socket holds one packet
+    /// per round (a larger batch would make the kernel try, and fail, to
+    /// take a second), doubled up to `BATCH` while reads come back full.
+    batch: usize,
 }
 
 /// The registered sockets of one thread, by token.
@@ -186,6 +190,7 @@ impl Table {
                             stream: stream.clone(),
                             side,
                             c,
+                            batch: 1,
                         });
                         tokens.push(t);
                     }
@@ -214,12 +219,6 @@ fn run(epoll: Epoll, w: &Worker, rx: mpsc::Receiver<Command>) {
     let mut events = vec![EpollEvent::empty(); EVENTS];
     let mut bufs: Box<[[u8; BUF]; BATCH]> = Box::new([[0u8; BUF]; BATCH]);
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    // EXPERIMENT (issue 18): a pause after a small round lets packets
-    // gather, so one wake-up serves more of them.
-    let pause = std::env::var("FEDGE_MEDIA_PAUSE_US")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(std::time::Duration::from_micros);
     loop {
         let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
             Ok(n) => n,
@@ -243,23 +242,17 @@ fn run(epoll: Epoll, w: &Worker, rx: mpsc::Receiver<Command>) {
                 continue;
             }
             // A socket removed earlier in this round has no entry any more.
-            let Some(Some(e)) = table.slots.get(ev.data() as usize) else {
+            let Some(Some(e)) = table.slots.get_mut(ev.data() as usize) else {
                 continue;
             };
             read(e, &mut bufs, &mut headers);
         }
-        if let Some(p) = pause
-            && n > 0
-            && n < EVENTS / 4
-        {
-            std::thread::sleep(p);
-        }
     }
 }
 
-/// One read of one ready socket: up to `BATCH` packets, each handed to the
-/// stream in turn.
-fn read(e: &Entry, bufs: &mut [[u8; BUF]; BATCH], headers: &mut MultiHeaders<SockaddrStorage>) {
+/// One read of one ready socket: up to `e.batch` packets, each handed to
+/// the stream in turn.
+fn read(e: &mut Entry, bufs: &mut [[u8; BUF]; BATCH], headers: &mut MultiHeaders<SockaddrStorage>) {
     let sock = e.stream.end(e.side).socket(e.c);
     let mut got: [(usize, Option<SocketAddr>); BATCH] = [(0, None); BATCH];
     let n = {
@@ -267,7 +260,7 @@ fn read(e: &Entry, bufs: &mut [[u8; BUF]; BATCH], headers: &mut MultiHeaders<Soc
         match recvmmsg(
             sock.as_raw_fd(),
             headers,
-            slices.iter_mut(),
+            slices.iter_mut().take(e.batch),
             MsgFlags::MSG_DONTWAIT,
             None,
         ) {
@@ -281,6 +274,11 @@ fn read(e: &Entry, bufs: &mut [[u8; BUF]; BATCH], headers: &mut MultiHeaders<Soc
             }
             Err(_) => 0, // nothing waiting, or an error report: nothing to relay
         }
+    };
+    e.batch = if n >= e.batch {
+        (e.batch * 2).min(BATCH)
+    } else {
+        1
     };
     for (i, (len, from)) in got.iter().take(n).enumerate() {
         if let (Some(from), Some(b)) = (from, bufs.get(i)) {

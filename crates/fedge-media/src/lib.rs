@@ -1180,7 +1180,11 @@ mod tests {
         b.send_to(&rtp(2), rb).await.unwrap();
         assert_eq!(recv(&a).await.0, rtp(2), "B's media after its answer");
         a.send_to(&rtp(3), ra).await.unwrap();
-        assert_eq!(recv(&b).await.0, rtp(3), "A's media to the pair B nominated");
+        assert_eq!(
+            recv(&b).await.0,
+            rtp(3),
+            "A's media to the pair B nominated"
+        );
         let s = &r.list()[0].streams[0];
         assert_eq!((s[0].drops, s[1].drops), (0, 0), "{s:?}");
     }
