@@ -12,8 +12,16 @@
 //! receive on loopback, generator included), and the relay's own CPU (from
 //! /proc), as % of one core, per 10,000 packets/s, and per packet.
 //!
-//! Run: `cargo bench --bench media -- [--calls 100,200,400,600] [--secs 10]
-//!       [--target both|fedge|rtpengine] [--threads N (fedge's runtime)]`
+//! Each call count is measured in `--rounds` alternating rounds (fedge,
+//! rtpengine, fedge, rtpengine, ...), so both relays see the same machine
+//! state; the summary gives each relay's medians and the ratio of fedge's
+//! CPU per packet to rtpengine's, and what the generator offered against
+//! its schedule.
+//!
+//! Run: `cargo bench --bench media -- [--calls 600,1000] [--rounds 3]
+//!       [--secs 10] [--target both|fedge|rtpengine] [--threads N (fedge's
+//!       runtime)] [--media-threads N (fedge's [media] threads)]
+//!       [--pace-us 1000 (the generator's receiver pause; 0 = none)]`
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -40,20 +48,31 @@ use fedge_testkit::rtpgen::*;
 
 struct Args {
     calls: Vec<usize>,
+    rounds: usize,
     secs: u64,
     target: String,
     threads: usize,
+    media_threads: usize,
+    pace: Duration,
 }
 
 fn args() -> Args {
     let f = flags();
     Args {
-        calls: f
-            .get("calls")
-            .map_or(vec![100, 200, 400, 600], |v| numbers(v)),
+        calls: f.get("calls").map_or(vec![600, 1000], |v| numbers(v)),
+        rounds: f.get("rounds").and_then(|v| v.parse().ok()).unwrap_or(3),
         secs: f.get("secs").and_then(|v| v.parse().ok()).unwrap_or(10),
         target: f.get("target").cloned().unwrap_or_else(|| "both".into()),
         threads: f.get("threads").and_then(|v| v.parse().ok()).unwrap_or(1),
+        media_threads: f
+            .get("media-threads")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+        pace: Duration::from_micros(
+            f.get("pace-us")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(RX_PACE.as_micros() as u64),
+        ),
     }
 }
 
@@ -227,6 +246,9 @@ fn start_rtpengine(dir: &std::path::Path) -> (Relay, SocketAddr) {
             "--log-stderr",
             "--log-level=3",
             "--table=-1",
+            // Calls set up for a later, larger step idle meanwhile.
+            "--timeout=3600",
+            "--silent-timeout=3600",
             "--interface=127.0.0.1",
         ])
         .arg(format!("--listen-ng=127.0.0.1:{ng_port}"))
@@ -292,56 +314,173 @@ fn rtpengine_calls(ng_addr: SocketAddr, n: usize) -> Vec<Call> {
         .collect()
 }
 
+/// One measured step, for the summary.
+struct Step {
+    relay: &'static str,
+    calls: usize,
+    us_per_packet: f64,
+    loss_pct: f64,
+    p99_ms: f64,
+    offered_pct: f64,
+}
+
+fn row(relay: &'static str, round: usize, calls: usize, o: &Outcome) -> Step {
+    let pps = o.received as f64 / o.secs;
+    let cpu_pct = o.cpu / o.secs * 100.0;
+    let loss = o.sent.saturating_sub(o.received);
+    let step = Step {
+        relay,
+        calls,
+        us_per_packet: o.cpu * 1e6 / o.received.max(1) as f64,
+        loss_pct: 100.0 * loss as f64 / o.sent.max(1) as f64,
+        p99_ms: pct(&o.lat_us, 0.99),
+        offered_pct: 100.0 * o.sent as f64 / o.expected.max(1) as f64,
+    };
+    println!(
+        "{:>10} {:>5} {:>6} {:>9.0} {:>7.1}% {:>7} {:>7.3}% {:>7.3} {:>7.3} {:>7.1}% {:>9.2} {:>7.1}%",
+        relay,
+        round,
+        calls,
+        pps,
+        step.offered_pct,
+        loss,
+        step.loss_pct,
+        pct(&o.lat_us, 0.50),
+        step.p99_ms,
+        cpu_pct,
+        step.us_per_packet,
+        o.gen_cpu / o.secs * 100.0,
+    );
+    step
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn main() {
     let a = args();
     let dir = tempfile::tempdir().unwrap();
     let max = a.calls.iter().copied().max().unwrap_or(0);
+    let both = a.target == "both";
     println!(
-        "{max} calls at most, 50 packets/s each way ({PACKET}-byte RTP); window {} s after 1 s warm-up; load generator on the same 2 cores",
-        a.secs
+        "calls {:?}, {} alternating round(s) each, 50 packets/s each way ({PACKET}-byte RTP); window {} s after 1 s warm-up; \
+         fedge: [runtime] threads = {}, [media] threads = {}; generator receiver pause {} us; load generator on the same 2 cores",
+        a.calls,
+        a.rounds,
+        a.secs,
+        a.threads,
+        a.media_threads,
+        a.pace.as_micros()
     );
-    println!(
-        "{:>10} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>12} {:>10}",
-        "relay",
-        "calls",
-        "pkts/s",
-        "lost",
-        "loss",
-        "p50 ms",
-        "p99 ms",
-        "CPU",
-        "CPU/10kpps",
-        "us/packet"
-    );
-    if a.target == "both" || a.target == "fedge" {
+    // Both relays are up, with all their calls set up, before the first
+    // round; the one not measured idles.
+    let fedge = (both || a.target == "fedge").then(|| {
         let p = Pki::new();
         let stop = Arc::new(AtomicBool::new(false));
         let b_ports = Arc::new(Mutex::new(HashMap::new()));
         let relay_b = Arc::new(Mutex::new(HashMap::new()));
         let home = home_pool(stop.clone(), b_ports.clone(), relay_b.clone());
-        let relay = start_fedge(
+        // One partner sets up every call: more INVITEs in progress from
+        // one source than the default cap (256).
+        let relay = start_fedge_with(
             &p,
             home,
             a.threads,
-            "[media]\nport_min = 30000\nport_max = 39999\nmax_sessions = 20000\nmax_sessions_per_partner = 20000\nmax_pairs_per_partner = 40000\ntimeout = \"600s\"\n",
+            "max_transactions_per_source = 100000\n",
+            &format!(
+                "[media]\nport_min = 30000\nport_max = 39999\nmax_sessions = 20000\nmax_sessions_per_partner = 20000\nmax_pairs_per_partner = 40000\ntimeout = \"600s\"\n{}",
+                // Only when asked: a build from before `[media] threads`
+                // (CARGO_BIN_EXE_fedge=...) then runs with the same bench.
+                if a.media_threads == 1 {
+                    String::new()
+                } else {
+                    format!("threads = {}\n", a.media_threads)
+                }
+            ),
         );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let calls = rt.block_on(fedge_calls(&relay, &p, max, &b_ports, &relay_b));
-        for &n in &a.calls {
-            let o = play(&calls[..n], a.secs, &relay.pids());
-            report("fedge", n, &o);
-        }
-        stop.store(true, Ordering::Relaxed);
-    }
-    if a.target == "both" || a.target == "rtpengine" {
+        (relay, calls, stop, p)
+    });
+    let rtpengine = (both || a.target == "rtpengine").then(|| {
         let (relay, ng_addr) = start_rtpengine(dir.path());
         let calls = rtpengine_calls(ng_addr, max);
-        for &n in &a.calls {
-            let o = play(&calls[..n], a.secs, &relay.pids());
-            report("rtpengine", n, &o);
+        (relay, calls)
+    });
+    println!(
+        "{:>10} {:>5} {:>6} {:>9} {:>8} {:>7} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8}",
+        "relay",
+        "round",
+        "calls",
+        "pkts/s",
+        "offered",
+        "lost",
+        "loss",
+        "p50 ms",
+        "p99 ms",
+        "CPU",
+        "us/packet",
+        "gen CPU"
+    );
+    let mut steps = Vec::new();
+    for &n in &a.calls {
+        for round in 1..=a.rounds {
+            if let Some((relay, calls, _, _)) = &fedge {
+                let o = play_paced(&calls[..n], a.secs, &relay.pids(), a.pace);
+                steps.push(row("fedge", round, n, &o));
+            }
+            if let Some((relay, calls)) = &rtpengine {
+                let o = play_paced(&calls[..n], a.secs, &relay.pids(), a.pace);
+                steps.push(row("rtpengine", round, n, &o));
+            }
         }
+    }
+    println!();
+    println!(
+        "{:>10} {:>6} {:>16} {:>12} {:>14} {:>15}",
+        "relay", "calls", "median us/pkt", "max loss", "median p99 ms", "min offered"
+    );
+    for &n in &a.calls {
+        let mut med = HashMap::new();
+        for relay in ["fedge", "rtpengine"] {
+            let mine: Vec<&Step> = steps
+                .iter()
+                .filter(|s| s.relay == relay && s.calls == n)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let m = median(mine.iter().map(|s| s.us_per_packet).collect());
+            med.insert(relay, m);
+            println!(
+                "{:>10} {:>6} {:>16.2} {:>11.3}% {:>14.3} {:>14.1}%",
+                relay,
+                n,
+                m,
+                mine.iter().map(|s| s.loss_pct).fold(0.0, f64::max),
+                median(mine.iter().map(|s| s.p99_ms).collect()),
+                mine.iter().map(|s| s.offered_pct).fold(f64::MAX, f64::min),
+            );
+        }
+        if let (Some(f), Some(r)) = (med.get("fedge"), med.get("rtpengine")) {
+            println!(
+                "{:>10} {:>6} fedge/rtpengine CPU per packet (medians): {:.2}",
+                "ratio",
+                n,
+                f / r
+            );
+        }
+    }
+    if let Some((_, _, stop, _)) = &fedge {
+        stop.store(true, Ordering::Relaxed);
     }
 }

@@ -240,6 +240,10 @@ pub struct MediaSection {
     /// host neither their SDP nor their SIP names, without ICE. Whoever
     /// sends first then takes the stream.
     pub latch_any_host: bool,
+    /// Threads that read and forward the relay's UDP media, each with its
+    /// own event loop, apart from the `[runtime]` threads (shared by the
+    /// federation relay and the CVI gateway's). 1 to 64.
+    pub threads: usize,
 }
 
 impl MediaSection {
@@ -285,6 +289,7 @@ impl Default for MediaSection {
                 .map(|s| s.to_string())
                 .collect(),
             latch_any_host: false,
+            threads: crate::media::engine::DEFAULT_THREADS,
         }
     }
 }

@@ -449,6 +449,9 @@ impl Config {
         if !(1..=64).contains(&self.runtime.threads) {
             return Err(ConfigError("[runtime] threads must be from 1 to 64".into()));
         }
+        if !(1..=64).contains(&self.media.threads) {
+            return Err(ConfigError("[media] threads must be from 1 to 64".into()));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError(format!(
                 "[log] format {:?} must be \"text\" or \"json\"",

@@ -254,6 +254,7 @@ pub fn policy_config(
 
 /// The relay for federated calls' media (`[media] enabled`).
 fn federation_relay(cfg: &Config) -> Arc<Relay> {
+    crate::media::engine::set_threads(cfg.media.threads);
     let side = |bind: IpAddr, adv: Option<IpAddr>| SideAddress {
         bind,
         advertise: adv.unwrap_or(bind),

@@ -174,6 +174,7 @@ fn cvi_admission(cfg: &Config) -> Limits {
 /// The gateway's own relay: room systems on one side, the connector on
 /// the other.
 fn relay(cfg: &Config) -> Arc<Relay> {
+    crate::media::engine::set_threads(cfg.media.threads);
     let c = &cfg.cvi;
     Relay::new(MediaConfig {
         addresses: [

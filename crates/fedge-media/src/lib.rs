@@ -17,6 +17,7 @@
 //! `max_pairs_per_owner` port pairs, so that no one owner takes the relay.
 //! Media never goes to an address the side's `networks` refuse.
 
+pub mod engine;
 pub mod exchanges;
 pub mod networks;
 pub mod ports;
@@ -1112,6 +1113,80 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(r.sweep(), 1);
         assert!(!r.has("six"));
+    }
+
+    /// A STUN Binding request as a full ICE agent sends it.
+    fn binding_request(user: &str, key: &str, nominate: bool) -> Vec<u8> {
+        let mut m = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+        m.extend_from_slice(&[7u8; 12]);
+        let mut attr = |t: u16, v: &[u8]| {
+            m.extend_from_slice(&t.to_be_bytes());
+            m.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            m.extend_from_slice(v);
+            m.resize(m.len() + (4 - v.len() % 4) % 4, 0);
+        };
+        attr(0x0006, user.as_bytes());
+        if nominate {
+            attr(0x0025, &[]);
+        }
+        let len = (m.len() + 24 - 20) as u16;
+        m[2..4].copy_from_slice(&len.to_be_bytes());
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key.as_bytes());
+        let tag = ring::hmac::sign(&k, &m);
+        m.extend_from_slice(&[0, 8, 0, 20]);
+        m.extend_from_slice(tag.as_ref());
+        m
+    }
+
+    /// An answerer's ICE checks, and its media, may overtake its answer
+    /// (the 200 crosses proxies, the checks go straight to the relay): the
+    /// pair it nominated holds once the answer arrives, though its SDP
+    /// names another host, and nothing it sent is dropped. Found with real
+    /// user agents (baresip, tests/interop_baresip.rs): the answer's SDP
+    /// used to wipe the latch, and the answerer's media was dropped until
+    /// something else latched it (one-way audio if nothing did).
+    #[tokio::test]
+    async fn an_ice_check_that_overtakes_the_answer_keeps_its_latch() {
+        let (lo, hi) = range(4);
+        let r = relay(lo, hi, 10, 60_000);
+        let a = bind().await;
+        let b = bind().await; // B's real socket; its SDP names 127.0.0.2
+        let offer = sdp(
+            a.local_addr().unwrap().port(),
+            "a=ice-ufrag:peerA\r\na=ice-pwd:peerApasswordpeerApassword\r\n",
+        );
+        let to_b = r.update("c9", Side::A, &[offer.as_bytes()], true).unwrap();
+        let text = String::from_utf8(to_b[0].clone()).unwrap();
+        let d = sdp::describe(&to_b[0]).unwrap();
+        let ufrag = d.streams[0].ice_ufrag.clone().unwrap();
+        let pwd = text
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ice-pwd:"))
+            .unwrap()
+            .to_string();
+        let rb = SocketAddr::new(LO, d.streams[0].port);
+        b.send_to(&binding_request(&format!("{ufrag}:peerB"), &pwd, true), rb)
+            .await
+            .unwrap();
+        assert_eq!(&recv(&b).await.0[..2], &[1, 1], "Binding success");
+        // B's first packet overtakes its answer too.
+        b.send_to(&rtp(1), rb).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+            m=audio 9 RTP/AVP 0\r\na=ice-ufrag:peerB\r\na=ice-pwd:peerBpasswordpeerBpassword\r\n";
+        let to_a = r.update("c9", Side::B, &[answer.as_bytes()], true).unwrap();
+        let ra = SocketAddr::new(LO, relay_port(&to_a[0]).0);
+        assert_eq!(recv(&a).await.0, rtp(1), "B's media before its answer");
+        b.send_to(&rtp(2), rb).await.unwrap();
+        assert_eq!(recv(&a).await.0, rtp(2), "B's media after its answer");
+        a.send_to(&rtp(3), ra).await.unwrap();
+        assert_eq!(
+            recv(&b).await.0,
+            rtp(3),
+            "A's media to the pair B nominated"
+        );
+        let s = &r.list()[0].streams[0];
+        assert_eq!((s[0].drops, s[1].drops), (0, 0), "{s:?}");
     }
 
     #[tokio::test]

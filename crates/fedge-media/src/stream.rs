@@ -11,6 +11,9 @@
 //! from any other host are dropped, and never to an address the operator's
 //! networks refuse. RFC 4571 connections are taken only from those hosts,
 //! and must carry a packet the side is accepted for within seconds.
+//!
+//! UDP packets are read by the media threads (`engine`), which hand each
+//! one to `Stream::on_udp`; RFC 4571 connections run as tokio tasks.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,11 +21,12 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::engine::{Registration, engine};
 use super::networks::Networks;
 use super::ports::PortLease;
 use super::sdp::IceCredentials;
@@ -136,7 +140,9 @@ impl Target {
             return true;
         }
         if !self.announced {
-            return false;
+            // Only a source a verified ICE check latched (the answerer's
+            // media overtaking its answer).
+            return self.learned[c] == Some(from);
         }
         let sdp = if c == 0 { self.sdp_rtp } else { self.sdp_rtcp };
         if sdp == Some(from) {
@@ -160,8 +166,10 @@ impl Target {
 /// The relay's sockets facing one side, and what it knows of that side.
 #[derive(Debug)]
 pub struct End {
-    rtp: Arc<UdpSocket>,
-    rtcp: Arc<UdpSocket>,
+    /// Non-blocking; read by a media thread, written from wherever the
+    /// packet for this side was read.
+    rtp: std::net::UdpSocket,
+    rtcp: std::net::UdpSocket,
     pub rtp_port: u16,
     pub rtcp_port: u16,
     pub tcp: bool,
@@ -186,12 +194,12 @@ enum Via<'a> {
 }
 
 enum Out {
-    Udp(Arc<UdpSocket>, SocketAddr),
+    Udp(Component, SocketAddr),
     Tcp(mpsc::Sender<Bytes>),
 }
 
 impl End {
-    fn socket(&self, c: Component) -> &Arc<UdpSocket> {
+    pub(crate) fn socket(&self, c: Component) -> &std::net::UdpSocket {
         match c {
             Component::Rtp => &self.rtp,
             Component::Rtcp => &self.rtcp,
@@ -210,12 +218,12 @@ impl End {
             return Some(Out::Tcp(tx.clone()));
         }
         let separate = rtcp && !t.mux;
-        let (c, sdp, sock) = if separate {
-            (1, t.sdp_rtcp, &self.rtcp)
+        let (c, sdp, comp) = if separate {
+            (1, t.sdp_rtcp, Component::Rtcp)
         } else {
-            (0, t.sdp_rtp, &self.rtp)
+            (0, t.sdp_rtp, Component::Rtp)
         };
-        t.learned[c].or(sdp).map(|a| Out::Udp(sock.clone(), a))
+        t.learned[c].or(sdp).map(|a| Out::Udp(comp, a))
     }
 }
 
@@ -226,6 +234,9 @@ pub struct Stream {
     totals: Arc<Totals>,
     epoch: tokio::time::Instant,
     closed: AtomicBool,
+    /// Its place on a media thread, taken off when the session's token
+    /// is cancelled (or its runtime goes).
+    registration: Mutex<Option<Registration>>,
 }
 
 /// What a side's SDP says about one stream.
@@ -265,8 +276,8 @@ impl Stream {
                 rtp_port: s.lease.rtp_port(),
                 rtcp_port: s.lease.rtcp_port(),
                 tcp: listeners.last().is_some_and(Option::is_some),
-                rtp: Arc::new(UdpSocket::from_std(s.rtp)?),
-                rtcp: Arc::new(UdpSocket::from_std(s.rtcp)?),
+                rtp: nonblocking(s.rtp)?,
+                rtcp: nonblocking(s.rtcp)?,
                 target: Mutex::new(Target {
                     any_host: s.latch_any_host,
                     ..Target::default()
@@ -283,12 +294,21 @@ impl Stream {
             totals,
             epoch,
             closed: AtomicBool::new(false),
+            registration: Mutex::new(None),
         });
-        for side in [Side::A, Side::B] {
-            for c in [Component::Rtp, Component::Rtcp] {
-                tokio::spawn(pump_udp(stream.clone(), side, c, cancel.clone()));
-            }
-        }
+        let reg = engine().add(stream.clone())?;
+        *stream
+            .registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reg);
+        // The media thread lets go of the stream when the session ends, or
+        // when the runtime that started it does (the task is dropped).
+        let gone = Unregister(stream.clone());
+        let token = cancel.clone();
+        tokio::spawn(async move {
+            let _gone = gone;
+            token.cancelled().await;
+        });
         for (i, l) in listeners.into_iter().enumerate() {
             if let Some(l) = l {
                 let side = if i == 0 { Side::A } else { Side::B };
@@ -317,7 +337,9 @@ impl Stream {
     /// re-INVITE that changes nothing causes no gap.
     pub fn announce(&self, side: Side, a: Announce) {
         let mut t = lock(&self.end(side).target);
-        if t.sdp_rtp != a.rtp || t.sdp_rtcp != a.rtcp {
+        // Before its first SDP, only a verified ICE check can have latched
+        // the side (an answerer's checks may overtake its answer): keep it.
+        if t.announced && (t.sdp_rtp != a.rtp || t.sdp_rtcp != a.rtcp) {
             t.learned = [None, None];
             t.learned_ms = [0, 0];
             t.tcp = None;
@@ -377,6 +399,11 @@ impl Stream {
             .unwrap_or(0)
     }
 
+    /// A UDP packet a media thread read from `x`'s socket `c`.
+    pub(crate) fn on_udp(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr) {
+        self.on_packet(x, c, pkt, from, Via::Udp);
+    }
+
     /// Relays one packet from side `x`; true when it was that side's (a
     /// verified ICE check counts).
     fn on_packet(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) -> bool {
@@ -408,8 +435,9 @@ impl Stream {
             .fetch_add(pkt.len() as u64, Ordering::Relaxed);
         end.counters.last_ms.store(now, Ordering::Relaxed);
         let rtcp = c == Component::Rtcp || is_rtcp(pkt);
-        let sent = match self.end(x.other()).out(rtcp) {
-            Some(Out::Udp(sock, to)) => sock.try_send_to(pkt, to).is_ok(),
+        let other = self.end(x.other());
+        let sent = match other.out(rtcp) {
+            Some(Out::Udp(comp, to)) => other.socket(comp).send_to(pkt, to).is_ok(),
             Some(Out::Tcp(tx)) => tx.try_send(frame(pkt)).is_ok(),
             None => false,
         };
@@ -459,7 +487,7 @@ impl Stream {
         };
         match via {
             Via::Udp => {
-                let _ = end.socket(c).try_send_to(&reply, from);
+                let _ = end.socket(c).send_to(&reply, from);
             }
             Via::Tcp(tx) => {
                 let _ = tx.try_send(frame(&reply));
@@ -477,32 +505,22 @@ fn frame(pkt: &[u8]) -> Bytes {
     b.freeze()
 }
 
-async fn pump_udp(stream: Arc<Stream>, side: Side, c: Component, cancel: CancellationToken) {
-    let sock = stream.end(side).socket(c).clone();
-    let mut buf = vec![0u8; BUF];
-    // One registration with the token for the task's life, not one per packet.
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => return,
-            r = sock.readable() => if r.is_err() { return },
-        }
-        // Drain what is there; one wake-up may carry several packets. Each
-        // spends tokio's cooperative budget, so a flooded port gives way
-        // to the rest of the edge.
-        loop {
-            match sock.try_recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    stream.on_packet(side, c, &buf[..n], from, Via::Udp);
-                    tokio::task::consume_budget().await;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => break,
-            }
-        }
+/// Takes a stream off its media thread when dropped.
+struct Unregister(Arc<Stream>);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.0
+            .registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
+}
+
+fn nonblocking(s: std::net::UdpSocket) -> std::io::Result<std::net::UdpSocket> {
+    s.set_nonblocking(true)?;
+    Ok(s)
 }
 
 async fn accept_tcp(stream: Arc<Stream>, side: Side, l: TcpListener, cancel: CancellationToken) {

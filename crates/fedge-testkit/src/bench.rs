@@ -103,6 +103,19 @@ impl Drop for Relay {
 /// `extra` appended to its configuration (written as `fedge.toml` in the
 /// PKI's directory).
 pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Relay {
+    start_fedge_with(p, home, threads, "", extra)
+}
+
+/// As [`start_fedge`], with `federation` added to its `[federation]`
+/// section (e.g. a larger `max_transactions_per_source` for a bench that
+/// sets up more calls from one partner than the default allows at once).
+pub fn start_fedge_with(
+    p: &Pki,
+    home: SocketAddr,
+    threads: usize,
+    federation: &str,
+    extra: &str,
+) -> Relay {
     let fed = free_port(true);
     let admin = free_port(true);
     let cfg = p.path().join("fedge.toml");
@@ -110,7 +123,7 @@ pub fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, extra: &str) -> Re
         &cfg,
         crate::edge::with_test_media(&format!(
             "[federation]\nlisten = \"127.0.0.1:{fed}\"\nfqdn = \"sip.fedge.test\"\nhome_domains = [\"fedge.test\"]\n\
-             cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
+             cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\n{federation}[internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
              [store]\nurl = \"sqlite://{}/fedge.db\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[public]\nlisten = \"127.0.0.1:0\"\n[runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n\
              [policy]\nrate = 1000000\nburst = 1000000\n{extra}",
             p.edge.cert.display(),

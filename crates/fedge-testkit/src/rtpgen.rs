@@ -5,8 +5,8 @@
 //! benchmark does, the way its relay expects.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fedge::media::sdp;
@@ -47,73 +47,141 @@ pub struct Outcome {
     pub lat_us: Vec<u64>,
     pub cpu: f64,
     pub secs: f64,
+    /// Packets the schedule asked for in the window (50/s per direction
+    /// per call): `sent` below it means the generator fell behind.
+    pub expected: u64,
+    /// The generator's own CPU in the window (this process), seconds.
+    pub gen_cpu: f64,
 }
 
 pub fn now_ns(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64
 }
 
+/// Nanoseconds of the realtime clock: the packets' send stamps, compared
+/// with the kernel's receive stamps (`SO_TIMESTAMPNS`, the same clock).
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// How long the receiving thread sleeps between rounds by default. Latency
+/// is taken from the kernel's receive stamp, so the pause does not count in
+/// it; while the receiver sleeps, a relay's send does not have to wake it
+/// (on a network, a relay's send wakes nobody on this host either).
+pub const RX_PACE: Duration = Duration::from_millis(1);
+
 /// Plays both directions of `calls` for `secs` (after a 1 s warm-up that
 /// lets the relay latch), measuring only packets sent inside the window.
 pub fn play(calls: &[Call], secs: u64, pids: &[u32]) -> Outcome {
+    play_paced(calls, secs, pids, RX_PACE)
+}
+
+/// Packets one receive call takes from one socket at most.
+const RX_BATCH: usize = 16;
+
+/// The receiving side: one thread, one epoll set over every endpoint,
+/// `recvmmsg` batches, latency from the kernel's receive stamps.
+fn receiver(
+    sockets: Vec<Arc<UdpSocket>>,
+    stop: Arc<AtomicBool>,
+    window: Arc<[AtomicU64; 2]>,
+    pace: Duration,
+) -> (u64, Vec<u64>) {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    use nix::sys::socket::{
+        ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
+    };
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    for (i, s) in sockets.iter().enumerate() {
+        s.set_nonblocking(true).unwrap();
+        setsockopt(s.as_ref(), sockopt::ReceiveTimestampns, &true).unwrap();
+        epoll
+            .add(s.as_ref(), EpollEvent::new(EpollFlags::EPOLLIN, i as u64))
+            .unwrap();
+    }
+    let mut events = vec![EpollEvent::empty(); 1024];
+    let mut bufs: Box<[[u8; 2048]; RX_BATCH]> = Box::new([[0u8; 2048]; RX_BATCH]);
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
+        RX_BATCH,
+        Some(nix::cmsg_space!(nix::sys::time::TimeSpec)),
+    );
+    let mut received = 0u64;
+    let mut lat = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let n = epoll
+            .wait(&mut events, EpollTimeout::from(10u16))
+            .unwrap_or(0);
+        let (lo, hi) = (
+            window[0].load(Ordering::Relaxed),
+            window[1].load(Ordering::Relaxed),
+        );
+        for ev in &events[..n] {
+            let s = &sockets[ev.data() as usize];
+            let mut slices = bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
+            let Ok(r) = recvmmsg(
+                s.as_raw_fd(),
+                &mut headers,
+                slices.iter_mut(),
+                MsgFlags::MSG_DONTWAIT,
+                None,
+            ) else {
+                continue;
+            };
+            let mut got = [(0usize, 0u64); RX_BATCH];
+            let mut k = 0;
+            for m in r {
+                let at = m
+                    .cmsgs()
+                    .ok()
+                    .and_then(|mut c| {
+                        c.find_map(|c| match c {
+                            ControlMessageOwned::ScmTimestampns(t) => {
+                                Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+                            }
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or_else(wall_ns);
+                got[k] = (m.bytes, at);
+                k += 1;
+            }
+            for (b, &(len, at)) in bufs.iter().zip(&got[..k]) {
+                if len < 20 {
+                    continue;
+                }
+                let sent = u64::from_be_bytes(b[12..20].try_into().unwrap_or([0; 8]));
+                if sent >= lo && sent < hi {
+                    received += 1;
+                    lat.push(at.saturating_sub(sent) / 1000);
+                }
+            }
+        }
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
+    }
+    (received, lat)
+}
+
+/// As [`play`], the receiving thread sleeping `pace` between rounds (zero:
+/// it waits in `epoll_wait` for every packet, so each send may wake it).
+pub fn play_paced(calls: &[Call], secs: u64, pids: &[u32], pace: Duration) -> Outcome {
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let window = Arc::new([AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)]); // [start, end] ns
-    let received = Arc::new(AtomicU64::new(0));
-    let lat = Arc::new(Mutex::new(Vec::new()));
-    // Receivers: one thread polling every endpoint without blocking.
+    let window = Arc::new([AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)]); // [start, end] wall ns
     let sockets: Vec<Arc<UdpSocket>> = calls
         .iter()
         .flat_map(|c| [c.a.clone(), c.b.clone()])
         .collect();
-    for s in &sockets {
-        s.set_nonblocking(true).unwrap();
-    }
     let rx = {
-        let (stop, window, received, lat) =
-            (stop.clone(), window.clone(), received.clone(), lat.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut tasks = Vec::new();
-                for s in sockets {
-                    let s = tokio::net::UdpSocket::from_std(s.try_clone().unwrap()).unwrap();
-                    let (window, received, lat) = (window.clone(), received.clone(), lat.clone());
-                    tasks.push(tokio::spawn(async move {
-                        let mut b = vec![0u8; 2048];
-                        let mut mine = Vec::new();
-                        while let Ok(Ok((n, _))) =
-                            tokio::time::timeout(Duration::from_millis(1500), s.recv_from(&mut b))
-                                .await
-                        {
-                            if n < 20 {
-                                continue;
-                            }
-                            let sent = u64::from_be_bytes(b[12..20].try_into().unwrap_or([0; 8]));
-                            let (lo, hi) = (
-                                window[0].load(Ordering::Relaxed),
-                                window[1].load(Ordering::Relaxed),
-                            );
-                            if sent >= lo && sent < hi {
-                                received.fetch_add(1, Ordering::Relaxed);
-                                mine.push((now_ns(epoch).saturating_sub(sent)) / 1000);
-                            }
-                        }
-                        lat.lock().unwrap().extend(mine);
-                    }));
-                }
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-            });
-        })
+        let (stop, window) = (stop.clone(), window.clone());
+        std::thread::spawn(move || receiver(sockets, stop, window, pace))
     };
+    let me = [std::process::id()];
     // Sender: every 20 ms each endpoint sends one packet, spread over the
     // period in 1 ms slices so the relay sees a steady stream.
     let total = Duration::from_secs(secs + 1);
@@ -129,8 +197,8 @@ pub fn play(calls: &[Call], secs: u64, pids: &[u32]) -> Outcome {
     pkt[1] = 8;
     while start.elapsed() < total {
         if cpu0.is_none() && start.elapsed() >= Duration::from_secs(1) {
-            window[0].store(now_ns(epoch), Ordering::Relaxed);
-            cpu0 = Some((cpu_seconds(pids), Instant::now()));
+            window[0].store(wall_ns(), Ordering::Relaxed);
+            cpu0 = Some((cpu_seconds(pids), cpu_seconds(&me), Instant::now()));
         }
         seq = seq.wrapping_add(1);
         pkt[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -141,8 +209,7 @@ pub fn play(calls: &[Call], secs: u64, pids: &[u32]) -> Outcome {
             }
             for c in calls.iter().skip(s * per_slice).take(per_slice) {
                 for (sock, to) in [(&c.a, c.to_relay_from_a), (&c.b, c.to_relay_from_b)] {
-                    let ts = now_ns(epoch);
-                    pkt[12..20].copy_from_slice(&ts.to_be_bytes());
+                    pkt[12..20].copy_from_slice(&wall_ns().to_be_bytes());
                     if sock.send_to(&pkt, to).is_ok() && cpu0.is_some() {
                         sent += 1;
                     }
@@ -151,22 +218,24 @@ pub fn play(calls: &[Call], secs: u64, pids: &[u32]) -> Outcome {
         }
         tick += PTIME;
     }
-    let end = now_ns(epoch);
-    window[1].store(end, Ordering::Relaxed);
-    let (c0, t0) = cpu0.unwrap_or((cpu_seconds(pids), Instant::now()));
+    window[1].store(wall_ns(), Ordering::Relaxed);
+    let (c0, g0, t0) = cpu0.unwrap_or((cpu_seconds(pids), cpu_seconds(&me), Instant::now()));
     let cpu = cpu_seconds(pids) - c0;
+    let gen_cpu = cpu_seconds(&me) - g0;
     let secs_measured = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let _ = rx.join();
-    let mut lat_us = std::mem::take(&mut *lat.lock().unwrap());
+    let (received, mut lat_us) = rx.join().unwrap_or_default();
     lat_us.sort_unstable();
+    let _ = epoch;
     Outcome {
         sent,
-        received: received.load(Ordering::Relaxed),
+        received,
         lat_us,
         cpu,
         secs: secs_measured,
+        expected: (calls.len() as f64 * 2.0 * secs_measured / PTIME.as_secs_f64()).round() as u64,
+        gen_cpu,
     }
 }
 
