@@ -18,7 +18,10 @@
 //!
 //! Run: `cargo bench --bench tls -- [--certs ecdsa,rsa] [--targets
 //!       fedge,kamailio] [--rounds 3] [--secs 4] [--parallel 4] [--idle 1000]
-//!       [--stime-secs 3] [--threads 1] [--resumption true]`
+//!       [--stime-secs 3] [--threads 1] [--resumption true] [--alt-bin PATH]`
+//!
+//! `--alt-bin PATH` adds a third system, "fedge-alt": another fedge binary
+//! (an earlier build, for a before/after in the same run).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -100,7 +103,14 @@ fn home_responder(stop: Arc<AtomicBool>) -> SocketAddr {
 
 /// fedge with partner.test enabled, room for `conns` connections from one
 /// partner, and `fed_extra` in its `[federation]` section.
-fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, conns: usize, fed_extra: &str) -> Target {
+fn start_fedge(
+    p: &Pki,
+    home: SocketAddr,
+    threads: usize,
+    conns: usize,
+    fed_extra: &str,
+    alt: Option<&str>,
+) -> Target {
     let fed = free_port(true);
     let cfg = p.path().join("fedge-tls.toml");
     let conns = conns.max(1024);
@@ -120,24 +130,38 @@ fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, conns: usize, fed_extr
         )),
     )
     .unwrap();
-    fedge_ok(
-        &cfg,
-        &[
-            "partner",
-            "add",
-            "--domain",
-            "partner.test",
-            "--org",
-            "Bench Partner",
-            "--edge-fqdn",
-            "sip.partner.test",
-            "--state",
-            "enabled",
-            "--reason",
-            "benchmark",
-        ],
-    );
-    let child = Command::new(fedge_bin())
+    let cli = |args: &[&str]| match alt {
+        None => {
+            fedge_ok(&cfg, args);
+        }
+        Some(bin) => {
+            let ok = Command::new(bin)
+                .arg("--config")
+                .arg(&cfg)
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{bin} {args:?}");
+        }
+    };
+    cli(&[
+        "partner",
+        "add",
+        "--domain",
+        "partner.test",
+        "--org",
+        "Bench Partner",
+        "--edge-fqdn",
+        "sip.partner.test",
+        "--state",
+        "enabled",
+        "--reason",
+        "benchmark",
+    ]);
+    let bin = alt.map(std::path::PathBuf::from).unwrap_or_else(fedge_bin);
+    let child = Command::new(bin)
         .arg("--config")
         .arg(&cfg)
         .arg("serve")
@@ -147,7 +171,7 @@ fn start_fedge(p: &Pki, home: SocketAddr, threads: usize, conns: usize, fed_extr
         .unwrap();
     wait_port(fed);
     Target {
-        name: "fedge",
+        name: if alt.is_some() { "fedge-alt" } else { "fedge" },
         child,
         group: false,
         fed: SocketAddr::from(([127, 0, 0, 1], fed)),
@@ -456,6 +480,12 @@ fn main() {
     let stime_secs: u64 = get("stime-secs", "3").parse().unwrap_or(3);
     let threads: usize = get("threads", "1").parse().unwrap_or(1);
     let resumption = get("resumption", "true") == "true";
+    // `--alt-bin PATH` adds the target "fedge-alt": that fedge binary.
+    let alt_bin = f.get("alt-bin").cloned();
+    let mut targets = targets;
+    if alt_bin.is_some() && !targets.iter().any(|t| t == "fedge-alt") {
+        targets.push("fedge-alt".into());
+    }
     let fed_extra = if resumption {
         "tls_resumption = true"
     } else {
@@ -498,10 +528,14 @@ fn main() {
                 order.reverse();
             }
             for target in order {
-                let t = if target == "kamailio" {
-                    start_kamailio(&p, home)
-                } else {
-                    start_fedge(&p, home, threads, idle_n + 64, fed_extra)
+                let t = match target.as_str() {
+                    "kamailio" => start_kamailio(&p, home),
+                    // Another fedge binary (an earlier build), which may
+                    // know no resumption keys: its defaults.
+                    "fedge-alt" => {
+                        start_fedge(&p, home, threads, idle_n + 64, "", alt_bin.as_deref())
+                    }
+                    _ => start_fedge(&p, home, threads, idle_n + 64, fed_extra, None),
                 };
                 let steps: [(&str, bool, bool); 3] = [
                     ("full handshake + MESSAGE", false, false),
