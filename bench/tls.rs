@@ -391,9 +391,9 @@ fn s_time(t: &Target, p: &Pki, reuse: bool, secs: u64) -> (u64, f64) {
     // new-session line first, then the reused one: the last counts).
     let n = text
         .lines()
+        .rev()
         .filter(|l| l.contains("connections in") && l.contains("real seconds"))
-        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .last()
+        .find_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0);
     (n, cpu * 1e3 / n.max(1) as f64)
 }
