@@ -18,7 +18,8 @@
 //!
 //! Run: `cargo bench --bench tls -- [--certs ecdsa,rsa] [--targets
 //!       fedge,kamailio] [--rounds 3] [--secs 4] [--parallel 4] [--idle 1000]
-//!       [--stime-secs 3] [--threads 1] [--resumption true] [--alt-bin PATH]`
+//!       [--stime-secs 3] [--threads 1] [--resumption true] [--alt-bin PATH]
+//!       [--steps full,res13,res12,stime,idle]`
 //!
 //! `--alt-bin PATH` adds a third system, "fedge-alt": another fedge binary
 //! (an earlier build, for a before/after in the same run).
@@ -112,7 +113,8 @@ fn start_fedge(
     alt: Option<&str>,
 ) -> Target {
     let fed = free_port(true);
-    let cfg = p.path().join("fedge-tls.toml");
+    // Each start its own configuration and database.
+    let cfg = p.path().join(format!("fedge-tls-{fed}.toml"));
     let conns = conns.max(1024);
     std::fs::write(
         &cfg,
@@ -121,7 +123,7 @@ fn start_fedge(
              cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\nmax_connections = {conns}\nmax_connections_per_identity = {conns}\n\
              max_connections_per_source = {conns}\nmax_handshakes_per_source = 256\n{fed_extra}\n\
              [internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
-             [store]\nurl = \"sqlite://{}/fedge-tls.db\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[public]\nlisten = \"127.0.0.1:0\"\n\
+             [store]\nurl = \"sqlite://{}/fedge-tls-{fed}.db\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[public]\nlisten = \"127.0.0.1:0\"\n\
              [runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n[policy]\nrate = 1000000\nburst = 1000000\n",
             p.edge.cert.display(),
             p.edge.key.display(),
@@ -166,7 +168,7 @@ fn start_fedge(
         .arg(&cfg)
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_port(fed);
@@ -179,8 +181,11 @@ fn start_fedge(
 }
 
 /// Kamailio doing the same job: a stateful relay of mutual-TLS requests to
-/// the UDP home pool; TLS 1.2 session cache on (OpenSSL issues TLS 1.3
-/// tickets by default).
+/// the UDP home pool. Its TLS session cache (`modparam("tls",
+/// "session_cache", 1)`) is left off: with Debian's Kamailio 5.6.3 and
+/// OpenSSL 3.0 it corrupts shared memory within seconds ("freeing already
+/// freed pointer ... tls_init.c") and the processes die. OpenSSL's own
+/// stateless tickets stay on.
 fn start_kamailio(p: &Pki, home: SocketAddr) -> Target {
     use std::os::unix::process::CommandExt;
     let fed = free_port(true);
@@ -204,7 +209,7 @@ fn start_kamailio(p: &Pki, home: SocketAddr) -> Target {
              tcp_max_connections=4096\ntls_max_connections=4096\ntcp_connection_lifetime=3600\n\
              listen=udp:127.0.0.1:{}\nlisten=tls:127.0.0.1:{fed}\nenable_tls=yes\nmpath=\"{}\"\n\
              loadmodule \"tls.so\"\nloadmodule \"tm.so\"\nloadmodule \"sl.so\"\nloadmodule \"rr.so\"\nloadmodule \"pv.so\"\nloadmodule \"maxfwd.so\"\n\
-             modparam(\"tls\", \"config\", \"{}\")\nmodparam(\"tls\", \"session_cache\", 1)\nmodparam(\"tls\", \"session_id\", \"fedge-bench\")\n\
+             modparam(\"tls\", \"config\", \"{}\")\n\
              request_route {{\n  if (!mf_process_maxfwd_header(\"10\")) {{ sl_send_reply(\"483\",\"Too Many Hops\"); exit; }}\n\
                $du = \"sip:{home};transport=udp\";\n  if (!t_relay()) {{ sl_reply_error(); }}\n  exit;\n}}\n",
             free_port(true),
@@ -213,13 +218,17 @@ fn start_kamailio(p: &Pki, home: SocketAddr) -> Target {
         ),
     )
     .unwrap();
+    // Its log, for when it misbehaves (overwritten by each start).
+    let log = std::fs::File::create(std::env::temp_dir().join("fedge-bench-tls-kamailio.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
     let child = Command::new("kamailio")
         .arg("-f")
         .arg(&cfg)
         .args(["-DD", "-E", "-m", "256", "-M", "16", "-Y"])
         .arg(p.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .process_group(0)
         .spawn()
         .expect("kamailio");
@@ -480,6 +489,9 @@ fn main() {
     let stime_secs: u64 = get("stime-secs", "3").parse().unwrap_or(3);
     let threads: usize = get("threads", "1").parse().unwrap_or(1);
     let resumption = get("resumption", "true") == "true";
+    // Which measures: full, res13, res12, stime, idle.
+    let steps = get("steps", "full,res13,res12,stime,idle");
+    let wanted: Vec<&str> = steps.split(',').collect();
     // `--alt-bin PATH` adds the target "fedge-alt": that fedge binary.
     let alt_bin = f.get("alt-bin").cloned();
     let mut targets = targets;
@@ -528,7 +540,9 @@ fn main() {
                 order.reverse();
             }
             for target in order {
-                let t = match target.as_str() {
+                // A fresh relay for each step: one step's leftovers (or a
+                // crash) do not weigh on the next.
+                let start = || match target.as_str() {
                     "kamailio" => start_kamailio(&p, home),
                     // Another fedge binary (an earlier build), which may
                     // know no resumption keys: its defaults.
@@ -537,49 +551,59 @@ fn main() {
                     }
                     _ => start_fedge(&p, home, threads, idle_n + 64, fed_extra, None),
                 };
-                let steps: [(&str, bool, bool); 3] = [
-                    ("full handshake + MESSAGE", false, false),
-                    ("resumed (1.3) + MESSAGE", true, false),
-                    ("resumed (1.2) + MESSAGE", true, true),
+                let steps: [(&str, &str, bool, bool); 3] = [
+                    ("full", "full handshake + MESSAGE", false, false),
+                    ("res13", "resumed (1.3) + MESSAGE", true, false),
+                    ("res12", "resumed (1.2) + MESSAGE", true, true),
                 ];
-                for (what, resume, tls12) in steps {
+                for (key, what, resume, tls12) in steps {
+                    if !wanted.contains(&key) {
+                        continue;
+                    }
+                    let t = start();
                     let h = rt.block_on(handshakes(&t, client(&p, resume, tls12), secs, parallel));
                     println!(
                         "{:>6} {:>5} {:>9} {:<34} {:>8} {:>8} {:>9.0} {:>9.3} ms",
                         cert, round, t.name, what, h.done, h.resumed, h.per_s, h.cpu_ms
                     );
-                    put(cert, t.name, what, h.cpu_ms);
-                    if resume {
-                        put(
-                            cert,
-                            t.name,
-                            &format!("{what}: share resumed"),
-                            h.resumed as f64 / h.done.max(1) as f64,
-                        );
+                    if h.done > 0 {
+                        put(cert, t.name, what, h.cpu_ms);
+                        if resume {
+                            put(
+                                cert,
+                                t.name,
+                                &format!("{what}: share resumed"),
+                                h.resumed as f64 / h.done as f64,
+                            );
+                        }
                     }
                 }
-                if stime_secs > 0 {
-                    for (what, reuse) in [
-                        ("s_time -new (no SIP)", false),
-                        ("s_time -reuse (no SIP)", true),
-                    ] {
-                        let (n, ms) = s_time(&t, &p, reuse, stime_secs);
-                        println!(
-                            "{:>6} {:>5} {:>9} {:<34} {:>8} {:>8} {:>9.0} {:>9.3} ms",
-                            cert,
-                            round,
-                            t.name,
-                            what,
-                            n,
-                            "-",
-                            n as f64 / stime_secs as f64,
-                            ms
-                        );
+                for (key, what, reuse) in [
+                    ("stime", "s_time -new (no SIP)", false),
+                    ("stime", "s_time -reuse (no SIP)", true),
+                ] {
+                    if !wanted.contains(&key) || stime_secs == 0 {
+                        continue;
+                    }
+                    let t = start();
+                    let (n, ms) = s_time(&t, &p, reuse, stime_secs);
+                    println!(
+                        "{:>6} {:>5} {:>9} {:<34} {:>8} {:>8} {:>9.0} {:>9.3} ms",
+                        cert,
+                        round,
+                        t.name,
+                        what,
+                        n,
+                        "-",
+                        n as f64 / stime_secs as f64,
+                        ms
+                    );
+                    if n > 0 {
                         put(cert, t.name, what, ms);
                     }
                 }
-                // Idle memory once per system and round, with ECDSA (and RSA when asked for).
-                if idle_n > 0 {
+                if wanted.contains(&"idle") && idle_n > 0 {
+                    let t = start();
                     let (pss, rss, ok) = rt.block_on(idle(&t, &p, idle_n));
                     println!(
                         "{:>6} {:>5} {:>9} {:<34} {:>8} {:>8} {:>9} {:>6.1} kB Pss {:>6.1} kB RSS per connection",
@@ -593,10 +617,11 @@ fn main() {
                         pss / 1000.0,
                         rss / 1000.0
                     );
-                    put(cert, t.name, "idle kB Pss per connection", pss / 1000.0);
-                    put(cert, t.name, "idle kB RSS per connection", rss / 1000.0);
+                    if ok > 0 {
+                        put(cert, t.name, "idle kB Pss per connection", pss / 1000.0);
+                        put(cert, t.name, "idle kB RSS per connection", rss / 1000.0);
+                    }
                 }
-                drop(t);
             }
         }
     }
