@@ -19,7 +19,11 @@
 //! Run: `cargo bench --bench tls -- [--certs ecdsa,rsa] [--targets
 //!       fedge,kamailio] [--rounds 3] [--secs 4] [--parallel 4] [--idle 1000]
 //!       [--stime-secs 3] [--threads 1] [--resumption true] [--alt-bin PATH]
-//!       [--steps full,res13,res12,stime,idle]`
+//!       [--steps full,res13,res12,stime,idle] [--rate 0]`
+//!
+//! `--rate N` paces the handshakes at N per second in all (the relay's idle
+//! CPU then weighs on each handshake as it does in production); 0, the
+//! default, lets each client go as fast as it can.
 //!
 //! `--alt-bin PATH` adds a third system, "fedge-alt": another fedge binary
 //! (an earlier build, for a before/after in the same run).
@@ -40,7 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
 use fedge_testkit::Pki;
-use fedge_testkit::bench::{cpu_seconds, flags, relay_pids, wait_port};
+use fedge_testkit::bench::{cpu_seconds, flags, relay_pids};
 use fedge_testkit::edge::fedge_bin;
 use fedge_testkit::peers::{free_port, kamailio_modules};
 use fedge_testkit::{fedge_ok, options_to_edge};
@@ -70,6 +74,23 @@ impl Drop for Target {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Waits (60 s at most: the machine may be busy) until `port` takes
+/// connections; false when it never does or the child exited.
+fn listening(child: &mut std::process::Child, port: u16) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+            return true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// Home pool: answers every request with 200 from a thread of its own.
@@ -111,7 +132,7 @@ fn start_fedge(
     conns: usize,
     fed_extra: &str,
     alt: Option<&str>,
-) -> Target {
+) -> Option<Target> {
     let fed = free_port(true);
     // Each start its own configuration and database.
     let cfg = p.path().join(format!("fedge-tls-{fed}.toml"));
@@ -171,13 +192,13 @@ fn start_fedge(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_port(fed);
-    Target {
+    let mut t = Target {
         name: if alt.is_some() { "fedge-alt" } else { "fedge" },
         child,
         group: false,
         fed: SocketAddr::from(([127, 0, 0, 1], fed)),
-    }
+    };
+    listening(&mut t.child, fed).then_some(t)
 }
 
 /// Kamailio doing the same job: a stateful relay of mutual-TLS requests to
@@ -186,7 +207,7 @@ fn start_fedge(
 /// OpenSSL 3.0 it corrupts shared memory within seconds ("freeing already
 /// freed pointer ... tls_init.c") and the processes die. OpenSSL's own
 /// stateless tickets stay on.
-fn start_kamailio(p: &Pki, home: SocketAddr) -> Target {
+fn start_kamailio(p: &Pki, home: SocketAddr) -> Option<Target> {
     use std::os::unix::process::CommandExt;
     let fed = free_port(true);
     let mpath = kamailio_modules();
@@ -232,13 +253,13 @@ fn start_kamailio(p: &Pki, home: SocketAddr) -> Target {
         .process_group(0)
         .spawn()
         .expect("kamailio");
-    wait_port(fed);
-    Target {
+    let mut t = Target {
         name: "kamailio",
         child,
         group: true,
         fed: SocketAddr::from(([127, 0, 0, 1], fed)),
-    }
+    };
+    listening(&mut t.child, fed).then_some(t)
 }
 
 fn message(conn: u64, seq: u64) -> Vec<u8> {
@@ -325,6 +346,7 @@ async fn handshakes(
     cfg: Arc<rustls::ClientConfig>,
     secs: u64,
     parallel: usize,
+    rate: u64,
 ) -> Handshakes {
     // One connection first, so that a resuming client has a ticket.
     if let Ok(mut s) = connect(&cfg, t.fed).await {
@@ -342,8 +364,15 @@ async fn handshakes(
         let (cfg, done, resumed, fed) = (cfg.clone(), done.clone(), resumed.clone(), t.fed);
         tasks.push(tokio::spawn(async move {
             let mut seq = 0u64;
+            // Each client's share of a fixed total rate (0: as fast as it goes).
+            let every = (rate > 0).then(|| Duration::from_secs_f64(parallel as f64 / rate as f64));
+            let start = tokio::time::Instant::now()
+                + Duration::from_secs_f64(w as f64 / rate.max(1) as f64);
             // Bounded in time and in count.
             while t0.elapsed() < Duration::from_secs(secs) && seq < 100_000 {
+                if let Some(every) = every {
+                    tokio::time::sleep_until(start + every * seq as u32).await;
+                }
                 seq += 1;
                 let Ok(mut s) = connect(&cfg, fed).await else {
                     continue;
@@ -485,6 +514,8 @@ fn main() {
     let rounds: usize = get("rounds", "3").parse().unwrap_or(3);
     let secs: u64 = get("secs", "4").parse().unwrap_or(4);
     let parallel: usize = get("parallel", "4").parse().unwrap_or(4);
+    // Handshakes per second in all (0: each client as fast as it can).
+    let rate: u64 = get("rate", "0").parse().unwrap_or(0);
     let idle_n: usize = get("idle", "1000").parse().unwrap_or(1000);
     let stime_secs: u64 = get("stime-secs", "3").parse().unwrap_or(3);
     let threads: usize = get("threads", "1").parse().unwrap_or(1);
@@ -512,7 +543,7 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "tls bench: rounds {rounds}, {secs} s per handshake step, {parallel} clients, idle {idle_n}, \
+        "tls bench: rounds {rounds}, {secs} s per handshake step, {parallel} clients, rate {rate}/s (0: flat out), idle {idle_n}, \
          fedge {threads} runtime thread(s), fedge resumption {resumption}; load generator on the same cores"
     );
     // (cert, target, measure) -> values over rounds
@@ -560,8 +591,17 @@ fn main() {
                     if !wanted.contains(&key) {
                         continue;
                     }
-                    let t = start();
-                    let h = rt.block_on(handshakes(&t, client(&p, resume, tls12), secs, parallel));
+                    let Some(t) = start() else {
+                        println!("{cert:>6} {round:>5} {target:>9} did not start");
+                        continue;
+                    };
+                    let h = rt.block_on(handshakes(
+                        &t,
+                        client(&p, resume, tls12),
+                        secs,
+                        parallel,
+                        rate,
+                    ));
                     println!(
                         "{:>6} {:>5} {:>9} {:<34} {:>8} {:>8} {:>9.0} {:>9.3} ms",
                         cert, round, t.name, what, h.done, h.resumed, h.per_s, h.cpu_ms
@@ -585,7 +625,10 @@ fn main() {
                     if !wanted.contains(&key) || stime_secs == 0 {
                         continue;
                     }
-                    let t = start();
+                    let Some(t) = start() else {
+                        println!("{cert:>6} {round:>5} {target:>9} did not start");
+                        continue;
+                    };
                     let (n, ms) = s_time(&t, &p, reuse, stime_secs);
                     println!(
                         "{:>6} {:>5} {:>9} {:<34} {:>8} {:>8} {:>9.0} {:>9.3} ms",
@@ -603,7 +646,10 @@ fn main() {
                     }
                 }
                 if wanted.contains(&"idle") && idle_n > 0 {
-                    let t = start();
+                    let Some(t) = start() else {
+                        println!("{cert:>6} {round:>5} {target:>9} did not start");
+                        continue;
+                    };
                     let (pss, rss, ok) = rt.block_on(idle(&t, &p, idle_n));
                     println!(
                         "{:>6} {:>5} {:>9} {:<34} {:>8} {:>8} {:>9} {:>6.1} kB Pss {:>6.1} kB RSS per connection",
