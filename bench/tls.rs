@@ -184,12 +184,16 @@ fn start_fedge(
         "benchmark",
     ]);
     let bin = alt.map(std::path::PathBuf::from).unwrap_or_else(fedge_bin);
+    // Its log, for when it does not start (overwritten by each start).
+    let log = std::fs::File::create(std::env::temp_dir().join("fedge-bench-tls-fedge.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
     let child = Command::new(bin)
         .arg("--config")
         .arg(&cfg)
         .arg("serve")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut t = Target {
@@ -679,18 +683,14 @@ fn main() {
         by.entry((c, m)).or_default().insert(t, median(&mut v));
     }
     println!(
-        "{:>6} {:<46} {:>10} {:>10} {:>12}",
-        "certs", "measure", "fedge", "kamailio", "kamailio/fedge"
+        "{:>6} {:<46} {:>10} {:>10} {:>10} {:>14}",
+        "certs", "measure", "fedge", "fedge-alt", "kamailio", "kamailio/fedge"
     );
     for ((c, m), row) in by {
-        let fe = row.get("fedge").copied().unwrap_or(f64::NAN);
-        let ka = row.get("kamailio").copied().unwrap_or(f64::NAN);
+        let v = |t: &str| row.get(t).copied().unwrap_or(f64::NAN);
+        let (fe, alt, ka) = (v("fedge"), v("fedge-alt"), v("kamailio"));
         println!(
-            "{:>6} {:<46} {:>10.3} {:>10.3} {:>12.2}",
-            c,
-            m,
-            fe,
-            ka,
+            "{c:>6} {m:<46} {fe:>10.3} {alt:>10.3} {ka:>10.3} {:>14.2}",
             ka / fe
         );
     }
