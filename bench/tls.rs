@@ -134,6 +134,9 @@ fn start_fedge(
     alt: Option<&str>,
 ) -> Option<Target> {
     let fed = free_port(true);
+    // The internal listener takes TCP and UDP on one port: a port free for
+    // both (with "127.0.0.1:0" the UDP bind may find the port taken).
+    let internal = free_port(true);
     // Each start its own configuration and database.
     let cfg = p.path().join(format!("fedge-tls-{fed}.toml"));
     let conns = conns.max(1024);
@@ -143,7 +146,7 @@ fn start_fedge(
             "[federation]\nlisten = \"127.0.0.1:{fed}\"\nfqdn = \"sip.fedge.test\"\nhome_domains = [\"fedge.test\"]\n\
              cert = \"{}\"\nkey = \"{}\"\ntrust = \"{}\"\nmax_connections = {conns}\nmax_connections_per_identity = {conns}\n\
              max_connections_per_source = {conns}\nmax_handshakes_per_source = 256\n{fed_extra}\n\
-             [internal]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"sip:{home};transport=udp\"\n\
+             [internal]\nlisten = \"127.0.0.1:{internal}\"\nnext_hop = \"sip:{home};transport=udp\"\n\
              [store]\nurl = \"sqlite://{}/fedge-tls-{fed}.db\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[public]\nlisten = \"127.0.0.1:0\"\n\
              [runtime]\nthreads = {threads}\n[log]\nlevel = \"warn\"\n[policy]\nrate = 1000000\nburst = 1000000\n",
             p.edge.cert.display(),
