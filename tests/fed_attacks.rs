@@ -13,8 +13,8 @@
 //!   outside a known dialog count against the rate;
 //! - 11: the internal listener takes no one but the home pool, and
 //!   `fedge firewall` says so;
-//! - 12: a SAN without a DNS name is not read by its CN, sessions are
-//!   never resumed.
+//! - 12: a SAN without a DNS name is not read by its CN, resumed sessions
+//!   are checked again (a partner pinned to another CA cannot resume).
 //!
 //! Clients: Rust (rustls over tokio) from chosen loopback addresses, and
 //! a UDP socket standing in for the home pool.
@@ -516,41 +516,121 @@ async fn a_san_without_dns_names_is_not_read_by_its_cn() {
     assert_eq!(p.recv(WAIT).await.and_then(|m| m.status()), Some(200));
 }
 
-/// Point 12: a client that offers to resume gets a full handshake, every
-/// time: its certificate is checked again on each connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_are_never_resumed() {
-    let pki = Pki::new();
-    let home = Home::start(false);
-    let edge = start(&pki, &home, "", "");
-    // A client with rustls's default resumption (an in-memory cache).
-    let roots = load_roots(&pki.ca_file).unwrap();
-    let cfg = Arc::new(
+/// A partner client that keeps its sessions (rustls's in-memory store):
+/// TLS 1.3 and 1.2, or 1.2 only.
+fn resuming_client(pki: &Pki, cert: &CertFiles, tls12_only: bool) -> Arc<rustls::ClientConfig> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
-        .with_root_certificates(roots)
+        .with_root_certificates(load_roots(&pki.ca_file).unwrap())
         .with_client_auth_cert(
-            load_certs(&pki.partner.cert, "certificate").unwrap(),
-            load_key(&pki.partner.key).unwrap(),
+            load_certs(&cert.cert, "certificate").unwrap(),
+            load_key(&cert.key).unwrap(),
         )
         .unwrap(),
-    );
-    for n in 1..=3 {
-        let mut p = Peer::connect_with(cfg.clone(), local(1), edge.federation)
-            .await
-            .unwrap();
+    )
+}
+
+/// Connects with `cfg`, sends an OPTIONS: how the handshake went, and the
+/// status of the answer (`None`: refused or closed without one).
+async fn options_over(
+    cfg: &Arc<rustls::ClientConfig>,
+    to: SocketAddr,
+    n: u32,
+) -> (Option<rustls::HandshakeKind>, Option<u16>) {
+    let Ok(mut p) = Peer::connect_with(cfg.clone(), local(1), to).await else {
+        return (None, None);
+    };
+    let kind = p.stream.get_ref().1.handshake_kind();
+    let status = match p.send(&options_to_edge(n)).await {
+        Ok(()) => p.recv(WAIT).await.and_then(|m| m.status()),
+        Err(_) => None,
+    };
+    p.stream.shutdown().await.ok();
+    (kind, status)
+}
+
+/// Point 12: sessions resume (TLS 1.3 tickets, TLS 1.2), but a resumed
+/// session's certificate is checked again: once the registry pins the
+/// partner to another CA, its resumed sessions are refused as a full
+/// handshake would be (decisions D68, superseded by the tls notes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumed_sessions_are_checked_again() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = Pki::new();
+    let home = Home::start(false);
+    let edge = start(&pki, &home, "", "");
+    for tls12 in [false, true] {
+        let cfg = resuming_client(&pki, &pki.partner, tls12);
         assert_eq!(
-            p.stream.get_ref().1.handshake_kind(),
-            Some(rustls::HandshakeKind::Full),
-            "connection {n} was resumed"
+            options_over(&cfg, edge.federation, 1).await,
+            (Some(Full), Some(200))
         );
-        p.send(&options_to_edge(n)).await.unwrap();
-        assert_eq!(p.recv(WAIT).await.and_then(|m| m.status()), Some(200));
-        p.stream.shutdown().await.ok();
+        // A valid partner resumes, and is served.
+        for n in 2..=3 {
+            assert_eq!(
+                options_over(&cfg, edge.federation, n).await,
+                (Some(Resumed), Some(200)),
+                "connection {n} (TLS 1.2 only: {tls12}) was not resumed and served"
+            );
+        }
     }
+    must_log(&edge, &["TLS peer authenticated", "\"resumed\":true"]);
+    // A session taken now, before the registry changes.
+    let cfg = resuming_client(&pki, &pki.partner, false);
+    assert_eq!(options_over(&cfg, edge.federation, 10).await.1, Some(200));
+
+    // The registry pins partner.test to a CA that did not issue its
+    // certificate.
+    let other = fedge::pki::Authority::new("another CA").unwrap();
+    let other_file = pki.path().join("other-ca.crt");
+    std::fs::write(&other_file, &other.pem.cert_pem).unwrap();
+    fedge_ok(
+        &edge.config_path,
+        &[
+            "partner",
+            "update",
+            "partner.test",
+            "--ca-pin",
+            &other_file.display().to_string(),
+            "--reason",
+            "pinned",
+        ],
+    );
+    // Once the pin is live, the resumed session is refused: the client
+    // resumed, the edge checked the chain again and closed.
+    let t0 = Instant::now();
+    let mut n = 11;
+    loop {
+        n += 1;
+        let (kind, status) = options_over(&cfg, edge.federation, n).await;
+        if status.is_none() {
+            assert_eq!(
+                kind,
+                Some(Resumed),
+                "the refused connection was not a resumption"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the pin never refused the resumed session"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    must_log(&edge, &["TLS resumed session refused", "partner.test"]);
+    // A full handshake is refused too, and the edge serves the next comer.
+    let full = resuming_client(&pki, &pki.partner, false);
+    let (_, status) = options_over(&full, edge.federation, 99).await;
+    assert_eq!(status, None);
 }
 
 /// Point 9: a stranger with a trusted certificate floods refused requests:

@@ -643,6 +643,37 @@ impl PartnerCa {
     }
 }
 
+/// A partner client that keeps its TLS sessions (tickets): connects to
+/// `to`, sends a CRLF ping; how the handshake went and whether the pong came.
+fn resuming_ping(
+    rt: &tokio::runtime::Runtime,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    to: std::net::SocketAddr,
+) -> (Option<rustls::HandshakeKind>, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    rt.block_on(async {
+        let Ok(tcp) = tokio::net::TcpStream::connect(to).await else {
+            return (None, false);
+        };
+        let name = rustls::pki_types::ServerName::try_from(EDGE_FQDN).unwrap();
+        let Ok(mut s) = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(name, tcp)
+            .await
+        else {
+            return (None, false);
+        };
+        let kind = s.get_ref().1.handshake_kind();
+        let mut b = [0u8; 16];
+        let pong = s.write_all(b"\r\n\r\n").await.is_ok()
+            && matches!(
+                tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await,
+                Ok(Ok(n)) if n > 0
+            );
+        let _ = s.shutdown().await;
+        (kind, pong)
+    })
+}
+
 #[test]
 fn a_new_crl_on_disk_refuses_the_revoked_partner_from_its_next_handshake() {
     let pki = Pki::new();
@@ -709,6 +740,30 @@ fn a_new_crl_on_disk_refuses_the_revoked_partner_from_its_next_handshake() {
         Reply::Pong
     ));
 
+    // A session it could resume later (TLS 1.3 ticket), taken before its
+    // revocation; it resumes while the CRL does not name it.
+    let resuming = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(fedge::sip::transport::tls::load_roots(&pki.ca_file).unwrap())
+        .with_client_auth_cert(
+            fedge::sip::transport::tls::load_certs(&partner.cert, "certificate").unwrap(),
+            fedge::sip::transport::tls::load_key(&partner.key).unwrap(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        resuming_ping(&rt, &resuming, edge.federation),
+        (Some(rustls::HandshakeKind::Full), true)
+    );
+    assert_eq!(
+        resuming_ping(&rt, &resuming, edge.federation),
+        (Some(rustls::HandshakeKind::Resumed), true)
+    );
+
     // Its CA's next CRL revokes it: picked up from disk.
     std::fs::write(&crl, ca.crl(2, &[1, 4242])).unwrap();
     let serial = serial_of_file(&pki.edge.cert);
@@ -742,10 +797,15 @@ fn a_new_crl_on_disk_refuses_the_revoked_partner_from_its_next_handshake() {
         "the revoked partner was let in: {:#?}",
         edge.logs()
     );
-    // The s_client handshake and the live connection before the
-    // revocation; none after it.
+    // Its session from before the revocation is not resumed (the reload
+    // brought new ticket keys), and the full handshake is refused.
+    let (kind, pong) = resuming_ping(&rt, &resuming, edge.federation);
+    assert!(!pong, "the revoked partner was served on its old session");
+    assert_ne!(kind, Some(rustls::HandshakeKind::Resumed));
+    // The s_client handshake, the live connection and the resuming
+    // client's two before the revocation; none after it.
     assert_eq!(
         count_log(&edge, &["TLS peer authenticated", PARTNER_FQDN]),
-        2
+        4
     );
 }

@@ -182,6 +182,17 @@ pub struct FederationConfig {
     /// SIGHUP or `fedge reload`.
     #[serde(with = "humantime_serde")]
     pub file_check: Duration,
+    /// Resume partners' TLS sessions (TLS 1.3 tickets, TLS 1.2 session IDs
+    /// and tickets). A resumed session's certificate chain is checked again
+    /// (trust bundle, CRLs, expiry, CA pins, names) before it is used; a
+    /// reload starts a new cache and new ticket keys.
+    pub tls_resumption: bool,
+    /// Most TLS 1.2 sessions kept for resumption by session ID.
+    pub tls_session_cache: usize,
+    /// How long one ticket key encrypts new tickets; a ticket is accepted
+    /// for at most twice this, then its key is erased.
+    #[serde(with = "humantime_serde")]
+    pub tls_ticket_rotation: Duration,
 }
 
 impl Default for FederationConfig {
@@ -207,6 +218,9 @@ impl Default for FederationConfig {
             refusals_per_second: 20,
             refusal_burst: 40,
             file_check: Duration::from_secs(2),
+            tls_resumption: true,
+            tls_session_cache: 10_000,
+            tls_ticket_rotation: Duration::from_secs(3600),
         }
     }
 }

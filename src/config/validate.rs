@@ -186,6 +186,17 @@ impl Config {
                 f.max_connections
             )));
         }
+        if !(1..=1_000_000).contains(&f.tls_session_cache) {
+            return Err(ConfigError(
+                "[federation] tls_session_cache must be from 1 to 1000000".into(),
+            ));
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(&f.tls_ticket_rotation)
+        {
+            return Err(ConfigError(
+                "[federation] tls_ticket_rotation must be from 1m to 24h".into(),
+            ));
+        }
         if !(1..=f.max_connections).contains(&f.max_connections_per_identity) {
             return Err(ConfigError(format!(
                 "[federation] max_connections_per_identity must be from 1 to max_connections ({})",

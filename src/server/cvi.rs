@@ -33,7 +33,7 @@ use super::listen::bind_tcp;
 /// Starts the gateway and returns it (for the admin listener).
 pub(super) async fn start(
     cfg: &Config,
-    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    tls: Option<Arc<ArcSwap<crate::sip::transport::tls::ServerTls>>>,
     shared: &Shared,
     pool: Arc<Pool>,
     tasks: &mut JoinSet<()>,

@@ -58,7 +58,7 @@ use crate::sip::parse::Limits;
 use crate::sip::proxy::Proxy;
 use crate::sip::transport::admission::Limits as Admission;
 use crate::sip::transport::stream::{StreamListener, TlsAccept};
-use crate::sip::transport::tls::{ClientAuth, TlsFiles, server_config_with};
+use crate::sip::transport::tls::{ClientAuth, ServerTls, TlsFiles, server_config_with};
 use crate::sip::transport::{ConnectionTable, TransportSettings, udp};
 use crate::store::Store;
 
@@ -372,7 +372,7 @@ fn spawn_sip(
     cfg: &Config,
     shared: &Shared,
     proxy: &Arc<Proxy<Edge>>,
-    (fed, tls): (TcpListener, Arc<ArcSwap<ServerConfig>>),
+    (fed, tls): (TcpListener, Arc<ArcSwap<ServerTls>>),
     int_tcp: TcpListener,
     int_udp: Arc<UdpSocket>,
     tasks: &mut JoinSet<()>,

@@ -30,18 +30,21 @@ use crate::config::Config;
 use crate::federation::metrics::Metrics;
 use crate::sip::transport::outbound::Pool;
 use crate::sip::transport::tls::{
-    ChainCheck, ClientAuth, client_config_with, identity_of, load_certs, server_config,
-    server_config_with,
+    ChainCheck, ChainPolicy, ClientAuth, Resumption, ServerTls, client_config_with, identity_of,
+    load_certs, server_tls,
 };
 
 use super::{admin_tls, tls_files, tls_policy};
 
 /// Every TLS configuration built from one reading of the files.
 pub(super) struct Material {
-    pub fed: Arc<ServerConfig>,
+    /// The federation listener's: a new one (a new session cache and new
+    /// ticket keys) at each reload, so no session outlives the files it
+    /// was checked against.
+    pub fed: Arc<ServerTls>,
     pub client: Arc<ClientConfig>,
     /// The CVI TLS listener's (certificate optional), when it runs.
-    pub cvi: Option<Arc<ServerConfig>>,
+    pub cvi: Option<Arc<ServerTls>>,
     /// The admin listener's, under `[admin] tls`.
     pub admin: Option<Arc<ServerConfig>>,
     pub cert: ServedCert,
@@ -59,13 +62,27 @@ pub(super) fn load(
     let files = tls_files(cfg);
     let cert = served_cert(&cfg.federation.cert, &cfg.federation.fqdn, strict)?;
     let policy = tls_policy::chain_policy(cfg, check).map_err(|e| e.to_string())?;
-    let fed = server_config_with(&files, ClientAuth::Required, &policy)
+    let f = &cfg.federation;
+    let resumption = Resumption {
+        enabled: f.tls_resumption,
+        cache: f.tls_session_cache,
+        ticket_rotation: f.tls_ticket_rotation,
+    };
+    let fed = server_tls(&files, ClientAuth::Required, &policy, &resumption)
         .map_err(|e| format!("[federation] {e}"))?;
     let client = client_config_with(&files, &policy).map_err(|e| format!("[federation] {e}"))?;
     let cvi = if cfg.cvi.enabled && cfg.cvi.listen_tls.is_some() {
         // As at start-up: the CVI listener checks room certificates against
         // the trust bundle, without the federation's CRLs and pins.
-        Some(server_config(&files, ClientAuth::Optional).map_err(|e| format!("[federation] {e}"))?)
+        Some(
+            server_tls(
+                &files,
+                ClientAuth::Optional,
+                &ChainPolicy::default(),
+                &Resumption::disabled(),
+            )
+            .map_err(|e| format!("[federation] {e}"))?,
+        )
     } else {
         None
     };
@@ -167,8 +184,8 @@ fn rfc3339(unix: i64) -> String {
 
 /// What the running edge swaps on a good reload.
 pub(super) struct Swaps {
-    pub fed: Arc<ArcSwap<ServerConfig>>,
-    pub cvi: Option<Arc<ArcSwap<ServerConfig>>>,
+    pub fed: Arc<ArcSwap<ServerTls>>,
+    pub cvi: Option<Arc<ArcSwap<ServerTls>>>,
     pub admin: Option<Arc<ArcSwap<ServerConfig>>>,
     pub pool: Arc<Pool>,
     /// The connections up: a new CRL closes the federation connections of

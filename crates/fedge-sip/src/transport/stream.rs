@@ -12,6 +12,12 @@
 //! Capture: a framed message is copied to the capture tap before it goes
 //! up, a sent one after the writer wrote it (decrypted: the tap sees what
 //! TLS carries).
+//!
+//! Memory of an idle connection: a connection that has no partial message
+//! holds no read buffer (it waits with a buffer on the worker's stack, see
+//! [`read_some`]), and the handler's work on a message lives in a box of
+//! its own for as long as it runs, not in the connection's task, so an
+//! idle partner costs its TLS state and a few hundred bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +25,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -30,7 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::admission::{Admission, Limits, PendingTicket, Permit};
-use super::tls::{ClientAuth, describe_handshake_error, identity_of};
+use super::tls::{
+    ClientAuth, ServerTls, describe_handshake_error, describe_tls_error, identity_of,
+};
 use super::{
     Capture, Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Source, Tag, Transport,
     TransportSettings,
@@ -42,15 +49,23 @@ use crate::response::ResponseBuilder;
 /// Send queue depth per connection; a peer that lets it fill is not reading.
 const SEND_QUEUE: usize = 512;
 
+/// What one read takes at most while the connection holds no partial
+/// message (a buffer on the worker thread's stack, never in the task).
+const IDLE_READ: usize = 16 * 1024;
+
+/// Room made in the read buffer before each read in the middle of a message.
+const MID_READ: usize = 8 * 1024;
+
 /// How a TLS listener accepts: the server configuration (our certificate,
 /// the client verifier), the handshake deadline (total, counted from the
 /// accept), and whether a peer without a usable certificate identity is let
 /// in. The configuration is read at each accept, so the application may
 /// swap it (a certificate reload): new handshakes get the new one,
-/// connections already up keep theirs.
+/// connections already up keep theirs. A resumed session is checked again
+/// by the configuration's verifier before it is used.
 #[derive(Clone)]
 pub struct TlsAccept {
-    pub config: Arc<ArcSwap<ServerConfig>>,
+    pub config: Arc<ArcSwap<ServerTls>>,
     pub handshake_timeout: Duration,
     pub client_auth: ClientAuth,
 }
@@ -180,7 +195,8 @@ async fn accept_tls<H: Handler>(tcp: TcpStream, job: Handshake, ctx: ConnCtx, ha
     let shed = ticket.shed();
     // The deadline is total: a peer that sends a byte now and then does
     // not extend it.
-    let acceptor = TlsAcceptor::from(accept.config.load_full());
+    let server = accept.config.load_full();
+    let acceptor = TlsAcceptor::from(server.config.clone());
     let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
     let tls = tokio::select! {
         // Shed to make room (logged by the admission): the socket closes here.
@@ -200,6 +216,16 @@ async fn accept_tls<H: Handler>(tcp: TcpStream, job: Handshake, ctx: ConnCtx, ha
         },
     };
     let (_, conn) = tls.get_ref();
+    // A resumed session's chain is checked again, now, by the current
+    // verifier: resumption skips no check a full handshake makes.
+    if let Err(e) = server.recheck_resumed(conn) {
+        if crate::log_limit::allow(remote.ip(), "TLS handshake refused") {
+            warn!(role = %ctx.tag, %remote, reason = %describe_tls_error(&e), "TLS resumed session refused");
+        }
+        let mut tls = tls;
+        let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+        return;
+    }
     let identity = match conn.peer_certificates().and_then(|c| c.first()) {
         Some(cert) => match identity_of(cert, true) {
             Ok(id) => Some(Arc::new(id)),
@@ -221,6 +247,7 @@ async fn accept_tls<H: Handler>(tcp: TcpStream, job: Handshake, ctx: ConnCtx, ha
         .protocol_version()
         .map(|v| format!("{v:?}"))
         .unwrap_or_default();
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     // Out of the handshake budget, into the established connections (per
     // identity); refusals are logged by the admission.
     let Some(permit) = ticket.establish(identity.as_deref()) else {
@@ -229,7 +256,7 @@ async fn accept_tls<H: Handler>(tcp: TcpStream, job: Handshake, ctx: ConnCtx, ha
         return;
     };
     if let Some(id) = &identity {
-        info!(role = %ctx.tag, %remote, identity = %id, subject = %id.subject, %version, "TLS peer authenticated");
+        info!(role = %ctx.tag, %remote, identity = %id, subject = %id.subject, %version, resumed, "TLS peer authenticated");
     }
     spawn_connection(tls, Transport::Tls, identity, ctx, handler, Some(permit));
 }
@@ -375,7 +402,8 @@ where
     H: Handler,
 {
     let mut decoder = StreamDecoder::new(settings.limits);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Empty (no allocation) whenever no partial message is pending.
+    let mut buf = BytesMut::new();
     let mut msg_started: Option<Instant> = None;
     let mut eof = false;
     loop {
@@ -389,7 +417,9 @@ where
             match item {
                 Ok(Some(item)) => {
                     msg_started = None;
-                    dispatch(item, source, settings, handler).await;
+                    // Boxed: the handler's future lives only while the
+                    // message is handled, not in the idle task.
+                    Box::pin(dispatch(item, source, settings, handler)).await;
                     // One message is one unit of tokio's cooperative budget:
                     // a peer that sends a burst yields to the other
                     // connections instead of holding the worker.
@@ -402,6 +432,7 @@ where
         if eof {
             return "peer closed the connection".into();
         }
+        release_if_drained(&mut buf);
         let mid = decoder.mid_message(&buf);
         if mid && msg_started.is_none() {
             msg_started = Some(Instant::now());
@@ -422,13 +453,45 @@ where
                 }
                 return "idle timeout".into();
             }
-            r = rd.read_buf(&mut buf) => match r {
+            r = read_some(rd, &mut buf) => match r {
                 Ok(0) => eof = true,
                 Ok(_) => {}
                 Err(e) => return format!("read error: {e}"),
             }
         }
     }
+}
+
+/// Gives a fully consumed read buffer's memory back (the messages framed
+/// from it keep only their own bytes alive).
+fn release_if_drained(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
+/// Reads what is there into `buf`. With bytes pending (a partial message)
+/// it reads into `buf` itself; with none, into a buffer on the worker
+/// thread's stack, copied into `buf` only once bytes have come, so that a
+/// connection waiting for its next message holds no buffer.
+async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if !buf.is_empty() {
+        buf.reserve(MID_READ);
+        return rd.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
+        let mut rb = tokio::io::ReadBuf::uninit(&mut scratch);
+        match std::pin::Pin::new(&mut *rd).poll_read(cx, &mut rb) {
+            std::task::Poll::Ready(Ok(())) => {
+                buf.extend_from_slice(rb.filled());
+                std::task::Poll::Ready(Ok(rb.filled().len()))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
 
 async fn dispatch<H: Handler>(
@@ -537,4 +600,129 @@ fn truncate_for_log(s: &str) -> String {
         t.push('…');
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Side;
+    use std::sync::Mutex;
+
+    /// Records what reaches it; each message's handling holds a large
+    /// buffer across an await, as a real handler's state may.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Handler for Recorder {
+        async fn on_message(&self, inbound: Inbound) {
+            let big = [7u8; 32 * 1024];
+            tokio::task::yield_now().await;
+            assert_eq!(big[100], 7);
+            let line = inbound.msg.start_line_str().to_string();
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    fn settings() -> TransportSettings {
+        TransportSettings {
+            limits: crate::parse::Limits::default(),
+            idle_timeout: Duration::from_secs(30),
+            message_timeout: Duration::from_secs(30),
+            agent: "test".into(),
+            handshake_timeout: Duration::from_secs(5),
+            capture: None,
+        }
+    }
+
+    fn source() -> Source {
+        let a = SocketAddr::from(([127, 0, 0, 1], 5061));
+        Source {
+            tag: Tag::new("test", Side::Outside),
+            transport: Transport::Tcp,
+            remote: a,
+            local: a,
+            identity: None,
+            conn: None,
+            udp: None,
+            capture: None,
+        }
+    }
+
+    fn options(n: u32) -> String {
+        format!(
+            "OPTIONS sip:edge.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK-{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:a@partner.test>;tag={n}\r\nTo: <sip:edge.test>\r\n\
+             Call-ID: {n}@partner.test\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// The handler's future (32 KiB here) is not part of the connection's
+    /// task: an idle connection's task stays small.
+    #[tokio::test]
+    async fn the_handlers_state_is_not_kept_in_an_idle_connection() {
+        let (mut a, _b) = tokio::io::duplex(64);
+        let (settings, source, close, h) = (
+            settings(),
+            source(),
+            CancellationToken::new(),
+            Recorder::default(),
+        );
+        let fut = read_loop(&mut a, &source, &settings, &close, &h);
+        let size = std::mem::size_of_val(&fut);
+        assert!(size < 4096, "a connection's read task is {size} bytes");
+    }
+
+    /// A drained buffer is given back; one holding a partial message is kept.
+    #[test]
+    fn a_drained_read_buffer_is_released() {
+        let mut buf = BytesMut::with_capacity(8192);
+        buf.extend_from_slice(b"OPTIONS sip:x SIP/2.0\r\n");
+        release_if_drained(&mut buf);
+        assert!(buf.capacity() >= 8192, "a partial message was dropped");
+        let _message = buf.split();
+        release_if_drained(&mut buf);
+        assert_eq!(buf.capacity(), 0);
+    }
+
+    /// A read with nothing pending allocates what came, not a whole buffer.
+    #[tokio::test]
+    async fn an_idle_read_allocates_only_what_came() {
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        b.write_all(&[b'x'; 300]).await.unwrap();
+        let mut buf = BytesMut::new();
+        let n = read_some(&mut a, &mut buf).await.unwrap();
+        assert_eq!(n, 300);
+        assert_eq!(&buf[..], &[b'x'; 300][..]);
+        assert!(buf.capacity() < 1024, "capacity {}", buf.capacity());
+    }
+
+    /// Messages split across reads and several in one read all come up,
+    /// in order, through the idle and the mid-message read paths.
+    #[tokio::test]
+    async fn messages_across_and_within_reads_all_arrive() {
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let (settings, source, close, h) = (
+            settings(),
+            source(),
+            CancellationToken::new(),
+            Recorder::default(),
+        );
+        let writer = async move {
+            let (one, two, three) = (options(1), options(2), options(3));
+            let (head, tail) = one.split_at(40);
+            b.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            b.write_all(tail.as_bytes()).await.unwrap();
+            b.write_all(format!("{two}{three}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(b);
+        };
+        let (reason, ()) = tokio::join!(read_loop(&mut a, &source, &settings, &close, &h), writer);
+        assert_eq!(reason, "peer closed the connection");
+        let got = h.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.iter().all(|l| l.starts_with("OPTIONS sip:edge.test")));
+    }
 }

@@ -1,5 +1,5 @@
 //! TLS for SIP listeners and outbound connections: TLS 1.2 and 1.3 with
-//! the ring provider, client certificates required or optional per
+//! the aws-lc-rs provider, client certificates required or optional per
 //! listener ([`ClientAuth`]) and verified against configured trust anchors,
 //! and the peer's identity read from its certificate. Which partner or
 //! room an identity belongs to is the application's rule, never decided
@@ -7,8 +7,13 @@
 //!
 //! Owns certificate loading and what counts as an identity: the SAN DNS
 //! names of the end-entity certificate (the subject CN only when there is
-//! no SAN extension at all, RFC 5922 §7.1), lower-cased. Sessions are never
-//! resumed, so every connection's chain is checked in full. A certificate carrying a wildcard name is refused
+//! no SAN extension at all, RFC 5922 §7.1), lower-cased. A listener may
+//! resume sessions ([`Resumption`]: TLS 1.3 tickets, TLS 1.2 session IDs
+//! and tickets, a bounded cache, rotated ticket keys); a resumed session's
+//! chain is then checked again by the listener's current verifier
+//! ([`ServerTls::recheck_resumed`]) before the connection is used, so
+//! resumption never skips a check a full handshake makes. The outbound
+//! side never resumes. A certificate carrying a wildcard name is refused
 //! during the handshake, so the peer sees a TLS alert and nothing above
 //! this layer ever meets it. Revocation lists, chain caps and the
 //! application's chain check (CA pins) are in `chain.rs`.
@@ -23,13 +28,16 @@ pub use chain::{
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::crypto::GetRandomFailed;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ProducesTickets, WebPkiClientVerifier};
+use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig, ServerConnection};
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -157,9 +165,11 @@ pub fn identity_of(
     })
 }
 
-/// The ring provider with the default cipher suites.
+/// The aws-lc-rs provider with the default cipher suites: its RSA
+/// signatures cost half of ring's, which is most of a full handshake with
+/// an RSA certificate (chosen by measurement, see the tls notes).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
@@ -245,8 +255,67 @@ pub enum ClientAuth {
     Optional,
 }
 
+/// Session resumption on a TLS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumption {
+    /// Resume at all (TLS 1.3 tickets, TLS 1.2 session IDs and tickets).
+    pub enabled: bool,
+    /// Most TLS 1.2 sessions kept by session ID (the oldest go first).
+    pub cache: usize,
+    /// How long one ticket key encrypts new tickets; a ticket is accepted
+    /// for at most twice this, and a key is erased after that.
+    pub ticket_rotation: Duration,
+}
+
+impl Resumption {
+    /// Every connection makes a full handshake.
+    pub const fn disabled() -> Resumption {
+        Resumption {
+            enabled: false,
+            cache: 0,
+            ticket_rotation: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A TLS listener's server configuration with the client-certificate
+/// verifier it was built with, for [`ServerTls::recheck_resumed`]. A new
+/// one (a reload) has a new session cache and new ticket keys: sessions
+/// of the old one are not resumed by it.
+#[derive(Debug)]
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl ServerTls {
+    /// Checks a resumed session's client certificate chain again, as a
+    /// full handshake would check it now (trust anchors, revocation
+    /// lists, chain caps, expiry, identity, the application's chain check
+    /// against the registry as it is now): a resumed session restores the
+    /// certificate the client showed when the session began, without the
+    /// verifier seeing it again. Full handshakes pass at once (their chain
+    /// was just checked).
+    pub fn recheck_resumed(&self, conn: &ServerConnection) -> Result<(), rustls::Error> {
+        if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+            return Ok(());
+        }
+        match conn.peer_certificates() {
+            Some([end_entity, intermediates @ ..]) => self
+                .verifier
+                .verify_client_cert(end_entity, intermediates, UnixTime::now())
+                .map(|_| ()),
+            _ if self.verifier.client_auth_mandatory() => {
+                Err(rustls::Error::NoCertificatesPresented)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Server side of a TLS listener: our certificate, client certificates as
-/// `auth` says, checked against `trust`, default chain caps, no CRLs.
+/// `auth` says, checked against `trust`, default chain caps, no CRLs, no
+/// resumption.
 pub fn server_config(files: &TlsFiles, auth: ClientAuth) -> Result<Arc<ServerConfig>, TlsError> {
     server_config_with(files, auth, &ChainPolicy::default())
 }
@@ -258,6 +327,18 @@ pub fn server_config_with(
     auth: ClientAuth,
     policy: &ChainPolicy,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_tls(files, auth, policy, &Resumption::disabled()).map(|t| t.config.clone())
+}
+
+/// A listener's configuration ([`server_config_with`]) with session
+/// resumption as `resumption` says, and its verifier for
+/// [`ServerTls::recheck_resumed`].
+pub fn server_tls(
+    files: &TlsFiles,
+    auth: ClientAuth,
+    policy: &ChainPolicy,
+    resumption: &Resumption,
+) -> Result<Arc<ServerTls>, TlsError> {
     let certs = load_certs(&files.cert, "certificate")?;
     let key = load_key(&files.key)?;
     let roots = load_roots(&files.trust)?;
@@ -275,25 +356,71 @@ pub fn server_config_with(
     let inner = builder
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let verifier = chain::GuardedClientVerifier {
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(chain::GuardedClientVerifier {
         inner,
         mandatory: auth == ClientAuth::Required,
         roots,
         provider: provider.clone(),
         policy: policy.clone(),
-    };
+    });
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(verifier))
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(format!("certificate and key do not fit together: {e}")))?;
-    // No session resumption: a resumed session would restore the client's
-    // identity without its chain being checked again (revocation lists,
-    // CA pins, the registry). Every connection proves itself in full.
-    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    cfg.send_tls13_tickets = 0;
-    Ok(Arc::new(cfg))
+    if resumption.enabled {
+        // Resumed sessions are checked again by the listener
+        // (`ServerTls::recheck_resumed`): a resumption skips no check.
+        cfg.session_storage =
+            rustls::server::ServerSessionMemoryCache::new(resumption.cache.max(1));
+        let rotation = u32::try_from(resumption.ticket_rotation.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        cfg.ticketer = Arc::new(
+            rustls::ticketer::TicketRotator::new(rotation, ticket_keys)
+                .map_err(|e| TlsError::Rustls(format!("ticket keys: {e}")))?,
+        );
+        // One ticket per connection: partners reconnect one at a time.
+        cfg.send_tls13_tickets = 1;
+    } else {
+        // No session resumption: every connection proves itself in full.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
+    }
+    Ok(Arc::new(ServerTls {
+        config: Arc::new(cfg),
+        verifier,
+    }))
+}
+
+/// One ticket key of a [`rustls::ticketer::TicketRotator`]: the provider's
+/// own ticketer (an AEAD under a fresh random key), which the rotator
+/// replaces every rotation period and erases one period later.
+fn ticket_keys() -> Result<Box<dyn ProducesTickets>, GetRandomFailed> {
+    let inner = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|_| GetRandomFailed)?;
+    Ok(Box::new(TicketKey(inner)))
+}
+
+#[derive(Debug)]
+struct TicketKey(Arc<dyn ProducesTickets>);
+
+impl ProducesTickets for TicketKey {
+    fn enabled(&self) -> bool {
+        self.0.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.0.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.0.encrypt(plain)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        self.0.decrypt(cipher)
+    }
 }
 
 /// Client side for outbound partner connections: presents our certificate
