@@ -560,10 +560,18 @@ fn main() {
         a.target,
         a.threads,
         if a.threads == 1 { "" } else { "s" },
-        a.shapes.iter().map(Shape::label).collect::<Vec<_>>().join(","),
+        a.shapes
+            .iter()
+            .map(Shape::label)
+            .collect::<Vec<_>>()
+            .join(","),
         a.secs,
         a.rounds,
-        if a.burst { "burst (tokio 1 ms ticks)" } else { "even" },
+        if a.burst {
+            "burst (tokio 1 ms ticks)"
+        } else {
+            "even"
+        },
     );
     println!(
         "{:>5} {:>9} {:>8} {:>8} {:>10} {:>8} {:>8} {:>9} {:>9} {:>12} {:>9} {:>12}",
