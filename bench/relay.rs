@@ -523,6 +523,9 @@ fn transactions(relay: &Relay) -> String {
     )
 }
 
+/// (target, shape, rate): what a median is taken over.
+type StepKey<'a> = (&'a str, String, u64);
+
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -589,7 +592,7 @@ fn main() {
         "txns s/c"
     );
     // (target, shape, rate) -> CPU per message of each round.
-    let mut cpu: Vec<((&str, String, u64), Vec<f64>)> = Vec::new();
+    let mut cpu: Vec<(StepKey, Vec<f64>)> = Vec::new();
     for round in 0..a.rounds {
         for shape in &a.shapes {
             let partner = if shape.rsa {
@@ -643,7 +646,7 @@ fn main() {
             "{:>9} {:>8} {:>8} {:>12} {:>16}",
             "target", "shape", "rate", "CPU us/msg", "fedge/kamailio"
         );
-        let med: Vec<((&str, String, u64), f64)> = cpu
+        let med: Vec<(StepKey, f64)> = cpu
             .iter()
             .map(|(k, v)| (k.clone(), median(&mut v.clone())))
             .collect();
