@@ -9,8 +9,22 @@
 //! "CPU per message" is the relay's own cost while the load generator runs
 //! on the same two cores.
 //!
+//! Two client shapes (`--shapes`, default both): `8:ecdsa`, eight
+//! connections with an ECDSA P-256 partner certificate (the project's
+//! historical shape), and `1:rsa`, ONE connection with an RSA-2048 partner
+//! certificate (made with the openssl CLI), the shape of an independent
+//! SfB-like generator. Messages are paced evenly in time by a thread of
+//! their own (one every 1/rate s, round robin over the connections), as an
+//! independent generator sends them; `--pace burst` keeps the old pacing
+//! (tokio timers of 1 ms: each connection's messages leave together).
+//!
+//! `--target both` starts fedge and Kamailio side by side and measures
+//! them alternately (the order swapped each round) for `--rounds` rounds,
+//! then prints the medians: the figures to compare on a shared machine.
+//!
 //! Run: `cargo bench --bench relay -- [--rates 1000,2000,4000] [--secs 8]
-//!       [--conns 8] [--handshake-secs 5] [--target fedge|kamailio]`
+//!       [--shapes 8:ecdsa,1:rsa] [--conns N --key ecdsa|rsa]
+//!       [--rounds 3] [--handshake-secs 5] [--target fedge|kamailio|both]`
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -35,9 +49,36 @@ struct Args {
     threads: usize,
     rates: Vec<u64>,
     secs: u64,
-    conns: usize,
+    shapes: Vec<Shape>,
     handshake_secs: u64,
     target: String,
+    rounds: usize,
+    burst: bool,
+}
+
+/// How the partner's side connects: how many connections, which key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    conns: usize,
+    rsa: bool,
+}
+
+impl Shape {
+    fn parse(s: &str) -> Option<Shape> {
+        let (c, k) = s.trim().split_once(':').unwrap_or((s.trim(), "ecdsa"));
+        Some(Shape {
+            conns: c.parse().ok().filter(|&n: &usize| n > 0)?,
+            rsa: match k {
+                "rsa" => true,
+                "ecdsa" => false,
+                _ => return None,
+            },
+        })
+    }
+
+    fn label(&self) -> String {
+        format!("{}:{}", self.conns, if self.rsa { "rsa" } else { "ecdsa" })
+    }
 }
 
 fn args() -> Args {
@@ -45,10 +86,23 @@ fn args() -> Args {
         threads: 1,
         rates: vec![1000, 2000, 4000, 6000],
         secs: 8,
-        conns: 8,
+        shapes: vec![
+            Shape {
+                conns: 8,
+                rsa: false,
+            },
+            Shape {
+                conns: 1,
+                rsa: true,
+            },
+        ],
         handshake_secs: 5,
         target: "fedge".into(),
+        rounds: 1,
+        burst: false,
     };
+    let mut conns = None;
+    let mut rsa = None;
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < v.len() {
@@ -61,7 +115,11 @@ fn args() -> Args {
                     .collect()
             }
             "--secs" => a.secs = next.parse().unwrap_or(a.secs),
-            "--conns" => a.conns = next.parse().unwrap_or(a.conns),
+            "--conns" => conns = next.parse().ok(),
+            "--key" => rsa = Some(next == "rsa"),
+            "--shapes" => a.shapes = next.split(',').filter_map(Shape::parse).collect(),
+            "--rounds" => a.rounds = next.parse().unwrap_or(1).max(1),
+            "--pace" => a.burst = next == "burst",
             "--handshake-secs" => a.handshake_secs = next.parse().unwrap_or(a.handshake_secs),
             "--target" => a.target = next,
             "--threads" => a.threads = next.parse().unwrap_or(1),
@@ -72,7 +130,74 @@ fn args() -> Args {
         }
         i += 2;
     }
+    if conns.is_some() || rsa.is_some() {
+        a.shapes = vec![Shape {
+            conns: conns.unwrap_or(8),
+            rsa: rsa.unwrap_or(false),
+        }];
+    }
     a
+}
+
+/// An RSA-2048 partner certificate from the bench's CA, made with the
+/// openssl CLI (rcgen with ring makes no RSA keys).
+fn rsa_partner(p: &Pki) -> fedge_testkit::pki::CertFiles {
+    let dir = p.path();
+    let ca_key = dir.join("ca-for-rsa.key");
+    std::fs::write(&ca_key, &p.ca.pem.key_pem).unwrap();
+    let (key, csr, cert, ext) = (
+        dir.join("partner-rsa.key"),
+        dir.join("partner-rsa.csr"),
+        dir.join("partner-rsa.crt"),
+        dir.join("partner-rsa.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:sip.partner.test\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth,clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+    )
+    .unwrap();
+    let ok = |args: &[&std::ffi::OsStr]| {
+        let st = Command::new("openssl")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    ok(&[
+        "req".as_ref(),
+        "-new".as_ref(),
+        "-newkey".as_ref(),
+        "rsa:2048".as_ref(),
+        "-nodes".as_ref(),
+        "-subj".as_ref(),
+        "/CN=sip.partner.test".as_ref(),
+        "-keyout".as_ref(),
+        key.as_os_str(),
+        "-out".as_ref(),
+        csr.as_os_str(),
+    ]);
+    ok(&[
+        "x509".as_ref(),
+        "-req".as_ref(),
+        "-in".as_ref(),
+        csr.as_os_str(),
+        "-CA".as_ref(),
+        p.ca_file.as_os_str(),
+        "-CAkey".as_ref(),
+        ca_key.as_os_str(),
+        "-CAcreateserial".as_ref(),
+        "-days".as_ref(),
+        "30".as_ref(),
+        "-sha256".as_ref(),
+        "-extfile".as_ref(),
+        ext.as_os_str(),
+        "-out".as_ref(),
+        cert.as_os_str(),
+    ]);
+    fedge_testkit::pki::CertFiles { cert, key }
 }
 
 /// Home pool: answers every request with 200 from a thread of its own.
@@ -179,10 +304,15 @@ struct StepResult {
     secs: f64,
 }
 
-async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) -> StepResult {
+async fn run_step(
+    relay: &Relay,
+    p: &Pki,
+    partner: &fedge_testkit::pki::CertFiles,
+    (rate, secs, conns, burst): (u64, u64, usize, bool),
+) -> StepResult {
     let cfg = client_config(&TlsFiles {
-        cert: p.partner.cert.clone(),
-        key: p.partner.key.clone(),
+        cert: partner.cert.clone(),
+        key: partner.key.clone(),
         trust: p.ca_file.clone(),
     })
     .unwrap();
@@ -209,8 +339,35 @@ async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) ->
     let cpu0 = cpu_seconds(&pids);
     let t0 = Instant::now();
     let per_conn = rate as f64 / conns as f64;
+    let total = rate * secs;
+    // Even pacing: one thread sends each message's turn to its connection's
+    // writer at its time (std's sleep, not tokio's 1 ms timer wheel).
+    let mut ticks = Vec::new();
+    let mut pacer_tx = Vec::new();
+    for _ in 0..conns {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        pacer_tx.push(tx);
+        ticks.push(rx);
+    }
+    let pacer = (!burst).then(|| {
+        std::thread::spawn(move || {
+            let every = Duration::from_secs_f64(1.0 / rate as f64);
+            let start = Instant::now();
+            for i in 0..total {
+                let at = start + every * i as u32;
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                let c = (i % pacer_tx.len() as u64) as usize;
+                if pacer_tx[c].send(i / pacer_tx.len() as u64 + 1).is_err() {
+                    break;
+                }
+            }
+        })
+    });
     let mut tasks = Vec::new();
-    for (ci, s) in streams.into_iter().enumerate() {
+    for (ci, (s, mut tick)) in streams.into_iter().zip(ticks).enumerate() {
         let (mut rd, mut wr) = tokio::io::split(s);
         let inflight: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
         let (i2, ok2, bad2, lat2) = (inflight.clone(), ok.clone(), bad.clone(), lat.clone());
@@ -243,11 +400,19 @@ async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) ->
         });
         let sent2 = sent.clone();
         let writer = tokio::spawn(async move {
-            let total = (per_conn * secs as f64) as u64;
+            let mine = (per_conn * secs as f64) as u64;
             let every = Duration::from_secs_f64(1.0 / per_conn);
             let start = tokio::time::Instant::now();
-            for seq in 1..=total {
-                tokio::time::sleep_until(start + every * (seq as u32 - 1)).await;
+            for n in 1..=mine {
+                let seq = if burst {
+                    tokio::time::sleep_until(start + every * (n as u32 - 1)).await;
+                    n
+                } else {
+                    match tick.recv().await {
+                        Some(seq) => seq,
+                        None => break,
+                    }
+                };
                 inflight.lock().unwrap().insert(seq, Instant::now());
                 if wr.write_all(&message(ci, seq)).await.is_err() {
                     break;
@@ -269,6 +434,9 @@ async fn run_step(relay: &Relay, p: &Pki, rate: u64, secs: u64, conns: usize) ->
     for (w, r) in tasks {
         lost += w.await.unwrap_or(0);
         r.abort();
+    }
+    if let Some(t) = pacer {
+        let _ = t.join();
     }
     let secs_f = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(&pids) - cpu0;
@@ -355,37 +523,64 @@ fn transactions(relay: &Relay) -> String {
     )
 }
 
+/// (target, shape, rate): what a median is taken over.
+type StepKey<'a> = (&'a str, String, u64);
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 fn main() {
     let a = args();
     let p = Pki::new();
     let stop = Arc::new(AtomicBool::new(false));
     let home = home_responder(stop.clone());
-    let relay = match a.target.as_str() {
-        "kamailio" => start_kamailio(&p, home),
-        _ => start_fedge(&p, home, a.threads, ""),
-    };
+    let mut relays: Vec<(&str, Relay)> = Vec::new();
+    if a.target == "fedge" || a.target == "both" {
+        relays.push(("fedge", start_fedge(&p, home, a.threads, "")));
+    }
+    if a.target == "kamailio" || a.target == "both" {
+        relays.push(("kamailio", start_kamailio(&p, home)));
+    }
+    assert!(!relays.is_empty(), "--target fedge, kamailio or both");
+    let rsa = a.shapes.iter().any(|s| s.rsa).then(|| rsa_partner(&p));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     println!(
-        "relay: {}{}   connections: {}   step: {} s   (load generator on the same 2 cores)",
+        "relay: {} (fedge: {} runtime thread{})   shapes: {}   step: {} s   rounds: {}   pacing: {}   (load generator on the same 2 cores; machine shared)",
         a.target,
-        if a.target == "fedge" {
-            format!(
-                " ({} runtime thread{})",
-                a.threads,
-                if a.threads == 1 { "" } else { "s" }
-            )
+        a.threads,
+        if a.threads == 1 { "" } else { "s" },
+        a.shapes
+            .iter()
+            .map(Shape::label)
+            .collect::<Vec<_>>()
+            .join(","),
+        a.secs,
+        a.rounds,
+        if a.burst {
+            "burst (tokio 1 ms ticks)"
         } else {
-            String::new()
+            "even"
         },
-        a.conns,
-        a.secs
     );
     println!(
-        "{:>8} {:>10} {:>8} {:>8} {:>9} {:>9} {:>12} {:>9} {:>12}",
+        "{:>5} {:>9} {:>8} {:>8} {:>10} {:>8} {:>8} {:>9} {:>9} {:>12} {:>9} {:>12}",
+        "round",
+        "target",
+        "shape",
         "rate",
         "achieved/s",
         "ok",
@@ -396,29 +591,86 @@ fn main() {
         "RSS MiB",
         "txns s/c"
     );
-    for &rate in &a.rates {
-        let r = rt.block_on(run_step(&relay, &p, rate, a.secs, a.conns));
-        let achieved = r.ok as f64 / r.secs;
+    // (target, shape, rate) -> CPU per message of each round.
+    let mut cpu: Vec<(StepKey, Vec<f64>)> = Vec::new();
+    for round in 0..a.rounds {
+        for shape in &a.shapes {
+            let partner = if shape.rsa {
+                rsa.clone().unwrap()
+            } else {
+                p.partner.clone()
+            };
+            for &rate in &a.rates {
+                // Alternate which relay goes first, round by round.
+                let mut order: Vec<usize> = (0..relays.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    let (name, relay) = (&relays[i].0, &relays[i].1);
+                    let r = rt.block_on(run_step(
+                        relay,
+                        &p,
+                        &partner,
+                        (rate, a.secs, shape.conns, a.burst),
+                    ));
+                    let achieved = r.ok as f64 / r.secs;
+                    let per_msg = r.cpu * 1e6 / r.ok.max(1) as f64;
+                    println!(
+                        "{:>5} {:>9} {:>8} {:>8} {:>10.0} {:>8} {:>8} {:>9.2} {:>9.2} {:>12.1} {:>9.1} {:>12}",
+                        round + 1,
+                        name,
+                        shape.label(),
+                        rate,
+                        achieved,
+                        r.ok,
+                        r.failed + r.sent.saturating_sub(r.ok + r.failed),
+                        pct(&r.lat_us, 0.50),
+                        pct(&r.lat_us, 0.99),
+                        per_msg,
+                        r.rss,
+                        transactions(relay)
+                    );
+                    let key = (*name, shape.label(), rate);
+                    match cpu.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, v)) => v.push(per_msg),
+                        None => cpu.push((key, vec![per_msg])),
+                    }
+                }
+            }
+        }
+    }
+    if a.rounds > 1 || relays.len() > 1 {
+        println!("\nmedian CPU us per MESSAGE over {} round(s):", a.rounds);
         println!(
-            "{:>8} {:>10.0} {:>8} {:>8} {:>9.2} {:>9.2} {:>12.1} {:>9.1} {:>12}",
-            rate,
-            achieved,
-            r.ok,
-            r.failed + r.sent.saturating_sub(r.ok + r.failed),
-            pct(&r.lat_us, 0.50),
-            pct(&r.lat_us, 0.99),
-            r.cpu * 1e6 / r.ok.max(1) as f64,
-            r.rss,
-            transactions(&relay)
+            "{:>9} {:>8} {:>8} {:>12} {:>16}",
+            "target", "shape", "rate", "CPU us/msg", "fedge/kamailio"
         );
+        let med: Vec<(StepKey, f64)> = cpu
+            .iter()
+            .map(|(k, v)| (k.clone(), median(&mut v.clone())))
+            .collect();
+        for ((name, shape, rate), m) in &med {
+            let ratio = if *name == "fedge" {
+                med.iter()
+                    .find(|((n, s, r), _)| *n == "kamailio" && s == shape && r == rate)
+                    .map(|(_, k)| format!("{:.2}", m / k))
+                    .unwrap_or_else(|| "-".into())
+            } else {
+                "-".into()
+            };
+            println!("{name:>9} {shape:>8} {rate:>8} {m:>12.1} {ratio:>16}");
+        }
     }
     if a.handshake_secs > 0 {
-        let (n, per_s, cpu) = rt.block_on(handshakes(&relay, &p, a.handshake_secs, 4));
-        println!(
-            "mutual-TLS handshakes: {n} in {} s = {per_s:.0}/s, relay CPU {:.2} ms per handshake",
-            a.handshake_secs,
-            cpu * 1e3
-        );
+        for (name, relay) in &relays {
+            let (n, per_s, cpu) = rt.block_on(handshakes(relay, &p, a.handshake_secs, 4));
+            println!(
+                "{name}: mutual-TLS handshakes: {n} in {} s = {per_s:.0}/s, relay CPU {:.2} ms per handshake",
+                a.handshake_secs,
+                cpu * 1e3
+            );
+        }
     }
     stop.store(true, Ordering::Relaxed);
 }

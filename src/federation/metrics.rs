@@ -18,21 +18,37 @@ pub struct Metrics {
 }
 
 fn labels(l: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    render_labels(l, &mut out);
+    out
+}
+
+/// Writes `{k="v",...}` (values escaped) into `out`, which it clears
+/// first; nothing for no labels. One buffer, no allocation per label: it
+/// runs once per request on the proxy's path.
+fn render_labels(l: &[(&str, &str)], out: &mut String) {
+    out.clear();
     if l.is_empty() {
-        return String::new();
+        return;
     }
-    let parts: Vec<String> = l
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}=\"{}\"",
-                v.replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n")
-            )
-        })
-        .collect();
-    format!("{{{}}}", parts.join(","))
+    out.push('{');
+    for (i, (k, v)) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
 }
 
 /// The label pairs `labels` rendered (`{k="v",...}`, values escaped).
@@ -83,13 +99,29 @@ impl Metrics {
 
     /// Adds one to a counter.
     pub fn inc(&self, name: &'static str, help: &'static str, l: &[(&str, &str)]) {
-        self.describe(name, "counter", help);
-        *self
-            .counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((name, labels(l)))
-            .or_insert(0) += 1;
+        thread_local! {
+            static RENDERED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        RENDERED.with_borrow_mut(|rendered| {
+            render_labels(l, rendered);
+            let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+            // The series exists (every request after the first): found by
+            // its rendered labels, nothing allocated.
+            let key = (name, std::mem::take(rendered));
+            if let Some(n) = counters.get_mut(&key) {
+                *n += 1;
+                *rendered = key.1;
+                return;
+            }
+            drop(counters);
+            self.describe(name, "counter", help);
+            *self
+                .counters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_insert(0) += 1;
+        });
     }
 
     /// Sets a gauge.

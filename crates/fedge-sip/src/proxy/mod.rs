@@ -209,11 +209,11 @@ impl<R: Router> Proxy<R> {
 
     /// True when a Via of ours carries this request's loop hash (§16.3 step 4).
     fn looped(&self, msg: &SipMessage, hash: u32) -> bool {
-        let want = format!("{hash:08x}");
+        let want = hex8(hash);
         msg.vias().any(|v| {
             v.branch()
                 .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
-                .is_some_and(|rest| rest.starts_with(&want))
+                .is_some_and(|rest| rest.as_bytes().starts_with(&want))
                 && self.cfg.self_hosts.contains(
                     &v.host
                         .to_string()
@@ -808,15 +808,12 @@ impl<R: Router> Proxy<R> {
 
     async fn on_response(&self, msg: SipMessage, source: Source) {
         self.stats.responses.fetch_add(1, Ordering::Relaxed);
-        let key = msg
-            .top_via()
-            .and_then(|v| {
-                v.branch()
-                    .filter(|b| b.starts_with(BRANCH_PREFIX))
-                    .map(str::to_string)
-            })
-            .zip(msg.cseq().map(|c| c.method.to_string()))
-            .map(|(b, m)| txn::client_key(&b, &m));
+        let via = msg.top_via();
+        let key = via
+            .as_ref()
+            .and_then(|v| v.branch().filter(|b| b.starts_with(BRANCH_PREFIX)))
+            .zip(msg.cseq())
+            .map(|(b, c)| txn::client_key(b, c.method));
         match key.as_deref().and_then(|k| self.tables.client(k)) {
             Some(c) => {
                 let step = c.on_response(msg, tokio::time::Instant::now());
@@ -871,17 +868,20 @@ impl<R: Router> Handler for Proxy<R> {
     }
 }
 
+/// `hash` as the 8 hex digits our branches carry (`{hash:08x}`), no String.
+fn hex8(hash: u32) -> [u8; 8] {
+    std::array::from_fn(|i| b"0123456789abcdef"[((hash >> (28 - 4 * i)) & 0xf) as usize])
+}
+
 /// The loop-detection hash of RFC 3261 §16.6 step 8: the request's
 /// identifying fields as received.
 pub fn loop_hash(msg: &SipMessage) -> u32 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
-    msg.to()
-        .and_then(|t| t.tag().map(str::to_string))
-        .hash(&mut h);
-    msg.from()
-        .and_then(|f| f.tag().map(str::to_string))
-        .hash(&mut h);
+    // `Option<&str>` hashes as `Option<String>` did: the same value, with no
+    // copy of the tags.
+    msg.to().as_ref().and_then(|t| t.tag()).hash(&mut h);
+    msg.from().as_ref().and_then(|f| f.tag()).hash(&mut h);
     msg.call_id().hash(&mut h);
     msg.cseq().map(|c| c.seq).hash(&mut h);
     msg.request_uri_str().hash(&mut h);
@@ -893,4 +893,14 @@ pub fn loop_hash(msg: &SipMessage) -> u32 {
         v.hash(&mut h);
     }
     h.finish() as u32
+}
+
+#[cfg(test)]
+mod hex_tests {
+    #[test]
+    fn hex8_writes_what_format_writes() {
+        for h in [0u32, 1, 0xdead_beef, 0x0102_0a0b, u32::MAX] {
+            assert_eq!(&super::hex8(h)[..], format!("{h:08x}").as_bytes());
+        }
+    }
 }

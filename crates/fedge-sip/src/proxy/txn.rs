@@ -104,9 +104,21 @@ pub fn server_key(msg: &SipMessage) -> Option<String> {
         Method::Ack => "INVITE",
         m => m.as_str(),
     };
-    let sent_by = format!("{}:{}", via.host, via.port.unwrap_or(0)).to_ascii_lowercase();
+    use std::fmt::Write as _;
+    let mut sent_by = String::with_capacity(48);
+    let _ = write!(sent_by, "{}:{}", via.host, via.port.unwrap_or(0));
+    sent_by.make_ascii_lowercase();
     match via.branch() {
-        Some(b) if b.starts_with(MAGIC_COOKIE) => Some(format!("{b}|{sent_by}|{method}")),
+        Some(b) if b.starts_with(MAGIC_COOKIE) => {
+            // One allocation for the key (it is built for every request).
+            let mut key = String::with_capacity(b.len() + sent_by.len() + method.len() + 2);
+            key.push_str(b);
+            key.push('|');
+            key.push_str(&sent_by);
+            key.push('|');
+            key.push_str(method);
+            Some(key)
+        }
         _ => {
             // RFC 2543 peers: no usable branch. Match on what identifies the
             // request instead (the To tag is left out so the ACK matches).
@@ -125,10 +137,12 @@ pub fn server_key(msg: &SipMessage) -> Option<String> {
 
 /// The key of a client transaction: our branch and the CSeq method.
 pub fn client_key(branch: &str, method: &str) -> String {
-    format!(
-        "{branch}|{}",
-        if method == "ACK" { "INVITE" } else { method }
-    )
+    let method = if method == "ACK" { "INVITE" } else { method };
+    let mut key = String::with_capacity(branch.len() + method.len() + 1);
+    key.push_str(branch);
+    key.push('|');
+    key.push_str(method);
+    key
 }
 
 #[derive(Debug, Default)]
@@ -966,6 +980,37 @@ mod tests {
             step.actions.last(),
             Some(Action::Timeout(_, 408, _))
         ));
+    }
+
+    #[test]
+    fn keys_keep_their_shape() {
+        let r = req("MESSAGE");
+        assert_eq!(server_key(&r).unwrap(), "z9hG4bK-up|192.0.2.1:5060|MESSAGE");
+        assert_eq!(client_key("z9hG4bK-fe1", "MESSAGE"), "z9hG4bK-fe1|MESSAGE");
+        assert_eq!(client_key("z9hG4bK-fe1", "ACK"), "z9hG4bK-fe1|INVITE");
+    }
+
+    #[test]
+    fn loop_hash_is_the_one_of_copied_tags() {
+        use std::hash::{Hash, Hasher};
+        let r = msg(
+            "MESSAGE sip:bob@home.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-up\r\nMax-Forwards: 70\r\n\
+             From: <sip:a@p.test>;tag=1\r\nTo: <sip:bob@home.test>;tag=9\r\nCall-ID: c\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        );
+        // What the hash was when the tags were copied into Strings: a
+        // Via of an edge that has not been upgraded must still match.
+        let mut h = std::hash::DefaultHasher::new();
+        r.to()
+            .and_then(|t| t.tag().map(str::to_string))
+            .hash(&mut h);
+        r.from()
+            .and_then(|f| f.tag().map(str::to_string))
+            .hash(&mut h);
+        r.call_id().hash(&mut h);
+        r.cseq().map(|c| c.seq).hash(&mut h);
+        r.request_uri_str().hash(&mut h);
+        r.first(crate::headers::HeaderName::Route).hash(&mut h);
+        assert_eq!(crate::proxy::loop_hash(&r), h.finish() as u32);
     }
 
     #[test]
