@@ -200,35 +200,6 @@ fn rsa_partner(p: &Pki) -> fedge_testkit::pki::CertFiles {
     fedge_testkit::pki::CertFiles { cert, key }
 }
 
-/// Home pool: answers every request with 200 from a thread of its own.
-fn home_responder(stop: Arc<AtomicBool>) -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let addr = sock.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut b = vec![0u8; 65535];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, from)) = sock.recv_from(&mut b) else {
-                continue;
-            };
-            if let DatagramItem::Message(m) =
-                parse_datagram(Bytes::copy_from_slice(&b[..n]), &Limits::default())
-                && m.is_request()
-            {
-                let r = ResponseBuilder::new(&m, 200).to_tag("home").build();
-                let target = match m.top_via() {
-                    Some(v) if v.rport().is_none() => {
-                        SocketAddr::new(from.ip(), v.port.unwrap_or(5060))
-                    }
-                    _ => from,
-                };
-                let _ = sock.send_to(&r, target);
-            }
-        }
-    });
-    addr
-}
 
 fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
     use std::os::unix::process::CommandExt;

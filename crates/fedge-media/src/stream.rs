@@ -1,9 +1,9 @@
 //! One relayed media stream: the relay's sockets facing each side, where
 //! each side receives (as its SDP said, then as learned from its packets),
-//! and the tasks that move packets between them.
+//! and how packets move between them.
 //!
-//! Owns forwarding. A packet is read into one buffer per socket and sent on
-//! from it, never copied otherwise and never parsed beyond telling STUN
+//! Owns forwarding. A UDP packet is read into its media thread's buffers
+//! and sent on from there, never copied otherwise and never parsed beyond telling STUN
 //! from media and RTCP from RTP: RTP, RTCP (feedback included), SRTP and
 //! DTLS pass as they came. Each side is latched: its first packet from a
 //! host it signalled (its SDP address, or the host its SIP came from), or an

@@ -1,11 +1,19 @@
 //! Pieces the benchmarks add to the lab: starting the real `fedge` binary
 //! (the tests' PKI and CLI) with a partner enabled and fixed ports, reading
-//! a process's CPU time and RSS from /proc, percentiles, and the benches'
-//! command-line flags. It never asserts on figures: it measures.
+//! a process's CPU time and RSS from /proc, percentiles, the benches'
+//! command-line flags, and a UDP home pool that answers 200. It never
+//! asserts on figures: it measures.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fedge::sip::framing::{DatagramItem, parse_datagram};
+use fedge::sip::parse::Limits;
+use fedge::sip::response::ResponseBuilder;
 
 use crate::edge::{fedge_bin, fedge_ok};
 use crate::peers::free_port;
@@ -215,4 +223,36 @@ pub fn flags() -> std::collections::HashMap<String, String> {
 /// A comma-separated list of numbers (`100,200,400`).
 pub fn numbers(v: &str) -> Vec<usize> {
     v.split(',').filter_map(|c| c.trim().parse().ok()).collect()
+}
+
+/// Home pool for the benches: answers every request with 200 from a
+/// thread of its own (to the Via's port unless rport was asked), until
+/// `stop`.
+pub fn home_responder(stop: Arc<AtomicBool>) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut b = vec![0u8; 65535];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut b) else {
+                continue;
+            };
+            if let DatagramItem::Message(m) =
+                parse_datagram(Bytes::copy_from_slice(&b[..n]), &Limits::default())
+                && m.is_request()
+            {
+                let r = ResponseBuilder::new(&m, 200).to_tag("home").build();
+                let target = match m.top_via() {
+                    Some(v) if v.rport().is_none() => {
+                        SocketAddr::new(from.ip(), v.port.unwrap_or(5060))
+                    }
+                    _ => from,
+                };
+                let _ = sock.send_to(&r, target);
+            }
+        }
+    });
+    addr
 }
