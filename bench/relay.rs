@@ -27,16 +27,15 @@
 //!       [--rounds 3] [--handshake-secs 5] [--target fedge|kamailio|both]`
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use fedge::sip::framing::{DatagramItem, StreamDecoder, StreamItem, parse_datagram};
+use bytes::BytesMut;
+use fedge::sip::framing::{StreamDecoder, StreamItem};
 use fedge::sip::parse::Limits;
-use fedge::sip::response::ResponseBuilder;
 use fedge::sip::transport::tls::{TlsFiles, client_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
@@ -199,7 +198,6 @@ fn rsa_partner(p: &Pki) -> fedge_testkit::pki::CertFiles {
     ]);
     fedge_testkit::pki::CertFiles { cert, key }
 }
-
 
 fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
     use std::os::unix::process::CommandExt;

@@ -29,16 +29,15 @@
 //! (an earlier build, for a before/after in the same run).
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use fedge::sip::framing::{DatagramItem, StreamDecoder, StreamItem, parse_datagram};
+use bytes::BytesMut;
+use fedge::sip::framing::{StreamDecoder, StreamItem};
 use fedge::sip::parse::Limits;
-use fedge::sip::response::ResponseBuilder;
 use fedge::sip::transport::tls::{load_certs, load_key, load_roots};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
@@ -92,7 +91,6 @@ fn listening(child: &mut std::process::Child, port: u16) -> bool {
     }
     false
 }
-
 
 /// fedge with partner.test enabled, room for `conns` connections from one
 /// partner, and `fed_extra` in its `[federation]` section.

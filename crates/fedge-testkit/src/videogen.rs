@@ -276,21 +276,11 @@ fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) {
     assert_eq!(r, 0, "setsockopt({level}, {name})");
 }
 
-/// Plays every stream of `calls` for `secs` after a 1 s warm-up (the
-/// relay latches, the first key frames pass), counting only packets sent
-/// inside the window; `relay_pids` are the processes whose CPU and socket
-/// drops are the relay's.
-///
-/// With `gso`, a video frame goes as one UDP GSO train (one `sendmsg`
-/// with `UDP_SEGMENT`) instead of one `sendmmsg`; fedge still reads single
-/// datagrams (loopback cuts the train before the socket).
-pub fn play_video(
-    calls: &[VideoCall],
-    model: &VideoModel,
-    secs: u64,
-    relay_pids: &[u32],
-    gso: bool,
-) -> VideoOutcome {
+/// The flows of `calls` (each call's audio and video, from the room's
+/// side and the connector's), their phases spread over the periods, and
+/// their sockets set up for the receiver (non-blocking, kernel receive
+/// stamps, 1 MiB receive queues).
+fn flows_of(calls: &[VideoCall], model: &VideoModel) -> (Vec<Flow>, Vec<Arc<UdpSocket>>) {
     let n = calls.len().max(1) as u64;
     let mut flows = Vec::new();
     let mut sockets: Vec<Arc<UdpSocket>> = Vec::new();
@@ -336,20 +326,30 @@ pub fn play_video(
         set_int_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
         set_int_opt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 1 << 20);
     }
+    (flows, sockets)
+}
+
+/// Plays every stream of `calls` for `secs` after a 1 s warm-up (the
+/// relay latches, the first key frames pass), counting only packets sent
+/// inside the window; `relay_pids` are the processes whose CPU and socket
+/// drops are the relay's.
+///
+/// With `gso`, a video frame goes as one UDP GSO train (one `sendmsg`
+/// with `UDP_SEGMENT`) instead of one `sendmmsg`; fedge still reads single
+/// datagrams (loopback cuts the train before the socket).
+pub fn play_video(
+    calls: &[VideoCall],
+    model: &VideoModel,
+    secs: u64,
+    relay_pids: &[u32],
+    gso: bool,
+) -> VideoOutcome {
+    let frame_ns = model.period_ns();
+    let audio_ns = AUDIO_PERIOD.as_nanos() as u64;
+    let (mut flows, sockets) = flows_of(calls, model);
     let window = Arc::new([AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)]);
     let stop = Arc::new(AtomicBool::new(false));
-    let rx_result = Arc::new(Mutex::new(None));
-    let receiver = {
-        let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
-        let (window, stop, out) = (window.clone(), stop.clone(), rx_result.clone());
-        std::thread::Builder::new()
-            .name("videogen-rx".into())
-            .spawn(move || {
-                let r = receive(&fds, &window, &stop);
-                *out.lock().unwrap() = Some(r);
-            })
-            .expect("the receiver thread")
-    };
+    let (receiver, rx_result) = spawn_receiver(&sockets, &window, &stop);
 
     let warmup = Duration::from_secs(1);
     let total_ns = (warmup + Duration::from_secs(secs)).as_nanos() as u64;
@@ -461,7 +461,7 @@ pub fn play_video(
         .lock()
         .unwrap()
         .take()
-        .unwrap_or(([0; 2], [vec![0; LAT_BUCKETS], vec![0; LAT_BUCKETS]]));
+        .unwrap_or_else(|| ([0; 2], [vec![0; LAT_BUCKETS], vec![0; LAT_BUCKETS]]));
     VideoOutcome {
         expected,
         sent,
@@ -639,6 +639,26 @@ fn send_batch(f: &Flow, bufs: &mut [[u8; 2048]], lens: &[usize], stamp: u64) -> 
 }
 
 type Received = ([u64; 2], [Vec<u32>; 2]);
+
+/// The receiver thread over `sockets`, and where it leaves what it counted
+/// once `stop` is set.
+fn spawn_receiver(
+    sockets: &[Arc<UdpSocket>],
+    window: &Arc<[AtomicU64; 2]>,
+    stop: &Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, Arc<Mutex<Option<Received>>>) {
+    let out = Arc::new(Mutex::new(None));
+    let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let (window, stop, slot) = (window.clone(), stop.clone(), out.clone());
+    let handle = std::thread::Builder::new()
+        .name("videogen-rx".into())
+        .spawn(move || {
+            let r = receive(&fds, &window, &stop);
+            *slot.lock().unwrap() = Some(r);
+        })
+        .expect("the receiver thread");
+    (handle, out)
+}
 
 /// The receiver: epoll over every socket, each ready one drained with one
 /// `recvmmsg`; latency from the kernel's receive timestamp.
