@@ -48,7 +48,8 @@
 //!       [--payload 1200] [--key-every 5] [--key-factor 8] [--workers 16]
 //!       [--dtmf rtp|info (SIP INFO, application/dtmf-relay)]
 //!       [--rounds N (all steps N times, alternating; verdicts by medians)]
-//!       [--gso 1 (the generator sends a frame as one UDP GSO train)]`
+//!       [--gso 1 (the generator sends a frame as one UDP GSO train)]
+//!       [--media-threads N (fedge's [media] threads; 1 by default)]`
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -83,6 +84,8 @@ struct Args {
     rounds: usize,
     /// The generator sends a video frame as one UDP GSO train.
     gso: bool,
+    /// fedge's `[media] threads` (the threads that relay UDP media).
+    media_threads: usize,
 }
 
 fn args() -> Args {
@@ -109,6 +112,7 @@ fn args() -> Args {
         info: f.get("dtmf").is_some_and(|v| v == "info"),
         rounds: (num("rounds", 1.0) as usize).max(1),
         gso: num("gso", 0.0) != 0.0,
+        media_threads: (num("media-threads", 1.0) as usize).max(1),
     }
 }
 
@@ -532,8 +536,13 @@ fn run(a: &Args, threads: usize) -> usize {
     // Every call comes from one address that does not answer OPTIONS: the
     // source's share is the node's, and the UDP probe is off (it would add
     // one round trip to each worker's first call only).
+    // `[media] threads` only when asked: an older binary runs the bench too.
+    let media_threads = match a.media_threads {
+        1 => String::new(),
+        n => format!("threads = {n}\n"),
+    };
     let extra = format!(
-        "[media]\ntimeout = \"600s\"\n\
+        "[media]\ntimeout = \"600s\"\n{media_threads}\
          [cvi]\nenabled = true\nlisten = \"127.0.0.2:{cvi_port}\"\n\
          connector = \"sip:{{id}}@connector.bench;transport=udp\"\nconnector_address = \"{conn}\"\n\
          media_address = \"127.0.0.2\"\nconnector_media_address = \"127.0.0.2\"\nmax_calls = {}\n\
