@@ -43,35 +43,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
 use fedge_testkit::Pki;
-use fedge_testkit::bench::{cpu_seconds, flags, home_responder, relay_pids};
+use fedge_testkit::bench::{Relay, cpu_seconds, flags, home_responder};
 use fedge_testkit::edge::fedge_bin;
 use fedge_testkit::peers::{free_port, kamailio_modules};
 use fedge_testkit::{fedge_ok, options_to_edge};
 
-/// A relay under test: its child process (a group for Kamailio) and port.
+/// A relay under test, by the name the tables print (stopped when dropped,
+/// by `Relay`).
 struct Target {
     name: &'static str,
-    child: std::process::Child,
-    group: bool,
-    fed: SocketAddr,
+    relay: Relay,
 }
 
 impl Target {
     fn pids(&self) -> Vec<u32> {
-        relay_pids(&self.child, self.group)
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if self.group {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", self.child.id())])
-                .status();
-        } else {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.relay.pids()
     }
 }
 
@@ -170,11 +156,14 @@ fn start_fedge(
         .unwrap();
     let mut t = Target {
         name: if alt.is_some() { "fedge-alt" } else { "fedge" },
-        child,
-        group: false,
-        fed: SocketAddr::from(([127, 0, 0, 1], fed)),
+        relay: Relay {
+            child,
+            fed: SocketAddr::from(([127, 0, 0, 1], fed)),
+            group: false,
+            admin: None,
+        },
     };
-    listening(&mut t.child, fed).then_some(t)
+    listening(&mut t.relay.child, fed).then_some(t)
 }
 
 /// Kamailio doing the same job: a stateful relay of mutual-TLS requests to
@@ -231,11 +220,14 @@ fn start_kamailio(p: &Pki, home: SocketAddr) -> Option<Target> {
         .expect("kamailio");
     let mut t = Target {
         name: "kamailio",
-        child,
-        group: true,
-        fed: SocketAddr::from(([127, 0, 0, 1], fed)),
+        relay: Relay {
+            child,
+            fed: SocketAddr::from(([127, 0, 0, 1], fed)),
+            group: true,
+            admin: None,
+        },
     };
-    listening(&mut t.child, fed).then_some(t)
+    listening(&mut t.relay.child, fed).then_some(t)
 }
 
 fn message(conn: u64, seq: u64) -> Vec<u8> {
@@ -325,7 +317,7 @@ async fn handshakes(
     rate: u64,
 ) -> Handshakes {
     // One connection first, so that a resuming client has a ticket.
-    if let Ok(mut s) = connect(&cfg, t.fed).await {
+    if let Ok(mut s) = connect(&cfg, t.relay.fed).await {
         let _ = ask(&mut s, &message(999_999, 1)).await;
         let _ = s.shutdown().await;
     }
@@ -337,7 +329,7 @@ async fn handshakes(
     let resumed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for w in 0..parallel as u64 {
-        let (cfg, done, resumed, fed) = (cfg.clone(), done.clone(), resumed.clone(), t.fed);
+        let (cfg, done, resumed, fed) = (cfg.clone(), done.clone(), resumed.clone(), t.relay.fed);
         tasks.push(tokio::spawn(async move {
             let mut seq = 0u64;
             // Each client's share of a fixed total rate (0: as fast as it goes).
@@ -385,7 +377,7 @@ fn s_time(t: &Target, p: &Pki, reuse: bool, secs: u64) -> (u64, f64) {
     let pids = t.pids();
     let cpu0 = cpu_seconds(&pids);
     let out = Command::new("openssl")
-        .args(["s_time", "-connect", &t.fed.to_string()])
+        .args(["s_time", "-connect", &t.relay.fed.to_string()])
         .arg("-cert")
         .arg(&p.partner.cert)
         .arg("-key")
@@ -434,7 +426,7 @@ async fn idle(t: &Target, p: &Pki, n: usize) -> (f64, f64, usize) {
     // Warm up: the first connections pay for the allocator's arenas.
     let mut warm = Vec::new();
     for i in 0..20 {
-        if let Ok(mut s) = connect(&cfg, t.fed).await {
+        if let Ok(mut s) = connect(&cfg, t.relay.fed).await {
             let _ = ask(&mut s, options_to_edge(900_000 + i).as_bytes()).await;
             warm.push(s);
         }
@@ -448,7 +440,7 @@ async fn idle(t: &Target, p: &Pki, n: usize) -> (f64, f64, usize) {
         if t0.elapsed() > Duration::from_secs(120) {
             break;
         }
-        if let Ok(mut s) = connect(&cfg, t.fed).await
+        if let Ok(mut s) = connect(&cfg, t.relay.fed).await
             && ask(&mut s, options_to_edge(i as u32).as_bytes())
                 .await
                 .is_some()
