@@ -43,6 +43,7 @@ use tokio_util::codec::Decoder;
 use fedge_testkit::Pki;
 use fedge_testkit::bench::*;
 use fedge_testkit::peers::{free_port, kamailio_modules};
+use fedge_testkit::pki::PARTNER_FQDN;
 
 struct Args {
     threads: usize,
@@ -136,67 +137,6 @@ fn args() -> Args {
         }];
     }
     a
-}
-
-/// An RSA-2048 partner certificate from the bench's CA, made with the
-/// openssl CLI (rcgen with ring makes no RSA keys).
-fn rsa_partner(p: &Pki) -> fedge_testkit::pki::CertFiles {
-    let dir = p.path();
-    let ca_key = dir.join("ca-for-rsa.key");
-    std::fs::write(&ca_key, &p.ca.pem.key_pem).unwrap();
-    let (key, csr, cert, ext) = (
-        dir.join("partner-rsa.key"),
-        dir.join("partner-rsa.csr"),
-        dir.join("partner-rsa.crt"),
-        dir.join("partner-rsa.ext"),
-    );
-    std::fs::write(
-        &ext,
-        "subjectAltName=DNS:sip.partner.test\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth,clientAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
-    )
-    .unwrap();
-    let ok = |args: &[&std::ffi::OsStr]| {
-        let st = Command::new("openssl")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(st.success(), "openssl {args:?}");
-    };
-    ok(&[
-        "req".as_ref(),
-        "-new".as_ref(),
-        "-newkey".as_ref(),
-        "rsa:2048".as_ref(),
-        "-nodes".as_ref(),
-        "-subj".as_ref(),
-        "/CN=sip.partner.test".as_ref(),
-        "-keyout".as_ref(),
-        key.as_os_str(),
-        "-out".as_ref(),
-        csr.as_os_str(),
-    ]);
-    ok(&[
-        "x509".as_ref(),
-        "-req".as_ref(),
-        "-in".as_ref(),
-        csr.as_os_str(),
-        "-CA".as_ref(),
-        p.ca_file.as_os_str(),
-        "-CAkey".as_ref(),
-        ca_key.as_os_str(),
-        "-CAcreateserial".as_ref(),
-        "-days".as_ref(),
-        "30".as_ref(),
-        "-sha256".as_ref(),
-        "-extfile".as_ref(),
-        ext.as_os_str(),
-        "-out".as_ref(),
-        cert.as_os_str(),
-    ]);
-    fedge_testkit::pki::CertFiles { cert, key }
 }
 
 fn start_kamailio(p: &Pki, home: SocketAddr) -> Relay {
@@ -521,7 +461,11 @@ fn main() {
         relays.push(("kamailio", start_kamailio(&p, home)));
     }
     assert!(!relays.is_empty(), "--target fedge, kamailio or both");
-    let rsa = a.shapes.iter().any(|s| s.rsa).then(|| rsa_partner(&p));
+    let rsa = a
+        .shapes
+        .iter()
+        .any(|s| s.rsa)
+        .then(|| p.rsa_leaf("partner-rsa", &[PARTNER_FQDN]));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

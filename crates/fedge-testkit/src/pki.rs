@@ -78,6 +78,20 @@ impl Pki {
         p
     }
 
+    /// An RSA-2048 leaf for `names` (the first is the CN) issued by this
+    /// PKI's own (ECDSA) CA with `openssl`, written as `name`.crt and
+    /// `name`.key: an RSA partner the edge trusts without a second CA.
+    pub fn rsa_leaf(&self, name: &str, names: &[&str]) -> CertFiles {
+        let dir = self.dir.path();
+        let ca = CertFiles {
+            cert: dir.join("ecdsa-ca-for-openssl.crt"),
+            key: dir.join("ecdsa-ca-for-openssl.key"),
+        };
+        write_pem(&ca.cert, &self.ca.pem.cert_pem, false).unwrap();
+        write_pem(&ca.key, &self.ca.pem.key_pem, true).unwrap();
+        rsa_leaf(dir, &ca, name, names)
+    }
+
     /// Issues and writes a leaf from this CA.
     pub fn leaf(&self, name: &str, spec: &LeafSpec) -> CertFiles {
         write_pair(self.dir.path(), name, &self.ca.issue(spec).unwrap())
