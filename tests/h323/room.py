@@ -298,6 +298,12 @@ class Room:
             kind, val = inner
             digit = val if kind == "alphanumeric" else val.get("signalType", "") if kind == "signal" else ""
             self.result["digits_received"] += digit
+        elif name == "closeLogicalChannel":
+            self.send_h245(("response", ("closeLogicalChannelAck", {
+                "forwardLogicalChannelNumber": inner["forwardLogicalChannelNumber"]})))
+        elif name == "requestChannelClose":
+            self.send_h245(("response", ("requestChannelCloseAck", {
+                "forwardLogicalChannelNumber": inner["forwardLogicalChannelNumber"]})))
         elif name == "roundTripDelayRequest":
             self.send_h245(("response", ("roundTripDelayResponse", {"sequenceNumber": inner["sequenceNumber"]})))
         elif name == "endSessionCommand":
@@ -331,13 +337,12 @@ class Room:
     def open_channels(self):
         """Without (accepted) fastStart: H.245 OpenLogicalChannel for what we send."""
         self.olcs_opened = True
-        audio = self.media["audio"]
-        audio.media = "pcmu"
-        self.send_h245(("request", ("openLogicalChannel", m.olc_tx(1001, "pcmu", audio.local_rtcp()))))
-        if "video" in self.media:
-            video = self.media["video"]
-            video.media = "h264"
-            self.send_h245(("request", ("openLogicalChannel", m.olc_tx(1003, "h264", video.local_rtcp()))))
+        for kind, media, lcn in (("audio", "pcmu", 1001), ("video", "h264", 1003)):
+            med = self.media.get(kind)
+            if med is None or med.target is not None:
+                continue
+            med.media = media
+            self.send_h245(("request", ("openLogicalChannel", m.olc_tx(lcn, media, med.local_rtcp()))))
 
     def gateway_released(self):
         if self.released:

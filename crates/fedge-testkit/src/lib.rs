@@ -17,6 +17,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod edge;
+pub mod h323;
 pub mod lab;
 pub mod peers;
 pub mod pg;
