@@ -144,3 +144,65 @@ fn a_refused_call_is_reported_with_its_cause() {
     assert_eq!(result.code, Some(1));
     assert!(result.stderr.contains("room:"), "{}", result.stderr);
 }
+
+#[test]
+fn a_garbled_message_fails_the_room_and_the_wire_check() {
+    // The stand-in cuts a Facility short after Connect: tshark must call it
+    // malformed (the check can fail), and the room must stop with an error
+    // rather than carry on.
+    let (result, wire) = call(&["--garble", "--timeout", "8"], &["--timeout", "8"]);
+    assert!(
+        !result.ok(),
+        "room accepted a garbled message: {}",
+        result.json
+    );
+    assert!(
+        !wire.malformed.is_empty(),
+        "tshark saw nothing wrong: {wire:#?}"
+    );
+    assert!(!wire.is_clean());
+    assert!(wire.has_h225("connect"), "{wire:#?}");
+}
+
+#[test]
+fn an_h239_presentation_is_asked_for_opened_and_sent() {
+    let (result, wire) = call(
+        &["--timeout", "12"],
+        &[
+            "--video",
+            "--presentation",
+            "--after",
+            "1.5",
+            "--timeout",
+            "12",
+        ],
+    );
+    assert_clean(&result, &wire);
+    for name in [
+        "genericRequest",
+        "genericResponse",
+        "openLogicalChannel",
+        "openLogicalChannelAck",
+    ] {
+        assert!(wire.has_h245(name), "tshark saw no {name}: {wire:#?}");
+    }
+    assert_eq!(result.json["presentation"], "granted");
+    assert!(
+        wire.rtp_count(97) > 0,
+        "presentation RTP on the wire: {:?}",
+        wire.rtp
+    );
+    assert!(result.rtp_sent(97) > 0, "{}", result.json);
+}
+
+#[test]
+fn a_refused_presentation_token_fails_the_room() {
+    let (result, wire) = call(
+        &["--refuse-token", "--timeout", "10"],
+        &["--presentation", "--after", "1", "--timeout", "10"],
+    );
+    assert!(!result.ok(), "{}", result.json);
+    assert_eq!(result.json["presentation"], "rejected");
+    assert!(wire.is_clean(), "{wire:#?}");
+    assert_eq!(wire.rtp_count(97), 0);
+}
