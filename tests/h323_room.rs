@@ -18,7 +18,12 @@ fn call(responder_args: &[&str], room_args: &[&str]) -> (RoomResult, WireReport)
     let pcap = dir.path().join("h323.pcap");
     let mut capture = Capture::start(&pcap, "tcp or udp");
     let responder = Responder::start(responder_args);
-    let room = Room::start(dir.path(), responder.addr, "1234567890", room_args);
+    let dial = if room_args.contains(&"url") {
+        "h323:teams@cvi.example"
+    } else {
+        "1234567890"
+    };
+    let room = Room::start(dir.path(), responder.addr, dial, room_args);
     let result = room.wait(Duration::from_secs(15));
     let gateway_port = responder.addr.port();
     drop(responder);
@@ -205,4 +210,29 @@ fn a_refused_presentation_token_fails_the_room() {
     assert_eq!(result.json["presentation"], "rejected");
     assert!(wire.is_clean(), "{wire:#?}");
     assert_eq!(wire.rtp_count(97), 0);
+}
+
+#[test]
+fn a_url_alias_and_rfc2833_digits() {
+    let (result, wire) = call(
+        &["--timeout", "10"],
+        &[
+            "--alias-kind",
+            "url",
+            "--digits",
+            "9#",
+            "--digits-via",
+            "rfc2833",
+            "--after",
+            "0.5",
+            "--timeout",
+            "10",
+        ],
+    );
+    assert_clean(&result, &wire);
+    // Three updates and three end packets per digit, on the audio stream,
+    // and the stand-in's echo of them.
+    assert_eq!(result.rtp_sent(101), 12, "{}", result.json);
+    assert_eq!(wire.rtp_count(101), 24, "{:?}", wire.rtp);
+    assert!(!wire.has_h245("userInput"), "{wire:#?}");
 }
