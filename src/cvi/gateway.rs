@@ -25,6 +25,7 @@ mod leg;
 mod matching;
 mod reception;
 mod sdp;
+mod share;
 mod test_call;
 mod txn;
 
