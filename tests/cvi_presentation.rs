@@ -798,3 +798,111 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
         Duration::from_secs(5),
     );
 }
+
+#[test]
+fn the_meeting_shares_slides_and_the_room_gets_them() {
+    let cvi = Cvi::start(&[]);
+    let id = cvi.meeting(&[]);
+    let pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&pcap, 0x2222_2222, 0xbb, 10);
+    let (room_content, room_content_port) = local_udp();
+    let (meeting_content, meeting_content_port) = local_udp();
+
+    // The connector starts sharing: its own re-INVITE with a content stream.
+    let share = audio_sdp("connector", 3) + &content_sdp(meeting_content_port, 12, "sendonly");
+    let answered = ereg("m=video 4[0-9]{4} RTP/AVP 96", "body", "cv", false)
+        + &ereg("a=recvonly", "body", "cr", false)
+        + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "ca", false);
+    let end = format!(
+        r#"  <pause milliseconds="500"/>
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Max-Forwards: 70
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{share}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action>
+      {answered}
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+{bye}  {refs}
+"#,
+        bye = then_gateway_hangs_up(""),
+        refs = refs(&["cv", "cr", "ca"]),
+    );
+    let (checks, references) = connector_checks(&id, true);
+    let (connector, _) = cvi.connector(&checks, &references, &pcap, &end);
+
+    // The room takes the meeting's offer (the content stream through the
+    // relay) and answers recvonly at this test's socket.
+    let offered = ereg("m=video 4[0-9]{4} RTP/AVP 96", "body", "rv", false)
+        + &ereg("a=content:slides", "body", "rs", false)
+        + &ereg("a=sendonly", "body", "rd", false)
+        + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "ra", false);
+    let answer = audio_sdp("room101", 2) + &content_sdp(room_content_port, 3, "recvonly");
+    let mut call = RoomCall::new(&id);
+    call.keys = "  <pause milliseconds=\"100\"/>\n".into();
+    call.then = format!(
+        r#"  <recv request="INVITE" crlf="true" timeout="30000">
+    <action>
+      {offered}
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:room101@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{answer}
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <pause milliseconds="4000"/>
+"#
+    ) + &room_request(&id, "BYE", 2, None)
+        + &refs(&["rv", "rs", "rd", "ra"]);
+    let room = cvi.room(&call);
+
+    let content_b = relay_port(&cvi, 2, 1, 1);
+    let got = content_crosses(&meeting_content, content_b, &room_content, 0x5eed_0005, 30);
+    assert_eq!(got, 30, "content packets at the room\n{}", cvi.logs());
+    assert_ok("room system", &room.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+}
