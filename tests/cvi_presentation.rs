@@ -115,7 +115,6 @@ impl Cvi {
         self.edge.cvi.expect("CVI listener")
     }
 
-
     fn cli_ok(&self, args: &[&str]) -> String {
         fedge_ok(&self.edge.config_path, args)
     }
@@ -546,7 +545,8 @@ fn bfcp_connect(cvi: &Cvi, to: SocketAddr) -> TcpStream {
             cvi.logs()
         );
         if let Ok(mut c) = TcpStream::connect(to) {
-            c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            c.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
             let mut b = [0u8; 1];
             match c.read(&mut b) {
                 Err(e)
@@ -580,14 +580,22 @@ fn bfcp_message(primitive: u8, tid: u16) -> Vec<u8> {
 fn read_n(c: &mut TcpStream, n: usize) -> Vec<u8> {
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut b = vec![0u8; n];
-    c.read_exact(&mut b).expect("the BFCP message crossed the relay");
+    c.read_exact(&mut b)
+        .expect("the BFCP message crossed the relay");
     b
 }
 
 /// Sends `count` RTP packets (payload type 96, SSRC `ssrc`) from `from` to
 /// `to` and counts those that arrive at `at`.
-fn content_crosses(from: &UdpSocket, to: SocketAddr, at: &UdpSocket, ssrc: u32, count: u16) -> usize {
-    at.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+fn content_crosses(
+    from: &UdpSocket,
+    to: SocketAddr,
+    at: &UdpSocket,
+    ssrc: u32,
+    count: u16,
+) -> usize {
+    at.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     for i in 0..count {
         let mut p = vec![0x80, 96];
         p.extend_from_slice(&i.to_be_bytes());
@@ -655,7 +663,9 @@ fn a_room_shares_slides_with_tcp_bfcp_and_stops() {
                 + &bfcp_sdp("TCP/BFCP", 0, "s-only", 12)),
         ),
     ) + &then_gateway_hangs_up("")
-        + &refs(&["sv", "sc", "sl", "sb", "ss", "sf", "sm", "sa", "sn", "tv", "tb"]);
+        + &refs(&[
+            "sv", "sc", "sl", "sb", "ss", "sf", "sm", "sa", "sn", "tv", "tb",
+        ]);
     let (checks, references) = connector_checks(&id, true);
     let (connector, _) = cvi.connector(&checks, &references, &pcap, &end);
 
@@ -776,14 +786,18 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
     let got = content_crosses(&room_content, content_a, &meeting_content, 0x5eed_0004, 20);
     assert_eq!(got, 20, "content packets at the connector\n{}", cvi.logs());
     // BFCP datagrams both ways (the connector's once the room's latched).
-    room_bfcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    room_bfcp
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     meeting_bfcp
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let hello = bfcp_message(11, 9);
     room_bfcp.send_to(&hello, bfcp_a).unwrap();
     let mut b = [0u8; 64];
-    let (n, from) = meeting_bfcp.recv_from(&mut b).expect("BFCP at the connector");
+    let (n, from) = meeting_bfcp
+        .recv_from(&mut b)
+        .expect("BFCP at the connector");
     assert_eq!((&b[..n], from), (&hello[..], bfcp_b));
     let ack = bfcp_message(12, 9);
     meeting_bfcp.send_to(&ack, bfcp_b).unwrap();

@@ -631,7 +631,8 @@ impl Relay {
             .collect();
         drop(streams);
         // An offer may be refused and undone; an answer settles the exchange.
-        *session.undo.lock().unwrap_or_else(|p| p.into_inner()) = offer.then_some((from, undo, added));
+        *session.undo.lock().unwrap_or_else(|p| p.into_inner()) =
+            offer.then_some((from, undo, added));
         let rw = Rewrite {
             address: self.cfg.addresses[to.index()].advertise,
             ports: &ports,

@@ -71,7 +71,9 @@ impl Gateway {
                     return;
                 }
                 let last = lock(&call.last_sdp)[if from_room { 0 } else { 1 }].clone();
-                if sdp_of(&msg).is_some_and(|o| !last.is_empty() && share::changes_streams(&o, &last)) {
+                if sdp_of(&msg)
+                    .is_some_and(|o| !last.is_empty() && share::changes_streams(&o, &last))
+                {
                     // Its answer comes from the other leg, whose answer
                     // may arrive on this very socket: not on the reader's time.
                     tokio::spawn(self.pass_offer(call, method, msg, source, from_room));

@@ -253,7 +253,11 @@ impl Gateway {
         }
         let Some(answer) = sdp_of(&answered.response) else {
             self.relay.rollback(&call.key);
-            return (502, Some("the other party answered without SDP".into()), None);
+            return (
+                502,
+                Some("the other party answered without SDP".into()),
+                None,
+            );
         };
         let for_x = match self.relay.update(&call.key, y, &[&answer], false) {
             Ok(mut v) => v.pop().unwrap_or_default(),
