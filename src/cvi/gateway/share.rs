@@ -13,6 +13,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::sip::proxy::txn::Reliability as _;
+
 use bytes::Bytes;
 
 use super::call::Call;
@@ -30,6 +32,21 @@ pub(super) struct Passing {
     busy: Option<(bool, u32)>,
     /// (from the room, CSeq, our final answer) of the last one.
     done: Option<(bool, u32, Bytes)>,
+    /// The offerer ACKed our 2xx to `done` (an INVITE's).
+    acked: bool,
+}
+
+/// An ACK in `call`'s dialog that is not the room's first: the ACK of our
+/// 2xx to the re-INVITE passed last, if its CSeq says so.
+pub(super) fn acked(call: &Call, from_room: bool, msg: &SipMessage) {
+    let seq = msg.cseq().map(|c| c.seq);
+    let mut p = lock(&call.passing);
+    if p.done
+        .as_ref()
+        .is_some_and(|(r, s, _)| *r == from_room && Some(*s) == seq)
+    {
+        p.acked = true;
+    }
 }
 
 /// Whether `offer` changes the streams of the session whose SDP we last
@@ -179,8 +196,57 @@ impl Gateway {
             let mut p = lock(&call.passing);
             p.busy = None;
             p.done = Some((from_room, seq, r.clone()));
+            p.acked = false;
         }
-        self.respond(&msg, &source, r).await;
+        self.respond(&msg, &source, r.clone()).await;
+        let leg = if from_room {
+            Some(call.room.clone())
+        } else {
+            lock(&call.connector).clone()
+        };
+        if method == Method::Invite
+            && (200..300).contains(&status)
+            && leg.is_some_and(|l| !l.path.reliable())
+        {
+            self.until_acked(&call, from_room, seq, &msg, &source, r)
+                .await;
+        }
+    }
+
+    /// Our 2xx to a re-INVITE over UDP, again at T1, 2·T1, ... T2 until its
+    /// ACK (RFC 3261 §13.3.1.4), for 64·T1 at most.
+    async fn until_acked(
+        &self,
+        call: &Call,
+        from_room: bool,
+        seq: u32,
+        msg: &SipMessage,
+        source: &Source,
+        r: Bytes,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.cfg.t1 * 64;
+        let mut every = self.cfg.t1;
+        loop {
+            tokio::select! {
+                _ = call.ended.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            {
+                let p = lock(&call.passing);
+                let ours = p
+                    .done
+                    .as_ref()
+                    .is_some_and(|(f, s, _)| (*f, *s) == (from_room, seq));
+                if p.acked || !ours {
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            self.respond(msg, source, r.clone()).await;
+            every = (every * 2).min(self.cfg.t2);
+        }
     }
 
     /// The offer through the relay and to the other leg: the status, the
