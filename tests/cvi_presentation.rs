@@ -470,12 +470,13 @@ fn content_sdp(port: u16, label: u32, dir: &str) -> String {
     )
 }
 
-/// A BFCP stream (RFC 8856) over `proto` at `port` (0: stopped).
-fn bfcp_sdp(proto: &str, port: u16, floorctrl: &str, label: u32) -> String {
+/// A BFCP stream (RFC 8856) over `proto` at `port` (0: stopped); over
+/// TCP, `setup` is who connects (RFC 4145).
+fn bfcp_sdp(proto: &str, port: u16, setup: &str, floorctrl: &str, label: u32) -> String {
     let tcp = if proto.starts_with("TCP") {
-        "      a=setup:active\n      a=connection:new\n"
+        format!("      a=setup:{setup}\n      a=connection:new\n")
     } else {
-        ""
+        String::new()
     };
     format!(
         "      m=application {port} {proto} *\n{tcp}      a=floorctrl:{floorctrl}\n      a=confid:4321\n      a=userid:7\n      a=floorid:2 mstrm:{label}\n"
@@ -564,6 +565,24 @@ fn bfcp_connect(cvi: &Cvi, to: SocketAddr) -> TcpStream {
     }
 }
 
+/// The relay's connection to a listening (passive) side.
+fn accept_within(cvi: &Cvi, l: &std::net::TcpListener, within: Duration) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Ok((c, _)) = l.accept() {
+            c.set_nonblocking(false).unwrap();
+            return c;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "the relay never connected to the passive side\n{}",
+            cvi.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A BFCP message (RFC 8855 §5.1): version 1, `primitive`, conference
 /// 4321, transaction `tid`, user 7, with a FLOOR-ID attribute (floor 2).
 fn bfcp_message(primitive: u8, tid: u16) -> Vec<u8> {
@@ -632,6 +651,9 @@ fn a_room_shares_slides_with_tcp_bfcp_and_stops() {
     write_pcap(&pcap, 0x2222_2222, 0xbb, 10);
     let (room_content, room_content_port) = local_udp();
     let (meeting_content, meeting_content_port) = local_udp();
+    // The room's BFCP end listens (a=setup:passive): the relay connects.
+    let room_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let room_listen_port = room_listener.local_addr().unwrap().port();
 
     // The connector: the room's presentation offered through the relay
     // (the relay listens for BFCP), then the stop, then the room's BYE.
@@ -652,7 +674,7 @@ fn a_room_shares_slides_with_tcp_bfcp_and_stops() {
         Some(
             &(audio_sdp("connector", 3)
                 + &content_sdp(meeting_content_port, 12, "recvonly")
-                + &bfcp_sdp("TCP/BFCP", 9, "s-only", 12)),
+                + &bfcp_sdp("TCP/BFCP", 9, "active", "s-only", 12)),
         ),
     ) + &connector_reinvite(
         &stop_checks,
@@ -660,7 +682,7 @@ fn a_room_shares_slides_with_tcp_bfcp_and_stops() {
         Some(
             &(audio_sdp("connector", 4)
                 + &content_sdp(0, 12, "recvonly")
-                + &bfcp_sdp("TCP/BFCP", 0, "s-only", 12)),
+                + &bfcp_sdp("TCP/BFCP", 0, "active", "s-only", 12)),
         ),
     ) + &then_gateway_hangs_up("")
         + &refs(&[
@@ -669,18 +691,19 @@ fn a_room_shares_slides_with_tcp_bfcp_and_stops() {
     let (checks, references) = connector_checks(&id, true);
     let (connector, _) = cvi.connector(&checks, &references, &pcap, &end);
 
-    // The room: joins, shares (content + TCP/BFCP), holds, stops, hangs up.
+    // The room: joins, shares (content + TCP/BFCP, passive), holds, stops,
+    // hangs up.
     let share = audio_sdp("room101", 2)
         + &content_sdp(room_content_port, 3, "sendonly")
-        + &bfcp_sdp("TCP/BFCP", 9, "c-only", 3);
+        + &bfcp_sdp("TCP/BFCP", room_listen_port, "passive", "c-only", 3);
     let stop = audio_sdp("room101", 3)
         + &content_sdp(0, 3, "sendonly")
-        + &bfcp_sdp("TCP/BFCP", 0, "c-only", 3);
+        + &bfcp_sdp("TCP/BFCP", 0, "passive", "c-only", 3);
     let answer_checks = ereg("m=video 4[0-9]{4} RTP/AVP 96", "body", "av", false)
         + &ereg("a=content:slides", "body", "ac", false)
         + &ereg("a=recvonly", "body", "ad", false)
         + &ereg("m=application 4[0-9]{4} TCP/BFCP \\*", "body", "ab", false)
-        + &ereg("a=setup:passive", "body", "as", false)
+        + &ereg("a=setup:active", "body", "as", false)
         + &ereg("a=floorctrl:s-only", "body", "af", false)
         + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "aa", false);
     let stopped_checks = ereg("m=video 0 RTP/AVP 96", "body", "ov", false)
@@ -696,11 +719,11 @@ fn a_room_shares_slides_with_tcp_bfcp_and_stops() {
 
     // Content RTP from the room reaches the connector's content port.
     let content_a = relay_port(&cvi, 3, 1, 0);
-    let bfcp_a = relay_port(&cvi, 3, 2, 0);
     let bfcp_b = relay_port(&cvi, 3, 2, 1);
-    // The connector (a=setup:active) connects first, then the room.
+    // The connector (a=setup:active) connects to the relay; the relay
+    // (a=setup:active towards the room) connects to the room.
     let mut meeting_bfcp = bfcp_connect(&cvi, bfcp_b);
-    let mut room_bfcp = bfcp_connect(&cvi, bfcp_a);
+    let mut room_bfcp = accept_within(&cvi, &room_listener, Duration::from_secs(20));
     let got = content_crosses(&room_content, content_a, &meeting_content, 0x5eed_0003, 50);
     assert_eq!(got, 50, "content packets at the connector\n{}", cvi.logs());
     // A FloorRequest (1) from the room, a FloorRequestStatus (4) back.
@@ -752,7 +775,7 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
             Some(
                 &(audio_sdp("connector", 3)
                     + &content_sdp(meeting_content_port, 12, "sendrecv")
-                    + &bfcp_sdp("UDP/BFCP", meeting_bfcp_port, "s-only", 12)),
+                    + &bfcp_sdp("UDP/BFCP", meeting_bfcp_port, "", "s-only", 12)),
             ),
         )
         + &then_gateway_hangs_up("")
@@ -763,7 +786,7 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
     let share = |v: u32| {
         audio_sdp("room101", v)
             + &content_sdp(room_content_port, 3, "sendrecv")
-            + &bfcp_sdp("UDP/BFCP", room_bfcp_port, "c-only", 3)
+            + &bfcp_sdp("UDP/BFCP", room_bfcp_port, "", "c-only", 3)
     };
     let refused = ereg("the other party answered 488", "Warning:", "w", false);
     let accepted = ereg("m=application 4[0-9]{4} UDP/BFCP \\*", "body", "ab", false)
