@@ -486,6 +486,16 @@ fn bfcp_sdp(proto: &str, port: u16, setup: &str, floorctrl: &str, label: u32) ->
 /// The connector takes a re-INVITE (`checks`, ereg actions, on it) and
 /// answers `status` (with `sdp` when 2xx); then it takes the ACK.
 fn connector_reinvite(checks: &str, status: u16, sdp: Option<&str>) -> String {
+    connector_offer("INVITE", checks, status, sdp)
+}
+
+/// As [`connector_reinvite`] for `method` (an UPDATE is not ACKed).
+fn connector_offer(method: &str, checks: &str, status: u16, sdp: Option<&str>) -> String {
+    let ack = if method == "INVITE" {
+        "  <recv request=\"ACK\" crlf=\"true\"/>\n"
+    } else {
+        ""
+    };
     let (reason, ct, body) = match sdp {
         Some(s) => (
             "OK",
@@ -495,7 +505,7 @@ fn connector_reinvite(checks: &str, status: u16, sdp: Option<&str>) -> String {
         None => ("Not Acceptable Here", "Content-Length: 0", String::new()),
     };
     format!(
-        r#"  <recv request="INVITE" crlf="true" timeout="30000">
+        r#"  <recv request="{method}" crlf="true" timeout="30000">
     <action>
       {checks}
     </action>
@@ -515,8 +525,7 @@ fn connector_reinvite(checks: &str, status: u16, sdp: Option<&str>) -> String {
 {body}
     ]]>
   </send>
-  <recv request="ACK" crlf="true"/>
-"#
+{ack}"#
     )
 }
 
@@ -768,6 +777,8 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
     let offered = ereg("m=application 4[0-9]{4} UDP/BFCP \\*", "body", "ob", false)
         + &ereg("a=content:slides", "body", "oc", false);
     let again = ereg("m=application 4[0-9]{4} UDP/BFCP \\*", "body", "gb", false);
+    // Then the room stops sharing by UPDATE.
+    let stopped = ereg("m=video 0 RTP/AVP 96", "body", "us", false);
     let end = connector_reinvite(&offered, 488, None)
         + &connector_reinvite(
             &again,
@@ -778,8 +789,18 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
                     + &bfcp_sdp("UDP/BFCP", meeting_bfcp_port, "", "s-only", 12)),
             ),
         )
+        + &connector_offer(
+            "UPDATE",
+            &stopped,
+            200,
+            Some(
+                &(audio_sdp("connector", 4)
+                    + &content_sdp(0, 12, "sendrecv")
+                    + &bfcp_sdp("UDP/BFCP", 0, "", "s-only", 12)),
+            ),
+        )
         + &then_gateway_hangs_up("")
-        + &refs(&["ob", "oc", "gb"]);
+        + &refs(&["ob", "oc", "gb", "us"]);
     let (checks, references) = connector_checks(&id, true);
     let (connector, _) = cvi.connector(&checks, &references, &pcap, &end);
 
@@ -788,6 +809,9 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
             + &content_sdp(room_content_port, 3, "sendrecv")
             + &bfcp_sdp("UDP/BFCP", room_bfcp_port, "", "c-only", 3)
     };
+    let stop = audio_sdp("room101", 4)
+        + &content_sdp(0, 3, "sendrecv")
+        + &bfcp_sdp("UDP/BFCP", 0, "", "c-only", 3);
     let refused = ereg("the other party answered 488", "Warning:", "w", false);
     let accepted = ereg("m=application 4[0-9]{4} UDP/BFCP \\*", "body", "ab", false)
         + &ereg("a=floorctrl:s-only", "body", "af", false);
@@ -797,8 +821,16 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
         + "  <pause milliseconds=\"500\"/>\n"
         + &room_offer(&id, "INVITE", 3, &share(3), 200, &accepted)
         + "  <pause milliseconds=\"5000\"/>\n"
-        + &room_request(&id, "BYE", 4, None)
-        + &refs(&["w", "ab", "af"]);
+        + &room_offer(
+            &id,
+            "UPDATE",
+            4,
+            &stop,
+            200,
+            &ereg("m=application 0 UDP/BFCP", "body", "u0", false),
+        )
+        + &room_request(&id, "BYE", 5, None)
+        + &refs(&["w", "ab", "af", "u0"]);
     let room = cvi.room(&call);
 
     // The refusal put the relay back: the added streams went.

@@ -268,8 +268,17 @@ impl Gateway {
         } else {
             Some(call.room.clone())
         };
-        let (Some(offer), Some(other)) = (sdp_of(msg), other) else {
-            return (500, Some("the other leg is not up".into()), None);
+        // The connector's dialog exists once it answered (before that, or
+        // at the reception, there is no one to pass the offer to).
+        let Some(other) = other.filter(|l| lock(&l.peer_tag).is_some()) else {
+            return (
+                488,
+                Some("the meeting is not connected yet: streams cannot change now".into()),
+                None,
+            );
+        };
+        let Some(offer) = sdp_of(msg) else {
+            return (400, Some("the offer has no SDP".into()), None);
         };
         // An offer: the relay keeps what it replaces, to roll it back.
         let open = self.relay.has(&call.key);
