@@ -98,10 +98,12 @@ pub(crate) fn connect(stream: Arc<Stream>, side: Side, to: SocketAddr) {
             r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)) => r,
         };
         match s {
-            Ok(Ok(s)) => conn(stream, side, s, to).await,
+            Ok(Ok(s)) => conn(stream.clone(), side, s, to).await,
             Ok(Err(e)) => debug!(%to, error = %e, "BFCP connection to the side failed"),
             Err(_) => debug!(%to, "BFCP connection to the side timed out"),
         }
+        // The next SDP exchange with that side may try again.
+        stream.connect_over(side);
     });
 }
 

@@ -616,8 +616,8 @@ impl Relay {
                 s.as_ref().map(|st| {
                     let e = st.end(to);
                     // A passive BFCP side is connected to by the relay.
-                    let active = st.is_bfcp() && st.passive_target(to).is_some();
-                    if let Some(addr) = st.passive_target(to).filter(|_| active) {
+                    let active = st.is_bfcp() && st.passive(to);
+                    if let Some(addr) = st.to_connect(to).filter(|_| active) {
                         bfcp::connect(st.clone(), to, addr);
                     }
                     StreamPorts {

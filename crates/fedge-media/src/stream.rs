@@ -97,6 +97,8 @@ struct Target {
     tcp_close: Option<CancellationToken>,
     /// The side said `a=setup:passive` (the relay connects to it).
     passive: bool,
+    /// The relay is connecting to this (passive) side.
+    connecting: bool,
 }
 
 impl Target {
@@ -437,13 +439,28 @@ impl Stream {
         }
     }
 
-    /// Where the relay connects to reach `side` (it said `a=setup:passive`),
-    /// unless it has a connection already.
-    pub(crate) fn passive_target(&self, side: Side) -> Option<SocketAddr> {
+    /// Whether `side` said `a=setup:passive` (the relay connects to it).
+    pub(crate) fn passive(&self, side: Side) -> bool {
         let t = lock(&self.end(side).target);
-        (t.passive && t.tcp_close.is_none() && !t.silent)
-            .then_some(t.sdp_rtp)
-            .flatten()
+        t.passive && !t.silent
+    }
+
+    /// Where the relay connects to reach a passive `side`, unless it has a
+    /// connection or is making one; the caller then makes it and says
+    /// when it is over ([`Stream::connect_over`]).
+    pub(crate) fn to_connect(&self, side: Side) -> Option<SocketAddr> {
+        let mut t = lock(&self.end(side).target);
+        if !t.passive || t.silent || t.tcp_close.is_some() || t.connecting {
+            return None;
+        }
+        let to = t.sdp_rtp?;
+        t.connecting = true;
+        Some(to)
+    }
+
+    /// The relay's connection to a passive `side` ended (or never was).
+    pub(crate) fn connect_over(&self, side: Side) {
+        lock(&self.end(side).target).connecting = false;
     }
 
     /// Whether a new RFC 4571 connection from `from` may be `side`'s.
