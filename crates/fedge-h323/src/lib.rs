@@ -6,3 +6,5 @@
 //! keeps call state, and never decides anything about a call: that is the
 //! gateway's (fedge's `cvi::h323`). Decoding hostile bytes returns an
 //! error, never panics.
+
+pub mod asn;
