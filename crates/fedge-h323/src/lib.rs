@@ -8,3 +8,8 @@
 //! error, never panics.
 
 pub mod asn;
+mod error;
+pub mod q931;
+pub mod tpkt;
+
+pub use error::Error;
