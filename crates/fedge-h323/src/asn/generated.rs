@@ -1220,9 +1220,9 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "transportQOS")]
         pub transport_qos: Option<TransportQOS>,
         #[rasn(extension_addition, identifier = "willRespondToIRR")]
-        pub will_respond_to_irr: bool,
+        pub will_respond_to_irr: Option<bool>,
         #[rasn(extension_addition, identifier = "uuiesRequested")]
-        pub uuies_requested: UUIEsRequested,
+        pub uuies_requested: Option<UUIEsRequested>,
         #[rasn(extension_addition)]
         pub language: Option<AdmissionConfirmLanguage>,
         #[rasn(extension_addition, identifier = "alternateTransportAddresses")]
@@ -1265,8 +1265,8 @@ pub mod h323_messages {
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
             transport_qos: Option<TransportQOS>,
-            will_respond_to_irr: bool,
-            uuies_requested: UUIEsRequested,
+            will_respond_to_irr: Option<bool>,
+            uuies_requested: Option<UUIEsRequested>,
             language: Option<AdmissionConfirmLanguage>,
             alternate_transport_addresses: Option<AlternateTransportAddresses>,
             use_specified_transport: Option<UseSpecifiedTransport>,
@@ -1453,9 +1453,9 @@ pub mod h323_messages {
         #[rasn(identifier = "answerCall")]
         pub answer_call: bool,
         #[rasn(extension_addition, identifier = "canMapAlias")]
-        pub can_map_alias: bool,
+        pub can_map_alias: Option<bool>,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition, identifier = "srcAlternatives")]
         pub src_alternatives: Option<SequenceOf<Endpoint>>,
         #[rasn(extension_addition, identifier = "destAlternatives")]
@@ -1471,7 +1471,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "transportQOS")]
         pub transport_qos: Option<TransportQOS>,
         #[rasn(extension_addition, identifier = "willSupplyUUIEs")]
-        pub will_supply_uuies: bool,
+        pub will_supply_uuies: Option<bool>,
         #[rasn(extension_addition, identifier = "callLinkage")]
         pub call_linkage: Option<CallLinkage>,
         #[rasn(extension_addition, identifier = "gatewayDataRate")]
@@ -1489,7 +1489,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "genericData")]
         pub generic_data: Option<SequenceOf<GenericData>>,
         #[rasn(extension_addition, identifier = "canMapSrcAlias")]
-        pub can_map_src_alias: bool,
+        pub can_map_src_alias: Option<bool>,
     }
     impl AdmissionRequest {
         pub fn new(
@@ -1509,8 +1509,8 @@ pub mod h323_messages {
             conference_id: ConferenceIdentifier,
             active_mc: bool,
             answer_call: bool,
-            can_map_alias: bool,
-            call_identifier: CallIdentifier,
+            can_map_alias: Option<bool>,
+            call_identifier: Option<CallIdentifier>,
             src_alternatives: Option<SequenceOf<Endpoint>>,
             dest_alternatives: Option<SequenceOf<Endpoint>>,
             gatekeeper_identifier: Option<GatekeeperIdentifier>,
@@ -1518,7 +1518,7 @@ pub mod h323_messages {
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
             transport_qos: Option<TransportQOS>,
-            will_supply_uuies: bool,
+            will_supply_uuies: Option<bool>,
             call_linkage: Option<CallLinkage>,
             gateway_data_rate: Option<DataRate>,
             capacity: Option<CallCapacity>,
@@ -1527,7 +1527,7 @@ pub mod h323_messages {
             desired_tunnelled_protocol: Option<TunnelledProtocol>,
             feature_set: Option<FeatureSet>,
             generic_data: Option<SequenceOf<GenericData>>,
-            can_map_src_alias: bool,
+            can_map_src_alias: Option<bool>,
         ) -> Self {
             Self {
                 request_seq_num,
@@ -1579,7 +1579,7 @@ pub mod h323_messages {
         #[rasn(identifier = "h245Address")]
         pub h245_address: Option<TransportAddress>,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition, identifier = "h245SecurityMode")]
         pub h245_security_mode: Option<H245Security>,
         #[rasn(extension_addition)]
@@ -1589,9 +1589,9 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "fastStart")]
         pub fast_start: Option<SequenceOf<OctetString>>,
         #[rasn(extension_addition, identifier = "multipleCalls")]
-        pub multiple_calls: bool,
+        pub multiple_calls: Option<bool>,
         #[rasn(extension_addition, identifier = "maintainConnection")]
-        pub maintain_connection: bool,
+        pub maintain_connection: Option<bool>,
         #[rasn(extension_addition, identifier = "alertingAddress")]
         pub alerting_address: Option<SequenceOf<AliasAddress>>,
         #[rasn(extension_addition, identifier = "presentationIndicator")]
@@ -1614,13 +1614,13 @@ pub mod h323_messages {
             protocol_identifier: ProtocolIdentifier,
             destination_info: EndpointType,
             h245_address: Option<TransportAddress>,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             h245_security_mode: Option<H245Security>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             fast_start: Option<SequenceOf<OctetString>>,
-            multiple_calls: bool,
-            maintain_connection: bool,
+            multiple_calls: Option<bool>,
+            maintain_connection: Option<bool>,
             alerting_address: Option<SequenceOf<AliasAddress>>,
             presentation_indicator: Option<PresentationIndicator>,
             screening_indicator: Option<ScreeningIndicator>,
@@ -1902,7 +1902,7 @@ pub mod h323_messages {
         #[rasn(identifier = "nonStandardData")]
         pub non_standard_data: Option<NonStandardParameter>,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition, identifier = "gatekeeperIdentifier")]
         pub gatekeeper_identifier: Option<GatekeeperIdentifier>,
         #[rasn(extension_addition)]
@@ -1912,7 +1912,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "integrityCheckValue")]
         pub integrity_check_value: Option<ICV>,
         #[rasn(extension_addition, identifier = "answeredCall")]
-        pub answered_call: bool,
+        pub answered_call: Option<bool>,
         #[rasn(extension_addition, identifier = "callLinkage")]
         pub call_linkage: Option<CallLinkage>,
         #[rasn(extension_addition)]
@@ -1935,12 +1935,12 @@ pub mod h323_messages {
             call_type: Option<CallType>,
             band_width: BandWidth,
             non_standard_data: Option<NonStandardParameter>,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             gatekeeper_identifier: Option<GatekeeperIdentifier>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
-            answered_call: bool,
+            answered_call: Option<bool>,
             call_linkage: Option<CallLinkage>,
             capacity: Option<CallCapacity>,
             usage_information: Option<RasUsageInformation>,
@@ -2168,7 +2168,7 @@ pub mod h323_messages {
         #[rasn(identifier = "h245Address")]
         pub h245_address: Option<TransportAddress>,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition, identifier = "h245SecurityMode")]
         pub h245_security_mode: Option<H245Security>,
         #[rasn(extension_addition)]
@@ -2178,9 +2178,9 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "fastStart")]
         pub fast_start: Option<SequenceOf<OctetString>>,
         #[rasn(extension_addition, identifier = "multipleCalls")]
-        pub multiple_calls: bool,
+        pub multiple_calls: Option<bool>,
         #[rasn(extension_addition, identifier = "maintainConnection")]
-        pub maintain_connection: bool,
+        pub maintain_connection: Option<bool>,
         #[rasn(extension_addition, identifier = "fastConnectRefused")]
         pub fast_connect_refused: Option<()>,
         #[rasn(extension_addition, identifier = "featureSet")]
@@ -2191,13 +2191,13 @@ pub mod h323_messages {
             protocol_identifier: ProtocolIdentifier,
             destination_info: EndpointType,
             h245_address: Option<TransportAddress>,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             h245_security_mode: Option<H245Security>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             fast_start: Option<SequenceOf<OctetString>>,
-            multiple_calls: bool,
-            maintain_connection: bool,
+            multiple_calls: Option<bool>,
+            maintain_connection: Option<bool>,
             fast_connect_refused: Option<()>,
             feature_set: Option<FeatureSet>,
         ) -> Self {
@@ -2436,7 +2436,7 @@ pub mod h323_messages {
         #[rasn(identifier = "conferenceID")]
         pub conference_id: ConferenceIdentifier,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition, identifier = "h245SecurityMode")]
         pub h245_security_mode: Option<H245Security>,
         #[rasn(extension_addition)]
@@ -2446,9 +2446,9 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "fastStart")]
         pub fast_start: Option<SequenceOf<OctetString>>,
         #[rasn(extension_addition, identifier = "multipleCalls")]
-        pub multiple_calls: bool,
+        pub multiple_calls: Option<bool>,
         #[rasn(extension_addition, identifier = "maintainConnection")]
-        pub maintain_connection: bool,
+        pub maintain_connection: Option<bool>,
         #[rasn(extension_addition)]
         pub language: Option<ConnectUUIELanguage>,
         #[rasn(extension_addition, identifier = "connectedAddress")]
@@ -2474,13 +2474,13 @@ pub mod h323_messages {
             h245_address: Option<TransportAddress>,
             destination_info: EndpointType,
             conference_id: ConferenceIdentifier,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             h245_security_mode: Option<H245Security>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             fast_start: Option<SequenceOf<OctetString>>,
-            multiple_calls: bool,
-            maintain_connection: bool,
+            multiple_calls: Option<bool>,
+            maintain_connection: Option<bool>,
             language: Option<ConnectUUIELanguage>,
             connected_address: Option<SequenceOf<AliasAddress>>,
             presentation_indicator: Option<PresentationIndicator>,
@@ -3150,7 +3150,7 @@ pub mod h323_messages {
         #[rasn(identifier = "nonStandardData")]
         pub non_standard_data: Option<NonStandardParameter>,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition, identifier = "gatekeeperIdentifier")]
         pub gatekeeper_identifier: Option<GatekeeperIdentifier>,
         #[rasn(extension_addition)]
@@ -3160,7 +3160,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "integrityCheckValue")]
         pub integrity_check_value: Option<ICV>,
         #[rasn(extension_addition, identifier = "answeredCall")]
-        pub answered_call: bool,
+        pub answered_call: Option<bool>,
         #[rasn(extension_addition, identifier = "callLinkage")]
         pub call_linkage: Option<CallLinkage>,
         #[rasn(extension_addition)]
@@ -3184,12 +3184,12 @@ pub mod h323_messages {
             call_reference_value: CallReferenceValue,
             disengage_reason: DisengageReason,
             non_standard_data: Option<NonStandardParameter>,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             gatekeeper_identifier: Option<GatekeeperIdentifier>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
-            answered_call: bool,
+            answered_call: Option<bool>,
             call_linkage: Option<CallLinkage>,
             capacity: Option<CallCapacity>,
             circuit_info: Option<CircuitInfo>,
@@ -3405,7 +3405,7 @@ pub mod h323_messages {
         pub conference_id: Option<ConferenceIdentifier>,
         pub reason: FacilityReason,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition, identifier = "destExtraCallInfo")]
         pub dest_extra_call_info: Option<SequenceOf<AliasAddress>>,
         #[rasn(extension_addition, identifier = "remoteExtensionAddress")]
@@ -3421,9 +3421,9 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "fastStart")]
         pub fast_start: Option<SequenceOf<OctetString>>,
         #[rasn(extension_addition, identifier = "multipleCalls")]
-        pub multiple_calls: bool,
+        pub multiple_calls: Option<bool>,
         #[rasn(extension_addition, identifier = "maintainConnection")]
-        pub maintain_connection: bool,
+        pub maintain_connection: Option<bool>,
         #[rasn(extension_addition, identifier = "fastConnectRefused")]
         pub fast_connect_refused: Option<()>,
         #[rasn(extension_addition, identifier = "serviceControl")]
@@ -3444,7 +3444,7 @@ pub mod h323_messages {
             alternative_alias_address: Option<SequenceOf<AliasAddress>>,
             conference_id: Option<ConferenceIdentifier>,
             reason: FacilityReason,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             dest_extra_call_info: Option<SequenceOf<AliasAddress>>,
             remote_extension_address: Option<AliasAddress>,
             tokens: Option<SequenceOf<ClearToken>>,
@@ -3452,8 +3452,8 @@ pub mod h323_messages {
             conferences: Option<SequenceOf<ConferenceList>>,
             h245_address: Option<TransportAddress>,
             fast_start: Option<SequenceOf<OctetString>>,
-            multiple_calls: bool,
-            maintain_connection: bool,
+            multiple_calls: Option<bool>,
+            maintain_connection: Option<bool>,
             fast_connect_refused: Option<()>,
             service_control: Option<SequenceOf<ServiceControlSession>>,
             circuit_info: Option<CircuitInfo>,
@@ -3787,7 +3787,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "genericData")]
         pub generic_data: Option<SequenceOf<GenericData>>,
         #[rasn(extension_addition, identifier = "supportsAssignedGK")]
-        pub supports_assigned_gk: bool,
+        pub supports_assigned_gk: Option<bool>,
         #[rasn(extension_addition, identifier = "assignedGatekeeper")]
         pub assigned_gatekeeper: Option<AlternateGK>,
     }
@@ -3811,7 +3811,7 @@ pub mod h323_messages {
             supports_alt_gk: Option<()>,
             feature_set: Option<FeatureSet>,
             generic_data: Option<SequenceOf<GenericData>>,
-            supports_assigned_gk: bool,
+            supports_assigned_gk: Option<bool>,
             assigned_gatekeeper: Option<AlternateGK>,
         ) -> Self {
             Self {
@@ -3954,13 +3954,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "dataRatesSupported")]
         pub data_rates_supported: Option<SequenceOf<DataRate>>,
         #[rasn(extension_addition, identifier = "supportedPrefixes")]
-        pub supported_prefixes: SequenceOf<SupportedPrefix>,
+        pub supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
     }
     impl H310Caps {
         pub fn new(
             non_standard_data: Option<NonStandardParameter>,
             data_rates_supported: Option<SequenceOf<DataRate>>,
-            supported_prefixes: SequenceOf<SupportedPrefix>,
+            supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
         ) -> Self {
             Self {
                 non_standard_data,
@@ -3978,13 +3978,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "dataRatesSupported")]
         pub data_rates_supported: Option<SequenceOf<DataRate>>,
         #[rasn(extension_addition, identifier = "supportedPrefixes")]
-        pub supported_prefixes: SequenceOf<SupportedPrefix>,
+        pub supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
     }
     impl H320Caps {
         pub fn new(
             non_standard_data: Option<NonStandardParameter>,
             data_rates_supported: Option<SequenceOf<DataRate>>,
-            supported_prefixes: SequenceOf<SupportedPrefix>,
+            supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
         ) -> Self {
             Self {
                 non_standard_data,
@@ -4002,13 +4002,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "dataRatesSupported")]
         pub data_rates_supported: Option<SequenceOf<DataRate>>,
         #[rasn(extension_addition, identifier = "supportedPrefixes")]
-        pub supported_prefixes: SequenceOf<SupportedPrefix>,
+        pub supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
     }
     impl H321Caps {
         pub fn new(
             non_standard_data: Option<NonStandardParameter>,
             data_rates_supported: Option<SequenceOf<DataRate>>,
-            supported_prefixes: SequenceOf<SupportedPrefix>,
+            supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
         ) -> Self {
             Self {
                 non_standard_data,
@@ -4026,13 +4026,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "dataRatesSupported")]
         pub data_rates_supported: Option<SequenceOf<DataRate>>,
         #[rasn(extension_addition, identifier = "supportedPrefixes")]
-        pub supported_prefixes: SequenceOf<SupportedPrefix>,
+        pub supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
     }
     impl H322Caps {
         pub fn new(
             non_standard_data: Option<NonStandardParameter>,
             data_rates_supported: Option<SequenceOf<DataRate>>,
-            supported_prefixes: SequenceOf<SupportedPrefix>,
+            supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
         ) -> Self {
             Self {
                 non_standard_data,
@@ -4106,7 +4106,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "h4501SupplementaryService")]
         pub h4501_supplementary_service: Option<SequenceOf<OctetString>>,
         #[rasn(extension_addition, identifier = "h245Tunneling")]
-        pub h245_tunneling: bool,
+        pub h245_tunneling: Option<bool>,
         #[rasn(extension_addition, identifier = "h245Control")]
         pub h245_control: Option<SequenceOf<OctetString>>,
         #[rasn(extension_addition, identifier = "nonStandardControl")]
@@ -4127,7 +4127,7 @@ pub mod h323_messages {
             h323_message_body: H323UUPDUH323MessageBody,
             non_standard_data: Option<NonStandardParameter>,
             h4501_supplementary_service: Option<SequenceOf<OctetString>>,
-            h245_tunneling: bool,
+            h245_tunneling: Option<bool>,
             h245_control: Option<SequenceOf<OctetString>>,
             non_standard_control: Option<SequenceOf<NonStandardParameter>>,
             call_linkage: Option<CallLinkage>,
@@ -4195,13 +4195,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "dataRatesSupported")]
         pub data_rates_supported: Option<SequenceOf<DataRate>>,
         #[rasn(extension_addition, identifier = "supportedPrefixes")]
-        pub supported_prefixes: SequenceOf<SupportedPrefix>,
+        pub supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
     }
     impl H323Caps {
         pub fn new(
             non_standard_data: Option<NonStandardParameter>,
             data_rates_supported: Option<SequenceOf<DataRate>>,
-            supported_prefixes: SequenceOf<SupportedPrefix>,
+            supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
         ) -> Self {
             Self {
                 non_standard_data,
@@ -4219,13 +4219,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "dataRatesSupported")]
         pub data_rates_supported: Option<SequenceOf<DataRate>>,
         #[rasn(extension_addition, identifier = "supportedPrefixes")]
-        pub supported_prefixes: SequenceOf<SupportedPrefix>,
+        pub supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
     }
     impl H324Caps {
         pub fn new(
             non_standard_data: Option<NonStandardParameter>,
             data_rates_supported: Option<SequenceOf<DataRate>>,
-            supported_prefixes: SequenceOf<SupportedPrefix>,
+            supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
         ) -> Self {
             Self {
                 non_standard_data,
@@ -4259,7 +4259,7 @@ pub mod h323_messages {
         #[rasn(identifier = "replyAddress")]
         pub reply_address: Option<TransportAddress>,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition)]
         pub tokens: Option<SequenceOf<ClearToken>>,
         #[rasn(extension_addition, identifier = "cryptoTokens")]
@@ -4293,7 +4293,7 @@ pub mod h323_messages {
             call_reference_value: CallReferenceValue,
             non_standard_data: Option<NonStandardParameter>,
             reply_address: Option<TransportAddress>,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
@@ -4449,13 +4449,13 @@ pub mod h323_messages {
         #[rasn(identifier = "callModel")]
         pub call_model: CallModel,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition)]
         pub tokens: Option<SequenceOf<ClearToken>>,
         #[rasn(extension_addition, identifier = "cryptoTokens")]
         pub crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
         #[rasn(extension_addition, identifier = "substituteConfIDs")]
-        pub substitute_conf_ids: SequenceOf<ConferenceIdentifier>,
+        pub substitute_conf_ids: Option<SequenceOf<ConferenceIdentifier>>,
         #[rasn(extension_addition)]
         pub pdu: Option<AnonymousInfoRequestResponsePerCallInfoPdu>,
         #[rasn(extension_addition, identifier = "callLinkage")]
@@ -4479,10 +4479,10 @@ pub mod h323_messages {
             call_type: CallType,
             band_width: BandWidth,
             call_model: CallModel,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
-            substitute_conf_ids: SequenceOf<ConferenceIdentifier>,
+            substitute_conf_ids: Option<SequenceOf<ConferenceIdentifier>>,
             pdu: Option<AnonymousInfoRequestResponsePerCallInfoPdu>,
             call_linkage: Option<CallLinkage>,
             usage_information: Option<RasUsageInformation>,
@@ -4545,13 +4545,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "integrityCheckValue")]
         pub integrity_check_value: Option<ICV>,
         #[rasn(extension_addition, identifier = "needResponse")]
-        pub need_response: bool,
+        pub need_response: Option<bool>,
         #[rasn(extension_addition)]
         pub capacity: Option<CallCapacity>,
         #[rasn(extension_addition, identifier = "irrStatus")]
         pub irr_status: Option<InfoRequestResponseStatus>,
         #[rasn(extension_addition)]
-        pub unsolicited: bool,
+        pub unsolicited: Option<bool>,
         #[rasn(extension_addition, identifier = "genericData")]
         pub generic_data: Option<SequenceOf<GenericData>>,
     }
@@ -4568,10 +4568,10 @@ pub mod h323_messages {
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
-            need_response: bool,
+            need_response: Option<bool>,
             capacity: Option<CallCapacity>,
             irr_status: Option<InfoRequestResponseStatus>,
-            unsolicited: bool,
+            unsolicited: Option<bool>,
             generic_data: Option<SequenceOf<GenericData>>,
         ) -> Self {
             Self {
@@ -4611,7 +4611,7 @@ pub mod h323_messages {
         #[rasn(identifier = "protocolIdentifier")]
         pub protocol_identifier: ProtocolIdentifier,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition)]
         pub tokens: Option<SequenceOf<ClearToken>>,
         #[rasn(extension_addition, identifier = "cryptoTokens")]
@@ -4626,7 +4626,7 @@ pub mod h323_messages {
     impl InformationUUIE {
         pub fn new(
             protocol_identifier: ProtocolIdentifier,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             fast_start: Option<SequenceOf<OctetString>>,
@@ -4923,7 +4923,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "sourceInfo")]
         pub source_info: Option<SequenceOf<AliasAddress>>,
         #[rasn(extension_addition, identifier = "canMapAlias")]
-        pub can_map_alias: bool,
+        pub can_map_alias: Option<bool>,
         #[rasn(extension_addition, identifier = "gatekeeperIdentifier")]
         pub gatekeeper_identifier: Option<GatekeeperIdentifier>,
         #[rasn(extension_addition)]
@@ -4951,7 +4951,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "sourceEndpointInfo")]
         pub source_endpoint_info: Option<SequenceOf<AliasAddress>>,
         #[rasn(extension_addition, identifier = "canMapSrcAlias")]
-        pub can_map_src_alias: bool,
+        pub can_map_src_alias: Option<bool>,
         #[rasn(extension_addition)]
         pub language: Option<LocationRequestLanguage>,
     }
@@ -4963,7 +4963,7 @@ pub mod h323_messages {
             non_standard_data: Option<NonStandardParameter>,
             reply_address: TransportAddress,
             source_info: Option<SequenceOf<AliasAddress>>,
-            can_map_alias: bool,
+            can_map_alias: Option<bool>,
             gatekeeper_identifier: Option<GatekeeperIdentifier>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
@@ -4977,7 +4977,7 @@ pub mod h323_messages {
             call_identifier: Option<CallIdentifier>,
             band_width: Option<BandWidth>,
             source_endpoint_info: Option<SequenceOf<AliasAddress>>,
-            can_map_src_alias: bool,
+            can_map_src_alias: Option<bool>,
             language: Option<LocationRequestLanguage>,
         ) -> Self {
             Self {
@@ -5272,9 +5272,9 @@ pub mod h323_messages {
         #[rasn(identifier = "fastStart")]
         pub fast_start: Option<SequenceOf<OctetString>>,
         #[rasn(extension_addition, identifier = "multipleCalls")]
-        pub multiple_calls: bool,
+        pub multiple_calls: Option<bool>,
         #[rasn(extension_addition, identifier = "maintainConnection")]
-        pub maintain_connection: bool,
+        pub maintain_connection: Option<bool>,
         #[rasn(extension_addition, identifier = "fastConnectRefused")]
         pub fast_connect_refused: Option<()>,
     }
@@ -5288,8 +5288,8 @@ pub mod h323_messages {
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             fast_start: Option<SequenceOf<OctetString>>,
-            multiple_calls: bool,
-            maintain_connection: bool,
+            multiple_calls: Option<bool>,
+            maintain_connection: Option<bool>,
             fast_connect_refused: Option<()>,
         ) -> Self {
             Self {
@@ -5692,11 +5692,11 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "integrityCheckValue")]
         pub integrity_check_value: Option<ICV>,
         #[rasn(extension_addition, identifier = "willRespondToIRR")]
-        pub will_respond_to_irr: bool,
+        pub will_respond_to_irr: Option<bool>,
         #[rasn(extension_addition, identifier = "preGrantedARQ")]
         pub pre_granted_arq: Option<RegistrationConfirmPreGrantedARQ>,
         #[rasn(extension_addition, identifier = "maintainConnection")]
-        pub maintain_connection: bool,
+        pub maintain_connection: Option<bool>,
         #[rasn(extension_addition, identifier = "serviceControl")]
         pub service_control: Option<SequenceOf<ServiceControlSession>>,
         #[rasn(extension_addition, identifier = "supportsAdditiveRegistration")]
@@ -5738,9 +5738,9 @@ pub mod h323_messages {
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
-            will_respond_to_irr: bool,
+            will_respond_to_irr: Option<bool>,
             pre_granted_arq: Option<RegistrationConfirmPreGrantedARQ>,
-            maintain_connection: bool,
+            maintain_connection: Option<bool>,
             service_control: Option<SequenceOf<ServiceControlSession>>,
             supports_additive_registration: Option<()>,
             terminal_alias_pattern: Option<SequenceOf<AddressPattern>>,
@@ -5950,13 +5950,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "integrityCheckValue")]
         pub integrity_check_value: Option<ICV>,
         #[rasn(extension_addition, identifier = "keepAlive")]
-        pub keep_alive: bool,
+        pub keep_alive: Option<bool>,
         #[rasn(extension_addition, identifier = "endpointIdentifier")]
         pub endpoint_identifier: Option<EndpointIdentifier>,
         #[rasn(extension_addition, identifier = "willSupplyUUIEs")]
-        pub will_supply_uuies: bool,
+        pub will_supply_uuies: Option<bool>,
         #[rasn(extension_addition, identifier = "maintainConnection")]
-        pub maintain_connection: bool,
+        pub maintain_connection: Option<bool>,
         #[rasn(extension_addition, identifier = "alternateTransportAddresses")]
         pub alternate_transport_addresses: Option<AlternateTransportAddresses>,
         #[rasn(extension_addition, identifier = "additiveRegistration")]
@@ -5986,7 +5986,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "supportsACFSequences")]
         pub supports_acfsequences: Option<()>,
         #[rasn(extension_addition, identifier = "supportsAssignedGK")]
-        pub supports_assigned_gk: bool,
+        pub supports_assigned_gk: Option<bool>,
         #[rasn(extension_addition, identifier = "assignedGatekeeper")]
         pub assigned_gatekeeper: Option<AlternateGK>,
         #[rasn(extension_addition, identifier = "transportQOS")]
@@ -6011,10 +6011,10 @@ pub mod h323_messages {
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
-            keep_alive: bool,
+            keep_alive: Option<bool>,
             endpoint_identifier: Option<EndpointIdentifier>,
-            will_supply_uuies: bool,
-            maintain_connection: bool,
+            will_supply_uuies: Option<bool>,
+            maintain_connection: Option<bool>,
             alternate_transport_addresses: Option<AlternateTransportAddresses>,
             additive_registration: Option<()>,
             terminal_alias_pattern: Option<SequenceOf<AddressPattern>>,
@@ -6029,7 +6029,7 @@ pub mod h323_messages {
             generic_data: Option<SequenceOf<GenericData>>,
             restart: Option<()>,
             supports_acfsequences: Option<()>,
-            supports_assigned_gk: bool,
+            supports_assigned_gk: Option<bool>,
             assigned_gatekeeper: Option<AlternateGK>,
             transport_qos: Option<TransportQOS>,
             language: Option<RegistrationRequestLanguage>,
@@ -6089,7 +6089,7 @@ pub mod h323_messages {
         pub protocol_identifier: ProtocolIdentifier,
         pub reason: Option<ReleaseCompleteReason>,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition)]
         pub tokens: Option<SequenceOf<ClearToken>>,
         #[rasn(extension_addition, identifier = "cryptoTokens")]
@@ -6115,7 +6115,7 @@ pub mod h323_messages {
         pub fn new(
             protocol_identifier: ProtocolIdentifier,
             reason: Option<ReleaseCompleteReason>,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             busy_address: Option<SequenceOf<AliasAddress>>,
@@ -6693,7 +6693,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "remoteExtensionAddress")]
         pub remote_extension_address: Option<AliasAddress>,
         #[rasn(extension_addition, identifier = "callIdentifier")]
-        pub call_identifier: CallIdentifier,
+        pub call_identifier: Option<CallIdentifier>,
         #[rasn(extension_addition, identifier = "h245SecurityCapability")]
         pub h245_security_capability: Option<SequenceOf<H245Security>>,
         #[rasn(extension_addition)]
@@ -6703,15 +6703,15 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "fastStart")]
         pub fast_start: Option<SequenceOf<OctetString>>,
         #[rasn(extension_addition, identifier = "mediaWaitForConnect")]
-        pub media_wait_for_connect: bool,
+        pub media_wait_for_connect: Option<bool>,
         #[rasn(extension_addition, identifier = "canOverlapSend")]
-        pub can_overlap_send: bool,
+        pub can_overlap_send: Option<bool>,
         #[rasn(extension_addition, identifier = "endpointIdentifier")]
         pub endpoint_identifier: Option<EndpointIdentifier>,
         #[rasn(extension_addition, identifier = "multipleCalls")]
-        pub multiple_calls: bool,
+        pub multiple_calls: Option<bool>,
         #[rasn(extension_addition, identifier = "maintainConnection")]
-        pub maintain_connection: bool,
+        pub maintain_connection: Option<bool>,
         #[rasn(extension_addition, identifier = "connectionParameters")]
         pub connection_parameters: Option<SetupUUIEConnectionParameters>,
         #[rasn(extension_addition)]
@@ -6762,16 +6762,16 @@ pub mod h323_messages {
             call_type: CallType,
             source_call_signal_address: Option<TransportAddress>,
             remote_extension_address: Option<AliasAddress>,
-            call_identifier: CallIdentifier,
+            call_identifier: Option<CallIdentifier>,
             h245_security_capability: Option<SequenceOf<H245Security>>,
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             fast_start: Option<SequenceOf<OctetString>>,
-            media_wait_for_connect: bool,
-            can_overlap_send: bool,
+            media_wait_for_connect: Option<bool>,
+            can_overlap_send: Option<bool>,
             endpoint_identifier: Option<EndpointIdentifier>,
-            multiple_calls: bool,
-            maintain_connection: bool,
+            multiple_calls: Option<bool>,
+            maintain_connection: Option<bool>,
             connection_parameters: Option<SetupUUIEConnectionParameters>,
             language: Option<SetupUUIELanguage>,
             presentation_indicator: Option<PresentationIndicator>,
@@ -6985,13 +6985,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "dataRatesSupported")]
         pub data_rates_supported: Option<SequenceOf<DataRate>>,
         #[rasn(extension_addition, identifier = "supportedPrefixes")]
-        pub supported_prefixes: SequenceOf<SupportedPrefix>,
+        pub supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
     }
     impl T120OnlyCaps {
         pub fn new(
             non_standard_data: Option<NonStandardParameter>,
             data_rates_supported: Option<SequenceOf<DataRate>>,
-            supported_prefixes: SequenceOf<SupportedPrefix>,
+            supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
         ) -> Self {
             Self {
                 non_standard_data,
@@ -7247,13 +7247,13 @@ pub mod h323_messages {
         pub progress: bool,
         pub empty: bool,
         #[rasn(extension_addition)]
-        pub status: bool,
+        pub status: Option<bool>,
         #[rasn(extension_addition, identifier = "statusInquiry")]
-        pub status_inquiry: bool,
+        pub status_inquiry: Option<bool>,
         #[rasn(extension_addition, identifier = "setupAcknowledge")]
-        pub setup_acknowledge: bool,
+        pub setup_acknowledge: Option<bool>,
         #[rasn(extension_addition)]
-        pub notify: bool,
+        pub notify: Option<bool>,
     }
     impl UUIEsRequested {
         pub fn new(
@@ -7266,10 +7266,10 @@ pub mod h323_messages {
             facility: bool,
             progress: bool,
             empty: bool,
-            status: bool,
-            status_inquiry: bool,
-            setup_acknowledge: bool,
-            notify: bool,
+            status: Option<bool>,
+            status_inquiry: Option<bool>,
+            setup_acknowledge: Option<bool>,
+            notify: Option<bool>,
         ) -> Self {
             Self {
                 setup,
@@ -7301,7 +7301,7 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "integrityCheckValue")]
         pub integrity_check_value: Option<ICV>,
         #[rasn(extension_addition, identifier = "messageNotUnderstood")]
-        pub message_not_understood: OctetString,
+        pub message_not_understood: Option<OctetString>,
     }
     impl UnknownMessageResponse {
         pub fn new(
@@ -7309,7 +7309,7 @@ pub mod h323_messages {
             tokens: Option<SequenceOf<ClearToken>>,
             crypto_tokens: Option<SequenceOf<CryptoH323Token>>,
             integrity_check_value: Option<ICV>,
-            message_not_understood: OctetString,
+            message_not_understood: Option<OctetString>,
         ) -> Self {
             Self {
                 request_seq_num,
@@ -7554,13 +7554,13 @@ pub mod h323_messages {
         #[rasn(extension_addition, identifier = "dataRatesSupported")]
         pub data_rates_supported: Option<SequenceOf<DataRate>>,
         #[rasn(extension_addition, identifier = "supportedPrefixes")]
-        pub supported_prefixes: SequenceOf<SupportedPrefix>,
+        pub supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
     }
     impl VoiceCaps {
         pub fn new(
             non_standard_data: Option<NonStandardParameter>,
             data_rates_supported: Option<SequenceOf<DataRate>>,
-            supported_prefixes: SequenceOf<SupportedPrefix>,
+            supported_prefixes: Option<SequenceOf<SupportedPrefix>>,
         ) -> Self {
             Self {
                 non_standard_data,
@@ -7995,13 +7995,13 @@ pub mod multimedia_system_control {
         pub forward_logical_channel_number: LogicalChannelNumber,
         pub source: CloseLogicalChannelSource,
         #[rasn(extension_addition)]
-        pub reason: CloseLogicalChannelReason,
+        pub reason: Option<CloseLogicalChannelReason>,
     }
     impl CloseLogicalChannel {
         pub fn new(
             forward_logical_channel_number: LogicalChannelNumber,
             source: CloseLogicalChannelSource,
-            reason: CloseLogicalChannelReason,
+            reason: Option<CloseLogicalChannelReason>,
         ) -> Self {
             Self {
                 forward_logical_channel_number,
@@ -8178,7 +8178,7 @@ pub mod multimedia_system_control {
         #[rasn(identifier = "chairControlCapability")]
         pub chair_control_capability: bool,
         #[rasn(extension_addition, identifier = "videoIndicateMixingCapability")]
-        pub video_indicate_mixing_capability: bool,
+        pub video_indicate_mixing_capability: Option<bool>,
         #[rasn(extension_addition, identifier = "multipointVisualizationCapability")]
         pub multipoint_visualization_capability: Option<bool>,
     }
@@ -8186,7 +8186,7 @@ pub mod multimedia_system_control {
         pub fn new(
             non_standard_data: Option<SequenceOf<H245NonStandardParameter>>,
             chair_control_capability: bool,
-            video_indicate_mixing_capability: bool,
+            video_indicate_mixing_capability: Option<bool>,
             multipoint_visualization_capability: Option<bool>,
         ) -> Self {
             Self {
@@ -10644,9 +10644,9 @@ pub mod multimedia_system_control {
         #[rasn(identifier = "h223MultiplexTableCapability")]
         pub h223_multiplex_table_capability: H223CapabilityH223MultiplexTableCapability,
         #[rasn(extension_addition, identifier = "maxMUXPDUSizeCapability")]
-        pub max_muxpdusize_capability: bool,
+        pub max_muxpdusize_capability: Option<bool>,
         #[rasn(extension_addition, identifier = "nsrpSupport")]
-        pub nsrp_support: bool,
+        pub nsrp_support: Option<bool>,
         #[rasn(extension_addition, identifier = "mobileOperationTransmitCapability")]
         pub mobile_operation_transmit_capability:
             Option<H223CapabilityMobileOperationTransmitCapability>,
@@ -10673,8 +10673,8 @@ pub mod multimedia_system_control {
             maximum_al3_sdusize: u16,
             maximum_delay_jitter: u16,
             h223_multiplex_table_capability: H223CapabilityH223MultiplexTableCapability,
-            max_muxpdusize_capability: bool,
-            nsrp_support: bool,
+            max_muxpdusize_capability: Option<bool>,
+            nsrp_support: Option<bool>,
             mobile_operation_transmit_capability: Option<
                 H223CapabilityMobileOperationTransmitCapability,
             >,
@@ -10916,9 +10916,9 @@ pub mod multimedia_system_control {
         )]
         pub redundancy_encoding_capability: Option<SequenceOf<RedundancyEncodingCapability>>,
         #[rasn(extension_addition, identifier = "logicalChannelSwitchingCapability")]
-        pub logical_channel_switching_capability: bool,
+        pub logical_channel_switching_capability: Option<bool>,
         #[rasn(extension_addition, identifier = "t120DynamicPortCapability")]
-        pub t120_dynamic_port_capability: bool,
+        pub t120_dynamic_port_capability: Option<bool>,
     }
     impl H2250Capability {
         pub fn new(
@@ -10931,8 +10931,8 @@ pub mod multimedia_system_control {
             media_packetization_capability: MediaPacketizationCapability,
             transport_capability: Option<TransportCapability>,
             redundancy_encoding_capability: Option<SequenceOf<RedundancyEncodingCapability>>,
-            logical_channel_switching_capability: bool,
-            t120_dynamic_port_capability: bool,
+            logical_channel_switching_capability: Option<bool>,
+            t120_dynamic_port_capability: Option<bool>,
         ) -> Self {
             Self {
                 maximum_audio_delay_jitter,
@@ -10964,7 +10964,7 @@ pub mod multimedia_system_control {
         #[rasn(value("96..=127"), identifier = "dynamicRTPPayloadType")]
         pub dynamic_rtppayload_type: Option<u8>,
         #[rasn(extension_addition, identifier = "flowControlToZero")]
-        pub flow_control_to_zero: bool,
+        pub flow_control_to_zero: Option<bool>,
         #[rasn(extension_addition, value("0..=65535"), identifier = "portNumber")]
         pub port_number: Option<u16>,
         #[rasn(extension_addition, identifier = "multiplePayloadStream")]
@@ -10977,7 +10977,7 @@ pub mod multimedia_system_control {
             media_channel: Option<H245TransportAddress>,
             media_control_channel: Option<H245TransportAddress>,
             dynamic_rtppayload_type: Option<u8>,
-            flow_control_to_zero: bool,
+            flow_control_to_zero: Option<bool>,
             port_number: Option<u16>,
             multiple_payload_stream: Option<MultiplePayloadStream>,
         ) -> Self {
@@ -11307,7 +11307,7 @@ pub mod multimedia_system_control {
         #[rasn(identifier = "stillImageTransmission")]
         pub still_image_transmission: bool,
         #[rasn(extension_addition, identifier = "videoBadMBsCap")]
-        pub video_bad_mbs_cap: bool,
+        pub video_bad_mbs_cap: Option<bool>,
     }
     impl H261VideoCapability {
         pub fn new(
@@ -11316,7 +11316,7 @@ pub mod multimedia_system_control {
             temporal_spatial_trade_off_capability: bool,
             max_bit_rate: u16,
             still_image_transmission: bool,
-            video_bad_mbs_cap: bool,
+            video_bad_mbs_cap: Option<bool>,
         ) -> Self {
             Self {
                 qcif_mpi,
@@ -11397,7 +11397,7 @@ pub mod multimedia_system_control {
         #[rasn(value("0..=4294967295"), identifier = "luminanceSampleRate")]
         pub luminance_sample_rate: Option<u32>,
         #[rasn(extension_addition, identifier = "videoBadMBsCap")]
-        pub video_bad_mbs_cap: bool,
+        pub video_bad_mbs_cap: Option<bool>,
     }
     impl H262VideoCapability {
         pub fn new(
@@ -11418,7 +11418,7 @@ pub mod multimedia_system_control {
             lines_per_frame: Option<u16>,
             frames_per_second: Option<u8>,
             luminance_sample_rate: Option<u32>,
-            video_bad_mbs_cap: bool,
+            video_bad_mbs_cap: Option<bool>,
         ) -> Self {
             Self {
                 profile_and_level_spat_ml,
@@ -11557,9 +11557,9 @@ pub mod multimedia_system_control {
         #[rasn(identifier = "modifiedQuantizationMode")]
         pub modified_quantization_mode: bool,
         #[rasn(extension_addition, identifier = "enhancedReferencePicSelect")]
-        pub enhanced_reference_pic_select: bool,
+        pub enhanced_reference_pic_select: Option<bool>,
         #[rasn(extension_addition, identifier = "h263Version3Options")]
-        pub h263_version3_options: H263Version3Options,
+        pub h263_version3_options: Option<H263Version3Options>,
     }
     impl H263ModeComboFlags {
         pub fn new(
@@ -11584,8 +11584,8 @@ pub mod multimedia_system_control {
             independent_segment_decoding: bool,
             alternate_inter_vlcmode: bool,
             modified_quantization_mode: bool,
-            enhanced_reference_pic_select: bool,
-            h263_version3_options: H263Version3Options,
+            enhanced_reference_pic_select: Option<bool>,
+            h263_version3_options: Option<H263Version3Options>,
         ) -> Self {
             Self {
                 unrestricted_vector,
@@ -11677,9 +11677,9 @@ pub mod multimedia_system_control {
         #[rasn(size("1..=16"), identifier = "modeCombos")]
         pub mode_combos: Option<SetOf<H263VideoModeCombos>>,
         #[rasn(extension_addition, identifier = "videoBadMBsCap")]
-        pub video_bad_mbs_cap: bool,
+        pub video_bad_mbs_cap: Option<bool>,
         #[rasn(extension_addition, identifier = "h263Version3Options")]
-        pub h263_version3_options: H263Version3Options,
+        pub h263_version3_options: Option<H263Version3Options>,
     }
     impl H263Options {
         pub fn new(
@@ -11712,8 +11712,8 @@ pub mod multimedia_system_control {
             custom_picture_clock_frequency: Option<SetOf<CustomPictureClockFrequency>>,
             custom_picture_format: Option<SetOf<CustomPictureFormat>>,
             mode_combos: Option<SetOf<H263VideoModeCombos>>,
-            video_bad_mbs_cap: bool,
-            h263_version3_options: H263Version3Options,
+            video_bad_mbs_cap: Option<bool>,
+            h263_version3_options: Option<H263Version3Options>,
         ) -> Self {
             Self {
                 advanced_intra_coding_mode,
@@ -11835,7 +11835,7 @@ pub mod multimedia_system_control {
         #[rasn(extension_addition, value("1..=3600"), identifier = "slowCif16MPI")]
         pub slow_cif16_mpi: Option<u16>,
         #[rasn(extension_addition, identifier = "errorCompensation")]
-        pub error_compensation: bool,
+        pub error_compensation: Option<bool>,
         #[rasn(extension_addition, identifier = "enhancementLayerInfo")]
         pub enhancement_layer_info: Option<EnhancementLayerInfo>,
         #[rasn(extension_addition, identifier = "h263Options")]
@@ -11861,7 +11861,7 @@ pub mod multimedia_system_control {
             slow_cif_mpi: Option<u16>,
             slow_cif4_mpi: Option<u16>,
             slow_cif16_mpi: Option<u16>,
-            error_compensation: bool,
+            error_compensation: Option<bool>,
             enhancement_layer_info: Option<EnhancementLayerInfo>,
             h263_options: Option<H263Options>,
         ) -> Self {
@@ -11919,7 +11919,7 @@ pub mod multimedia_system_control {
         #[rasn(identifier = "pbFrames")]
         pub pb_frames: bool,
         #[rasn(extension_addition, identifier = "errorCompensation")]
-        pub error_compensation: bool,
+        pub error_compensation: Option<bool>,
         #[rasn(extension_addition, identifier = "enhancementLayerInfo")]
         pub enhancement_layer_info: Option<EnhancementLayerInfo>,
         #[rasn(extension_addition, identifier = "h263Options")]
@@ -11933,7 +11933,7 @@ pub mod multimedia_system_control {
             arithmetic_coding: bool,
             advanced_prediction: bool,
             pb_frames: bool,
-            error_compensation: bool,
+            error_compensation: Option<bool>,
             enhancement_layer_info: Option<EnhancementLayerInfo>,
             h263_options: Option<H263Options>,
         ) -> Self {
@@ -12089,7 +12089,7 @@ pub mod multimedia_system_control {
         #[rasn(value("0..=4294967295"), identifier = "luminanceSampleRate")]
         pub luminance_sample_rate: Option<u32>,
         #[rasn(extension_addition, identifier = "videoBadMBsCap")]
-        pub video_bad_mbs_cap: bool,
+        pub video_bad_mbs_cap: Option<bool>,
     }
     impl IS11172VideoCapability {
         pub fn new(
@@ -12100,7 +12100,7 @@ pub mod multimedia_system_control {
             lines_per_frame: Option<u16>,
             picture_rate: Option<u8>,
             luminance_sample_rate: Option<u32>,
-            video_bad_mbs_cap: bool,
+            video_bad_mbs_cap: Option<bool>,
         ) -> Self {
             Self {
                 constrained_bitstream,
@@ -14216,7 +14216,7 @@ pub mod multimedia_system_control {
         pub aal: NewATMVCIndicationAal,
         pub multiplex: NewATMVCIndicationMultiplex,
         #[rasn(extension_addition, identifier = "reverseParameters")]
-        pub reverse_parameters: NewATMVCIndicationReverseParameters,
+        pub reverse_parameters: Option<NewATMVCIndicationReverseParameters>,
     }
     impl NewATMVCIndication {
         pub fn new(
@@ -14226,7 +14226,7 @@ pub mod multimedia_system_control {
             bit_rate_locked_to_network_clock: bool,
             aal: NewATMVCIndicationAal,
             multiplex: NewATMVCIndicationMultiplex,
-            reverse_parameters: NewATMVCIndicationReverseParameters,
+            reverse_parameters: Option<NewATMVCIndicationReverseParameters>,
         ) -> Self {
             Self {
                 resource_id,
@@ -15143,14 +15143,14 @@ pub mod multimedia_system_control {
         #[rasn(identifier = "videoBackChannelSend")]
         pub video_back_channel_send: RefPictureSelectionVideoBackChannelSend,
         #[rasn(extension_addition, identifier = "enhancedReferencePicSelect")]
-        pub enhanced_reference_pic_select: RefPictureSelectionEnhancedReferencePicSelect,
+        pub enhanced_reference_pic_select: Option<RefPictureSelectionEnhancedReferencePicSelect>,
     }
     impl RefPictureSelection {
         pub fn new(
             additional_picture_memory: Option<RefPictureSelectionAdditionalPictureMemory>,
             video_mux: bool,
             video_back_channel_send: RefPictureSelectionVideoBackChannelSend,
-            enhanced_reference_pic_select: RefPictureSelectionEnhancedReferencePicSelect,
+            enhanced_reference_pic_select: Option<RefPictureSelectionEnhancedReferencePicSelect>,
         ) -> Self {
             Self {
                 additional_picture_memory,
@@ -15221,13 +15221,13 @@ pub mod multimedia_system_control {
         #[rasn(extension_addition, identifier = "qosCapability")]
         pub qos_capability: Option<QOSCapability>,
         #[rasn(extension_addition)]
-        pub reason: RequestChannelCloseReason,
+        pub reason: Option<RequestChannelCloseReason>,
     }
     impl RequestChannelClose {
         pub fn new(
             forward_logical_channel_number: LogicalChannelNumber,
             qos_capability: Option<QOSCapability>,
-            reason: RequestChannelCloseReason,
+            reason: Option<RequestChannelCloseReason>,
         ) -> Self {
             Self {
                 forward_logical_channel_number,
@@ -15675,10 +15675,13 @@ pub mod multimedia_system_control {
         #[rasn(identifier = "nonStandardParameter")]
         pub non_standard_parameter: Option<H245NonStandardParameter>,
         #[rasn(extension_addition, value("0..=255"))]
-        pub value: u8,
+        pub value: Option<u8>,
     }
     impl ServicePriorityValue {
-        pub fn new(non_standard_parameter: Option<H245NonStandardParameter>, value: u8) -> Self {
+        pub fn new(
+            non_standard_parameter: Option<H245NonStandardParameter>,
+            value: Option<u8>,
+        ) -> Self {
             Self {
                 non_standard_parameter,
                 value,
@@ -15710,9 +15713,9 @@ pub mod multimedia_system_control {
         #[rasn(identifier = "transcodingMMR")]
         pub transcoding_mmr: bool,
         #[rasn(extension_addition, value("0..=255"))]
-        pub version: u8,
+        pub version: Option<u8>,
         #[rasn(extension_addition, identifier = "t38FaxRateManagement")]
-        pub t38_fax_rate_management: T38FaxRateManagement,
+        pub t38_fax_rate_management: Option<T38FaxRateManagement>,
         #[rasn(extension_addition, identifier = "t38FaxUdpOptions")]
         pub t38_fax_udp_options: Option<T38FaxUdpOptions>,
         #[rasn(extension_addition, identifier = "t38FaxTcpOptions")]
@@ -15723,8 +15726,8 @@ pub mod multimedia_system_control {
             fill_bit_removal: bool,
             transcoding_jbig: bool,
             transcoding_mmr: bool,
-            version: u8,
-            t38_fax_rate_management: T38FaxRateManagement,
+            version: Option<u8>,
+            t38_fax_rate_management: Option<T38FaxRateManagement>,
             t38_fax_udp_options: Option<T38FaxUdpOptions>,
             t38_fax_tcp_options: Option<T38FaxTcpOptions>,
         ) -> Self {
@@ -16046,13 +16049,13 @@ pub mod multimedia_system_control {
         #[rasn(value("0..=255"), identifier = "subPictureNumber")]
         pub sub_picture_number: u8,
         #[rasn(extension_addition, identifier = "mcuNumber")]
-        pub mcu_number: McuNumber,
+        pub mcu_number: Option<McuNumber>,
     }
     impl TerminalYouAreSeeingInSubPictureNumber {
         pub fn new(
             terminal_number: TerminalNumber,
             sub_picture_number: u8,
-            mcu_number: McuNumber,
+            mcu_number: Option<McuNumber>,
         ) -> Self {
             Self {
                 terminal_number,
