@@ -8,7 +8,9 @@
 //! error, never panics.
 
 pub mod asn;
+mod common;
 mod error;
+pub mod h225;
 pub mod q931;
 pub mod tpkt;
 
