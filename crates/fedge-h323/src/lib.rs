@@ -6,3 +6,12 @@
 //! keeps call state, and never decides anything about a call: that is the
 //! gateway's (fedge's `cvi::h323`). Decoding hostile bytes returns an
 //! error, never panics.
+
+pub mod asn;
+mod common;
+mod error;
+pub mod h225;
+pub mod q931;
+pub mod tpkt;
+
+pub use error::Error;
