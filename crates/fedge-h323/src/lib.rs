@@ -11,6 +11,7 @@ pub mod asn;
 mod common;
 mod error;
 pub mod h225;
+pub mod h245;
 pub mod q931;
 pub mod tpkt;
 

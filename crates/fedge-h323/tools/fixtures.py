@@ -4,6 +4,30 @@
 file in tests/fixtures/. Usage: python3 tools/fixtures.py"""
 import os
 from pycrate_asn1dir import H225, H245
+from pycrate_asn1rt.codecs import ASN1CodecPER
+
+
+def _aligned_open(orig):
+    """pycrate 0.8.1 encodes a SEQUENCE's extension additions before their
+    presence bitmap and so aligns the first one at the wrong offset (a
+    spurious padding octet when the bits before the bitmap are not
+    octet-aligned; tshark calls the result malformed). The same fix-up as
+    the test room's (tests/h323/h323msg.py): the additions of a SEQUENCE
+    start octet-aligned, so encode each as at offset 0."""
+
+    def encode(cla, wrapped):
+        saved = cla._off[-1]
+        cla._off[-1] = 0
+        try:
+            return orig(wrapped)
+        finally:
+            cla._off[-1] = saved + cla._off[-1]
+
+    return classmethod(encode)
+
+
+ASN1CodecPER.encode_unconst_open = _aligned_open(ASN1CodecPER.encode_unconst_open)
+ASN1CodecPER.encode_unconst_open_ws = _aligned_open(ASN1CodecPER.encode_unconst_open_ws)
 
 M = H225.H323_MESSAGES
 C = H245.MULTIMEDIA_SYSTEM_CONTROL
@@ -112,9 +136,8 @@ def fixtures():
         "maintainConnection": False,
     }))
     f["release_complete"] = uu(("releaseComplete", {
-        # No `reason`: pycrate 0.8.1 cannot decode its own encoding of a
-        # ReleaseComplete-UUIE with one (nor can rasn); see the notes.
         "protocolIdentifier": H225_OID,
+        "reason": ("destinationRejection", 0),
         "callIdentifier": {"guid": CALL},
     }))
     caps = [

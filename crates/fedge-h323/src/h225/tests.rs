@@ -51,7 +51,7 @@ fn decodes_pycrates_connect_and_release() {
     );
     assert_eq!(s.h245_address, Some(addr("10.0.0.1:30000")));
     let s = decode(&fixture("release_complete")).unwrap();
-    assert_eq!(s.body, Body::ReleaseComplete { reason: None });
+    assert_eq!(s.body, Body::ReleaseComplete { reason: Some(ReleaseReason::DestinationRejection) });
 }
 
 #[test]
