@@ -18,7 +18,12 @@ fn call(responder_args: &[&str], room_args: &[&str]) -> (RoomResult, WireReport)
     let pcap = dir.path().join("h323.pcap");
     let mut capture = Capture::start(&pcap, "tcp or udp");
     let responder = Responder::start(responder_args);
-    let room = Room::start(dir.path(), responder.addr, "1234567890", room_args);
+    let dial = if room_args.contains(&"url") {
+        "h323:teams@cvi.example"
+    } else {
+        "1234567890"
+    };
+    let room = Room::start(dir.path(), responder.addr, dial, room_args);
     let result = room.wait(Duration::from_secs(15));
     let gateway_port = responder.addr.port();
     drop(responder);
@@ -143,4 +148,91 @@ fn a_refused_call_is_reported_with_its_cause() {
     assert!(!result.ok());
     assert_eq!(result.code, Some(1));
     assert!(result.stderr.contains("room:"), "{}", result.stderr);
+}
+
+#[test]
+fn a_garbled_message_fails_the_room_and_the_wire_check() {
+    // The stand-in cuts a Facility short after Connect: tshark must call it
+    // malformed (the check can fail), and the room must stop with an error
+    // rather than carry on.
+    let (result, wire) = call(&["--garble", "--timeout", "8"], &["--timeout", "8"]);
+    assert!(
+        !result.ok(),
+        "room accepted a garbled message: {}",
+        result.json
+    );
+    assert!(
+        !wire.malformed.is_empty(),
+        "tshark saw nothing wrong: {wire:#?}"
+    );
+    assert!(!wire.is_clean());
+    assert!(wire.has_h225("connect"), "{wire:#?}");
+}
+
+#[test]
+fn an_h239_presentation_is_asked_for_opened_and_sent() {
+    let (result, wire) = call(
+        &["--timeout", "12"],
+        &[
+            "--video",
+            "--presentation",
+            "--after",
+            "1.5",
+            "--timeout",
+            "12",
+        ],
+    );
+    assert_clean(&result, &wire);
+    for name in [
+        "genericRequest",
+        "genericResponse",
+        "openLogicalChannel",
+        "openLogicalChannelAck",
+    ] {
+        assert!(wire.has_h245(name), "tshark saw no {name}: {wire:#?}");
+    }
+    assert_eq!(result.json["presentation"], "granted");
+    assert!(
+        wire.rtp_count(97) > 0,
+        "presentation RTP on the wire: {:?}",
+        wire.rtp
+    );
+    assert!(result.rtp_sent(97) > 0, "{}", result.json);
+}
+
+#[test]
+fn a_refused_presentation_token_fails_the_room() {
+    let (result, wire) = call(
+        &["--refuse-token", "--timeout", "10"],
+        &["--presentation", "--after", "1", "--timeout", "10"],
+    );
+    assert!(!result.ok(), "{}", result.json);
+    assert_eq!(result.json["presentation"], "rejected");
+    assert!(wire.is_clean(), "{wire:#?}");
+    assert_eq!(wire.rtp_count(97), 0);
+}
+
+#[test]
+fn a_url_alias_and_rfc2833_digits() {
+    let (result, wire) = call(
+        &["--timeout", "10"],
+        &[
+            "--alias-kind",
+            "url",
+            "--digits",
+            "9#",
+            "--digits-via",
+            "rfc2833",
+            "--after",
+            "0.5",
+            "--timeout",
+            "10",
+        ],
+    );
+    assert_clean(&result, &wire);
+    // Three updates and three end packets per digit, on the audio stream,
+    // and the stand-in's echo of them.
+    assert_eq!(result.rtp_sent(101), 12, "{}", result.json);
+    assert_eq!(wire.rtp_count(101), 24, "{:?}", wire.rtp);
+    assert!(!wire.has_h245("userInput"), "{wire:#?}");
 }

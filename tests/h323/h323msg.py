@@ -45,6 +45,9 @@ OLC = H245.MULTIMEDIA_SYSTEM_CONTROL.OpenLogicalChannel
 H225_PROTOCOL = (0, 0, 8, 2250, 0, 4)
 H245_PROTOCOL = (0, 0, 8, 245, 0, 7)
 H264_OID = (0, 0, 8, 241, 0, 0, 1)
+H239_CONTROL = (0, 0, 8, 239, 1, 1)
+H239_EXT_VIDEO = (0, 0, 8, 239, 1, 2)
+H239_MESSAGE = (0, 0, 8, 239, 2)
 
 # Q.931 message types (ITU-T Q.931 table 4-2, the subset H.225 uses).
 Q931_TYPES = {
@@ -73,6 +76,7 @@ IE_UUIE = 0x7E
 PT_PCMU = 0
 PT_PCMA = 8
 PT_H264 = 96
+PT_PRESENTATION = 97
 PT_EVENT = 101
 
 
@@ -279,14 +283,27 @@ def h264_capability():
     })
 
 
+def presentation_capability():
+    """H.239 extendedVideoCapability: H.264 in the presentation role."""
+    return ("extendedVideoCapability", {
+        "videoCapability": [h264_capability()],
+        "videoCapabilityExtension": [{
+            "capabilityIdentifier": ("standard", H239_EXT_VIDEO),
+            "collapsing": [{"parameterIdentifier": ("standard", 1), "parameterValue": ("booleanArray", 1)}],
+        }],
+    })
+
+
 def data_type(media):
-    """media: 'pcmu' | 'pcma' | 'h264' → an H.245 DataType."""
+    """media: 'pcmu' | 'pcma' | 'h264' | 'h239' → an H.245 DataType."""
     if media == "pcmu":
         return ("audioData", ("g711Ulaw64k", 20))
     if media == "pcma":
         return ("audioData", ("g711Alaw64k", 20))
     if media == "h264":
         return ("videoData", h264_capability())
+    if media == "h239":
+        return ("videoData", presentation_capability())
     raise WireError("unknown media %s" % media)
 
 
@@ -295,6 +312,8 @@ def media_of(dt):
     kind, val = dt
     if kind == "audioData":
         return {"g711Ulaw64k": "pcmu", "g711Alaw64k": "pcma"}.get(val[0])
+    if kind == "videoData" and val[0] == "extendedVideoCapability":
+        return "h239"
     if kind == "videoData" and val[0] == "genericVideoCapability":
         ident = val[1]["capabilityIdentifier"]
         if ident == ("standard", H264_OID):
@@ -302,8 +321,9 @@ def media_of(dt):
     return None
 
 
-PT_OF = {"pcmu": PT_PCMU, "pcma": PT_PCMA, "h264": PT_H264}
-SESSION_OF = {"pcmu": 1, "pcma": 1, "h264": 2}
+PT_OF = {"pcmu": PT_PCMU, "pcma": PT_PCMA, "h264": PT_H264, "h239": PT_PRESENTATION}
+SESSION_OF = {"pcmu": 1, "pcma": 1, "h264": 2, "h239": 3}
+KIND_OF = {"pcmu": "audio", "pcma": "audio", "h264": "video", "h239": "presentation", None: "audio"}
 
 
 def h2250(media, rtp=None, rtcp=None):
@@ -332,7 +352,7 @@ def olc_rx(lcn, media, rtp, rtcp):
                                                 "multiplexParameters": h2250(media, rtp=rtp, rtcp=rtcp)}}
 
 
-def tcs(seq, video):
+def tcs(seq, video, presentation=False):
     table = [
         {"capabilityTableEntryNumber": 1, "capability": ("receiveAudioCapability", ("g711Ulaw64k", 20))},
         {"capabilityTableEntryNumber": 2, "capability": ("receiveAudioCapability", ("g711Alaw64k", 20))},
@@ -346,9 +366,47 @@ def tcs(seq, video):
     if video:
         table.append({"capabilityTableEntryNumber": 6, "capability": ("receiveVideoCapability", h264_capability())})
         alternatives.append([6])
+    if presentation:
+        table.append({"capabilityTableEntryNumber": 7, "capability": ("genericControlCapability", {
+            "capabilityIdentifier": ("standard", H239_CONTROL)})})
+        table.append({"capabilityTableEntryNumber": 8, "capability": ("receiveVideoCapability",
+                                                                     presentation_capability())})
+        alternatives.extend([[7], [8]])
     return ("request", ("terminalCapabilitySet", {
         "sequenceNumber": seq, "protocolIdentifier": H245_PROTOCOL, "capabilityTable": table,
         "capabilityDescriptors": [{"capabilityDescriptorNumber": 0, "simultaneousCapabilities": alternatives}]}))
+
+
+def h239_param(ident, value):
+    return {"parameterIdentifier": ("standard", ident), "parameterValue": value}
+
+
+def token_request(lcn, label, symmetry):
+    """H.239 presentationTokenRequest (a genericRequest)."""
+    return ("request", ("genericRequest", {
+        "messageIdentifier": ("standard", H239_MESSAGE), "subMessageIdentifier": 3,
+        "messageContent": [h239_param(44, ("unsignedMin", label)), h239_param(42, ("unsignedMin", lcn)),
+                           h239_param(43, ("unsignedMin", symmetry))]}))
+
+
+def token_response(lcn, label, granted):
+    """H.239 presentationTokenResponse: acknowledge (126) or reject (127)."""
+    return ("response", ("genericResponse", {
+        "messageIdentifier": ("standard", H239_MESSAGE), "subMessageIdentifier": 4,
+        "messageContent": [h239_param(126 if granted else 127, ("logical", 0)),
+                           h239_param(44, ("unsignedMin", label)), h239_param(42, ("unsignedMin", lcn))]}))
+
+
+def h239_of(msg):
+    """(subMessageIdentifier, {parameter id: value}) of an H.239 generic message, else None."""
+    if msg.get("messageIdentifier") != ("standard", H239_MESSAGE):
+        return None
+    params = {}
+    for p in msg.get("messageContent", []):
+        kind, ident = p["parameterIdentifier"]
+        if kind == "standard":
+            params[ident] = p["parameterValue"]
+    return msg.get("subMessageIdentifier"), params
 
 
 def tcs_ack(seq):

@@ -45,7 +45,7 @@ class Responder:
         self.release_at = None
         self.done = False
         self.ended = False
-        for kind in ("audio", "video"):
+        for kind in ("audio", "video", "presentation"):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0))
             s.setblocking(False)
@@ -93,6 +93,12 @@ class Responder:
                 self.sel.register(self.h245_lsock, selectors.EVENT_READ, "h245listen")
                 connect["h245Address"] = m.transport(*self.h245_lsock.getsockname())
         self.send_q931("connect", "connect", connect, [(m.IE_DISPLAY, b"responder")])
+        if self.a.garble:
+            # A Facility whose H.225 PDU is cut short: the wire check and the
+            # room must both notice.
+            uu = m.uu_encode("facility", dict(self.base(), reason=("undefinedReason", 0)))
+            self.sig.sendall(m.tpkt(m.q931_encode("facility", self.call_ref, True, [(m.IE_UUIE, uu[:-12])])))
+            self.summary["sent"].append("facility (garbled)")
         if self.tunnel:
             self.start_h245()
 
@@ -165,7 +171,7 @@ class Responder:
             self.summary["digits"] += val if kind == "alphanumeric" else val.get("signalType", "")
         elif name == "openLogicalChannel":
             lcn = inner["forwardLogicalChannelNumber"]
-            kind = "video" if m.media_of(inner["forwardLogicalChannelParameters"]["dataType"]) == "h264" else "audio"
+            kind = m.KIND_OF.get(m.media_of(inner["forwardLogicalChannelParameters"]["dataType"]), "audio")
             sock = self.rtp[kind].getsockname()
             self.send_h245(m.olc_ack(lcn, sock, (sock[0], sock[1] + 1)))
             if not self.peer_rtp:
@@ -175,6 +181,9 @@ class Responder:
             ip, port = m.transport_str(addr).rsplit(":", 1)
             kind = "video" if inner["forwardLogicalChannelNumber"] == 2 else "audio"
             self.peer_rtp[kind] = (ip, int(port))
+        elif name == "genericRequest" and m.h239_of(inner) and m.h239_of(inner)[0] == 3:
+            params = m.h239_of(inner)[1]
+            self.send_h245(m.token_response(params[42][1], params[44][1], not self.a.refuse_token))
         elif name == "endSessionCommand":
             if not self.ended:
                 self.ended = True
@@ -248,6 +257,8 @@ def main():
     p.add_argument("--timeout", type=float, default=20.0)
     p.add_argument("--release-after", type=float, default=0.0, help="hang up this long after the call arrives")
     p.add_argument("--cause", type=int, default=16)
+    p.add_argument("--refuse-token", action="store_true", help="reject H.239 presentation token requests")
+    p.add_argument("--garble", action="store_true", help="send a truncated Facility after Connect")
     p.add_argument("--no-tunnel", action="store_true", help="refuse tunnelling: H.245 on its own connection")
     r = Responder(p.parse_args())
     try:

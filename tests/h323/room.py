@@ -106,6 +106,10 @@ class Room:
         self.media = {"audio": Media("audio", args.media_ip)}
         if args.video:
             self.media["video"] = Media("video", args.media_ip)
+        if args.presentation:
+            self.media["presentation"] = Media("presentation", args.media_ip)
+            self.result["presentation"] = None
+        self.token_requested = False
         for med in self.media.values():
             self.result["rtp"]["local"][med.kind] = "%s:%d" % med.local()
             self.result["rtp"]["local_rtcp"][med.kind] = "%s:%d" % med.local_rtcp()
@@ -224,6 +228,13 @@ class Room:
                 params = fwd["multiplexParameters"][1]
                 addr = params.get("mediaChannel")
                 kind = "video" if media == "h264" else "audio"
+                ours = ["%s:%d" % med.local() for med in self.media.values()]
+                if addr and m.transport_str(addr) in ours:
+                    # The gateway's own transmit channel written forward,
+                    # towards the address we gave: a receive channel.
+                    self.result["fast_start_accepted"].append(
+                        {"media": media, "dir": "rx", "addr": m.transport_str(addr)})
+                    continue
                 if addr and kind in self.media and self.media[kind].target is None:
                     ip, port = m.transport_str(addr).rsplit(":", 1)
                     self.media[kind].target = (ip, int(port))
@@ -261,7 +272,7 @@ class Room:
         if not self.tunnel and self.h245 is None:
             return
         self.h245_started = True
-        self.send_h245(m.tcs(1, self.a.video))
+        self.send_h245(m.tcs(1, self.a.video, self.a.presentation))
         self.send_h245(m.msd(self.msd_num))
 
     def on_h245(self, data):
@@ -298,6 +309,8 @@ class Room:
             kind, val = inner
             digit = val if kind == "alphanumeric" else val.get("signalType", "") if kind == "signal" else ""
             self.result["digits_received"] += digit
+        elif name in ("genericRequest", "genericResponse"):
+            self.on_generic(name, inner)
         elif name == "closeLogicalChannel":
             self.send_h245(("response", ("closeLogicalChannelAck", {
                 "forwardLogicalChannelNumber": inner["forwardLogicalChannelNumber"]})))
@@ -315,10 +328,28 @@ class Room:
         if self.msd_ack_sent and self.result["h245"]["msd"]:
             self.msd_done = True
 
+    def on_generic(self, name, msg):
+        """H.239: the token we asked for, or the gateway asking for it."""
+        h239 = m.h239_of(msg)
+        if h239 is None:
+            return
+        sub, params = h239
+        if name == "genericRequest" and sub == 3:
+            lcn = params.get(42, ("unsignedMin", 0))[1]
+            label = params.get(44, ("unsignedMin", 0))[1]
+            self.send_h245(m.token_response(lcn, label, True))
+        elif name == "genericResponse" and sub == 4 and self.token_requested:
+            granted = 126 in params
+            self.result["presentation"] = "granted" if granted else "rejected"
+            med = self.media.get("presentation")
+            if granted and med is not None and med.media is None:
+                med.media = "h239"
+                self.send_h245(("request", ("openLogicalChannel", m.olc_tx(1005, "h239", med.local_rtcp()))))
+
     def on_olc(self, olc):
         lcn = olc["forwardLogicalChannelNumber"]
         media = m.media_of(olc["forwardLogicalChannelParameters"]["dataType"])
-        kind = "video" if media == "h264" else "audio"
+        kind = m.KIND_OF.get(media, "audio")
         med = self.media.get(kind)
         if med is None:
             self.send_h245(("response", ("openLogicalChannelReject", {
@@ -329,7 +360,7 @@ class Room:
     def on_olc_ack(self, ack):
         params = ack.get("forwardMultiplexAckParameters", ("none", {}))[1]
         addr = params.get("mediaChannel") if isinstance(params, dict) else None
-        kind = "video" if ack["forwardLogicalChannelNumber"] == 1003 else "audio"
+        kind = {1003: "video", 1005: "presentation"}.get(ack["forwardLogicalChannelNumber"], "audio")
         if addr and kind in self.media:
             ip, port = m.transport_str(addr).rsplit(":", 1)
             self.media[kind].target = (ip, int(port))
@@ -368,7 +399,7 @@ class Room:
                 pkt = m.rtp_packet(pt, med.seq, med.ts, med.ssrc, nal, marker=True)
                 med.ts += 3000
                 med.frames += 1
-                med.next_at = (med.next_at or now) + 0.033
+                med.next_at = (med.next_at or now) + (0.2 if med.kind == "presentation" else 0.033)
             med.seq += 1
             self.count_sent(med, pt, pkt)
 
@@ -414,7 +445,7 @@ class Room:
         return self.tcs_acked and self.tcs_seen and self.msd_done
 
     def media_ready(self):
-        return all(med.target is not None for med in self.media.values())
+        return all(med.target is not None for med in self.media.values() if med.kind != "presentation")
 
     def hang_up(self):
         if not self.ended and self.h245_started:
@@ -431,6 +462,9 @@ class Room:
         if self.connected and self.h245_ready():
             if not self.media_ready() and not self.olcs_opened:
                 self.open_channels()
+            if a.presentation and not self.token_requested:
+                self.token_requested = True
+                self.send_h245(m.token_request(1005, 1, random.randint(1, 127)))
             if self.next_digit_at is None:
                 self.next_digit_at = now + 0.5
             if self.digits_left and now >= self.next_digit_at:
@@ -508,6 +542,8 @@ class Room:
             return "digits not all sent"
         if not r["rtp"]["sent"]:
             return "no RTP sent"
+        if self.a.presentation and not r["rtp"]["sent"].get(str(m.PT_PRESENTATION)):
+            return "no presentation sent (token: %s)" % r.get("presentation")
         if r["released_by"] != self.a.hangup:
             return "released by %s, expected %s (cause %s reason %s)" % (
                 r["released_by"], self.a.hangup, r["cause"], r["reason"])
@@ -519,8 +555,6 @@ def main(argv):
     room = Room(args)
     code = 0
     try:
-        if args.presentation:
-            raise RuntimeError("--presentation is not implemented")
         room.run()
         room.result["error"] = room.verdict()
     except Exception as e:  # reported in the JSON and the exit code

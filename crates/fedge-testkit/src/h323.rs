@@ -161,24 +161,50 @@ fn num(s: &str) -> u64 {
 }
 
 /// The H.225 and H.245 names in an Info column (`CS: setup OpenLogicalChannel`,
-/// `CS: empty userInput`, or a bare `terminalCapabilitySet` on an H.245
-/// connection).
+/// `CS: empty userInput`, several `CS:` when one segment carries several
+/// messages, or a bare `terminalCapabilitySet` on an H.245 connection).
+/// tshark writes an H.239 message as `presentationTokenRequestgenericRequest`:
+/// both names are kept.
 fn names_of(protocols: &str, info: &str, report: &mut WireReport) {
-    let mut words = info
+    let h245 = protocols.contains(":h245");
+    let mut push_h245 = |word: &str| {
+        for generic in [
+            "genericRequest",
+            "genericResponse",
+            "genericCommand",
+            "genericIndication",
+        ] {
+            if let Some(prefix) = word.strip_suffix(generic)
+                && !prefix.is_empty()
+            {
+                report.h245.push(prefix.to_string());
+                report.h245.push(generic.to_string());
+                return;
+            }
+        }
+        report.h245.push(word.to_string());
+    };
+    let words: Vec<&str> = info
         .split_whitespace()
-        .filter(|w| !w.starts_with('[') && !w.starts_with('('));
-    let h225 = protocols.contains(":h225");
-    if h225 {
-        if words.next() != Some("CS:") {
-            return;
+        .filter(|w| !w.starts_with('[') && !w.starts_with('('))
+        .collect();
+    if !protocols.contains(":h225") {
+        if h245 {
+            words.iter().for_each(|w| push_h245(w));
         }
-        if let Some(body) = words.next() {
-            report.h225.push(body.to_string());
+        return;
+    }
+    let mut h225 = Vec::new();
+    for message in words.split(|w| *w == "CS:").skip(1) {
+        let Some((body, rest)) = message.split_first() else {
+            continue;
+        };
+        h225.push(body.to_string());
+        if h245 {
+            rest.iter().for_each(|w| push_h245(w));
         }
     }
-    if protocols.contains(":h245") {
-        report.h245.extend(words.map(str::to_string));
-    }
+    report.h225.extend(h225);
 }
 
 fn analyse(rows: &[Vec<String>], ports: &[u16]) -> WireReport {
@@ -397,8 +423,9 @@ impl Room {
         }
         if code.is_none() {
             let _ = child.kill();
-            let _ = child.wait();
         }
+        // Reaps it (a finished child returns its status again).
+        let _ = child.wait();
         let mut stderr = String::new();
         if let Some(err) = child.stderr.take() {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
