@@ -244,7 +244,12 @@ fn media_rules(r: &mut Rules, cfg: &Config) {
 /// separate channels both ways (rooms connect to our range; we connect to
 /// the H.245 address a room gives).
 fn h323_rules(r: &mut Rules, c: &crate::config::CviSection) {
-    r.listen("", c.h323_listen, &["tcp"], "CVI: room systems' H.323 call signalling");
+    r.listen(
+        "",
+        c.h323_listen,
+        &["tcp"],
+        "CVI: room systems' H.323 call signalling",
+    );
     r.listen("", c.h323_ras, &["udp"], "CVI: room systems' H.323 RAS");
     r.input.push(format!(
         "{}tcp dport {}-{} accept comment \"CVI: room systems' H.245 (tcp)\"",
@@ -257,9 +262,8 @@ fn h323_rules(r: &mut Rules, c: &crate::config::CviSection) {
         sport_addr(c.h323_ras.ip()),
         c.h323_ras.port()
     ));
-    r.output.push(
-        "tcp dport 1024-65535 accept comment \"CVI: H.245 channels rooms offer\"".into(),
-    );
+    r.output
+        .push("tcp dport 1024-65535 accept comment \"CVI: H.245 channels rooms offer\"".into());
 }
 
 /// The nftables text: header, input chain (policy drop), output chain.

@@ -227,7 +227,9 @@ mod tests {
         };
         assert_eq!(h323(&|_| {}), "", "the H.323 defaults are valid");
         assert!(cvi(&|c| c.cvi.h323_listen = "0.0.0.0:1720".parse().unwrap()).is_empty());
-        assert!(h323(&|c| c.cvi.h323_listen = "0.0.0.0:1720".parse().unwrap()).contains("wildcard"));
+        assert!(
+            h323(&|c| c.cvi.h323_listen = "0.0.0.0:1720".parse().unwrap()).contains("wildcard")
+        );
         assert!(h323(&|c| c.cvi.h323_listen = c.cvi.listen).contains("[cvi] h323_listen"));
         assert!(h323(&|c| c.cvi.h323_ras = c.cvi.listen).contains("[cvi] h323_ras"));
         assert!(

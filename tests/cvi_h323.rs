@@ -1,0 +1,525 @@
+//! H.323 room systems through the CVI gateway, end to end: the Python room
+//! system (tests/h323/room.py, on pycrate's ASN.1 codec, independent of
+//! fedge's) calls the real fedge binary over TCP; SIPp is the connector
+//! (the Teams side) over TCP, playing media; every call's wire is captured
+//! on loopback and decoded by tshark's H.225/H.245 dissectors, which must
+//! find nothing malformed. Also the H.323 parts of `fedge firewall` and
+//! `fedge dns zone` (nft and named-checkzone accept them).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fedge_testkit::baresip::Capture;
+use fedge_testkit::h323::{Room, RoomResult, check_h323};
+use fedge_testkit::lab::{ereg, refs};
+use fedge_testkit::peers::{Sipp, SippResult, free_port, scenario};
+use fedge_testkit::rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::*;
+
+const DOMAIN: &str = "cvi.fedge.test";
+const ORGANISER: &str = "jane.doe@nhs.net";
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A running edge in CVI gateway mode with H.323 on.
+struct Cvi {
+    pki: Pki,
+    edge: Edge,
+    connector: u16,
+    /// The H.323 call signalling listener.
+    h323: SocketAddr,
+}
+
+impl Cvi {
+    fn start(extra: &str) -> Cvi {
+        let pki = Pki::new();
+        let connector = free_port(true);
+        let config = test_config(&pki, "")
+            + &format!(
+                "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\n\
+                 connector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\n\
+                 connector_address = \"127.0.0.1:{connector}\"\n\
+                 digit_pause = \"1s\"\nh323 = true\nh323_listen = \"127.0.0.2:0\"\n\
+                 h323_ras = \"127.0.0.2:0\"\n{extra}"
+            );
+        let edge = Edge::start(&pki, &config);
+        let h323 = edge
+            .logs()
+            .iter()
+            .find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                let f = &v["fields"];
+                (f["message"] == "listening" && f["role"] == "cvi_h323" && f["transport"] == "tcp")
+                    .then(|| f["addr"].as_str()?.parse().ok())?
+            })
+            .expect("the H.323 listener's address in the log");
+        fedge_ok(
+            &edge.config_path,
+            &[
+                "cvi",
+                "enrol",
+                "--org",
+                "Leeds Teaching Hospitals",
+                "--ods",
+                "RR8",
+                "--teams-enabled",
+                "--email",
+                ORGANISER,
+            ],
+        );
+        Cvi {
+            pki,
+            edge,
+            connector,
+            h323,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.pki.path()
+    }
+
+    fn logs(&self) -> String {
+        self.edge.logs().join("\n")
+    }
+
+    fn meeting(&self) -> String {
+        let out = fedge_ok(
+            &self.edge.config_path,
+            &["cvi", "meeting", "create", "--organiser", ORGANISER],
+        );
+        let id = conference_id(&out);
+        assert_eq!(id.len(), 10, "{out}");
+        id
+    }
+
+    /// The connector (SIPp over TCP): checks the INVITE names meeting `id`,
+    /// answers (`video`: audio and H.264), plays PCMA, then `end`.
+    fn connector(&self, id: &str, video: bool, end: &str) -> (Sipp, u16) {
+        let media = free_port(false);
+        let checks = ereg(
+            &format!("^INVITE sip:{id}@connector\\.fedge\\.test;transport=tcp SIP/2\\.0"),
+            "msg",
+            "ruri",
+            false,
+        );
+        let pcap = self.dir().join("meeting.pcap");
+        write_pcap(&pcap, 0x2222_2222, 0xbb, 150);
+        let sc = scenario(
+            self.dir(),
+            if video {
+                "cvi_h323_connector_uas.xml"
+            } else {
+                "cvi_connector_uas.xml"
+            },
+            &[
+                ("CHECKS", &checks),
+                ("REFERENCES", &refs(&["ruri", "from", "to"])),
+                ("PCAP", pcap.to_str().unwrap()),
+                ("END", end),
+            ],
+        );
+        let mut s = Sipp::spawn(
+            self.dir(),
+            &sc,
+            self.connector,
+            None,
+            &["-t", "t1", "-mp", &media.to_string(), "-timeout", "60s"],
+        );
+        let port = format!(":{:04X} ", self.connector);
+        let t0 = Instant::now();
+        while !std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1).is_some_and(|a| format!("{a} ").ends_with(&port))
+                    && f.get(3) == Some(&"0A")
+            })
+        {
+            if let Some(r) = s.exited() {
+                panic!("the connector SIPp exited ({:?}): {}", r.code, r.errors);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the connector did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (s, media)
+    }
+
+    /// A capture of the call's traffic on loopback.
+    fn capture(&self, name: &str) -> Capture {
+        Capture::start(&self.dir().join(name), "tcp or udp")
+    }
+
+    /// The room's wire, decoded by tshark: nothing malformed, and the
+    /// H.225 messages `want` seen.
+    fn wire_check(&self, mut cap: Capture, room: &RoomResult, want: &[&str]) {
+        cap.stop();
+        let mut ports = room.ports();
+        ports.push(self.h323.port());
+        let report = check_h323(&cap.file, &ports).expect("tshark runs");
+        assert!(report.is_clean(), "tshark: {report:?}");
+        for w in want {
+            assert!(report.has_h225(w), "{w} not on the wire: {report:?}");
+        }
+    }
+}
+
+/// The connector waits for the gateway's BYE.
+fn end_on_bye() -> String {
+    r#"  <recv request="BYE" timeout="45000"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#
+    .into()
+}
+
+/// The connector hangs up after `hold_ms`.
+fn end_hang_up(hold_ms: u32) -> String {
+    format!(
+        r#"  <pause milliseconds="{hold_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+"#
+    )
+}
+
+fn assert_sipp(what: &str, r: &SippResult, logs: &str) {
+    assert!(
+        r.ok(),
+        "{what}: SIPp exit {:?}\nerrors:\n{}\nmessages:\n{}\nfedge:\n{logs}",
+        r.code,
+        r.errors,
+        r.messages
+    );
+}
+
+fn assert_room(r: &RoomResult, logs: &str) {
+    assert!(
+        r.ok(),
+        "room: exit {:?}: {}\n{:#}\nfedge:\n{logs}",
+        r.code,
+        r.stderr,
+        r.json
+    );
+}
+
+#[test]
+fn direct_dial_with_fast_start_g711_and_h264_both_ways_and_the_room_hangs_up() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, media) = cvi.connector(&id, true, &end_on_bye());
+    let cap = cvi.capture("direct.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &["--video", "--after", "5", "--timeout", "30"],
+    );
+    // The room's audio and video reach the connector through the relay
+    // (SIPp does not read its media sockets: what arrived waits there).
+    let t0 = Instant::now();
+    while udp_rx_queue(media).unwrap_or(0) == 0 || udp_rx_queue(media + 2).unwrap_or(0) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "audio {:?} and video {:?} at the connector\nfedge:\n{}",
+            udp_rx_queue(media),
+            udp_rx_queue(media + 2),
+            cvi.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    // Hang-up from the room ended the connector's leg with a BYE.
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    for want in ["callProceeding", "connect"] {
+        assert!(
+            room.received().iter().any(|m| m == want),
+            "{want}: {:?}",
+            room.received()
+        );
+    }
+    // And the connector's PCMA reached the room.
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    cvi.wire_check(cap, &room, &["setup", "connect", "releaseComplete"]);
+}
+
+#[test]
+fn the_reception_refuses_a_wrong_id_then_joins_by_user_input() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let cap = cvi.capture("reception.pcap");
+    let digits = format!("0000000001#{id}#");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &format!("teams@{DOMAIN}"),
+        &[
+            "--alias-kind",
+            "url",
+            "--digits",
+            &digits,
+            "--digit-gap",
+            "150",
+            "--after",
+            "6",
+            "--timeout",
+            "40",
+        ],
+    )
+    .wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert!(
+        cvi.logs().contains("0000000001"),
+        "the wrong ID was refused and logged"
+    );
+    cvi.wire_check(cap, &room, &["setup", "connect"]);
+}
+
+#[test]
+fn a_bye_from_the_connector_ends_the_room_with_cause_16() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_hang_up(2500));
+    let cap = cvi.capture("gateway_hangup.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &["--hangup", "gateway", "--timeout", "30"],
+    )
+    .wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_eq!(room.cause(), Some(16), "{:#}", room.json);
+    assert!(
+        room.received()
+            .iter()
+            .any(|m| m == "h245:endSessionCommand"),
+        "{:?}",
+        room.received()
+    );
+    cvi.wire_check(cap, &room, &["releaseComplete"]);
+}
+
+#[test]
+fn a_full_node_refuses_with_cause_34_and_gateway_resources() {
+    let cvi = Cvi::start("max_calls = 1\n");
+    // The first call waits at the reception, holding the node's one call.
+    let first = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        "teams",
+        &["--alias-kind", "h323id", "--after", "8", "--timeout", "20"],
+    );
+    cvi.edge
+        .wait_log(&["H.323 call", "teams"], Duration::from_secs(10))
+        .expect("the first call");
+    std::thread::sleep(Duration::from_millis(500));
+    let cap = cvi.capture("full.pcap");
+    let second = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        "teams",
+        &[
+            "--alias-kind",
+            "h323id",
+            "--hangup",
+            "gateway",
+            "--timeout",
+            "10",
+        ],
+    )
+    .wait(LIMIT);
+    assert_eq!(
+        second.cause(),
+        Some(34),
+        "{:#}\n{}",
+        second.json,
+        cvi.logs()
+    );
+    assert_eq!(second.reason().as_deref(), Some("gatewayResources"));
+    cvi.wire_check(cap, &second, &["releaseComplete"]);
+    let first = first.wait(LIMIT);
+    assert_room(&first, &cvi.logs());
+}
+
+#[test]
+fn a_separate_h245_channel_carries_the_digits() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let cap = cvi.capture("separate.pcap");
+    let digits = format!("{id}#");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        "teams",
+        &[
+            "--alias-kind",
+            "h323id",
+            "--separate-h245",
+            "--digits",
+            &digits,
+            "--digits-via",
+            "signal",
+            "--after",
+            "4",
+            "--timeout",
+            "40",
+        ],
+    )
+    .wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_eq!(room.json["h245"]["mode"], "separate", "{:#}", room.json);
+    cvi.wire_check(cap, &room, &["setup", "connect"]);
+}
+
+/// Sends `bytes` on a new call signalling connection; what came back
+/// before the gateway closed it (bounded).
+fn send_raw(to: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(to).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn malformed_input_is_refused_and_the_next_call_works() {
+    let cvi = Cvi::start("");
+    // A TPKT header with a bad version: closed.
+    let back = send_raw(cvi.h323, b"\x07\x00\x00\x08garbage!");
+    assert!(back.is_empty(), "{back:?}");
+    // A TPKT frame longer than 64 KiB can be (length 0xffff, then less):
+    // a Q.931 Setup whose user-user PER is cut short gets Release
+    // Complete with cause 100 (or 95).
+    let mut q931 = vec![0x08, 0x02, 0x00, 0x05, 0x05];
+    q931.extend_from_slice(&[0x7e, 0x00, 0x04, 0x05, 0x20, 0x88, 0x06]);
+    let mut frame = vec![3, 0, 0, (4 + q931.len()) as u8];
+    frame.extend_from_slice(&q931);
+    let back = send_raw(cvi.h323, &frame);
+    assert!(
+        back.len() > 4,
+        "a Release Complete: {back:?}\n{}",
+        cvi.logs()
+    );
+    // After TPKT (4) and the Q.931 header (5): the Cause IE (0x08, length,
+    // coding/location, cause).
+    let cause_at = back
+        .get(9..)
+        .and_then(|b| b.windows(2).position(|w| w[0] == 0x08 && w[1] == 0x02))
+        .map(|i| i + 9);
+    let cause = cause_at.and_then(|i| back.get(i + 3)).map(|c| c & 0x7f);
+    assert!(matches!(cause, Some(100) | Some(95)), "{back:02x?}");
+    assert!(cvi.logs().contains("malformed"), "logged");
+    // The node still takes calls.
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let room = Room::start(cvi.dir(), cvi.h323, &id, &["--after", "2"]).wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+}
+
+#[test]
+fn firewall_and_dns_open_and_publish_h323_only_when_on() {
+    let pki = Pki::new();
+    let config = pki.path().join("fedge.toml");
+    let base = "[dns]\ncvi_domain = \"cvi.fedge.test\"\naddresses = [\"192.0.2.10\"]\n\
+                [cvi]\nenabled = true\nlisten = \"192.0.2.10:5060\"\nmedia_address = \"192.0.2.10\"\n";
+    std::fs::write(&config, base).unwrap();
+    let off = fedge_ok(&config, &["firewall"]);
+    assert!(!off.contains("H.323"), "{off}");
+    assert!(!fedge_ok(&config, &["dns", "zone"]).contains("_h323"));
+    std::fs::write(
+        &config,
+        format!(
+            "{base}h323 = true\nh323_listen = \"192.0.2.10:1720\"\nh323_ras = \"192.0.2.10:1719\"\n"
+        ),
+    )
+    .unwrap();
+    let rules = fedge_ok(&config, &["firewall"]);
+    for want in [
+        "ip daddr 192.0.2.10 tcp dport 1720 accept",
+        "ip daddr 192.0.2.10 udp dport 1719 accept",
+        "ip daddr 192.0.2.10 tcp dport 33000-39999 accept",
+    ] {
+        assert!(rules.contains(want), "{want:?} not in\n{rules}");
+    }
+    let path = pki.path().join("fedge.nft");
+    std::fs::write(&path, &rules).unwrap();
+    let out = Command::new("nft")
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output()
+        .expect("nft is installed");
+    assert!(
+        out.status.success(),
+        "nft -c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zones = fedge_ok(&config, &["dns", "zone"]);
+    let cvi_zone = zones
+        .split("; published by fedge for ")
+        .find(|z| z.starts_with("cvi.fedge.test"))
+        .unwrap_or_else(|| panic!("{zones}"));
+    for want in [
+        "_h323cs._tcp.cvi.fedge.test. 3600 IN SRV 0 0 1720 sip.cvi.fedge.test.",
+        "_h323ls._udp.cvi.fedge.test. 3600 IN SRV 0 0 1719 sip.cvi.fedge.test.",
+    ] {
+        assert!(cvi_zone.contains(want), "{want} not in {cvi_zone}");
+    }
+    let file = pki.path().join("cvi.zone");
+    std::fs::write(&file, format!("; {cvi_zone}")).unwrap();
+    let check = Command::new("named-checkzone")
+        .arg("cvi.fedge.test")
+        .arg(&file)
+        .output()
+        .expect("named-checkzone is installed");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
