@@ -25,6 +25,7 @@ mod leg;
 mod matching;
 mod reception;
 mod sdp;
+mod share;
 mod test_call;
 mod txn;
 
@@ -653,7 +654,10 @@ impl Gateway {
                 // Only the room's own ACK of the 200 we sent counts: from
                 // its transport peer, with the dialog's tags and the
                 // INVITE's CSeq.
-                if let Some((call, true)) = self.dialog_of(&msg, &source, &call_id)
+                let Some((call, from_room)) = self.dialog_of(&msg, &source, &call_id) else {
+                    return;
+                };
+                if from_room
                     && call.ok_sent.load(Ordering::Relaxed)
                     && msg.cseq().map(|c| c.seq) == call.invite.cseq().map(|c| c.seq)
                 {
@@ -663,6 +667,9 @@ impl Gateway {
                         // It came back with our tag: the address is real.
                         self.proven.prove(source.remote, self.cfg.udp_proven_for);
                     }
+                } else {
+                    // The ACK of a re-INVITE's 2xx passed through (`share`).
+                    share::acked(&call, from_room, &msg);
                 }
             }
             Method::Cancel => self.on_cancel(msg, source, call_id).await,

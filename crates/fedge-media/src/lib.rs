@@ -17,6 +17,7 @@
 //! `max_pairs_per_owner` port pairs, so that no one owner takes the relay.
 //! Media never goes to an address the side's `networks` refuse.
 
+pub mod bfcp;
 pub mod engine;
 pub mod exchanges;
 pub mod networks;
@@ -147,8 +148,9 @@ pub struct Totals {
     pub refused_addresses: AtomicU64,
 }
 
-/// A side and what it had announced per stream before its latest offer.
-type Undo = (Side, Vec<(usize, stream::Announce)>);
+/// A side, what it had announced per stream before its latest offer, and
+/// the streams that offer added.
+type Undo = (Side, Vec<(usize, stream::Announce)>, Vec<usize>);
 
 #[derive(Debug)]
 struct Session {
@@ -418,15 +420,26 @@ impl Relay {
         let Some(s) = self.table().get(id).cloned() else {
             return;
         };
-        let Some((side, prev)) = s.undo.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some((side, prev, added)) = s.undo.lock().unwrap_or_else(|p| p.into_inner()).take()
+        else {
             return;
         };
-        let streams = s.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let mut streams = s.streams.lock().unwrap_or_else(|p| p.into_inner());
         for (i, a) in prev {
             if let Some(Some(st)) = streams.get(i) {
                 st.announce(side, a);
             }
         }
+        // Streams the refused offer added go again (their ports too).
+        let mut gone = 0;
+        for i in added {
+            if let Some(st) = streams.get_mut(i).and_then(Option::take) {
+                st.stop();
+                gone += 1;
+            }
+        }
+        drop(streams);
+        self.give_pairs(&s, gone);
         info!(session = id, "refused offer undone");
     }
 
@@ -498,6 +511,7 @@ impl Relay {
     ) -> Result<Vec<Vec<u8>>, MediaError> {
         let count = descs.iter().map(|d| d.streams.len()).max().unwrap_or(0);
         let mut undo = Vec::new();
+        let mut added = Vec::new();
         let mut streams = session.streams.lock().unwrap_or_else(|p| p.into_inner());
         if streams.len() < count {
             streams.resize(count, None);
@@ -508,6 +522,7 @@ impl Relay {
             if relayed && streams[i].is_none() {
                 self.take_pairs(session)?;
                 let tcp = of_i.iter().any(|s| s.tcp_proto || s.tcp_candidates);
+                let bfcp = of_i.iter().any(|s| s.bfcp);
                 let end = |side: Side| -> Result<EndSockets, MediaError> {
                     let p = self
                         .ports
@@ -524,12 +539,13 @@ impl Relay {
                 };
                 let started = end(Side::A).and_then(|a| {
                     let b = end(Side::B)?;
-                    Ok(Stream::start(
+                    Ok(Stream::start_as(
                         a,
                         b,
                         self.totals.clone(),
                         self.epoch,
                         session.cancel.clone(),
+                        bfcp,
                     )?)
                 });
                 match started {
@@ -538,6 +554,7 @@ impl Relay {
                         st.set_peer(Side::A, peers[0]);
                         st.set_peer(Side::B, peers[1]);
                         streams[i] = Some(st);
+                        added.push(i);
                     }
                     Err(e) => {
                         self.give_pairs(session, 1);
@@ -582,6 +599,7 @@ impl Relay {
                         rtcp: to_sock(s.rtcp_address, s.rtcp_port),
                         mux: both,
                         silent: s.silent(),
+                        passive: s.tcp_proto && s.setup == Some(sdp::Setup::Passive),
                     },
                 );
                 if let Some(o) = other {
@@ -597,17 +615,24 @@ impl Relay {
             .map(|s| {
                 s.as_ref().map(|st| {
                     let e = st.end(to);
+                    // A passive BFCP side is connected to by the relay.
+                    let active = st.is_bfcp() && st.passive(to);
+                    if let Some(addr) = st.to_connect(to).filter(|_| active) {
+                        bfcp::connect(st.clone(), to, addr);
+                    }
                     StreamPorts {
                         rtp: e.rtp_port,
                         rtcp: e.rtcp_port,
                         tcp: e.tcp,
+                        active,
                     }
                 })
             })
             .collect();
         drop(streams);
         // An offer may be refused and undone; an answer settles the exchange.
-        *session.undo.lock().unwrap_or_else(|p| p.into_inner()) = offer.then_some((from, undo));
+        *session.undo.lock().unwrap_or_else(|p| p.into_inner()) =
+            offer.then_some((from, undo, added));
         let rw = Rewrite {
             address: self.cfg.addresses[to.index()].advertise,
             ports: &ports,

@@ -55,6 +55,20 @@ pub struct Stream {
     pub ice_ufrag: Option<String>,
     /// The side offered ICE TCP candidates (RFC 6544, or MS-ICE2 TCP).
     pub tcp_candidates: bool,
+    /// BFCP floor control (RFC 8856: `UDP/BFCP` or `TCP/BFCP`): relayed
+    /// as opaque messages, never as RTP.
+    pub bfcp: bool,
+    /// `a=setup` (RFC 4145) of a TCP stream, as the side wrote it.
+    pub setup: Option<Setup>,
+}
+
+/// Who opens a TCP stream's connection (RFC 4145 `a=setup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    Active,
+    Passive,
+    ActPass,
+    HoldConn,
 }
 
 impl Stream {
@@ -79,6 +93,9 @@ pub struct StreamPorts {
     pub rtcp: u16,
     /// The relay also listens on TCP (RFC 4571) at `rtp`.
     pub tcp: bool,
+    /// The relay opens the TCP connection (`a=setup:active`: the side
+    /// said passive).
+    pub active: bool,
 }
 
 /// ICE-lite credentials the relay uses towards one side.
@@ -103,7 +120,16 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
     text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l))
 }
 
+/// BFCP over UDP or TCP (RFC 8856 §4); TLS and DTLS variants are not
+/// relayed (the relay reads the messages' framing).
+fn is_bfcp_proto(proto: &str) -> bool {
+    proto.eq_ignore_ascii_case("UDP/BFCP") || proto.eq_ignore_ascii_case("TCP/BFCP")
+}
+
 fn is_relayed_proto(proto: &str) -> bool {
+    if is_bfcp_proto(proto) {
+        return true;
+    }
     const RELAYED: [&str; 14] = [
         "RTP/AVP",
         "RTP/AVPF",
@@ -198,6 +224,8 @@ pub fn describe(sdp: &[u8]) -> Result<Description, SdpError> {
                     direction: Direction::SendRecv,
                     ice_ufrag: None,
                     tcp_candidates: false,
+                    bfcp: is_bfcp_proto(proto),
+                    setup: None,
                 });
                 media_addr.push(None);
                 media_dir.push(None);
@@ -234,6 +262,15 @@ pub fn describe(sdp: &[u8]) -> Result<Description, SdpError> {
                     }
                     ("ice-ufrag", _) => session_ufrag = Some(val.trim().to_string()),
                     ("rtcp-mux", Some(s)) => s.rtcp_mux = true,
+                    ("setup", Some(s)) if in_media => {
+                        s.setup = match val.trim().to_ascii_lowercase().as_str() {
+                            "active" => Some(Setup::Active),
+                            "passive" => Some(Setup::Passive),
+                            "actpass" => Some(Setup::ActPass),
+                            "holdconn" => Some(Setup::HoldConn),
+                            _ => None,
+                        }
+                    }
                     ("rtcp", Some(s)) => {
                         let mut it = val.split_ascii_whitespace();
                         if let Some(p) = it.next().and_then(|p| p.parse().ok()) {
@@ -479,8 +516,12 @@ pub fn rewrite(sdp: &[u8], rw: &Rewrite<'_>) -> Result<Vec<u8>, SdpError> {
                     ("rtcp", Some(p)) => {
                         let _ = write!(out, "a=rtcp:{} IN {kind} {a}{eol}", p.rtcp);
                     }
-                    ("setup", Some(_)) if idx.is_some_and(|i| desc.streams[i].tcp_proto) => {
-                        out.push_str("a=setup:passive");
+                    ("setup", Some(p)) if idx.is_some_and(|i| desc.streams[i].tcp_proto) => {
+                        out.push_str(if p.active {
+                            "a=setup:active"
+                        } else {
+                            "a=setup:passive"
+                        });
                         out.push_str(eol);
                     }
                     _ => {
@@ -531,6 +572,7 @@ mod tests {
             rtp,
             rtcp: rtp + 1,
             tcp: false,
+            active: false,
         })
     }
 
@@ -602,7 +644,7 @@ mod tests {
             a=candidate:1 1 UDP 2130706431 192.168.1.9 7000 typ host\na=candidate:1 2 UDP 2130706430 192.168.1.9 7001 typ host\n\
             a=candidate:2 1 tcp 1684798975 192.168.1.9 9 typ host tcptype active\na=candidate:3 1 UDP 16777215 198.51.100.7 40000 typ relay raddr 192.168.1.9 rport 7000\n\
             a=x-candidate-ipv6:1 1 UDP 2 ::1 7000 typ host\na=rtcp-mux\na=label:main-audio\n\
-            m=application 5070 UDP/BFCP *\na=floorctrl:c-s\n";
+            m=application 5070 TCP/TLS/BFCP *\na=floorctrl:c-s\n";
         let d = describe(sdp.as_bytes()).unwrap();
         assert_eq!(d.streams[0].ice_ufrag.as_deref(), Some("peer"));
         assert!(d.streams[0].tcp_candidates && d.streams[0].rtcp_mux);
@@ -612,6 +654,7 @@ mod tests {
                 rtp: 50010,
                 rtcp: 50011,
                 tcp: true,
+                active: false,
             }),
             None,
         ];
@@ -624,9 +667,37 @@ mod tests {
              a=candidate:1 1 UDP 2130706431 203.0.113.5 50010 typ host\n\
              a=candidate:1 2 UDP 2130706430 203.0.113.5 50011 typ host\n\
              a=candidate:2 1 TCP 1684798975 203.0.113.5 50010 typ host tcptype passive\n\
-             m=application 5070 UDP/BFCP *\nc=IN IP4 192.168.1.9\na=floorctrl:c-s\n"
+             m=application 5070 TCP/TLS/BFCP *\nc=IN IP4 192.168.1.9\na=floorctrl:c-s\n"
         );
         assert!(!out.contains("192.168.1.9 7000") && !out.contains("198.51.100.7"));
+    }
+
+    #[test]
+    fn bfcp_streams_are_relayed_and_their_setup_follows_the_relay() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 10.0.0.7\r\nt=0 0\r\n\
+            m=video 6000 RTP/AVP 96\r\na=content:slides\r\na=label:3\r\n\
+            m=application 9 TCP/BFCP *\r\na=setup:passive\r\na=connection:new\r\na=floorctrl:c-only\r\na=confid:1\r\na=userid:2\r\na=floorid:1 mstrm:3\r\n\
+            m=application 7000 UDP/BFCP *\r\na=floorctrl:c-s\r\n";
+        let d = describe(sdp.as_bytes()).unwrap();
+        assert!(d.streams.iter().all(|s| s.relayed));
+        assert!(!d.streams[0].bfcp && d.streams[1].bfcp && d.streams[2].bfcp);
+        assert!(d.streams[1].tcp_proto && !d.streams[2].tcp_proto);
+        assert_eq!(d.streams[1].setup, Some(Setup::Passive));
+        let mut tcp = p(50042);
+        if let Some(t) = tcp.as_mut() {
+            t.tcp = true;
+            t.active = true;
+        }
+        let out = rw(&[p(50040), tcp, p(50044)], |r| {
+            rewrite(sdp.as_bytes(), r).unwrap()
+        });
+        assert!(
+            out.contains("m=video 50040 RTP/AVP 96\r\na=content:slides\r\na=label:3\r\n")
+                && out.contains("m=application 50042 TCP/BFCP *\r\na=setup:active\r\na=connection:new\r\na=floorctrl:c-only\r\na=confid:1\r\na=userid:2\r\na=floorid:1 mstrm:3\r\n")
+                && out.contains("m=application 50044 UDP/BFCP *\r\na=floorctrl:c-s\r\n")
+                && !out.contains("10.0.0.7"),
+            "{out}"
+        );
     }
 
     #[test]

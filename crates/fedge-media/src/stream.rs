@@ -92,6 +92,13 @@ struct Target {
     any_host: bool,
     /// An RFC 4571 connection the side sends on; replies go the same way.
     tcp: Option<mpsc::Sender<Bytes>>,
+    /// A BFCP stream's connection with this side: cancelled to close it
+    /// when the other side's closes.
+    tcp_close: Option<CancellationToken>,
+    /// The side said `a=setup:passive` (the relay connects to it).
+    passive: bool,
+    /// The relay is connecting to this (passive) side.
+    connecting: bool,
 }
 
 impl Target {
@@ -188,7 +195,7 @@ fn lock(t: &Mutex<Target>) -> std::sync::MutexGuard<'_, Target> {
 }
 
 /// How a packet arrived.
-enum Via<'a> {
+pub(crate) enum Via<'a> {
     Udp,
     Tcp(&'a mpsc::Sender<Bytes>),
 }
@@ -237,6 +244,11 @@ pub struct Stream {
     /// Its place on a media thread, taken off when the session's token
     /// is cancelled (or its runtime goes).
     registration: Mutex<Option<Registration>>,
+    /// BFCP (RFC 8855): opaque messages, no STUN, no RTCP, and TCP
+    /// without RFC 4571 framing (`bfcp`).
+    bfcp: bool,
+    /// The session's token (ends the stream's tasks).
+    cancel: CancellationToken,
 }
 
 /// What a side's SDP says about one stream.
@@ -246,6 +258,8 @@ pub struct Announce {
     pub rtcp: Option<SocketAddr>,
     pub mux: bool,
     pub silent: bool,
+    /// A TCP stream's side said `a=setup:passive`.
+    pub passive: bool,
 }
 
 /// The sockets of one end, before its tasks start.
@@ -268,6 +282,18 @@ impl Stream {
         totals: Arc<Totals>,
         epoch: tokio::time::Instant,
         cancel: CancellationToken,
+    ) -> std::io::Result<Arc<Stream>> {
+        Stream::start_as(a, b, totals, epoch, cancel, false)
+    }
+
+    /// As [`Stream::start`]; with `bfcp`, a BFCP stream (RFC 8855).
+    pub fn start_as(
+        a: EndSockets,
+        b: EndSockets,
+        totals: Arc<Totals>,
+        epoch: tokio::time::Instant,
+        cancel: CancellationToken,
+        bfcp: bool,
     ) -> std::io::Result<Arc<Stream>> {
         let mut listeners = Vec::new();
         let mut end = |s: EndSockets| -> std::io::Result<End> {
@@ -295,6 +321,8 @@ impl Stream {
             epoch,
             closed: AtomicBool::new(false),
             registration: Mutex::new(None),
+            bfcp,
+            cancel: cancel.clone(),
         });
         let reg = engine().add(stream.clone())?;
         *stream
@@ -312,12 +340,12 @@ impl Stream {
         for (i, l) in listeners.into_iter().enumerate() {
             if let Some(l) = l {
                 let side = if i == 0 { Side::A } else { Side::B };
-                tokio::spawn(accept_tcp(
-                    stream.clone(),
-                    side,
-                    TcpListener::from_std(l)?,
-                    cancel.clone(),
-                ));
+                let l = TcpListener::from_std(l)?;
+                if bfcp {
+                    tokio::spawn(crate::bfcp::accept(stream.clone(), side, l));
+                } else {
+                    tokio::spawn(accept_tcp(stream.clone(), side, l, cancel.clone()));
+                }
             }
         }
         Ok(stream)
@@ -349,6 +377,7 @@ impl Stream {
         t.sdp_rtcp = a.rtcp;
         t.mux = a.mux;
         t.silent = a.silent;
+        t.passive = a.passive;
     }
 
     /// What `side` last announced, if it has.
@@ -359,6 +388,7 @@ impl Stream {
             rtcp: t.sdp_rtcp,
             mux: t.mux,
             silent: t.silent,
+            passive: t.passive,
         })
     }
 
@@ -370,8 +400,71 @@ impl Stream {
         }
     }
 
+    /// Whether this is a BFCP stream.
+    pub fn is_bfcp(&self) -> bool {
+        self.bfcp
+    }
+
+    /// The session's token.
+    pub(crate) fn cancelled(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// A BFCP connection with `side` is up: messages for that side go on
+    /// it, and `close` ends it when the other side's connection ends.
+    pub(crate) fn attach_tcp(&self, side: Side, tx: mpsc::Sender<Bytes>, close: CancellationToken) {
+        let mut t = lock(&self.end(side).target);
+        t.tcp = Some(tx);
+        if let Some(old) = t.tcp_close.replace(close) {
+            old.cancel();
+        }
+    }
+
+    /// `side`'s BFCP connection (`close` its token) ended: the other
+    /// side's connection ends too.
+    pub(crate) fn detach_tcp(&self, side: Side, close: &CancellationToken) {
+        {
+            let mut t = lock(&self.end(side).target);
+            if t.tcp_close.as_ref().is_some_and(|c| c == close) {
+                t.tcp = None;
+                t.tcp_close = None;
+            } else {
+                return;
+            }
+        }
+        let mut o = lock(&self.end(side.other()).target);
+        o.tcp = None;
+        if let Some(c) = o.tcp_close.take() {
+            c.cancel();
+        }
+    }
+
+    /// Whether `side` said `a=setup:passive` (the relay connects to it).
+    pub(crate) fn passive(&self, side: Side) -> bool {
+        let t = lock(&self.end(side).target);
+        t.passive && !t.silent
+    }
+
+    /// Where the relay connects to reach a passive `side`, unless it has a
+    /// connection or is making one; the caller then makes it and says
+    /// when it is over ([`Stream::connect_over`]).
+    pub(crate) fn to_connect(&self, side: Side) -> Option<SocketAddr> {
+        let mut t = lock(&self.end(side).target);
+        if !t.passive || t.silent || t.tcp_close.is_some() || t.connecting {
+            return None;
+        }
+        let to = t.sdp_rtp?;
+        t.connecting = true;
+        Some(to)
+    }
+
+    /// The relay's connection to a passive `side` ended (or never was).
+    pub(crate) fn connect_over(&self, side: Side) {
+        lock(&self.end(side).target).connecting = false;
+    }
+
     /// Whether a new RFC 4571 connection from `from` may be `side`'s.
-    fn tcp_welcome(&self, side: Side, from: SocketAddr) -> bool {
+    pub(crate) fn tcp_welcome(&self, side: Side, from: SocketAddr) -> bool {
         let end = self.end(side);
         let t = lock(&end.target);
         t.announced && end.networks.allows(from.ip()) && (t.any_host || t.expected_host(from.ip()))
@@ -387,6 +480,23 @@ impl Stream {
         self.closed.store(true, Ordering::Relaxed);
         for e in &self.ends {
             e.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+
+    /// Closes the stream now, within a session that goes on: off its
+    /// media thread, its ports back to the range.
+    pub fn stop(&self) {
+        self.close();
+        self.registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        for side in [Side::A, Side::B] {
+            let mut t = lock(&self.end(side).target);
+            t.tcp = None;
+            if let Some(c) = t.tcp_close.take() {
+                c.cancel();
+            }
         }
     }
 
@@ -406,9 +516,16 @@ impl Stream {
 
     /// Relays one packet from side `x`; true when it was that side's (a
     /// verified ICE check counts).
-    fn on_packet(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) -> bool {
+    pub(crate) fn on_packet(
+        &self,
+        x: Side,
+        c: Component,
+        pkt: &[u8],
+        from: SocketAddr,
+        via: Via<'_>,
+    ) -> bool {
         let end = self.end(x);
-        if stun::is_stun(pkt) {
+        if !self.bfcp && stun::is_stun(pkt) {
             return self.on_stun(x, c, pkt, from, via);
         }
         let now = self.now_ms();
@@ -434,10 +551,12 @@ impl Stream {
             .bytes
             .fetch_add(pkt.len() as u64, Ordering::Relaxed);
         end.counters.last_ms.store(now, Ordering::Relaxed);
-        let rtcp = c == Component::Rtcp || is_rtcp(pkt);
+        let rtcp = !self.bfcp && (c == Component::Rtcp || is_rtcp(pkt));
         let other = self.end(x.other());
         let sent = match other.out(rtcp) {
             Some(Out::Udp(comp, to)) => other.socket(comp).send_to(pkt, to).is_ok(),
+            // BFCP messages carry their own length (RFC 8855 §5.1).
+            Some(Out::Tcp(tx)) if self.bfcp => tx.try_send(Bytes::copy_from_slice(pkt)).is_ok(),
             Some(Out::Tcp(tx)) => tx.try_send(frame(pkt)).is_ok(),
             None => false,
         };

@@ -104,6 +104,8 @@ pub(super) struct Call {
     /// Our re-INVITE to the room is in progress (its own gets 491).
     pub(super) reinviting: AtomicBool,
     pub(super) counted: AtomicBool,
+    /// A mid-call offer passed between the legs (`share`).
+    pub(super) passing: Mutex<super::share::Passing>,
 }
 
 impl Call {
@@ -138,6 +140,7 @@ impl Call {
             last_sdp: Mutex::new([Vec::new(), Vec::new()]),
             reinviting: AtomicBool::new(false),
             counted: AtomicBool::new(true),
+            passing: Mutex::new(Default::default()),
         }
     }
 }

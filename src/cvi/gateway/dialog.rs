@@ -1,7 +1,8 @@
 //! Requests inside a call's dialogs, from the room system or the
 //! connector: BYE (ends the other leg too), INFO (key presses), re-INVITE
 //! and UPDATE (refreshes and address changes, glare with our own
-//! re-INVITE), OPTIONS, and 405 for the rest.
+//! re-INVITE; offers that change the streams go to `share`), OPTIONS,
+//! and 405 for the rest.
 //!
 //! Answers in-dialog requests only; never starts or refuses a call.
 
@@ -12,9 +13,9 @@ use bytes::Bytes;
 
 use super::call::Call;
 use super::sdp::sdp_of;
-use super::{ALLOW, Gateway, lock};
+use super::{ALLOW, Gateway, lock, share};
 use crate::cvi::dtmf;
-use crate::media::{Side, sdp};
+use crate::media::Side;
 use crate::sip::headers::HeaderName;
 use crate::sip::message::{Method, SipMessage};
 use crate::sip::transport::Source;
@@ -66,6 +67,18 @@ impl Gateway {
                 self.respond(&msg, &source, r).await;
             }
             Method::Invite | Method::Update => {
+                if self.passed_again(&call, &msg, &source, from_room).await {
+                    return;
+                }
+                let last = lock(&call.last_sdp)[if from_room { 0 } else { 1 }].clone();
+                if sdp_of(&msg)
+                    .is_some_and(|o| !last.is_empty() && share::changes_streams(&o, &last))
+                {
+                    // Its answer comes from the other leg, whose answer
+                    // may arrive on this very socket: not on the reader's time.
+                    tokio::spawn(self.pass_offer(call, method, msg, source, from_room));
+                    return;
+                }
                 self.refresh(&call, &method, &msg, &source, from_room).await;
             }
             Method::Options => {
@@ -85,8 +98,9 @@ impl Gateway {
         }
     }
 
-    /// A re-INVITE or UPDATE: a refresh or a change of address. The relay
-    /// follows it; the answer is what we sent that leg last.
+    /// A re-INVITE or UPDATE that keeps the streams: a refresh or a change
+    /// of address. The relay follows it; the answer is what we sent that
+    /// leg last.
     async fn refresh(
         &self,
         call: &Call,
@@ -97,25 +111,6 @@ impl Gateway {
     ) {
         let offer = sdp_of(msg);
         let last = lock(&call.last_sdp)[if from_room { 0 } else { 1 }].clone();
-        let streams = |b: &[u8]| sdp::describe(b).map(|d| d.streams.len()).ok();
-        if let Some(s) = &offer
-            && !last.is_empty()
-            && streams(s) != streams(&last)
-        {
-            // Our answer must keep the offer's m= lines
-            // (RFC 3264 §8); the other leg cannot follow a
-            // stream added or removed here.
-            let r = self
-                .response(
-                    msg,
-                    488,
-                    None,
-                    Some("the gateway cannot add or remove media streams during a call"),
-                )
-                .build();
-            self.respond(msg, source, r).await;
-            return;
-        }
         if let Some(s) = &offer {
             let side = if from_room { Side::A } else { Side::B };
             let _ = self.relay.update(&call.key, side, &[s], false);
