@@ -28,8 +28,9 @@ struct Cvi {
     pki: Pki,
     edge: Edge,
     connector: u16,
-    /// The H.323 call signalling listener.
+    /// The H.323 call signalling listener and RAS socket.
     h323: SocketAddr,
+    ras: SocketAddr,
 }
 
 impl Cvi {
@@ -45,16 +46,20 @@ impl Cvi {
                  h323_ras = \"127.0.0.2:0\"\n{extra}"
             );
         let edge = Edge::start(&pki, &config);
-        let h323 = edge
-            .logs()
-            .iter()
-            .find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                let f = &v["fields"];
-                (f["message"] == "listening" && f["role"] == "cvi_h323" && f["transport"] == "tcp")
-                    .then(|| f["addr"].as_str()?.parse().ok())?
-            })
-            .expect("the H.323 listener's address in the log");
+        let listener = |transport: &str| -> SocketAddr {
+            edge.logs()
+                .iter()
+                .find_map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                    let f = &v["fields"];
+                    (f["message"] == "listening"
+                        && f["role"] == "cvi_h323"
+                        && f["transport"] == transport)
+                        .then(|| f["addr"].as_str()?.parse().ok())?
+                })
+                .expect("the H.323 listener's address in the log")
+        };
+        let (h323, ras) = (listener("tcp"), listener("ras"));
         fedge_ok(
             &edge.config_path,
             &[
@@ -74,6 +79,7 @@ impl Cvi {
             edge,
             connector,
             h323,
+            ras,
         }
     }
 
@@ -158,7 +164,19 @@ impl Cvi {
 
     /// The room's wire, decoded by tshark: nothing malformed, and the
     /// H.225 messages `want` seen.
-    fn wire_check(&self, mut cap: Capture, room: &RoomResult, want: &[&str]) {
+    fn wire_check(&self, cap: Capture, room: &RoomResult, want: &[&str]) {
+        self.wire_check_h245(cap, room, want, &[]);
+    }
+
+    /// The same, and the H.245 messages `want_h245` seen (tunnelled or on
+    /// a separate channel).
+    fn wire_check_h245(
+        &self,
+        mut cap: Capture,
+        room: &RoomResult,
+        want: &[&str],
+        want_h245: &[&str],
+    ) {
         cap.stop();
         let mut ports = room.ports();
         ports.push(self.h323.port());
@@ -166,6 +184,9 @@ impl Cvi {
         assert!(report.is_clean(), "tshark: {report:?}");
         for w in want {
             assert!(report.has_h225(w), "{w} not on the wire: {report:?}");
+        }
+        for w in want_h245 {
+            assert!(report.has_h245(w), "H.245 {w} not on the wire: {report:?}");
         }
     }
 }
@@ -273,7 +294,18 @@ fn direct_dial_with_fast_start_g711_and_h264_both_ways_and_the_room_hangs_up() {
     }
     // And the connector's PCMA reached the room.
     assert!(room.rtp_received(8) > 20, "{:#}", room.json);
-    cvi.wire_check(cap, &room, &["setup", "connect", "releaseComplete"]);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "callProceeding", "connect", "releaseComplete"],
+        &[
+            "terminalCapabilitySet",
+            "terminalCapabilitySetAck",
+            "masterSlaveDetermination",
+            "masterSlaveDeterminationAck",
+            "endSessionCommand",
+        ],
+    );
 }
 
 #[test]
@@ -307,7 +339,7 @@ fn the_reception_refuses_a_wrong_id_then_joins_by_user_input() {
         cvi.logs().contains("0000000001"),
         "the wrong ID was refused and logged"
     );
-    cvi.wire_check(cap, &room, &["setup", "connect"]);
+    cvi.wire_check_h245(cap, &room, &["setup", "connect"], &["userInput"]);
 }
 
 #[test]
@@ -333,7 +365,7 @@ fn a_bye_from_the_connector_ends_the_room_with_cause_16() {
         "{:?}",
         room.received()
     );
-    cvi.wire_check(cap, &room, &["releaseComplete"]);
+    cvi.wire_check_h245(cap, &room, &["releaseComplete"], &["endSessionCommand"]);
 }
 
 #[test]
@@ -407,7 +439,12 @@ fn a_separate_h245_channel_carries_the_digits() {
     assert_room(&room, &cvi.logs());
     assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
     assert_eq!(room.json["h245"]["mode"], "separate", "{:#}", room.json);
-    cvi.wire_check(cap, &room, &["setup", "connect"]);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect"],
+        &["terminalCapabilitySet", "userInput"],
+    );
 }
 
 /// Sends `bytes` on a new call signalling connection; what came back
@@ -460,6 +497,71 @@ fn malformed_input_is_refused_and_the_next_call_works() {
     let room = Room::start(cvi.dir(), cvi.h323, &id, &["--after", "2"]).wait(LIMIT);
     assert_room(&room, &cvi.logs());
     assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+}
+
+/// A RAS client on pycrate (tests/h323/h323msg.py's aligned PER): sends
+/// an LRQ for each alias, then a GRQ, and prints each answer's name,
+/// sequence number and call signalling address or reject reason.
+const RAS_CLIENT: &str = r#"
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+import h323msg as m
+from pycrate_asn1dir import H225
+R = H225.H323_MESSAGES.RasMessage
+host, port = sys.argv[2].rsplit(":", 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(3)
+me = s.getsockname()
+def ask(v):
+    R.set_val(v)
+    s.sendto(R.to_aper(), (host, int(port)))
+    data, _ = s.recvfrom(4096)
+    R.from_aper(data)
+    name, body = R.get_val()
+    extra = ""
+    if name == "locationConfirm":
+        extra = " " + m.transport_str(body["callSignalAddress"])
+    if "rejectReason" in body:
+        extra = " " + body["rejectReason"][0]
+    return "%s %d%s" % (name, body["requestSeqNum"], extra)
+for alias in sys.argv[3:]:
+    print(ask(("locationRequest", {"requestSeqNum": 7, "destinationInfo": [("dialledDigits", alias)],
+                                    "replyAddress": m.transport(*me)})))
+print(ask(("gatekeeperRequest", {"requestSeqNum": 9, "protocolIdentifier": m.H225_PROTOCOL,
+                                  "rasAddress": m.transport(*me), "endpointType": m.endpoint()})))
+"#;
+
+#[test]
+fn ras_confirms_what_this_node_serves_and_refuses_to_be_a_gatekeeper() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let script = cvi.dir().join("ras.py");
+    std::fs::write(&script, RAS_CLIENT).unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(workspace_root().join("tests/h323"))
+        .arg(cvi.ras.to_string())
+        .args([id.as_str(), "12345"])
+        .output()
+        .expect("python3 runs the RAS client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("locationConfirm 7 {}", cvi.h323).as_str(),
+            "locationReject 7 requestDenied",
+            "gatekeeperReject 9 resourceUnavailable",
+        ],
+        "{}",
+        cvi.logs()
+    );
 }
 
 #[test]
