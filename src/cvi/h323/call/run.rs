@@ -31,7 +31,15 @@ impl Call {
             .iter()
             .filter_map(|b| h245::decode_olc(b).ok())
             .collect();
-        let offer = offer_of(&proposals);
+        let mut offer = offer_of(&proposals);
+        if uri.as_deref().is_some_and(|u| answered_locally(&h, u))
+            && let Some(a) = offer.audio.as_mut()
+        {
+            // The reception (or test call) answers first and the meeting
+            // comes later by re-INVITE, which cannot change the room's
+            // fast-start channels: one audio codec keeps both the same.
+            a.codecs.truncate(1);
+        }
         let why = match (&uri, offer.audio.is_some() || offer.video.is_some()) {
             (None, _) => Some((1, ReleaseReason::BadFormatAddress, "no alias names a user")),
             (_, false) => Some((
@@ -288,4 +296,23 @@ impl Call {
         }
         self.room_left(cause).await;
     }
+}
+
+/// Whether the gateway answers `uri` itself first (the reception, the
+/// test call) rather than the meeting directly.
+fn answered_locally(h: &H323, uri: &str) -> bool {
+    let user = uri
+        .trim_start_matches("sip:")
+        .split('@')
+        .next()
+        .unwrap_or("");
+    matches!(
+        crate::cvi::gateway::dialled(
+            user,
+            &h.cfg.reception,
+            &h.cfg.test_call,
+            h.cfg.tenant_key.as_deref()
+        ),
+        crate::cvi::gateway::Dialled::Reception | crate::cvi::gateway::Dialled::TestCall
+    )
 }
