@@ -629,3 +629,80 @@ fn firewall_and_dns_open_and_publish_h323_only_when_on() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+/// Reads TPKT frames from `s` until one holds a Q.931 message of type
+/// `kind` (bounded); returns it.
+fn read_until(s: &mut TcpStream, kind: u8) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline {
+        while buf.len() >= 4 {
+            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+            if len < 4 || buf.len() < len {
+                break;
+            }
+            let frame: Vec<u8> = buf.drain(..len).collect();
+            if frame.get(8) == Some(&kind) {
+                return Some(frame);
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    None
+}
+
+#[test]
+fn a_status_enquiry_gets_the_call_state() {
+    use fedge_h323::h225::{self, Alias, Body, Setup, Signal};
+    use fedge_h323::h245::{self, Media, Olc};
+    use fedge_h323::{q931, tpkt};
+    let cvi = Cvi::start("");
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtp = media.local_addr().unwrap();
+    let olc = Olc {
+        number: 1,
+        media: Media::G711Ulaw { frames: 20 },
+        session_id: 1,
+        payload_type: None,
+        forward: false,
+        rtp: Some(rtp),
+        rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
+        reverse: None,
+        presentation: false,
+    };
+    let mut sig = Signal::new(Body::Setup(Setup {
+        conference_id: [7; 16],
+        destination: vec![Alias::H323Id("teams".into())],
+        source: vec![Alias::H323Id("raw-room".into())],
+        vendor: None,
+        media_wait_for_connect: false,
+        source_call_signal: None,
+        protocol_version: 4,
+    }));
+    sig.call_id = Some([9; 16]);
+    sig.fast_start = vec![h245::encode_olc(&olc).unwrap()];
+    let mut setup = q931::Message::new(q931::MessageType::Setup, 42, false);
+    setup.user_user = Some(h225::encode(&sig, "raw-room").unwrap());
+    let mut s = TcpStream::connect(cvi.h323).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(&tpkt::encode(&setup.encode())).unwrap();
+    // Connect (the reception answers), then Status for our enquiry.
+    let connect = q931::MessageType::Connect.code();
+    assert!(read_until(&mut s, connect).is_some(), "{}", cvi.logs());
+    let enquiry = q931::Message::new(q931::MessageType::StatusEnquiry, 42, false);
+    s.write_all(&tpkt::encode(&enquiry.encode())).unwrap();
+    let status = read_until(&mut s, q931::MessageType::Status.code()).expect("Status");
+    let m = q931::Message::decode(&status[4..]).unwrap();
+    assert_eq!(
+        (m.call_ref, m.from_destination, m.cause),
+        (42, true, Some(30))
+    );
+    assert!(
+        m.other.contains(&(0x14, vec![10])),
+        "call state active: {m:?}"
+    );
+}

@@ -264,6 +264,7 @@ impl Call {
                 }
                 self.state = State::Ended;
             }
+            q931::MessageType::StatusEnquiry => self.status().await,
             q931::MessageType::Setup => {
                 // One call per connection.
                 let s = signal(
@@ -284,6 +285,27 @@ impl Call {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Status (Q.931 §5.8.10): cause 30 (response to STATUS ENQUIRY) and
+    /// our call state as the called side.
+    pub(super) async fn status(&mut self) {
+        let state = match (self.state, self.alerted) {
+            (State::Connected, _) => 10, // active
+            (_, true) => 7,              // call received
+            _ => 9,                      // incoming call proceeding
+        };
+        let s = signal(Body::Status, self.call_id, self.tunnelling);
+        let Ok(uu) = h225::encode(&s, &self.h.cfg.vendor) else {
+            return;
+        };
+        let mut m = q931::Message::new(q931::MessageType::Status, self.call_ref, true);
+        m.cause = Some(30);
+        m.other = vec![(0x14, vec![state])];
+        m.user_user = Some(uu);
+        if !write(&mut self.wr, &tpkt::encode(&m.encode())).await {
+            self.state = State::Ended;
         }
     }
 
