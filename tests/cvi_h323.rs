@@ -655,12 +655,13 @@ fn read_until(s: &mut TcpStream, kind: u8) -> Option<Vec<u8>> {
     None
 }
 
-#[test]
-fn a_status_enquiry_gets_the_call_state() {
+/// A Setup to the reception from a raw client of fedge's own codec, with
+/// fast start PCMU (receive only) and `tunnelling`; returns the
+/// connection and the media socket it offered.
+fn raw_setup(cvi: &Cvi, tunnelling: bool) -> (TcpStream, std::net::UdpSocket) {
     use fedge_h323::h225::{self, Alias, Body, Setup, Signal};
     use fedge_h323::h245::{self, Media, Olc};
     use fedge_h323::{q931, tpkt};
-    let cvi = Cvi::start("");
     let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let rtp = media.local_addr().unwrap();
     let olc = Olc {
@@ -684,12 +685,57 @@ fn a_status_enquiry_gets_the_call_state() {
         protocol_version: 4,
     }));
     sig.call_id = Some([9; 16]);
+    sig.h245_tunnelling = tunnelling;
     sig.fast_start = vec![h245::encode_olc(&olc).unwrap()];
     let mut setup = q931::Message::new(q931::MessageType::Setup, 42, false);
     setup.user_user = Some(h225::encode(&sig, "raw-room").unwrap());
     let mut s = TcpStream::connect(cvi.h323).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.write_all(&tpkt::encode(&setup.encode())).unwrap();
+    (s, media)
+}
+
+#[test]
+fn a_room_without_tunnelling_or_address_is_offered_ours() {
+    use fedge_h323::h245::{self, Control};
+    use fedge_h323::{h225, q931, tpkt};
+    let cvi = Cvi::start("");
+    let (mut s, _media) = raw_setup(&cvi, false);
+    let connect = read_until(&mut s, q931::MessageType::Connect.code()).expect("Connect");
+    let m = q931::Message::decode(&connect[4..]).unwrap();
+    let sig = h225::decode(m.user_user.as_deref().unwrap()).unwrap();
+    assert!(!sig.h245_tunnelling);
+    let ours = sig.h245_address.expect("our H.245 address in Connect");
+    assert!((33000..=39999).contains(&ours.port()), "{ours}");
+    let mut h = TcpStream::connect(ours).expect("connect to our H.245 address");
+    h.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 4];
+    h.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]])) - 4];
+    h.read_exact(&mut body).unwrap();
+    assert!(
+        matches!(
+            h245::decode(&body).unwrap(),
+            Control::TerminalCapabilitySet { .. }
+        ),
+        "our capabilities first"
+    );
+    let rtd = h245::encode(&Control::RoundTripDelayRequest { seq: 5 }).unwrap();
+    h.write_all(&tpkt::encode(&rtd)).unwrap();
+    h.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]])) - 4];
+    h.read_exact(&mut body).unwrap();
+    assert_eq!(
+        h245::decode(&body).unwrap(),
+        Control::RoundTripDelayResponse { seq: 5 }
+    );
+}
+
+#[test]
+fn a_status_enquiry_gets_the_call_state() {
+    use fedge_h323::{q931, tpkt};
+    let cvi = Cvi::start("");
+    let (mut s, _media) = raw_setup(&cvi, true);
     // Connect (the reception answers), then Status for our enquiry.
     let connect = q931::MessageType::Connect.code();
     assert!(read_until(&mut s, connect).is_some(), "{}", cvi.logs());

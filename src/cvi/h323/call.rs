@@ -23,8 +23,8 @@ use fedge_h323::h225::{self, Alias, Body, ReleaseReason, Signal};
 use fedge_h323::h245::{self, Control, Media, Olc};
 use fedge_h323::{q931, tpkt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -90,6 +90,36 @@ impl Frames {
     }
 }
 
+/// How long our offered H.245 address waits for the room to connect.
+const H245_ACCEPT: Duration = Duration::from_secs(30);
+
+/// Accepts the room's H.245 connection on our listener, if we offered
+/// one (never, without one; an error after `H245_ACCEPT`).
+async fn accept_of(l: &mut Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => tokio::time::timeout(H245_ACCEPT, l.accept())
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+        None => std::future::pending().await,
+    }
+}
+
+/// A listener for H.245 in `[cvi] h245_port_min..=h245_port_max` on our
+/// call signalling address (a few random tries).
+async fn bind_h245(h: &H323) -> Option<TcpListener> {
+    let (lo, hi) = (
+        h.cfg.h245_port_min,
+        h.cfg.h245_port_max.max(h.cfg.h245_port_min),
+    );
+    for _ in 0..16 {
+        let port = rand::random_range(lo..=hi);
+        if let Ok(l) = TcpListener::bind((h.cfg.listen.ip(), port)).await {
+            return Some(l);
+        }
+    }
+    None
+}
+
 /// Waits for the next frame of an optional channel (never, without one).
 async fn next_of(f: &mut Option<Frames>) -> Input {
     match f {
@@ -137,6 +167,9 @@ struct Call {
     h245_wr: Option<OwnedWriteHalf>,
     /// The room's H.245 address from its Setup, connected to once.
     h245_target: Option<SocketAddr>,
+    /// Our H.245 listener, offered in Connect to a room that neither
+    /// tunnels nor gave an address (taken over by the call's loop).
+    h245_listener: Option<TcpListener>,
     /// The room's media (from its fast start) and our SDP o= numbers.
     room_media: Offer,
     sdp_session: u64,

@@ -18,6 +18,7 @@ impl Call {
         stop: CancellationToken,
     ) {
         let mut h245: Option<Frames> = None;
+        let mut listen: Option<TcpListener> = None;
         // The gateway answers every INVITE (its own timers bound the
         // connector's ringing); this only bounds a call that never hears.
         let give_up = tokio::time::Instant::now() + CALLING_LIMIT;
@@ -42,10 +43,22 @@ impl Call {
                         self.h245_wr = None;
                     }
                 },
+                a = accept_of(&mut listen) => {
+                    listen = None;
+                    match a {
+                        Ok((s, from)) if from.ip() == self.remote.ip() && h245.is_none() => {
+                            h245 = Some(self.adopt_h245(s).await);
+                        }
+                        _ => debug!(remote = %self.remote, "no H.245 connection to our address"),
+                    }
+                }
                 m = inproc.recv() => match m.and_then(parse_sip) {
                     Some(msg) => self.on_sip(msg).await,
                     None => self.release(NORMAL, ReleaseReason::Undefined).await,
                 },
+            }
+            if listen.is_none() {
+                listen = self.h245_listener.take();
             }
             if self.state == State::Connected
                 && h245.is_none()
@@ -76,12 +89,18 @@ impl Call {
                 return None;
             }
         };
+        Some(self.adopt_h245(s).await)
+    }
+
+    /// A separate H.245 connection (ours or the room's) becomes the call's
+    /// H.245 channel: our capabilities go first.
+    async fn adopt_h245(&mut self, s: TcpStream) -> Frames {
         let _ = s.set_nodelay(true);
         let (rd, wr) = s.into_split();
         self.h245_wr = Some(wr);
         let open = self.session.opening();
         self.send_h245(open).await;
-        Some(Frames::new(rd, self.h.cfg.max_frame))
+        Frames::new(rd, self.h.cfg.max_frame)
     }
 
     /// One SIP message from the gateway.
@@ -146,6 +165,14 @@ impl Call {
             .iter()
             .filter_map(|o| h245::encode_olc(o).ok())
             .collect();
+        if !self.tunnelling && self.h245_target.is_none() {
+            // No tunnelling and no address of the room's: offer ours.
+            self.h245_listener = bind_h245(&self.h).await;
+            s.h245_address = self
+                .h245_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok());
+        }
         self.send_q931(q931::MessageType::Connect, &s, None).await;
         if self.state == State::Ended {
             return;

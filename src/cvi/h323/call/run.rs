@@ -91,6 +91,7 @@ impl Call {
             session: Session::new(rand::random::<u32>()),
             h245_wr: None,
             h245_target: s.signal.h245_address,
+            h245_listener: None,
             room_media: offer.clone(),
             sdp_session: n,
             sdp_version: n,
