@@ -308,12 +308,18 @@ pub fn request_uri(alias: &str, domain: &str) -> Option<String> {
         .unwrap_or(a);
     let user = a.split('@').next().unwrap_or("");
     // Parameters of a URL (`;user=phone`) are not part of the user.
-    let user = user.split(';').next().unwrap_or("").trim();
+    // A trailing `#` (the room's "dial" key) is not part of the alias.
+    let user = user
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches('#');
     let ok = !user.is_empty()
         && user.len() <= 64
-        && user.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+' | b'#' | b'*')
-        });
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'+'));
     ok.then(|| format!("sip:{user}@{domain}"))
 }
 
@@ -451,6 +457,12 @@ mod tests {
         assert!(request_uri("", d).is_none());
         assert!(request_uri("a b", d).is_none());
         assert!(request_uri("x\r\nVia: evil", d).is_none());
+        // Characters a SIP user part would need escaped are refused.
+        assert!(request_uri("1#2", d).is_none());
+        assert_eq!(
+            request_uri("1234567890#", d).unwrap(),
+            "sip:1234567890@cvi.example"
+        );
     }
 
     #[test]

@@ -106,7 +106,11 @@ impl Call {
         }
         let sdp = sip::offer_sdp(&offer, n);
         let invite = call.dialog.invite(&sdp, &call.invite_branch);
-        call.to_gateway(Bytes::from(invite)).await;
+        if !call.to_gateway(Bytes::from(invite)).await {
+            call.release(31, ReleaseReason::Undefined).await;
+            let _ = call.wr.shutdown().await;
+            return None;
+        }
         Some((call, inproc))
     }
 
@@ -124,10 +128,11 @@ impl Call {
     }
 
     /// Hands one SIP message of ours to the gateway.
-    pub(super) async fn to_gateway(&self, b: Bytes) {
+    /// False when the message did not parse (a bug of ours, logged).
+    pub(super) async fn to_gateway(&self, b: Bytes) -> bool {
         let Some(msg) = parse_sip(b) else {
             debug!("an interworked SIP message did not parse");
-            return;
+            return false;
         };
         self.h
             .gateway
@@ -136,6 +141,7 @@ impl Call {
                 source: self.source(),
             })
             .await;
+        true
     }
 
     pub(super) async fn send_q931(
