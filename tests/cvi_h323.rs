@@ -752,3 +752,32 @@ fn a_status_enquiry_gets_the_call_state() {
         "call state active: {m:?}"
     );
 }
+
+#[test]
+fn connections_per_source_are_bounded() {
+    let cvi = Cvi::start("max_connections_per_source = 1\n");
+    // The first connection holds the source's one place (no Setup yet).
+    let first = TcpStream::connect(cvi.h323).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The second is closed at once, unanswered.
+    let mut second = TcpStream::connect(cvi.h323).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(second.read(&mut buf), Ok(0)),
+        "the second connection is closed"
+    );
+    cvi.edge
+        .wait_log(&["H.323 connection refused"], Duration::from_secs(2))
+        .expect("the refusal is logged");
+    // Once the first is gone, the source may connect again.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let room = Room::start(cvi.dir(), cvi.h323, &id, &["--after", "1"]).wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+}
