@@ -234,7 +234,36 @@ fn media_rules(r: &mut Rules, cfg: &Config) {
                 "CVI media: the meeting service",
             );
         }
+        if c.h323 {
+            h323_rules(r, c);
+        }
     }
+}
+
+/// H.323 room systems: call signalling (TCP), RAS (UDP), and H.245 on
+/// separate channels both ways (rooms connect to our range; we connect to
+/// the H.245 address a room gives).
+fn h323_rules(r: &mut Rules, c: &crate::config::CviSection) {
+    r.listen(
+        "",
+        c.h323_listen,
+        &["tcp"],
+        "CVI: room systems' H.323 call signalling",
+    );
+    r.listen("", c.h323_ras, &["udp"], "CVI: room systems' H.323 RAS");
+    r.input.push(format!(
+        "{}tcp dport {}-{} accept comment \"CVI: room systems' H.245 (tcp)\"",
+        daddr(c.h323_listen.ip()),
+        c.h245_port_min,
+        c.h245_port_max
+    ));
+    r.output.push(format!(
+        "{}udp sport {} accept comment \"CVI: RAS answers to room systems\"",
+        sport_addr(c.h323_ras.ip()),
+        c.h323_ras.port()
+    ));
+    r.output
+        .push("tcp dport 1024-65535 accept comment \"CVI: H.245 channels rooms offer\"".into());
 }
 
 /// The nftables text: header, input chain (policy drop), output chain.
@@ -324,6 +353,18 @@ mod tests {
         // One rule per port, not repeated for the same wildcard address.
         assert_eq!(t.matches("udp dport 40000-49999").count(), 1, "{t}");
         assert!(!t.contains("PostgreSQL"), "SQLite needs no rule: {t}");
+        assert!(!t.contains("H.323"), "H.323 is off by default: {t}");
+        cfg.cvi.h323 = true;
+        cfg.cvi.h323_listen = "0.0.0.0:1720".parse().unwrap();
+        cfg.cvi.h323_ras = "0.0.0.0:1719".parse().unwrap();
+        let t = ruleset(&cfg, "test");
+        for want in [
+            "\t\ttcp dport 1720 accept comment \"CVI: room systems' H.323 call signalling (tcp)\"",
+            "\t\tudp dport 1719 accept comment \"CVI: room systems' H.323 RAS (udp)\"",
+            "\t\ttcp dport 33000-39999 accept comment \"CVI: room systems' H.245 (tcp)\"",
+        ] {
+            assert!(t.contains(want), "{want:?} not in\n{t}");
+        }
     }
 
     /// A node sharing a PostgreSQL database may reach its server.

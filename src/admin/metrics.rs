@@ -46,6 +46,9 @@ pub(super) async fn metrics(
     }
     if let Some(g) = &state.cvi {
         extra.extend(cvi_gauges(g));
+        if let Some(h) = g.h323_stats.get() {
+            extra.extend(h323_gauges(h));
+        }
     }
     if let Some(c) = &state.capture {
         extra.extend(capture_gauges(c));
@@ -198,6 +201,53 @@ fn media_gauges(r: &Relay) -> [Gauge; 10] {
             "fedge_media_draining",
             "1 while the relay takes no new calls",
             if r.draining() { 1.0 } else { 0.0 },
+        ),
+    ]
+}
+
+/// The CVI gateway's H.323 front end (calls it presented to the gateway;
+/// capacity and drain are the gateway's own counters).
+fn h323_gauges(s: &crate::cvi::h323::Stats) -> [Gauge; 8] {
+    [
+        (
+            "fedge_cvi_h323_calls_total",
+            "H.323 calls presented to the CVI gateway (cumulative)",
+            load(&s.calls),
+        ),
+        (
+            "fedge_cvi_h323_connected_total",
+            "H.323 calls connected (cumulative)",
+            load(&s.connected),
+        ),
+        (
+            "fedge_cvi_h323_refused_total",
+            "H.323 calls released before Connect (cumulative)",
+            load(&s.refused),
+        ),
+        (
+            "fedge_cvi_h323_malformed_total",
+            "H.323 connections closed for malformed input (cumulative)",
+            load(&s.malformed),
+        ),
+        (
+            "fedge_cvi_h323_refused_connections_total",
+            "H.323 connections refused by the bounds (cumulative)",
+            load(&s.refused_connections),
+        ),
+        (
+            "fedge_cvi_h323_ras_lcf_total",
+            "RAS location requests confirmed (cumulative)",
+            load(&s.ras_lcf),
+        ),
+        (
+            "fedge_cvi_h323_ras_rejected_total",
+            "RAS GRQ and LRQ rejected (cumulative)",
+            load(&s.ras_lrj) + load(&s.ras_grj),
+        ),
+        (
+            "fedge_cvi_h323_ras_ignored_total",
+            "RAS messages ignored (cumulative)",
+            load(&s.ras_ignored),
         ),
     ]
 }

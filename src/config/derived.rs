@@ -32,6 +32,14 @@ impl Config {
             cvi_domain: self.dns.cvi_domain.clone(),
             cvi_port: self.dns.cvi_port,
             cvi_tls_port: self.dns.cvi_tls_port,
+            // The ports room systems reach (0 in tests: the standard ones).
+            h323: self.cvi.h323.then(|| {
+                let or = |p: u16, d: u16| if p == 0 { d } else { p };
+                (
+                    or(self.cvi.h323_listen.port(), 1720),
+                    or(self.cvi.h323_ras.port(), 1719),
+                )
+            }),
             ttl: self.dns.ttl.as_secs() as u32,
             serial: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -218,6 +218,28 @@ mod tests {
             c.cvi.media_port_max = 65535;
         });
         assert!(e.contains("[cvi] media_port_min 65535"), "{e}");
+        // H.323: checked only when on.
+        let h323 = |f: &dyn Fn(&mut Config)| {
+            cvi(&|c| {
+                c.cvi.h323 = true;
+                f(c)
+            })
+        };
+        assert_eq!(h323(&|_| {}), "", "the H.323 defaults are valid");
+        assert!(cvi(&|c| c.cvi.h323_listen = "0.0.0.0:1720".parse().unwrap()).is_empty());
+        assert!(
+            h323(&|c| c.cvi.h323_listen = "0.0.0.0:1720".parse().unwrap()).contains("wildcard")
+        );
+        assert!(h323(&|c| c.cvi.h323_listen = c.cvi.listen).contains("[cvi] h323_listen"));
+        assert!(h323(&|c| c.cvi.h323_ras = c.cvi.listen).contains("[cvi] h323_ras"));
+        assert!(
+            h323(&|c| {
+                c.cvi.h245_port_min = 45000;
+                c.cvi.h245_port_max = 45100;
+            })
+            .contains("overlap the media ports")
+        );
+        assert!(h323(&|c| c.cvi.h245_port_max = 100).contains("h245_port_min"));
         let mut c = Config::default();
         c.media.enabled = true;
         c.media.port_min = 50000;

@@ -111,6 +111,16 @@ pub struct CviSection {
     /// after it was accepted is closed.
     #[serde(with = "humantime_serde")]
     pub first_message_timeout: Duration,
+    /// H.323 room systems too (call signalling, RAS, H.245), interworked
+    /// to SIP inside the gateway.
+    pub h323: bool,
+    /// H.225.0/Q.931 call signalling over TCP (1720 on the CVI address).
+    pub h323_listen: SocketAddr,
+    /// RAS over UDP (1719): LRQ answered, GRQ refused.
+    pub h323_ras: SocketAddr,
+    /// The range separate H.245 channels listen on (our H.245 address).
+    pub h245_port_min: u16,
+    pub h245_port_max: u16,
 }
 
 impl Default for CviSection {
@@ -155,6 +165,11 @@ impl Default for CviSection {
             max_handshakes_per_source: 8,
             handshake_timeout: Duration::from_secs(10),
             first_message_timeout: Duration::from_secs(20),
+            h323: false,
+            h323_listen: SocketAddr::new(lo2, 1720),
+            h323_ras: SocketAddr::new(lo2, 1719),
+            h245_port_min: 33000,
+            h245_port_max: 39999,
         }
     }
 }

@@ -444,6 +444,7 @@ impl Config {
                 ));
             }
             c.check_guards()?;
+            self.check_h323()?;
             for t in &c.trusted {
                 if crate::cvi::Trust::parse(t).is_none() {
                     return Err(ConfigError(format!(
@@ -451,6 +452,61 @@ impl Config {
                     )));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `[cvi] h323*`: specific addresses, no clash with the SIP listeners,
+    /// an H.245 range away from the media ports.
+    fn check_h323(&self) -> Result<(), ConfigError> {
+        let c = &self.cvi;
+        if !c.h323 {
+            return Ok(());
+        }
+        if c.h323_listen.ip().is_unspecified() {
+            return Err(ConfigError(format!(
+                "[cvi] h323_listen {}: give the gateway's own address, not a wildcard (room systems are sent it in LCF and Connect)",
+                c.h323_listen
+            )));
+        }
+        let same = |a: SocketAddr, b: SocketAddr| {
+            a.port() != 0
+                && a.port() == b.port()
+                && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        };
+        let mut tcp = vec![
+            self.federation.listen,
+            self.internal.listen,
+            self.admin.listen,
+            c.listen,
+        ];
+        tcp.extend(c.listen_tls);
+        tcp.extend(self.dns.listen);
+        if tcp.iter().any(|o| same(c.h323_listen, *o)) {
+            return Err(ConfigError(format!(
+                "[cvi] h323_listen {} is the address of another listener",
+                c.h323_listen
+            )));
+        }
+        let mut udp = vec![c.listen];
+        udp.extend(self.dns.listen);
+        if udp.iter().any(|o| same(c.h323_ras, *o)) {
+            return Err(ConfigError(format!(
+                "[cvi] h323_ras {} is the address of another listener",
+                c.h323_ras
+            )));
+        }
+        if c.h245_port_min < 1024 || c.h245_port_max < c.h245_port_min {
+            return Err(ConfigError(format!(
+                "[cvi] h245_port_min {} - h245_port_max {} must be a range above 1023",
+                c.h245_port_min, c.h245_port_max
+            )));
+        }
+        if c.h245_port_min <= c.media_port_max && c.media_port_min <= c.h245_port_max {
+            return Err(ConfigError(format!(
+                "[cvi] h245 ports {}-{} overlap the media ports {}-{}",
+                c.h245_port_min, c.h245_port_max, c.media_port_min, c.media_port_max
+            )));
         }
         Ok(())
     }

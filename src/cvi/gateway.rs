@@ -174,6 +174,8 @@ pub struct Gateway {
     /// The second (since `started`, plus one) of the last "did not answer
     /// the probe" log line.
     unproven_logged: AtomicU64,
+    /// The H.323 front end's counters, when H.323 is on (for metrics).
+    pub h323_stats: std::sync::OnceLock<Arc<super::h323::Stats>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -222,6 +224,7 @@ impl Gateway {
             first_message: FirstMessage::default(),
             started: tokio::time::Instant::now(),
             unproven_logged: AtomicU64::new(0),
+            h323_stats: std::sync::OnceLock::new(),
         })
     }
 

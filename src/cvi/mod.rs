@@ -5,13 +5,15 @@
 //! the back-to-back user agent between a room system and the connector
 //! (the Teams side), its media through the shared relay; `guard` counts
 //! what strangers may do (guess budgets, proven UDP sources, calls per
-//! source).
+//! source); `h323` takes H.323 room systems' calls and presents them to
+//! the gateway as SIP.
 
 pub mod audio;
 pub mod dtmf;
 pub mod enrol;
 pub mod gateway;
 pub mod guard;
+pub mod h323;
 pub mod meetings;
 
 use std::net::IpAddr;

@@ -23,6 +23,9 @@ pub struct Publish {
     pub cvi_domain: Option<String>,
     pub cvi_port: u16,
     pub cvi_tls_port: u16,
+    /// H.323 on the CVI domain: the call signalling (TCP) and RAS (UDP)
+    /// ports for `_h323cs._tcp` and `_h323ls._udp`; `None`: not published.
+    pub h323: Option<(u16, u16)>,
     pub ttl: u32,
     pub serial: u32,
 }
@@ -132,6 +135,11 @@ pub fn zones(p: &Publish) -> Vec<ZoneText> {
             ] {
                 let _ = writeln!(text, "{service}.{d}. {} IN SRV 0 0 {port} {target}.", p.ttl);
             }
+            if let Some((cs, ls)) = p.h323 {
+                for (service, port) in [("_h323cs._tcp", cs), ("_h323ls._udp", ls)] {
+                    let _ = writeln!(text, "{service}.{d}. {} IN SRV 0 0 {port} {target}.", p.ttl);
+                }
+            }
             // Room systems that dial teams@<domain> without SRV look up its A record.
             named.push(d.clone());
             named.push(target.clone());
@@ -156,6 +164,7 @@ mod tests {
             cvi_domain: Some("cvi.fedge.test".into()),
             cvi_port: 5060,
             cvi_tls_port: 5061,
+            h323: Some((1720, 1719)),
             ttl: 300,
             serial: 1_795_000_000,
         }
@@ -214,6 +223,8 @@ mod tests {
             "_sip._tcp.cvi.fedge.test. 300 IN SRV 0 0 5060 sip.cvi.fedge.test.",
             "_sip._udp.cvi.fedge.test. 300 IN SRV 0 0 5060 sip.cvi.fedge.test.",
             "_sips._tcp.cvi.fedge.test. 300 IN SRV 0 0 5061 sip.cvi.fedge.test.",
+            "_h323cs._tcp.cvi.fedge.test. 300 IN SRV 0 0 1720 sip.cvi.fedge.test.",
+            "_h323ls._udp.cvi.fedge.test. 300 IN SRV 0 0 1719 sip.cvi.fedge.test.",
             "cvi.fedge.test. 300 IN A 192.0.2.10",
         ] {
             assert!(cvi.lines().any(|l| l == line), "{line} not in\n{cvi}");

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::cvi::Trust;
 use crate::cvi::gateway::{Gateway, GatewayConfig};
 use crate::cvi::guard::GuessLimits;
+use crate::cvi::h323::{H323, H323Config};
 use crate::media::{MediaConfig, Relay, SideAddress};
 use crate::role::Role;
 use crate::sip::transport::ConnectionTable;
@@ -95,6 +96,9 @@ pub(super) async fn start(
         tasks.spawn(stream_listener(cfg, shared, &gateway, l, Some(acceptor)).run());
         info!(role = "cvi", transport = "tls", %addr, "listening");
     }
+    if c.h323 {
+        start_h323(cfg, shared, &gateway, tasks).await?;
+    }
     info!(
         media = %c.media_address,
         connector_media = %c.connector_media_address,
@@ -104,6 +108,49 @@ pub(super) async fn start(
         "CVI gateway ready"
     );
     Ok(gateway)
+}
+
+/// Starts the H.323 listeners (call signalling on TCP, RAS on UDP) in
+/// front of `gateway`.
+async fn start_h323(
+    cfg: &Config,
+    shared: &Shared,
+    gateway: &Arc<Gateway>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), ServeError> {
+    let c = &cfg.cvi;
+    let tcp = bind_tcp(c.h323_listen, "CVI H.323").await?;
+    let listen = tcp
+        .local_addr()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    let ras = UdpSocket::bind(c.h323_ras).await.map_err(|e| {
+        ServeError::Runtime(format!("cannot listen on {} (CVI RAS): {e}", c.h323_ras))
+    })?;
+    let ras_addr = ras
+        .local_addr()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    let h = H323::new(
+        H323Config {
+            domain: c.domain.to_ascii_lowercase(),
+            reception: c.reception.clone(),
+            test_call: c.test_call.clone(),
+            tenant_key: c.tenant_key.clone(),
+            listen,
+            ras: ras_addr,
+            h245_port_min: c.h245_port_min,
+            h245_port_max: c.h245_port_max,
+            setup_timeout: std::time::Duration::from_secs(10),
+            max_frame: 64 * 1024,
+            max_connections: c.max_connections,
+            max_connections_per_source: c.max_connections_per_source,
+            vendor: format!("fedge/{}", env!("CARGO_PKG_VERSION")),
+        },
+        gateway.clone(),
+        shared.table.clone(),
+    );
+    tasks.spawn(h.clone().run_tcp(tcp, shared.shutdown.clone()));
+    tasks.spawn(h.run_ras(ras, shared.shutdown.clone()));
+    Ok(())
 }
 
 /// Closes room connections (accepted by the CVI listeners at `ours`) that

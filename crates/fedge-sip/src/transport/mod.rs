@@ -242,6 +242,83 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// A connection inside the process: what is sent on it comes out of
+    /// the returned [`InProcess`] instead of a socket. It is registered in
+    /// `table` like a real one (and taken out when the `InProcess` is
+    /// dropped), so a handler answers and sends requests on it unchanged.
+    /// For an interworking front end (H.323) that presents its calls to a
+    /// SIP handler as if they came over TCP from `remote`.
+    pub fn in_process(
+        table: &Arc<ConnectionTable>,
+        tag: Tag,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) -> (Connection, InProcess) {
+        let (tx, rx) = mpsc::channel::<Bytes>(IN_PROCESS_QUEUE);
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let close = CancellationToken::new();
+        let conn = Connection {
+            id: table.allocate_id(),
+            tag,
+            transport: Transport::Tcp,
+            remote,
+            local,
+            identity: None,
+            tx,
+            close: close.clone(),
+            queued: queued.clone(),
+        };
+        table.insert(conn.clone());
+        let end = InProcess {
+            rx,
+            queued,
+            close,
+            table: table.clone(),
+            id: conn.id,
+        };
+        (conn, end)
+    }
+}
+
+/// Messages one in-process connection holds at most before `send` fails.
+const IN_PROCESS_QUEUE: usize = 64;
+
+/// The receiving end of an in-process [`Connection`].
+#[derive(Debug)]
+pub struct InProcess {
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    close: CancellationToken,
+    table: Arc<ConnectionTable>,
+    id: u64,
+}
+
+impl InProcess {
+    /// The next chunk sent on the connection (one whole SIP message, as
+    /// the handler sent it); `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let data = tokio::select! {
+            _ = self.close.cancelled() => None,
+            d = self.rx.recv() => d,
+        }?;
+        self.queued.fetch_sub(data.len(), Ordering::AcqRel);
+        Some(data)
+    }
+
+    /// The connection's id in the table.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.close.cancel();
+        self.table.remove(self.id);
+    }
+}
+
 /// Every live stream connection, by id.
 #[derive(Debug, Default)]
 pub struct ConnectionTable {

@@ -1,0 +1,192 @@
+//! One call's H.245 control session, as a gateway endpoint (terminal type
+//! 60): capability exchange (the gateway's set: G.711, G.722, H.264, user
+//! input), master/slave determination, logical channels after fast start
+//! (closing acknowledged, new ones refused: slow start is not done), user
+//! input (the digits go on to the gateway as SIP INFO), round trip delay
+//! and end of session.
+//!
+//! Pure: decoded messages in, replies and events out. It never touches a
+//! socket and never knows whether the channel is tunnelled or separate
+//! (the call task carries the bytes).
+
+use fedge_h323::h245::{Control, UserInput};
+
+/// Our terminal type: an H.323 gateway (H.245 Table 1).
+pub const TERMINAL_TYPE: u8 = 60;
+
+/// What the call task does besides sending the replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A key the room pressed.
+    Digit(char),
+    /// The room ended the session (endSessionCommand).
+    EndSession,
+}
+
+/// The session's state.
+#[derive(Debug)]
+pub struct Session {
+    /// Our statusDeterminationNumber (24 bits).
+    random: u32,
+    /// Our TerminalCapabilitySet went out.
+    pub tcs_sent: bool,
+    /// The room acknowledged it.
+    pub tcs_acked: bool,
+    /// Whether the room is master, once determined.
+    pub room_is_master: Option<bool>,
+    /// Messages handled (bounded by the caller's frame limits).
+    pub handled: u64,
+}
+
+impl Session {
+    pub fn new(random: u32) -> Session {
+        Session {
+            random: random & 0x00ff_ffff,
+            tcs_sent: false,
+            tcs_acked: false,
+            room_is_master: None,
+            handled: 0,
+        }
+    }
+
+    /// Our opening messages (capabilities), once.
+    pub fn opening(&mut self) -> Vec<Control> {
+        if self.tcs_sent {
+            return Vec::new();
+        }
+        self.tcs_sent = true;
+        vec![fedge_h323::h245::gateway_capabilities(1)]
+    }
+
+    /// Master/slave determination per H.245 §8.2: the larger terminal type
+    /// is master; with equal types the statusDeterminationNumbers decide
+    /// (modulo 2^24: the one whose number minus the other's is below
+    /// 2^23 and not zero is master); `None` when undecidable.
+    fn room_is_master(&self, terminal_type: u8, random: u32) -> Option<bool> {
+        if terminal_type != TERMINAL_TYPE {
+            return Some(terminal_type > TERMINAL_TYPE);
+        }
+        let diff = (random & 0x00ff_ffff).wrapping_sub(self.random) & 0x00ff_ffff;
+        match diff {
+            0 | 0x0080_0000 => None,
+            d => Some(d < 0x0080_0000),
+        }
+    }
+
+    /// Handles one message from the room: the replies to send, and what
+    /// it means for the call.
+    pub fn on_control(&mut self, c: Control) -> (Vec<Control>, Vec<Event>) {
+        self.handled += 1;
+        let mut out = Vec::new();
+        let mut ev = Vec::new();
+        match c {
+            Control::TerminalCapabilitySet { seq, .. } => {
+                out.push(Control::TerminalCapabilitySetAck { seq });
+                out.extend(self.opening());
+            }
+            Control::TerminalCapabilitySetAck { .. } => self.tcs_acked = true,
+            Control::MasterSlaveDetermination {
+                terminal_type,
+                random,
+            } => match self.room_is_master(terminal_type, random) {
+                Some(m) => {
+                    self.room_is_master = Some(m);
+                    out.push(Control::MasterSlaveDeterminationAck {
+                        receiver_is_master: m,
+                    });
+                }
+                None => out.push(Control::MasterSlaveDeterminationReject),
+            },
+            Control::OpenLogicalChannel(o) => {
+                // Slow start (channels beyond fast start) is not done.
+                out.push(Control::OpenLogicalChannelReject { number: o.number });
+            }
+            Control::CloseLogicalChannel { number } => {
+                out.push(Control::CloseLogicalChannelAck { number });
+            }
+            Control::UserInput(UserInput::Alphanumeric(s)) => {
+                ev.extend(s.chars().filter(|c| is_key(*c)).take(32).map(Event::Digit));
+            }
+            Control::UserInput(UserInput::Signal(c)) if is_key(c) => ev.push(Event::Digit(c)),
+            Control::RoundTripDelayRequest { seq } => {
+                out.push(Control::RoundTripDelayResponse { seq });
+            }
+            Control::EndSession => ev.push(Event::EndSession),
+            _ => {}
+        }
+        (out, ev)
+    }
+}
+
+/// A key a room system has (DTMF 0-9, *, #, A-D).
+fn is_key(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_acknowledged_and_ours_go_once() {
+        let mut s = Session::new(5);
+        let (out, _) = s.on_control(Control::TerminalCapabilitySet {
+            seq: 3,
+            caps: Vec::new(),
+        });
+        assert!(matches!(
+            out[0],
+            Control::TerminalCapabilitySetAck { seq: 3 }
+        ));
+        assert_eq!(out.len(), 2);
+        let (out, _) = s.on_control(Control::TerminalCapabilitySet {
+            seq: 4,
+            caps: Vec::new(),
+        });
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn master_slave_by_the_rules() {
+        let mut s = Session::new(100);
+        let (out, _) = s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: 50,
+            random: 7,
+        });
+        assert!(matches!(
+            out[0],
+            Control::MasterSlaveDeterminationAck {
+                receiver_is_master: false
+            }
+        ));
+        let (out, _) = s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: 60,
+            random: 101,
+        });
+        assert!(matches!(
+            out[0],
+            Control::MasterSlaveDeterminationAck {
+                receiver_is_master: true
+            }
+        ));
+        let (out, _) = s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: 60,
+            random: 100,
+        });
+        assert!(matches!(out[0], Control::MasterSlaveDeterminationReject));
+    }
+
+    #[test]
+    fn digits_and_the_end() {
+        let mut s = Session::new(1);
+        let (_, ev) = s.on_control(Control::UserInput(UserInput::Alphanumeric("12x#".into())));
+        assert_eq!(
+            ev,
+            vec![Event::Digit('1'), Event::Digit('2'), Event::Digit('#')]
+        );
+        let (_, ev) = s.on_control(Control::UserInput(UserInput::Signal('9')));
+        assert_eq!(ev, vec![Event::Digit('9')]);
+        let (_, ev) = s.on_control(Control::EndSession);
+        assert_eq!(ev, vec![Event::EndSession]);
+    }
+}

@@ -1,0 +1,783 @@
+//! H.323 room systems through the CVI gateway, end to end: the Python room
+//! system (tests/h323/room.py, on pycrate's ASN.1 codec, independent of
+//! fedge's) calls the real fedge binary over TCP; SIPp is the connector
+//! (the Teams side) over TCP, playing media; every call's wire is captured
+//! on loopback and decoded by tshark's H.225/H.245 dissectors, which must
+//! find nothing malformed. Also the H.323 parts of `fedge firewall` and
+//! `fedge dns zone` (nft and named-checkzone accept them).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fedge_testkit::baresip::Capture;
+use fedge_testkit::h323::{Room, RoomResult, check_h323};
+use fedge_testkit::lab::{ereg, refs};
+use fedge_testkit::peers::{Sipp, SippResult, free_port, scenario};
+use fedge_testkit::rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::*;
+
+const DOMAIN: &str = "cvi.fedge.test";
+const ORGANISER: &str = "jane.doe@nhs.net";
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A running edge in CVI gateway mode with H.323 on.
+struct Cvi {
+    pki: Pki,
+    edge: Edge,
+    connector: u16,
+    /// The H.323 call signalling listener and RAS socket.
+    h323: SocketAddr,
+    ras: SocketAddr,
+}
+
+impl Cvi {
+    fn start(extra: &str) -> Cvi {
+        let pki = Pki::new();
+        let connector = free_port(true);
+        let config = test_config(&pki, "")
+            + &format!(
+                "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\n\
+                 connector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\n\
+                 connector_address = \"127.0.0.1:{connector}\"\n\
+                 digit_pause = \"1s\"\nh323 = true\nh323_listen = \"127.0.0.2:0\"\n\
+                 h323_ras = \"127.0.0.2:0\"\n{extra}"
+            );
+        let edge = Edge::start(&pki, &config);
+        let listener = |transport: &str| -> SocketAddr {
+            edge.logs()
+                .iter()
+                .find_map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                    let f = &v["fields"];
+                    (f["message"] == "listening"
+                        && f["role"] == "cvi_h323"
+                        && f["transport"] == transport)
+                        .then(|| f["addr"].as_str()?.parse().ok())?
+                })
+                .expect("the H.323 listener's address in the log")
+        };
+        let (h323, ras) = (listener("tcp"), listener("ras"));
+        fedge_ok(
+            &edge.config_path,
+            &[
+                "cvi",
+                "enrol",
+                "--org",
+                "Leeds Teaching Hospitals",
+                "--ods",
+                "RR8",
+                "--teams-enabled",
+                "--email",
+                ORGANISER,
+            ],
+        );
+        Cvi {
+            pki,
+            edge,
+            connector,
+            h323,
+            ras,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.pki.path()
+    }
+
+    fn logs(&self) -> String {
+        self.edge.logs().join("\n")
+    }
+
+    fn meeting(&self) -> String {
+        let out = fedge_ok(
+            &self.edge.config_path,
+            &["cvi", "meeting", "create", "--organiser", ORGANISER],
+        );
+        let id = conference_id(&out);
+        assert_eq!(id.len(), 10, "{out}");
+        id
+    }
+
+    /// The connector (SIPp over TCP): checks the INVITE names meeting `id`,
+    /// answers (`video`: audio and H.264), plays PCMA, then `end`.
+    fn connector(&self, id: &str, video: bool, end: &str) -> (Sipp, u16) {
+        let media = free_port(false);
+        let checks = ereg(
+            &format!("^INVITE sip:{id}@connector\\.fedge\\.test;transport=tcp SIP/2\\.0"),
+            "msg",
+            "ruri",
+            false,
+        );
+        let pcap = self.dir().join("meeting.pcap");
+        write_pcap(&pcap, 0x2222_2222, 0xbb, 150);
+        let sc = scenario(
+            self.dir(),
+            if video {
+                "cvi_h323_connector_uas.xml"
+            } else {
+                "cvi_connector_uas.xml"
+            },
+            &[
+                ("CHECKS", &checks),
+                ("REFERENCES", &refs(&["ruri", "from", "to"])),
+                ("PCAP", pcap.to_str().unwrap()),
+                ("END", end),
+            ],
+        );
+        let mut s = Sipp::spawn(
+            self.dir(),
+            &sc,
+            self.connector,
+            None,
+            &["-t", "t1", "-mp", &media.to_string(), "-timeout", "60s"],
+        );
+        let port = format!(":{:04X} ", self.connector);
+        let t0 = Instant::now();
+        while !std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1).is_some_and(|a| format!("{a} ").ends_with(&port))
+                    && f.get(3) == Some(&"0A")
+            })
+        {
+            if let Some(r) = s.exited() {
+                panic!("the connector SIPp exited ({:?}): {}", r.code, r.errors);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the connector did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (s, media)
+    }
+
+    /// A capture of the call's traffic on loopback.
+    fn capture(&self, name: &str) -> Capture {
+        Capture::start(&self.dir().join(name), "tcp or udp")
+    }
+
+    /// The room's wire, decoded by tshark: nothing malformed, and the
+    /// H.225 messages `want` seen.
+    fn wire_check(&self, cap: Capture, room: &RoomResult, want: &[&str]) {
+        self.wire_check_h245(cap, room, want, &[]);
+    }
+
+    /// The same, and the H.245 messages `want_h245` seen (tunnelled or on
+    /// a separate channel).
+    fn wire_check_h245(
+        &self,
+        mut cap: Capture,
+        room: &RoomResult,
+        want: &[&str],
+        want_h245: &[&str],
+    ) {
+        cap.stop();
+        let mut ports = room.ports();
+        ports.push(self.h323.port());
+        let report = check_h323(&cap.file, &ports).expect("tshark runs");
+        assert!(report.is_clean(), "tshark: {report:?}");
+        for w in want {
+            assert!(report.has_h225(w), "{w} not on the wire: {report:?}");
+        }
+        for w in want_h245 {
+            assert!(report.has_h245(w), "H.245 {w} not on the wire: {report:?}");
+        }
+    }
+}
+
+/// The connector waits for the gateway's BYE.
+fn end_on_bye() -> String {
+    r#"  <recv request="BYE" timeout="45000"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#
+    .into()
+}
+
+/// The connector hangs up after `hold_ms`.
+fn end_hang_up(hold_ms: u32) -> String {
+    format!(
+        r#"  <pause milliseconds="{hold_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+"#
+    )
+}
+
+fn assert_sipp(what: &str, r: &SippResult, logs: &str) {
+    assert!(
+        r.ok(),
+        "{what}: SIPp exit {:?}\nerrors:\n{}\nmessages:\n{}\nfedge:\n{logs}",
+        r.code,
+        r.errors,
+        r.messages
+    );
+}
+
+fn assert_room(r: &RoomResult, logs: &str) {
+    assert!(
+        r.ok(),
+        "room: exit {:?}: {}\n{:#}\nfedge:\n{logs}",
+        r.code,
+        r.stderr,
+        r.json
+    );
+}
+
+#[test]
+fn direct_dial_with_fast_start_g711_and_h264_both_ways_and_the_room_hangs_up() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, media) = cvi.connector(&id, true, &end_on_bye());
+    let cap = cvi.capture("direct.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &["--video", "--after", "5", "--timeout", "30"],
+    );
+    // The room's audio and video reach the connector through the relay
+    // (SIPp does not read its media sockets: what arrived waits there).
+    let t0 = Instant::now();
+    while udp_rx_queue(media).unwrap_or(0) == 0 || udp_rx_queue(media + 2).unwrap_or(0) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "audio {:?} and video {:?} at the connector\nfedge:\n{}",
+            udp_rx_queue(media),
+            udp_rx_queue(media + 2),
+            cvi.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    // Hang-up from the room ended the connector's leg with a BYE.
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    for want in ["callProceeding", "connect"] {
+        assert!(
+            room.received().iter().any(|m| m == want),
+            "{want}: {:?}",
+            room.received()
+        );
+    }
+    // And the connector's PCMA reached the room.
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "callProceeding", "connect", "releaseComplete"],
+        &[
+            "terminalCapabilitySet",
+            "terminalCapabilitySetAck",
+            "masterSlaveDetermination",
+            "masterSlaveDeterminationAck",
+            "endSessionCommand",
+        ],
+    );
+}
+
+#[test]
+fn the_reception_refuses_a_wrong_id_then_joins_by_user_input() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let cap = cvi.capture("reception.pcap");
+    let digits = format!("0000000001#{id}#");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &format!("teams@{DOMAIN}"),
+        &[
+            "--alias-kind",
+            "url",
+            "--digits",
+            &digits,
+            "--digit-gap",
+            "150",
+            "--after",
+            "6",
+            "--timeout",
+            "40",
+        ],
+    )
+    .wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert!(
+        cvi.logs().contains("0000000001"),
+        "the wrong ID was refused and logged"
+    );
+    // The reception's prompts (the room's one codec, PCMU) and then the
+    // meeting's media (the connector plays PCMA) reached the room.
+    assert!(room.rtp_received(0) > 20, "{:#}", room.json);
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    cvi.wire_check_h245(cap, &room, &["setup", "connect"], &["userInput"]);
+}
+
+#[test]
+fn a_bye_from_the_connector_ends_the_room_with_cause_16() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_hang_up(2500));
+    let cap = cvi.capture("gateway_hangup.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &["--hangup", "gateway", "--timeout", "30"],
+    )
+    .wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_eq!(room.cause(), Some(16), "{:#}", room.json);
+    assert!(
+        room.received()
+            .iter()
+            .any(|m| m == "h245:endSessionCommand"),
+        "{:?}",
+        room.received()
+    );
+    cvi.wire_check_h245(cap, &room, &["releaseComplete"], &["endSessionCommand"]);
+}
+
+#[test]
+fn a_full_node_refuses_with_cause_34_and_gateway_resources() {
+    let cvi = Cvi::start("max_calls = 1\n");
+    // The first call waits at the reception, holding the node's one call.
+    let first = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        "teams",
+        &["--alias-kind", "h323id", "--after", "8", "--timeout", "20"],
+    );
+    cvi.edge
+        .wait_log(&["H.323 call", "teams"], Duration::from_secs(10))
+        .expect("the first call");
+    std::thread::sleep(Duration::from_millis(500));
+    let cap = cvi.capture("full.pcap");
+    let second = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        "teams",
+        &[
+            "--alias-kind",
+            "h323id",
+            "--hangup",
+            "gateway",
+            "--timeout",
+            "10",
+        ],
+    )
+    .wait(LIMIT);
+    assert_eq!(
+        second.cause(),
+        Some(34),
+        "{:#}\n{}",
+        second.json,
+        cvi.logs()
+    );
+    assert_eq!(second.reason().as_deref(), Some("gatewayResources"));
+    cvi.wire_check(cap, &second, &["releaseComplete"]);
+    let first = first.wait(LIMIT);
+    assert_room(&first, &cvi.logs());
+}
+
+#[test]
+fn a_separate_h245_channel_carries_the_digits() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let cap = cvi.capture("separate.pcap");
+    let digits = format!("{id}#");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        "teams",
+        &[
+            "--alias-kind",
+            "h323id",
+            "--separate-h245",
+            "--digits",
+            &digits,
+            "--digits-via",
+            "signal",
+            "--after",
+            "4",
+            "--timeout",
+            "40",
+        ],
+    )
+    .wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_eq!(room.json["h245"]["mode"], "separate", "{:#}", room.json);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect"],
+        &["terminalCapabilitySet", "userInput"],
+    );
+}
+
+/// Sends `bytes` on a new call signalling connection; what came back
+/// before the gateway closed it (bounded).
+fn send_raw(to: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(to).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn malformed_input_is_refused_and_the_next_call_works() {
+    let cvi = Cvi::start("");
+    // A TPKT header with a bad version: closed.
+    let back = send_raw(cvi.h323, b"\x07\x00\x00\x08garbage!");
+    assert!(back.is_empty(), "{back:?}");
+    // A TPKT frame longer than 64 KiB can be (length 0xffff, then less):
+    // a Q.931 Setup whose user-user PER is cut short gets Release
+    // Complete with cause 100 (or 95).
+    let mut q931 = vec![0x08, 0x02, 0x00, 0x05, 0x05];
+    q931.extend_from_slice(&[0x7e, 0x00, 0x04, 0x05, 0x20, 0x88, 0x06]);
+    let mut frame = vec![3, 0, 0, (4 + q931.len()) as u8];
+    frame.extend_from_slice(&q931);
+    let back = send_raw(cvi.h323, &frame);
+    assert!(
+        back.len() > 4,
+        "a Release Complete: {back:?}\n{}",
+        cvi.logs()
+    );
+    // After TPKT (4) and the Q.931 header (5): the Cause IE (0x08, length,
+    // coding/location, cause).
+    let cause_at = back
+        .get(9..)
+        .and_then(|b| b.windows(2).position(|w| w[0] == 0x08 && w[1] == 0x02))
+        .map(|i| i + 9);
+    let cause = cause_at.and_then(|i| back.get(i + 3)).map(|c| c & 0x7f);
+    assert!(matches!(cause, Some(100) | Some(95)), "{back:02x?}");
+    assert!(cvi.logs().contains("malformed"), "logged");
+    // The node still takes calls.
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let room = Room::start(cvi.dir(), cvi.h323, &id, &["--after", "2"]).wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+}
+
+/// A RAS client on pycrate (tests/h323/h323msg.py's aligned PER): sends
+/// an LRQ for each alias, then a GRQ, and prints each answer's name,
+/// sequence number and call signalling address or reject reason.
+const RAS_CLIENT: &str = r#"
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+import h323msg as m
+from pycrate_asn1dir import H225
+R = H225.H323_MESSAGES.RasMessage
+host, port = sys.argv[2].rsplit(":", 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(3)
+me = s.getsockname()
+def ask(v):
+    R.set_val(v)
+    s.sendto(R.to_aper(), (host, int(port)))
+    data, _ = s.recvfrom(4096)
+    R.from_aper(data)
+    name, body = R.get_val()
+    extra = ""
+    if name == "locationConfirm":
+        extra = " " + m.transport_str(body["callSignalAddress"])
+    if "rejectReason" in body:
+        extra = " " + body["rejectReason"][0]
+    return "%s %d%s" % (name, body["requestSeqNum"], extra)
+for alias in sys.argv[3:]:
+    print(ask(("locationRequest", {"requestSeqNum": 7, "destinationInfo": [("dialledDigits", alias)],
+                                    "replyAddress": m.transport(*me)})))
+print(ask(("gatekeeperRequest", {"requestSeqNum": 9, "protocolIdentifier": m.H225_PROTOCOL,
+                                  "rasAddress": m.transport(*me), "endpointType": m.endpoint()})))
+"#;
+
+#[test]
+fn ras_confirms_what_this_node_serves_and_refuses_to_be_a_gatekeeper() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let script = cvi.dir().join("ras.py");
+    std::fs::write(&script, RAS_CLIENT).unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(workspace_root().join("tests/h323"))
+        .arg(cvi.ras.to_string())
+        .args([id.as_str(), "12345"])
+        .output()
+        .expect("python3 runs the RAS client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("locationConfirm 7 {}", cvi.h323).as_str(),
+            "locationReject 7 requestDenied",
+            "gatekeeperReject 9 resourceUnavailable",
+        ],
+        "{}",
+        cvi.logs()
+    );
+}
+
+#[test]
+fn firewall_and_dns_open_and_publish_h323_only_when_on() {
+    let pki = Pki::new();
+    let config = pki.path().join("fedge.toml");
+    let base = "[dns]\ncvi_domain = \"cvi.fedge.test\"\naddresses = [\"192.0.2.10\"]\n\
+                [cvi]\nenabled = true\nlisten = \"192.0.2.10:5060\"\nmedia_address = \"192.0.2.10\"\n";
+    std::fs::write(&config, base).unwrap();
+    let off = fedge_ok(&config, &["firewall"]);
+    assert!(!off.contains("H.323"), "{off}");
+    assert!(!fedge_ok(&config, &["dns", "zone"]).contains("_h323"));
+    std::fs::write(
+        &config,
+        format!(
+            "{base}h323 = true\nh323_listen = \"192.0.2.10:1720\"\nh323_ras = \"192.0.2.10:1719\"\n"
+        ),
+    )
+    .unwrap();
+    let rules = fedge_ok(&config, &["firewall"]);
+    for want in [
+        "ip daddr 192.0.2.10 tcp dport 1720 accept",
+        "ip daddr 192.0.2.10 udp dport 1719 accept",
+        "ip daddr 192.0.2.10 tcp dport 33000-39999 accept",
+    ] {
+        assert!(rules.contains(want), "{want:?} not in\n{rules}");
+    }
+    let path = pki.path().join("fedge.nft");
+    std::fs::write(&path, &rules).unwrap();
+    let out = Command::new("nft")
+        .args(["-c", "-f"])
+        .arg(&path)
+        .output()
+        .expect("nft is installed");
+    assert!(
+        out.status.success(),
+        "nft -c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let zones = fedge_ok(&config, &["dns", "zone"]);
+    let cvi_zone = zones
+        .split("; published by fedge for ")
+        .find(|z| z.starts_with("cvi.fedge.test"))
+        .unwrap_or_else(|| panic!("{zones}"));
+    for want in [
+        "_h323cs._tcp.cvi.fedge.test. 3600 IN SRV 0 0 1720 sip.cvi.fedge.test.",
+        "_h323ls._udp.cvi.fedge.test. 3600 IN SRV 0 0 1719 sip.cvi.fedge.test.",
+    ] {
+        assert!(cvi_zone.contains(want), "{want} not in {cvi_zone}");
+    }
+    let file = pki.path().join("cvi.zone");
+    std::fs::write(&file, format!("; {cvi_zone}")).unwrap();
+    let check = Command::new("named-checkzone")
+        .arg("cvi.fedge.test")
+        .arg(&file)
+        .output()
+        .expect("named-checkzone is installed");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+/// Reads TPKT frames from `s` until one holds a Q.931 message of type
+/// `kind` (bounded); returns it.
+fn read_until(s: &mut TcpStream, kind: u8) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline {
+        while buf.len() >= 4 {
+            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+            if len < 4 || buf.len() < len {
+                break;
+            }
+            let frame: Vec<u8> = buf.drain(..len).collect();
+            if frame.get(8) == Some(&kind) {
+                return Some(frame);
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    None
+}
+
+/// A Setup to the reception from a raw client of fedge's own codec, with
+/// fast start PCMU (receive only) and `tunnelling`; returns the
+/// connection and the media socket it offered.
+fn raw_setup(cvi: &Cvi, tunnelling: bool) -> (TcpStream, std::net::UdpSocket) {
+    use fedge_h323::h225::{self, Alias, Body, Setup, Signal};
+    use fedge_h323::h245::{self, Media, Olc};
+    use fedge_h323::{q931, tpkt};
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtp = media.local_addr().unwrap();
+    let olc = Olc {
+        number: 1,
+        media: Media::G711Ulaw { frames: 20 },
+        session_id: 1,
+        payload_type: None,
+        forward: false,
+        rtp: Some(rtp),
+        rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
+        reverse: None,
+        presentation: false,
+    };
+    let mut sig = Signal::new(Body::Setup(Setup {
+        conference_id: [7; 16],
+        destination: vec![Alias::H323Id("teams".into())],
+        source: vec![Alias::H323Id("raw-room".into())],
+        vendor: None,
+        media_wait_for_connect: false,
+        source_call_signal: None,
+        protocol_version: 4,
+    }));
+    sig.call_id = Some([9; 16]);
+    sig.h245_tunnelling = tunnelling;
+    sig.fast_start = vec![h245::encode_olc(&olc).unwrap()];
+    let mut setup = q931::Message::new(q931::MessageType::Setup, 42, false);
+    setup.user_user = Some(h225::encode(&sig, "raw-room").unwrap());
+    let mut s = TcpStream::connect(cvi.h323).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(&tpkt::encode(&setup.encode())).unwrap();
+    (s, media)
+}
+
+#[test]
+fn a_room_without_tunnelling_or_address_is_offered_ours() {
+    use fedge_h323::h245::{self, Control};
+    use fedge_h323::{h225, q931, tpkt};
+    let cvi = Cvi::start("");
+    let (mut s, _media) = raw_setup(&cvi, false);
+    let connect = read_until(&mut s, q931::MessageType::Connect.code()).expect("Connect");
+    let m = q931::Message::decode(&connect[4..]).unwrap();
+    let sig = h225::decode(m.user_user.as_deref().unwrap()).unwrap();
+    assert!(!sig.h245_tunnelling);
+    let ours = sig.h245_address.expect("our H.245 address in Connect");
+    assert!((33000..=39999).contains(&ours.port()), "{ours}");
+    let mut h = TcpStream::connect(ours).expect("connect to our H.245 address");
+    h.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 4];
+    h.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]])) - 4];
+    h.read_exact(&mut body).unwrap();
+    assert!(
+        matches!(
+            h245::decode(&body).unwrap(),
+            Control::TerminalCapabilitySet { .. }
+        ),
+        "our capabilities first"
+    );
+    let rtd = h245::encode(&Control::RoundTripDelayRequest { seq: 5 }).unwrap();
+    h.write_all(&tpkt::encode(&rtd)).unwrap();
+    h.read_exact(&mut head).unwrap();
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[2], head[3]])) - 4];
+    h.read_exact(&mut body).unwrap();
+    assert_eq!(
+        h245::decode(&body).unwrap(),
+        Control::RoundTripDelayResponse { seq: 5 }
+    );
+}
+
+#[test]
+fn a_status_enquiry_gets_the_call_state() {
+    use fedge_h323::{q931, tpkt};
+    let cvi = Cvi::start("");
+    let (mut s, _media) = raw_setup(&cvi, true);
+    // Connect (the reception answers), then Status for our enquiry.
+    let connect = q931::MessageType::Connect.code();
+    assert!(read_until(&mut s, connect).is_some(), "{}", cvi.logs());
+    let enquiry = q931::Message::new(q931::MessageType::StatusEnquiry, 42, false);
+    s.write_all(&tpkt::encode(&enquiry.encode())).unwrap();
+    let status = read_until(&mut s, q931::MessageType::Status.code()).expect("Status");
+    let m = q931::Message::decode(&status[4..]).unwrap();
+    assert_eq!(
+        (m.call_ref, m.from_destination, m.cause),
+        (42, true, Some(30))
+    );
+    assert!(
+        m.other.contains(&(0x14, vec![10])),
+        "call state active: {m:?}"
+    );
+}
+
+#[test]
+fn connections_per_source_are_bounded() {
+    let cvi = Cvi::start("max_connections_per_source = 1\n");
+    // The first connection holds the source's one place (no Setup yet).
+    let first = TcpStream::connect(cvi.h323).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The second is closed at once, unanswered.
+    let mut second = TcpStream::connect(cvi.h323).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(second.read(&mut buf), Ok(0)),
+        "the second connection is closed"
+    );
+    cvi.edge
+        .wait_log(&["H.323 connection refused"], Duration::from_secs(2))
+        .expect("the refusal is logged");
+    // Once the first is gone, the source may connect again.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let id = cvi.meeting();
+    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let room = Room::start(cvi.dir(), cvi.h323, &id, &["--after", "1"]).wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+}
