@@ -781,3 +781,136 @@ fn connections_per_source_are_bounded() {
     assert_room(&room, &cvi.logs());
     assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
 }
+
+/// The connector takes the gateway's re-INVITE with the room's content
+/// stream (checked: `a=content:slides`, H.264 PT 97, send only), answers
+/// it with its content port `content`, then waits for the BYE.
+fn end_on_share(content: u16) -> String {
+    let checks = [
+        ereg("a=content:slides", "body", "slides", false),
+        ereg("m=video [1-9][0-9]* RTP/AVP 97", "body", "pt", false),
+        ereg("a=sendonly", "body", "dir", false),
+    ]
+    .concat();
+    format!(
+        r#"  <recv request="INVITE" timeout="30000">
+    <action>
+      {checks}
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=connector 2 3 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+      a=sendrecv
+      m=video [media_port+2] RTP/AVP 96
+      a=rtpmap:96 H264/90000
+      a=fmtp:96 profile-level-id=42e01f;packetization-mode=1
+      a=sendrecv
+      m=video {content} RTP/AVP 97
+      a=rtpmap:97 H264/90000
+      a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
+      a=content:slides
+      a=recvonly
+
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+{bye}  <Reference variables="slides,pt,dir"/>
+"#,
+        bye = end_on_bye()
+    )
+}
+
+#[test]
+fn an_h239_presentation_reaches_the_connector_as_a_content_stream() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    // The connector's content port: a socket of ours, to count what the
+    // relay forwards there.
+    let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let content_port = content.local_addr().unwrap().port();
+    content
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (connector, _media) = cvi.connector(&id, true, &end_on_share(content_port));
+    let cap = cvi.capture("h239.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &[
+            "--video",
+            "--presentation",
+            "--after",
+            "6",
+            "--timeout",
+            "30",
+        ],
+    );
+    // The room's presentation (H.264, PT 97) arrives at the content port.
+    let mut slides = 0;
+    let t0 = Instant::now();
+    let mut buf = [0u8; 2048];
+    while slides < 5 && t0.elapsed() < Duration::from_secs(25) {
+        if let Ok(n) = content.recv(&mut buf)
+            && n > 12
+            && buf[1] & 0x7f == 97
+        {
+            slides += 1;
+        }
+    }
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert!(
+        slides >= 5,
+        "{slides} presentation packets at the connector\nfedge:\n{}",
+        cvi.logs()
+    );
+    assert_eq!(room.json["presentation"], "granted", "{:#}", room.json);
+    assert!(room.rtp_sent(97) >= 5, "{:#}", room.json);
+    // The room sent to the relay, not to the connector directly.
+    let to = room.json["rtp"]["sent_to"]["97"].as_str().unwrap_or("");
+    assert!(
+        !to.is_empty() && !to.ends_with(&format!(":{content_port}")),
+        "{:#}",
+        room.json
+    );
+    assert!(
+        room.received()
+            .iter()
+            .any(|m| m == "h245:openLogicalChannelAck"),
+        "{:?}",
+        room.received()
+    );
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect", "releaseComplete"],
+        &[
+            "presentationTokenRequest",
+            "presentationTokenResponse",
+            "openLogicalChannel",
+            "openLogicalChannelAck",
+        ],
+    );
+}

@@ -251,6 +251,57 @@ pub fn read_answer(sdp: &[u8]) -> Answer {
     out
 }
 
+/// The relay's RTP and RTCP addresses for the `index`th m= section of an
+/// answer; `None` when it has no such section, refused it (port 0) or
+/// gave no address.
+pub fn stream_at(sdp: &[u8], index: usize) -> Option<(SocketAddr, SocketAddr)> {
+    let m = sections(sdp).into_iter().nth(index)?;
+    let ip = m.c.filter(|_| m.port != 0)?;
+    let rtcp = m.rtcp.unwrap_or(m.port.saturating_add(1));
+    Some((SocketAddr::new(ip, m.port), SocketAddr::new(ip, rtcp)))
+}
+
+/// How many m= sections `sdp` has.
+pub fn stream_count(sdp: &[u8]) -> usize {
+    sections(sdp).len()
+}
+
+/// `sdp` with its o= line's session version set to `version` (RFC 3264
+/// §8: each new offer in a session increments it).
+pub fn with_version(sdp: &str, version: u64) -> String {
+    let mut out = String::with_capacity(sdp.len() + 8);
+    for line in sdp.split_inclusive("\r\n") {
+        match line.strip_prefix("o=") {
+            Some(o) => {
+                let mut f: Vec<&str> = o.trim_end().split(' ').collect();
+                let v = version.to_string();
+                if f.len() > 2 {
+                    f[2] = &v;
+                }
+                let _ = write!(out, "o={}\r\n", f.join(" "));
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// The content stream (RFC 4796 `a=content:slides`) of an H.239
+/// presentation channel: H.264 with the channel's payload type, send only
+/// (the room presents), at `rtp` (port 0: the stream is off).
+pub fn content_section(rtp: SocketAddr, pt: u8, codec: Codec, label: u16) -> String {
+    let fam = if rtp.is_ipv4() { "IP4" } else { "IP6" };
+    let (_, lines) = codec.sdp(pt);
+    if rtp.port() == 0 {
+        return format!("m=video 0 RTP/AVP {pt}\r\n{lines}a=content:slides\r\na=label:{label}\r\n");
+    }
+    format!(
+        "m=video {} RTP/AVP {pt}\r\nc=IN {fam} {}\r\n{lines}a=content:slides\r\na=label:{label}\r\na=sendonly\r\n",
+        rtp.port(),
+        rtp.ip()
+    )
+}
+
 /// Our answer to an offer from the gateway (its re-INVITE after the
 /// reception): the room's own addresses (its channels do not change), the
 /// offer's first format per stream, streams the room has none for refused.
@@ -424,6 +475,12 @@ impl Dialog {
         d.to_tag = None;
         let h = d.head("CANCEL", 1, invite_branch);
         Self::finish(h, None)
+    }
+
+    /// The ACK of a re-INVITE's answer: CSeq `cseq`; `branch` new for a
+    /// 2xx, the re-INVITE's own for a failure.
+    pub fn ack_at(&self, cseq: u32, branch: &str) -> Vec<u8> {
+        Self::finish(self.head("ACK", cseq, branch), None)
     }
 
     /// A request in the dialog (BYE, INFO), with the next CSeq.
