@@ -782,23 +782,16 @@ fn connections_per_source_are_bounded() {
     assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
 }
 
-/// The connector takes the gateway's re-INVITE with the room's content
-/// stream (checked: `a=content:slides`, H.264 PT 97, send only), answers
-/// it with its content port `content`, then waits for the BYE.
-fn end_on_share(content: u16) -> String {
-    let checks = [
-        ereg("a=content:slides", "body", "slides", false),
-        ereg("m=video [1-9][0-9]* RTP/AVP 97", "body", "pt", false),
-        ereg("a=sendonly", "body", "dir", false),
-    ]
-    .concat();
+/// The connector's 200 to a re-INVITE: audio, video and the content
+/// stream at `content` (0: off).
+fn share_answer(content: u16, version: u32) -> String {
+    let dir = if content == 0 {
+        ""
+    } else {
+        "\n      a=recvonly"
+    };
     format!(
-        r#"  <recv request="INVITE" timeout="30000">
-    <action>
-      {checks}
-    </action>
-  </recv>
-  <send>
+        r#"  <send>
     <![CDATA[
 
       SIP/2.0 200 OK
@@ -812,7 +805,7 @@ fn end_on_share(content: u16) -> String {
       Content-Length: [len]
 
       v=0
-      o=connector 2 3 IN IP[local_ip_type] [local_ip]
+      o=connector 2 {version} IN IP[local_ip_type] [local_ip]
       s=-
       c=IN IP[media_ip_type] [media_ip]
       t=0 0
@@ -828,20 +821,55 @@ fn end_on_share(content: u16) -> String {
       m=video {content} RTP/AVP 97
       a=rtpmap:97 H264/90000
       a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
-      a=content:slides
-      a=recvonly
+      a=content:slides{dir}
 
     ]]>
   </send>
   <recv request="ACK" crlf="true"/>
-{bye}  <Reference variables="slides,pt,dir"/>
-"#,
-        bye = end_on_bye()
+"#
     )
 }
 
-#[test]
-fn an_h239_presentation_reaches_the_connector_as_a_content_stream() {
+/// The connector takes the gateway's re-INVITE with the room's content
+/// stream (checked: `a=content:slides`, H.264 PT 97, send only), answers
+/// it with its content port `content`; with `stop`, takes the re-INVITE
+/// turning it off (port 0) too; then waits for the BYE.
+fn end_on_share(content: u16, stop: bool) -> String {
+    let checks = [
+        ereg("a=content:slides", "body", "slides", false),
+        ereg("m=video [1-9][0-9]* RTP/AVP 97", "body", "pt", false),
+        ereg("a=sendonly", "body", "dir", false),
+    ]
+    .concat();
+    let mut s = format!(
+        r#"  <recv request="INVITE" timeout="30000">
+    <action>
+      {checks}
+    </action>
+  </recv>
+{}"#,
+        share_answer(content, 3)
+    );
+    if stop {
+        let off = ereg("m=video 0 RTP/AVP 97", "body", "off", false);
+        s += &format!(
+            r#"  <recv request="INVITE" timeout="30000">
+    <action>
+      {off}
+    </action>
+  </recv>
+{}  <Reference variables="off"/>
+"#,
+            share_answer(0, 4)
+        );
+    }
+    s + &end_on_bye() + "  <Reference variables=\"slides,pt,dir\"/>\n"
+}
+
+/// The room dials the meeting and presents (`stop_after`: stops after so
+/// many seconds); the presentation packets counted at the connector's
+/// content port, and the room's result.
+fn present(stop_after: Option<&str>) -> (Cvi, RoomResult, u32, Capture) {
     let cvi = Cvi::start("");
     let id = cvi.meeting();
     // The connector's content port: a socket of ours, to count what the
@@ -851,26 +879,26 @@ fn an_h239_presentation_reaches_the_connector_as_a_content_stream() {
     content
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let (connector, _media) = cvi.connector(&id, true, &end_on_share(content_port));
+    let end = end_on_share(content_port, stop_after.is_some());
+    let (connector, _media) = cvi.connector(&id, true, &end);
     let cap = cvi.capture("h239.pcap");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
-        &id,
-        &[
-            "--video",
-            "--presentation",
-            "--after",
-            "6",
-            "--timeout",
-            "30",
-        ],
-    );
+    let mut args = vec![
+        "--video",
+        "--presentation",
+        "--after",
+        "6",
+        "--timeout",
+        "30",
+    ];
+    if let Some(s) = stop_after {
+        args.extend(["--presentation-for", s]);
+    }
+    let room = Room::start(cvi.dir(), cvi.h323, &id, &args);
     // The room's presentation (H.264, PT 97) arrives at the content port.
     let mut slides = 0;
     let t0 = Instant::now();
     let mut buf = [0u8; 2048];
-    while slides < 5 && t0.elapsed() < Duration::from_secs(25) {
+    while t0.elapsed() < Duration::from_secs(9) {
         if let Ok(n) = content.recv(&mut buf)
             && n > 12
             && buf[1] & 0x7f == 97
@@ -881,13 +909,12 @@ fn an_h239_presentation_reaches_the_connector_as_a_content_stream() {
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
     assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert!(room.rtp_sent(97) >= 5, "{:#}", room.json);
     assert!(
         slides >= 5,
         "{slides} presentation packets at the connector\nfedge:\n{}",
         cvi.logs()
     );
-    assert_eq!(room.json["presentation"], "granted", "{:#}", room.json);
-    assert!(room.rtp_sent(97) >= 5, "{:#}", room.json);
     // The room sent to the relay, not to the connector directly.
     let to = room.json["rtp"]["sent_to"]["97"].as_str().unwrap_or("");
     assert!(
@@ -902,6 +929,13 @@ fn an_h239_presentation_reaches_the_connector_as_a_content_stream() {
         "{:?}",
         room.received()
     );
+    (cvi, room, slides, cap)
+}
+
+#[test]
+fn an_h239_presentation_reaches_the_connector_as_a_content_stream() {
+    let (cvi, room, _, cap) = present(None);
+    assert_eq!(room.json["presentation"], "granted", "{:#}", room.json);
     cvi.wire_check_h245(
         cap,
         &room,
@@ -912,5 +946,19 @@ fn an_h239_presentation_reaches_the_connector_as_a_content_stream() {
             "openLogicalChannel",
             "openLogicalChannelAck",
         ],
+    );
+}
+
+#[test]
+fn an_h239_presentation_stops_when_the_room_closes_its_channel() {
+    let (cvi, room, slides, cap) = present(Some("2"));
+    assert_eq!(room.json["presentation"], "stopped", "{:#}", room.json);
+    // Sent for about 2 s at 5 packets a second, not for the whole call.
+    assert!(slides <= 20, "{slides} presentation packets after the stop");
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect", "releaseComplete"],
+        &["closeLogicalChannel", "closeLogicalChannelAck"],
     );
 }
