@@ -262,4 +262,71 @@ mod tests {
         let (_, ev) = s.on_control(Control::EndSession);
         assert_eq!(ev, vec![Event::EndSession]);
     }
+
+    #[test]
+    fn the_presentation_token_is_acknowledged_and_the_channel_reported() {
+        let mut s = Session::new(1);
+        let (out, ev) = s.on_control(Control::Generic(GenericMessage {
+            kind: GenericKind::Request,
+            id: H239_MESSAGE.into(),
+            sub: Some(TOKEN_REQUEST),
+            params: vec![
+                (P_LABEL, GenericValue::UnsignedMin(1)),
+                (P_CHANNEL, GenericValue::UnsignedMin(1005)),
+                (43, GenericValue::UnsignedMin(9)),
+            ],
+        }));
+        assert!(ev.is_empty());
+        assert_eq!(
+            out,
+            vec![Control::Generic(GenericMessage {
+                kind: GenericKind::Response,
+                id: H239_MESSAGE.into(),
+                sub: Some(TOKEN_RESPONSE),
+                params: vec![
+                    (P_ACKNOWLEDGE, GenericValue::Logical),
+                    (P_LABEL, GenericValue::UnsignedMin(1)),
+                    (P_CHANNEL, GenericValue::UnsignedMin(1005)),
+                ],
+            })]
+        );
+        // Another generic message: nothing.
+        let (out, _) = s.on_control(Control::Generic(GenericMessage {
+            kind: GenericKind::Request,
+            id: "0.0.8.241.0".into(),
+            sub: Some(3),
+            params: vec![],
+        }));
+        assert!(out.is_empty());
+        let olc = Olc {
+            number: 1005,
+            media: fedge_h323::h245::Media::H264 {
+                profile: 66,
+                level: 31,
+            },
+            session_id: 3,
+            payload_type: Some(97),
+            forward: true,
+            rtp: None,
+            rtcp: None,
+            reverse: None,
+            presentation: true,
+        };
+        let (out, ev) = s.on_control(Control::OpenLogicalChannel(olc.clone()));
+        assert!(out.is_empty());
+        assert_eq!(ev, vec![Event::PresentationOpen(olc.clone())]);
+        // A second presentation channel while one is open: refused.
+        let mut two = olc.clone();
+        two.number = 1006;
+        let (out, ev) = s.on_control(Control::OpenLogicalChannel(two));
+        assert_eq!(
+            out,
+            vec![Control::OpenLogicalChannelReject { number: 1006 }]
+        );
+        assert!(ev.is_empty());
+        let (out, ev) = s.on_control(Control::CloseLogicalChannel { number: 1005 });
+        assert_eq!(out, vec![Control::CloseLogicalChannelAck { number: 1005 }]);
+        assert_eq!(ev, vec![Event::PresentationClose]);
+        assert_eq!(s.presentation, None);
+    }
 }

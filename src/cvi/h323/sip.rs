@@ -618,4 +618,36 @@ mod tests {
         parse(d.ack("3"));
         parse(d.cancel("1"));
     }
+
+    #[test]
+    fn a_content_stream_is_added_and_read_back() {
+        let base = "v=0\r\no=h323 7 7 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 127.0.0.1\r\n";
+        let codec = Codec::H264 {
+            profile: 0x42,
+            level: 0x1f,
+        };
+        let mut sdp = with_version(base, 8);
+        assert!(sdp.contains("o=h323 7 8 IN IP4 127.0.0.1\r\n"), "{sdp}");
+        sdp.push_str(&content_section(
+            "127.0.0.1:5000".parse().unwrap(),
+            97,
+            codec,
+            3,
+        ));
+        assert!(sdp.contains("m=video 5000 RTP/AVP 97\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:97 H264/90000\r\n"), "{sdp}");
+        assert!(sdp.contains("a=content:slides\r\na=label:3\r\na=sendonly\r\n"));
+        assert_eq!(stream_count(sdp.as_bytes()), 2);
+        assert_eq!(
+            stream_at(sdp.as_bytes(), 1),
+            Some((
+                "127.0.0.1:5000".parse().unwrap(),
+                "127.0.0.1:5001".parse().unwrap()
+            ))
+        );
+        let off = content_section("127.0.0.1:0".parse().unwrap(), 97, codec, 3);
+        assert!(off.starts_with("m=video 0 RTP/AVP 97\r\n"), "{off}");
+        assert_eq!(stream_at(off.as_bytes(), 0), None);
+        assert_eq!(stream_at(base.as_bytes(), 1), None);
+    }
 }
