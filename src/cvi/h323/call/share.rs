@@ -11,10 +11,12 @@
 //!
 //! Owns the presentation's exchange on the call; never decides whether the
 //! meeting takes it (the gateway and the connector do) and never touches
-//! media. No BFCP: the connector sees the content stream without floor
-//! control (docs/cvi.md says so).
+//! media. The offer carries a `TCP/BFCP` stream too: with the floor named
+//! in the answer, the gateway is the room's BFCP client (`h323::bfcp`):
+//! FloorRequest while the room presents, FloorRelease when it stops.
 
 use super::*;
+use crate::cvi::h323::bfcp;
 
 /// Where the presentation's offer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +30,7 @@ pub(super) enum Phase {
 }
 
 /// The room's presentation channel and its re-INVITE.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Share {
     /// The room's logical channel number.
     pub number: u16,
@@ -44,7 +46,14 @@ pub(super) struct Share {
     index: usize,
     /// The room closed it while it was being opened.
     close_pending: bool,
+    /// The BFCP client's release (fired or dropped: FloorRelease).
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The BFCP client's task.
+    client: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How long closing waits for the BFCP client's FloorRelease to go out.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
 
 /// The payload type H.239 rooms use when the channel names none.
 const CONTENT_PT: u8 = 97;
@@ -76,6 +85,8 @@ impl Call {
             codec,
             index: sip::stream_count(self.last_sdp.as_bytes()),
             close_pending: false,
+            release: None,
+            client: None,
         };
         info!(remote = %self.remote, channel = o.number, "H.239 presentation from the room: offered to the gateway");
         self.offer_content(&mut share, true).await;
@@ -94,6 +105,13 @@ impl Call {
             }
             Phase::Closing => self.share = Some(share),
             Phase::Open => {
+                if let Some(r) = share.release.take() {
+                    let _ = r.send(());
+                }
+                // The FloorRelease first: the offer below turns BFCP off.
+                if let Some(c) = share.client.take() {
+                    let _ = tokio::time::timeout(RELEASE_WAIT, c).await;
+                }
                 share.phase = Phase::Closing;
                 share.branch = random_token();
                 self.offer_content(&mut share, false).await;
@@ -112,6 +130,7 @@ impl Call {
         };
         let mut sdp = sip::with_version(&self.last_sdp, self.sdp_version);
         sdp.push_str(&sip::content_section(rtp, share.pt, share.codec, 3));
+        sdp.push_str(&bfcp::offer_section(self.local.ip(), on));
         let invite = self
             .dialog
             .request("INVITE", &share.branch, Some(("application/sdp", &sdp)));
@@ -150,7 +169,14 @@ impl Call {
                     .await;
                     return;
                 };
-                info!(remote = %self.remote, relay = %rtp, "H.239 presentation open");
+                let floor = bfcp::floor_at(msg.body(), share.index + 1);
+                info!(remote = %self.remote, relay = %rtp, bfcp = floor.is_some(), "H.239 presentation open");
+                if let Some(f) = floor {
+                    // The room holds the token: its floor is requested.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    share.release = Some(tx);
+                    share.client = Some(tokio::spawn(bfcp::client(self.local.ip(), f, rx)));
+                }
                 self.send_h245(vec![Control::OpenLogicalChannelAck {
                     number: share.number,
                     media: Some(rtp),
