@@ -317,10 +317,13 @@ pub fn answer_sdp(offer: &[u8], room: &Offer, session: u64, version: u64) -> Str
         "v=0\r\no=h323 {session} {version} IN {} {origin}\r\ns=-\r\nt=0 0\r\n",
         fam(origin)
     );
+    let (mut audio, mut video) = (false, false);
     for m in sections(offer) {
+        // The first stream of each kind is the room's; another (the
+        // connector's content stream) has no channel towards the room.
         let mine = match m.kind.as_str() {
-            "audio" => room.audio.as_ref(),
-            "video" => room.video.as_ref(),
+            "audio" if !std::mem::replace(&mut audio, true) => room.audio.as_ref(),
+            "video" if !std::mem::replace(&mut video, true) => room.video.as_ref(),
             _ => None,
         };
         let pt = m.formats.first().copied().unwrap_or(0);
@@ -580,6 +583,11 @@ mod tests {
             "{again}"
         );
         assert!(again.contains("m=video 5002 RTP/AVP 97\r\n"), "{again}");
+        // The connector's content stream (a second video): refused.
+        let content = format!("{answer}m=video 6000 RTP/AVP 97\r\na=content:slides\r\n");
+        let with = answer_sdp(content.as_bytes(), &offer, 7, 3);
+        assert!(with.contains("m=video 5002 RTP/AVP 97\r\n"), "{with}");
+        assert!(with.ends_with("m=video 0 RTP/AVP 97\r\n"), "{with}");
     }
 
     #[test]
