@@ -194,7 +194,7 @@ pub async fn client(local: IpAddr, f: Floor, release: oneshot::Receiver<()>) {
     let _ = s.set_nodelay(true);
     // The FloorRequest, again (same transaction) each second until the
     // server's FloorRequestStatus: the relay drops what arrives before
-    // the connector's own connection is up (D210).
+    // the connector's own connection is up (D206).
     let req = message(&f, FLOOR_REQUEST, 1, FLOOR_ID, f.floorid);
     let mut id = None;
     let mut released = false;
