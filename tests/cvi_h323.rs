@@ -781,3 +781,271 @@ fn connections_per_source_are_bounded() {
     assert_room(&room, &cvi.logs());
     assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
 }
+
+/// The connector's 200 to a re-INVITE: audio, video and the content
+/// stream at `content` (0: off).
+fn share_answer(content: u16, version: u32, bfcp: &str) -> String {
+    let dir = if content == 0 {
+        ""
+    } else {
+        "\n      a=recvonly"
+    };
+    format!(
+        r#"  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=connector 2 {version} IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+      a=sendrecv
+      m=video [media_port+2] RTP/AVP 96
+      a=rtpmap:96 H264/90000
+      a=fmtp:96 profile-level-id=42e01f;packetization-mode=1
+      a=sendrecv
+      m=video {content} RTP/AVP 97
+      a=rtpmap:97 H264/90000
+      a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
+      a=content:slides{dir}
+      {bfcp}
+
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+"#
+    )
+}
+
+/// The connector takes the gateway's re-INVITE with the room's content
+/// stream (checked: `a=content:slides`, H.264 PT 97, send only), answers
+/// it with its content port `content`; with `stop`, takes the re-INVITE
+/// turning it off (port 0) too, and is the BFCP floor control server
+/// (the test's end of it connects to the relay); then waits for the BYE.
+fn end_on_share(content: u16, stop: bool) -> String {
+    let checks = [
+        ereg("a=content:slides", "body", "slides", false),
+        ereg("m=video [1-9][0-9]* RTP/AVP 97", "body", "pt", false),
+        ereg("a=sendonly", "body", "dir", false),
+        ereg(
+            "m=application 4[0-9]{4} TCP/BFCP \\*",
+            "body",
+            "bfcp",
+            false,
+        ),
+        ereg("a=setup:passive", "body", "setup", false),
+    ]
+    .concat();
+    let server = if stop {
+        BFCP_SERVER
+    } else {
+        "m=application 0 TCP/BFCP *"
+    };
+    let mut s = format!(
+        r#"  <recv request="INVITE" timeout="30000">
+    <action>
+      {checks}
+    </action>
+  </recv>
+{}"#,
+        share_answer(content, 3, server)
+    );
+    if stop {
+        let off = ereg("m=video 0 RTP/AVP 97", "body", "off", false);
+        s += &format!(
+            r#"  <recv request="INVITE" timeout="30000">
+    <action>
+      {off}
+    </action>
+  </recv>
+{}  <Reference variables="off"/>
+"#,
+            share_answer(0, 4, "m=application 0 TCP/BFCP *")
+        );
+    }
+    s + &end_on_bye() + "  <Reference variables=\"slides,pt,dir,bfcp,setup\"/>\n"
+}
+
+/// The connector's BFCP stream: the floor control server (conference
+/// 4321, user 7, floor 2), connecting to the relay.
+const BFCP_SERVER: &str = "m=application 9 TCP/BFCP *\n      a=setup:active\n      a=connection:new\n      a=floorctrl:s-only\n      a=confid:4321\n      a=userid:7\n      a=floorid:2 mstrm:3";
+
+/// The connector's BFCP end: connects to the relay's BFCP port towards
+/// the connector, takes the room's FloorRequest, grants it
+/// (FloorRequestStatus, request 9), and takes the FloorRelease of 9.
+fn floor_server(cvi: &Cvi) {
+    use fedge_testkit::admin::admin_get;
+    let t0 = Instant::now();
+    let mut port = 0;
+    while port == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no BFCP stream\n{}",
+            cvi.logs()
+        );
+        let v = admin_get(cvi.edge.admin, "/cvi");
+        let streams = &v["media"][0]["streams"];
+        if streams.as_array().map_or(0, Vec::len) == 4 {
+            port = streams[3][1]["port"].as_u64().unwrap_or(0) as u16;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let relay = SocketAddr::from(([127, 0, 0, 2], port));
+    let mut request = [0u8; 16];
+    let mut c = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(25),
+            "no FloorRequest through the relay at {relay}\n{}",
+            cvi.logs()
+        );
+        if let Ok(mut c) = TcpStream::connect(relay) {
+            c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+            if c.read_exact(&mut request).is_ok() {
+                break c;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // FloorRequest (1), conference 4321, user 7, FLOOR-ID 2.
+    assert_eq!(
+        request,
+        [0x20, 1, 0, 1, 0, 0, 0x10, 0xe1, 0, 1, 0, 7, 5, 4, 0, 2]
+    );
+    // FloorRequestStatus (4): FLOOR-REQUEST-INFORMATION, request 9, with
+    // OVERALL-REQUEST-STATUS (request 9, REQUEST-STATUS granted).
+    let mut status = vec![0x20, 4, 0, 3, 0, 0, 0x10, 0xe1, 0, 1, 0, 7];
+    status.extend_from_slice(&[15 << 1 | 1, 12, 0, 9, 16 << 1 | 1, 8, 0, 9]);
+    status.extend_from_slice(&[5 << 1 | 1, 4, 3, 0]);
+    c.write_all(&status).unwrap();
+    let mut release = [0u8; 16];
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    // (The request may come again until our status reached the client.)
+    while {
+        c.read_exact(&mut release)
+            .unwrap_or_else(|e| panic!("a FloorRelease: {e}\n{}", cvi.logs()));
+        release == request
+    } {}
+    // FloorRelease (2), FLOOR-REQUEST-ID 9.
+    assert_eq!(
+        release,
+        [0x20, 2, 0, 1, 0, 0, 0x10, 0xe1, 0, 2, 0, 7, 7, 4, 0, 9]
+    );
+    // FloorRequestStatus: released (REQUEST-STATUS 5).
+    status[9] = 2;
+    status[22] = 5;
+    c.write_all(&status).unwrap();
+}
+
+/// The room dials the meeting and presents (`stop_after`: stops after so
+/// many seconds); the presentation packets counted at the connector's
+/// content port, and the room's result.
+fn present(stop_after: Option<&str>) -> (Cvi, RoomResult, u32, Capture) {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    // The connector's content port: a socket of ours, to count what the
+    // relay forwards there.
+    let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let content_port = content.local_addr().unwrap().port();
+    content
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let end = end_on_share(content_port, stop_after.is_some());
+    let (connector, _media) = cvi.connector(&id, true, &end);
+    let cap = cvi.capture("h239.pcap");
+    let mut args = vec![
+        "--video",
+        "--presentation",
+        "--after",
+        "6",
+        "--timeout",
+        "30",
+    ];
+    if let Some(s) = stop_after {
+        args.extend(["--presentation-for", s]);
+    }
+    let room = Room::start(cvi.dir(), cvi.h323, &id, &args);
+    if stop_after.is_some() {
+        floor_server(&cvi);
+    }
+    // The room's presentation (H.264, PT 97) arrives at the content port.
+    let mut slides = 0;
+    let t0 = Instant::now();
+    let mut buf = [0u8; 2048];
+    while t0.elapsed() < Duration::from_secs(9) {
+        if let Ok(n) = content.recv(&mut buf)
+            && n > 12
+            && buf[1] & 0x7f == 97
+        {
+            slides += 1;
+        }
+    }
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert!(room.rtp_sent(97) >= 5, "{:#}", room.json);
+    assert!(
+        slides >= 5,
+        "{slides} presentation packets at the connector\nfedge:\n{}",
+        cvi.logs()
+    );
+    // The room sent to the relay, not to the connector directly.
+    let to = room.json["rtp"]["sent_to"]["97"].as_str().unwrap_or("");
+    assert!(
+        !to.is_empty() && !to.ends_with(&format!(":{content_port}")),
+        "{:#}",
+        room.json
+    );
+    assert!(
+        room.received()
+            .iter()
+            .any(|m| m == "h245:openLogicalChannelAck"),
+        "{:?}",
+        room.received()
+    );
+    (cvi, room, slides, cap)
+}
+
+#[test]
+fn an_h239_presentation_reaches_the_connector_as_a_content_stream() {
+    let (cvi, room, _, cap) = present(None);
+    assert_eq!(room.json["presentation"], "granted", "{:#}", room.json);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect", "releaseComplete"],
+        &[
+            "presentationTokenRequest",
+            "presentationTokenResponse",
+            "openLogicalChannel",
+            "openLogicalChannelAck",
+        ],
+    );
+}
+
+#[test]
+fn an_h239_presentation_stops_when_the_room_closes_its_channel() {
+    let (cvi, room, slides, cap) = present(Some("2"));
+    assert_eq!(room.json["presentation"], "stopped", "{:#}", room.json);
+    // Sent for about 2 s at 5 packets a second, not for the whole call.
+    assert!(slides <= 20, "{slides} presentation packets after the stop");
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect", "releaseComplete"],
+        &["closeLogicalChannel", "closeLogicalChannelAck"],
+    );
+}

@@ -397,6 +397,13 @@ def token_response(lcn, label, granted):
                            h239_param(44, ("unsignedMin", label)), h239_param(42, ("unsignedMin", lcn))]}))
 
 
+def token_release(lcn, label):
+    """H.239 presentationTokenRelease (a genericCommand)."""
+    return ("command", ("genericCommand", {
+        "messageIdentifier": ("standard", H239_MESSAGE), "subMessageIdentifier": 5,
+        "messageContent": [h239_param(44, ("unsignedMin", label)), h239_param(42, ("unsignedMin", lcn))]}))
+
+
 def h239_of(msg):
     """(subMessageIdentifier, {parameter id: value}) of an H.239 generic message, else None."""
     if msg.get("messageIdentifier") != ("standard", H239_MESSAGE):

@@ -37,6 +37,8 @@ def parse_args(argv):
     p.add_argument("--no-fast-start", action="store_true")
     p.add_argument("--video", action="store_true")
     p.add_argument("--presentation", action="store_true")
+    p.add_argument("--presentation-for", type=float, default=0.0,
+                   help="stop presenting after this many seconds (CLC and token release); 0: never")
     p.add_argument("--hangup", choices=["room", "gateway"], default="room")
     p.add_argument("--after", type=float, default=2.0)
     p.add_argument("--out")
@@ -110,6 +112,7 @@ class Room:
             self.media["presentation"] = Media("presentation", args.media_ip)
             self.result["presentation"] = None
         self.token_requested = False
+        self.presentation_open_at = None
         for med in self.media.values():
             self.result["rtp"]["local"][med.kind] = "%s:%d" % med.local()
             self.result["rtp"]["local_rtcp"][med.kind] = "%s:%d" % med.local_rtcp()
@@ -364,6 +367,8 @@ class Room:
         if addr and kind in self.media:
             ip, port = m.transport_str(addr).rsplit(":", 1)
             self.media[kind].target = (ip, int(port))
+            if kind == "presentation":
+                self.presentation_open_at = time.monotonic()
 
     def open_channels(self):
         """Without (accepted) fastStart: H.245 OpenLogicalChannel for what we send."""
@@ -462,6 +467,14 @@ class Room:
         if self.connected and self.h245_ready():
             if not self.media_ready() and not self.olcs_opened:
                 self.open_channels()
+            if (a.presentation_for and self.presentation_open_at is not None
+                    and now >= self.presentation_open_at + a.presentation_for):
+                self.presentation_open_at = None
+                self.media["presentation"].target = None
+                self.result["presentation"] = "stopped"
+                self.send_h245(("request", ("closeLogicalChannel", {
+                    "forwardLogicalChannelNumber": 1005, "source": ("user", 0)})))
+                self.send_h245(m.token_release(1005, 1))
             if a.presentation and not self.token_requested:
                 self.token_requested = True
                 self.send_h245(m.token_request(1005, 1, random.randint(1, 127)))

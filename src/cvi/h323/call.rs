@@ -174,6 +174,11 @@ struct Call {
     room_media: Offer,
     sdp_session: u64,
     sdp_version: u64,
+    /// The last SDP we gave the gateway without a content stream (the
+    /// base of a presentation's offers).
+    last_sdp: String,
+    /// The room's H.239 presentation, while it is being opened or open.
+    share: Option<share::Share>,
 }
 
 /// Serves one call signalling connection to its end.
@@ -473,3 +478,4 @@ fn parse_sip(b: Bytes) -> Option<SipMessage> {
 
 mod answers;
 mod run;
+mod share;

@@ -9,7 +9,18 @@
 //! socket and never knows whether the channel is tunnelled or separate
 //! (the call task carries the bytes).
 
-use fedge_h323::h245::{Control, UserInput};
+use fedge_h323::h245::{Control, GenericKind, GenericMessage, GenericValue, Olc, UserInput};
+
+/// H.239's generic message identifier (H.239 §9: presentation token
+/// messages are generic messages with this identifier).
+pub const H239_MESSAGE: &str = "0.0.8.239.2";
+/// H.239 sub-message identifiers and parameter identifiers.
+const TOKEN_REQUEST: u8 = 3;
+const TOKEN_RESPONSE: u8 = 4;
+const TOKEN_RELEASE: u8 = 5;
+const P_CHANNEL: u8 = 42;
+const P_LABEL: u8 = 44;
+const P_ACKNOWLEDGE: u8 = 126;
 
 /// Our terminal type: an H.323 gateway (H.245 Table 1).
 pub const TERMINAL_TYPE: u8 = 60;
@@ -21,6 +32,12 @@ pub enum Event {
     Digit(char),
     /// The room ended the session (endSessionCommand).
     EndSession,
+    /// The room opened its H.239 presentation channel: the call offers
+    /// the content stream to the gateway and answers the OLC later.
+    PresentationOpen(Olc),
+    /// The room closed its presentation channel (CLC, acknowledged
+    /// already) or released the token.
+    PresentationClose,
 }
 
 /// The session's state.
@@ -36,6 +53,9 @@ pub struct Session {
     pub room_is_master: Option<bool>,
     /// Messages handled (bounded by the caller's frame limits).
     pub handled: u64,
+    /// The room's presentation channel number, while one is open or
+    /// being opened.
+    pub presentation: Option<u16>,
 }
 
 impl Session {
@@ -46,6 +66,7 @@ impl Session {
             tcs_acked: false,
             room_is_master: None,
             handled: 0,
+            presentation: None,
         }
     }
 
@@ -97,12 +118,27 @@ impl Session {
                 }
                 None => out.push(Control::MasterSlaveDeterminationReject),
             },
+            Control::OpenLogicalChannel(o)
+                if o.presentation && o.forward && self.presentation.is_none() =>
+            {
+                self.presentation = Some(o.number);
+                ev.push(Event::PresentationOpen(o));
+            }
             Control::OpenLogicalChannel(o) => {
                 // Slow start (channels beyond fast start) is not done.
                 out.push(Control::OpenLogicalChannelReject { number: o.number });
             }
             Control::CloseLogicalChannel { number } => {
                 out.push(Control::CloseLogicalChannelAck { number });
+                if self.presentation == Some(number) {
+                    self.presentation = None;
+                    ev.push(Event::PresentationClose);
+                }
+            }
+            Control::Generic(g) if g.id == H239_MESSAGE => {
+                let (o, e) = self.on_h239(&g);
+                out.extend(o);
+                ev.extend(e);
             }
             Control::UserInput(UserInput::Alphanumeric(s)) => {
                 ev.extend(s.chars().filter(|c| is_key(*c)).take(32).map(Event::Digit));
@@ -115,6 +151,43 @@ impl Session {
             _ => {}
         }
         (out, ev)
+    }
+}
+
+impl Session {
+    /// H.239 token messages: a request is acknowledged (the gateway has
+    /// one presentation per call, the room's; the meeting's floor is the
+    /// connector's business), a release closes the presentation.
+    fn on_h239(&mut self, g: &GenericMessage) -> (Vec<Control>, Vec<Event>) {
+        let param = |id: u8| {
+            g.params
+                .iter()
+                .find(|(p, _)| *p == id)
+                .map(|(_, v)| v.clone())
+        };
+        match (g.kind, g.sub) {
+            (GenericKind::Request, Some(TOKEN_REQUEST)) => {
+                let mut params = vec![(P_ACKNOWLEDGE, GenericValue::Logical)];
+                params.extend(param(P_LABEL).map(|v| (P_LABEL, v)));
+                params.extend(param(P_CHANNEL).map(|v| (P_CHANNEL, v)));
+                let r = Control::Generic(GenericMessage {
+                    kind: GenericKind::Response,
+                    id: H239_MESSAGE.into(),
+                    sub: Some(TOKEN_RESPONSE),
+                    params,
+                });
+                (vec![r], Vec::new())
+            }
+            (GenericKind::Command, Some(TOKEN_RELEASE)) if self.presentation.is_some() => {
+                (Vec::new(), vec![Event::PresentationClose])
+            }
+            _ => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// The presentation channel is gone (refused, or closed by us).
+    pub fn presentation_closed(&mut self) {
+        self.presentation = None;
     }
 }
 
@@ -188,5 +261,72 @@ mod tests {
         assert_eq!(ev, vec![Event::Digit('9')]);
         let (_, ev) = s.on_control(Control::EndSession);
         assert_eq!(ev, vec![Event::EndSession]);
+    }
+
+    #[test]
+    fn the_presentation_token_is_acknowledged_and_the_channel_reported() {
+        let mut s = Session::new(1);
+        let (out, ev) = s.on_control(Control::Generic(GenericMessage {
+            kind: GenericKind::Request,
+            id: H239_MESSAGE.into(),
+            sub: Some(TOKEN_REQUEST),
+            params: vec![
+                (P_LABEL, GenericValue::UnsignedMin(1)),
+                (P_CHANNEL, GenericValue::UnsignedMin(1005)),
+                (43, GenericValue::UnsignedMin(9)),
+            ],
+        }));
+        assert!(ev.is_empty());
+        assert_eq!(
+            out,
+            vec![Control::Generic(GenericMessage {
+                kind: GenericKind::Response,
+                id: H239_MESSAGE.into(),
+                sub: Some(TOKEN_RESPONSE),
+                params: vec![
+                    (P_ACKNOWLEDGE, GenericValue::Logical),
+                    (P_LABEL, GenericValue::UnsignedMin(1)),
+                    (P_CHANNEL, GenericValue::UnsignedMin(1005)),
+                ],
+            })]
+        );
+        // Another generic message: nothing.
+        let (out, _) = s.on_control(Control::Generic(GenericMessage {
+            kind: GenericKind::Request,
+            id: "0.0.8.241.0".into(),
+            sub: Some(3),
+            params: vec![],
+        }));
+        assert!(out.is_empty());
+        let olc = Olc {
+            number: 1005,
+            media: fedge_h323::h245::Media::H264 {
+                profile: 66,
+                level: 31,
+            },
+            session_id: 3,
+            payload_type: Some(97),
+            forward: true,
+            rtp: None,
+            rtcp: None,
+            reverse: None,
+            presentation: true,
+        };
+        let (out, ev) = s.on_control(Control::OpenLogicalChannel(olc.clone()));
+        assert!(out.is_empty());
+        assert_eq!(ev, vec![Event::PresentationOpen(olc.clone())]);
+        // A second presentation channel while one is open: refused.
+        let mut two = olc.clone();
+        two.number = 1006;
+        let (out, ev) = s.on_control(Control::OpenLogicalChannel(two));
+        assert_eq!(
+            out,
+            vec![Control::OpenLogicalChannelReject { number: 1006 }]
+        );
+        assert!(ev.is_empty());
+        let (out, ev) = s.on_control(Control::CloseLogicalChannel { number: 1005 });
+        assert_eq!(out, vec![Control::CloseLogicalChannelAck { number: 1005 }]);
+        assert_eq!(ev, vec![Event::PresentationClose]);
+        assert_eq!(s.presentation, None);
     }
 }

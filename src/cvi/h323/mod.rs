@@ -14,6 +14,7 @@
 //! gateway does), never relays media (the room sends it to the relay),
 //! and never panics on what a room sends.
 
+mod bfcp;
 mod call;
 mod h245;
 mod ras;

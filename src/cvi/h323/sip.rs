@@ -251,6 +251,57 @@ pub fn read_answer(sdp: &[u8]) -> Answer {
     out
 }
 
+/// The relay's RTP and RTCP addresses for the `index`th m= section of an
+/// answer; `None` when it has no such section, refused it (port 0) or
+/// gave no address.
+pub fn stream_at(sdp: &[u8], index: usize) -> Option<(SocketAddr, SocketAddr)> {
+    let m = sections(sdp).into_iter().nth(index)?;
+    let ip = m.c.filter(|_| m.port != 0)?;
+    let rtcp = m.rtcp.unwrap_or(m.port.saturating_add(1));
+    Some((SocketAddr::new(ip, m.port), SocketAddr::new(ip, rtcp)))
+}
+
+/// How many m= sections `sdp` has.
+pub fn stream_count(sdp: &[u8]) -> usize {
+    sections(sdp).len()
+}
+
+/// `sdp` with its o= line's session version set to `version` (RFC 3264
+/// §8: each new offer in a session increments it).
+pub fn with_version(sdp: &str, version: u64) -> String {
+    let mut out = String::with_capacity(sdp.len() + 8);
+    for line in sdp.split_inclusive("\r\n") {
+        match line.strip_prefix("o=") {
+            Some(o) => {
+                let mut f: Vec<&str> = o.trim_end().split(' ').collect();
+                let v = version.to_string();
+                if f.len() > 2 {
+                    f[2] = &v;
+                }
+                let _ = write!(out, "o={}\r\n", f.join(" "));
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// The content stream (RFC 4796 `a=content:slides`) of an H.239
+/// presentation channel: H.264 with the channel's payload type, send only
+/// (the room presents), at `rtp` (port 0: the stream is off).
+pub fn content_section(rtp: SocketAddr, pt: u8, codec: Codec, label: u16) -> String {
+    let fam = if rtp.is_ipv4() { "IP4" } else { "IP6" };
+    let (_, lines) = codec.sdp(pt);
+    if rtp.port() == 0 {
+        return format!("m=video 0 RTP/AVP {pt}\r\n{lines}a=content:slides\r\na=label:{label}\r\n");
+    }
+    format!(
+        "m=video {} RTP/AVP {pt}\r\nc=IN {fam} {}\r\n{lines}a=content:slides\r\na=label:{label}\r\na=sendonly\r\n",
+        rtp.port(),
+        rtp.ip()
+    )
+}
+
 /// Our answer to an offer from the gateway (its re-INVITE after the
 /// reception): the room's own addresses (its channels do not change), the
 /// offer's first format per stream, streams the room has none for refused.
@@ -266,10 +317,13 @@ pub fn answer_sdp(offer: &[u8], room: &Offer, session: u64, version: u64) -> Str
         "v=0\r\no=h323 {session} {version} IN {} {origin}\r\ns=-\r\nt=0 0\r\n",
         fam(origin)
     );
+    let (mut audio, mut video) = (false, false);
     for m in sections(offer) {
+        // The first stream of each kind is the room's; another (the
+        // connector's content stream) has no channel towards the room.
         let mine = match m.kind.as_str() {
-            "audio" => room.audio.as_ref(),
-            "video" => room.video.as_ref(),
+            "audio" if !std::mem::replace(&mut audio, true) => room.audio.as_ref(),
+            "video" if !std::mem::replace(&mut video, true) => room.video.as_ref(),
             _ => None,
         };
         let pt = m.formats.first().copied().unwrap_or(0);
@@ -426,6 +480,12 @@ impl Dialog {
         Self::finish(h, None)
     }
 
+    /// The ACK of a re-INVITE's answer: CSeq `cseq`; `branch` new for a
+    /// 2xx, the re-INVITE's own for a failure.
+    pub fn ack_at(&self, cseq: u32, branch: &str) -> Vec<u8> {
+        Self::finish(self.head("ACK", cseq, branch), None)
+    }
+
     /// A request in the dialog (BYE, INFO), with the next CSeq.
     pub fn request(&mut self, method: &str, branch: &str, body: Option<(&str, &str)>) -> Vec<u8> {
         self.cseq += 1;
@@ -523,6 +583,11 @@ mod tests {
             "{again}"
         );
         assert!(again.contains("m=video 5002 RTP/AVP 97\r\n"), "{again}");
+        // The connector's content stream (a second video): refused.
+        let content = format!("{answer}m=video 6000 RTP/AVP 97\r\na=content:slides\r\n");
+        let with = answer_sdp(content.as_bytes(), &offer, 7, 3);
+        assert!(with.contains("m=video 5002 RTP/AVP 97\r\n"), "{with}");
+        assert!(with.ends_with("m=video 0 RTP/AVP 97\r\n"), "{with}");
     }
 
     #[test]
@@ -560,5 +625,37 @@ mod tests {
         );
         parse(d.ack("3"));
         parse(d.cancel("1"));
+    }
+
+    #[test]
+    fn a_content_stream_is_added_and_read_back() {
+        let base = "v=0\r\no=h323 7 7 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 127.0.0.1\r\n";
+        let codec = Codec::H264 {
+            profile: 0x42,
+            level: 0x1f,
+        };
+        let mut sdp = with_version(base, 8);
+        assert!(sdp.contains("o=h323 7 8 IN IP4 127.0.0.1\r\n"), "{sdp}");
+        sdp.push_str(&content_section(
+            "127.0.0.1:5000".parse().unwrap(),
+            97,
+            codec,
+            3,
+        ));
+        assert!(sdp.contains("m=video 5000 RTP/AVP 97\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:97 H264/90000\r\n"), "{sdp}");
+        assert!(sdp.contains("a=content:slides\r\na=label:3\r\na=sendonly\r\n"));
+        assert_eq!(stream_count(sdp.as_bytes()), 2);
+        assert_eq!(
+            stream_at(sdp.as_bytes(), 1),
+            Some((
+                "127.0.0.1:5000".parse().unwrap(),
+                "127.0.0.1:5001".parse().unwrap()
+            ))
+        );
+        let off = content_section("127.0.0.1:0".parse().unwrap(), 97, codec, 3);
+        assert!(off.starts_with("m=video 0 RTP/AVP 97\r\n"), "{off}");
+        assert_eq!(stream_at(off.as_bytes(), 0), None);
+        assert_eq!(stream_at(base.as_bytes(), 1), None);
     }
 }

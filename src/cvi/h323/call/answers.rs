@@ -108,7 +108,10 @@ impl Call {
         match msg.status() {
             Some(status) => {
                 let invite = msg.cseq().is_some_and(|c| c.method == "INVITE");
-                if invite {
+                let seq = msg.cseq().map(|c| c.seq);
+                if invite && self.share.as_ref().is_some_and(|s| Some(s.cseq) == seq) {
+                    self.on_share_answer(status, &msg).await;
+                } else if invite {
                     self.on_invite_answer(status, &msg).await;
                 }
             }
@@ -199,6 +202,7 @@ impl Call {
                     self.sdp_session,
                     self.sdp_version,
                 );
+                self.last_sdp = sdp.clone();
                 let r = ResponseBuilder::new(&msg, 200)
                     .header(
                         "Contact",

@@ -95,6 +95,8 @@ impl Call {
             room_media: offer.clone(),
             sdp_session: n,
             sdp_version: n,
+            last_sdp: sip::offer_sdp(&offer, n),
+            share: None,
         };
         info!(%remote, uri = %call.dialog.uri, call_id = %call.dialog.call_id, "H.323 call");
         let proceeding = signal(Body::CallProceeding, call.call_id, call.tunnelling);
@@ -104,7 +106,7 @@ impl Call {
         for b in s.signal.h245_control.clone() {
             call.on_h245(&b).await;
         }
-        let sdp = sip::offer_sdp(&offer, n);
+        let sdp = call.last_sdp.clone();
         let invite = call.dialog.invite(&sdp, &call.invite_branch);
         if !call.to_gateway(Bytes::from(invite)).await {
             call.release(31, ReleaseReason::Undefined).await;
@@ -209,6 +211,8 @@ impl Call {
                         self.to_gateway(Bytes::from(info)).await;
                     }
                 }
+                Event::PresentationOpen(o) => self.presentation_open(o).await,
+                Event::PresentationClose => self.presentation_close().await,
                 Event::EndSession => {
                     self.send_h245(vec![Control::EndSession]).await;
                     self.room_left(NORMAL).await;

@@ -1,0 +1,281 @@
+//! The H.323 side of BFCP (RFC 8855 over TCP, RFC 8856 `TCP/BFCP`) for a
+//! room's H.239 presentation: the gateway speaks as the floor control
+//! client for the room (`a=floorctrl:c-only`, `a=setup:active`) towards the
+//! relay, which carries the messages to the connector (the floor control
+//! server). While the room holds the H.239 token: FloorRequest for the
+//! floor the answer named; when it gives the token up (or the call ends):
+//! FloorRelease of the request the server's FloorRequestStatus named.
+//!
+//! Owns the client's messages and its one connection; never decides who
+//! presents (the server does; the room's token is acknowledged regardless,
+//! D206) and never blocks the call: the connection is its own task, every
+//! step bounded by a timeout, ended by the call dropping its handle.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+/// RFC 8855 primitives.
+const FLOOR_REQUEST: u8 = 1;
+const FLOOR_RELEASE: u8 = 2;
+const FLOOR_REQUEST_STATUS: u8 = 4;
+/// RFC 8855 attributes.
+const FLOOR_ID: u8 = 2;
+const FLOOR_REQUEST_ID: u8 = 3;
+const FLOOR_REQUEST_INFORMATION: u8 = 15;
+/// The longest a step (connect, an answer) may take.
+const STEP: Duration = Duration::from_secs(5);
+/// How often, and how long apart, the FloorRequest is sent before the
+/// server answers.
+const REQUEST_TRIES: usize = 10;
+const RESEND: Duration = Duration::from_secs(1);
+/// The largest message read (the relay's bound too).
+const MAX_MESSAGE: usize = 16 * 1024;
+
+/// What the SDP answer said about the floor: the relay's BFCP address and
+/// the server's conference, user and floor identifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Floor {
+    pub relay: SocketAddr,
+    pub confid: u32,
+    pub userid: u16,
+    pub floorid: u16,
+}
+
+/// The `TCP/BFCP` m= section of our offer: at `ip` (the gateway's own
+/// address: the connection comes from it), port 9 (we connect), or port 0
+/// (off).
+pub fn offer_section(ip: IpAddr, on: bool) -> String {
+    if !on {
+        return "m=application 0 TCP/BFCP *\r\n".into();
+    }
+    let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "m=application 9 TCP/BFCP *\r\nc=IN {fam} {ip}\r\na=setup:active\r\na=connection:new\r\na=floorctrl:c-only\r\n"
+    )
+}
+
+/// The floor of the `index`th m= section of an answer, if it is a
+/// `TCP/BFCP` stream that is on and names a conference, user and floor.
+pub fn floor_at(sdp: &[u8], index: usize) -> Option<Floor> {
+    let text = String::from_utf8_lossy(sdp);
+    let mut session_c: Option<IpAddr> = None;
+    let mut n: Option<usize> = None;
+    let (mut port, mut c, mut confid, mut userid, mut floorid) = (0u16, None, None, None, None);
+    let mut bfcp = false;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            n = Some(n.map_or(0, |x| x + 1));
+            if n == Some(index) {
+                let f: Vec<&str> = m.split_whitespace().collect();
+                port = f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+                bfcp = f.get(2).is_some_and(|p| p.eq_ignore_ascii_case("TCP/BFCP"));
+            }
+            continue;
+        }
+        let here = n == Some(index);
+        if let Some(v) = line.strip_prefix("c=") {
+            let ip = v.split_whitespace().nth(2).and_then(|a| a.parse().ok());
+            match n {
+                None => session_c = ip,
+                Some(_) if here => c = ip,
+                _ => {}
+            }
+        } else if here && let Some(v) = line.strip_prefix("a=confid:") {
+            confid = v.trim().parse().ok();
+        } else if here && let Some(v) = line.strip_prefix("a=userid:") {
+            userid = v.trim().parse().ok();
+        } else if here && let Some(v) = line.strip_prefix("a=floorid:") {
+            floorid = v.split_whitespace().next().and_then(|f| f.parse().ok());
+        }
+    }
+    let ip = c.or(session_c)?;
+    (bfcp && port != 0).then_some(())?;
+    Some(Floor {
+        relay: SocketAddr::new(ip, port),
+        confid: confid?,
+        userid: userid?,
+        floorid: floorid?,
+    })
+}
+
+/// One BFCP message (version 1) with one 16-bit attribute.
+pub fn message(f: &Floor, primitive: u8, tid: u16, attr: u8, value: u16) -> Vec<u8> {
+    let mut m = vec![0x20, primitive, 0, 1];
+    m.extend_from_slice(&f.confid.to_be_bytes());
+    m.extend_from_slice(&tid.to_be_bytes());
+    m.extend_from_slice(&f.userid.to_be_bytes());
+    // Attribute: type (7 bits) and the M(andatory) bit, length 4.
+    m.extend_from_slice(&[(attr << 1) | 1, 4]);
+    m.extend_from_slice(&value.to_be_bytes());
+    m
+}
+
+/// The floor request ID of a FloorRequestStatus (its
+/// FLOOR-REQUEST-INFORMATION's first field), if `m` is one.
+pub fn request_id(m: &[u8]) -> Option<u16> {
+    if m.len() < 12 || m[0] >> 5 == 0 || m[1] != FLOOR_REQUEST_STATUS {
+        return None;
+    }
+    let mut at = 12;
+    while at + 4 <= m.len() {
+        let (kind, len) = (m[at] >> 1, usize::from(m[at + 1]));
+        if kind == FLOOR_REQUEST_INFORMATION {
+            return Some(u16::from_be_bytes([m[at + 2], m[at + 3]]));
+        }
+        if len < 2 {
+            return None;
+        }
+        at += len.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// What one read gave.
+enum Read {
+    Message(Vec<u8>),
+    /// Nothing within the wait.
+    Silent,
+    /// Closed, broken or too long.
+    Closed,
+}
+
+/// Reads one whole BFCP message (its length from the common header),
+/// waiting `within` for its start.
+async fn read_message(s: &mut TcpStream, within: Duration) -> Read {
+    let mut head = [0u8; 12];
+    match tokio::time::timeout(within, s.read_exact(&mut head)).await {
+        Err(_) => return Read::Silent,
+        Ok(Err(_)) => return Read::Closed,
+        Ok(Ok(_)) => {}
+    }
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]])) * 4;
+    if len > MAX_MESSAGE {
+        return Read::Closed;
+    }
+    let mut m = head.to_vec();
+    m.resize(12 + len, 0);
+    match tokio::time::timeout(STEP, s.read_exact(&mut m[12..])).await {
+        Ok(Ok(_)) => Read::Message(m),
+        _ => Read::Closed,
+    }
+}
+
+/// The client for one presentation: connects from `local` to the relay,
+/// requests the floor, and releases it when `release` fires (or its
+/// sender is dropped). Every failure just ends the task (logged).
+pub async fn client(local: IpAddr, f: Floor, release: oneshot::Receiver<()>) {
+    // The relay takes the connection once the connector's answer is in:
+    // a few tries.
+    let mut stream = None;
+    for _ in 0..10 {
+        let s = match local {
+            IpAddr::V4(_) => TcpSocket::new_v4(),
+            IpAddr::V6(_) => TcpSocket::new_v6(),
+        };
+        let Ok(s) = s else { return };
+        if s.bind(SocketAddr::new(local, 0)).is_err() {
+            return;
+        }
+        if let Ok(Ok(c)) = tokio::time::timeout(STEP, s.connect(f.relay)).await {
+            stream = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let Some(mut s) = stream else {
+        debug!(relay = %f.relay, "BFCP: the relay did not take our connection");
+        return;
+    };
+    let _ = s.set_nodelay(true);
+    // The FloorRequest, again (same transaction) each second until the
+    // server's FloorRequestStatus: the relay drops what arrives before
+    // the connector's own connection is up (D206).
+    let req = message(&f, FLOOR_REQUEST, 1, FLOOR_ID, f.floorid);
+    let mut id = None;
+    let mut released = false;
+    tokio::pin!(release);
+    for _ in 0..REQUEST_TRIES {
+        if !matches!(
+            tokio::time::timeout(STEP, s.write_all(&req)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        tokio::select! {
+            _ = &mut release => {
+                released = true;
+                break;
+            }
+            m = read_message(&mut s, RESEND) => match m {
+                Read::Message(m) => {
+                    id = request_id(&m);
+                    if id.is_some() {
+                        break;
+                    }
+                }
+                Read::Silent => {}
+                Read::Closed => {
+                    debug!(relay = %f.relay, "BFCP: the connection closed before the floor was granted");
+                    return;
+                }
+            },
+        }
+    }
+    debug!(relay = %f.relay, request = ?id, "BFCP: floor requested");
+    // Held until the release (or the call's end).
+    if !released {
+        let _ = (&mut release).await;
+    }
+    if let Some(id) = id {
+        let rel = message(&f, FLOOR_RELEASE, 2, FLOOR_REQUEST_ID, id);
+        if matches!(
+            tokio::time::timeout(STEP, s.write_all(&rel)).await,
+            Ok(Ok(()))
+        ) {
+            // The server's answer (or a second), so the release is through
+            // the relay before our connection (and so the connector's) ends.
+            let _ = read_message(&mut s, RESEND).await;
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_the_answer() {
+        let answer = "v=0\r\no=- 1 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 4002 RTP/AVP 97\r\na=content:slides\r\nm=application 40010 TCP/BFCP *\r\na=setup:passive\r\na=floorctrl:s-only\r\na=confid:4321\r\na=userid:7\r\na=floorid:2 mstrm:3\r\n";
+        let f = floor_at(answer.as_bytes(), 2).unwrap();
+        assert_eq!(
+            f,
+            Floor {
+                relay: "127.0.0.2:40010".parse().unwrap(),
+                confid: 4321,
+                userid: 7,
+                floorid: 2
+            }
+        );
+        assert_eq!(floor_at(answer.as_bytes(), 1), None);
+        assert_eq!(
+            floor_at(&answer.replace("40010", "0").into_bytes(), 2),
+            None
+        );
+        let m = message(&f, FLOOR_REQUEST, 1, FLOOR_ID, 2);
+        assert_eq!(m, [0x20, 1, 0, 1, 0, 0, 0x10, 0xe1, 0, 1, 0, 7, 5, 4, 0, 2]);
+        // A FloorRequestStatus with FLOOR-REQUEST-INFORMATION (id 9).
+        let mut st = vec![0x20, 4, 0, 2, 0, 0, 0x10, 0xe1, 0, 1, 0, 7];
+        st.extend_from_slice(&[15 << 1 | 1, 8, 0, 9, 0, 0, 0, 0]);
+        assert_eq!(request_id(&st), Some(9));
+        assert_eq!(request_id(&m), None);
+        assert_eq!(request_id(&st[..6]), None);
+        let off = offer_section("127.0.0.2".parse().unwrap(), false);
+        assert_eq!(off, "m=application 0 TCP/BFCP *\r\n");
+    }
+}
