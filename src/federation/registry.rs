@@ -213,10 +213,11 @@ impl Registry {
         Ok(self.snapshot().version)
     }
 
-    /// Notes a failed store call: the first one that finds the database
-    /// unreachable says, once, that the node serves from this snapshot.
-    pub fn store_failed(&self, store: &Store, e: &StoreError) {
-        if store.mark_failed(e) {
+    /// Notes a failed store call that began at `began`: the first one that
+    /// finds the database unreachable says, once, that the node serves
+    /// from this snapshot ([`Store::mark_failed`]).
+    pub fn store_failed(&self, store: &Store, e: &StoreError, began: std::time::Instant) {
+        if store.mark_failed(e, began) {
             warn!(
                 error = %e,
                 version = self.snapshot().version,
@@ -230,6 +231,7 @@ impl Registry {
     /// unreachable, reloads the registry now and says, once, that it is back.
     pub async fn store_answered(&self, store: &Store) {
         if store.mark_reachable() {
+            let began = std::time::Instant::now();
             match self.reload(store).await {
                 Ok(v) => info!(
                     version = v,
@@ -237,7 +239,7 @@ impl Registry {
                 ),
                 Err(e) => {
                     warn!(error = %e, "store reachable again, but the registry reload failed");
-                    self.store_failed(store, &e);
+                    self.store_failed(store, &e, began);
                 }
             }
         }
@@ -273,11 +275,12 @@ impl Registry {
                     _ = tick.tick() => {}
                     _ = wake.notified() => {}
                 }
+                let began = std::time::Instant::now();
                 match me.poll_once(&store).await {
                     // The return of the database is the heartbeat's to
                     // declare (one full read and write), not this poll's.
                     Ok(()) => failing = false,
-                    Err(e) if e.is_unreachable() => me.store_failed(&store, &e),
+                    Err(e) if e.is_unreachable() => me.store_failed(&store, &e, began),
                     Err(e) => {
                         if !failing {
                             warn!(error = %e, "registry reload failed; keeping the last snapshot");

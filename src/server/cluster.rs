@@ -87,9 +87,10 @@ impl Heartbeat {
                 _ = self.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            let began = std::time::Instant::now();
             match self.beat(&mut me, &mut rivals, &mut demand).await {
                 Ok(()) => self.registry.store_answered(&self.store).await,
-                Err(e) => self.registry.store_failed(&self.store, &e),
+                Err(e) => self.registry.store_failed(&self.store, &e, began),
             }
         }
         if let Err(e) = self

@@ -57,6 +57,10 @@ pub struct StoreHealth {
 #[derive(Debug)]
 pub(super) struct Health {
     reachable: AtomicBool,
+    /// When the database was last marked reachable again: a call that
+    /// began before it and failed late (it waited out the acquire
+    /// timeout during the outage) does not mark it unreachable again.
+    back_at: Mutex<Option<Instant>>,
     detail: Mutex<(Option<String>, Option<String>)>,
     tokens: Mutex<Memory>,
 }
@@ -79,6 +83,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             reachable: AtomicBool::new(true),
+            back_at: Mutex::new(None),
             detail: Mutex::new((None, None)),
             tokens: Mutex::new(Memory::default()),
         }
@@ -155,17 +160,33 @@ impl Store {
     pub fn mark_reachable(&self) -> bool {
         let was = self.health.reachable.swap(true, Ordering::Relaxed);
         if !was {
+            *self
+                .health
+                .back_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             let mut d = self.health.detail.lock().unwrap_or_else(|p| p.into_inner());
             *d = (Some(super::now_rfc3339()), None);
         }
         !was
     }
 
-    /// Records `e` if it means the database is unreachable
-    /// ([`Self::is_outage`]: a busy pool is not). True when it was marked
-    /// reachable until now (the caller logs the loss once).
-    pub fn mark_failed(&self, e: &StoreError) -> bool {
+    /// Records `e`, from a call that began at `began`, if it means the
+    /// database is unreachable ([`Self::is_outage`]: a busy pool is not)
+    /// and the database was not marked reachable again since the call
+    /// began (a call stuck in the outage that gave up after the return
+    /// says nothing about now). True when it was marked reachable until
+    /// now (the caller logs the loss once).
+    pub fn mark_failed(&self, e: &StoreError, began: Instant) -> bool {
         if !self.is_outage(e) {
+            return false;
+        }
+        let back_at = *self
+            .health
+            .back_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if back_at.is_some_and(|back| back > began) {
             return false;
         }
         let was = self.health.reachable.swap(false, Ordering::Relaxed);
@@ -267,6 +288,7 @@ impl Store {
             return Ok(Some(found));
         }
         let began = self.memory().generation;
+        let started = Instant::now();
         match self.token_lookup(token).await {
             Ok(found) => {
                 self.remember(key, began, found.as_ref());
@@ -276,7 +298,7 @@ impl Store {
                 }))
             }
             Err(e) if self.is_outage(&e) => {
-                self.mark_failed(&e);
+                self.mark_failed(&e, started);
                 self.recall(&key).map(Some).ok_or(e)
             }
             Err(e) => Err(e),
@@ -309,14 +331,28 @@ mod tests {
         assert!(store.health().reachable);
         assert!(!store.mark_reachable(), "already reachable");
         let lost = io_error();
-        assert!(store.mark_failed(&lost), "first loss is reported");
-        assert!(!store.mark_failed(&lost), "the second is not");
+        assert!(
+            store.mark_failed(&lost, Instant::now()),
+            "first loss is reported"
+        );
+        assert!(
+            !store.mark_failed(&lost, Instant::now()),
+            "the second is not"
+        );
+        let stuck = Instant::now();
+        assert!(store.mark_reachable(), "the return is reported");
+        assert!(
+            !store.mark_failed(&lost, stuck),
+            "a call that began before the return and failed late is no new loss"
+        );
+        assert!(store.health().reachable);
+        assert!(store.mark_failed(&lost, Instant::now()), "a new loss is");
         let h = store.health();
         assert!(!h.reachable);
         assert!(h.since.is_some());
         assert!(h.last_error.unwrap().contains("refused"));
         assert!(
-            !store.mark_failed(&StoreError::Invalid("x".into())),
+            !store.mark_failed(&StoreError::Invalid("x".into()), Instant::now()),
             "a refused request is not an outage"
         );
         assert!(store.mark_reachable(), "the return is reported");
@@ -337,14 +373,17 @@ mod tests {
         }
         assert_eq!(store.pool.size(), max);
         assert!(!store.is_outage(&timed_out));
-        assert!(!store.mark_failed(&timed_out), "a busy pool is no outage");
+        assert!(
+            !store.mark_failed(&timed_out, Instant::now()),
+            "a busy pool is no outage"
+        );
         assert!(store.health().reachable);
         // With room left, a time-out means the pool could not connect.
         held.clear();
         store.pool.close().await;
         assert!(store.pool.size() < max);
         assert!(store.is_outage(&timed_out));
-        assert!(store.mark_failed(&timed_out));
+        assert!(store.mark_failed(&timed_out, Instant::now()));
         assert!(!store.health().reachable);
     }
 
@@ -399,7 +438,7 @@ mod tests {
         assert_eq!(store.remembered_tokens(), 1, "no node token in memory");
 
         // During an outage the operator token comes from memory, marked.
-        store.mark_failed(&io_error());
+        store.mark_failed(&io_error(), Instant::now());
         let r = store
             .account_by_token_or_remembered(&op.token)
             .await
@@ -430,7 +469,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.remembered_tokens(), 0, "a disable forgets");
-        store.mark_failed(&io_error());
+        store.mark_failed(&io_error(), Instant::now());
         assert!(
             store
                 .recall(&crate::store::secret_hash(&op.token))

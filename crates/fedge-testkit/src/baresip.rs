@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::peers::kill_group;
 use crate::pki::CertFiles;
+
+pub use crate::capture::Capture;
 
 /// The address the private namespace adds to its loopback interface for
 /// the user agents' media: baresip's ICE gathers no candidate on
@@ -221,26 +224,6 @@ fn account_line(spec: &UaSpec) -> String {
     }
     line.push('\n');
     line
-}
-
-fn kill_group(child: &mut Child) {
-    let pgid = format!("-{}", child.id());
-    let signal = |sig: &str| {
-        let _ = Command::new("kill")
-            .args([sig, "--", &pgid])
-            .stderr(Stdio::null())
-            .status();
-    };
-    signal("-TERM");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal("-KILL");
-    let _ = child.wait();
 }
 
 /// Reads netstrings (`LEN:JSON,`) from ctrl_tcp into `out`.
@@ -548,113 +531,6 @@ pub fn tone(path: &Path) -> Tone {
         seconds,
         rms: (part.iter().map(|s| s * s).sum::<f64>() / part.len() as f64).sqrt(),
         hz: crossings as f64 / 2.0 / seconds,
-    }
-}
-
-/// A packet capture on the loopback interface (dumpcap), stopped by its
-/// PID; read back with tshark.
-pub struct Capture {
-    child: Option<Child>,
-    pub file: PathBuf,
-}
-
-impl Capture {
-    /// Starts capturing `filter` (a capture filter) on `lo` into `file`.
-    pub fn start(file: &Path, filter: &str) -> Capture {
-        let mut child = Command::new("dumpcap")
-            .args(["-q", "-i", "lo", "-f", filter, "-w"])
-            .arg(file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("dumpcap is installed (with tshark)");
-        // dumpcap says "Capturing on 'Loopback: lo'" once it captures.
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let _ = err.read_line(&mut line);
-        assert!(
-            line.contains("Capturing on"),
-            "dumpcap did not start: {line}"
-        );
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = err.read_to_string(&mut sink);
-        });
-        // It says so a moment before its filter is in place.
-        std::thread::sleep(Duration::from_millis(500));
-        Capture {
-            child: Some(child),
-            file: file.to_path_buf(),
-        }
-    }
-
-    /// Stops the capture (SIGINT: dumpcap writes out what it holds).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            kill_group(&mut child);
-        }
-    }
-
-    /// tshark's `-T fields` output of the capture: one row per packet
-    /// matching `display_filter`, `fields` separated by `|`; `decode` are
-    /// `-d` arguments (`udp.port==50000,rtp`).
-    pub fn fields(
-        &mut self,
-        decode: &[String],
-        display_filter: &str,
-        fields: &[&str],
-    ) -> Vec<Vec<String>> {
-        self.stop();
-        let mut cmd = Command::new("tshark");
-        cmd.arg("-n").arg("-r").arg(&self.file);
-        for d in decode {
-            cmd.args(["-d", d]);
-        }
-        cmd.args(["-Y", display_filter, "-T", "fields", "-E", "separator=|"]);
-        for f in fields {
-            cmd.args(["-e", f]);
-        }
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .expect("tshark is installed (.ci/test installs it)");
-        assert!(
-            out.status.success(),
-            "tshark: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split('|').map(str::to_string).collect())
-            .collect()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        self.stop();
-        // A failing test's capture outlives its temporary directory.
-        if std::thread::panicking()
-            && let Some(name) = self.file.file_name()
-        {
-            let keep = std::env::temp_dir().join(name);
-            if std::fs::copy(&self.file, &keep).is_ok() {
-                eprintln!("capture kept in {}", keep.display());
-            }
-        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 pub mod admin;
 pub mod baresip;
 pub mod bench;
+pub mod capture;
 pub mod client;
 pub mod cluster;
 pub mod edge;

@@ -86,7 +86,8 @@ pub fn kamailio_modules() -> String {
         .to_string()
 }
 
-fn kill_group(child: &mut Child) {
+/// Stops `child`'s process group (TERM, then KILL after 3 s) and reaps it.
+pub(crate) fn kill_group(child: &mut Child) {
     let pgid = child.id().to_string();
     let quiet = |sig: &str| {
         let _ = Command::new("kill")
