@@ -618,8 +618,6 @@ pub fn log_line(cvi: &Cvi, needles: &[&str], within: Duration) -> String {
         .unwrap_or_else(|| panic!("no log line with {needles:?}:\n{}", cvi.logs()))
 }
 
-/// The DTMF recordings SIPp plays carry payload type 101, the one our
-
 /// An in-dialog request from the room with an SDP body; expects `status`
 /// (after a 100 Trying, when the connector is asked first),
 /// with `checks` on it, and ACKs an INVITE's answer.
