@@ -658,32 +658,10 @@ fn mid_call_offers_are_answered_and_new_streams_reach_the_connector() {
         + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "oc", false);
     let declined = "      v=0\n      o=connector 2 3 IN IP[local_ip_type] [local_ip]\n      s=-\n      c=IN IP[media_ip_type] [media_ip]\n      t=0 0\n      m=audio [media_port] RTP/AVP 8 101\n      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n      a=sendrecv\n      m=video 0 RTP/AVP 96\n";
     let end = format!(
-        r#"  <recv request="INVITE" crlf="true" timeout="30000">
-    <action>
-      {offered}
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{declined}
-    ]]>
-  </send>
-  <recv request="ACK" crlf="true"/>
-{bye}  {refs}
-"#,
-        bye = end_on_bye(),
-        refs = refs(&["ov", "oc"]),
+        "{}{}  {}\n",
+        answer_reinvite(&offered, "meeting", declined),
+        end_on_bye(),
+        refs(&["ov", "oc"]),
     );
     let (connector, _) = cvi.connector(&checks, &references, &pcap, &end);
     let audio = |v: u32| {

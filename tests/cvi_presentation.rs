@@ -499,32 +499,9 @@ fn the_meeting_shares_slides_and_the_room_gets_them() {
     let answer = audio_sdp("room101", 2) + &content_sdp(room_content_port, 3, "recvonly");
     let mut call = RoomCall::new(&id);
     call.keys = "  <pause milliseconds=\"100\"/>\n".into();
-    call.then = format!(
-        r#"  <recv request="INVITE" crlf="true" timeout="30000">
-    <action>
-      {offered}
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:room101@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{answer}
-    ]]>
-  </send>
-  <recv request="ACK" crlf="true"/>
-  <pause milliseconds="4000"/>
-"#
-    ) + &room_request(&id, "BYE", 2, None)
+    call.then = answer_reinvite(&offered, "room101", &answer)
+        + "  <pause milliseconds=\"4000\"/>\n"
+        + &room_request(&id, "BYE", 2, None)
         + &refs(&["rv", "rs", "rd", "ra"]);
     let room = cvi.room(&call);
 

@@ -480,10 +480,25 @@ pub fn then_join(
             )
         })
         .unwrap_or_default();
+    let answer = format!(
+        "      v=0\n      o=room101 1 2 IN IP[local_ip_type] [local_ip]\n      s=-\n      c=IN IP[media_ip_type] [media_ip]\n      t=0 0\n      m=audio {media_port} RTP/AVP 8 101\n      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n      a=sendrecv\n"
+    );
+    format!(
+        "{}{play}  <pause milliseconds=\"{hold_ms}\"/>\n{}  {}\n",
+        answer_reinvite(&reinvite_checks, "room101", &answer),
+        room_request(user, "BYE", cseq, None),
+        refs(&["ra", "rc"]),
+    )
+}
+
+/// Takes a re-INVITE (`checks`: ereg actions on it), answers it 200 with
+/// `sdp` (lines indented six spaces, each ending in a newline) and a
+/// Contact of user `contact`, then takes the ACK.
+pub fn answer_reinvite(checks: &str, contact: &str, sdp: &str) -> String {
     format!(
         r#"  <recv request="INVITE" crlf="true" timeout="30000">
     <action>
-      {reinvite_checks}
+      {checks}
     </action>
   </recv>
   <send>
@@ -495,28 +510,15 @@ pub fn then_join(
       [last_To:]
       [last_Call-ID:]
       [last_CSeq:]
-      Contact: <sip:room101@[local_ip]:[local_port];transport=[transport]>
+      Contact: <sip:{contact}@[local_ip]:[local_port];transport=[transport]>
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=room101 1 2 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio {media_port} RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=sendrecv
-
+{sdp}
     ]]>
   </send>
   <recv request="ACK" crlf="true"/>
-{play}  <pause milliseconds="{hold_ms}"/>
-{bye}  {refs}
-"#,
-        bye = room_request(user, "BYE", cseq, None),
-        refs = refs(&["ra", "rc"]),
+"#
     )
 }
 
