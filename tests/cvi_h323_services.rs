@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fedge_testkit::capture::Capture;
 use fedge_testkit::cvi::*;
+use fedge_testkit::h323::check_h323;
 use fedge_testkit::lab::{ereg, refs};
 use fedge_testkit::rtp::{udp_rx_queue, write_pcap};
 use fedge_testkit::*;
@@ -80,6 +82,7 @@ fn the_reception_takes_rfc2833_keys_from_an_h323_room_and_joins_the_meeting() {
     // call to the reception offers the room's first codec only (D205).
     let (connector, media) = connector_for(&cvi, &id, true, "0 101");
     let digits = format!("1111111111#{id}#");
+    let mut cap = Capture::start(&cvi.dir().join("reception.pcap"), "tcp or udp");
     let room = h323_room(
         &cvi,
         &format!("teams@{DOMAIN}"),
@@ -120,6 +123,18 @@ fn the_reception_takes_rfc2833_keys_from_an_h323_room_and_joins_the_meeting() {
         "{:?}",
         room.sent()
     );
+    // On the wire (tshark's dissectors, not room.py's word): the events
+    // as telephone-event RTP, H.225/H.245 well formed, no userInput.
+    cap.stop();
+    let mut ports = room.ports();
+    ports.push(cvi.h323_listener("tcp").port());
+    let wire = check_h323(&cap.file, &ports).expect("tshark runs");
+    assert!(wire.is_clean(), "tshark: {wire:?}");
+    assert!(
+        wire.rtp_count(101) >= 6 * digits.len(),
+        "telephone-event packets on the wire: {wire:?}"
+    );
+    assert!(!wire.has_h245("userInput"), "{wire:?}");
     let first = log_line(
         &cvi,
         &["conference ID entered", "\"attempt\":1"],
