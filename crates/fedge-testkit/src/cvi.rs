@@ -198,6 +198,19 @@ impl Cvi {
 
     /// The connector: SIPp over TCP, answering with PCMA and playing a pcap.
     pub fn connector(&self, checks: &str, references: &str, pcap: &Path, end: &str) -> (Sipp, u16) {
+        self.connector_with("cvi_connector_uas.xml", checks, references, pcap, end)
+    }
+
+    /// The connector with another scenario of tests/sipp that takes the
+    /// same values (`cvi_h323_connector_uas.xml`: audio and H.264).
+    pub fn connector_with(
+        &self,
+        template: &str,
+        checks: &str,
+        references: &str,
+        pcap: &Path,
+        end: &str,
+    ) -> (Sipp, u16) {
         let media = free_port(false);
         // SIPp refuses variables assigned but never used: the dialog's
         // From and To are used only when the connector hangs up itself.
@@ -208,7 +221,7 @@ impl Cvi {
         };
         let sc = scenario(
             self.dir(),
-            "cvi_connector_uas.xml",
+            template,
             &[
                 ("CHECKS", checks),
                 ("REFERENCES", &references),
