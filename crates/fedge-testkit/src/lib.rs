@@ -6,8 +6,9 @@
 //! It is a dev-dependency of the application crate only: it never ships,
 //! and nothing in the application or the workspace crates may use it.
 //! `use fedge_testkit::*;` brings the everyday helpers (PKI, edge, CLI,
-//! TLS client, admin HTTP, tools); the lab, the peers, PostgreSQL, RTP and
-//! the benchmark pieces are in their modules.
+//! TLS client, admin HTTP, tools); the lab, the peers, the CVI gateway
+//! tests' harness, PostgreSQL, RTP and the benchmark pieces are in their
+//! modules.
 
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod capture;
 pub mod client;
 pub mod cluster;
+pub mod cvi;
 pub mod edge;
 pub mod h323;
 pub mod lab;
