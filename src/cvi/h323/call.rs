@@ -179,6 +179,8 @@ struct Call {
     last_sdp: String,
     /// The room's H.239 presentation, while it is being opened or open.
     share: Option<share::Share>,
+    /// Slow start (no fast start in the Setup): the channels by H.245.
+    slow: Option<channels::Slow>,
 }
 
 /// Serves one call signalling connection to its end.
@@ -477,5 +479,6 @@ fn parse_sip(b: Bytes) -> Option<SipMessage> {
 }
 
 mod answers;
+mod channels;
 mod run;
 mod share;

@@ -32,7 +32,13 @@ impl Call {
             .filter_map(|b| h245::decode_olc(b).ok())
             .collect();
         let mut offer = offer_of(&proposals);
-        if uri.as_deref().is_some_and(|u| answered_locally(&h, u))
+        // Slow start: no fast start at all; the media comes by H.245, which
+        // must be reachable before Connect (tunnelled, or the room's
+        // address).
+        let slow = s.signal.fast_start.is_empty()
+            && (s.signal.h245_tunnelling || s.signal.h245_address.is_some());
+        if !slow
+            && uri.as_deref().is_some_and(|u| answered_locally(&h, u))
             && let Some(a) = offer.audio.as_mut()
         {
             // The reception (or test call) answers first and the meeting
@@ -42,10 +48,10 @@ impl Call {
         }
         let why = match (&uri, offer.audio.is_some() || offer.video.is_some()) {
             (None, _) => Some((1, ReleaseReason::BadFormatAddress, "no alias names a user")),
-            (_, false) => Some((
+            (_, false) if !slow => Some((
                 BEARER_NOT_IMPLEMENTED,
                 ReleaseReason::Undefined,
-                "no fast start with G.711, G.722 or H.264 (slow start is not supported)",
+                "no fast start with G.711, G.722 or H.264, and no H.245 for slow start",
             )),
             _ => None,
         };
@@ -97,7 +103,9 @@ impl Call {
             sdp_version: n,
             last_sdp: sip::offer_sdp(&offer, n),
             share: None,
+            slow: slow.then(|| channels::Slow::new(tokio::time::Instant::now())),
         };
+        call.session.slow = slow;
         info!(%remote, uri = %call.dialog.uri, call_id = %call.dialog.call_id, "H.323 call");
         let proceeding = signal(Body::CallProceeding, call.call_id, call.tunnelling);
         call.send_q931(q931::MessageType::CallProceeding, &proceeding, None)
@@ -105,6 +113,17 @@ impl Call {
         // Tunnelled H.245 carried in the Setup.
         for b in s.signal.h245_control.clone() {
             call.on_h245(&b).await;
+        }
+        if slow {
+            // The INVITE waits for the room's addresses (channels.rs).
+            let open = call.session.opening();
+            call.send_h245(open).await;
+            call.slow_progress().await;
+            if call.state == State::Ended {
+                let _ = call.wr.shutdown().await;
+                return None;
+            }
+            return Some((call, inproc));
         }
         let sdp = call.last_sdp.clone();
         let invite = call.dialog.invite(&sdp, &call.invite_branch);
@@ -217,8 +236,10 @@ impl Call {
                     self.send_h245(vec![Control::EndSession]).await;
                     self.room_left(NORMAL).await;
                 }
+                e => self.on_channel_event(e).await,
             }
         }
+        self.slow_progress().await;
     }
 
     /// The room is gone (Release Complete, endSession, closed): BYE or
@@ -229,10 +250,11 @@ impl Call {
                 let bye = self.dialog.request("BYE", &random_token(), None);
                 self.to_gateway(Bytes::from(bye)).await;
             }
-            State::Calling => {
+            State::Calling if self.invited() => {
                 let c = self.dialog.cancel(&self.invite_branch);
                 self.to_gateway(Bytes::from(c)).await;
             }
+            State::Calling => {}
             State::Ended => return,
         }
         self.release(cause, ReleaseReason::Undefined).await;
@@ -269,7 +291,7 @@ impl Call {
                 if self.state == State::Connected {
                     let bye = self.dialog.request("BYE", &random_token(), None);
                     self.to_gateway(Bytes::from(bye)).await;
-                } else if self.state == State::Calling {
+                } else if self.state == State::Calling && self.invited() {
                     let c = self.dialog.cancel(&self.invite_branch);
                     self.to_gateway(Bytes::from(c)).await;
                 }
