@@ -23,6 +23,12 @@ impl Call {
         // connector's ringing); this only bounds a call that never hears.
         let give_up = tokio::time::Instant::now() + CALLING_LIMIT;
         let slow_until = self.slow.as_ref().map_or(give_up, |s| s.deadline);
+        // Slow start on the room's H.245 address: connected before Connect.
+        if self.slow.is_some()
+            && let Some(t) = self.h245_target.take()
+        {
+            h245 = self.open_h245(t).await;
+        }
         while self.state != State::Ended {
             tokio::select! {
                 _ = stop.cancelled() => self.room_left(NORMAL).await,

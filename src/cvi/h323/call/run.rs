@@ -116,8 +116,11 @@ impl Call {
         }
         if slow {
             // The INVITE waits for the room's addresses (channels.rs).
-            let open = call.session.opening();
-            call.send_h245(open).await;
+            // Tunnelled: our capabilities now; separate: once connected.
+            if call.tunnelling {
+                let open = call.session.opening();
+                call.send_h245(open).await;
+            }
             call.slow_progress().await;
             if call.state == State::Ended {
                 let _ = call.wr.shutdown().await;
