@@ -1,9 +1,11 @@
 //! One call's H.245 control session, as a gateway endpoint (terminal type
 //! 60): capability exchange (the gateway's set: G.711, G.722, H.264, user
-//! input), master/slave determination, logical channels after fast start
-//! (closing acknowledged, new ones refused: slow start is not done), user
+//! input), master/slave determination, logical channels (after fast start:
+//! closing acknowledged, new ones refused), user
 //! input (the digits go on to the gateway as SIP INFO), round trip delay
-//! and end of session.
+//! and end of session. With slow start (`slow`), the room's audio/video
+//! channels and the answers to ours are reported as events for the call's
+//! channel bookkeeping (`call/channels.rs`).
 //!
 //! Pure: decoded messages in, replies and events out. It never touches a
 //! socket and never knows whether the channel is tunnelled or separate
@@ -390,5 +392,79 @@ mod tests {
         assert_eq!(out, vec![Control::CloseLogicalChannelAck { number: 1005 }]);
         assert_eq!(ev, vec![Event::PresentationClose]);
         assert_eq!(s.presentation, None);
+    }
+
+    #[test]
+    fn slow_start_channels_are_events_and_the_pause_is_an_empty_set() {
+        let olc = Olc {
+            number: 1001,
+            media: fedge_h323::h245::Media::G711Alaw { frames: 20 },
+            session_id: 1,
+            payload_type: None,
+            forward: true,
+            rtp: None,
+            rtcp: None,
+            reverse: None,
+            presentation: false,
+        };
+        // Without slow start the room's channel is refused at once.
+        let mut fast = Session::new(1);
+        let (out, ev) = fast.on_control(Control::OpenLogicalChannel(olc.clone()));
+        assert_eq!(
+            out,
+            vec![Control::OpenLogicalChannelReject { number: 1001 }]
+        );
+        assert!(ev.is_empty());
+        let mut s = Session::new(1);
+        s.slow = true;
+        assert!(!s.ready());
+        let (out, ev) = s.on_control(Control::TerminalCapabilitySet {
+            seq: 1,
+            caps: vec![Capability::Audio(fedge_h323::h245::Media::G711Ulaw {
+                frames: 20,
+            })],
+        });
+        assert_eq!(out.len(), 2, "Ack and our set");
+        assert!(matches!(ev.as_slice(), [Event::Capabilities(c)] if c.len() == 1));
+        let (_, ev) = s.on_control(Control::TerminalCapabilitySetAck { seq: 1 });
+        assert_eq!(ev, vec![Event::CapabilitiesAcked(1)]);
+        s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: 50,
+            random: 9,
+        });
+        assert!(s.ready());
+        let (out, ev) = s.on_control(Control::OpenLogicalChannel(olc.clone()));
+        assert!(out.is_empty(), "answered by the call later");
+        assert_eq!(ev, vec![Event::ChannelOpen(olc)]);
+        let at = "127.0.0.5:4000".parse().ok();
+        let (_, ev) = s.on_control(Control::OpenLogicalChannelAck {
+            number: 101,
+            media: at,
+            control: None,
+        });
+        assert_eq!(
+            ev,
+            vec![Event::ChannelAck {
+                number: 101,
+                rtp: at
+            }]
+        );
+        let (_, ev) = s.on_control(Control::OpenLogicalChannelReject { number: 102 });
+        assert_eq!(ev, vec![Event::ChannelRefused(102)]);
+        let (out, ev) = s.on_control(Control::CloseLogicalChannel { number: 1001 });
+        assert_eq!(out, vec![Control::CloseLogicalChannelAck { number: 1001 }]);
+        assert_eq!(ev, vec![Event::ChannelClosed(1001)]);
+        // The pause: an empty set with the next number, then ours again.
+        assert_eq!(
+            s.capabilities(false),
+            Control::TerminalCapabilitySet {
+                seq: 2,
+                caps: Vec::new()
+            }
+        );
+        assert!(matches!(
+            s.capabilities(true),
+            Control::TerminalCapabilitySet { seq: 3, caps } if !caps.is_empty()
+        ));
     }
 }

@@ -281,6 +281,9 @@ impl Call {
             slow.paused = None;
             slow.pause_acked = false;
             out.push(self.session.capabilities(true));
+            for o in std::mem::take(&mut slow.pending) {
+                out.push(slow.answer_theirs(&o));
+            }
         }
         self.send_h245(out).await;
         self.slow_progress().await;
