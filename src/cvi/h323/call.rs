@@ -6,7 +6,9 @@
 //! cause); the room's Release Complete or a closed connection becomes a
 //! BYE (or CANCEL); the gateway's BYE becomes endSessionCommand and
 //! Release Complete. H.245 runs tunnelled or on a separate channel the
-//! room offers (`h245Address`: we connect to it).
+//! room offers (`h245Address`: we connect to it). A Setup without fast
+//! start is served by H.245 logical channels before Connect (slow start,
+//! `call/channels.rs`).
 //!
 //! Owns one connection's framing bounds (TPKT size, the Setup deadline),
 //! its malformed input (Release Complete with cause 95 or 100, logged
