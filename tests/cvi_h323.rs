@@ -1297,3 +1297,60 @@ fn a_slow_start_room_gets_video_both_ways_after_the_reception() {
         ],
     );
 }
+
+#[test]
+fn a_fast_start_room_gets_video_both_ways_after_the_reception() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let end = with_video(&cvi, &end_on_bye());
+    let (connector, media) = cvi.connector(&id, true, &end);
+    let cap = cvi.capture("fast_reception.pcap");
+    let digits = format!("0000000001#{id}#");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &format!("teams@{DOMAIN}"),
+        &[
+            "--alias-kind",
+            "url",
+            "--video",
+            "--digits",
+            &digits,
+            "--digit-gap",
+            "150",
+            "--after",
+            "9",
+            "--timeout",
+            "45",
+        ],
+    );
+    media_at_connector(&cvi, media, true);
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    // Fast start at the reception (audio), then the meeting's channels by
+    // H.245: our H.264 channel opened, the room paused and reopened.
+    assert!(
+        room.json["fast_start_accepted"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{:#}",
+        room.json
+    );
+    assert!(room.json["paused"].as_u64() >= Some(1), "{:#}", room.json);
+    assert!(
+        olcs_received(&room).iter().any(|m| m == "h264"),
+        "{:#}",
+        room.json
+    );
+    assert!(room.rtp_received(0) > 20, "{:#}", room.json);
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    assert!(room.rtp_received(96) > 5, "{:#}", room.json);
+    assert!(room.rtp_sent(96) > 5, "{:#}", room.json);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect"],
+        &["userInput", "closeLogicalChannel", "openLogicalChannelAck"],
+    );
+}

@@ -246,6 +246,7 @@ class Room:
                     ip, port = m.transport_str(addr).rsplit(":", 1)
                     self.media[kind].target = (ip, int(port))
                     self.media[kind].media = media
+                    self.opened[kind] = olc["forwardLogicalChannelNumber"]
                 self.result["fast_start_accepted"].append(
                     {"media": media, "dir": "tx", "addr": m.transport_str(addr) if addr else None})
 

@@ -24,7 +24,7 @@ impl Call {
         let give_up = tokio::time::Instant::now() + CALLING_LIMIT;
         let slow_until = self.slow.as_ref().map_or(give_up, |s| s.deadline);
         // Slow start on the room's H.245 address: connected before Connect.
-        if self.slow.is_some()
+        if !self.invited()
             && let Some(t) = self.h245_target.take()
         {
             h245 = self.open_h245(t).await;
@@ -74,7 +74,7 @@ impl Call {
             if listen.is_none() {
                 listen = self.h245_listener.take();
             }
-            if (self.state == State::Connected || self.slow.is_some())
+            if (self.state == State::Connected || !self.invited())
                 && h245.is_none()
                 && let Some(t) = self.h245_target.take()
             {
@@ -171,6 +171,7 @@ impl Call {
     pub(super) async fn connect(&mut self, sdp: &[u8]) {
         let answer = sip::read_answer(sdp);
         let olcs = fast_start_answers(&self.proposals, &answer);
+        self.slow_fast_start(&olcs);
         self.slow_answered(answer.clone()).await;
         let mut s = signal(
             Body::Connect {

@@ -338,6 +338,34 @@ impl Call {
         }
     }
 
+    /// A fast-start call whose channels H.245 moves later (to the
+    /// reception): the channels Connect accepts, as if opened by H.245.
+    pub(super) fn slow_fast_start(&mut self, answers: &[Olc]) {
+        let Some(slow) = self.slow.as_mut() else {
+            return;
+        };
+        for o in answers {
+            let Some(codec) = codec_of(&o.media) else {
+                continue;
+            };
+            if o.forward {
+                // The room's transmit proposal: the room sends on it.
+                slow.theirs.push((o.number, Kind::of(codec)));
+                continue;
+            }
+            let ours = Some(Ours {
+                number: o.number,
+                codec,
+                rtp: o.rtp,
+                refused: false,
+            });
+            match Kind::of(codec) {
+                Kind::Audio => slow.audio = ours,
+                Kind::Video => slow.video = ours,
+            }
+        }
+    }
+
     /// The gateway's answer (its 200, or a re-INVITE's offer we answered
     /// with its first formats): our channels follow the chosen codecs, the
     /// room's are acknowledged or opened anew.
@@ -362,6 +390,15 @@ impl Call {
             if let Some(o) = slow.audio.as_mut() {
                 o.rtp = ours.rtp;
             }
+        }
+        // The meeting brings video the room can receive and we have no
+        // channel for (the reception refused it): open ours.
+        if let (Some(v), None, Some(av)) = (slow.video_cap, &slow.video, answer.video)
+            && self.state == State::Connected
+        {
+            out.push(Control::OpenLogicalChannel(
+                slow.open(v, Some(av.payload_type)),
+            ));
         }
         let first = self.state != State::Connected;
         if first {

@@ -35,15 +35,20 @@ impl Call {
         // Slow start: no fast start at all; the media comes by H.245, which
         // must be reachable before Connect (tunnelled, or the room's
         // address).
-        let slow = s.signal.fast_start.is_empty()
-            && (s.signal.h245_tunnelling || s.signal.h245_address.is_some());
+        let h245 = s.signal.h245_tunnelling || s.signal.h245_address.is_some();
+        let slow = s.signal.fast_start.is_empty() && h245;
+        let at_reception = uri.as_deref().is_some_and(|u| answered_locally(&h, u));
+        // Fast start to the reception with H.245: the meeting's re-INVITE
+        // moves the channels by H.245 (channels.rs), as for slow start.
+        let managed = !slow && at_reception && h245;
         if !slow
-            && uri.as_deref().is_some_and(|u| answered_locally(&h, u))
+            && !managed
+            && at_reception
             && let Some(a) = offer.audio.as_mut()
         {
             // The reception (or test call) answers first and the meeting
-            // comes later by re-INVITE, which cannot change the room's
-            // fast-start channels: one audio codec keeps both the same.
+            // comes later by re-INVITE, which cannot change fast-start
+            // channels without H.245: one audio codec keeps both the same.
             a.codecs.truncate(1);
         }
         let why = match (&uri, offer.audio.is_some() || offer.video.is_some()) {
@@ -103,9 +108,13 @@ impl Call {
             sdp_version: n,
             last_sdp: sip::offer_sdp(&offer, n),
             share: None,
-            slow: slow.then(|| channels::Slow::new(tokio::time::Instant::now())),
+            slow: (slow || managed).then(|| {
+                let mut c = channels::Slow::new(tokio::time::Instant::now());
+                c.invited = managed;
+                c
+            }),
         };
-        call.session.slow = slow;
+        call.session.slow = slow || managed;
         info!(%remote, uri = %call.dialog.uri, call_id = %call.dialog.call_id, "H.323 call");
         let proceeding = signal(Body::CallProceeding, call.call_id, call.tunnelling);
         call.send_q931(q931::MessageType::CallProceeding, &proceeding, None)
