@@ -339,7 +339,7 @@ fn the_reception_refuses_a_wrong_id_then_joins_by_user_input() {
         cvi.logs().contains("0000000001"),
         "the wrong ID was refused and logged"
     );
-    // The reception's prompts (the room's one codec, PCMU) and then the
+    // The reception's prompts (the room's first codec, PCMU) and then the
     // meeting's media (the connector plays PCMA) reached the room.
     assert!(room.rtp_received(0) > 20, "{:#}", room.json);
     assert!(room.rtp_received(8) > 20, "{:#}", room.json);

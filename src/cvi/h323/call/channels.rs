@@ -17,7 +17,9 @@
 //! may send change, an empty TerminalCapabilitySet (H.323 §8.4.6's pause:
 //! the room closes its transmit channels) and then our whole set again
 //! make the room open its channels anew, acknowledged with the relay's new
-//! addresses: video both ways in the meeting.
+//! addresses: video both ways in the meeting. A fast-start call to the
+//! reception that has H.245 is handled the same way after Connect: the
+//! channels fast start accepted are taken into this bookkeeping.
 //!
 //! Owns the channel bookkeeping of one call; never decides about the
 //! meeting, never touches media, never trusts a channel number or address
