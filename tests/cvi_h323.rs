@@ -339,7 +339,7 @@ fn the_reception_refuses_a_wrong_id_then_joins_by_user_input() {
         cvi.logs().contains("0000000001"),
         "the wrong ID was refused and logged"
     );
-    // The reception's prompts (the room's one codec, PCMU) and then the
+    // The reception's prompts (the room's first codec, PCMU) and then the
     // meeting's media (the connector plays PCMA) reached the room.
     assert!(room.rtp_received(0) > 20, "{:#}", room.json);
     assert!(room.rtp_received(8) > 20, "{:#}", room.json);
@@ -1047,5 +1047,310 @@ fn an_h239_presentation_stops_when_the_room_closes_its_channel() {
         &room,
         &["setup", "connect", "releaseComplete"],
         &["closeLogicalChannel", "closeLogicalChannelAck"],
+    );
+}
+
+// ---- Slow start (no fast start: the media by H.245 logical channels) ----
+
+/// A pcap of H.264-typed RTP (payload type 96) for SIPp's
+/// `play_pcap_video`: `write_pcap`'s packets with their payload type byte
+/// rewritten (24-byte file header; per packet a 16-byte record header and
+/// Ethernet 14 + IPv4 20 + UDP 8 before the RTP header).
+fn video_pcap(path: &Path) {
+    write_pcap(path, 0x3333_3333, 0x41, 150);
+    let mut b = std::fs::read(path).unwrap();
+    let record = 16 + 14 + 20 + 8 + 12 + 160;
+    let mut at = 24;
+    while at + record <= b.len() {
+        b[at + 16 + 42 + 1] = 96;
+        at += record;
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// The connector also plays H.264 towards the gateway (after its audio
+/// pcap: SIPp plays one pcap at a time per call), then `end`.
+fn with_video(cvi: &Cvi, end: &str) -> String {
+    let pcap = cvi.dir().join("meeting_video.pcap");
+    video_pcap(&pcap);
+    format!(
+        "  <pause milliseconds=\"3200\"/>\n  <nop>\n    <action>\n      <exec play_pcap_video=\"{}\"/>\n    </action>\n  </nop>\n{end}",
+        pcap.display()
+    )
+}
+
+/// Waits until the connector's audio (and `video`) sockets have what the
+/// room sent through the relay.
+fn media_at_connector(cvi: &Cvi, media: u16, video: bool) {
+    let t0 = Instant::now();
+    while udp_rx_queue(media).unwrap_or(0) == 0
+        || (video && udp_rx_queue(media + 2).unwrap_or(0) == 0)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(25),
+            "audio {:?} and video {:?} at the connector\nfedge:\n{}",
+            udp_rx_queue(media),
+            udp_rx_queue(media + 2),
+            cvi.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The room's sent-to address for payload type `pt`.
+fn sent_to(room: &RoomResult, pt: u8) -> Option<SocketAddr> {
+    room.json["rtp"]["sent_to"][pt.to_string()]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+}
+
+fn olcs_received(room: &RoomResult) -> Vec<String> {
+    room.json["olc_received"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn slow_start_tunnelled_g711_and_h264_both_ways_and_the_room_hangs_up() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let end = with_video(&cvi, &end_on_bye());
+    let (connector, media) = cvi.connector(&id, true, &end);
+    let cap = cvi.capture("slow.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &[
+            "--no-fast-start",
+            "--video",
+            "--after",
+            "5",
+            "--timeout",
+            "30",
+        ],
+    );
+    media_at_connector(&cvi, media, true);
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_eq!(room.json["h245"]["mode"], "tunnelled", "{:#}", room.json);
+    assert!(
+        room.json["fast_start_accepted"]
+            .as_array()
+            .is_some_and(|a| a.is_empty()),
+        "no fast start: {:#}",
+        room.json
+    );
+    // H.245 ran before Connect (tunnelled in Facility): our channels were
+    // open before the gateway had the call.
+    let got = room.received();
+    let at = |w: &str| got.iter().position(|m| m == w);
+    assert!(
+        at("h245:openLogicalChannel").is_some()
+            && at("h245:openLogicalChannel") < at("connect")
+            && at("facility") < at("connect"),
+        "{got:?}"
+    );
+    // Our channels towards the room: the connector's codec (PCMA, after
+    // the first PCMU one was closed) and H.264.
+    let ours = olcs_received(&room);
+    assert!(
+        ours.iter().any(|m| m == "pcma") && ours.iter().any(|m| m == "h264"),
+        "{ours:?}"
+    );
+    // The room sent PCMA and H.264 to the relay (not to the connector).
+    for pt in [8, 96] {
+        assert!(room.rtp_sent(pt) > 5, "PT {pt}: {:#}", room.json);
+        let to = sent_to(&room, pt).expect("sent to");
+        assert!(
+            to.port() != media && to.port() != media + 2,
+            "PT {pt} sent to {to}, the connector's own port"
+        );
+    }
+    // The connector's PCMA and H.264 reached the room.
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    assert!(room.rtp_received(96) > 5, "{:#}", room.json);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "callProceeding", "connect", "releaseComplete"],
+        &[
+            "terminalCapabilitySet",
+            "terminalCapabilitySetAck",
+            "masterSlaveDetermination",
+            "masterSlaveDeterminationAck",
+            "openLogicalChannel",
+            "openLogicalChannelAck",
+            "closeLogicalChannel",
+            "closeLogicalChannelAck",
+            "endSessionCommand",
+        ],
+    );
+}
+
+#[test]
+fn slow_start_on_a_separate_h245_channel() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let (connector, media) = cvi.connector(&id, false, &end_on_bye());
+    let cap = cvi.capture("slow_separate.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &[
+            "--no-fast-start",
+            "--separate-h245",
+            "--after",
+            "4",
+            "--timeout",
+            "30",
+        ],
+    );
+    media_at_connector(&cvi, media, false);
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_eq!(room.json["h245"]["mode"], "separate", "{:#}", room.json);
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    assert!(room.rtp_sent(8) > 20, "{:#}", room.json);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect", "releaseComplete"],
+        &[
+            "terminalCapabilitySet",
+            "openLogicalChannel",
+            "openLogicalChannelAck",
+            "endSessionCommand",
+        ],
+    );
+}
+
+#[test]
+fn a_slow_start_room_gets_video_both_ways_after_the_reception() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let end = with_video(&cvi, &end_on_bye());
+    let (connector, media) = cvi.connector(&id, true, &end);
+    let cap = cvi.capture("slow_reception.pcap");
+    let digits = format!("0000000001#{id}#");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &format!("teams@{DOMAIN}"),
+        &[
+            "--alias-kind",
+            "url",
+            "--no-fast-start",
+            "--video",
+            "--digits",
+            &digits,
+            "--digit-gap",
+            "150",
+            "--after",
+            "9",
+            "--timeout",
+            "45",
+        ],
+    );
+    media_at_connector(&cvi, media, true);
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert!(
+        cvi.logs().contains("0000000001"),
+        "the wrong ID was refused and logged"
+    );
+    // The reception refused video; the meeting's re-INVITE paused the
+    // room (empty TerminalCapabilitySet) and it opened its channels anew.
+    assert!(room.json["paused"].as_u64() >= Some(1), "{:#}", room.json);
+    assert!(
+        room.json["olc_rejected"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n == 1003)),
+        "the video channel refused at the reception: {:#}",
+        room.json
+    );
+    // Prompts (PCMU), then the meeting's PCMA and H.264, at the room.
+    assert!(room.rtp_received(0) > 20, "{:#}", room.json);
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    assert!(room.rtp_received(96) > 5, "{:#}", room.json);
+    // The room's H.264 went to the relay after the pause.
+    assert!(room.rtp_sent(96) > 5, "{:#}", room.json);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect"],
+        &[
+            "userInput",
+            "terminalCapabilitySet",
+            "openLogicalChannelReject",
+            "closeLogicalChannel",
+            "openLogicalChannelAck",
+        ],
+    );
+}
+
+#[test]
+fn a_fast_start_room_gets_video_both_ways_after_the_reception() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let end = with_video(&cvi, &end_on_bye());
+    let (connector, media) = cvi.connector(&id, true, &end);
+    let cap = cvi.capture("fast_reception.pcap");
+    let digits = format!("0000000001#{id}#");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &format!("teams@{DOMAIN}"),
+        &[
+            "--alias-kind",
+            "url",
+            "--video",
+            "--digits",
+            &digits,
+            "--digit-gap",
+            "150",
+            "--after",
+            "9",
+            "--timeout",
+            "45",
+        ],
+    );
+    media_at_connector(&cvi, media, true);
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    // Fast start at the reception (audio), then the meeting's channels by
+    // H.245: our H.264 channel opened, the room paused and reopened.
+    assert!(
+        room.json["fast_start_accepted"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{:#}",
+        room.json
+    );
+    assert!(room.json["paused"].as_u64() >= Some(1), "{:#}", room.json);
+    assert!(
+        olcs_received(&room).iter().any(|m| m == "h264"),
+        "{:#}",
+        room.json
+    );
+    assert!(room.rtp_received(0) > 20, "{:#}", room.json);
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    assert!(room.rtp_received(96) > 5, "{:#}", room.json);
+    assert!(room.rtp_sent(96) > 5, "{:#}", room.json);
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect"],
+        &["userInput", "closeLogicalChannel", "openLogicalChannelAck"],
     );
 }

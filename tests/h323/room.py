@@ -81,6 +81,7 @@ class Room:
                        "rtp": {"sent": {}, "received": {}, "sent_to": {}, "local": {}, "local_rtcp": {},
                                "received_from": {}},
                        "fast_start_accepted": [], "digits_sent": "", "digits_received": "",
+                       "olc_received": [], "olc_rejected": [], "olc_acked": [], "paused": 0,
                        "h245": {"mode": "separate" if args.separate_h245 else "tunnelled", "msd": None}}
         self.call_ref = random.randint(1, 0x7FFF)
         self.guid = m.new_guid()
@@ -100,6 +101,9 @@ class Room:
         self.msd_done = False
         self.msd_ack_sent = False
         self.olcs_opened = False
+        self.opened = {}  # kind -> our OpenLogicalChannel number (slow start)
+        self.rx_media = {}  # kind -> the media of the gateway's channel to us
+        self.paused = False  # an empty TCS closed our channels (H.323 8.4.6)
         self.pending_h245 = []
         self.digits_left = list(args.digits)
         self.next_digit_at = None
@@ -242,6 +246,7 @@ class Room:
                     ip, port = m.transport_str(addr).rsplit(":", 1)
                     self.media[kind].target = (ip, int(port))
                     self.media[kind].media = media
+                    self.opened[kind] = olc["forwardLogicalChannelNumber"]
                 self.result["fast_start_accepted"].append(
                     {"media": media, "dir": "tx", "addr": m.transport_str(addr) if addr else None})
 
@@ -286,7 +291,17 @@ class Room:
         inner = value[1][1]
         if name == "terminalCapabilitySet":
             self.tcs_seen = True
+            if not inner.get("capabilityTable"):
+                self.pause()
+            elif self.paused:
+                self.paused = False  # tick() opens the channels anew
             self.send_h245(m.tcs_ack(inner["sequenceNumber"]))
+        elif name == "openLogicalChannelReject":
+            lcn = inner["forwardLogicalChannelNumber"]
+            self.result["olc_rejected"].append(lcn)
+            for kind, n in list(self.opened.items()):
+                if n == lcn:
+                    del self.opened[kind]
         elif name == "terminalCapabilitySetAck":
             self.tcs_acked = True
         elif name == "masterSlaveDetermination":
@@ -349,10 +364,24 @@ class Room:
                 med.media = "h239"
                 self.send_h245(("request", ("openLogicalChannel", m.olc_tx(1005, "h239", med.local_rtcp()))))
 
+    def pause(self):
+        """An empty TCS (H.323 8.4.6): close the channels we transmit on."""
+        self.paused = True
+        self.result["paused"] += 1
+        for kind, lcn in sorted(self.opened.items()):
+            self.media[kind].target = None
+            self.send_h245(("request", ("closeLogicalChannel", {
+                "forwardLogicalChannelNumber": lcn, "source": ("user", 0)})))
+        self.opened = {}
+        self.olcs_opened = False
+
     def on_olc(self, olc):
         lcn = olc["forwardLogicalChannelNumber"]
         media = m.media_of(olc["forwardLogicalChannelParameters"]["dataType"])
         kind = m.KIND_OF.get(media, "audio")
+        self.result["olc_received"].append(media)
+        if media in ("pcmu", "pcma", "h264"):
+            self.rx_media[kind] = media
         med = self.media.get(kind)
         if med is None:
             self.send_h245(("response", ("openLogicalChannelReject", {
@@ -364,6 +393,7 @@ class Room:
         params = ack.get("forwardMultiplexAckParameters", ("none", {}))[1]
         addr = params.get("mediaChannel") if isinstance(params, dict) else None
         kind = {1003: "video", 1005: "presentation"}.get(ack["forwardLogicalChannelNumber"], "audio")
+        self.result["olc_acked"].append(ack["forwardLogicalChannelNumber"])
         if addr and kind in self.media:
             ip, port = m.transport_str(addr).rsplit(":", 1)
             self.media[kind].target = (ip, int(port))
@@ -377,7 +407,11 @@ class Room:
             med = self.media.get(kind)
             if med is None or med.target is not None:
                 continue
+            if kind == "audio":
+                # Send what the gateway sends us (slow start), if it said.
+                media = self.rx_media.get("audio", media)
             med.media = media
+            self.opened[kind] = lcn
             self.send_h245(("request", ("openLogicalChannel", m.olc_tx(lcn, media, med.local_rtcp()))))
 
     def gateway_released(self):
@@ -465,7 +499,7 @@ class Room:
     def tick(self, now):
         a = self.a
         if self.connected and self.h245_ready():
-            if not self.media_ready() and not self.olcs_opened:
+            if not self.media_ready() and not self.olcs_opened and not self.paused:
                 self.open_channels()
             if (a.presentation_for and self.presentation_open_at is not None
                     and now >= self.presentation_open_at + a.presentation_for):

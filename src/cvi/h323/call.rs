@@ -6,7 +6,9 @@
 //! cause); the room's Release Complete or a closed connection becomes a
 //! BYE (or CANCEL); the gateway's BYE becomes endSessionCommand and
 //! Release Complete. H.245 runs tunnelled or on a separate channel the
-//! room offers (`h245Address`: we connect to it).
+//! room offers (`h245Address`: we connect to it). A Setup without fast
+//! start is served by H.245 logical channels before Connect (slow start,
+//! `call/channels.rs`).
 //!
 //! Owns one connection's framing bounds (TPKT size, the Setup deadline),
 //! its malformed input (Release Complete with cause 95 or 100, logged
@@ -179,6 +181,8 @@ struct Call {
     last_sdp: String,
     /// The room's H.239 presentation, while it is being opened or open.
     share: Option<share::Share>,
+    /// Slow start (no fast start in the Setup): the channels by H.245.
+    slow: Option<channels::Slow>,
 }
 
 /// Serves one call signalling connection to its end.
@@ -477,5 +481,6 @@ fn parse_sip(b: Bytes) -> Option<SipMessage> {
 }
 
 mod answers;
+mod channels;
 mod run;
 mod share;

@@ -1,15 +1,19 @@
 //! One call's H.245 control session, as a gateway endpoint (terminal type
 //! 60): capability exchange (the gateway's set: G.711, G.722, H.264, user
-//! input), master/slave determination, logical channels after fast start
-//! (closing acknowledged, new ones refused: slow start is not done), user
+//! input), master/slave determination, logical channels (after fast start:
+//! closing acknowledged, new ones refused), user
 //! input (the digits go on to the gateway as SIP INFO), round trip delay
-//! and end of session.
+//! and end of session. With slow start (`slow`), the room's audio/video
+//! channels and the answers to ours are reported as events for the call's
+//! channel bookkeeping (`call/channels.rs`).
 //!
 //! Pure: decoded messages in, replies and events out. It never touches a
 //! socket and never knows whether the channel is tunnelled or separate
 //! (the call task carries the bytes).
 
-use fedge_h323::h245::{Control, GenericKind, GenericMessage, GenericValue, Olc, UserInput};
+use fedge_h323::h245::{
+    Capability, Control, GenericKind, GenericMessage, GenericValue, Olc, UserInput,
+};
 
 /// H.239's generic message identifier (H.239 §9: presentation token
 /// messages are generic messages with this identifier).
@@ -38,6 +42,22 @@ pub enum Event {
     /// The room closed its presentation channel (CLC, acknowledged
     /// already) or released the token.
     PresentationClose,
+    /// Slow start: the room opened one of its audio/video channels (the
+    /// call answers it once the relay's address is known).
+    ChannelOpen(Olc),
+    /// The room acknowledged one of our channels: where it receives.
+    ChannelAck {
+        number: u16,
+        rtp: Option<std::net::SocketAddr>,
+    },
+    /// The room refused one of our channels.
+    ChannelRefused(u16),
+    /// Slow start: the room closed one of its channels (acknowledged).
+    ChannelClosed(u16),
+    /// The room's capabilities (a non-empty TerminalCapabilitySet).
+    Capabilities(Vec<Capability>),
+    /// The room acknowledged our TerminalCapabilitySet `seq`.
+    CapabilitiesAcked(u8),
 }
 
 /// The session's state.
@@ -56,6 +76,11 @@ pub struct Session {
     /// The room's presentation channel number, while one is open or
     /// being opened.
     pub presentation: Option<u16>,
+    /// Slow start: the room's audio/video channels are opened by H.245
+    /// (reported as events) rather than refused.
+    pub slow: bool,
+    /// The sequence number of our last TerminalCapabilitySet.
+    pub tcs_seq: u8,
 }
 
 impl Session {
@@ -67,6 +92,8 @@ impl Session {
             room_is_master: None,
             handled: 0,
             presentation: None,
+            slow: false,
+            tcs_seq: 1,
         }
     }
 
@@ -77,6 +104,28 @@ impl Session {
         }
         self.tcs_sent = true;
         vec![fedge_h323::h245::gateway_capabilities(1)]
+    }
+
+    /// A new TerminalCapabilitySet: empty (`full` false: H.323 §8.4.6's
+    /// pause, the room closes the channels it transmits on) or our whole
+    /// set again (the room opens its channels anew).
+    pub fn capabilities(&mut self, full: bool) -> Control {
+        self.tcs_seq = self.tcs_seq.wrapping_add(1);
+        self.tcs_sent = true;
+        if full {
+            fedge_h323::h245::gateway_capabilities(self.tcs_seq)
+        } else {
+            Control::TerminalCapabilitySet {
+                seq: self.tcs_seq,
+                caps: Vec::new(),
+            }
+        }
+    }
+
+    /// Capability exchange and master/slave determination are done: the
+    /// logical channels may be opened.
+    pub fn ready(&self) -> bool {
+        self.tcs_acked && self.room_is_master.is_some()
     }
 
     /// Master/slave determination per H.245 §8.2: the larger terminal type
@@ -101,11 +150,17 @@ impl Session {
         let mut out = Vec::new();
         let mut ev = Vec::new();
         match c {
-            Control::TerminalCapabilitySet { seq, .. } => {
+            Control::TerminalCapabilitySet { seq, caps } => {
                 out.push(Control::TerminalCapabilitySetAck { seq });
                 out.extend(self.opening());
+                if !caps.is_empty() {
+                    ev.push(Event::Capabilities(caps));
+                }
             }
-            Control::TerminalCapabilitySetAck { .. } => self.tcs_acked = true,
+            Control::TerminalCapabilitySetAck { seq } => {
+                self.tcs_acked = true;
+                ev.push(Event::CapabilitiesAcked(seq));
+            }
             Control::MasterSlaveDetermination {
                 terminal_type,
                 random,
@@ -124,15 +179,24 @@ impl Session {
                 self.presentation = Some(o.number);
                 ev.push(Event::PresentationOpen(o));
             }
+            Control::OpenLogicalChannel(o) if self.slow && !o.presentation && o.forward => {
+                ev.push(Event::ChannelOpen(o));
+            }
             Control::OpenLogicalChannel(o) => {
-                // Slow start (channels beyond fast start) is not done.
+                // After fast start, channels of the room's own are refused.
                 out.push(Control::OpenLogicalChannelReject { number: o.number });
             }
+            Control::OpenLogicalChannelAck { number, media, .. } => {
+                ev.push(Event::ChannelAck { number, rtp: media });
+            }
+            Control::OpenLogicalChannelReject { number } => ev.push(Event::ChannelRefused(number)),
             Control::CloseLogicalChannel { number } => {
                 out.push(Control::CloseLogicalChannelAck { number });
                 if self.presentation == Some(number) {
                     self.presentation = None;
                     ev.push(Event::PresentationClose);
+                } else if self.slow {
+                    ev.push(Event::ChannelClosed(number));
                 }
             }
             Control::Generic(g) if g.id == H239_MESSAGE => {
@@ -328,5 +392,79 @@ mod tests {
         assert_eq!(out, vec![Control::CloseLogicalChannelAck { number: 1005 }]);
         assert_eq!(ev, vec![Event::PresentationClose]);
         assert_eq!(s.presentation, None);
+    }
+
+    #[test]
+    fn slow_start_channels_are_events_and_the_pause_is_an_empty_set() {
+        let olc = Olc {
+            number: 1001,
+            media: fedge_h323::h245::Media::G711Alaw { frames: 20 },
+            session_id: 1,
+            payload_type: None,
+            forward: true,
+            rtp: None,
+            rtcp: None,
+            reverse: None,
+            presentation: false,
+        };
+        // Without slow start the room's channel is refused at once.
+        let mut fast = Session::new(1);
+        let (out, ev) = fast.on_control(Control::OpenLogicalChannel(olc.clone()));
+        assert_eq!(
+            out,
+            vec![Control::OpenLogicalChannelReject { number: 1001 }]
+        );
+        assert!(ev.is_empty());
+        let mut s = Session::new(1);
+        s.slow = true;
+        assert!(!s.ready());
+        let (out, ev) = s.on_control(Control::TerminalCapabilitySet {
+            seq: 1,
+            caps: vec![Capability::Audio(fedge_h323::h245::Media::G711Ulaw {
+                frames: 20,
+            })],
+        });
+        assert_eq!(out.len(), 2, "Ack and our set");
+        assert!(matches!(ev.as_slice(), [Event::Capabilities(c)] if c.len() == 1));
+        let (_, ev) = s.on_control(Control::TerminalCapabilitySetAck { seq: 1 });
+        assert_eq!(ev, vec![Event::CapabilitiesAcked(1)]);
+        s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: 50,
+            random: 9,
+        });
+        assert!(s.ready());
+        let (out, ev) = s.on_control(Control::OpenLogicalChannel(olc.clone()));
+        assert!(out.is_empty(), "answered by the call later");
+        assert_eq!(ev, vec![Event::ChannelOpen(olc)]);
+        let at = "127.0.0.5:4000".parse().ok();
+        let (_, ev) = s.on_control(Control::OpenLogicalChannelAck {
+            number: 101,
+            media: at,
+            control: None,
+        });
+        assert_eq!(
+            ev,
+            vec![Event::ChannelAck {
+                number: 101,
+                rtp: at
+            }]
+        );
+        let (_, ev) = s.on_control(Control::OpenLogicalChannelReject { number: 102 });
+        assert_eq!(ev, vec![Event::ChannelRefused(102)]);
+        let (out, ev) = s.on_control(Control::CloseLogicalChannel { number: 1001 });
+        assert_eq!(out, vec![Control::CloseLogicalChannelAck { number: 1001 }]);
+        assert_eq!(ev, vec![Event::ChannelClosed(1001)]);
+        // The pause: an empty set with the next number, then ours again.
+        assert_eq!(
+            s.capabilities(false),
+            Control::TerminalCapabilitySet {
+                seq: 2,
+                caps: Vec::new()
+            }
+        );
+        assert!(matches!(
+            s.capabilities(true),
+            Control::TerminalCapabilitySet { seq: 3, caps } if !caps.is_empty()
+        ));
     }
 }

@@ -1,6 +1,6 @@
 //! H.323 room systems into the CVI gateway. Each H.323 call (H.225.0 call
-//! signalling over TCP, fast start, H.245 tunnelled or on a separate TCP
-//! channel) is interworked to SIP inside the process: the call task turns
+//! signalling over TCP, fast start or slow start, H.245 tunnelled or on a
+//! separate TCP channel) is interworked to SIP inside the process: the call task turns
 //! the room's Setup into an INVITE and hands it to the gateway (the SIP
 //! `Handler`) on an in-process connection whose source is the room's real
 //! TCP address, so reception, direct dial, the test call, capacity, drain,

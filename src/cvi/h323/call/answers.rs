@@ -22,11 +22,25 @@ impl Call {
         // The gateway answers every INVITE (its own timers bound the
         // connector's ringing); this only bounds a call that never hears.
         let give_up = tokio::time::Instant::now() + CALLING_LIMIT;
+        let slow_until = self.slow.as_ref().map_or(give_up, |s| s.deadline);
+        // Slow start on the room's H.245 address: connected before Connect.
+        if !self.invited()
+            && let Some(t) = self.h245_target.take()
+        {
+            h245 = self.open_h245(t).await;
+        }
         while self.state != State::Ended {
             tokio::select! {
                 _ = stop.cancelled() => self.room_left(NORMAL).await,
                 _ = tokio::time::sleep_until(give_up), if self.state == State::Calling => {
                     self.room_left(RECOVERY_ON_TIMER_EXPIRY).await;
+                }
+                _ = tokio::time::sleep_until(slow_until), if !self.invited() => {
+                    if log_limit::allow(self.remote.ip(), H323_LOG) {
+                        info!(remote = %self.remote, "H.323 slow start: no receive address from the room in time");
+                    }
+                    self.h.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    self.release(RECOVERY_ON_TIMER_EXPIRY, ReleaseReason::Undefined).await;
                 }
                 i = frames.next() => match i {
                     Input::Frame(f) => self.on_frame(&f).await,
@@ -60,7 +74,7 @@ impl Call {
             if listen.is_none() {
                 listen = self.h245_listener.take();
             }
-            if self.state == State::Connected
+            if (self.state == State::Connected || !self.invited())
                 && h245.is_none()
                 && let Some(t) = self.h245_target.take()
             {
@@ -157,6 +171,8 @@ impl Call {
     pub(super) async fn connect(&mut self, sdp: &[u8]) {
         let answer = sip::read_answer(sdp);
         let olcs = fast_start_answers(&self.proposals, &answer);
+        self.slow_fast_start(&olcs);
+        self.slow_answered(answer.clone()).await;
         let mut s = signal(
             Body::Connect {
                 conference_id: self.conference_id,
@@ -168,7 +184,7 @@ impl Call {
             .iter()
             .filter_map(|o| h245::encode_olc(o).ok())
             .collect();
-        if !self.tunnelling && self.h245_target.is_none() {
+        if !self.tunnelling && self.h245_target.is_none() && self.slow.is_none() {
             // No tunnelling and no address of the room's: offer ours.
             self.h245_listener = bind_h245(&self.h).await;
             s.h245_address = self
@@ -203,6 +219,9 @@ impl Call {
                     self.sdp_version,
                 );
                 self.last_sdp = sdp.clone();
+                // What the gateway now has from us: the offer's first
+                // format per stream, the relay's addresses.
+                let moved = sip::read_answer(msg.body());
                 let r = ResponseBuilder::new(&msg, 200)
                     .header(
                         "Contact",
@@ -214,6 +233,7 @@ impl Call {
                     .body("application/sdp", Bytes::from(sdp))
                     .build();
                 self.to_gateway(r).await;
+                self.slow_answered(moved).await;
                 return;
             }
             Some(Method::Bye) => 200,

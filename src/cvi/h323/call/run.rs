@@ -32,20 +32,31 @@ impl Call {
             .filter_map(|b| h245::decode_olc(b).ok())
             .collect();
         let mut offer = offer_of(&proposals);
-        if uri.as_deref().is_some_and(|u| answered_locally(&h, u))
+        // Slow start: no fast start at all; the media comes by H.245, which
+        // must be reachable before Connect (tunnelled, or the room's
+        // address).
+        let h245 = s.signal.h245_tunnelling || s.signal.h245_address.is_some();
+        let slow = s.signal.fast_start.is_empty() && h245;
+        let at_reception = uri.as_deref().is_some_and(|u| answered_locally(&h, u));
+        // Fast start to the reception with H.245: the meeting's re-INVITE
+        // moves the channels by H.245 (channels.rs), as for slow start.
+        let managed = !slow && at_reception && h245;
+        if !slow
+            && !managed
+            && at_reception
             && let Some(a) = offer.audio.as_mut()
         {
             // The reception (or test call) answers first and the meeting
-            // comes later by re-INVITE, which cannot change the room's
-            // fast-start channels: one audio codec keeps both the same.
+            // comes later by re-INVITE, which cannot change fast-start
+            // channels without H.245: one audio codec keeps both the same.
             a.codecs.truncate(1);
         }
         let why = match (&uri, offer.audio.is_some() || offer.video.is_some()) {
             (None, _) => Some((1, ReleaseReason::BadFormatAddress, "no alias names a user")),
-            (_, false) => Some((
+            (_, false) if !slow => Some((
                 BEARER_NOT_IMPLEMENTED,
                 ReleaseReason::Undefined,
-                "no fast start with G.711, G.722 or H.264 (slow start is not supported)",
+                "no fast start with G.711, G.722 or H.264, and no H.245 for slow start",
             )),
             _ => None,
         };
@@ -97,7 +108,13 @@ impl Call {
             sdp_version: n,
             last_sdp: sip::offer_sdp(&offer, n),
             share: None,
+            slow: (slow || managed).then(|| {
+                let mut c = channels::Slow::new(tokio::time::Instant::now());
+                c.invited = managed;
+                c
+            }),
         };
+        call.session.slow = slow || managed;
         info!(%remote, uri = %call.dialog.uri, call_id = %call.dialog.call_id, "H.323 call");
         let proceeding = signal(Body::CallProceeding, call.call_id, call.tunnelling);
         call.send_q931(q931::MessageType::CallProceeding, &proceeding, None)
@@ -105,6 +122,20 @@ impl Call {
         // Tunnelled H.245 carried in the Setup.
         for b in s.signal.h245_control.clone() {
             call.on_h245(&b).await;
+        }
+        if slow {
+            // The INVITE waits for the room's addresses (channels.rs).
+            // Tunnelled: our capabilities now; separate: once connected.
+            if call.tunnelling {
+                let open = call.session.opening();
+                call.send_h245(open).await;
+            }
+            call.slow_progress().await;
+            if call.state == State::Ended {
+                let _ = call.wr.shutdown().await;
+                return None;
+            }
+            return Some((call, inproc));
         }
         let sdp = call.last_sdp.clone();
         let invite = call.dialog.invite(&sdp, &call.invite_branch);
@@ -217,8 +248,10 @@ impl Call {
                     self.send_h245(vec![Control::EndSession]).await;
                     self.room_left(NORMAL).await;
                 }
+                e => self.on_channel_event(e).await,
             }
         }
+        self.slow_progress().await;
     }
 
     /// The room is gone (Release Complete, endSession, closed): BYE or
@@ -229,10 +262,11 @@ impl Call {
                 let bye = self.dialog.request("BYE", &random_token(), None);
                 self.to_gateway(Bytes::from(bye)).await;
             }
-            State::Calling => {
+            State::Calling if self.invited() => {
                 let c = self.dialog.cancel(&self.invite_branch);
                 self.to_gateway(Bytes::from(c)).await;
             }
+            State::Calling => {}
             State::Ended => return,
         }
         self.release(cause, ReleaseReason::Undefined).await;
@@ -269,7 +303,7 @@ impl Call {
                 if self.state == State::Connected {
                     let bye = self.dialog.request("BYE", &random_token(), None);
                     self.to_gateway(Bytes::from(bye)).await;
-                } else if self.state == State::Calling {
+                } else if self.state == State::Calling && self.invited() {
                     let c = self.dialog.cancel(&self.invite_branch);
                     self.to_gateway(Bytes::from(c)).await;
                 }
