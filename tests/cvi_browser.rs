@@ -58,7 +58,10 @@ impl Driver {
             .expect("chromedriver (Debian's chromium-driver)");
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "chromedriver never listened");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "chromedriver never listened"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Driver {
@@ -69,7 +72,10 @@ impl Driver {
     }
 
     async fn browser(&self) -> Client {
-        let profile = self.profile.path().join(format!("p{}", rand::random::<u32>()));
+        let profile = self
+            .profile
+            .path()
+            .join(format!("p{}", rand::random::<u32>()));
         let caps = serde_json::json!({
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -131,8 +137,15 @@ impl Lab {
         fedge_ok(
             &edge.config_path,
             &[
-                "cvi", "enrol", "--org", "Leeds Teaching Hospitals", "--ods", "RR8",
-                "--teams-enabled", "--email", ORGANISER,
+                "cvi",
+                "enrol",
+                "--org",
+                "Leeds Teaching Hospitals",
+                "--ods",
+                "RR8",
+                "--teams-enabled",
+                "--email",
+                ORGANISER,
             ],
         );
         Lab {
@@ -190,12 +203,21 @@ async fn wait_call(lab: &Lab, c: &Client, want: &str, within: Duration) {
         if got == want {
             return;
         }
-        assert!(
-            t0.elapsed() < within,
-            "page call state {got:?}, wanted {want:?}; status {:?}\nfedge:\n{}",
-            text(c, "#join-status").await,
-            lab.logs()
-        );
+        if t0.elapsed() > within {
+            let sdp = c
+                .execute(
+                    "return [window.fedgeCall && window.fedgeCall.localDescription && window.fedgeCall.localDescription.sdp, window.fedgeAnswer];",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
+            panic!(
+                "page call state {got:?}, wanted {want:?}; status {:?}\noffer and answer: {}\nfedge:\n{}",
+                text(c, "#join-status").await,
+                sdp.to_string().replace("\\r\\n", "\n"),
+                lab.logs()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -209,7 +231,12 @@ async fn join(lab: &Lab, c: &Client, id: &str) {
         .send_keys("Ann Patient")
         .await
         .unwrap();
-    c.find(Locator::Css("#join-button")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#join-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 /// The page's inbound and outbound RTP packet counts by kind.
@@ -259,7 +286,10 @@ async fn a_browser_joins_exchanges_media_and_leaves() {
     wait_call(&lab, &c, "connected", Duration::from_secs(30)).await;
     let seen = lab.connector.seen.clone();
     let invite = seen.invite.lock().unwrap().clone();
-    assert!(invite.starts_with(&format!("INVITE sip:{id}@connector.fedge.test")), "{invite}");
+    assert!(
+        invite.starts_with(&format!("INVITE sip:{id}@connector.fedge.test")),
+        "{invite}"
+    );
     assert!(
         !invite.contains("X-Fedge-Trusted-Device: yes"),
         "a browser is never trusted (its address is):\n{invite}"
@@ -268,16 +298,34 @@ async fn a_browser_joins_exchanges_media_and_leaves() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let s = stats(&c).await;
     let n = |k: &str| s[k].as_u64().unwrap_or(0);
-    assert!(n("in_audio") > 100, "the connector's audio reached the page: {s}");
-    assert!(n("in_video") > 50, "the connector's video reached the page: {s}");
+    assert!(
+        n("in_audio") > 100,
+        "the connector's audio reached the page: {s}"
+    );
+    assert!(
+        n("in_video") > 50,
+        "the connector's video reached the page: {s}"
+    );
     assert!(n("out_video") > 50, "the page sent video: {s}");
     let (audio_in, video_in) = (
         seen.audio_in.load(Ordering::Relaxed),
         seen.video_in.load(Ordering::Relaxed),
     );
-    assert!(audio_in > 100, "the browser's PCMU at the connector: {audio_in}\n{}", lab.logs());
-    assert!(video_in > 50, "the browser's H.264 at the connector (PT {}): {video_in}", connector::VIDEO_PT);
-    assert_eq!(seen.wrong_pt.load(Ordering::Relaxed), 0, "only the connector's payload types");
+    assert!(
+        audio_in > 100,
+        "the browser's PCMU at the connector: {audio_in}\n{}",
+        lab.logs()
+    );
+    assert!(
+        video_in > 50,
+        "the browser's H.264 at the connector (PT {}): {video_in}",
+        connector::VIDEO_PT
+    );
+    assert_eq!(
+        seen.wrong_pt.load(Ordering::Relaxed),
+        0,
+        "only the connector's payload types"
+    );
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots_dir().join("browser-call.png"), png).unwrap();
 
@@ -292,14 +340,29 @@ async fn a_browser_joins_exchanges_media_and_leaves() {
     // Leave: BYE at the connector, the ports free again.
     let port = ice_port(&c).await;
     let relay = seen.relay.lock().unwrap().expect("relay addresses");
-    c.find(Locator::Css("#leave-button")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#leave-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_call(&lab, &c, "left", Duration::from_secs(5)).await;
     wait_for(&lab, "the connector's BYE", Duration::from_secs(10), || {
         seen.bye_in.load(Ordering::Relaxed)
     });
     let ice = SocketAddr::from(([127, 0, 0, 2], port));
-    wait_for(&lab, "the browser's ICE port freed", Duration::from_secs(10), || free(ice));
-    wait_for(&lab, "the relay's port freed", Duration::from_secs(10), || free(relay.0));
+    wait_for(
+        &lab,
+        "the browser's ICE port freed",
+        Duration::from_secs(10),
+        || free(ice),
+    );
+    wait_for(
+        &lab,
+        "the relay's port freed",
+        Duration::from_secs(10),
+        || free(relay.0),
+    );
     c.close().await.unwrap();
 }
 
@@ -316,16 +379,31 @@ async fn the_connector_hanging_up_and_a_withdrawn_meeting_are_shown_on_the_page(
     wait_call(&lab, &c, "ended", Duration::from_secs(10)).await;
     let why = text(&c, "#join-status").await;
     assert!(why.contains("the meeting ended the call"), "{why}");
-    assert!(lab.connector.seen.bye_answered.load(Ordering::Relaxed), "our BYE answered 200");
+    assert!(
+        lab.connector.seen.bye_answered.load(Ordering::Relaxed),
+        "our BYE answered 200"
+    );
 
     // The page was open; the organiser is withdrawn before Join.
     c.goto(&lab.page(&id)).await.unwrap();
-    fedge_ok(&lab.edge.config_path, &["cvi", "withdraw", "--email", ORGANISER]);
-    c.find(Locator::Css("#join-button")).await.unwrap().click().await.unwrap();
+    fedge_ok(
+        &lab.edge.config_path,
+        &["cvi", "withdraw", "--email", ORGANISER],
+    );
+    c.find(Locator::Css("#join-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_call(&lab, &c, "refused", Duration::from_secs(20)).await;
     let why = text(&c, "#join-status").await;
     assert!(why.contains("Not joined"), "{why}");
-    assert_eq!(lab.connector.seen.invites.load(Ordering::Relaxed), 1, "no second INVITE");
+    assert_eq!(
+        lab.connector.seen.invites.load(Ordering::Relaxed),
+        1,
+        "no second INVITE"
+    );
     c.close().await.unwrap();
 }
 
@@ -337,9 +415,15 @@ async fn token(http: &reqwest::Client, lab: &Lab, id: &str) -> String {
         .get("content-security-policy")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
     let body = page.text().await.unwrap();
-    let at = body.find("data-token=\"").expect("a join token on the page") + 12;
+    let at = body
+        .find("data-token=\"")
+        .expect("a join token on the page")
+        + 12;
     body[at..at + 32].to_string()
 }
 
@@ -359,6 +443,7 @@ a=rtpmap:0 PCMU/8000\r\na=ssrc:1 cname:x\r\n",
 async fn bad_join_requests_are_refused_with_a_reason_and_reach_no_connector() {
     let lab = Lab::start(4);
     let id = lab.meeting();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let post = |q: String, ct: &'static str, body: String| {
         let http = http.clone();
@@ -377,19 +462,45 @@ async fn bad_join_requests_are_refused_with_a_reason_and_reach_no_connector() {
     };
     let sdp = "application/sdp";
     let (s, why) = post(String::new(), sdp, offer(true)).await;
-    assert_eq!((s, why.contains("not valid")), (403, true), "no token: {why}");
-    let (s, why) = post("?token=0123456789abcdef0123456789abcdef".into(), sdp, offer(true)).await;
-    assert_eq!((s, why.contains("not valid")), (403, true), "wrong token: {why}");
+    assert_eq!(
+        (s, why.contains("not valid")),
+        (403, true),
+        "no token: {why}"
+    );
+    let (s, why) = post(
+        "?token=0123456789abcdef0123456789abcdef".into(),
+        sdp,
+        offer(true),
+    )
+    .await;
+    assert_eq!(
+        (s, why.contains("not valid")),
+        (403, true),
+        "wrong token: {why}"
+    );
     let t = token(&http, &lab, &id).await;
     let (s, why) = post(format!("?token={t}"), sdp, "v=0\r\nthis is not sdp".into()).await;
     assert_eq!(s, 400, "malformed: {why}");
     let (s, why) = post(format!("?token={t}"), sdp, offer(true)).await;
-    assert_eq!((s, why.contains("not valid")), (403, true), "reused token: {why}");
+    assert_eq!(
+        (s, why.contains("not valid")),
+        (403, true),
+        "reused token: {why}"
+    );
     let t = token(&http, &lab, &id).await;
     let (s, why) = post(format!("?token={t}"), sdp, offer(false)).await;
-    assert_eq!((s, why.contains("fingerprint")), (400, true), "no fingerprint: {why}");
+    assert_eq!(
+        (s, why.contains("fingerprint")),
+        (400, true),
+        "no fingerprint: {why}"
+    );
     let t = token(&http, &lab, &id).await;
-    let (s, why) = post(format!("?token={t}"), sdp, offer(true) + &"a=x\r\n".repeat(8000)).await;
+    let (s, why) = post(
+        format!("?token={t}"),
+        sdp,
+        offer(true) + &"a=x\r\n".repeat(8000),
+    )
+    .await;
     assert_eq!(s, 413, "oversized: {why}");
     let (s, why) = post(format!("?token={t}"), "text/plain", offer(true)).await;
     assert_eq!(s, 415, "wrong type: {why}");
@@ -405,6 +516,14 @@ async fn bad_join_requests_are_refused_with_a_reason_and_reach_no_connector() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
-    assert_eq!(lab.connector.seen.invites.load(Ordering::Relaxed), 0, "nothing reached the connector");
-    assert!(!lab.logs().contains("browser call connected"), "{}", lab.logs());
+    assert_eq!(
+        lab.connector.seen.invites.load(Ordering::Relaxed),
+        0,
+        "nothing reached the connector"
+    );
+    assert!(
+        !lab.logs().contains("browser call connected"),
+        "{}",
+        lab.logs()
+    );
 }

@@ -120,7 +120,11 @@ fn response(req: &str, status: &str, tag: &str, body: Option<&str>) -> String {
         r.push_str("\r\n");
     }
     let to = header(req, "To").unwrap_or_default();
-    let to = if to.contains("tag=") { to } else { format!("{to};tag={tag}") };
+    let to = if to.contains("tag=") {
+        to
+    } else {
+        format!("{to};tag={tag}")
+    };
     for (n, v) in [
         ("From", header(req, "From").unwrap_or_default()),
         ("To", to),
@@ -192,7 +196,8 @@ fn answer(offer: &str, a: u16, v: u16) -> String {
 }
 
 fn conn(mut s: TcpStream, seen: Arc<Seen>) {
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut buf = Vec::new();
     let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
     let video = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -204,7 +209,9 @@ fn conn(mut s: TcpStream, seen: Arc<Seen>) {
     let mut body = String::new();
     let mut bye_sent = false;
     while !seen.stop.load(Ordering::Relaxed) {
-        let Some(m) = read_msg(&mut s, &mut buf) else { return };
+        let Some(m) = read_msg(&mut s, &mut buf) else {
+            return;
+        };
         if m.is_empty() {
             if seen.hang_up.load(Ordering::Relaxed)
                 && !bye_sent
@@ -273,7 +280,12 @@ fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Ve
 
 /// Sends 20 ms of PCMU every 20 ms and a small H.264 packet every 40 ms
 /// to the relay, counts what arrives; bounded to three minutes.
-fn media(audio: UdpSocket, video: UdpSocket, relay: (SocketAddr, Option<SocketAddr>), seen: Arc<Seen>) {
+fn media(
+    audio: UdpSocket,
+    video: UdpSocket,
+    relay: (SocketAddr, Option<SocketAddr>),
+    seen: Arc<Seen>,
+) {
     audio.set_nonblocking(true).unwrap();
     video.set_nonblocking(true).unwrap();
     let t0 = Instant::now();
@@ -287,10 +299,16 @@ fn media(audio: UdpSocket, video: UdpSocket, relay: (SocketAddr, Option<SocketAd
         {
             // One NAL unit (non-IDR slice header and filler), a frame each.
             let nal = [0x41, 0x9a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
-            let _ = video.send_to(&rtp(VIDEO_PT, (n / 2) as u16, n * 1800, 0x2222, true, &nal), v);
+            let _ = video.send_to(
+                &rtp(VIDEO_PT, (n / 2) as u16, n * 1800, 0x2222, true, &nal),
+                v,
+            );
         }
         n += 1;
-        for (sock, counter, pt) in [(&audio, &seen.audio_in, 0u8), (&video, &seen.video_in, VIDEO_PT)] {
+        for (sock, counter, pt) in [
+            (&audio, &seen.audio_in, 0u8),
+            (&video, &seen.video_in, VIDEO_PT),
+        ] {
             while let Ok((k, _)) = sock.recv_from(&mut buf) {
                 if k >= 12 && buf[1] & 0x7f == pt {
                     counter.fetch_add(1, Ordering::Relaxed);

@@ -23,10 +23,10 @@ pub(super) async fn cvi_instructions(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
     use crate::cvi::meetings::{instructions_page, is_conference_id, not_found_page};
     use axum::http::StatusCode;
     use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+    use axum::response::IntoResponse;
     let html = |retry: u64| {
         [
             (CONTENT_TYPE, "text/html; charset=utf-8".to_string()),

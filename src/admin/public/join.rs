@@ -101,20 +101,32 @@ pub(super) async fn post(
     body: Bytes,
 ) -> Response {
     let Some(w) = webrtc(&state) else {
-        return text(StatusCode::NOT_FOUND, "joining from a browser is not available here");
+        return text(
+            StatusCode::NOT_FOUND,
+            "joining from a browser is not available here",
+        );
     };
     if !is_conference_id(&id) {
-        return text(StatusCode::NOT_FOUND, "no meeting can be joined with this Video Conference ID");
+        return text(
+            StatusCode::NOT_FOUND,
+            "no meeting can be joined with this Video Conference ID",
+        );
     }
     let sdp_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"));
     if !sdp_type {
-        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the offer must be application/sdp");
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be application/sdp",
+        );
     }
     if body.len() > MAX_OFFER {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, format!("the offer is larger than {MAX_OFFER} bytes"));
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the offer is larger than {MAX_OFFER} bytes"),
+        );
     }
     let Ok(offer) = std::str::from_utf8(&body) else {
         return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
@@ -155,11 +167,7 @@ pub(super) async fn state(
         CallState::Connected => serde_json::json!({ "state": "connected" }),
         CallState::Ended(why) => serde_json::json!({ "state": "ended", "reason": why }),
     };
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(body),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
 
 /// `DELETE /cvi/{id}/join/{session}`: Leave.

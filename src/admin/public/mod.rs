@@ -11,8 +11,8 @@
 
 mod cvi;
 mod fpa;
-mod join;
 pub mod guard;
+mod join;
 mod list;
 
 use std::sync::Arc;
@@ -41,7 +41,10 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/cvi/{id}", get(cvi::cvi_instructions))
         .route("/cvi/join.js", get(join::script))
         .route("/cvi/{id}/join", axum::routing::post(join::post))
-        .route("/cvi/{id}/join/{session}", get(join::state).delete(join::leave))
+        .route(
+            "/cvi/{id}/join/{session}",
+            get(join::state).delete(join::leave),
+        )
         .route("/fpa", get(fpa::form).post(fpa::post))
         .fallback(not_found)
         .layer(Extension(Arc::new(list::ListCache::default())))

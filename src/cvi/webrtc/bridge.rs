@@ -107,7 +107,12 @@ async fn bind(cfg: &WebRtcConfig, even: bool) -> Option<(UdpSocket, Option<UdpSo
 }
 
 async fn pair(cfg: &WebRtcConfig) -> Result<Pair, Refusal> {
-    let no_port = || Refusal::new(503, "no media port is free on this gateway: try again later");
+    let no_port = || {
+        Refusal::new(
+            503,
+            "no media port is free on this gateway: try again later",
+        )
+    };
     let (rtp, rtcp) = bind(cfg, true).await.ok_or_else(no_port)?;
     let rtcp = rtcp.ok_or_else(no_port)?;
     let addr = rtp.local_addr().map_err(|_| no_port())?;
@@ -117,7 +122,12 @@ async fn pair(cfg: &WebRtcConfig) -> Result<Pair, Refusal> {
 impl Prepared {
     /// Binds the call's sockets and answers the browser's offer.
     pub async fn new(cfg: &WebRtcConfig, checked: Checked) -> Result<Prepared, Refusal> {
-        let no_port = || Refusal::new(503, "no media port is free on this gateway: try again later");
+        let no_port = || {
+            Refusal::new(
+                503,
+                "no media port is free on this gateway: try again later",
+            )
+        };
         let (ice, _) = bind(cfg, false).await.ok_or_else(no_port)?;
         let port = ice.local_addr().map_err(|_| no_port())?.port();
         let ice_addr = SocketAddr::new(cfg.advertise, port);
@@ -191,7 +201,8 @@ impl Prepared {
         };
         let branch = random_token();
         let sdp = isip::offer_sdp(&leg.offer, 1);
-        leg.send(Bytes::from(leg.dialog.invite(&sdp, &branch))).await;
+        leg.send(Bytes::from(leg.dialog.invite(&sdp, &branch)))
+            .await;
         let deadline = tokio::time::Instant::now() + ctx.answer_timeout;
         let answer = loop {
             let m = tokio::select! {
@@ -498,7 +509,11 @@ impl Live {
     /// One packet from the relay (`k` 0 audio, 1 video), to the browser.
     fn to_browser(&mut self, k: usize, b: &[u8]) {
         let Some(pk) = rtp::parse(b) else { return };
-        let Some(mid) = (if k == 0 { self.mids.audio } else { self.mids.video }) else {
+        let Some(mid) = (if k == 0 {
+            self.mids.audio
+        } else {
+            self.mids.video
+        }) else {
             return;
         };
         let Some(pt) = self.browser_pt(mid, k == 1) else {
@@ -524,7 +539,11 @@ impl Live {
     /// The payload type the browser takes for the connector's codec.
     fn browser_pt(&self, mid: Mid, video: bool) -> Option<Pt> {
         let remote = self.p.rtc.media(mid)?.remote_pts().to_vec();
-        let want = if video { RtcCodec::H264 } else { RtcCodec::PCMU };
+        let want = if video {
+            RtcCodec::H264
+        } else {
+            RtcCodec::PCMU
+        };
         self.p
             .rtc
             .codec_config()

@@ -124,6 +124,9 @@ mod tests {
         assert!(!asks_keyframe(&rr));
         rr.extend(pli(1, 2));
         assert!(asks_keyframe(&rr));
-        assert!(!asks_keyframe(&[0x81, 205, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2]), "a NACK is not a PLI");
+        assert!(
+            !asks_keyframe(&[0x81, 205, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2]),
+            "a NACK is not a PLI"
+        );
     }
 }

@@ -82,7 +82,10 @@ a=setup:actpass\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\na=ssrc:1 
     #[test]
     fn bad_offers_are_refused_with_their_reason() {
         assert_eq!(check_offer("").unwrap_err(), OfferError::Empty);
-        assert!(matches!(check_offer("hello").unwrap_err(), OfferError::Syntax(_)));
+        assert!(matches!(
+            check_offer("hello").unwrap_err(),
+            OfferError::Syntax(_)
+        ));
         let no_fp: String = OFFER
             .lines()
             .filter(|l| !l.starts_with("a=fingerprint"))

@@ -39,10 +39,7 @@ impl Tokens {
                 return None;
             }
         }
-        let t = format!(
-            "{:032x}",
-            rand::random::<u128>()
-        );
+        let t = format!("{:032x}", rand::random::<u128>());
         m.insert(t.clone(), (meeting.to_string(), Instant::now()));
         Some(t)
     }

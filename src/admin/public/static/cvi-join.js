@@ -68,8 +68,9 @@
       var r = await fetch(url, {
         method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp
       });
-      var text = (await r.text()).trim();
-      if (r.status !== 201) { stop('Not joined: ' + text, 'refused'); return; }
+      var text = await r.text();
+      window.fedgeAnswer = text;
+      if (r.status !== 201) { stop('Not joined: ' + text.trim(), 'refused'); return; }
       resource = r.headers.get('Location');
       await pc.setRemoteDescription({ type: 'answer', sdp: text });
       box.dataset.call = 'connected';
