@@ -246,7 +246,10 @@ async fn stats(c: &Client) -> serde_json::Value {
          window.fedgeCall.getStats().then(s => {
            const r = {};
            s.forEach(x => {
-             if (x.type === 'inbound-rtp') r['in_' + x.kind] = x.packetsReceived;
+             if (x.type === 'inbound-rtp') {
+               r['in_' + x.kind] = x.packetsReceived;
+               if (x.kind === 'video') r.frames_decoded = x.framesDecoded;
+             }
              if (x.type === 'outbound-rtp') r['out_' + x.kind] = x.packetsSent;
            });
            done(r);
@@ -307,6 +310,11 @@ async fn a_browser_joins_exchanges_media_and_leaves() {
         "the connector's video reached the page: {s}"
     );
     assert!(n("out_video") > 50, "the page sent video: {s}");
+    // The connector sends the browser's video back: real frames decoded.
+    assert!(
+        n("frames_decoded") > 20,
+        "the meeting's video decoded in the page: {s}"
+    );
     let (audio_in, video_in) = (
         seen.audio_in.load(Ordering::Relaxed),
         seen.video_in.load(Ordering::Relaxed),
@@ -326,6 +334,16 @@ async fn a_browser_joins_exchanges_media_and_leaves() {
         0,
         "only the connector's payload types"
     );
+    // The browser's offer, kept beside the picture (a fuzz seed).
+    let offer = c
+        .execute("return window.fedgeCall.localDescription.sdp;", vec![])
+        .await
+        .unwrap();
+    std::fs::write(
+        shots_dir().join("chromium-offer.sdp"),
+        offer.as_str().unwrap(),
+    )
+    .unwrap();
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots_dir().join("browser-call.png"), png).unwrap();
 

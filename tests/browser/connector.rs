@@ -278,8 +278,10 @@ fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Ve
     v
 }
 
-/// Sends 20 ms of PCMU every 20 ms and a small H.264 packet every 40 ms
-/// to the relay, counts what arrives; bounded to three minutes.
+/// Sends 20 ms of PCMU every 20 ms to the relay and sends the browser's
+/// own video back as the meeting's (so the page decodes real frames),
+/// asking for a key frame (PLI) now and then; counts what arrives.
+/// Bounded to three minutes.
 fn media(
     audio: UdpSocket,
     video: UdpSocket,
@@ -295,28 +297,37 @@ fn media(
         let seq = n as u16;
         let _ = audio.send_to(&rtp(0, seq, n * 160, 0x1111, false, &[0xff; 160]), relay.0);
         if let Some(v) = relay.1
-            && n % 2 == 0
+            && n.is_multiple_of(50)
         {
-            // One NAL unit (non-IDR slice header and filler), a frame each.
-            let nal = [0x41, 0x9a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00];
-            let _ = video.send_to(
-                &rtp(VIDEO_PT, (n / 2) as u16, n * 1800, 0x2222, true, &nal),
-                v,
-            );
+            // RTCP PLI (RFC 4585) from us about the browser's stream.
+            let pli = [0x81, 206, 0, 2, 0, 0, 0x22, 0x22, 0, 0, 0, 0];
+            let _ = video.send_to(&pli, SocketAddr::new(v.ip(), v.port() + 1));
         }
         n += 1;
-        for (sock, counter, pt) in [
-            (&audio, &seen.audio_in, 0u8),
-            (&video, &seen.video_in, VIDEO_PT),
-        ] {
-            while let Ok((k, _)) = sock.recv_from(&mut buf) {
-                if k >= 12 && buf[1] & 0x7f == pt {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                } else if k >= 12 && !(200..=207).contains(&buf[1]) {
-                    seen.wrong_pt.fetch_add(1, Ordering::Relaxed);
-                }
+        while let Ok((k, _)) = audio.recv_from(&mut buf) {
+            count(&seen, &seen.audio_in, 0, &buf[..k]);
+        }
+        while let Ok((k, _)) = video.recv_from(&mut buf) {
+            if count(&seen, &seen.video_in, VIDEO_PT, &buf[..k])
+                && let Some(v) = relay.1
+            {
+                // Echo with our own SSRC.
+                buf[8..12].copy_from_slice(&0x2222u32.to_be_bytes());
+                let _ = video.send_to(&buf[..k], v);
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Counts an RTP packet of payload type `pt` (true), or one of another.
+fn count(seen: &Seen, counter: &AtomicU64, pt: u8, b: &[u8]) -> bool {
+    if b.len() >= 12 && b[1] & 0x7f == pt {
+        counter.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    if b.len() >= 12 && !(200..=207).contains(&b[1]) {
+        seen.wrong_pt.fetch_add(1, Ordering::Relaxed);
+    }
+    false
 }

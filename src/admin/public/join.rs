@@ -116,24 +116,34 @@ pub(super) async fn post(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/sdp"));
-    if !sdp_type {
-        return text(
+    let early = if !sdp_type {
+        Some((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be application/sdp",
-        );
-    }
-    if body.len() > MAX_OFFER {
-        return text(
+            "the offer must be application/sdp".to_string(),
+        ))
+    } else if body.len() > MAX_OFFER {
+        Some((
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the offer is larger than {MAX_OFFER} bytes"),
-        );
-    }
-    let Ok(offer) = std::str::from_utf8(&body) else {
-        return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
+        ))
+    } else if std::str::from_utf8(&body).is_err() {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "the offer is not UTF-8 text".to_string(),
+        ))
+    } else {
+        None
     };
+    if let Some((status, why)) = early {
+        w.stats
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return text(status, why);
+    }
+    let offer = String::from_utf8_lossy(&body);
     let token = q.token.unwrap_or_default();
     let user = user_of(q.name.as_deref());
-    match w.join(&id, &token, offer, peer, &user).await {
+    match w.join(&id, &token, &offer, peer, &user).await {
         Ok((session, answer)) => {
             let loc = format!("/cvi/{id}/join/{session}");
             let mut r = (

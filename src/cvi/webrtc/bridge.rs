@@ -372,18 +372,18 @@ impl Live {
                 }
                 r = self.p.ice.recv_from(&mut b_ice) => {
                     if let Ok((n, from)) = r {
-                        self.from_browser(&b_ice[..n], from);
+                        self.on_browser_datagram(&b_ice[..n], from);
                     }
                 }
                 r = self.p.audio.rtp.recv_from(&mut b_a) => {
                     if let Ok((n, _)) = r {
-                        self.to_browser(0, &b_a[..n]);
+                        self.forward_down(0, &b_a[..n]);
                     }
                 }
                 _ = self.p.audio.rtcp.recv_from(&mut b_ac) => {}
                 r = recv_of(video.map(|v| &v.rtp), &mut b_v) => {
                     if let Some(n) = r {
-                        self.to_browser(1, &b_v[..n]);
+                        self.forward_down(1, &b_v[..n]);
                     }
                 }
                 r = recv_of(video.map(|v| &v.rtcp), &mut b_vc) => {
@@ -445,7 +445,7 @@ impl Live {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 return Some(End::Browser("the browser's connection was lost"));
             }
-            Event::RtpPacket(p) => self.to_connector(&p).await,
+            Event::RtpPacket(p) => self.forward_up(&p).await,
             Event::KeyframeRequest(_) => {
                 // The browser wants a key frame of the meeting's video.
                 if let (Some(v), Some(ssrc)) = (&self.p.video, self.connector_video_ssrc)
@@ -460,7 +460,7 @@ impl Live {
         None
     }
 
-    fn from_browser(&mut self, b: &[u8], from: SocketAddr) {
+    fn on_browser_datagram(&mut self, b: &[u8], from: SocketAddr) {
         let Ok(contents) = b.try_into() else { return };
         let input = Input::Receive(
             Instant::now(),
@@ -477,7 +477,7 @@ impl Live {
     }
 
     /// One decrypted RTP packet of the browser's, to the relay.
-    async fn to_connector(&mut self, p: &str0m::rtp::RtpPacket) {
+    async fn forward_up(&mut self, p: &str0m::rtp::RtpPacket) {
         let mid = self
             .p
             .rtc
@@ -507,7 +507,7 @@ impl Live {
     }
 
     /// One packet from the relay (`k` 0 audio, 1 video), to the browser.
-    fn to_browser(&mut self, k: usize, b: &[u8]) {
+    fn forward_down(&mut self, k: usize, b: &[u8]) {
         let Some(pk) = rtp::parse(b) else { return };
         let Some(mid) = (if k == 0 {
             self.mids.audio

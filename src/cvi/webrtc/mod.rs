@@ -251,3 +251,42 @@ impl WebRtc {
         lock(&self.calls).retain(|_, e| e.ended.is_none_or(|t| t.elapsed() < KEEP_ENDED));
     }
 }
+
+/// The browser side's figures for `/metrics` (name, help, value); the
+/// calls themselves are counted with the gateway's.
+pub fn gauges(w: &WebRtc) -> Vec<(&'static str, &'static str, f64)> {
+    let s = &w.stats;
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    vec![
+        (
+            "fedge_cvi_browser_calls",
+            "Browser offers presented to the gateway",
+            n(&s.calls),
+        ),
+        (
+            "fedge_cvi_browser_refused",
+            "Browser offers refused before the gateway (token, SDP, ports)",
+            n(&s.refused),
+        ),
+        (
+            "fedge_cvi_browser_connected",
+            "Browser calls the meeting answered",
+            n(&s.connected),
+        ),
+        (
+            "fedge_cvi_browser_live",
+            "Browser calls up now",
+            w.live() as f64,
+        ),
+        (
+            "fedge_cvi_browser_packets_up",
+            "RTP packets from browsers to the relay",
+            n(&s.packets_up),
+        ),
+        (
+            "fedge_cvi_browser_packets_down",
+            "RTP packets from the relay to browsers",
+            n(&s.packets_down),
+        ),
+    ]
+}
