@@ -80,6 +80,16 @@ a=setup:actpass\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\na=ssrc:1 
     }
 
     #[test]
+    fn chromiums_offer_passes_with_video() {
+        // The fuzz seed: Debian's Chromium 156 with camera and microphone.
+        let real = include_str!("../../../fuzz/seeds/webrtc_offer/chromium-156.sdp");
+        let c = check_offer(real).unwrap();
+        assert!(c.video);
+        let cut = real.replace("a=ice-pwd:", "a=ice-pw:");
+        assert_eq!(check_offer(&cut).unwrap_err(), OfferError::NoIce);
+    }
+
+    #[test]
     fn bad_offers_are_refused_with_their_reason() {
         assert_eq!(check_offer("").unwrap_err(), OfferError::Empty);
         assert!(matches!(
