@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::super::state::EdgeState;
 use crate::cvi::meetings::is_conference_id;
-use crate::cvi::webrtc::{CallState, WebRtc, sdp::MAX_OFFER};
+use crate::cvi::webrtc::{CallState, Refusal, WebRtc, sdp::MAX_OFFER};
 
 /// The page's script: plain, served by fedge, no build step.
 const SCRIPT: &str = include_str!("static/cvi-join.js");
@@ -140,10 +140,17 @@ pub(super) async fn post(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return text(status, why);
     }
-    let offer = String::from_utf8_lossy(&body);
+    let offer = String::from_utf8_lossy(&body).into_owned();
     let token = q.token.unwrap_or_default();
     let user = user_of(q.name.as_deref());
-    match w.join(&id, &token, &offer, peer, &user).await {
+    // Its own task: a page that goes away mid-join does not cut the
+    // INVITE's transaction short (the call then ends for want of ICE).
+    let w = w.clone();
+    let meeting = id.clone();
+    let joined = tokio::spawn(async move { w.join(&meeting, &token, &offer, peer, &user).await })
+        .await
+        .unwrap_or_else(|_| Err(Refusal::new(500, "the join failed")));
+    match joined {
         Ok((session, answer)) => {
             let loc = format!("/cvi/{id}/join/{session}");
             let mut r = (

@@ -21,7 +21,7 @@ mod tokens;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -105,7 +105,22 @@ pub struct WebRtc {
     pub tokens: Tokens,
     calls: Mutex<HashMap<String, Entry>>,
     seq: AtomicU64,
+    /// Offers being answered now (ports bound, gateway not yet answered).
+    pending: AtomicUsize,
     pub stats: Arc<Stats>,
+}
+
+/// Offers answered at once at most: each binds five ports before the
+/// gateway's capacity check, so their number is bounded here.
+pub const MAX_PENDING: usize = 64;
+
+/// Counts one pending offer while alive.
+struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Ended calls are remembered this long for the page's last poll.
@@ -128,6 +143,7 @@ impl WebRtc {
             table,
             calls: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
+            pending: AtomicUsize::new(0),
             stats: Arc::new(Stats::default()),
         });
         let _ = gateway.webrtc.set(w.clone());
@@ -171,6 +187,14 @@ impl WebRtc {
             Ok(o) => o,
             Err(e) => return refused(Refusal::new(400, e.to_string())),
         };
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return refused(Refusal::new(
+                503,
+                "too many browsers are joining at once: try again in a moment",
+            ));
+        }
+        let _pending = Pending(&self.pending);
         let Some(gateway) = self.gateway.upgrade() else {
             return refused(Refusal::new(503, "the gateway is stopping"));
         };
