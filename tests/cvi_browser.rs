@@ -402,6 +402,27 @@ async fn the_connector_hanging_up_and_a_withdrawn_meeting_are_shown_on_the_page(
         "our BYE answered 200"
     );
 
+    // A page closed without Leave: its call is hung up all the same.
+    let c2 = driver.browser().await;
+    join(&lab, &c2, &id).await;
+    wait_call(&lab, &c2, "connected", Duration::from_secs(30)).await;
+    assert_eq!(lab.connector.seen.invites.load(Ordering::Relaxed), 2);
+    c2.close().await.unwrap();
+    wait_for(
+        &lab,
+        "the closed page's BYE",
+        Duration::from_secs(45),
+        || lab.connector.seen.bye_in.load(Ordering::Relaxed),
+    );
+    let how = lab.logs();
+    println!(
+        "closed page: {}",
+        how.lines()
+            .filter(|l| l.contains("browser call ended"))
+            .last()
+            .unwrap_or("")
+    );
+
     // The page was open; the organiser is withdrawn before Join.
     c.goto(&lab.page(&id)).await.unwrap();
     fedge_ok(
@@ -419,8 +440,8 @@ async fn the_connector_hanging_up_and_a_withdrawn_meeting_are_shown_on_the_page(
     assert!(why.contains("Not joined"), "{why}");
     assert_eq!(
         lab.connector.seen.invites.load(Ordering::Relaxed),
-        1,
-        "no second INVITE"
+        2,
+        "no new INVITE"
     );
     c.close().await.unwrap();
 }

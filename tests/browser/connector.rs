@@ -199,25 +199,18 @@ fn conn(mut s: TcpStream, seen: Arc<Seen>) {
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let mut buf = Vec::new();
-    let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let video = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (a, v) = (
-        audio.local_addr().unwrap().port(),
-        video.local_addr().unwrap().port(),
-    );
+    // The current dialog's INVITE and our answer (a new Call-ID on the
+    // same connection is a new call, with its own RTP sockets).
     let mut dialog: Option<String> = None;
     let mut body = String::new();
-    let mut bye_sent = false;
     while !seen.stop.load(Ordering::Relaxed) {
         let Some(m) = read_msg(&mut s, &mut buf) else {
             return;
         };
         if m.is_empty() {
-            if seen.hang_up.load(Ordering::Relaxed)
-                && !bye_sent
-                && let Some(inv) = &dialog
+            if let Some(inv) = &dialog
+                && seen.hang_up.swap(false, Ordering::Relaxed)
             {
-                bye_sent = true;
                 let _ = s.write_all(bye(inv).as_bytes());
             }
             continue;
@@ -227,18 +220,23 @@ fn conn(mut s: TcpStream, seen: Arc<Seen>) {
             continue;
         }
         if m.starts_with("INVITE ") {
-            let first = dialog.is_none();
-            if first {
+            let call_id = header(&m, "Call-ID");
+            if dialog.as_deref().map(|d| header(d, "Call-ID")) != Some(call_id) {
                 seen.invites.fetch_add(1, Ordering::Relaxed);
                 *seen.invite.lock().unwrap() = m.clone();
+                let audio = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let video = UdpSocket::bind("127.0.0.1:0").unwrap();
                 let sdp = &m[find(m.as_bytes(), b"\r\n\r\n").unwrap() + 4..];
-                body = answer(sdp, a, v);
+                body = answer(
+                    sdp,
+                    audio.local_addr().unwrap().port(),
+                    video.local_addr().unwrap().port(),
+                );
                 let relay = relay_of(sdp);
                 *seen.relay.lock().unwrap() = Some(relay);
                 dialog = Some(m.clone());
-                let (au, vi) = (audio.try_clone().unwrap(), video.try_clone().unwrap());
                 let seen2 = seen.clone();
-                std::thread::spawn(move || media(au, vi, relay, seen2));
+                std::thread::spawn(move || media(audio, video, relay, seen2));
             }
             let _ = s.write_all(response(&m, "200 OK", "conn1", Some(&body)).as_bytes());
         } else if m.starts_with("BYE ") {
