@@ -418,8 +418,7 @@ async fn the_connector_hanging_up_and_a_withdrawn_meeting_are_shown_on_the_page(
     let logs = lab.logs();
     let ended = logs
         .lines()
-        .filter(|l| l.contains("browser call ended"))
-        .next_back()
+        .rfind(|l| l.contains("browser call ended"))
         .unwrap_or("");
     assert!(
         ended.contains("you left the meeting") || ended.contains("connection was lost"),
