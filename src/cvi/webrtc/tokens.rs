@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::lock;
 
-/// Tokens held at once at most; past that the page gets none (and shows
-/// no join button) until some expire.
+/// Tokens held at once at most; past that the oldest is dropped for a new
+/// one (a flood of page views can age tokens out, not stop new pages).
 pub const MAX_TOKENS: usize = 20_000;
 
 /// The token table.
@@ -29,14 +29,19 @@ impl Tokens {
         }
     }
 
-    /// A new token for `meeting`; `None` when the table is full.
+    /// A new token for `meeting`.
     pub fn issue(&self, meeting: &str) -> Option<String> {
         let mut m = lock(&self.map);
         if m.len() >= MAX_TOKENS {
             let ttl = self.ttl;
             m.retain(|_, (_, t)| t.elapsed() < ttl);
-            if m.len() >= MAX_TOKENS {
-                return None;
+            if m.len() >= MAX_TOKENS
+                && let Some(oldest) = m
+                    .iter()
+                    .min_by_key(|(_, (_, t))| *t)
+                    .map(|(k, _)| k.clone())
+            {
+                m.remove(&oldest);
             }
         }
         let t = format!("{:032x}", rand::random::<u128>());
@@ -73,6 +78,19 @@ mod tests {
         assert!(!t.take("1234567890", "nope"));
         assert!(t.take("1234567890", &a));
         assert!(!t.take("1234567890", &a), "reused");
+    }
+
+    #[test]
+    fn a_full_table_drops_its_oldest_token() {
+        let t = Tokens::new(Duration::from_secs(60));
+        let first = t.issue("1234567890").unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        for _ in 1..MAX_TOKENS {
+            t.issue("1234567890").unwrap();
+        }
+        let last = t.issue("1234567890").unwrap();
+        assert!(!t.take("1234567890", &first), "the oldest made room");
+        assert!(t.take("1234567890", &last));
     }
 
     #[test]
