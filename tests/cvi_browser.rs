@@ -6,8 +6,9 @@
 //! call stays up ten seconds: the connector receives the browser's PCMU
 //! and H.264 (its own payload types), the page's getStats() shows
 //! packets from the connector, the connector's INVITE does not mark the
-//! browser trusted. Leave sends BYE and frees the ports; the connector's
-//! BYE, a full node and a withdrawn meeting are shown on the page. The
+//! browser trusted. Leave sends BYE and frees the ports; a page closed
+//! without Leave is hung up too; the connector's BYE, a full node, a
+//! draining node and a withdrawn meeting are shown on the page. The
 //! WHIP endpoint's bad input (no or reused token, malformed SDP, no DTLS
 //! fingerprint, oversized body, wrong type) is refused with a status and
 //! reason and reaches no connector. The page in a call is saved as
@@ -567,4 +568,35 @@ async fn bad_join_requests_are_refused_with_a_reason_and_reach_no_connector() {
         "{}",
         lab.logs()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_tells_the_page_and_keeps_the_call_up() {
+    let lab = Lab::start(4);
+    let id = lab.meeting();
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    join(&lab, &c, &id).await;
+    wait_call(&lab, &c, "connected", Duration::from_secs(30)).await;
+    let cli = lab.edge.cli_config("cli.toml");
+    let out = fedge_ok(&cli, &["drain"]);
+    assert!(out.contains("draining since"), "{out}");
+    let c2 = driver.browser().await;
+    join(&lab, &c2, &id).await;
+    wait_call(&lab, &c2, "refused", Duration::from_secs(20)).await;
+    let why = text(&c2, "#join-status").await;
+    assert!(why.contains("draining"), "{why}");
+    c2.close().await.unwrap();
+    // The call up carries on, and ends when the page leaves.
+    assert_eq!(attr(&c, "#join", "data-call").await, "connected");
+    c.find(Locator::Css("#leave-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&lab, "the connector's BYE", Duration::from_secs(10), || {
+        lab.connector.seen.bye_in.load(Ordering::Relaxed)
+    });
+    c.close().await.unwrap();
 }
