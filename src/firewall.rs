@@ -220,11 +220,16 @@ fn media_rules(r: &mut Rules, cfg: &Config) {
             "tcp dport { 5060, 5061 } accept comment \"CVI: to room systems and the meeting service\""
                 .into(),
         );
+        // Browsers (`webrtc`) use the same range: ICE, DTLS and SRTP.
         r.range(
             c.media_address,
             c.media_port_min,
             c.media_port_max,
-            "CVI media: room systems",
+            if c.webrtc {
+                "CVI media: room systems and browsers (WebRTC)"
+            } else {
+                "CVI media: room systems"
+            },
         );
         if c.connector_media_address != c.media_address {
             r.range(
@@ -365,6 +370,11 @@ mod tests {
         ] {
             assert!(t.contains(want), "{want:?} not in\n{t}");
         }
+        // Browsers (WebRTC) share the media range, and say so.
+        cfg.cvi.webrtc = true;
+        let t = ruleset(&cfg, "test");
+        let want = "\t\tudp dport 40000-49999 accept comment \"CVI media: room systems and browsers (WebRTC) (udp)\"";
+        assert!(t.contains(want), "{want:?} not in\n{t}");
     }
 
     /// A node sharing a PostgreSQL database may reach its server.

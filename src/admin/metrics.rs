@@ -49,6 +49,9 @@ pub(super) async fn metrics(
         if let Some(h) = g.h323_stats.get() {
             extra.extend(h323_gauges(h));
         }
+        if let Some(w) = g.webrtc.get() {
+            extra.extend(crate::cvi::webrtc::gauges(w));
+        }
     }
     if let Some(c) = &state.capture {
         extra.extend(capture_gauges(c));

@@ -121,6 +121,9 @@ pub struct CviSection {
     /// The range separate H.245 channels listen on (our H.245 address).
     pub h245_port_min: u16,
     pub h245_port_max: u16,
+    /// Browsers may join from the instructions page (WebRTC, issue 20):
+    /// ICE and plain RTP on the media range of `media_address`.
+    pub webrtc: bool,
 }
 
 impl Default for CviSection {
@@ -170,6 +173,7 @@ impl Default for CviSection {
             h323_ras: SocketAddr::new(lo2, 1719),
             h245_port_min: 33000,
             h245_port_max: 39999,
+            webrtc: false,
         }
     }
 }

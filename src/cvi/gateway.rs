@@ -176,6 +176,10 @@ pub struct Gateway {
     unproven_logged: AtomicU64,
     /// The H.323 front end's counters, when H.323 is on (for metrics).
     pub h323_stats: std::sync::OnceLock<Arc<super::h323::Stats>>,
+    /// The WebRTC front end, when browsers may join (issue 20).
+    pub webrtc: std::sync::OnceLock<Arc<super::webrtc::WebRtc>>,
+    /// In-process connections of browser calls: never trusted.
+    pub browsers: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -225,6 +229,8 @@ impl Gateway {
             started: tokio::time::Instant::now(),
             unproven_logged: AtomicU64::new(0),
             h323_stats: std::sync::OnceLock::new(),
+            webrtc: std::sync::OnceLock::new(),
+            browsers: Mutex::new(std::collections::HashSet::new()),
         })
     }
 

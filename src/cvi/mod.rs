@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod guard;
 pub mod h323;
 pub mod meetings;
+pub mod webrtc;
 
 use std::net::IpAddr;
 

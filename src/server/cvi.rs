@@ -99,6 +99,21 @@ pub(super) async fn start(
     if c.h323 {
         start_h323(cfg, shared, &gateway, tasks).await?;
     }
+    if c.webrtc {
+        crate::cvi::webrtc::WebRtc::new(
+            crate::cvi::webrtc::WebRtcConfig {
+                domain: c.domain.to_ascii_lowercase(),
+                bind: c.media_address,
+                advertise: c.media_advertise.unwrap_or(c.media_address),
+                port_min: c.media_port_min,
+                port_max: c.media_port_max,
+                token_ttl: std::time::Duration::from_secs(15 * 60),
+                answer_timeout: cfg.sip.timer_c + std::time::Duration::from_secs(5),
+            },
+            &gateway,
+            shared.table.clone(),
+        );
+    }
     info!(
         media = %c.media_address,
         connector_media = %c.connector_media_address,

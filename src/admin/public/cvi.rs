@@ -22,14 +22,11 @@ pub(super) async fn cvi_instructions(
     State(state): State<Arc<EdgeState>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     axum::extract::Path(id): axum::extract::Path<String>,
-) -> (
-    axum::http::StatusCode,
-    [(axum::http::header::HeaderName, String); 2],
-    String,
-) {
+) -> axum::response::Response {
     use crate::cvi::meetings::{instructions_page, is_conference_id, not_found_page};
     use axum::http::StatusCode;
     use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+    use axum::response::IntoResponse;
     let html = |retry: u64| {
         [
             (CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
@@ -37,7 +34,7 @@ pub(super) async fn cvi_instructions(
         ]
     };
     let Some(g) = &state.cvi else {
-        return (StatusCode::SERVICE_UNAVAILABLE, html(0), unavailable_page());
+        return (StatusCode::SERVICE_UNAVAILABLE, html(0), unavailable_page()).into_response();
     };
     let guesses = &g.guesses;
     if let Err(left) = guesses.check(peer.ip()) {
@@ -51,7 +48,8 @@ pub(super) async fn cvi_instructions(
                     "too many wrong Video Conference IDs from this address: try again in {s} s"
                 ),
             ),
-        );
+        )
+            .into_response();
     }
     let not_found = || {
         (
@@ -67,7 +65,7 @@ pub(super) async fn cvi_instructions(
     let digits: String = id.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     if !is_conference_id(&digits) {
         // Not an ID at all: the same page, but no guess to count.
-        return not_found();
+        return not_found().into_response();
     }
     match state.store.cvi_meeting(&digits).await {
         Ok(Some((m, enrolled)))
@@ -75,13 +73,20 @@ pub(super) async fn cvi_instructions(
                 .is_ok() =>
         {
             let subject = m.subject.as_deref().filter(|_| m.subject_public);
-            (
-                StatusCode::OK,
-                html(0),
-                instructions_page(&state.dialling, &digits, subject),
-            )
+            let mut page = instructions_page(&state.dialling, &digits, subject);
+            let Some(join) = super::join::section(&state, &digits) else {
+                return (StatusCode::OK, html(0), page).into_response();
+            };
+            let at = page.rfind("</body>").unwrap_or(page.len());
+            page.insert_str(at, &join);
+            let mut r = (StatusCode::OK, html(0), page).into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                axum::http::HeaderValue::from_static(super::join::PAGE_CSP),
+            );
+            r
         }
-        Ok(_) => unknown(),
+        Ok(_) => unknown().into_response(),
         Err(e) => {
             warn!(error = %e, "CVI meeting lookup failed");
             (
@@ -89,6 +94,7 @@ pub(super) async fn cvi_instructions(
                 html(0),
                 not_found_page("", "the meeting cannot be looked up just now"),
             )
+                .into_response()
         }
     }
 }

@@ -12,6 +12,7 @@
 mod cvi;
 mod fpa;
 pub mod guard;
+mod join;
 mod list;
 
 use std::sync::Arc;
@@ -38,6 +39,12 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/federated", get(list::federated_html))
         .route("/federated.json", get(list::federated_json))
         .route("/cvi/{id}", get(cvi::cvi_instructions))
+        .route("/cvi/join.js", get(join::script))
+        .route("/cvi/{id}/join", axum::routing::post(join::post))
+        .route(
+            "/cvi/{id}/join/{session}",
+            get(join::state).delete(join::leave),
+        )
         .route("/fpa", get(fpa::form).post(fpa::post))
         .fallback(not_found)
         .layer(Extension(Arc::new(list::ListCache::default())))
@@ -70,12 +77,16 @@ async fn headers(req: Request, next: Next) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    // A page that runs fedge's own script (the browser join) sets its
+    // own, still strict, policy.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+    }
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::call::{Call, Refused, unknown_id};
 use super::leg::Path;
-use super::{CALL_LOG, Gateway};
+use super::{CALL_LOG, Gateway, lock};
 use crate::cvi::Trust;
 use crate::cvi::meetings::is_conference_id;
 use crate::sip::log_limit;
@@ -197,6 +197,12 @@ impl Gateway {
     /// domain its verified TLS client certificate names. The From domain
     /// is the caller's to choose, so it is never taken as proof.
     pub(super) fn trusted(&self, call: &Call) -> bool {
+        // A browser (WebRTC) is never trusted: it waits in the lobby.
+        if let Some(c) = &call.source.conn
+            && lock(&self.browsers).contains(&c.id)
+        {
+            return false;
+        }
         let ip = call.source.remote.ip();
         let by_address = call.source.conn.is_some() || self.cfg.trust_udp;
         let names = call
