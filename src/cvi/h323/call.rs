@@ -179,6 +179,9 @@ struct Call {
     last_sdp: String,
     /// The room's H.239 presentation, while it is being opened or open.
     share: Option<share::Share>,
+    /// The meeting's presentation towards the room, and the bound on the
+    /// room's own.
+    present: present::Present,
 }
 
 /// Serves one call signalling connection to its end.
@@ -477,5 +480,6 @@ fn parse_sip(b: Bytes) -> Option<SipMessage> {
 }
 
 mod answers;
+mod present;
 mod run;
 mod share;

@@ -9,6 +9,8 @@
 //! socket and never knows whether the channel is tunnelled or separate
 //! (the call task carries the bytes).
 
+use std::net::SocketAddr;
+
 use fedge_h323::h245::{Control, GenericKind, GenericMessage, GenericValue, Olc, UserInput};
 
 /// H.239's generic message identifier (H.239 §9: presentation token
@@ -19,6 +21,7 @@ const TOKEN_REQUEST: u8 = 3;
 const TOKEN_RESPONSE: u8 = 4;
 const TOKEN_RELEASE: u8 = 5;
 const P_CHANNEL: u8 = 42;
+const P_SYMMETRY: u8 = 43;
 const P_LABEL: u8 = 44;
 const P_ACKNOWLEDGE: u8 = 126;
 
@@ -38,6 +41,13 @@ pub enum Event {
     /// The room closed its presentation channel (CLC, acknowledged
     /// already) or released the token.
     PresentationClose,
+    /// The room answered our presentationTokenRequest (true: granted).
+    TokenAnswer(bool),
+    /// The room acknowledged our presentation channel: where it takes
+    /// the content's RTP and RTCP.
+    OutgoingAck(Option<SocketAddr>, Option<SocketAddr>),
+    /// The room refused our presentation channel.
+    OutgoingReject,
 }
 
 /// The session's state.
@@ -56,6 +66,11 @@ pub struct Session {
     /// The room's presentation channel number, while one is open or
     /// being opened.
     pub presentation: Option<u16>,
+    /// Our presentation channel towards the room (the meeting's
+    /// content), while it is being opened or open.
+    pub outgoing: Option<u16>,
+    /// Our presentationTokenRequest awaits the room's response.
+    pub token_asked: bool,
 }
 
 impl Session {
@@ -67,6 +82,8 @@ impl Session {
             room_is_master: None,
             handled: 0,
             presentation: None,
+            outgoing: None,
+            token_asked: false,
         }
     }
 
@@ -124,6 +141,15 @@ impl Session {
                 self.presentation = Some(o.number);
                 ev.push(Event::PresentationOpen(o));
             }
+            Control::OpenLogicalChannelAck {
+                number,
+                media,
+                control,
+            } if self.outgoing == Some(number) => ev.push(Event::OutgoingAck(media, control)),
+            Control::OpenLogicalChannelReject { number } if self.outgoing == Some(number) => {
+                self.outgoing = None;
+                ev.push(Event::OutgoingReject);
+            }
             Control::OpenLogicalChannel(o) => {
                 // Slow start (channels beyond fast start) is not done.
                 out.push(Control::OpenLogicalChannelReject { number: o.number });
@@ -178,6 +204,11 @@ impl Session {
                 });
                 (vec![r], Vec::new())
             }
+            (GenericKind::Response, Some(TOKEN_RESPONSE)) if self.token_asked => {
+                self.token_asked = false;
+                let granted = param(P_ACKNOWLEDGE).is_some();
+                (Vec::new(), vec![Event::TokenAnswer(granted)])
+            }
             (GenericKind::Command, Some(TOKEN_RELEASE)) if self.presentation.is_some() => {
                 (Vec::new(), vec![Event::PresentationClose])
             }
@@ -189,6 +220,40 @@ impl Session {
     pub fn presentation_closed(&mut self) {
         self.presentation = None;
     }
+
+    /// Our presentationTokenRequest (H.239 §7.2): asks the room for the
+    /// token, to present on `channel` ourselves, or (the meeting's floor
+    /// revoked) to take it back from the room presenting.
+    pub fn token_request(&mut self, channel: u16) -> Control {
+        self.token_asked = true;
+        Control::Generic(GenericMessage {
+            kind: GenericKind::Request,
+            id: H239_MESSAGE.into(),
+            sub: Some(TOKEN_REQUEST),
+            params: vec![
+                (P_LABEL, GenericValue::UnsignedMin(0)),
+                (P_CHANNEL, GenericValue::UnsignedMin(channel)),
+                (
+                    P_SYMMETRY,
+                    GenericValue::UnsignedMin(rand::random_range(1..=127)),
+                ),
+            ],
+        })
+    }
+}
+
+/// Our presentationTokenRelease (H.239 §7.2): we stopped presenting on
+/// `channel`.
+pub fn token_release(channel: u16) -> Control {
+    Control::Generic(GenericMessage {
+        kind: GenericKind::Command,
+        id: H239_MESSAGE.into(),
+        sub: Some(TOKEN_RELEASE),
+        params: vec![
+            (P_LABEL, GenericValue::UnsignedMin(0)),
+            (P_CHANNEL, GenericValue::UnsignedMin(channel)),
+        ],
+    })
 }
 
 /// A key a room system has (DTMF 0-9, *, #, A-D).
@@ -328,5 +393,57 @@ mod tests {
         assert_eq!(out, vec![Control::CloseLogicalChannelAck { number: 1005 }]);
         assert_eq!(ev, vec![Event::PresentationClose]);
         assert_eq!(s.presentation, None);
+    }
+
+    #[test]
+    fn our_token_request_and_channel_are_answered_by_events() {
+        let mut s = Session::new(1);
+        let Control::Generic(g) = s.token_request(2039) else {
+            panic!("a generic request");
+        };
+        assert_eq!((g.kind, g.sub), (GenericKind::Request, Some(TOKEN_REQUEST)));
+        assert!(
+            g.params
+                .contains(&(P_CHANNEL, GenericValue::UnsignedMin(2039)))
+        );
+        let answer = |ok: bool| {
+            Control::Generic(GenericMessage {
+                kind: GenericKind::Response,
+                id: H239_MESSAGE.into(),
+                sub: Some(TOKEN_RESPONSE),
+                params: vec![(if ok { P_ACKNOWLEDGE } else { 127 }, GenericValue::Logical)],
+            })
+        };
+        assert_eq!(s.on_control(answer(true)).1, vec![Event::TokenAnswer(true)]);
+        // Not asked (any more): nothing.
+        assert!(s.on_control(answer(true)).1.is_empty());
+        s.token_request(2039);
+        assert_eq!(
+            s.on_control(answer(false)).1,
+            vec![Event::TokenAnswer(false)]
+        );
+        // The Ack of our channel, another's ignored, the reject.
+        s.outgoing = Some(2039);
+        let to: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let ack = |n: u16| Control::OpenLogicalChannelAck {
+            number: n,
+            media: Some(to),
+            control: None,
+        };
+        assert_eq!(
+            s.on_control(ack(2039)).1,
+            vec![Event::OutgoingAck(Some(to), None)]
+        );
+        assert!(s.on_control(ack(7)).1.is_empty());
+        assert_eq!(
+            s.on_control(Control::OpenLogicalChannelReject { number: 2039 })
+                .1,
+            vec![Event::OutgoingReject]
+        );
+        assert_eq!(s.outgoing, None);
+        let Control::Generic(r) = token_release(2039) else {
+            panic!("a generic command");
+        };
+        assert_eq!((r.kind, r.sub), (GenericKind::Command, Some(TOKEN_RELEASE)));
     }
 }

@@ -97,6 +97,7 @@ impl Call {
             sdp_version: n,
             last_sdp: sip::offer_sdp(&offer, n),
             share: None,
+            present: Default::default(),
         };
         info!(%remote, uri = %call.dialog.uri, call_id = %call.dialog.call_id, "H.323 call");
         let proceeding = signal(Body::CallProceeding, call.call_id, call.tunnelling);
@@ -213,6 +214,9 @@ impl Call {
                 }
                 Event::PresentationOpen(o) => self.presentation_open(o).await,
                 Event::PresentationClose => self.presentation_close().await,
+                Event::TokenAnswer(granted) => self.present_token(granted).await,
+                Event::OutgoingAck(rtp, _) => self.present_opened(rtp).await,
+                Event::OutgoingReject => self.present_opened(None).await,
                 Event::EndSession => {
                     self.send_h245(vec![Control::EndSession]).await;
                     self.room_left(NORMAL).await;
