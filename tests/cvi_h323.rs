@@ -1055,8 +1055,9 @@ fn an_h239_presentation_stops_when_the_room_closes_its_channel() {
 
 /// The connector's re-INVITE (CSeq `cseq`, o= version `version`) with
 /// audio, video and its content stream at `content` (0: off), sendonly;
-/// its 200 checked with `answered` (ereg actions), then ACKed.
-fn connector_offer(content: u16, cseq: u32, version: u32, answered: &str) -> String {
+/// its 200 checked with `answered` (ereg actions), then ACKed; `more`:
+/// m= sections after it.
+fn connector_offer(content: u16, cseq: u32, version: u32, answered: &str, more: &str) -> String {
     let dir = if content == 0 {
         ""
     } else {
@@ -1097,6 +1098,7 @@ fn connector_offer(content: u16, cseq: u32, version: u32, answered: &str) -> Str
       a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
       a=content:slides
       a=label:3{dir}
+      {more}
 
     ]]>
   </send>
@@ -1149,8 +1151,8 @@ fn the_meetings_presentation_reaches_an_h323_room_on_an_h239_channel() {
     let end = format!(
         "  <pause milliseconds=\"2500\"/>\n{}  <pause milliseconds=\"4000\"/>\n{}{}  \
          <Reference variables=\"on,recv,relay,off\"/>\n",
-        connector_offer(content_port, 1, 3, &on),
-        connector_offer(0, 2, 4, &off),
+        connector_offer(content_port, 1, 3, &on, ""),
+        connector_offer(0, 2, 4, &off, ""),
         end_on_bye()
     );
     let (connector, _media) = cvi.connector(&id, true, &end);
@@ -1375,6 +1377,93 @@ fn a_burst_of_presentations_is_bounded_and_the_call_survives() {
     assert!(
         cvi.logs()
             .contains("H.239 presentation refused: too many presentations"),
+        "{}",
+        cvi.logs()
+    );
+}
+
+#[test]
+fn the_meetings_floor_released_closes_the_rooms_presentation_channel() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let content_port = content.local_addr().unwrap().port();
+    // The connector presents with BFCP (it is the floor control server)
+    // and never turns its content stream off: only the floor's release
+    // can close the room's channel.
+    let answered = ereg("a=recvonly", "body", "recv", false)
+        + &ereg("a=floorctrl:c-only", "body", "client", false);
+    let end = format!(
+        "  <pause milliseconds=\"2000\"/>\n{}{}  <Reference variables=\"recv,client\"/>\n",
+        connector_offer(content_port, 1, 3, &answered, BFCP_SERVER),
+        end_on_bye()
+    );
+    let (connector, _media) = cvi.connector(&id, true, &end);
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &[
+            "--video",
+            "--receive-presentation",
+            "--after",
+            "9",
+            "--timeout",
+            "30",
+        ],
+    );
+    // The floor server's end: the watcher's FloorQuery for floor 2, then
+    // FloorStatus granted (to the connector's own request 9), then
+    // released.
+    let t0 = Instant::now();
+    let mut port = 0;
+    while port == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no BFCP stream\n{}",
+            cvi.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        port = connector_side_port(&cvi, 3);
+    }
+    let relay = SocketAddr::from(([127, 0, 0, 2], port));
+    let mut query = [0u8; 16];
+    let mut c = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(25),
+            "no FloorQuery through the relay at {relay}\n{}",
+            cvi.logs()
+        );
+        if let Ok(mut c) = TcpStream::connect(relay) {
+            c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+            if c.read_exact(&mut query).is_ok() {
+                break c;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // FloorQuery (7), conference 4321, user 7, FLOOR-ID 2.
+    assert_eq!(
+        query,
+        [0x20, 7, 0, 1, 0, 0, 0x10, 0xe1, 0, 1, 0, 7, 5, 4, 0, 2]
+    );
+    let mut status = vec![0x20, 8, 0, 4, 0, 0, 0x10, 0xe1, 0, 1, 0, 7];
+    status.extend_from_slice(&[2 << 1 | 1, 4, 0, 2]);
+    status.extend_from_slice(&[15 << 1 | 1, 12, 0, 9, 16 << 1 | 1, 8, 0, 9]);
+    status.extend_from_slice(&[5 << 1 | 1, 4, 3, 0]);
+    c.write_all(&status).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    status[26] = 6; // released
+    c.write_all(&status).unwrap();
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    let pin = &room.json["presentation_in"];
+    assert_eq!(pin["channel"], 2039, "{:#}", room.json);
+    assert_eq!(pin["closed"], true, "{:#}", room.json);
+    assert_eq!(pin["released"], true, "{:#}", room.json);
+    assert!(
+        cvi.logs().contains("the meeting's floor was released"),
         "{}",
         cvi.logs()
     );

@@ -23,6 +23,8 @@ use tracing::debug;
 const FLOOR_REQUEST: u8 = 1;
 const FLOOR_RELEASE: u8 = 2;
 const FLOOR_REQUEST_STATUS: u8 = 4;
+const FLOOR_QUERY: u8 = 7;
+const FLOOR_STATUS: u8 = 8;
 /// RFC 8855 attributes.
 const FLOOR_ID: u8 = 2;
 const FLOOR_REQUEST_ID: u8 = 3;
@@ -33,6 +35,11 @@ const FLOOR_REQUEST_STATUS_ATTR: u8 = 17;
 /// RFC 8855 §5.2.5 request states that end the room's floor.
 pub const DENIED: u8 = 4;
 pub const REVOKED: u8 = 7;
+/// RFC 8855 §5.2.5 states in which a floor is held (pending, accepted,
+/// granted) and in which it ends (cancelled, released, revoked).
+const HELD: [u8; 3] = [1, 2, 3];
+pub const RELEASED: u8 = 6;
+const ENDS: [u8; 3] = [5, RELEASED, REVOKED];
 /// The longest a step (connect, an answer) may take.
 const STEP: Duration = Duration::from_secs(5);
 /// How often, and how long apart, the FloorRequest is sent before the
@@ -166,7 +173,12 @@ pub fn request_id(m: &[u8]) -> Option<u16> {
 /// The REQUEST-STATUS of a FloorRequestStatus (its first, whether in
 /// OVERALL-REQUEST-STATUS or FLOOR-REQUEST-STATUS), if `m` is one.
 pub fn request_status(m: &[u8]) -> Option<u8> {
-    if m.len() < 12 || m[0] >> 5 == 0 || m[1] != FLOOR_REQUEST_STATUS {
+    status_in(m, FLOOR_REQUEST_STATUS)
+}
+
+/// The first REQUEST-STATUS of a message of `primitive`.
+fn status_in(m: &[u8], primitive: u8) -> Option<u8> {
+    if m.len() < 12 || m[0] >> 5 == 0 || m[1] != primitive {
         return None;
     }
     let mut at = 12;
@@ -221,6 +233,79 @@ async fn read_message(s: &mut TcpStream, within: Duration) -> Read {
     }
 }
 
+/// A connection from `local` to the relay's BFCP port: the relay takes it
+/// once the other side's answer is in, so a few tries.
+async fn connect(local: IpAddr, relay: SocketAddr) -> Option<TcpStream> {
+    for _ in 0..10 {
+        let s = match local {
+            IpAddr::V4(_) => TcpSocket::new_v4(),
+            IpAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .ok()?;
+        s.bind(SocketAddr::new(local, 0)).ok()?;
+        if let Ok(Ok(c)) = tokio::time::timeout(STEP, s.connect(relay)).await {
+            let _ = c.set_nodelay(true);
+            return Some(c);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    debug!(%relay, "BFCP: the relay did not take our connection");
+    None
+}
+
+/// The watcher of the meeting's floor while the meeting presents to the
+/// room (D224): connects from `local` to the relay, sends FloorQuery for
+/// the floor (again each second until a FloorStatus, at most 10 times),
+/// and tells `released` when a FloorStatus says the floor's request ended
+/// (cancelled, released, revoked) or, once it was held, that it is free.
+/// Ends with that, on `stop` (fired or dropped), or on any failure.
+pub async fn watcher(
+    local: IpAddr,
+    f: Floor,
+    stop: oneshot::Receiver<()>,
+    released: oneshot::Sender<u8>,
+) {
+    let Some(mut s) = connect(local, f.relay).await else {
+        return;
+    };
+    let query = message(&f, FLOOR_QUERY, 1, FLOOR_ID, f.floorid);
+    let (mut answered, mut held, mut tries) = (false, false, 0);
+    tokio::pin!(stop);
+    loop {
+        if !answered {
+            tries += 1;
+            let sent = tokio::time::timeout(STEP, s.write_all(&query)).await;
+            if tries > REQUEST_TRIES || !matches!(sent, Ok(Ok(()))) {
+                break;
+            }
+        }
+        let wait = if answered { HOLD_READ } else { RESEND };
+        tokio::select! {
+            _ = &mut stop => break,
+            m = read_message(&mut s, wait) => match m {
+                Read::Message(m) if m.get(1) == Some(&FLOOR_STATUS) => {
+                    answered = true;
+                    match status_in(&m, FLOOR_STATUS) {
+                        Some(st) if HELD.contains(&st) => held = true,
+                        Some(st) if ENDS.contains(&st) => {
+                            let _ = released.send(st);
+                            break;
+                        }
+                        None if held => {
+                            let _ = released.send(RELEASED);
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                Read::Message(_) | Read::Silent => {}
+                Read::Closed => break,
+            },
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
 /// The client for one presentation: connects from `local` to the relay,
 /// requests the floor, and releases it when `release` fires (or its
 /// sender is dropped). A FloorRequestStatus denying or revoking the
@@ -232,29 +317,9 @@ pub async fn client(
     release: oneshot::Receiver<()>,
     ended: oneshot::Sender<u8>,
 ) {
-    // The relay takes the connection once the connector's answer is in:
-    // a few tries.
-    let mut stream = None;
-    for _ in 0..10 {
-        let s = match local {
-            IpAddr::V4(_) => TcpSocket::new_v4(),
-            IpAddr::V6(_) => TcpSocket::new_v6(),
-        };
-        let Ok(s) = s else { return };
-        if s.bind(SocketAddr::new(local, 0)).is_err() {
-            return;
-        }
-        if let Ok(Ok(c)) = tokio::time::timeout(STEP, s.connect(f.relay)).await {
-            stream = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let Some(mut s) = stream else {
-        debug!(relay = %f.relay, "BFCP: the relay did not take our connection");
+    let Some(mut s) = connect(local, f.relay).await else {
         return;
     };
-    let _ = s.set_nodelay(true);
     // The FloorRequest, again (same transaction) each second until the
     // server's FloorRequestStatus: the relay drops what arrives before
     // the connector's own connection is up (D206).
@@ -411,5 +476,21 @@ mod tests {
             answer_section(offer, 2, ip),
             "m=application 0 UDP/BFCP *\r\n"
         );
+    }
+
+    #[test]
+    fn a_floor_status_says_whether_the_floor_is_held() {
+        // FloorStatus: FLOOR-ID 2, FLOOR-REQUEST-INFORMATION 9 with
+        // OVERALL-REQUEST-STATUS 9, REQUEST-STATUS granted.
+        let mut st = vec![0x20, FLOOR_STATUS, 0, 4, 0, 0, 0x10, 0xe1, 0, 1, 0, 7];
+        st.extend_from_slice(&[2 << 1 | 1, 4, 0, 2]);
+        st.extend_from_slice(&[15 << 1 | 1, 12, 0, 9, 16 << 1 | 1, 8, 0, 9]);
+        st.extend_from_slice(&[5 << 1 | 1, 4, 3, 0]);
+        assert_eq!(status_in(&st, FLOOR_STATUS), Some(3));
+        assert_eq!(request_status(&st), None);
+        st[26] = RELEASED;
+        assert_eq!(status_in(&st, FLOOR_STATUS), Some(RELEASED));
+        // The floor free: no request information.
+        assert_eq!(status_in(&st[..16], FLOOR_STATUS), None);
     }
 }

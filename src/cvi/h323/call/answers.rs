@@ -52,7 +52,7 @@ impl Call {
                         _ => debug!(remote = %self.remote, "no H.245 connection to our address"),
                     }
                 }
-                w = present::wake(&mut self.share, &self.present) => self.on_wake(w).await,
+                w = present::wake(&mut self.share, &mut self.present) => self.on_wake(w).await,
                 m = inproc.recv() => match m.and_then(parse_sip) {
                     Some(msg) => self.on_sip(msg).await,
                     None => self.release(NORMAL, ReleaseReason::Undefined).await,

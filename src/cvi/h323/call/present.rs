@@ -83,6 +83,10 @@ pub(super) struct Outgoing {
     room: Option<SocketAddr>,
     /// When the room's silence turns the offer down.
     deadline: Instant,
+    /// The meeting's floor watcher (D224): its stop (dropped with this)
+    /// and its word that the floor was released.
+    watch_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    watch: Option<tokio::sync::oneshot::Receiver<u8>>,
 }
 
 /// The call's presentation state besides the room's own (`share`).
@@ -98,25 +102,39 @@ pub(super) enum Wake {
     Floor(Result<u8, tokio::sync::oneshot::error::RecvError>),
     /// The room did not take our presentation in time.
     Deadline,
+    /// The floor watcher's word: the meeting's floor was released.
+    FloorFree(Result<u8, tokio::sync::oneshot::error::RecvError>),
 }
 
 /// Waits for the next presentation matter (never, without one).
-pub(super) async fn wake(share: &mut Option<share::Share>, present: &Present) -> Wake {
+pub(super) async fn wake(share: &mut Option<share::Share>, present: &mut Present) -> Wake {
     let floor = async {
         match share.as_mut().and_then(|s| s.floor.as_mut()) {
             Some(rx) => rx.await,
             None => std::future::pending().await,
         }
     };
+    let wait = present
+        .out
+        .as_ref()
+        .filter(|o| o.request.is_some())
+        .map(|o| o.deadline);
     let deadline = async {
-        match present.out.as_ref().filter(|o| o.request.is_some()) {
-            Some(o) => tokio::time::sleep_until(o.deadline).await,
+        match wait {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let watch = async {
+        match present.out.as_mut().and_then(|o| o.watch.as_mut()) {
+            Some(rx) => rx.await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
         r = floor => Wake::Floor(r),
         _ = deadline => Wake::Deadline,
+        r = watch => Wake::FloorFree(r),
     }
 }
 
@@ -125,6 +143,15 @@ impl Call {
     pub(super) async fn on_wake(&mut self, w: Wake) {
         match w {
             Wake::Floor(r) => self.floor_lost(r).await,
+            Wake::FloorFree(Ok(status)) => {
+                info!(remote = %self.remote, status, "the meeting's floor was released: its presentation towards the room closed");
+                self.present_close().await;
+            }
+            Wake::FloorFree(Err(_)) => {
+                if let Some(o) = self.present.out.as_mut() {
+                    o.watch = None;
+                }
+            }
             Wake::Deadline => {
                 if log_limit::allow(self.remote.ip(), H323_LOG) {
                     info!(remote = %self.remote, "the meeting's presentation: the room did not take it in time");
@@ -177,6 +204,8 @@ impl Call {
                     codec,
                     room: None,
                     deadline: Instant::now() + PRESENT_WAIT,
+                    watch_stop: None,
+                    watch: None,
                 });
                 true
             }
@@ -242,6 +271,14 @@ impl Call {
         o.room = Some(rtp);
         let (pt, codec, bfcp) = (o.offer.pt, o.codec, o.offer.bfcp);
         info!(remote = %self.remote, room = %rtp, "the meeting's presentation open towards the room");
+        // The meeting's floor, watched when its offer names it (D224).
+        if let Some(f) = bfcp.and_then(|b| bfcp::floor_at(msg.body(), b)) {
+            let (stop, stop_rx) = tokio::sync::oneshot::channel();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            o.watch_stop = Some(stop);
+            o.watch = Some(rx);
+            tokio::spawn(bfcp::watcher(self.local.ip(), f, stop_rx, tx));
+        }
         self.answer_present(&msg, Some((rtp, pt, codec)), bfcp)
             .await;
     }
