@@ -94,6 +94,9 @@ pub(super) struct Outgoing {
 pub(super) struct Present {
     pub out: Option<Outgoing>,
     pub bucket: Bucket,
+    /// The meeting's floor was released while its content stream stays
+    /// on: a refresh does not open it again (until the stream goes).
+    floor_released: bool,
 }
 
 /// What woke the call's loop for a presentation.
@@ -146,6 +149,7 @@ impl Call {
             Wake::FloorFree(Ok(status)) => {
                 info!(remote = %self.remote, status, "the meeting's floor was released: its presentation towards the room closed");
                 self.present_close().await;
+                self.present.floor_released = true;
             }
             Wake::FloorFree(Err(_)) => {
                 if let Some(o) = self.present.out.as_mut() {
@@ -167,6 +171,9 @@ impl Call {
     pub(super) async fn present_offer(&mut self, msg: &SipMessage) -> bool {
         let offer = sip::content_offer(msg.body());
         let on = offer.as_ref().is_some_and(|o| o.relay.is_some());
+        if !on {
+            self.present.floor_released = false;
+        }
         match (self.present.out.as_ref(), offer) {
             (Some(o), _) if o.request.is_some() => {
                 // Ours is still being opened (the gateway passes one offer
@@ -191,7 +198,8 @@ impl Call {
                 false
             }
             (None, Some(c)) if on => {
-                let Some(codec) = c.codec.filter(|_| self.share.is_none()) else {
+                let free = self.share.is_none() && !self.present.floor_released;
+                let Some(codec) = c.codec.filter(|_| free) else {
                     return false;
                 };
                 info!(remote = %self.remote, "the meeting presents: H.239 token asked of the room");
