@@ -1354,3 +1354,422 @@ fn a_fast_start_room_gets_video_both_ways_after_the_reception() {
         &["userInput", "closeLogicalChannel", "openLogicalChannelAck"],
     );
 }
+
+// ---- h323pres: the meeting's presentation towards the room, floor
+// ---- revoked, the bound on the room's presentations (issue 19).
+
+/// The connector's re-INVITE (CSeq `cseq`, o= version `version`) with
+/// audio, video and its content stream at `content` (0: off), sendonly;
+/// its 200 checked with `answered` (ereg actions), then ACKed; `more`:
+/// m= sections after it.
+fn connector_offer(content: u16, cseq: u32, version: u32, answered: &str, more: &str) -> String {
+    let dir = if content == 0 {
+        ""
+    } else {
+        "\n      a=sendonly"
+    };
+    format!(
+        r#"  <send retrans="500">
+    <![CDATA[
+
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Max-Forwards: 70
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=connector 2 {version} IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+      a=sendrecv
+      m=video [media_port+2] RTP/AVP 96
+      a=rtpmap:96 H264/90000
+      a=fmtp:96 profile-level-id=42e01f;packetization-mode=1
+      a=sendrecv
+      m=video {content} RTP/AVP 97
+      a=rtpmap:97 H264/90000
+      a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
+      a=content:slides
+      a=label:3{dir}
+      {more}
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" timeout="20000">
+    <action>
+      {answered}
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#
+    )
+}
+
+/// The relay's port towards the connector of stream `index`, once the
+/// gateway has it (0 while it has not).
+fn connector_side_port(cvi: &Cvi, index: usize) -> u16 {
+    let v = fedge_testkit::admin::admin_get(cvi.edge.admin, "/cvi");
+    v["media"][0]["streams"][index][1]["port"]
+        .as_u64()
+        .unwrap_or(0) as u16
+}
+
+#[test]
+fn the_meetings_presentation_reaches_an_h323_room_on_an_h239_channel() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let content_port = content.local_addr().unwrap().port();
+    // The room answers the content stream at its own address, receive
+    // only; the stop is answered with the stream off.
+    let on = ereg("m=video [1-9][0-9]* RTP/AVP 97", "body", "on", false)
+        + &ereg("a=recvonly", "body", "recv", false)
+        + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "relay", false);
+    let off = ereg("m=video 0 RTP/AVP 97", "body", "off", false);
+    let end = format!(
+        "  <pause milliseconds=\"2500\"/>\n{}  <pause milliseconds=\"4000\"/>\n{}{}  \
+         <Reference variables=\"on,recv,relay,off\"/>\n",
+        connector_offer(content_port, 1, 3, &on, ""),
+        connector_offer(0, 2, 4, &off, ""),
+        end_on_bye()
+    );
+    let (connector, _media) = cvi.connector(&id, true, &end);
+    let cap = cvi.capture("h239-out.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &[
+            "--video",
+            "--receive-presentation",
+            "--after",
+            "10",
+            "--timeout",
+            "30",
+        ],
+    );
+    // The content stream appears at the relay once the connector offers
+    // it: the meeting's slides (PT 97) go to its port towards the
+    // connector, from the connector's content address.
+    let t0 = Instant::now();
+    let mut port = 0;
+    while port == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no content stream at the relay\n{}",
+            cvi.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        port = connector_side_port(&cvi, 2);
+    }
+    let relay = SocketAddr::from(([127, 0, 0, 2], port));
+    for seq in 0..80u16 {
+        let mut pkt = vec![0x80, 97];
+        pkt.extend_from_slice(&seq.to_be_bytes());
+        pkt.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+        pkt.extend_from_slice(&0x5eed_0006u32.to_be_bytes());
+        pkt.extend_from_slice(&[0x41; 200]);
+        content.send_to(&pkt, relay).unwrap();
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    let got = room.json["rtp"]["received"]["97"].as_u64().unwrap_or(0);
+    assert!(got >= 5, "{got} slides at the room\n{:#}", room.json);
+    // Our channel was opened, and closed with the token released when the
+    // connector stopped.
+    let pin = &room.json["presentation_in"];
+    assert_eq!(pin["channel"], 2039, "{:#}", room.json);
+    assert_eq!(pin["closed"], true, "{:#}", room.json);
+    assert_eq!(pin["released"], true, "{:#}", room.json);
+    assert!(room.json["token_requests"].as_u64() >= Some(1));
+    let file = cap.file.clone();
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect", "releaseComplete"],
+        &[
+            "presentationTokenRequest",
+            "presentationTokenResponse",
+            "openLogicalChannel",
+            "openLogicalChannelAck",
+            "closeLogicalChannel",
+            "closeLogicalChannelAck",
+        ],
+    );
+    // The channel fedge opened carries H.239's extended video capability
+    // (the presentation role) and H.264.
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .args(["-V", "-Y", "h245"])
+        .output()
+        .expect("tshark runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.split("\nFrame ")
+            .any(|f| f.contains("openLogicalChannel")
+                && f.contains("extendedVideoCapability")
+                && f.contains("0.0.8.239.1.2")
+                && f.contains("2039")),
+        "no H.239 openLogicalChannel from fedge on the wire"
+    );
+}
+
+/// The connector's BFCP end as in `floor_server`, but it grants the
+/// room's floor and then revokes it (REQUEST-STATUS 7).
+fn floor_revoker(cvi: &Cvi) {
+    let t0 = Instant::now();
+    let mut port = 0;
+    while port == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no BFCP stream\n{}",
+            cvi.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        port = connector_side_port(cvi, 3);
+    }
+    let relay = SocketAddr::from(([127, 0, 0, 2], port));
+    let mut request = [0u8; 16];
+    let mut c = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(25),
+            "no FloorRequest through the relay at {relay}\n{}",
+            cvi.logs()
+        );
+        if let Ok(mut c) = TcpStream::connect(relay) {
+            c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+            if c.read_exact(&mut request).is_ok() {
+                break c;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(request[1], 1, "a FloorRequest: {request:?}");
+    let mut status = vec![0x20, 4, 0, 3, 0, 0, 0x10, 0xe1, 0, 1, 0, 7];
+    status.extend_from_slice(&[15 << 1 | 1, 12, 0, 9, 16 << 1 | 1, 8, 0, 9]);
+    status.extend_from_slice(&[5 << 1 | 1, 4, 3, 0]);
+    c.write_all(&status).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Revoked.
+    status[9] = 2;
+    status[22] = 7;
+    c.write_all(&status).unwrap();
+}
+
+#[test]
+fn a_revoked_floor_ends_the_rooms_presentation() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let content_port = content.local_addr().unwrap().port();
+    // The room's content stream on, with the connector as floor control
+    // server; then off (port 0) after the revocation, with no stop from
+    // the room's side of the test.
+    let end = end_on_share(content_port, true);
+    let (connector, _media) = cvi.connector(&id, true, &end);
+    let cap = cvi.capture("h239-revoked.pcap");
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &[
+            "--video",
+            "--presentation",
+            "--after",
+            "8",
+            "--timeout",
+            "30",
+        ],
+    );
+    floor_revoker(&cvi);
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    // The connector took the re-INVITE with the content stream off.
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_eq!(room.json["presentation"], "revoked", "{:#}", room.json);
+    assert!(
+        cvi.logs()
+            .contains("the meeting's floor control took the floor back"),
+        "{}",
+        cvi.logs()
+    );
+    cvi.wire_check_h245(
+        cap,
+        &room,
+        &["setup", "connect", "releaseComplete"],
+        &[
+            "presentationTokenRequest",
+            "presentationTokenResponse",
+            "closeLogicalChannel",
+            "closeLogicalChannelAck",
+        ],
+    );
+}
+
+#[test]
+fn a_burst_of_presentations_is_bounded_and_the_call_survives() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let content_port = content.local_addr().unwrap().port();
+    // Exactly three presentations reach the connector (on, then off):
+    // a fourth re-INVITE would fail its scenario.
+    let mut end = String::new();
+    for i in 0..3u32 {
+        let on = ereg("m=video [1-9][0-9]* RTP/AVP 97", "body", "on", false);
+        let off = ereg("m=video 0 RTP/AVP 97", "body", "off", false);
+        end += &format!(
+            "  <recv request=\"INVITE\" timeout=\"30000\">\n    <action>\n      {on}\n    </action>\n  </recv>\n{}\
+             \n  <recv request=\"INVITE\" timeout=\"30000\">\n    <action>\n      {off}\n    </action>\n  </recv>\n{}",
+            share_answer(content_port, 3 + 2 * i, "m=application 0 TCP/BFCP *"),
+            share_answer(0, 4 + 2 * i, "m=application 0 TCP/BFCP *"),
+        );
+    }
+    end += &end_on_bye();
+    end += "  <Reference variables=\"on,off\"/>\n";
+    let (connector, _media) = cvi.connector(&id, true, &end);
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &[
+            "--video",
+            "--presentation",
+            "--presentation-cycles",
+            "6",
+            "--after",
+            "12",
+            "--timeout",
+            "40",
+        ],
+    );
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    let cycles = &room.json["cycles"];
+    assert_eq!(cycles["acked"], 3, "{:#}", room.json);
+    assert_eq!(cycles["rejected"], 3, "{:#}", room.json);
+    assert!(
+        cvi.logs()
+            .contains("H.239 presentation refused: too many presentations"),
+        "{}",
+        cvi.logs()
+    );
+}
+
+#[test]
+fn the_meetings_floor_released_closes_the_rooms_presentation_channel() {
+    let cvi = Cvi::start("");
+    let id = cvi.meeting();
+    let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let content_port = content.local_addr().unwrap().port();
+    // The connector presents with BFCP (it is the floor control server)
+    // and never turns its content stream off: only the floor's release
+    // can close the room's channel.
+    let answered = ereg("a=recvonly", "body", "recv", false)
+        + &ereg("a=floorctrl:c-only", "body", "client", false);
+    let end = format!(
+        "  <pause milliseconds=\"2000\"/>\n{}{}  <Reference variables=\"recv,client\"/>\n",
+        connector_offer(content_port, 1, 3, &answered, BFCP_SERVER),
+        end_on_bye()
+    );
+    let (connector, _media) = cvi.connector(&id, true, &end);
+    let room = Room::start(
+        cvi.dir(),
+        cvi.h323,
+        &id,
+        &[
+            "--video",
+            "--receive-presentation",
+            "--after",
+            "9",
+            "--timeout",
+            "30",
+        ],
+    );
+    // The floor server's end: the watcher's FloorQuery for floor 2, then
+    // FloorStatus granted (to the connector's own request 9), then
+    // released.
+    let t0 = Instant::now();
+    let mut port = 0;
+    while port == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no BFCP stream\n{}",
+            cvi.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        port = connector_side_port(&cvi, 3);
+    }
+    let relay = SocketAddr::from(([127, 0, 0, 2], port));
+    let mut query = [0u8; 16];
+    let mut c = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(25),
+            "no FloorQuery through the relay at {relay}\n{}",
+            cvi.logs()
+        );
+        if let Ok(mut c) = TcpStream::connect(relay) {
+            c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+            if c.read_exact(&mut query).is_ok() {
+                break c;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // FloorQuery (7), conference 4321, user 7, FLOOR-ID 2.
+    assert_eq!(
+        query,
+        [0x20, 7, 0, 1, 0, 0, 0x10, 0xe1, 0, 1, 0, 7, 5, 4, 0, 2]
+    );
+    let mut status = vec![0x20, 8, 0, 4, 0, 0, 0x10, 0xe1, 0, 1, 0, 7];
+    status.extend_from_slice(&[2 << 1 | 1, 4, 0, 2]);
+    status.extend_from_slice(&[15 << 1 | 1, 12, 0, 9, 16 << 1 | 1, 8, 0, 9]);
+    status.extend_from_slice(&[5 << 1 | 1, 4, 3, 0]);
+    c.write_all(&status).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    status[26] = 6; // released
+    c.write_all(&status).unwrap();
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    let pin = &room.json["presentation_in"];
+    assert_eq!(pin["channel"], 2039, "{:#}", room.json);
+    assert_eq!(pin["closed"], true, "{:#}", room.json);
+    assert_eq!(pin["released"], true, "{:#}", room.json);
+    assert!(
+        cvi.logs().contains("the meeting's floor was released"),
+        "{}",
+        cvi.logs()
+    );
+}

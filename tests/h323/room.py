@@ -39,6 +39,10 @@ def parse_args(argv):
     p.add_argument("--presentation", action="store_true")
     p.add_argument("--presentation-for", type=float, default=0.0,
                    help="stop presenting after this many seconds (CLC and token release); 0: never")
+    p.add_argument("--receive-presentation", action="store_true",
+                   help="take the gateway's H.239 presentation channel and count its RTP")
+    p.add_argument("--presentation-cycles", type=int, default=0,
+                   help="open and at once close the presentation this many times")
     p.add_argument("--hangup", choices=["room", "gateway"], default="room")
     p.add_argument("--after", type=float, default=2.0)
     p.add_argument("--out")
@@ -112,9 +116,16 @@ class Room:
         self.media = {"audio": Media("audio", args.media_ip)}
         if args.video:
             self.media["video"] = Media("video", args.media_ip)
-        if args.presentation:
+        if args.presentation or args.receive_presentation:
             self.media["presentation"] = Media("presentation", args.media_ip)
             self.result["presentation"] = None
+        if args.receive_presentation:
+            # The gateway's presentation towards us: its channel, whether it
+            # was closed, whether the token was released.
+            self.result["presentation_in"] = None
+        self.cycles_left = max(1, args.presentation_cycles)
+        self.next_token_at = 0.0
+        self.result["cycles"] = {"acked": 0, "rejected": 0}
         self.token_requested = False
         self.presentation_open_at = None
         for med in self.media.values():
@@ -302,6 +313,7 @@ class Room:
             for kind, n in list(self.opened.items()):
                 if n == lcn:
                     del self.opened[kind]
+            self.on_olc_reject(inner)
         elif name == "terminalCapabilitySetAck":
             self.tcs_acked = True
         elif name == "masterSlaveDetermination":
@@ -327,9 +339,12 @@ class Room:
             kind, val = inner
             digit = val if kind == "alphanumeric" else val.get("signalType", "") if kind == "signal" else ""
             self.result["digits_received"] += digit
-        elif name in ("genericRequest", "genericResponse"):
+        elif name in ("genericRequest", "genericResponse", "genericCommand"):
             self.on_generic(name, inner)
         elif name == "closeLogicalChannel":
+            pin = self.result.get("presentation_in")
+            if pin and pin["channel"] == inner["forwardLogicalChannelNumber"]:
+                pin["closed"] = True
             self.send_h245(("response", ("closeLogicalChannelAck", {
                 "forwardLogicalChannelNumber": inner["forwardLogicalChannelNumber"]})))
         elif name == "requestChannelClose":
@@ -356,6 +371,15 @@ class Room:
             lcn = params.get(42, ("unsignedMin", 0))[1]
             label = params.get(44, ("unsignedMin", 0))[1]
             self.send_h245(m.token_response(lcn, label, True))
+            self.result["token_requests"] = self.result.get("token_requests", 0) + 1
+            if self.presentation_open_at is not None:
+                # The token taken back while we present (H.239 §7.2): we
+                # stop, close our channel and release it.
+                self.stop_presenting("revoked")
+        elif name == "genericCommand" and sub == 5:
+            pin = self.result.get("presentation_in")
+            if pin:
+                pin["released"] = True
         elif name == "genericResponse" and sub == 4 and self.token_requested:
             granted = 126 in params
             self.result["presentation"] = "granted" if granted else "rejected"
@@ -375,6 +399,30 @@ class Room:
         self.opened = {}
         self.olcs_opened = False
 
+    def stop_presenting(self, why):
+        self.presentation_open_at = None
+        self.media["presentation"].target = None
+        self.result["presentation"] = why
+        self.send_h245(("request", ("closeLogicalChannel", {
+            "forwardLogicalChannelNumber": 1005, "source": ("user", 0)})))
+        self.send_h245(m.token_release(1005, 1))
+
+    def next_cycle(self):
+        """--presentation-cycles: the next open, from the token on."""
+        med = self.media["presentation"]
+        med.media = None
+        med.target = None
+        self.cycles_left -= 1
+        if self.cycles_left > 0:
+            # A second for the gateway to close the last one first.
+            self.token_requested = False
+            self.next_token_at = time.monotonic() + 1.0
+
+    def on_olc_reject(self, rej):
+        if rej["forwardLogicalChannelNumber"] == 1005 and self.a.presentation_cycles:
+            self.result["cycles"]["rejected"] += 1
+            self.next_cycle()
+
     def on_olc(self, olc):
         lcn = olc["forwardLogicalChannelNumber"]
         media = m.media_of(olc["forwardLogicalChannelParameters"]["dataType"])
@@ -383,6 +431,8 @@ class Room:
         if media in ("pcmu", "pcma", "h264"):
             self.rx_media[kind] = media
         med = self.media.get(kind)
+        if kind == "presentation" and med is not None and "presentation_in" in self.result:
+            self.result["presentation_in"] = {"channel": lcn, "closed": False, "released": False}
         if med is None:
             self.send_h245(("response", ("openLogicalChannelReject", {
                 "forwardLogicalChannelNumber": lcn, "cause": ("dataTypeNotSupported", 0)})))
@@ -399,6 +449,10 @@ class Room:
             self.media[kind].target = (ip, int(port))
             if kind == "presentation":
                 self.presentation_open_at = time.monotonic()
+                if self.a.presentation_cycles:
+                    self.result["cycles"]["acked"] += 1
+                    self.stop_presenting("stopped")
+                    self.next_cycle()
 
     def open_channels(self):
         """Without (accepted) fastStart: H.245 OpenLogicalChannel for what we send."""
@@ -503,13 +557,8 @@ class Room:
                 self.open_channels()
             if (a.presentation_for and self.presentation_open_at is not None
                     and now >= self.presentation_open_at + a.presentation_for):
-                self.presentation_open_at = None
-                self.media["presentation"].target = None
-                self.result["presentation"] = "stopped"
-                self.send_h245(("request", ("closeLogicalChannel", {
-                    "forwardLogicalChannelNumber": 1005, "source": ("user", 0)})))
-                self.send_h245(m.token_release(1005, 1))
-            if a.presentation and not self.token_requested:
+                self.stop_presenting("stopped")
+            if a.presentation and not self.token_requested and now >= self.next_token_at:
                 self.token_requested = True
                 self.send_h245(m.token_request(1005, 1, random.randint(1, 127)))
             if self.next_digit_at is None:
@@ -589,7 +638,8 @@ class Room:
             return "digits not all sent"
         if not r["rtp"]["sent"]:
             return "no RTP sent"
-        if self.a.presentation and not r["rtp"]["sent"].get(str(m.PT_PRESENTATION)):
+        if (self.a.presentation and not self.a.presentation_cycles
+                and not r["rtp"]["sent"].get(str(m.PT_PRESENTATION))):
             return "no presentation sent (token: %s)" % r.get("presentation")
         if r["released_by"] != self.a.hangup:
             return "released by %s, expected %s (cause %s reason %s)" % (

@@ -183,6 +183,9 @@ struct Call {
     share: Option<share::Share>,
     /// Slow start (no fast start in the Setup): the channels by H.245.
     slow: Option<channels::Slow>,
+    /// The meeting's presentation towards the room, and the bound on the
+    /// room's own.
+    present: present::Present,
 }
 
 /// Serves one call signalling connection to its end.
@@ -482,5 +485,6 @@ fn parse_sip(b: Bytes) -> Option<SipMessage> {
 
 mod answers;
 mod channels;
+mod present;
 mod run;
 mod share;

@@ -11,6 +11,8 @@
 //! socket and never knows whether the channel is tunnelled or separate
 //! (the call task carries the bytes).
 
+use std::net::SocketAddr;
+
 use fedge_h323::h245::{
     Capability, Control, GenericKind, GenericMessage, GenericValue, Olc, UserInput,
 };
@@ -23,6 +25,7 @@ const TOKEN_REQUEST: u8 = 3;
 const TOKEN_RESPONSE: u8 = 4;
 const TOKEN_RELEASE: u8 = 5;
 const P_CHANNEL: u8 = 42;
+const P_SYMMETRY: u8 = 43;
 const P_LABEL: u8 = 44;
 const P_ACKNOWLEDGE: u8 = 126;
 
@@ -58,6 +61,13 @@ pub enum Event {
     Capabilities(Vec<Capability>),
     /// The room acknowledged our TerminalCapabilitySet `seq`.
     CapabilitiesAcked(u8),
+    /// The room answered our presentationTokenRequest (true: granted).
+    TokenAnswer(bool),
+    /// The room acknowledged our presentation channel: where it takes
+    /// the content's RTP and RTCP.
+    OutgoingAck(Option<SocketAddr>, Option<SocketAddr>),
+    /// The room refused our presentation channel.
+    OutgoingReject,
 }
 
 /// The session's state.
@@ -81,6 +91,11 @@ pub struct Session {
     pub slow: bool,
     /// The sequence number of our last TerminalCapabilitySet.
     pub tcs_seq: u8,
+    /// Our presentation channel towards the room (the meeting's
+    /// content), while it is being opened or open.
+    pub outgoing: Option<u16>,
+    /// Our presentationTokenRequest awaits the room's response.
+    pub token_asked: bool,
 }
 
 impl Session {
@@ -94,6 +109,8 @@ impl Session {
             presentation: None,
             slow: false,
             tcs_seq: 1,
+            outgoing: None,
+            token_asked: false,
         }
     }
 
@@ -182,6 +199,15 @@ impl Session {
             Control::OpenLogicalChannel(o) if self.slow && !o.presentation && o.forward => {
                 ev.push(Event::ChannelOpen(o));
             }
+            Control::OpenLogicalChannelAck {
+                number,
+                media,
+                control,
+            } if self.outgoing == Some(number) => ev.push(Event::OutgoingAck(media, control)),
+            Control::OpenLogicalChannelReject { number } if self.outgoing == Some(number) => {
+                self.outgoing = None;
+                ev.push(Event::OutgoingReject);
+            }
             Control::OpenLogicalChannel(o) => {
                 // After fast start, channels of the room's own are refused.
                 out.push(Control::OpenLogicalChannelReject { number: o.number });
@@ -242,6 +268,11 @@ impl Session {
                 });
                 (vec![r], Vec::new())
             }
+            (GenericKind::Response, Some(TOKEN_RESPONSE)) if self.token_asked => {
+                self.token_asked = false;
+                let granted = param(P_ACKNOWLEDGE).is_some();
+                (Vec::new(), vec![Event::TokenAnswer(granted)])
+            }
             (GenericKind::Command, Some(TOKEN_RELEASE)) if self.presentation.is_some() => {
                 (Vec::new(), vec![Event::PresentationClose])
             }
@@ -253,6 +284,40 @@ impl Session {
     pub fn presentation_closed(&mut self) {
         self.presentation = None;
     }
+
+    /// Our presentationTokenRequest (H.239 §7.2): asks the room for the
+    /// token, to present on `channel` ourselves, or (the meeting's floor
+    /// revoked) to take it back from the room presenting.
+    pub fn token_request(&mut self, channel: u16) -> Control {
+        self.token_asked = true;
+        Control::Generic(GenericMessage {
+            kind: GenericKind::Request,
+            id: H239_MESSAGE.into(),
+            sub: Some(TOKEN_REQUEST),
+            params: vec![
+                (P_LABEL, GenericValue::UnsignedMin(0)),
+                (P_CHANNEL, GenericValue::UnsignedMin(channel)),
+                (
+                    P_SYMMETRY,
+                    GenericValue::UnsignedMin(rand::random_range(1..=127)),
+                ),
+            ],
+        })
+    }
+}
+
+/// Our presentationTokenRelease (H.239 §7.2): we stopped presenting on
+/// `channel`.
+pub fn token_release(channel: u16) -> Control {
+    Control::Generic(GenericMessage {
+        kind: GenericKind::Command,
+        id: H239_MESSAGE.into(),
+        sub: Some(TOKEN_RELEASE),
+        params: vec![
+            (P_LABEL, GenericValue::UnsignedMin(0)),
+            (P_CHANNEL, GenericValue::UnsignedMin(channel)),
+        ],
+    })
 }
 
 /// A key a room system has (DTMF 0-9, *, #, A-D).
@@ -466,5 +531,63 @@ mod tests {
             s.capabilities(true),
             Control::TerminalCapabilitySet { seq: 3, caps } if !caps.is_empty()
         ));
+    }
+
+    #[test]
+    fn our_token_request_and_channel_are_answered_by_events() {
+        let mut s = Session::new(1);
+        let Control::Generic(g) = s.token_request(2039) else {
+            panic!("a generic request");
+        };
+        assert_eq!((g.kind, g.sub), (GenericKind::Request, Some(TOKEN_REQUEST)));
+        assert!(
+            g.params
+                .contains(&(P_CHANNEL, GenericValue::UnsignedMin(2039)))
+        );
+        let answer = |ok: bool| {
+            Control::Generic(GenericMessage {
+                kind: GenericKind::Response,
+                id: H239_MESSAGE.into(),
+                sub: Some(TOKEN_RESPONSE),
+                params: vec![(if ok { P_ACKNOWLEDGE } else { 127 }, GenericValue::Logical)],
+            })
+        };
+        assert_eq!(s.on_control(answer(true)).1, vec![Event::TokenAnswer(true)]);
+        // Not asked (any more): nothing.
+        assert!(s.on_control(answer(true)).1.is_empty());
+        s.token_request(2039);
+        assert_eq!(
+            s.on_control(answer(false)).1,
+            vec![Event::TokenAnswer(false)]
+        );
+        // The Ack of our channel, another's ignored, the reject.
+        s.outgoing = Some(2039);
+        let to: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let ack = |n: u16| Control::OpenLogicalChannelAck {
+            number: n,
+            media: Some(to),
+            control: None,
+        };
+        assert_eq!(
+            s.on_control(ack(2039)).1,
+            vec![Event::OutgoingAck(Some(to), None)]
+        );
+        // Another channel's Ack is the audio/video channels' business.
+        assert!(
+            !s.on_control(ack(7))
+                .1
+                .iter()
+                .any(|e| matches!(e, Event::OutgoingAck(..)))
+        );
+        assert_eq!(
+            s.on_control(Control::OpenLogicalChannelReject { number: 2039 })
+                .1,
+            vec![Event::OutgoingReject]
+        );
+        assert_eq!(s.outgoing, None);
+        let Control::Generic(r) = token_release(2039) else {
+            panic!("a generic command");
+        };
+        assert_eq!((r.kind, r.sub), (GenericKind::Command, Some(TOKEN_RELEASE)));
     }
 }

@@ -302,6 +302,80 @@ pub fn content_section(rtp: SocketAddr, pt: u8, codec: Codec, label: u16) -> Str
     )
 }
 
+/// The connector's content stream in an offer from the gateway: the
+/// second video m= line (the first is the room's own video).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentOffer {
+    /// Its m= index.
+    pub index: usize,
+    /// The relay's RTP and RTCP addresses; `None`: the stream is off.
+    pub relay: Option<(SocketAddr, SocketAddr)>,
+    pub pt: u8,
+    /// `None`: not H.264 (no H.239 channel can carry it).
+    pub codec: Option<Codec>,
+    /// The m= index of a `BFCP` stream that is on.
+    pub bfcp: Option<usize>,
+}
+
+/// The content stream an offer carries, if any (on or off).
+pub fn content_offer(sdp: &[u8]) -> Option<ContentOffer> {
+    let all = sections(sdp);
+    let (index, m) = all
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.kind == "video")
+        .nth(1)?;
+    let relay = m.c.filter(|_| m.port != 0).map(|ip| {
+        let rtcp = m.rtcp.unwrap_or(m.port.saturating_add(1));
+        (SocketAddr::new(ip, m.port), SocketAddr::new(ip, rtcp))
+    });
+    let (pt, codec) = match m.codec() {
+        Some((pt, c)) => (pt, Some(c).filter(Codec::is_video)),
+        None => (m.formats.first().copied().unwrap_or(0), None),
+    };
+    let bfcp = all
+        .iter()
+        .position(|m| m.kind == "application" && m.port != 0);
+    Some(ContentOffer {
+        index,
+        relay,
+        pt,
+        codec,
+        bfcp,
+    })
+}
+
+/// Our answer's content section: the room receives the meeting's
+/// presentation at `rtp` (its H.239 channel's address).
+pub fn content_answer(rtp: SocketAddr, pt: u8, codec: Codec) -> String {
+    let fam = if rtp.is_ipv4() { "IP4" } else { "IP6" };
+    let (_, lines) = codec.sdp(pt);
+    format!(
+        "m=video {} RTP/AVP {pt}\r\nc=IN {fam} {}\r\n{lines}a=content:slides\r\na=recvonly\r\n",
+        rtp.port(),
+        rtp.ip()
+    )
+}
+
+/// `sdp` with its `index`th m= section (to the next m= line) replaced by
+/// `section`; unchanged when it has no such section.
+pub fn replace_section(sdp: &str, index: usize, section: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + section.len());
+    let mut at: Option<usize> = None;
+    for line in sdp.split_inclusive("\r\n") {
+        if line.starts_with("m=") {
+            at = Some(at.map_or(0, |i| i + 1));
+            if at == Some(index) {
+                out.push_str(section);
+            }
+        }
+        if at != Some(index) {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// Our answer to an offer from the gateway (its re-INVITE after the
 /// reception): the room's own addresses (its channels do not change), the
 /// offer's first format per stream, streams the room has none for refused.
@@ -657,5 +731,64 @@ mod tests {
         assert!(off.starts_with("m=video 0 RTP/AVP 97\r\n"), "{off}");
         assert_eq!(stream_at(off.as_bytes(), 0), None);
         assert_eq!(stream_at(base.as_bytes(), 1), None);
+    }
+
+    #[test]
+    fn the_meetings_content_is_found_and_answered_at_the_rooms_address() {
+        let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n\
+            m=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n\
+            m=video 40002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+            m=video 40004 RTP/AVP 98\r\na=rtpmap:98 H264/90000\r\na=fmtp:98 profile-level-id=42e01f\r\na=content:slides\r\na=sendonly\r\n\
+            m=application 40006 TCP/BFCP *\r\na=setup:passive\r\na=floorctrl:s-only\r\n";
+        let c = content_offer(offer.as_bytes()).unwrap();
+        assert_eq!(c.index, 2);
+        assert_eq!(c.pt, 98);
+        assert_eq!(
+            c.relay,
+            Some((
+                "127.0.0.2:40004".parse().unwrap(),
+                "127.0.0.2:40005".parse().unwrap()
+            ))
+        );
+        assert_eq!(
+            c.codec,
+            Some(Codec::H264 {
+                profile: 0x42,
+                level: 0x1f
+            })
+        );
+        assert_eq!(c.bfcp, Some(3));
+        let off = offer.replace("40004", "0").replace("40006", "0");
+        let c2 = content_offer(off.as_bytes()).unwrap();
+        assert_eq!((c2.relay, c2.bfcp), (None, None));
+        let two = offer.split("m=video 40004").next().unwrap();
+        assert_eq!(content_offer(two.as_bytes()), None);
+        let room = Offer {
+            audio: Some(Stream {
+                rtp: "127.0.0.1:5000".parse().unwrap(),
+                codecs: vec![Codec::Pcma],
+            }),
+            video: None,
+        };
+        let base = answer_sdp(offer.as_bytes(), &room, 1, 2);
+        let codec = c.codec.unwrap();
+        let ans = replace_section(
+            &base,
+            2,
+            &content_answer("127.0.0.1:6000".parse().unwrap(), 98, codec),
+        );
+        assert_eq!(stream_count(ans.as_bytes()), 4);
+        assert_eq!(
+            stream_at(ans.as_bytes(), 2),
+            Some((
+                "127.0.0.1:6000".parse().unwrap(),
+                "127.0.0.1:6001".parse().unwrap()
+            ))
+        );
+        assert!(
+            ans.contains("a=content:slides\r\na=recvonly\r\nm=application 0"),
+            "{ans}"
+        );
+        assert_eq!(replace_section(&base, 9, "m=x\r\n"), base);
     }
 }

@@ -66,6 +66,7 @@ impl Call {
                         _ => debug!(remote = %self.remote, "no H.245 connection to our address"),
                     }
                 }
+                w = present::wake(&mut self.share, &mut self.present) => self.on_wake(w).await,
                 m = inproc.recv() => match m.and_then(parse_sip) {
                     Some(msg) => self.on_sip(msg).await,
                     None => self.release(NORMAL, ReleaseReason::Undefined).await,
@@ -209,6 +210,9 @@ impl Call {
         let status = match msg.method() {
             Some(Method::Ack) => return,
             Some(Method::Invite) if self.state == State::Connected => {
+                if self.present_offer(&msg).await {
+                    return;
+                }
                 // The gateway's re-INVITE (after the reception): the room's
                 // channels stay as they are.
                 self.sdp_version += 1;

@@ -113,6 +113,7 @@ impl Call {
                 c.invited = managed;
                 c
             }),
+            present: Default::default(),
         };
         call.session.slow = slow || managed;
         info!(%remote, uri = %call.dialog.uri, call_id = %call.dialog.call_id, "H.323 call");
@@ -244,6 +245,9 @@ impl Call {
                 }
                 Event::PresentationOpen(o) => self.presentation_open(o).await,
                 Event::PresentationClose => self.presentation_close().await,
+                Event::TokenAnswer(granted) => self.present_token(granted).await,
+                Event::OutgoingAck(rtp, _) => self.present_opened(rtp).await,
+                Event::OutgoingReject => self.present_opened(None).await,
                 Event::EndSession => {
                     self.send_h245(vec![Control::EndSession]).await;
                     self.room_left(NORMAL).await;

@@ -50,6 +50,8 @@ pub(super) struct Share {
     release: Option<tokio::sync::oneshot::Sender<()>>,
     /// The BFCP client's task.
     client: Option<tokio::task::JoinHandle<()>>,
+    /// The client's word that the server denied or revoked the floor.
+    pub floor: Option<tokio::sync::oneshot::Receiver<u8>>,
 }
 
 /// How long closing waits for the BFCP client's FloorRelease to go out.
@@ -69,12 +71,25 @@ impl Call {
                     .map(|a| SocketAddr::new(a.ip(), a.port().saturating_sub(1)))
             })
             .unwrap_or_else(|| SocketAddr::new(self.remote.ip(), 9));
-        let (Some(codec), true, None) = (codec, self.state == State::Connected, &self.share) else {
+        let ok = (codec, self.state == State::Connected, &self.share);
+        let (Some(codec), true, None, None) = (ok.0, ok.1, ok.2, &self.present.out) else {
             self.session.presentation_closed();
             self.send_h245(vec![Control::OpenLogicalChannelReject { number: o.number }])
                 .await;
             return;
         };
+        if !self.present.bucket.take(tokio::time::Instant::now()) {
+            // D222: one re-INVITE per presentation, so a room opening and
+            // closing in a loop is bounded here.
+            self.h.stats.refused.fetch_add(1, Ordering::Relaxed);
+            if log_limit::allow(self.remote.ip(), H323_LOG) {
+                info!(remote = %self.remote, channel = o.number, "H.239 presentation refused: too many presentations in a short time");
+            }
+            self.session.presentation_closed();
+            self.send_h245(vec![Control::OpenLogicalChannelReject { number: o.number }])
+                .await;
+            return;
+        }
         let mut share = Share {
             number: o.number,
             cseq: 0,
@@ -87,6 +102,7 @@ impl Call {
             close_pending: false,
             release: None,
             client: None,
+            floor: None,
         };
         info!(remote = %self.remote, channel = o.number, "H.239 presentation from the room: offered to the gateway");
         self.offer_content(&mut share, true).await;
@@ -174,8 +190,11 @@ impl Call {
                 if let Some(f) = floor {
                     // The room holds the token: its floor is requested.
                     let (tx, rx) = tokio::sync::oneshot::channel();
+                    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
                     share.release = Some(tx);
-                    share.client = Some(tokio::spawn(bfcp::client(self.local.ip(), f, rx)));
+                    share.floor = Some(lost_rx);
+                    share.client =
+                        Some(tokio::spawn(bfcp::client(self.local.ip(), f, rx, lost_tx)));
                 }
                 self.send_h245(vec![Control::OpenLogicalChannelAck {
                     number: share.number,
@@ -194,5 +213,39 @@ impl Call {
             // anyway); the next presentation starts over.
             Phase::Closing | Phase::Open => self.session.presentation_closed(),
         }
+    }
+}
+
+impl Call {
+    /// The BFCP client's word: the server denied or revoked the room's
+    /// floor (`Ok(status)`), or the client ended (`Err`: nothing to do).
+    /// The room is asked for the H.239 token back (H.239 §7.2: the holder
+    /// answers, closes its channel and releases it) and the content stream
+    /// goes off towards the gateway at once, whether the room complies or
+    /// not (D221).
+    pub(super) async fn floor_lost(
+        &mut self,
+        r: Result<u8, tokio::sync::oneshot::error::RecvError>,
+    ) {
+        let Some(mut share) = self.share.take() else {
+            return;
+        };
+        share.floor = None;
+        let (Ok(status), Phase::Open) = (r, share.phase) else {
+            self.share = Some(share);
+            return;
+        };
+        info!(remote = %self.remote, channel = share.number, status, "H.239 presentation ended: the meeting's floor control took the floor back");
+        let take = self.session.token_request(share.number);
+        self.send_h245(vec![take]).await;
+        // The room's CLC and token release that follow are only
+        // acknowledged: the presentation is over here already.
+        self.session.presentation_closed();
+        share.release = None;
+        share.client = None;
+        share.phase = Phase::Closing;
+        share.branch = random_token();
+        self.offer_content(&mut share, false).await;
+        self.share = Some(share);
     }
 }
