@@ -23,6 +23,7 @@ fn check(sdp: &[u8], address: IpAddr, alternate: bool) {
                 rtp: 40000u16.wrapping_add(n.wrapping_mul(4)),
                 rtcp: 40001u16.wrapping_add(n.wrapping_mul(4)),
                 tcp: i % 3 == 1,
+                active: i % 5 == 2,
             })
         })
         .collect();
