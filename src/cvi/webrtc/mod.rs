@@ -17,6 +17,7 @@
 mod bridge;
 mod rtp;
 pub mod sdp;
+pub mod tcp;
 mod tokens;
 
 use std::collections::HashMap;
@@ -49,6 +50,8 @@ pub struct WebRtcConfig {
     pub token_ttl: Duration,
     /// How long a join waits for the gateway's final answer.
     pub answer_timeout: Duration,
+    /// The shared ICE-TCP port (`[cvi] webrtc_tcp`), when configured.
+    pub tcp: Option<Arc<tcp::IceTcp>>,
 }
 
 /// Counters since start (for metrics and tests).
@@ -200,7 +203,7 @@ impl WebRtc {
         };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let session = format!("{n}-{}", crate::sip::response::random_token());
-        let prepared = match bridge::Prepared::new(&self.cfg, checked).await {
+        let prepared = match bridge::Prepared::new(&self.cfg, self.cfg.tcp.as_ref(), checked).await {
             Ok(p) => p,
             Err(r) => return refused(r),
         };
