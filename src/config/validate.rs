@@ -447,10 +447,14 @@ impl Config {
             self.check_h323()?;
             if let Some(p) = c.webrtc_tcp {
                 let at = SocketAddr::new(c.media_address, p);
-                let taken = [Some(c.listen), c.listen_tls, c.h323.then_some(c.h323_listen)]
-                    .into_iter()
-                    .flatten()
-                    .any(|l| clash(at, l))
+                let taken = [
+                    Some(c.listen),
+                    c.listen_tls,
+                    c.h323.then_some(c.h323_listen),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|l| clash(at, l))
                     || clash(at, self.admin.listen);
                 if !c.webrtc || p == 0 || taken {
                     return Err(ConfigError(format!(

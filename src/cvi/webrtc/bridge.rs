@@ -541,13 +541,7 @@ impl Live {
         None
     }
 
-    fn on_browser_packet(
-        &mut self,
-        proto: Protocol,
-        b: &[u8],
-        from: SocketAddr,
-        to: SocketAddr,
-    ) {
+    fn on_browser_packet(&mut self, proto: Protocol, b: &[u8], from: SocketAddr, to: SocketAddr) {
         let Ok(contents) = b.try_into() else { return };
         let input = Input::Receive(
             Instant::now(),

@@ -203,7 +203,8 @@ impl WebRtc {
         };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let session = format!("{n}-{}", crate::sip::response::random_token());
-        let prepared = match bridge::Prepared::new(&self.cfg, self.cfg.tcp.as_ref(), checked).await {
+        let prepared = match bridge::Prepared::new(&self.cfg, self.cfg.tcp.as_ref(), checked).await
+        {
             Ok(p) => p,
             Err(r) => return refused(r),
         };
