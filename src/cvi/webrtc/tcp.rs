@@ -286,6 +286,31 @@ mod tests {
         assert_eq!(ufrag_of(&[]), None);
     }
 
+    /// Bad framing, a first frame that is no STUN request and a request
+    /// for no call each close that connection; the port keeps serving.
+    #[tokio::test]
+    async fn bad_first_frames_close_that_connection_only() {
+        let t = IceTcp::start("127.0.0.1:0".parse().unwrap(), [127, 0, 0, 1].into())
+            .await
+            .unwrap();
+        let (_rx, _route) = t.register("live".into());
+        assert_eq!(t.routes(), 1);
+        for bad in [
+            vec![0xff, 0xff, 1, 2],
+            vec![0, 0],
+            vec![0, 3, 0x16, 0xfe, 0xfd],
+        ] {
+            let mut s = TcpStream::connect(t.advertise).await.unwrap();
+            s.write_all(&bad).await.unwrap();
+            let mut b = [0u8; 16];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
+            assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{bad:?} closed: {n:?}");
+        }
+        assert_eq!(t.routes(), 1, "the call's route stays");
+        drop(_route);
+        assert_eq!(t.routes(), 0);
+    }
+
     #[tokio::test]
     async fn sources_are_bounded() {
         let t = IceTcp::start("127.0.0.1:0".parse().unwrap(), [127, 0, 0, 1].into())
