@@ -742,6 +742,8 @@ async fn a_browser_without_udp_joins_over_ice_tcp() {
         block.dropped() > 0,
         "the browser's UDP was tried and dropped"
     );
+    let held = metric(lab.edge.admin, "fedge_cvi_browser_tcp_connections", &[]);
+    assert!(held >= 1.0, "ICE-TCP connections held (metrics): {held}");
     let s = stats(&c).await;
     let n = |k: &str| s[k].as_u64().unwrap_or(0);
     assert!(n("in_audio") > 100, "the connector's audio over TCP: {s}");

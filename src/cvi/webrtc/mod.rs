@@ -285,7 +285,7 @@ impl WebRtc {
 pub fn gauges(w: &WebRtc) -> Vec<(&'static str, &'static str, f64)> {
     let s = &w.stats;
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-    vec![
+    let mut g = vec![
         (
             "fedge_cvi_browser_calls",
             "Browser offers presented to the gateway",
@@ -316,5 +316,13 @@ pub fn gauges(w: &WebRtc) -> Vec<(&'static str, &'static str, f64)> {
             "RTP packets from the relay to browsers",
             n(&s.packets_down),
         ),
-    ]
+    ];
+    if let Some(t) = &w.cfg.tcp {
+        g.push((
+            "fedge_cvi_browser_tcp_connections",
+            "ICE-TCP connections from browsers held now",
+            t.connections() as f64,
+        ));
+    }
+    g
 }

@@ -207,6 +207,11 @@ impl IceTcp {
         )
     }
 
+    /// ICE-TCP connections held now (all sources).
+    pub fn connections(&self) -> usize {
+        lock(&self.sources).values().sum()
+    }
+
     /// Calls routed now (tests, metrics).
     pub fn routes(&self) -> usize {
         lock(&self.calls).len()
@@ -320,8 +325,12 @@ mod tests {
         let slots: Vec<_> = (0..PER_SOURCE).filter_map(|_| t.admit(ip)).collect();
         assert_eq!(slots.len(), PER_SOURCE);
         assert!(t.admit(ip).is_none());
-        assert!(t.admit([10, 0, 0, 2].into()).is_some());
+        let other = t.admit([10, 0, 0, 2].into());
+        assert!(other.is_some());
+        assert_eq!(t.connections(), PER_SOURCE + 1);
         drop(slots);
+        drop(other);
+        assert_eq!(t.connections(), 0);
         assert!(t.admit(ip).is_some());
     }
 }
