@@ -242,6 +242,14 @@ fn media_rules(r: &mut Rules, cfg: &Config) {
         if c.h323 {
             h323_rules(r, c);
         }
+        if let Some(p) = c.webrtc_tcp.filter(|_| c.webrtc) {
+            r.listen(
+                "",
+                SocketAddr::new(c.media_address, p),
+                &["tcp"],
+                "CVI: browsers' ICE-TCP (WebRTC)",
+            );
+        }
     }
 }
 
@@ -374,6 +382,11 @@ mod tests {
         cfg.cvi.webrtc = true;
         let t = ruleset(&cfg, "test");
         let want = "\t\tudp dport 40000-49999 accept comment \"CVI media: room systems and browsers (WebRTC) (udp)\"";
+        assert!(t.contains(want), "{want:?} not in\n{t}");
+        assert!(!t.contains("ICE-TCP"), "{t}");
+        cfg.cvi.webrtc_tcp = Some(3478);
+        let t = ruleset(&cfg, "test");
+        let want = "tcp dport 3478 accept comment \"CVI: browsers' ICE-TCP (WebRTC) (tcp)\"";
         assert!(t.contains(want), "{want:?} not in\n{t}");
     }
 

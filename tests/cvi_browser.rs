@@ -600,3 +600,177 @@ async fn a_draining_node_tells_the_page_and_keeps_the_call_up() {
     });
     c.close().await.unwrap();
 }
+
+/// An nftables table dropping UDP to `addr` from anyone but itself (the
+/// browser's UDP to fedge's media range), deleted on drop.
+struct UdpBlock {
+    table: String,
+}
+
+impl UdpBlock {
+    fn new(addr: std::net::Ipv4Addr) -> UdpBlock {
+        let table = format!("fedge_wrtc_{}", rand::random::<u32>());
+        let rules = format!(
+            "table inet {table} {{\n chain out {{\n  type filter hook output priority 0;\n  \
+             ip daddr {addr} ip saddr != {addr} meta l4proto udp counter drop\n }}\n}}\n"
+        );
+        let out = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn();
+        let mut child = out.expect("nft (the test runs as root)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft took {rules}");
+        UdpBlock { table }
+    }
+
+    /// Packets the rule dropped so far.
+    fn dropped(&self) -> u64 {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", &self.table])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        s.split("packets ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for UdpBlock {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+/// The selected candidate pair's protocols (local, remote) in the page.
+async fn selected_protocols(c: &Client) -> serde_json::Value {
+    c.execute_async(
+        "const done = arguments[arguments.length - 1];
+         window.fedgeCall.getStats().then(s => {
+           let pair = null;
+           s.forEach(x => {
+             if (x.type === 'transport' && x.selectedCandidatePairId) pair = s.get(x.selectedCandidatePairId);
+           });
+           if (!pair) { done(null); return; }
+           const l = s.get(pair.localCandidateId), r = s.get(pair.remoteCandidateId);
+           done({local: l && l.protocol, remote: r && r.protocol, tcptype: l && l.tcpType});
+         });",
+        vec![],
+    )
+    .await
+    .unwrap()
+}
+
+/// Issue 20's ICE-TCP: with the browser's UDP to fedge's media address
+/// dropped (nftables), the browser joins over the `[cvi] webrtc_tcp`
+/// port and media crosses both ways over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_without_udp_joins_over_ice_tcp() {
+    let pki = Pki::new();
+    let connector = Connector::start();
+    let media = std::net::Ipv4Addr::new(127, 0, 3, 1 + rand::random::<u8>() % 250);
+    let tcp_port = fedge_testkit::peers::free_port(true);
+    let cvi = format!(
+        "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\n\
+         connector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\n\
+         connector_address = \"127.0.0.1:{}\"\nmedia_address = \"{media}\"\n\
+         connector_media_address = \"127.0.0.2\"\n\
+         max_calls = 2\nwebrtc = true\nwebrtc_tcp = {tcp_port}\n\
+         instructions_base = \"https://cvi.fedge.test\"\n",
+        connector.port
+    );
+    let edge = Edge::start(&pki, &(test_config(&pki, "") + &cvi));
+    fedge_ok(
+        &edge.config_path,
+        &[
+            "cvi",
+            "enrol",
+            "--org",
+            "Leeds Teaching Hospitals",
+            "--ods",
+            "RR8",
+            "--teams-enabled",
+            "--email",
+            ORGANISER,
+        ],
+    );
+    let lab = Lab {
+        edge,
+        _pki: pki,
+        connector,
+    };
+    let block = UdpBlock::new(media);
+    let id = lab.meeting();
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    join(&lab, &c, &id).await;
+    wait_call(&lab, &c, "connected", Duration::from_secs(30)).await;
+    let answer = c
+        .execute("return window.fedgeCall.remoteDescription.sdp;", vec![])
+        .await
+        .unwrap();
+    let answer = answer.as_str().unwrap_or_default().to_string();
+    assert!(
+        answer.contains(" tcp "),
+        "a TCP candidate in the answer:\n{answer}"
+    );
+    assert!(
+        answer.contains(&format!("{media} {tcp_port} typ host tcptype passive")),
+        "the passive ICE-TCP candidate on the configured port:\n{answer}"
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let pair = selected_protocols(&c).await;
+    assert_eq!(
+        pair["local"],
+        "tcp",
+        "the selected pair is TCP: {pair}\n{}",
+        lab.logs()
+    );
+    assert_eq!(pair["remote"], "tcp", "the selected pair is TCP: {pair}");
+    assert!(
+        block.dropped() > 0,
+        "the browser's UDP was tried and dropped"
+    );
+    let held = metric(lab.edge.admin, "fedge_cvi_browser_tcp_connections", &[]);
+    assert!(held >= 1.0, "ICE-TCP connections held (metrics): {held}");
+    let s = stats(&c).await;
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    assert!(n("in_audio") > 100, "the connector's audio over TCP: {s}");
+    assert!(n("in_video") > 30, "the connector's video over TCP: {s}");
+    assert!(n("frames_decoded") > 10, "video decoded over TCP: {s}");
+    let seen = lab.connector.seen.clone();
+    let (audio_in, video_in) = (
+        seen.audio_in.load(Ordering::Relaxed),
+        seen.video_in.load(Ordering::Relaxed),
+    );
+    assert!(
+        audio_in > 100,
+        "the browser's PCMU at the connector: {audio_in}"
+    );
+    assert!(
+        video_in > 30,
+        "the browser's H.264 at the connector: {video_in}"
+    );
+    c.find(Locator::Css("#leave-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&lab, "the connector's BYE", Duration::from_secs(10), || {
+        seen.bye_in.load(Ordering::Relaxed)
+    });
+    c.close().await.unwrap();
+    drop(block);
+}

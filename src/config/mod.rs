@@ -240,6 +240,25 @@ mod tests {
             .contains("overlap the media ports")
         );
         assert!(h323(&|c| c.cvi.h245_port_max = 100).contains("h245_port_min"));
+        // ICE-TCP for browsers: needs webrtc and a port of its own.
+        let tcp = |f: &dyn Fn(&mut Config)| {
+            cvi(&|c| {
+                c.cvi.webrtc = true;
+                c.cvi.webrtc_tcp = Some(3478);
+                f(c)
+            })
+        };
+        assert_eq!(tcp(&|_| {}), "", "a port of its own is valid");
+        let e = tcp(&|c| c.cvi.webrtc = false);
+        assert!(
+            e.contains("[cvi] webrtc_tcp 3478 needs webrtc = true"),
+            "{e}"
+        );
+        assert!(tcp(&|c| c.cvi.webrtc_tcp = Some(0)).contains("webrtc_tcp 0"));
+        let e = tcp(&|c| {
+            c.cvi.listen = "127.0.0.2:3478".parse().unwrap();
+        });
+        assert!(e.contains("a port of its own"), "{e}");
         let mut c = Config::default();
         c.media.enabled = true;
         c.media.port_min = 50000;

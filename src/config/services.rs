@@ -124,6 +124,12 @@ pub struct CviSection {
     /// Browsers may join from the instructions page (WebRTC, issue 20):
     /// ICE and plain RTP on the media range of `media_address`.
     pub webrtc: bool,
+    /// ICE-TCP for browsers on networks that block UDP: this TCP port on
+    /// `media_address` (advertised on `media_advertise`), shared by every
+    /// browser call (RFC 6544 passive candidate, RFC 4571 framing). Off
+    /// when absent; needs `webrtc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webrtc_tcp: Option<u16>,
 }
 
 impl Default for CviSection {
@@ -174,6 +180,7 @@ impl Default for CviSection {
             h245_port_min: 33000,
             h245_port_max: 39999,
             webrtc: false,
+            webrtc_tcp: None,
         }
     }
 }

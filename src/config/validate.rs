@@ -445,6 +445,24 @@ impl Config {
             }
             c.check_guards()?;
             self.check_h323()?;
+            if let Some(p) = c.webrtc_tcp {
+                let at = SocketAddr::new(c.media_address, p);
+                let taken = [
+                    Some(c.listen),
+                    c.listen_tls,
+                    c.h323.then_some(c.h323_listen),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|l| clash(at, l))
+                    || clash(at, self.admin.listen);
+                if !c.webrtc || p == 0 || taken {
+                    return Err(ConfigError(format!(
+                        "[cvi] webrtc_tcp {p} needs webrtc = true and a port of its own on media_address {}",
+                        c.media_address
+                    )));
+                }
+            }
             for t in &c.trusted {
                 if crate::cvi::Trust::parse(t).is_none() {
                     return Err(ConfigError(format!(

@@ -100,6 +100,19 @@ pub(super) async fn start(
         start_h323(cfg, shared, &gateway, tasks).await?;
     }
     if c.webrtc {
+        let tcp = match c.webrtc_tcp {
+            Some(p) => Some(
+                crate::cvi::webrtc::tcp::IceTcp::start(
+                    std::net::SocketAddr::new(c.media_address, p),
+                    c.media_advertise.unwrap_or(c.media_address),
+                )
+                .await
+                .map_err(|e| {
+                    ServeError::Runtime(format!("[cvi] webrtc_tcp {p}: cannot listen: {e}"))
+                })?,
+            ),
+            None => None,
+        };
         crate::cvi::webrtc::WebRtc::new(
             crate::cvi::webrtc::WebRtcConfig {
                 domain: c.domain.to_ascii_lowercase(),
@@ -109,6 +122,7 @@ pub(super) async fn start(
                 port_max: c.media_port_max,
                 token_ttl: std::time::Duration::from_secs(15 * 60),
                 answer_timeout: cfg.sip.timer_c + std::time::Duration::from_secs(5),
+                tcp,
             },
             &gateway,
             shared.table.clone(),

@@ -19,15 +19,17 @@ use bytes::Bytes;
 use str0m::config::CryptoProvider;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::rtp;
 use super::sdp::Checked;
+use super::tcp::{self, Conn, IceTcp, Route};
 use super::{CallState, Refusal, Stats, WebRtcConfig, lock};
 use crate::cvi::gateway::Gateway;
 use crate::cvi::h323::sip::{self as isip, Answer, Codec, Dialog, Offer, Stream};
@@ -62,6 +64,41 @@ pub(super) struct Prepared {
     audio: Pair,
     video: Option<Pair>,
     answer: String,
+    /// ICE-TCP: connections naming this call, and its routing entry.
+    tcp: Option<(mpsc::Receiver<Conn>, Route, SocketAddr)>,
+}
+
+/// A call's ICE-TCP connections (towards the browser).
+#[derive(Default)]
+struct TcpSide {
+    /// Frames sent to each peer (a writer task per connection).
+    writers: std::collections::HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+}
+
+impl TcpSide {
+    /// Starts a connection's reader and writer; its first frame returned.
+    fn accept(&mut self, c: Conn, frames: &mpsc::Sender<(SocketAddr, Vec<u8>)>) -> Vec<u8> {
+        let (r, mut w) = c.stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+        self.writers.retain(|_, w| !w.is_closed());
+        self.writers.insert(c.peer, tx);
+        tokio::spawn(tcp::pump(r, c.peer, frames.clone(), c.slot));
+        tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if !tcp::write_frame(&mut w, &b).await {
+                    return;
+                }
+            }
+        });
+        c.first
+    }
+
+    /// Queues `b` to `to` (dropped when its connection is gone or full).
+    fn send(&self, to: SocketAddr, b: &[u8]) {
+        if let Some(w) = self.writers.get(&to) {
+            let _ = w.try_send(b.to_vec());
+        }
+    }
 }
 
 /// What the call needs from its front end.
@@ -121,7 +158,11 @@ async fn pair(cfg: &WebRtcConfig) -> Result<Pair, Refusal> {
 
 impl Prepared {
     /// Binds the call's sockets and answers the browser's offer.
-    pub async fn new(cfg: &WebRtcConfig, checked: Checked) -> Result<Prepared, Refusal> {
+    pub async fn new(
+        cfg: &WebRtcConfig,
+        ice_tcp: Option<&Arc<IceTcp>>,
+        checked: Checked,
+    ) -> Result<Prepared, Refusal> {
         let no_port = || {
             Refusal::new(
                 503,
@@ -147,6 +188,21 @@ impl Prepared {
         let cand = Candidate::host(ice_addr, "udp")
             .map_err(|e| Refusal::new(500, format!("no ICE candidate: {e}")))?;
         rtc.add_local_candidate(cand);
+        let tcp = match ice_tcp {
+            Some(t) => {
+                let cand = Candidate::builder()
+                    .tcp()
+                    .host(t.advertise)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .map_err(|e| Refusal::new(500, format!("no ICE-TCP candidate: {e}")))?;
+                rtc.add_local_candidate(cand);
+                let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+                let (rx, route) = t.register(ufrag);
+                Some((rx, route, t.advertise))
+            }
+            None => None,
+        };
         let answer = rtc
             .sdp_api()
             .accept_offer(checked.offer)
@@ -158,6 +214,7 @@ impl Prepared {
             audio,
             video,
             answer: answer.to_sdp_string(),
+            tcp,
         })
     }
 
@@ -254,6 +311,7 @@ impl Prepared {
             down_seq: [None, None],
             connector_video_ssrc: None,
             connected: false,
+            tcp_side: TcpSide::default(),
         };
         Ok((browser_answer, call.run(inproc, ctx.hangup)))
     }
@@ -338,6 +396,7 @@ struct Live {
     down_seq: [Option<u64>; 2],
     connector_video_ssrc: Option<u32>,
     connected: bool,
+    tcp_side: TcpSide,
 }
 
 /// Why a call ended, as the loop sees it.
@@ -356,6 +415,11 @@ impl Live {
         let mut b_v = vec![0u8; 2048];
         let mut b_vc = vec![0u8; 2048];
         let connect_by = tokio::time::Instant::now() + CONNECT_LIMIT;
+        let (frames_tx, mut frames) = mpsc::channel::<(SocketAddr, Vec<u8>)>(256);
+        let (mut conns, tcp_addr) = match self.p.tcp.take() {
+            Some((rx, route, addr)) => (Some((rx, route)), Some(addr)),
+            None => (None, None),
+        };
         let end = loop {
             let deadline = match self.drive().await {
                 Ok(d) => d,
@@ -372,7 +436,21 @@ impl Live {
                 }
                 r = self.p.ice.recv_from(&mut b_ice) => {
                     if let Ok((n, from)) = r {
-                        self.on_browser_datagram(&b_ice[..n], from);
+                        let to = self.p.ice_addr;
+                        self.on_browser_packet(Protocol::Udp, &b_ice[..n], from, to);
+                    }
+                }
+                c = next_conn(conns.as_mut().map(|c| &mut c.0)) => match (c, tcp_addr) {
+                    (Some(c), Some(to)) => {
+                        let peer = c.peer;
+                        let first = self.tcp_side.accept(c, &frames_tx);
+                        self.on_browser_packet(Protocol::Tcp, &first, peer, to);
+                    }
+                    _ => conns = None,
+                },
+                Some((from, b)) = frames.recv() => {
+                    if let Some(to) = tcp_addr {
+                        self.on_browser_packet(Protocol::Tcp, &b, from, to);
                     }
                 }
                 r = self.p.audio.rtp.recv_from(&mut b_a) => {
@@ -418,6 +496,9 @@ impl Live {
         loop {
             match self.p.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => return Ok(t),
+                Ok(Output::Transmit(t)) if t.proto == Protocol::Tcp => {
+                    self.tcp_side.send(t.destination, &t.contents);
+                }
                 Ok(Output::Transmit(t)) => {
                     let _ = self.p.ice.send_to(&t.contents, t.destination).await;
                 }
@@ -460,14 +541,14 @@ impl Live {
         None
     }
 
-    fn on_browser_datagram(&mut self, b: &[u8], from: SocketAddr) {
+    fn on_browser_packet(&mut self, proto: Protocol, b: &[u8], from: SocketAddr, to: SocketAddr) {
         let Ok(contents) = b.try_into() else { return };
         let input = Input::Receive(
             Instant::now(),
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source: from,
-                destination: self.p.ice_addr,
+                destination: to,
                 contents,
             },
         );
@@ -604,6 +685,15 @@ impl Live {
 async fn recv_of(s: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {
     match s {
         Some(s) => s.recv_from(buf).await.ok().map(|(n, _)| n),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next ICE-TCP connection for the call (None when the queue is
+/// gone; never when there is no ICE-TCP).
+async fn next_conn(rx: Option<&mut mpsc::Receiver<Conn>>) -> Option<Conn> {
+    match rx {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -17,6 +17,7 @@
 mod bridge;
 mod rtp;
 pub mod sdp;
+pub mod tcp;
 mod tokens;
 
 use std::collections::HashMap;
@@ -49,6 +50,8 @@ pub struct WebRtcConfig {
     pub token_ttl: Duration,
     /// How long a join waits for the gateway's final answer.
     pub answer_timeout: Duration,
+    /// The shared ICE-TCP port (`[cvi] webrtc_tcp`), when configured.
+    pub tcp: Option<Arc<tcp::IceTcp>>,
 }
 
 /// Counters since start (for metrics and tests).
@@ -200,7 +203,8 @@ impl WebRtc {
         };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let session = format!("{n}-{}", crate::sip::response::random_token());
-        let prepared = match bridge::Prepared::new(&self.cfg, checked).await {
+        let prepared = match bridge::Prepared::new(&self.cfg, self.cfg.tcp.as_ref(), checked).await
+        {
             Ok(p) => p,
             Err(r) => return refused(r),
         };
@@ -281,7 +285,7 @@ impl WebRtc {
 pub fn gauges(w: &WebRtc) -> Vec<(&'static str, &'static str, f64)> {
     let s = &w.stats;
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-    vec![
+    let mut g = vec![
         (
             "fedge_cvi_browser_calls",
             "Browser offers presented to the gateway",
@@ -312,5 +316,13 @@ pub fn gauges(w: &WebRtc) -> Vec<(&'static str, &'static str, f64)> {
             "RTP packets from the relay to browsers",
             n(&s.packets_down),
         ),
-    ]
+    ];
+    if let Some(t) = &w.cfg.tcp {
+        g.push((
+            "fedge_cvi_browser_tcp_connections",
+            "ICE-TCP connections from browsers held now",
+            t.connections() as f64,
+        ));
+    }
+    g
 }
