@@ -520,29 +520,11 @@ fn connections_per_source_are_bounded() {
     assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
 }
 
-/// The connector's 200 to a re-INVITE: audio, video and the content
-/// stream at `content` (0: off).
-fn share_answer(content: u16, version: u32, bfcp: &str) -> String {
-    let dir = if content == 0 {
-        ""
-    } else {
-        "\n      a=recvonly"
-    };
+/// The connector's SDP (lines indented six spaces): audio, video and the
+/// content stream at `content` (0: off), its attributes ending in `tail`.
+fn connector_sdp(content: u16, version: u32, tail: &str) -> String {
     format!(
-        r#"  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
+        r#"      v=0
       o=connector 2 {version} IN IP[local_ip_type] [local_ip]
       s=-
       c=IN IP[media_ip_type] [media_ip]
@@ -559,8 +541,34 @@ fn share_answer(content: u16, version: u32, bfcp: &str) -> String {
       m=video {content} RTP/AVP 97
       a=rtpmap:97 H264/90000
       a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
-      a=content:slides{dir}
-      {bfcp}
+      a=content:slides{tail}"#
+    )
+}
+
+/// The connector's 200 to a re-INVITE: audio, video and the content
+/// stream at `content` (0: off).
+fn share_answer(content: u16, version: u32, bfcp: &str) -> String {
+    let dir = if content == 0 {
+        ""
+    } else {
+        "\n      a=recvonly"
+    };
+    let sdp = connector_sdp(content, version, &format!("{dir}\n      {bfcp}"));
+    format!(
+        r#"  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
 
     ]]>
   </send>
@@ -1077,6 +1085,11 @@ fn connector_offer(content: u16, cseq: u32, version: u32, answered: &str, more: 
     } else {
         "\n      a=sendonly"
     };
+    let sdp = connector_sdp(
+        content,
+        version,
+        &format!("\n      a=label:3{dir}\n      {more}"),
+    );
     format!(
         r#"  <send retrans="500">
     <![CDATA[
@@ -1093,26 +1106,7 @@ fn connector_offer(content: u16, cseq: u32, version: u32, answered: &str, more: 
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=connector 2 {version} IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-      a=sendrecv
-      m=video [media_port+2] RTP/AVP 96
-      a=rtpmap:96 H264/90000
-      a=fmtp:96 profile-level-id=42e01f;packetization-mode=1
-      a=sendrecv
-      m=video {content} RTP/AVP 97
-      a=rtpmap:97 H264/90000
-      a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
-      a=content:slides
-      a=label:3{dir}
-      {more}
+{sdp}
 
     ]]>
   </send>
