@@ -1090,49 +1090,7 @@ fn connector_offer(content: u16, cseq: u32, version: u32, answered: &str, more: 
         version,
         &format!("\n      a=label:3{dir}\n      {more}"),
     );
-    format!(
-        r#"  <send retrans="500">
-    <![CDATA[
-
-      INVITE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: {cseq} INVITE
-      Max-Forwards: 70
-      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{sdp}
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="200" timeout="20000">
-    <action>
-      {answered}
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: {cseq} ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-"#
-    )
+    connector_reinvites(cseq, &format!("{sdp}\n"), answered)
 }
 
 #[test]

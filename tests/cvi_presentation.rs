@@ -427,47 +427,9 @@ fn the_meeting_shares_slides_and_the_room_gets_them() {
         + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "ca", false);
     let end = format!(
         r#"  <pause milliseconds="500"/>
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Max-Forwards: 70
-      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{share}
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="200">
-    <action>
-      {answered}
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-{bye}  {refs}
+{reinvite}{bye}  {refs}
 "#,
+        reinvite = connector_reinvites(1, &share, &answered),
         bye = then_gateway_hangs_up(""),
         refs = refs(&["cv", "cr", "ca"]),
     );

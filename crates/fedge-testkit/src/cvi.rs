@@ -610,6 +610,54 @@ pub fn end_hang_up(hold_ms: u32) -> String {
     )
 }
 
+/// The connector's own re-INVITE (CSeq `cseq`) with `sdp` (lines indented
+/// six spaces, each ending in a newline), its 200 checked with `answered`
+/// (ereg actions) within 20 s, then ACKed.
+pub fn connector_reinvites(cseq: u32, sdp: &str, answered: &str) -> String {
+    format!(
+        r#"  <send retrans="500">
+    <![CDATA[
+
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Max-Forwards: 70
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" timeout="20000">
+    <action>
+      {answered}
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"#
+    )
+}
+
 /// Checks on the gateway's INVITE to the connector for meeting `id`: the
 /// offer a SIP room's (PCMU, PCMA, telephone-event) leads to.
 pub fn connector_checks(id: &str, trusted: bool) -> (String, String) {
