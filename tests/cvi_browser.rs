@@ -25,9 +25,8 @@ use std::time::{Duration, Instant};
 
 use connector::Connector;
 use fantoccini::{Client, ClientBuilder, Locator};
+use fedge_testkit::cvi::{ORGANISER, enrol, new_meeting};
 use fedge_testkit::*;
-
-const ORGANISER: &str = "jane.doe@nhs.net";
 
 /// chromedriver on a free port; killed on drop.
 struct Driver {
@@ -135,20 +134,7 @@ impl Lab {
             connector.port
         );
         let edge = Edge::start(&pki, &(test_config(&pki, "") + &cvi));
-        fedge_ok(
-            &edge.config_path,
-            &[
-                "cvi",
-                "enrol",
-                "--org",
-                "Leeds Teaching Hospitals",
-                "--ods",
-                "RR8",
-                "--teams-enabled",
-                "--email",
-                ORGANISER,
-            ],
-        );
+        enrol(&edge.config_path);
         Lab {
             edge,
             _pki: pki,
@@ -157,11 +143,7 @@ impl Lab {
     }
 
     fn meeting(&self) -> String {
-        let out = fedge_ok(
-            &self.edge.config_path,
-            &["cvi", "meeting", "create", "--organiser", ORGANISER],
-        );
-        conference_id(&out)
+        new_meeting(&self.edge.config_path, &[])
     }
 
     fn page(&self, id: &str) -> String {

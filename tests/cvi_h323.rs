@@ -13,278 +13,26 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fedge_testkit::baresip::Capture;
-use fedge_testkit::h323::{Room, RoomResult, check_h323};
-use fedge_testkit::lab::{ereg, refs};
-use fedge_testkit::peers::{Sipp, SippResult, free_port, scenario};
-use fedge_testkit::rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::cvi::*;
+use fedge_testkit::h323::RoomResult;
+use fedge_testkit::lab::ereg;
+use fedge_testkit::rtp::write_pcap;
 use fedge_testkit::*;
-
-const DOMAIN: &str = "cvi.fedge.test";
-const ORGANISER: &str = "jane.doe@nhs.net";
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// A running edge in CVI gateway mode with H.323 on.
-struct Cvi {
-    pki: Pki,
-    edge: Edge,
-    connector: u16,
-    /// The H.323 call signalling listener and RAS socket.
-    h323: SocketAddr,
-    ras: SocketAddr,
-}
-
-impl Cvi {
-    fn start(extra: &str) -> Cvi {
-        let pki = Pki::new();
-        let connector = free_port(true);
-        let config = test_config(&pki, "")
-            + &format!(
-                "\n[cvi]\nenabled = true\nlisten = \"127.0.0.2:0\"\n\
-                 connector = \"sip:{{id}}@connector.fedge.test;transport=tcp\"\n\
-                 connector_address = \"127.0.0.1:{connector}\"\n\
-                 digit_pause = \"1s\"\nh323 = true\nh323_listen = \"127.0.0.2:0\"\n\
-                 h323_ras = \"127.0.0.2:0\"\n{extra}"
-            );
-        let edge = Edge::start(&pki, &config);
-        let listener = |transport: &str| -> SocketAddr {
-            edge.logs()
-                .iter()
-                .find_map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                    let f = &v["fields"];
-                    (f["message"] == "listening"
-                        && f["role"] == "cvi_h323"
-                        && f["transport"] == transport)
-                        .then(|| f["addr"].as_str()?.parse().ok())?
-                })
-                .expect("the H.323 listener's address in the log")
-        };
-        let (h323, ras) = (listener("tcp"), listener("ras"));
-        fedge_ok(
-            &edge.config_path,
-            &[
-                "cvi",
-                "enrol",
-                "--org",
-                "Leeds Teaching Hospitals",
-                "--ods",
-                "RR8",
-                "--teams-enabled",
-                "--email",
-                ORGANISER,
-            ],
-        );
-        Cvi {
-            pki,
-            edge,
-            connector,
-            h323,
-            ras,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self.pki.path()
-    }
-
-    fn logs(&self) -> String {
-        self.edge.logs().join("\n")
-    }
-
-    fn meeting(&self) -> String {
-        let out = fedge_ok(
-            &self.edge.config_path,
-            &["cvi", "meeting", "create", "--organiser", ORGANISER],
-        );
-        let id = conference_id(&out);
-        assert_eq!(id.len(), 10, "{out}");
-        id
-    }
-
-    /// The connector (SIPp over TCP): checks the INVITE names meeting `id`,
-    /// answers (`video`: audio and H.264), plays PCMA, then `end`.
-    fn connector(&self, id: &str, video: bool, end: &str) -> (Sipp, u16) {
-        let media = free_port(false);
-        let checks = ereg(
-            &format!("^INVITE sip:{id}@connector\\.fedge\\.test;transport=tcp SIP/2\\.0"),
-            "msg",
-            "ruri",
-            false,
-        );
-        let pcap = self.dir().join("meeting.pcap");
-        write_pcap(&pcap, 0x2222_2222, 0xbb, 150);
-        let sc = scenario(
-            self.dir(),
-            if video {
-                "cvi_h323_connector_uas.xml"
-            } else {
-                "cvi_connector_uas.xml"
-            },
-            &[
-                ("CHECKS", &checks),
-                ("REFERENCES", &refs(&["ruri", "from", "to"])),
-                ("PCAP", pcap.to_str().unwrap()),
-                ("END", end),
-            ],
-        );
-        let mut s = Sipp::spawn(
-            self.dir(),
-            &sc,
-            self.connector,
-            None,
-            &["-t", "t1", "-mp", &media.to_string(), "-timeout", "60s"],
-        );
-        let port = format!(":{:04X} ", self.connector);
-        let t0 = Instant::now();
-        while !std::fs::read_to_string("/proc/net/tcp")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                f.get(1).is_some_and(|a| format!("{a} ").ends_with(&port))
-                    && f.get(3) == Some(&"0A")
-            })
-        {
-            if let Some(r) = s.exited() {
-                panic!("the connector SIPp exited ({:?}): {}", r.code, r.errors);
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "the connector did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (s, media)
-    }
-
-    /// A capture of the call's traffic on loopback.
-    fn capture(&self, name: &str) -> Capture {
-        Capture::start(&self.dir().join(name), "tcp or udp")
-    }
-
-    /// The room's wire, decoded by tshark: nothing malformed, and the
-    /// H.225 messages `want` seen.
-    fn wire_check(&self, cap: Capture, room: &RoomResult, want: &[&str]) {
-        self.wire_check_h245(cap, room, want, &[]);
-    }
-
-    /// The same, and the H.245 messages `want_h245` seen (tunnelled or on
-    /// a separate channel).
-    fn wire_check_h245(
-        &self,
-        mut cap: Capture,
-        room: &RoomResult,
-        want: &[&str],
-        want_h245: &[&str],
-    ) {
-        cap.stop();
-        let mut ports = room.ports();
-        ports.push(self.h323.port());
-        let report = check_h323(&cap.file, &ports).expect("tshark runs");
-        assert!(report.is_clean(), "tshark: {report:?}");
-        for w in want {
-            assert!(report.has_h225(w), "{w} not on the wire: {report:?}");
-        }
-        for w in want_h245 {
-            assert!(report.has_h245(w), "H.245 {w} not on the wire: {report:?}");
-        }
-    }
-}
-
-/// The connector waits for the gateway's BYE.
-fn end_on_bye() -> String {
-    r#"  <recv request="BYE" timeout="45000"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-"#
-    .into()
-}
-
-/// The connector hangs up after `hold_ms`.
-fn end_hang_up(hold_ms: u32) -> String {
-    format!(
-        r#"  <pause milliseconds="{hold_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: 1 BYE
-      Max-Forwards: 70
-      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-"#
-    )
-}
-
-fn assert_sipp(what: &str, r: &SippResult, logs: &str) {
-    assert!(
-        r.ok(),
-        "{what}: SIPp exit {:?}\nerrors:\n{}\nmessages:\n{}\nfedge:\n{logs}",
-        r.code,
-        r.errors,
-        r.messages
-    );
-}
-
-fn assert_room(r: &RoomResult, logs: &str) {
-    assert!(
-        r.ok(),
-        "room: exit {:?}: {}\n{:#}\nfedge:\n{logs}",
-        r.code,
-        r.stderr,
-        r.json
-    );
-}
 
 #[test]
 fn direct_dial_with_fast_start_g711_and_h264_both_ways_and_the_room_hangs_up() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
-    let (connector, media) = cvi.connector(&id, true, &end_on_bye());
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
+    let (connector, media) = cvi.h323_connector(&id, true, &end_on_bye());
     let cap = cvi.capture("direct.pcap");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
-        &id,
-        &["--video", "--after", "5", "--timeout", "30"],
-    );
+    let room = h323_room(&cvi, &id, &["--video", "--after", "5", "--timeout", "30"]);
     // The room's audio and video reach the connector through the relay
     // (SIPp does not read its media sockets: what arrived waits there).
-    let t0 = Instant::now();
-    while udp_rx_queue(media).unwrap_or(0) == 0 || udp_rx_queue(media + 2).unwrap_or(0) == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "audio {:?} and video {:?} at the connector\nfedge:\n{}",
-            udp_rx_queue(media),
-            udp_rx_queue(media + 2),
-            cvi.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cvi.media_at_connector(media, true, Duration::from_secs(20));
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
     // Hang-up from the room ended the connector's leg with a BYE.
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     for want in ["callProceeding", "connect"] {
         assert!(
             room.received().iter().any(|m| m == want),
@@ -310,14 +58,13 @@ fn direct_dial_with_fast_start_g711_and_h264_both_ways_and_the_room_hangs_up() {
 
 #[test]
 fn the_reception_refuses_a_wrong_id_then_joins_by_user_input() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
-    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
+    let (connector, _) = cvi.h323_connector(&id, false, &end_on_bye());
     let cap = cvi.capture("reception.pcap");
     let digits = format!("0000000001#{id}#");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let room = h323_room(
+        &cvi,
         &format!("teams@{DOMAIN}"),
         &[
             "--alias-kind",
@@ -334,7 +81,7 @@ fn the_reception_refuses_a_wrong_id_then_joins_by_user_input() {
     )
     .wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     assert!(
         cvi.logs().contains("0000000001"),
         "the wrong ID was refused and logged"
@@ -348,19 +95,13 @@ fn the_reception_refuses_a_wrong_id_then_joins_by_user_input() {
 
 #[test]
 fn a_bye_from_the_connector_ends_the_room_with_cause_16() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
-    let (connector, _) = cvi.connector(&id, false, &end_hang_up(2500));
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
+    let (connector, _) = cvi.h323_connector(&id, false, &end_hang_up(2500));
     let cap = cvi.capture("gateway_hangup.pcap");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
-        &id,
-        &["--hangup", "gateway", "--timeout", "30"],
-    )
-    .wait(LIMIT);
+    let room = h323_room(&cvi, &id, &["--hangup", "gateway", "--timeout", "30"]).wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     assert_eq!(room.cause(), Some(16), "{:#}", room.json);
     assert!(
         room.received()
@@ -374,11 +115,10 @@ fn a_bye_from_the_connector_ends_the_room_with_cause_16() {
 
 #[test]
 fn a_full_node_refuses_with_cause_34_and_gateway_resources() {
-    let cvi = Cvi::start("max_calls = 1\n");
+    let cvi = Cvi::start_h323(&[("max_calls", "1")]);
     // The first call waits at the reception, holding the node's one call.
-    let first = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let first = h323_room(
+        &cvi,
         "teams",
         &["--alias-kind", "h323id", "--after", "8", "--timeout", "20"],
     );
@@ -387,9 +127,8 @@ fn a_full_node_refuses_with_cause_34_and_gateway_resources() {
         .expect("the first call");
     std::thread::sleep(Duration::from_millis(500));
     let cap = cvi.capture("full.pcap");
-    let second = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let second = h323_room(
+        &cvi,
         "teams",
         &[
             "--alias-kind",
@@ -416,14 +155,13 @@ fn a_full_node_refuses_with_cause_34_and_gateway_resources() {
 
 #[test]
 fn a_separate_h245_channel_carries_the_digits() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
-    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
+    let (connector, _) = cvi.h323_connector(&id, false, &end_on_bye());
     let cap = cvi.capture("separate.pcap");
     let digits = format!("{id}#");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let room = h323_room(
+        &cvi,
         "teams",
         &[
             "--alias-kind",
@@ -441,7 +179,7 @@ fn a_separate_h245_channel_carries_the_digits() {
     )
     .wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     assert_eq!(room.json["h245"]["mode"], "separate", "{:#}", room.json);
     cvi.wire_check_h245(
         cap,
@@ -469,9 +207,9 @@ fn send_raw(to: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn malformed_input_is_refused_and_the_next_call_works() {
-    let cvi = Cvi::start("");
+    let cvi = Cvi::start_h323(&[]);
     // A TPKT header with a bad version: closed.
-    let back = send_raw(cvi.h323, b"\x07\x00\x00\x08garbage!");
+    let back = send_raw(cvi.h323_listener("tcp"), b"\x07\x00\x00\x08garbage!");
     assert!(back.is_empty(), "{back:?}");
     // A TPKT frame longer than 64 KiB can be (length 0xffff, then less):
     // a Q.931 Setup whose user-user PER is cut short gets Release
@@ -480,7 +218,7 @@ fn malformed_input_is_refused_and_the_next_call_works() {
     q931.extend_from_slice(&[0x7e, 0x00, 0x04, 0x05, 0x20, 0x88, 0x06]);
     let mut frame = vec![3, 0, 0, (4 + q931.len()) as u8];
     frame.extend_from_slice(&q931);
-    let back = send_raw(cvi.h323, &frame);
+    let back = send_raw(cvi.h323_listener("tcp"), &frame);
     assert!(
         back.len() > 4,
         "a Release Complete: {back:?}\n{}",
@@ -496,11 +234,11 @@ fn malformed_input_is_refused_and_the_next_call_works() {
     assert!(matches!(cause, Some(100) | Some(95)), "{back:02x?}");
     assert!(cvi.logs().contains("malformed"), "logged");
     // The node still takes calls.
-    let id = cvi.meeting();
-    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
-    let room = Room::start(cvi.dir(), cvi.h323, &id, &["--after", "2"]).wait(LIMIT);
+    let id = cvi.meeting(&[]);
+    let (connector, _) = cvi.h323_connector(&id, false, &end_on_bye());
+    let room = h323_room(&cvi, &id, &["--after", "2"]).wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
 }
 
 /// A RAS client on pycrate (tests/h323/h323msg.py's aligned PER): sends
@@ -538,14 +276,14 @@ print(ask(("gatekeeperRequest", {"requestSeqNum": 9, "protocolIdentifier": m.H22
 
 #[test]
 fn ras_confirms_what_this_node_serves_and_refuses_to_be_a_gatekeeper() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     let script = cvi.dir().join("ras.py");
     std::fs::write(&script, RAS_CLIENT).unwrap();
     let out = Command::new("python3")
         .arg(&script)
         .arg(workspace_root().join("tests/h323"))
-        .arg(cvi.ras.to_string())
+        .arg(cvi.h323_listener("ras").to_string())
         .args([id.as_str(), "12345"])
         .output()
         .expect("python3 runs the RAS client");
@@ -559,7 +297,7 @@ fn ras_confirms_what_this_node_serves_and_refuses_to_be_a_gatekeeper() {
     assert_eq!(
         lines,
         vec![
-            format!("locationConfirm 7 {}", cvi.h323).as_str(),
+            format!("locationConfirm 7 {}", cvi.h323_listener("tcp")).as_str(),
             "locationReject 7 requestDenied",
             "gatekeeperReject 9 resourceUnavailable",
         ],
@@ -689,7 +427,7 @@ fn raw_setup(cvi: &Cvi, tunnelling: bool) -> (TcpStream, std::net::UdpSocket) {
     sig.fast_start = vec![h245::encode_olc(&olc).unwrap()];
     let mut setup = q931::Message::new(q931::MessageType::Setup, 42, false);
     setup.user_user = Some(h225::encode(&sig, "raw-room").unwrap());
-    let mut s = TcpStream::connect(cvi.h323).unwrap();
+    let mut s = TcpStream::connect(cvi.h323_listener("tcp")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.write_all(&tpkt::encode(&setup.encode())).unwrap();
     (s, media)
@@ -699,7 +437,7 @@ fn raw_setup(cvi: &Cvi, tunnelling: bool) -> (TcpStream, std::net::UdpSocket) {
 fn a_room_without_tunnelling_or_address_is_offered_ours() {
     use fedge_h323::h245::{self, Control};
     use fedge_h323::{h225, q931, tpkt};
-    let cvi = Cvi::start("");
+    let cvi = Cvi::start_h323(&[]);
     let (mut s, _media) = raw_setup(&cvi, false);
     let connect = read_until(&mut s, q931::MessageType::Connect.code()).expect("Connect");
     let m = q931::Message::decode(&connect[4..]).unwrap();
@@ -734,7 +472,7 @@ fn a_room_without_tunnelling_or_address_is_offered_ours() {
 #[test]
 fn a_status_enquiry_gets_the_call_state() {
     use fedge_h323::{q931, tpkt};
-    let cvi = Cvi::start("");
+    let cvi = Cvi::start_h323(&[]);
     let (mut s, _media) = raw_setup(&cvi, true);
     // Connect (the reception answers), then Status for our enquiry.
     let connect = q931::MessageType::Connect.code();
@@ -755,12 +493,12 @@ fn a_status_enquiry_gets_the_call_state() {
 
 #[test]
 fn connections_per_source_are_bounded() {
-    let cvi = Cvi::start("max_connections_per_source = 1\n");
+    let cvi = Cvi::start_h323(&[("max_connections_per_source", "1")]);
     // The first connection holds the source's one place (no Setup yet).
-    let first = TcpStream::connect(cvi.h323).unwrap();
+    let first = TcpStream::connect(cvi.h323_listener("tcp")).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // The second is closed at once, unanswered.
-    let mut second = TcpStream::connect(cvi.h323).unwrap();
+    let mut second = TcpStream::connect(cvi.h323_listener("tcp")).unwrap();
     second
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
@@ -775,36 +513,18 @@ fn connections_per_source_are_bounded() {
     // Once the first is gone, the source may connect again.
     drop(first);
     std::thread::sleep(Duration::from_millis(300));
-    let id = cvi.meeting();
-    let (connector, _) = cvi.connector(&id, false, &end_on_bye());
-    let room = Room::start(cvi.dir(), cvi.h323, &id, &["--after", "1"]).wait(LIMIT);
+    let id = cvi.meeting(&[]);
+    let (connector, _) = cvi.h323_connector(&id, false, &end_on_bye());
+    let room = h323_room(&cvi, &id, &["--after", "1"]).wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
 }
 
-/// The connector's 200 to a re-INVITE: audio, video and the content
-/// stream at `content` (0: off).
-fn share_answer(content: u16, version: u32, bfcp: &str) -> String {
-    let dir = if content == 0 {
-        ""
-    } else {
-        "\n      a=recvonly"
-    };
+/// The connector's SDP (lines indented six spaces): audio, video and the
+/// content stream at `content` (0: off), its attributes ending in `tail`.
+fn connector_sdp(content: u16, version: u32, tail: &str) -> String {
     format!(
-        r#"  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
+        r#"      v=0
       o=connector 2 {version} IN IP[local_ip_type] [local_ip]
       s=-
       c=IN IP[media_ip_type] [media_ip]
@@ -821,8 +541,34 @@ fn share_answer(content: u16, version: u32, bfcp: &str) -> String {
       m=video {content} RTP/AVP 97
       a=rtpmap:97 H264/90000
       a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
-      a=content:slides{dir}
-      {bfcp}
+      a=content:slides{tail}"#
+    )
+}
+
+/// The connector's 200 to a re-INVITE: audio, video and the content
+/// stream at `content` (0: off).
+fn share_answer(content: u16, version: u32, bfcp: &str) -> String {
+    let dir = if content == 0 {
+        ""
+    } else {
+        "\n      a=recvonly"
+    };
+    let sdp = connector_sdp(content, version, &format!("{dir}\n      {bfcp}"));
+    format!(
+        r#"  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
 
     ]]>
   </send>
@@ -885,41 +631,34 @@ fn end_on_share(content: u16, stop: bool) -> String {
 const BFCP_SERVER: &str = "m=application 9 TCP/BFCP *\n      a=setup:active\n      a=connection:new\n      a=floorctrl:s-only\n      a=confid:4321\n      a=userid:7\n      a=floorid:2 mstrm:3";
 
 /// The connector's BFCP end: connects to the relay's BFCP port towards
-/// the connector, takes the room's FloorRequest, grants it
-/// (FloorRequestStatus, request 9), and takes the FloorRelease of 9.
-fn floor_server(cvi: &Cvi) {
-    use fedge_testkit::admin::admin_get;
+/// the connector (stream 4 of 4) and reads the first message through it
+/// (`what`: the message expected, for the failure).
+fn bfcp_first(cvi: &Cvi, what: &str) -> (TcpStream, [u8; 16]) {
+    let relay = cvi.relay_port(4, 3, 1);
     let t0 = Instant::now();
-    let mut port = 0;
-    while port == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no BFCP stream\n{}",
-            cvi.logs()
-        );
-        let v = admin_get(cvi.edge.admin, "/cvi");
-        let streams = &v["media"][0]["streams"];
-        if streams.as_array().map_or(0, Vec::len) == 4 {
-            port = streams[3][1]["port"].as_u64().unwrap_or(0) as u16;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let relay = SocketAddr::from(([127, 0, 0, 2], port));
-    let mut request = [0u8; 16];
-    let mut c = loop {
+    let mut first = [0u8; 16];
+    let c = loop {
         assert!(
             t0.elapsed() < Duration::from_secs(25),
-            "no FloorRequest through the relay at {relay}\n{}",
+            "no {what} through the relay at {relay}\n{}",
             cvi.logs()
         );
         if let Ok(mut c) = TcpStream::connect(relay) {
             c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
-            if c.read_exact(&mut request).is_ok() {
+            if c.read_exact(&mut first).is_ok() {
                 break c;
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    (c, first)
+}
+
+/// The connector's BFCP end: connects to the relay's BFCP port towards
+/// the connector, takes the room's FloorRequest, grants it
+/// (FloorRequestStatus, request 9), and takes the FloorRelease of 9.
+fn floor_server(cvi: &Cvi) {
+    let (mut c, request) = bfcp_first(cvi, "FloorRequest");
     // FloorRequest (1), conference 4321, user 7, FLOOR-ID 2.
     assert_eq!(
         request,
@@ -954,8 +693,8 @@ fn floor_server(cvi: &Cvi) {
 /// many seconds); the presentation packets counted at the connector's
 /// content port, and the room's result.
 fn present(stop_after: Option<&str>) -> (Cvi, RoomResult, u32, Capture) {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     // The connector's content port: a socket of ours, to count what the
     // relay forwards there.
     let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -964,7 +703,7 @@ fn present(stop_after: Option<&str>) -> (Cvi, RoomResult, u32, Capture) {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let end = end_on_share(content_port, stop_after.is_some());
-    let (connector, _media) = cvi.connector(&id, true, &end);
+    let (connector, _media) = cvi.h323_connector(&id, true, &end);
     let cap = cvi.capture("h239.pcap");
     let mut args = vec![
         "--video",
@@ -977,7 +716,7 @@ fn present(stop_after: Option<&str>) -> (Cvi, RoomResult, u32, Capture) {
     if let Some(s) = stop_after {
         args.extend(["--presentation-for", s]);
     }
-    let room = Room::start(cvi.dir(), cvi.h323, &id, &args);
+    let room = h323_room(&cvi, &id, &args);
     if stop_after.is_some() {
         floor_server(&cvi);
     }
@@ -995,7 +734,7 @@ fn present(stop_after: Option<&str>) -> (Cvi, RoomResult, u32, Capture) {
     }
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     assert!(room.rtp_sent(97) >= 5, "{:#}", room.json);
     assert!(
         slides >= 5,
@@ -1079,24 +818,6 @@ fn with_video(cvi: &Cvi, end: &str) -> String {
     )
 }
 
-/// Waits until the connector's audio (and `video`) sockets have what the
-/// room sent through the relay.
-fn media_at_connector(cvi: &Cvi, media: u16, video: bool) {
-    let t0 = Instant::now();
-    while udp_rx_queue(media).unwrap_or(0) == 0
-        || (video && udp_rx_queue(media + 2).unwrap_or(0) == 0)
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(25),
-            "audio {:?} and video {:?} at the connector\nfedge:\n{}",
-            udp_rx_queue(media),
-            udp_rx_queue(media + 2),
-            cvi.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The room's sent-to address for payload type `pt`.
 fn sent_to(room: &RoomResult, pt: u8) -> Option<SocketAddr> {
     room.json["rtp"]["sent_to"][pt.to_string()]
@@ -1117,14 +838,13 @@ fn olcs_received(room: &RoomResult) -> Vec<String> {
 
 #[test]
 fn slow_start_tunnelled_g711_and_h264_both_ways_and_the_room_hangs_up() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     let end = with_video(&cvi, &end_on_bye());
-    let (connector, media) = cvi.connector(&id, true, &end);
+    let (connector, media) = cvi.h323_connector(&id, true, &end);
     let cap = cvi.capture("slow.pcap");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let room = h323_room(
+        &cvi,
         &id,
         &[
             "--no-fast-start",
@@ -1135,10 +855,10 @@ fn slow_start_tunnelled_g711_and_h264_both_ways_and_the_room_hangs_up() {
             "30",
         ],
     );
-    media_at_connector(&cvi, media, true);
+    cvi.media_at_connector(media, true, Duration::from_secs(25));
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     assert_eq!(room.json["h245"]["mode"], "tunnelled", "{:#}", room.json);
     assert!(
         room.json["fast_start_accepted"]
@@ -1196,13 +916,12 @@ fn slow_start_tunnelled_g711_and_h264_both_ways_and_the_room_hangs_up() {
 
 #[test]
 fn slow_start_on_a_separate_h245_channel() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
-    let (connector, media) = cvi.connector(&id, false, &end_on_bye());
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
+    let (connector, media) = cvi.h323_connector(&id, false, &end_on_bye());
     let cap = cvi.capture("slow_separate.pcap");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let room = h323_room(
+        &cvi,
         &id,
         &[
             "--no-fast-start",
@@ -1213,10 +932,10 @@ fn slow_start_on_a_separate_h245_channel() {
             "30",
         ],
     );
-    media_at_connector(&cvi, media, false);
+    cvi.media_at_connector(media, false, Duration::from_secs(25));
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     assert_eq!(room.json["h245"]["mode"], "separate", "{:#}", room.json);
     assert!(room.rtp_received(8) > 20, "{:#}", room.json);
     assert!(room.rtp_sent(8) > 20, "{:#}", room.json);
@@ -1235,15 +954,14 @@ fn slow_start_on_a_separate_h245_channel() {
 
 #[test]
 fn a_slow_start_room_gets_video_both_ways_after_the_reception() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     let end = with_video(&cvi, &end_on_bye());
-    let (connector, media) = cvi.connector(&id, true, &end);
+    let (connector, media) = cvi.h323_connector(&id, true, &end);
     let cap = cvi.capture("slow_reception.pcap");
     let digits = format!("0000000001#{id}#");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let room = h323_room(
+        &cvi,
         &format!("teams@{DOMAIN}"),
         &[
             "--alias-kind",
@@ -1260,10 +978,10 @@ fn a_slow_start_room_gets_video_both_ways_after_the_reception() {
             "45",
         ],
     );
-    media_at_connector(&cvi, media, true);
+    cvi.media_at_connector(media, true, Duration::from_secs(25));
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     assert!(
         cvi.logs().contains("0000000001"),
         "the wrong ID was refused and logged"
@@ -1300,15 +1018,14 @@ fn a_slow_start_room_gets_video_both_ways_after_the_reception() {
 
 #[test]
 fn a_fast_start_room_gets_video_both_ways_after_the_reception() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     let end = with_video(&cvi, &end_on_bye());
-    let (connector, media) = cvi.connector(&id, true, &end);
+    let (connector, media) = cvi.h323_connector(&id, true, &end);
     let cap = cvi.capture("fast_reception.pcap");
     let digits = format!("0000000001#{id}#");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let room = h323_room(
+        &cvi,
         &format!("teams@{DOMAIN}"),
         &[
             "--alias-kind",
@@ -1324,10 +1041,10 @@ fn a_fast_start_room_gets_video_both_ways_after_the_reception() {
             "45",
         ],
     );
-    media_at_connector(&cvi, media, true);
+    cvi.media_at_connector(media, true, Duration::from_secs(25));
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     // Fast start at the reception (audio), then the meeting's channels by
     // H.245: our H.264 channel opened, the room paused and reopened.
     assert!(
@@ -1368,83 +1085,18 @@ fn connector_offer(content: u16, cseq: u32, version: u32, answered: &str, more: 
     } else {
         "\n      a=sendonly"
     };
-    format!(
-        r#"  <send retrans="500">
-    <![CDATA[
-
-      INVITE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: {cseq} INVITE
-      Max-Forwards: 70
-      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=connector 2 {version} IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-      a=sendrecv
-      m=video [media_port+2] RTP/AVP 96
-      a=rtpmap:96 H264/90000
-      a=fmtp:96 profile-level-id=42e01f;packetization-mode=1
-      a=sendrecv
-      m=video {content} RTP/AVP 97
-      a=rtpmap:97 H264/90000
-      a=fmtp:97 profile-level-id=42e01f;packetization-mode=1
-      a=content:slides
-      a=label:3{dir}
-      {more}
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="200" timeout="20000">
-    <action>
-      {answered}
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: {cseq} ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-"#
-    )
-}
-
-/// The relay's port towards the connector of stream `index`, once the
-/// gateway has it (0 while it has not).
-fn connector_side_port(cvi: &Cvi, index: usize) -> u16 {
-    let v = fedge_testkit::admin::admin_get(cvi.edge.admin, "/cvi");
-    v["media"][0]["streams"][index][1]["port"]
-        .as_u64()
-        .unwrap_or(0) as u16
+    let sdp = connector_sdp(
+        content,
+        version,
+        &format!("\n      a=label:3{dir}\n      {more}"),
+    );
+    connector_reinvites(cseq, &format!("{sdp}\n"), answered)
 }
 
 #[test]
 fn the_meetings_presentation_reaches_an_h323_room_on_an_h239_channel() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let content_port = content.local_addr().unwrap().port();
     // The room answers the content stream at its own address, receive
@@ -1460,11 +1112,10 @@ fn the_meetings_presentation_reaches_an_h323_room_on_an_h239_channel() {
         connector_offer(0, 2, 4, &off, ""),
         end_on_bye()
     );
-    let (connector, _media) = cvi.connector(&id, true, &end);
+    let (connector, _media) = cvi.h323_connector(&id, true, &end);
     let cap = cvi.capture("h239-out.pcap");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let room = h323_room(
+        &cvi,
         &id,
         &[
             "--video",
@@ -1478,18 +1129,7 @@ fn the_meetings_presentation_reaches_an_h323_room_on_an_h239_channel() {
     // The content stream appears at the relay once the connector offers
     // it: the meeting's slides (PT 97) go to its port towards the
     // connector, from the connector's content address.
-    let t0 = Instant::now();
-    let mut port = 0;
-    while port == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no content stream at the relay\n{}",
-            cvi.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        port = connector_side_port(&cvi, 2);
-    }
-    let relay = SocketAddr::from(([127, 0, 0, 2], port));
+    let relay = cvi.relay_port(3, 2, 1);
     for seq in 0..80u16 {
         let mut pkt = vec![0x80, 97];
         pkt.extend_from_slice(&seq.to_be_bytes());
@@ -1501,7 +1141,7 @@ fn the_meetings_presentation_reaches_an_h323_room_on_an_h239_channel() {
     }
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     let got = room.json["rtp"]["received"]["97"].as_u64().unwrap_or(0);
     assert!(got >= 5, "{got} slides at the room\n{:#}", room.json);
     // Our channel was opened, and closed with the token released when the
@@ -1547,33 +1187,7 @@ fn the_meetings_presentation_reaches_an_h323_room_on_an_h239_channel() {
 /// The connector's BFCP end as in `floor_server`, but it grants the
 /// room's floor and then revokes it (REQUEST-STATUS 7).
 fn floor_revoker(cvi: &Cvi) {
-    let t0 = Instant::now();
-    let mut port = 0;
-    while port == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no BFCP stream\n{}",
-            cvi.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        port = connector_side_port(cvi, 3);
-    }
-    let relay = SocketAddr::from(([127, 0, 0, 2], port));
-    let mut request = [0u8; 16];
-    let mut c = loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(25),
-            "no FloorRequest through the relay at {relay}\n{}",
-            cvi.logs()
-        );
-        if let Ok(mut c) = TcpStream::connect(relay) {
-            c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
-            if c.read_exact(&mut request).is_ok() {
-                break c;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (mut c, request) = bfcp_first(cvi, "FloorRequest");
     assert_eq!(request[1], 1, "a FloorRequest: {request:?}");
     let mut status = vec![0x20, 4, 0, 3, 0, 0, 0x10, 0xe1, 0, 1, 0, 7];
     status.extend_from_slice(&[15 << 1 | 1, 12, 0, 9, 16 << 1 | 1, 8, 0, 9]);
@@ -1588,19 +1202,18 @@ fn floor_revoker(cvi: &Cvi) {
 
 #[test]
 fn a_revoked_floor_ends_the_rooms_presentation() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let content_port = content.local_addr().unwrap().port();
     // The room's content stream on, with the connector as floor control
     // server; then off (port 0) after the revocation, with no stop from
     // the room's side of the test.
     let end = end_on_share(content_port, true);
-    let (connector, _media) = cvi.connector(&id, true, &end);
+    let (connector, _media) = cvi.h323_connector(&id, true, &end);
     let cap = cvi.capture("h239-revoked.pcap");
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let room = h323_room(
+        &cvi,
         &id,
         &[
             "--video",
@@ -1615,7 +1228,7 @@ fn a_revoked_floor_ends_the_rooms_presentation() {
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
     // The connector took the re-INVITE with the content stream off.
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     assert_eq!(room.json["presentation"], "revoked", "{:#}", room.json);
     assert!(
         cvi.logs()
@@ -1638,8 +1251,8 @@ fn a_revoked_floor_ends_the_rooms_presentation() {
 
 #[test]
 fn a_burst_of_presentations_is_bounded_and_the_call_survives() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let content_port = content.local_addr().unwrap().port();
     // Exactly three presentations reach the connector (on, then off):
@@ -1657,10 +1270,9 @@ fn a_burst_of_presentations_is_bounded_and_the_call_survives() {
     }
     end += &end_on_bye();
     end += "  <Reference variables=\"on,off\"/>\n";
-    let (connector, _media) = cvi.connector(&id, true, &end);
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let (connector, _media) = cvi.h323_connector(&id, true, &end);
+    let room = h323_room(
+        &cvi,
         &id,
         &[
             "--video",
@@ -1675,7 +1287,7 @@ fn a_burst_of_presentations_is_bounded_and_the_call_survives() {
     );
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     let cycles = &room.json["cycles"];
     assert_eq!(cycles["acked"], 3, "{:#}", room.json);
     assert_eq!(cycles["rejected"], 3, "{:#}", room.json);
@@ -1689,8 +1301,8 @@ fn a_burst_of_presentations_is_bounded_and_the_call_survives() {
 
 #[test]
 fn the_meetings_floor_released_closes_the_rooms_presentation_channel() {
-    let cvi = Cvi::start("");
-    let id = cvi.meeting();
+    let cvi = Cvi::start_h323(&[]);
+    let id = cvi.meeting(&[]);
     let content = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let content_port = content.local_addr().unwrap().port();
     // The connector presents with BFCP (it is the floor control server)
@@ -1703,10 +1315,9 @@ fn the_meetings_floor_released_closes_the_rooms_presentation_channel() {
         connector_offer(content_port, 1, 3, &answered, BFCP_SERVER),
         end_on_bye()
     );
-    let (connector, _media) = cvi.connector(&id, true, &end);
-    let room = Room::start(
-        cvi.dir(),
-        cvi.h323,
+    let (connector, _media) = cvi.h323_connector(&id, true, &end);
+    let room = h323_room(
+        &cvi,
         &id,
         &[
             "--video",
@@ -1720,33 +1331,7 @@ fn the_meetings_floor_released_closes_the_rooms_presentation_channel() {
     // The floor server's end: the watcher's FloorQuery for floor 2, then
     // FloorStatus granted (to the connector's own request 9), then
     // released.
-    let t0 = Instant::now();
-    let mut port = 0;
-    while port == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no BFCP stream\n{}",
-            cvi.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        port = connector_side_port(&cvi, 3);
-    }
-    let relay = SocketAddr::from(([127, 0, 0, 2], port));
-    let mut query = [0u8; 16];
-    let mut c = loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(25),
-            "no FloorQuery through the relay at {relay}\n{}",
-            cvi.logs()
-        );
-        if let Ok(mut c) = TcpStream::connect(relay) {
-            c.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
-            if c.read_exact(&mut query).is_ok() {
-                break c;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (mut c, query) = bfcp_first(&cvi, "FloorQuery");
     // FloorQuery (7), conference 4321, user 7, FLOOR-ID 2.
     assert_eq!(
         query,
@@ -1762,7 +1347,7 @@ fn the_meetings_floor_released_closes_the_rooms_presentation_channel() {
     c.write_all(&status).unwrap();
     let room = room.wait(LIMIT);
     assert_room(&room, &cvi.logs());
-    assert_sipp("connector", &connector.wait(LIMIT), &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
     let pin = &room.json["presentation_in"];
     assert_eq!(pin["channel"], 2039, "{:#}", room.json);
     assert_eq!(pin["closed"], true, "{:#}", room.json);

@@ -7,25 +7,12 @@
 //! trusted-device marking, capacity shared with SIP calls, drain, and the
 //! counters.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use fedge_testkit::capture::Capture;
 use fedge_testkit::cvi::*;
-use fedge_testkit::h323::check_h323;
 use fedge_testkit::lab::{ereg, refs};
-use fedge_testkit::rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::rtp::udp_rx_queue;
 use fedge_testkit::*;
-
-/// An edge with H.323 on and `overrides` in `[cvi]`.
-fn start(overrides: &[(&str, &str)]) -> Cvi {
-    let mut all: Vec<(&str, &str)> = H323_ON.to_vec();
-    all.extend_from_slice(overrides);
-    let cvi = Cvi::start(&all);
-    // The listener is logged: its address is what the rooms dial.
-    let _: SocketAddr = cvi.h323_listener("tcp");
-    cvi
-}
 
 /// A connector for meeting `id` that checks the trusted header is there
 /// (`trusted`) or not and the offer's audio payload types are `pts`, plays the meeting's media and waits for our BYE;
@@ -36,8 +23,7 @@ fn connector_for(
     trusted: bool,
     pts: &str,
 ) -> (fedge_testkit::peers::Sipp, u16) {
-    let pcap = cvi.dir().join("meeting.pcap");
-    write_pcap(&pcap, 0x2222_2222, 0xbb, 150);
+    let pcap = cvi.meeting_pcap();
     let (checks, references) = connector_checks_with(id, trusted, pts);
     cvi.connector(&checks, &references, &pcap, &end_on_bye())
 }
@@ -76,14 +62,14 @@ fn refused_call(cvi: &Cvi) {
 
 #[test]
 fn the_reception_takes_rfc2833_keys_from_an_h323_room_and_joins_the_meeting() {
-    let cvi = start(&[]);
+    let cvi = Cvi::start_h323(&[]);
     let id = cvi.meeting(&[]);
     // Over TCP from the trusted address: the connector sees the mark. The
     // room has H.245 (tunnelled), so the meeting is offered every codec
     // the room has (D212), not only the one the reception took.
     let (connector, media) = connector_for(&cvi, &id, true, "0 8 101");
     let digits = format!("1111111111#{id}#");
-    let mut cap = Capture::start(&cvi.dir().join("reception.pcap"), "tcp or udp");
+    let cap = cvi.capture("reception.pcap");
     let room = h323_room(
         &cvi,
         &format!("teams@{DOMAIN}"),
@@ -126,11 +112,7 @@ fn the_reception_takes_rfc2833_keys_from_an_h323_room_and_joins_the_meeting() {
     );
     // On the wire (tshark's dissectors, not room.py's word): the events
     // as telephone-event RTP, H.225/H.245 well formed, no userInput.
-    cap.stop();
-    let mut ports = room.ports();
-    ports.push(cvi.h323_listener("tcp").port());
-    let wire = check_h323(&cap.file, &ports).expect("tshark runs");
-    assert!(wire.is_clean(), "tshark: {wire:?}");
+    let wire = cvi.wire(cap, &room);
     assert!(
         wire.rtp_count(101) >= 6 * digits.len(),
         "telephone-event packets on the wire: {wire:?}"
@@ -180,7 +162,7 @@ fn the_reception_takes_rfc2833_keys_from_an_h323_room_and_joins_the_meeting() {
 
 #[test]
 fn the_test_call_plays_its_prompt_echoes_an_h323_room_and_ends_on_time() {
-    let cvi = start(&[("test_call_time", "\"10s\"")]);
+    let cvi = Cvi::start_h323(&[("test_call_time", "\"10s\"")]);
     let room = h323_room(
         &cvi,
         "test_call",
@@ -224,7 +206,7 @@ fn the_test_call_plays_its_prompt_echoes_an_h323_room_and_ends_on_time() {
 /// A direct dial from an H.323 room when `trusted` is the `[cvi] trusted`
 /// list; the connector checks the mark is there exactly when `marked`.
 fn direct_dial_marked(trusted: &str, marked: bool) {
-    let cvi = start(&[("trusted", trusted)]);
+    let cvi = Cvi::start_h323(&[("trusted", trusted)]);
     let id = cvi.meeting(&[]);
     // A direct dial offers every codec the room proposed.
     let (connector, _) = connector_for(&cvi, &id, marked, "0 8 101");
@@ -252,7 +234,7 @@ fn a_direct_dial_from_an_untrusted_address_is_not_marked() {
 
 #[test]
 fn capacity_counts_h323_and_sip_calls_together() {
-    let cvi = start(&[("max_calls", "1"), ("test_call_time", "\"6s\"")]);
+    let cvi = Cvi::start_h323(&[("max_calls", "1"), ("test_call_time", "\"6s\"")]);
     // A SIP call fills the node: the H.323 room is refused.
     let mut sip = RoomCall::new("test_call");
     sip.then = then_gateway_hangs_up("");
@@ -300,7 +282,7 @@ fn capacity_counts_h323_and_sip_calls_together() {
 
 #[test]
 fn drain_refuses_a_new_h323_call_with_a_cause_while_the_running_one_carries_on() {
-    let cvi = start(&[]);
+    let cvi = Cvi::start_h323(&[]);
     // A call at the reception, hanging up itself after 8 s.
     let running = h323_room(
         &cvi,

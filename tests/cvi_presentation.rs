@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use fedge_testkit::cvi::*;
 use fedge_testkit::lab::{ereg, refs};
 use fedge_testkit::rtp::write_pcap;
-use fedge_testkit::*;
 
 /// The audio every SDP of these calls starts with (SIPp's media port).
 fn audio_sdp(origin: &str, version: u32) -> String {
@@ -86,21 +85,6 @@ fn connector_offer(method: &str, checks: &str, status: u16, sdp: Option<&str>) -
   </send>
 {ack}"#
     )
-}
-
-/// The relay's port of stream `i` towards side `side` (0: the room, 1:
-/// the connector), once the call's session has `n` streams.
-fn relay_port(cvi: &Cvi, n: usize, i: usize, side: usize) -> SocketAddr {
-    let mut port = 0;
-    wait_for(cvi, "the relay's streams", Duration::from_secs(20), || {
-        let v = admin_get(cvi.edge.admin, "/cvi");
-        let streams = &v["media"][0]["streams"];
-        if streams.as_array().map_or(0, Vec::len) == n {
-            port = streams[i][side]["port"].as_u64().unwrap_or(0) as u16;
-        }
-        port != 0
-    });
-    SocketAddr::from((RELAY, port))
 }
 
 /// A TCP connection to the relay's BFCP port `to`, once the relay takes
@@ -286,8 +270,8 @@ fn a_room_shares_slides_with_tcp_bfcp_and_stops() {
     let room = cvi.room(&call);
 
     // Content RTP from the room reaches the connector's content port.
-    let content_a = relay_port(&cvi, 3, 1, 0);
-    let bfcp_b = relay_port(&cvi, 3, 2, 1);
+    let content_a = cvi.relay_port(3, 1, 0);
+    let bfcp_b = cvi.relay_port(3, 2, 1);
     // The connector (a=setup:active) connects to the relay; the relay
     // (a=setup:active towards the room) connects to the room.
     let mut meeting_bfcp = bfcp_connect(&cvi, bfcp_b);
@@ -394,9 +378,9 @@ fn a_refused_presentation_leaves_the_call_and_udp_bfcp_crosses_once_accepted() {
 
     // The refusal put the relay back: the added streams went.
     log_line(&cvi, &["refused offer undone"], Duration::from_secs(20));
-    let content_a = relay_port(&cvi, 3, 1, 0);
-    let bfcp_a = relay_port(&cvi, 3, 2, 0);
-    let bfcp_b = relay_port(&cvi, 3, 2, 1);
+    let content_a = cvi.relay_port(3, 1, 0);
+    let bfcp_a = cvi.relay_port(3, 2, 0);
+    let bfcp_b = cvi.relay_port(3, 2, 1);
     let got = content_crosses(&room_content, content_a, &meeting_content, 0x5eed_0004, 20);
     assert_eq!(got, 20, "content packets at the connector\n{}", cvi.logs());
     // BFCP datagrams both ways (the connector's once the room's latched).
@@ -443,47 +427,9 @@ fn the_meeting_shares_slides_and_the_room_gets_them() {
         + &ereg("c=IN IP4 127\\.0\\.0\\.2", "body", "ca", false);
     let end = format!(
         r#"  <pause milliseconds="500"/>
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Max-Forwards: 70
-      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-{share}
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="200">
-    <action>
-      {answered}
-    </action>
-  </recv>
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      [routes]
-      From: [$to];tag=[pid]SIPpTag01[call_number]
-      To: [$from]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-{bye}  {refs}
+{reinvite}{bye}  {refs}
 "#,
+        reinvite = connector_reinvites(1, &share, &answered),
         bye = then_gateway_hangs_up(""),
         refs = refs(&["cv", "cr", "ca"]),
     );
@@ -505,7 +451,7 @@ fn the_meeting_shares_slides_and_the_room_gets_them() {
         + &refs(&["rv", "rs", "rd", "ra"]);
     let room = cvi.room(&call);
 
-    let content_b = relay_port(&cvi, 2, 1, 1);
+    let content_b = cvi.relay_port(2, 1, 1);
     let got = content_crosses(&meeting_content, content_b, &room_content, 0x5eed_0005, 30);
     assert_eq!(got, 30, "content packets at the room\n{}", cvi.logs());
     assert_ok("room system", &room.wait(LIMIT), &cvi.logs());

@@ -19,6 +19,8 @@ use crate::lab::{ereg, refs, xml};
 use crate::peers::{Sipp, SippResult, free_port, scenario};
 use crate::pki::Pki;
 
+mod h323;
+
 /// The CVI domain rooms dial.
 pub const DOMAIN: &str = "cvi.fedge.test";
 /// The enrolled organiser every meeting is created for.
@@ -115,17 +117,7 @@ impl Cvi {
             connector,
             connector_udp,
         };
-        cvi.cli_ok(&[
-            "cvi",
-            "enrol",
-            "--org",
-            "Leeds Teaching Hospitals",
-            "--ods",
-            "RR8",
-            "--teams-enabled",
-            "--email",
-            ORGANISER,
-        ]);
+        enrol(&cvi.edge.config_path);
         cvi
     }
 
@@ -147,20 +139,7 @@ impl Cvi {
 
     /// A new meeting's conference ID, read from the invite block.
     pub fn meeting(&self, extra: &[&str]) -> String {
-        let mut args = vec!["cvi", "meeting", "create", "--organiser", ORGANISER];
-        args.extend_from_slice(extra);
-        let out = self.cli_ok(&args);
-        assert!(
-            out.contains("Join with a video conferencing device\nteams@cvi.fedge.test\n"),
-            "{out}"
-        );
-        let id = conference_id(&out);
-        assert_eq!(id.len(), 10, "{out}");
-        assert!(
-            out.contains(&format!("https://cvi.fedge.test/cvi/{id}")),
-            "{out}"
-        );
-        id
+        new_meeting(&self.edge.config_path, extra)
     }
 
     pub fn logs(&self) -> String {
@@ -334,6 +313,46 @@ impl Cvi {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Sipp::spawn(self.dir(), &sc, port, Some(self.addr()), &args)
     }
+}
+
+/// Enrols the tests' organisation (Teams enabled) with [`ORGANISER`],
+/// through the CLI of the edge configured at `config`.
+pub fn enrol(config: &Path) {
+    fedge_ok(
+        config,
+        &[
+            "cvi",
+            "enrol",
+            "--org",
+            "Leeds Teaching Hospitals",
+            "--ods",
+            "RR8",
+            "--teams-enabled",
+            "--email",
+            ORGANISER,
+        ],
+    );
+}
+
+/// A new meeting for [`ORGANISER`] (`extra`: more `meeting create`
+/// arguments) through the CLI of the edge configured at `config`; its
+/// conference ID, read from the invite block (which must name the CVI
+/// address and the instructions page).
+pub fn new_meeting(config: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["cvi", "meeting", "create", "--organiser", ORGANISER];
+    args.extend_from_slice(extra);
+    let out = fedge_ok(config, &args);
+    assert!(
+        out.contains("Join with a video conferencing device\nteams@cvi.fedge.test\n"),
+        "{out}"
+    );
+    let id = conference_id(&out);
+    assert_eq!(id.len(), 10, "{out}");
+    assert!(
+        out.contains(&format!("https://cvi.fedge.test/cvi/{id}")),
+        "{out}"
+    );
+    id
 }
 
 /// An H.323 room (tests/h323/room.py) calling `dial` at the edge's H.323
@@ -587,6 +606,54 @@ pub fn end_hang_up(hold_ms: u32) -> String {
     ]]>
   </send>
   <recv response="200"/>
+"#
+    )
+}
+
+/// The connector's own re-INVITE (CSeq `cseq`) with `sdp` (lines indented
+/// six spaces, each ending in a newline), its 200 checked with `answered`
+/// (ereg actions) within 20 s, then ACKed.
+pub fn connector_reinvites(cseq: u32, sdp: &str, answered: &str) -> String {
+    format!(
+        r#"  <send retrans="500">
+    <![CDATA[
+
+      INVITE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: {cseq} INVITE
+      Max-Forwards: 70
+      Contact: <sip:meeting@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+{sdp}
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200" timeout="20000">
+    <action>
+      {answered}
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$to];tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: {cseq} ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
 "#
     )
 }
