@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::edge::{Edge, conference_id, fedge_cli, fedge_ok, test_config};
 use crate::h323::{Room, RoomResult};
 use crate::lab::{ereg, refs, xml};
-use crate::peers::{Sipp, SippResult, free_port, scenario};
+use crate::peers::{Sipp, SippResult, free_media_ports, free_port, scenario};
 use crate::pki::Pki;
 
 mod h323;
@@ -190,7 +190,7 @@ impl Cvi {
         pcap: &Path,
         end: &str,
     ) -> (Sipp, u16) {
-        let media = free_port(false);
+        let media = free_media_ports();
         // SIPp refuses variables assigned but never used: the dialog's
         // From and To are used only when the connector hangs up itself.
         let references = if end.contains("[$from]") {
@@ -391,7 +391,7 @@ pub struct RoomCall {
 
 impl RoomCall {
     pub fn new(user: &str) -> RoomCall {
-        let m = free_port(false);
+        let m = free_media_ports();
         RoomCall {
             user: user.to_string(),
             status: "200",

@@ -25,6 +25,24 @@ pub fn free_port(tcp_too: bool) -> u16 {
     }
 }
 
+/// A UDP port P on 127.0.0.1 such that P..P+3 are all free now: SIPp's
+/// `-mp P` takes P and P+1 for audio and P+2 and P+3 for video.
+pub fn free_media_ports() -> u16 {
+    loop {
+        let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port > u16::MAX - 3 {
+            continue;
+        }
+        let rest: Vec<_> = (1..4)
+            .map(|i| UdpSocket::bind(("127.0.0.1", port + i)))
+            .collect();
+        if rest.iter().all(Result::is_ok) {
+            return port;
+        }
+    }
+}
+
 /// Renders a template (`@KEY@` placeholders, all of which must be filled)
 /// into `out`.
 pub fn render(template: &Path, out: &Path, values: &[(&str, String)]) {
