@@ -401,7 +401,18 @@ fn a_slow_start_room_that_waits_for_our_master_slave_determination_gets_its_call
 fn a_room_that_ignores_the_pause_gets_our_capabilities_back_and_keeps_its_call() {
     let cvi = start(&[]);
     let id = cvi.meeting(&[]);
-    let (connector, _) = connector_for(&cvi, &id, true, "0 101");
+    // The meeting has video (the reception had none): the room, which
+    // can send H.264, is paused to open its channels anew.
+    let pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&pcap, 0x2222_2222, 0xbb, 150);
+    let (checks, references) = connector_checks_with(&id, true, "0 8");
+    let (connector, _) = cvi.connector_with(
+        "cvi_h323_connector_uas.xml",
+        &checks,
+        &references,
+        &pcap,
+        &end_on_bye(),
+    );
     let digits = format!("{id}#");
     let room = h323_room(
         &cvi,
@@ -410,6 +421,7 @@ fn a_room_that_ignores_the_pause_gets_our_capabilities_back_and_keeps_its_call()
             "--alias-kind",
             "url",
             "--no-fast-start",
+            "--video",
             "--ignore-pause",
             "--digits",
             &digits,
