@@ -78,9 +78,10 @@ fn refused_call(cvi: &Cvi) {
 fn the_reception_takes_rfc2833_keys_from_an_h323_room_and_joins_the_meeting() {
     let cvi = start(&[]);
     let id = cvi.meeting(&[]);
-    // Over TCP from the trusted address: the connector sees the mark. A
-    // call to the reception offers the room's first codec only (D205).
-    let (connector, media) = connector_for(&cvi, &id, true, "0 101");
+    // Over TCP from the trusted address: the connector sees the mark. The
+    // room tunnels H.245, so its call to the reception offers every codec
+    // it proposed (D212; D205's one codec is for rooms without H.245).
+    let (connector, media) = connector_for(&cvi, &id, true, "0 8 101");
     let digits = format!("1111111111#{id}#");
     let mut cap = Capture::start(&cvi.dir().join("reception.pcap"), "tcp or udp");
     let room = h323_room(
