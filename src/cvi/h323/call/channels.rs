@@ -285,9 +285,18 @@ impl Call {
             Event::CapabilitiesAcked(seq) if slow.paused == Some(seq) => slow.pause_acked = true,
             Event::ChannelAck { number, rtp } => {
                 for o in [&mut slow.audio, &mut slow.video].into_iter().flatten() {
-                    if o.number == number && o.rtp.is_none() {
+                    if o.number != number {
+                        continue;
+                    }
+                    if o.rtp.is_none() {
                         o.rtp = rtp;
                         o.refused = rtp.is_none();
+                    } else if rtp.is_some() && rtp != o.rtp {
+                        // A reopened channel's new address is not followed
+                        // (D213): the gateway keeps the first.
+                        if log_limit::allow(self.remote.ip(), H323_LOG) {
+                            info!(remote = %self.remote, kept = ?o.rtp, named = ?rtp, "H.323 room named a new receive address for a reopened channel: the first is kept");
+                        }
                     }
                 }
             }
