@@ -1,7 +1,8 @@
 //! One call's H.245 control session, as a gateway endpoint (terminal type
 //! 60): capability exchange (the gateway's set: G.711, G.722, H.264, user
-//! input), master/slave determination (ours started with our
-//! capabilities, the room's answered: H.245 §8.2), logical channels (after fast start:
+//! input), master/slave determination (the room's answered; ours sent
+//! with our capabilities when H.245 moves the channels: H.245 §8.2),
+//! logical channels (after fast start:
 //! closing acknowledged, new ones refused), user
 //! input (the digits go on to the gateway as SIP INFO), round trip delay
 //! and end of session. With slow start (`slow`), the room's audio/video
@@ -126,17 +127,19 @@ impl Session {
         }
     }
 
-    /// Our opening messages, once: our capabilities, and our own
+    /// Our opening messages, once: our capabilities, and (when H.245
+    /// moves the channels, `slow`: our channels wait for `ready`) our own
     /// master/slave determination unless the room's already decided it
     /// (H.245 §8.2: each terminal initiates; a room that waits for ours
-    /// before sending its own does not stall).
+    /// before sending its own does not stall). A fast-start call's
+    /// channels need no determination: there the room's is answered.
     pub fn opening(&mut self) -> Vec<Control> {
         if self.tcs_sent {
             return Vec::new();
         }
         self.tcs_sent = true;
         let mut out = vec![fedge_h323::h245::gateway_capabilities(1)];
-        if self.room_is_master.is_none() && !self.msd_out {
+        if self.slow && self.room_is_master.is_none() && !self.msd_out {
             out.push(self.determination());
         }
         out
@@ -412,7 +415,11 @@ mod tests {
             out[0],
             Control::TerminalCapabilitySetAck { seq: 3 }
         ));
-        assert_eq!(out.len(), 3, "Ack, our set, our determination");
+        assert_eq!(
+            out.len(),
+            2,
+            "Ack and our set (fast start: no determination)"
+        );
         let (out, _) = s.on_control(Control::TerminalCapabilitySet {
             seq: 4,
             caps: Vec::new(),
@@ -454,6 +461,7 @@ mod tests {
     fn our_determination_goes_with_our_capabilities_and_decides() {
         // A room that waits for ours: it acknowledges, we acknowledge back.
         let mut s = Session::new(100);
+        s.slow = true;
         let open = s.opening();
         assert_eq!(
             open[1],
@@ -481,6 +489,7 @@ mod tests {
         // Both initiate: the room's determination decides, its Ack of ours
         // only confirms.
         let mut s = Session::new(100);
+        s.slow = true;
         s.opening();
         let (out, _) = s.on_control(Control::MasterSlaveDetermination {
             terminal_type: 190,
@@ -499,6 +508,7 @@ mod tests {
         assert_eq!(s.room_is_master, Some(true));
         // Our capabilities after the room's decided: no determination.
         let mut s = Session::new(100);
+        s.slow = true;
         s.on_control(Control::MasterSlaveDetermination {
             terminal_type: 50,
             random: 7,
@@ -509,6 +519,7 @@ mod tests {
     #[test]
     fn a_tie_is_tried_again_with_a_new_number_a_bounded_number_of_times() {
         let mut s = Session::new(100);
+        s.slow = true;
         s.opening();
         // Same type, same number while ours is out: ours again.
         let (out, _) = s.on_control(Control::MasterSlaveDetermination {
