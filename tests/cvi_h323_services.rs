@@ -319,3 +319,138 @@ fn drain_refuses_a_new_h323_call_with_a_cause_while_the_running_one_carries_on()
     assert_eq!(cvi.metric("fedge_cvi_h323_refused_total"), 1.0);
     assert_eq!(cvi.metric("fedge_cvi_refused_draining_total"), 1.0);
 }
+
+/// A slow-start room that sends no master/slave determination of its own
+/// (it waits for ours): fedge's, sent with its capabilities, decides, and
+/// the call completes with audio both ways.
+#[test]
+fn a_slow_start_room_that_waits_for_our_master_slave_determination_gets_its_call() {
+    let cvi = start(&[]);
+    let id = cvi.meeting(&[]);
+    // Slow start offers every codec of the room's capabilities.
+    let (connector, media) = connector_for(&cvi, &id, true, "0 8");
+    let room = h323_room(
+        &cvi,
+        &id,
+        &[
+            "--no-fast-start",
+            "--await-msd",
+            "--after",
+            "3",
+            "--timeout",
+            "30",
+        ],
+    );
+    wait_for(
+        &cvi,
+        "the room's media at the connector",
+        Duration::from_secs(25),
+        || udp_rx_queue(media).unwrap_or(0) > 0,
+    );
+    let room = room.wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+    // The room sent none; ours reached it, and the gateway (type 60) is
+    // master over the room (type 50).
+    assert!(
+        !room
+            .sent()
+            .iter()
+            .any(|m| m == "h245:masterSlaveDetermination"),
+        "{:?}",
+        room.sent()
+    );
+    assert!(
+        room.received()
+            .iter()
+            .any(|m| m == "h245:masterSlaveDetermination"),
+        "{:?}",
+        room.received()
+    );
+    assert_eq!(room.json["h245"]["msd"], "slave", "{:#}", room.json);
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    log_line(
+        &cvi,
+        &["room system joined the meeting", &id],
+        Duration::from_secs(1),
+    );
+}
+
+/// A room that acknowledges the empty TerminalCapabilitySet of the pause
+/// (after the reception) but never closes its channels: fedge gives the
+/// pause up after its bound, sends its whole set again and the call goes
+/// on (the meeting's media still reaches the room).
+#[test]
+fn a_room_that_ignores_the_pause_gets_our_capabilities_back_and_keeps_its_call() {
+    let cvi = start(&[]);
+    let id = cvi.meeting(&[]);
+    // The meeting has video (the reception had none): the room, which
+    // can send H.264, is paused to open its channels anew.
+    let pcap = cvi.dir().join("meeting.pcap");
+    write_pcap(&pcap, 0x2222_2222, 0xbb, 150);
+    let (checks, references) = connector_checks_with(&id, true, "0 8");
+    let (connector, _) = cvi.connector_with(
+        "cvi_h323_connector_uas.xml",
+        &checks,
+        &references,
+        &pcap,
+        &end_on_bye(),
+    );
+    let digits = format!("{id}#");
+    let room = h323_room(
+        &cvi,
+        &format!("teams@{DOMAIN}"),
+        &[
+            "--alias-kind",
+            "url",
+            "--no-fast-start",
+            "--video",
+            "--ignore-pause",
+            "--digits",
+            &digits,
+            "--digit-gap",
+            "150",
+            "--after",
+            "9",
+            "--timeout",
+            "45",
+        ],
+    )
+    .wait(LIMIT);
+    assert_room(&room, &cvi.logs());
+    assert_ok("connector", &connector.wait(LIMIT), &cvi.logs());
+    // The meeting's re-INVITE paused the room, which kept its channels.
+    assert!(
+        room.json["pause_ignored"].as_u64() >= Some(1),
+        "{:#}",
+        room.json
+    );
+    assert!(
+        !room.sent().iter().any(|m| m == "h245:closeLogicalChannel"),
+        "{:?}",
+        room.sent()
+    );
+    // fedge gave the pause up: its whole set again after the empty one.
+    log_line(
+        &cvi,
+        &["did not close its channels for the pause"],
+        Duration::from_secs(1),
+    );
+    let sets = room
+        .received()
+        .iter()
+        .filter(|m| *m == "h245:terminalCapabilitySet")
+        .count();
+    assert!(
+        sets >= 3,
+        "first, empty, whole again: {:?}",
+        room.received()
+    );
+    // The meeting's PCMA still reached the room on our reopened channel.
+    assert!(room.rtp_received(8) > 20, "{:#}", room.json);
+    log_line(
+        &cvi,
+        &["room system joined the meeting", &id],
+        Duration::from_secs(1),
+    );
+}

@@ -36,6 +36,10 @@ def parse_args(argv):
     p.add_argument("--separate-h245", action="store_true")
     p.add_argument("--no-fast-start", action="store_true")
     p.add_argument("--video", action="store_true")
+    p.add_argument("--await-msd", action="store_true",
+                   help="send no master/slave determination of our own: wait for the gateway's")
+    p.add_argument("--ignore-pause", action="store_true",
+                   help="acknowledge an empty TCS but keep our channels open (a room that does not honour the pause)")
     p.add_argument("--presentation", action="store_true")
     p.add_argument("--presentation-for", type=float, default=0.0,
                    help="stop presenting after this many seconds (CLC and token release); 0: never")
@@ -85,7 +89,7 @@ class Room:
                        "rtp": {"sent": {}, "received": {}, "sent_to": {}, "local": {}, "local_rtcp": {},
                                "received_from": {}},
                        "fast_start_accepted": [], "digits_sent": "", "digits_received": "",
-                       "olc_received": [], "olc_rejected": [], "olc_acked": [], "paused": 0,
+                       "olc_received": [], "olc_rejected": [], "olc_acked": [], "paused": 0, "pause_ignored": 0,
                        "h245": {"mode": "separate" if args.separate_h245 else "tunnelled", "msd": None}}
         self.call_ref = random.randint(1, 0x7FFF)
         self.guid = m.new_guid()
@@ -292,7 +296,8 @@ class Room:
             return
         self.h245_started = True
         self.send_h245(m.tcs(1, self.a.video, self.a.presentation))
-        self.send_h245(m.msd(self.msd_num))
+        if not self.a.await_msd:
+            self.send_h245(m.msd(self.msd_num))
 
     def on_h245(self, data):
         value = m.h245_decode(data)
@@ -390,8 +395,11 @@ class Room:
 
     def pause(self):
         """An empty TCS (H.323 8.4.6): close the channels we transmit on."""
-        self.paused = True
         self.result["paused"] += 1
+        if self.a.ignore_pause:
+            self.result["pause_ignored"] += 1
+            return
+        self.paused = True
         for kind, lcn in sorted(self.opened.items()):
             self.media[kind].target = None
             self.send_h245(("request", ("closeLogicalChannel", {

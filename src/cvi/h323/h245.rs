@@ -1,6 +1,8 @@
 //! One call's H.245 control session, as a gateway endpoint (terminal type
 //! 60): capability exchange (the gateway's set: G.711, G.722, H.264, user
-//! input), master/slave determination, logical channels (after fast start:
+//! input), master/slave determination (the room's answered; ours sent
+//! with our capabilities when H.245 moves the channels: H.245 §8.2),
+//! logical channels (after fast start:
 //! closing acknowledged, new ones refused), user
 //! input (the digits go on to the gateway as SIP INFO), round trip delay
 //! and end of session. With slow start (`slow`), the room's audio/video
@@ -31,6 +33,10 @@ const P_ACKNOWLEDGE: u8 = 126;
 
 /// Our terminal type: an H.323 gateway (H.245 Table 1).
 pub const TERMINAL_TYPE: u8 = 60;
+
+/// How many times our master/slave determination is tried when the
+/// numbers tie (H.245 §8.2's N236).
+const MSD_TRIES: u8 = 3;
 
 /// What the call task does besides sending the replies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +102,11 @@ pub struct Session {
     pub outgoing: Option<u16>,
     /// Our presentationTokenRequest awaits the room's response.
     pub token_asked: bool,
+    /// Our MasterSlaveDetermination awaits the room's answer (H.245
+    /// §8.2's OUTGOING AWAITING RESPONSE).
+    pub msd_out: bool,
+    /// How many times we sent it.
+    msd_tries: u8,
 }
 
 impl Session {
@@ -111,16 +122,82 @@ impl Session {
             tcs_seq: 1,
             outgoing: None,
             token_asked: false,
+            msd_out: false,
+            msd_tries: 0,
         }
     }
 
-    /// Our opening messages (capabilities), once.
+    /// Our opening messages, once: our capabilities, and (when H.245
+    /// moves the channels, `slow`: our channels wait for `ready`) our own
+    /// master/slave determination unless the room's already decided it
+    /// (H.245 §8.2: each terminal initiates; a room that waits for ours
+    /// before sending its own does not stall). A fast-start call's
+    /// channels need no determination: there the room's is answered.
     pub fn opening(&mut self) -> Vec<Control> {
         if self.tcs_sent {
             return Vec::new();
         }
         self.tcs_sent = true;
-        vec![fedge_h323::h245::gateway_capabilities(1)]
+        let mut out = vec![fedge_h323::h245::gateway_capabilities(1)];
+        if self.slow && self.room_is_master.is_none() && !self.msd_out {
+            out.push(self.determination());
+        }
+        out
+    }
+
+    /// Our MasterSlaveDetermination (a new number after a tie).
+    fn determination(&mut self) -> Control {
+        if self.msd_tries > 0 {
+            self.random = rand::random::<u32>() & 0x00ff_ffff;
+        }
+        self.msd_tries += 1;
+        self.msd_out = true;
+        Control::MasterSlaveDetermination {
+            terminal_type: TERMINAL_TYPE,
+            random: self.random,
+        }
+    }
+
+    /// The room's MasterSlaveDetermination: acknowledged with the result,
+    /// or (the numbers tie) ours again with a new number while ours is
+    /// out and tries are left, else rejected.
+    fn on_determination(&mut self, terminal_type: u8, random: u32) -> Control {
+        match self.room_is_master(terminal_type, random) {
+            Some(m) => {
+                // INCOMING AWAITING RESPONSE: the room's Ack of ours, if
+                // one comes, only confirms.
+                self.room_is_master = Some(m);
+                self.msd_out = false;
+                Control::MasterSlaveDeterminationAck {
+                    receiver_is_master: m,
+                }
+            }
+            None if self.msd_out && self.msd_tries < MSD_TRIES => self.determination(),
+            None => Control::MasterSlaveDeterminationReject,
+        }
+    }
+
+    /// The room's answer to our determination: an Ack decides (and is
+    /// acknowledged in turn, H.245 §8.2.4); a reject (a tie) makes us try
+    /// again with a new number while tries are left.
+    fn on_determination_answer(&mut self, ack: Option<bool>) -> Option<Control> {
+        if !self.msd_out {
+            return None;
+        }
+        match ack {
+            Some(we_are_master) => {
+                self.msd_out = false;
+                self.room_is_master = Some(!we_are_master);
+                Some(Control::MasterSlaveDeterminationAck {
+                    receiver_is_master: !we_are_master,
+                })
+            }
+            None if self.msd_tries < MSD_TRIES => Some(self.determination()),
+            None => {
+                self.msd_out = false;
+                None
+            }
+        }
     }
 
     /// A new TerminalCapabilitySet: empty (`full` false: H.323 §8.4.6's
@@ -181,15 +258,13 @@ impl Session {
             Control::MasterSlaveDetermination {
                 terminal_type,
                 random,
-            } => match self.room_is_master(terminal_type, random) {
-                Some(m) => {
-                    self.room_is_master = Some(m);
-                    out.push(Control::MasterSlaveDeterminationAck {
-                        receiver_is_master: m,
-                    });
-                }
-                None => out.push(Control::MasterSlaveDeterminationReject),
-            },
+            } => out.push(self.on_determination(terminal_type, random)),
+            Control::MasterSlaveDeterminationAck { receiver_is_master } => {
+                out.extend(self.on_determination_answer(Some(receiver_is_master)));
+            }
+            Control::MasterSlaveDeterminationReject => {
+                out.extend(self.on_determination_answer(None));
+            }
             Control::OpenLogicalChannel(o)
                 if o.presentation && o.forward && self.presentation.is_none() =>
             {
@@ -340,7 +415,11 @@ mod tests {
             out[0],
             Control::TerminalCapabilitySetAck { seq: 3 }
         ));
-        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out.len(),
+            2,
+            "Ack and our set (fast start: no determination)"
+        );
         let (out, _) = s.on_control(Control::TerminalCapabilitySet {
             seq: 4,
             caps: Vec::new(),
@@ -376,6 +455,100 @@ mod tests {
             random: 100,
         });
         assert!(matches!(out[0], Control::MasterSlaveDeterminationReject));
+    }
+
+    #[test]
+    fn our_determination_goes_with_our_capabilities_and_decides() {
+        // A room that waits for ours: it acknowledges, we acknowledge back.
+        let mut s = Session::new(100);
+        s.slow = true;
+        let open = s.opening();
+        assert_eq!(
+            open[1],
+            Control::MasterSlaveDetermination {
+                terminal_type: TERMINAL_TYPE,
+                random: 100
+            }
+        );
+        assert!(s.msd_out && s.room_is_master.is_none());
+        let (out, _) = s.on_control(Control::MasterSlaveDeterminationAck {
+            receiver_is_master: true,
+        });
+        assert_eq!(
+            out,
+            vec![Control::MasterSlaveDeterminationAck {
+                receiver_is_master: false
+            }]
+        );
+        assert_eq!(s.room_is_master, Some(false));
+        // A stray Ack afterwards: nothing.
+        let (out, _) = s.on_control(Control::MasterSlaveDeterminationAck {
+            receiver_is_master: true,
+        });
+        assert!(out.is_empty());
+        // Both initiate: the room's determination decides, its Ack of ours
+        // only confirms.
+        let mut s = Session::new(100);
+        s.slow = true;
+        s.opening();
+        let (out, _) = s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: 190,
+            random: 7,
+        });
+        assert_eq!(
+            out,
+            vec![Control::MasterSlaveDeterminationAck {
+                receiver_is_master: true
+            }]
+        );
+        let (out, _) = s.on_control(Control::MasterSlaveDeterminationAck {
+            receiver_is_master: false,
+        });
+        assert!(out.is_empty());
+        assert_eq!(s.room_is_master, Some(true));
+        // Our capabilities after the room's decided: no determination.
+        let mut s = Session::new(100);
+        s.slow = true;
+        s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: 50,
+            random: 7,
+        });
+        assert_eq!(s.opening().len(), 1);
+    }
+
+    #[test]
+    fn a_tie_is_tried_again_with_a_new_number_a_bounded_number_of_times() {
+        let mut s = Session::new(100);
+        s.slow = true;
+        s.opening();
+        // Same type, same number while ours is out: ours again.
+        let (out, _) = s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: TERMINAL_TYPE,
+            random: 100,
+        });
+        assert!(matches!(
+            out.as_slice(),
+            [Control::MasterSlaveDetermination {
+                terminal_type: TERMINAL_TYPE,
+                ..
+            }]
+        ));
+        // The room rejects (a tie on its side): the third and last try.
+        let (out, _) = s.on_control(Control::MasterSlaveDeterminationReject);
+        assert!(matches!(
+            out.as_slice(),
+            [Control::MasterSlaveDetermination { .. }]
+        ));
+        let (out, _) = s.on_control(Control::MasterSlaveDeterminationReject);
+        assert!(out.is_empty(), "no fourth try");
+        assert!(!s.msd_out && !s.ready());
+        // Undecidable with nothing of ours out: rejected.
+        let random = s.random;
+        let (out, _) = s.on_control(Control::MasterSlaveDetermination {
+            terminal_type: TERMINAL_TYPE,
+            random,
+        });
+        assert_eq!(out, vec![Control::MasterSlaveDeterminationReject]);
     }
 
     #[test]
@@ -489,7 +662,7 @@ mod tests {
                 frames: 20,
             })],
         });
-        assert_eq!(out.len(), 2, "Ack and our set");
+        assert_eq!(out.len(), 3, "Ack, our set and our determination");
         assert!(matches!(ev.as_slice(), [Event::Capabilities(c)] if c.len() == 1));
         let (_, ev) = s.on_control(Control::TerminalCapabilitySetAck { seq: 1 });
         assert_eq!(ev, vec![Event::CapabilitiesAcked(1)]);

@@ -30,6 +30,7 @@ impl Call {
             h245 = self.open_h245(t).await;
         }
         while self.state != State::Ended {
+            let pause_until = self.slow.as_ref().and_then(|s| s.pause_until);
             tokio::select! {
                 _ = stop.cancelled() => self.room_left(NORMAL).await,
                 _ = tokio::time::sleep_until(give_up), if self.state == State::Calling => {
@@ -41,6 +42,9 @@ impl Call {
                     }
                     self.h.stats.refused.fetch_add(1, Ordering::Relaxed);
                     self.release(RECOVERY_ON_TIMER_EXPIRY, ReleaseReason::Undefined).await;
+                }
+                _ = tokio::time::sleep_until(pause_until.unwrap_or(give_up)), if pause_until.is_some() => {
+                    self.pause_ignored().await;
                 }
                 i = frames.next() => match i {
                     Input::Frame(f) => self.on_frame(&f).await,

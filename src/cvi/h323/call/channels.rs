@@ -21,6 +21,10 @@
 //! reception that has H.245 is handled the same way after Connect: the
 //! channels fast start accepted are taken into this bookkeeping.
 //!
+//! A room that does not honour the pause (its channels still open
+//! `PAUSE_LIMIT` after the empty set) gets our whole set again and keeps
+//! its old channels: logged, never left paused.
+//!
 //! Owns the channel bookkeeping of one call; never decides about the
 //! meeting, never touches media, never trusts a channel number or address
 //! it did not see acknowledged.
@@ -33,6 +37,10 @@ use super::*;
 /// How long a slow-start room has to bring its receive addresses (the
 /// H.245 exchange before the INVITE).
 pub(super) const SLOW_START_LIMIT: Duration = Duration::from_secs(15);
+
+/// How long the room has to close its channels after our empty
+/// TerminalCapabilitySet before we give the pause up.
+pub(super) const PAUSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Our logical channel numbers start here (the room's are its own).
 const FIRST_NUMBER: u16 = 101;
@@ -96,6 +104,8 @@ pub(super) struct Slow {
     /// channels are being closed before our set goes again.
     pub paused: Option<u8>,
     pub pause_acked: bool,
+    /// The pause is given up then (the room ignored it).
+    pub pause_until: Option<Instant>,
     next: u16,
 }
 
@@ -114,6 +124,7 @@ impl Slow {
             relay: sip::Answer::default(),
             paused: None,
             pause_acked: false,
+            pause_until: None,
             next: FIRST_NUMBER,
         }
     }
@@ -210,6 +221,26 @@ impl Slow {
         }
     }
 
+    /// Starts the pause (our empty set `seq` is going out).
+    pub fn pause(&mut self, seq: u8, now: Instant) {
+        self.paused = Some(seq);
+        self.pause_acked = false;
+        self.pause_until = Some(now + PAUSE_LIMIT);
+    }
+
+    /// Ends the pause (the room closed its channels, or ignored the pause
+    /// too long): the room's channels that waited are answered. Our whole
+    /// set goes before these answers (the caller's).
+    pub fn resume(&mut self) -> Vec<Control> {
+        self.paused = None;
+        self.pause_acked = false;
+        self.pause_until = None;
+        std::mem::take(&mut self.pending)
+            .iter()
+            .map(|o| self.answer_theirs(o))
+            .collect()
+    }
+
     /// Whether the room's channels must be opened anew for `next` (the
     /// relay's side after a re-INVITE): an address moved, or a stream the
     /// room sends on appeared or went.
@@ -254,9 +285,18 @@ impl Call {
             Event::CapabilitiesAcked(seq) if slow.paused == Some(seq) => slow.pause_acked = true,
             Event::ChannelAck { number, rtp } => {
                 for o in [&mut slow.audio, &mut slow.video].into_iter().flatten() {
-                    if o.number == number && o.rtp.is_none() {
+                    if o.number != number {
+                        continue;
+                    }
+                    if o.rtp.is_none() {
                         o.rtp = rtp;
                         o.refused = rtp.is_none();
+                    } else if rtp.is_some() && rtp != o.rtp {
+                        // A reopened channel's new address is not followed
+                        // (D213): the gateway keeps the first.
+                        if log_limit::allow(self.remote.ip(), H323_LOG) {
+                            info!(remote = %self.remote, kept = ?o.rtp, named = ?rtp, "H.323 room named a new receive address for a reopened channel: the first is kept");
+                        }
                     }
                 }
             }
@@ -280,15 +320,31 @@ impl Call {
         // The pause is over once the room acknowledged it and closed its
         // channels: our set again, and the room opens anew.
         if slow.paused.is_some() && slow.pause_acked && slow.theirs.is_empty() {
-            slow.paused = None;
-            slow.pause_acked = false;
             out.push(self.session.capabilities(true));
-            for o in std::mem::take(&mut slow.pending) {
-                out.push(slow.answer_theirs(&o));
-            }
+            out.extend(slow.resume());
         }
         self.send_h245(out).await;
         self.slow_progress().await;
+    }
+
+    /// The room did not close its channels within `PAUSE_LIMIT` of our
+    /// empty set: our whole set again, its old channels kept (they go on
+    /// sending where they did), the channels that waited answered.
+    pub(super) async fn pause_ignored(&mut self) {
+        let Some(slow) = self.slow.as_mut() else {
+            return;
+        };
+        if slow.paused.is_none() {
+            return;
+        }
+        let kept = slow.theirs.len();
+        let acked = slow.pause_acked;
+        let mut out = vec![self.session.capabilities(true)];
+        out.extend(slow.resume());
+        if log_limit::allow(self.remote.ip(), H323_LOG) {
+            info!(remote = %self.remote, kept, acked, "H.323 room did not close its channels for the pause: our capabilities restored, its channels kept");
+        }
+        self.send_h245(out).await;
     }
 
     /// Moves a slow-start call on: our channels once H.245 is ready, the
@@ -415,8 +471,7 @@ impl Call {
                 out.push(self.session.capabilities(true));
             } else {
                 out.push(self.session.capabilities(false));
-                slow.paused = Some(self.session.tcs_seq);
-                slow.pause_acked = false;
+                slow.pause(self.session.tcs_seq, Instant::now());
             }
             info!(remote = %self.remote, "H.323 slow start: the room's channels opened anew for the meeting");
         } else {
@@ -521,6 +576,41 @@ mod tests {
             Control::OpenLogicalChannelReject { number: 7 }
         ));
         assert_eq!(s.theirs, vec![(1001, Kind::Audio)]);
+    }
+
+    #[test]
+    fn the_pause_ends_and_the_waiting_channels_are_answered() {
+        let now = Instant::now();
+        let mut s = Slow::new(now);
+        s.relay.audio = Some(answered(5000, Codec::Pcma));
+        s.theirs.push((1001, Kind::Audio));
+        s.pause(3, now);
+        assert_eq!(s.paused, Some(3));
+        assert_eq!(s.pause_until, Some(now + PAUSE_LIMIT));
+        // A room that ignored the pause opened one more meanwhile.
+        s.pending.push(Olc {
+            number: 1005,
+            media: Media::G711Alaw { frames: 20 },
+            session_id: 1,
+            payload_type: None,
+            forward: true,
+            rtp: None,
+            rtcp: None,
+            reverse: None,
+            presentation: false,
+        });
+        let answers = s.resume();
+        assert!(matches!(
+            answers.as_slice(),
+            [Control::OpenLogicalChannelAck { number: 1005, .. }]
+        ));
+        assert_eq!(
+            (s.paused, s.pause_until, s.pause_acked),
+            (None, None, false)
+        );
+        // The old channel is kept, the new one taken.
+        assert_eq!(s.theirs, vec![(1001, Kind::Audio), (1005, Kind::Audio)]);
+        assert!(s.pending.is_empty());
     }
 
     #[test]
