@@ -1,13 +1,16 @@
 //! One call's H.245 control session, as a gateway endpoint (terminal type
 //! 60): capability exchange (the gateway's set: G.711, G.722, H.264, user
 //! input), master/slave determination (the room's answered; ours sent
-//! with our capabilities when H.245 moves the channels: H.245 §8.2),
-//! logical channels (after fast start:
-//! closing acknowledged, new ones refused), user
-//! input (the digits go on to the gateway as SIP INFO), round trip delay
-//! and end of session. With slow start (`slow`), the room's audio/video
-//! channels and the answers to ours are reported as events for the call's
-//! channel bookkeeping (`call/channels.rs`).
+//! with our capabilities where H.245 moves the channels: H.245 §8.2),
+//! logical channels, user input (the digits go on to the gateway as SIP
+//! INFO), round trip delay and end of session. Where H.245 moves the
+//! channels (`slow`: slow start, and a fast-start call with H.245 to the
+//! reception or the test call), the room's audio/video channels and the
+//! answers to ours are reported as events for the call's channel
+//! bookkeeping (`call/channels.rs`); on a plain fast-start call new
+//! channels of the room's are refused. The H.239 token and presentation
+//! channels both ways are reported as events for `call/share.rs` and
+//! `call/present.rs`.
 //!
 //! Pure: decoded messages in, replies and events out. It never touches a
 //! socket and never knows whether the channel is tunnelled or separate
