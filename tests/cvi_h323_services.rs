@@ -325,7 +325,7 @@ fn drain_refuses_a_new_h323_call_with_a_cause_while_the_running_one_carries_on()
 /// the call completes with audio both ways.
 #[test]
 fn a_slow_start_room_that_waits_for_our_master_slave_determination_gets_its_call() {
-    let cvi = start(&[]);
+    let cvi = Cvi::start_h323(&[]);
     let id = cvi.meeting(&[]);
     // Slow start offers every codec of the room's capabilities.
     let (connector, media) = connector_for(&cvi, &id, true, "0 8");
@@ -382,12 +382,11 @@ fn a_slow_start_room_that_waits_for_our_master_slave_determination_gets_its_call
 /// on (the meeting's media still reaches the room).
 #[test]
 fn a_room_that_ignores_the_pause_gets_our_capabilities_back_and_keeps_its_call() {
-    let cvi = start(&[]);
+    let cvi = Cvi::start_h323(&[]);
     let id = cvi.meeting(&[]);
     // The meeting has video (the reception had none): the room, which
     // can send H.264, is paused to open its channels anew.
-    let pcap = cvi.dir().join("meeting.pcap");
-    write_pcap(&pcap, 0x2222_2222, 0xbb, 150);
+    let pcap = cvi.meeting_pcap();
     let (checks, references) = connector_checks_with(&id, true, "0 8");
     let (connector, _) = cvi.connector_with(
         "cvi_h323_connector_uas.xml",
