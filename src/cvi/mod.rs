@@ -5,8 +5,8 @@
 //! the back-to-back user agent between a room system and the connector
 //! (the Teams side), its media through the shared relay; `guard` counts
 //! what strangers may do (guess budgets, proven UDP sources, calls per
-//! source); `h323` takes H.323 room systems' calls and presents them to
-//! the gateway as SIP.
+//! source); `h323` takes H.323 room systems' calls and `webrtc`
+//! browsers' and presents them to the gateway as SIP, through `inproc`.
 
 pub mod audio;
 pub mod dtmf;
@@ -14,6 +14,7 @@ pub mod enrol;
 pub mod gateway;
 pub mod guard;
 pub mod h323;
+pub mod inproc;
 pub mod meetings;
 pub mod webrtc;
 

@@ -34,12 +34,10 @@ use super::h245::{Event, Session};
 use super::sip::{self, Codec, Dialog, Offer, Release};
 use super::{H323, H323_LOG};
 use crate::role::Role;
-use crate::sip::framing::{DatagramItem, parse_datagram};
 use crate::sip::log_limit;
 use crate::sip::message::{Method, SipMessage};
-use crate::sip::parse::Limits;
 use crate::sip::response::{ResponseBuilder, random_token};
-use crate::sip::transport::{Connection, Handler, InProcess, Inbound, Source, Transport};
+use crate::sip::transport::{Connection, InProcess};
 
 /// Q.931 causes we send ourselves.
 const NORMAL: u8 = 16;
@@ -476,13 +474,6 @@ fn fast_start_answers(proposals: &[Olc], answer: &sip::Answer) -> Vec<Olc> {
 }
 
 /// Parses one SIP message the gateway sent (or we made).
-fn parse_sip(b: Bytes) -> Option<SipMessage> {
-    match parse_datagram(b, &Limits::default()) {
-        DatagramItem::Message(m) => Some(m),
-        _ => None,
-    }
-}
-
 mod answers;
 mod channels;
 mod present;

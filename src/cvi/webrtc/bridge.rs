@@ -34,13 +34,9 @@ use super::{CallState, Refusal, Stats, WebRtcConfig, lock};
 use crate::cvi::gateway::Gateway;
 use crate::cvi::h323::sip::{self as isip, Answer, Codec, Dialog, Offer, Stream};
 use crate::role::Role;
-use crate::sip::framing::{DatagramItem, parse_datagram};
 use crate::sip::message::{Method, SipMessage};
-use crate::sip::parse::Limits;
 use crate::sip::response::{ResponseBuilder, random_token};
-use crate::sip::transport::{
-    Connection, ConnectionTable, Handler, InProcess, Inbound, Source, Transport,
-};
+use crate::sip::transport::{Connection, ConnectionTable, InProcess};
 
 static CRYPTO: LazyLock<Arc<CryptoProvider>> =
     LazyLock::new(|| Arc::new(str0m::crypto::from_feature_flags()));
@@ -263,7 +259,7 @@ impl Prepared {
         let deadline = tokio::time::Instant::now() + ctx.answer_timeout;
         let answer = loop {
             let m = tokio::select! {
-                m = inproc.recv() => m.and_then(parse_sip),
+                m = inproc.recv() => m.and_then(crate::cvi::inproc::parse),
                 _ = tokio::time::sleep_until(deadline) => {
                     let c = leg.dialog.cancel(&branch);
                     leg.send(Bytes::from(c)).await;
@@ -309,6 +305,7 @@ impl Prepared {
             stats: ctx.stats,
             mids: Mids::default(),
             down_seq: [None, None],
+            down_pt: [None, None],
             connector_video_ssrc: None,
             connected: false,
             tcp_side: TcpSide::default(),
@@ -336,13 +333,6 @@ fn refusal_of(status: u16, m: &SipMessage) -> Refusal {
     Refusal::new(http, reason)
 }
 
-fn parse_sip(b: Bytes) -> Option<SipMessage> {
-    match parse_datagram(b, &Limits::default()) {
-        DatagramItem::Message(m) => Some(m),
-        _ => None,
-    }
-}
-
 /// The call's SIP leg into the gateway.
 struct Leg {
     gateway: Arc<Gateway>,
@@ -354,21 +344,17 @@ struct Leg {
 
 impl Leg {
     async fn send(&self, b: Bytes) {
-        let Some(msg) = parse_sip(b) else {
+        let sent = crate::cvi::inproc::to_gateway(
+            &self.gateway,
+            &self.conn,
+            self.remote,
+            self.dialog.local,
+            b,
+        )
+        .await;
+        if !sent {
             debug!("a browser call's SIP message did not parse");
-            return;
-        };
-        let source = Source {
-            tag: Role::Cvi.tag(),
-            transport: Transport::Tcp,
-            remote: self.remote,
-            local: self.dialog.local,
-            identity: None,
-            conn: Some(self.conn.clone()),
-            udp: None,
-            capture: None,
-        };
-        self.gateway.on_message(Inbound { msg, source }).await;
+        }
     }
 
     /// The connection is no longer a browser's (the call is over).
@@ -394,6 +380,9 @@ struct Live {
     mids: Mids,
     /// Extended sequence numbers towards the browser (audio, video).
     down_seq: [Option<u64>; 2],
+    /// The browser's payload type per stream (0 audio, 1 video), found
+    /// once from the negotiated codecs (they do not change in a call).
+    down_pt: [Option<Pt>; 2],
     connector_video_ssrc: Option<u32>,
     connected: bool,
     tcp_side: TcpSide,
@@ -469,7 +458,7 @@ impl Live {
                         self.ask_browser_keyframe();
                     }
                 }
-                m = inproc.recv() => match m.and_then(parse_sip) {
+                m = inproc.recv() => match m.and_then(crate::cvi::inproc::parse) {
                     Some(m) => if let Some(e) = self.on_sip(m).await { break e },
                     None => break End::Gateway("the gateway closed the call"),
                 },
@@ -597,8 +586,15 @@ impl Live {
         }) else {
             return;
         };
-        let Some(pt) = self.browser_pt(mid, k == 1) else {
-            return;
+        let pt = match self.down_pt[k] {
+            Some(pt) => pt,
+            None => {
+                let Some(pt) = self.browser_pt(mid, k == 1) else {
+                    return;
+                };
+                self.down_pt[k] = Some(pt);
+                pt
+            }
         };
         if k == 1 {
             self.connector_video_ssrc = Some(pk.ssrc);
@@ -619,7 +615,7 @@ impl Live {
 
     /// The payload type the browser takes for the connector's codec.
     fn browser_pt(&self, mid: Mid, video: bool) -> Option<Pt> {
-        let remote = self.p.rtc.media(mid)?.remote_pts().to_vec();
+        let remote = self.p.rtc.media(mid)?.remote_pts();
         let want = if video {
             RtcCodec::H264
         } else {

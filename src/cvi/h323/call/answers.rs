@@ -71,7 +71,7 @@ impl Call {
                     }
                 }
                 w = present::wake(&mut self.share, &mut self.present) => self.on_wake(w).await,
-                m = inproc.recv() => match m.and_then(parse_sip) {
+                m = inproc.recv() => match m.and_then(crate::cvi::inproc::parse) {
                     Some(msg) => self.on_sip(msg).await,
                     None => self.release(NORMAL, ReleaseReason::Undefined).await,
                 },

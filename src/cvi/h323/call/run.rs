@@ -148,34 +148,16 @@ impl Call {
         Some((call, inproc))
     }
 
-    pub(super) fn source(&self) -> Source {
-        Source {
-            tag: Role::Cvi.tag(),
-            transport: Transport::Tcp,
-            remote: self.remote,
-            local: self.local,
-            identity: None,
-            conn: Some(self.conn.clone()),
-            udp: None,
-            capture: None,
-        }
-    }
-
     /// Hands one SIP message of ours to the gateway.
     /// False when the message did not parse (a bug of ours, logged).
     pub(super) async fn to_gateway(&self, b: Bytes) -> bool {
-        let Some(msg) = parse_sip(b) else {
+        let ok =
+            crate::cvi::inproc::to_gateway(&self.h.gateway, &self.conn, self.remote, self.local, b)
+                .await;
+        if !ok {
             debug!("an interworked SIP message did not parse");
-            return false;
-        };
-        self.h
-            .gateway
-            .on_message(Inbound {
-                msg,
-                source: self.source(),
-            })
-            .await;
-        true
+        }
+        ok
     }
 
     pub(super) async fn send_q931(
