@@ -21,7 +21,9 @@
 //! Run: `cargo bench --bench media -- [--calls 600,1000] [--rounds 3]
 //!       [--secs 10] [--target both|fedge|rtpengine] [--threads N (fedge's
 //!       runtime)] [--media-threads N (fedge's [media] threads)]
-//!       [--pace-us 1000 (the generator's receiver pause; 0 = none)]`
+//!       [--pace-us 1000 (the generator's receiver pause; 0 = none)]
+//!       [--io epoll,io_uring (fedge's [media] io: one fedge per value,
+//!       "fedge" and "fedge-uring", measured in the same rounds)]`
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -54,6 +56,7 @@ struct Args {
     threads: usize,
     media_threads: usize,
     pace: Duration,
+    io: Vec<String>,
 }
 
 fn args() -> Args {
@@ -72,6 +75,10 @@ fn args() -> Args {
             f.get("pace-us")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(RX_PACE.as_micros() as u64),
+        ),
+        io: f.get("io").map_or_else(
+            || vec!["epoll".to_string()],
+            |v| v.split(',').map(|s| s.trim().to_string()).collect(),
         ),
     }
 }
@@ -370,22 +377,34 @@ fn main() {
     let both = a.target == "both";
     println!(
         "calls {:?}, {} alternating round(s) each, 50 packets/s each way ({PACKET}-byte RTP); window {} s after 1 s warm-up; \
-         fedge: [runtime] threads = {}, [media] threads = {}; generator receiver pause {} us; load generator on the same 2 cores",
+         fedge: [runtime] threads = {}, [media] threads = {}, io {:?}; generator receiver pause {} us; load generator on the same 2 cores",
         a.calls,
         a.rounds,
         a.secs,
         a.threads,
         a.media_threads,
+        a.io,
         a.pace.as_micros()
     );
     // Both relays are up, with all their calls set up, before the first
     // round; the one not measured idles.
-    let fedge = (both || a.target == "fedge").then(|| {
+    let mut fedges = Vec::new();
+    for (k, io) in a.io.iter().enumerate() {
+        if !(both || a.target == "fedge") {
+            break;
+        }
+        let name: &'static str = match io.as_str() {
+            "epoll" => "fedge",
+            "io_uring" => "fedge-uring",
+            other => panic!("--io {other}: epoll or io_uring"),
+        };
         let p = Pki::new();
         let stop = Arc::new(AtomicBool::new(false));
         let b_ports = Arc::new(Mutex::new(HashMap::new()));
         let relay_b = Arc::new(Mutex::new(HashMap::new()));
         let home = home_pool(stop.clone(), b_ports.clone(), relay_b.clone());
+        // rtpengine takes 40000-49999.
+        let port_min = 30000 - 10000 * k;
         // One partner sets up every call: more INVITEs in progress from
         // one source than the default cap (256).
         let relay = start_fedge_with(
@@ -394,13 +413,19 @@ fn main() {
             a.threads,
             "max_transactions_per_source = 100000\n",
             &format!(
-                "[media]\nport_min = 30000\nport_max = 39999\nmax_sessions = 20000\nmax_sessions_per_partner = 20000\nmax_pairs_per_partner = 40000\ntimeout = \"600s\"\n{}",
+                "[media]\nport_min = {port_min}\nport_max = {}\nmax_sessions = 20000\nmax_sessions_per_partner = 20000\nmax_pairs_per_partner = 40000\ntimeout = \"600s\"\n{}{}",
+                port_min + 9999,
                 // Only when asked: a build from before `[media] threads`
-                // (CARGO_BIN_EXE_fedge=...) then runs with the same bench.
+                // or `io` (CARGO_BIN_EXE_fedge=...) then runs with the same bench.
                 if a.media_threads == 1 {
                     String::new()
                 } else {
                     format!("threads = {}\n", a.media_threads)
+                },
+                if io == "epoll" {
+                    String::new()
+                } else {
+                    format!("io = \"{io}\"\n")
                 }
             ),
         );
@@ -409,8 +434,8 @@ fn main() {
             .build()
             .unwrap();
         let calls = rt.block_on(fedge_calls(&relay, &p, max, &b_ports, &relay_b));
-        (relay, calls, stop, p)
-    });
+        fedges.push((name, relay, calls, stop, p));
+    }
     let rtpengine = (both || a.target == "rtpengine").then(|| {
         let (relay, ng_addr) = start_rtpengine(dir.path());
         let calls = rtpengine_calls(ng_addr, max);
@@ -434,9 +459,9 @@ fn main() {
     let mut steps = Vec::new();
     for &n in &a.calls {
         for round in 1..=a.rounds {
-            if let Some((relay, calls, _, _)) = &fedge {
+            for (name, relay, calls, _, _) in &fedges {
                 let o = play_paced(&calls[..n], a.secs, &relay.pids(), a.pace);
-                steps.push(row("fedge", round, n, &o));
+                steps.push(row(name, round, n, &o));
             }
             if let Some((relay, calls)) = &rtpengine {
                 let o = play_paced(&calls[..n], a.secs, &relay.pids(), a.pace);
@@ -451,7 +476,7 @@ fn main() {
     );
     for &n in &a.calls {
         let mut med = HashMap::new();
-        for relay in ["fedge", "rtpengine"] {
+        for relay in ["fedge", "fedge-uring", "rtpengine"] {
             let mine: Vec<&Step> = steps
                 .iter()
                 .filter(|s| s.relay == relay && s.calls == n)
@@ -471,16 +496,26 @@ fn main() {
                 mine.iter().map(|s| s.offered_pct).fold(f64::MAX, f64::min),
             );
         }
-        if let (Some(f), Some(r)) = (med.get("fedge"), med.get("rtpengine")) {
+        for name in ["fedge", "fedge-uring"] {
+            if let (Some(f), Some(r)) = (med.get(name), med.get("rtpengine")) {
+                println!(
+                    "{:>10} {:>6} {name}/rtpengine CPU per packet (medians): {:.2}",
+                    "ratio",
+                    n,
+                    f / r
+                );
+            }
+        }
+        if let (Some(f), Some(u)) = (med.get("fedge"), med.get("fedge-uring")) {
             println!(
-                "{:>10} {:>6} fedge/rtpengine CPU per packet (medians): {:.2}",
+                "{:>10} {:>6} fedge-uring/fedge CPU per packet (medians): {:.2}",
                 "ratio",
                 n,
-                f / r
+                u / f
             );
         }
     }
-    if let Some((_, _, stop, _)) = &fedge {
+    for (_, _, _, stop, _) in &fedges {
         stop.store(true, Ordering::Relaxed);
     }
 }

@@ -156,6 +156,47 @@ fn calls_in_both_directions_are_anchored_on_the_relay() {
     assert_eq!(metric(lab.edge.admin, "fedge_media_drops_total", &[]), 0.0);
 }
 
+#[test]
+fn the_epoll_media_loop_relays_calls_as_the_io_uring_one_does() {
+    // The default media loop is io_uring (every other media test runs on
+    // it); `[media] io = "epoll"` keeps the other one, which must carry
+    // the same calls.
+    let lab = Lab::with("\n[media]\nio = \"epoll\"", Some("enabled"));
+    call_with_media(&lab, true);
+    assert!(
+        lab.edge
+            .wait_log(&["media thread", "epoll"], Duration::from_secs(5))
+            .is_some(),
+        "the media thread says which loop it runs"
+    );
+    assert!(
+        !lab.edge.logs().iter().any(|l| l.contains("io_uring")),
+        "no io_uring ring was set up"
+    );
+    let first = metric(lab.edge.admin, "fedge_media_packets_total", &[]);
+    assert!(first >= 200.0, "{first}");
+    assert_eq!(metric(lab.edge.admin, "fedge_media_drops_total", &[]), 0.0);
+}
+
+#[test]
+fn the_default_media_loop_is_io_uring() {
+    let lab = Lab::new();
+    call_with_media(&lab, false);
+    assert!(
+        lab.edge
+            .wait_log(&["media thread", "io_uring"], Duration::from_secs(5))
+            .is_some(),
+        "the media thread says it runs io_uring"
+    );
+    assert!(
+        !lab.edge
+            .logs()
+            .iter()
+            .any(|l| l.contains("io_uring unavailable")),
+        "this kernel has io_uring: no fallback"
+    );
+}
+
 const LYNC_OFFER: &str = "--lync-alt
 Content-Type: application/sdp
 Content-Transfer-Encoding: 7bit

@@ -146,6 +146,25 @@ mod tests {
     }
 
     #[test]
+    fn media_io_is_epoll_or_io_uring() {
+        let c = Config::from_toml("[media]\nio = \"epoll\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.media.engine_io(), crate::media::engine::Io::Epoll);
+        let c = Config::from_toml("[media]\nio = \"io_uring\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.media.engine_io(), crate::media::engine::Io::IoUring);
+        assert_eq!(
+            Config::default().media.engine_io(),
+            crate::media::engine::DEFAULT_IO
+        );
+        let c = Config::from_toml("[media]\nio = \"uring\"\n").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().0,
+            "[media] io \"uring\" must be \"epoll\" or \"io_uring\""
+        );
+    }
+
+    #[test]
     fn admission_budgets_are_checked() {
         let fed = |f: &dyn Fn(&mut Config)| {
             let mut c = Config::default();

@@ -270,6 +270,20 @@ pub struct MediaSection {
     /// own event loop, apart from the `[runtime]` threads (shared by the
     /// federation relay and the CVI gateway's). 1 to 64.
     pub threads: usize,
+    /// How the media threads move packets: "epoll" (a system call per
+    /// packet each way) or "io_uring" (one per round, issue 18; a thread
+    /// whose ring the kernel refuses serves with epoll and says so).
+    pub io: String,
+}
+
+impl MediaSection {
+    /// `io` as the engine's setting (validated at load).
+    pub fn engine_io(&self) -> crate::media::engine::Io {
+        match self.io.as_str() {
+            "io_uring" => crate::media::engine::Io::IoUring,
+            _ => crate::media::engine::Io::Epoll,
+        }
+    }
 }
 
 impl MediaSection {
@@ -316,6 +330,10 @@ impl Default for MediaSection {
                 .collect(),
             latch_any_host: false,
             threads: crate::media::engine::DEFAULT_THREADS,
+            io: match crate::media::engine::DEFAULT_IO {
+                crate::media::engine::Io::IoUring => "io_uring".into(),
+                crate::media::engine::Io::Epoll => "epoll".into(),
+            },
         }
     }
 }

@@ -537,6 +537,12 @@ impl Config {
         if !(1..=64).contains(&self.media.threads) {
             return Err(ConfigError("[media] threads must be from 1 to 64".into()));
         }
+        if !matches!(self.media.io.as_str(), "epoll" | "io_uring") {
+            return Err(ConfigError(format!(
+                "[media] io {:?} must be \"epoll\" or \"io_uring\"",
+                self.media.io
+            )));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError(format!(
                 "[log] format {:?} must be \"text\" or \"json\"",

@@ -255,6 +255,7 @@ pub fn policy_config(
 /// The relay for federated calls' media (`[media] enabled`).
 fn federation_relay(cfg: &Config) -> Arc<Relay> {
     crate::media::engine::set_threads(cfg.media.threads);
+    crate::media::engine::set_io(cfg.media.engine_io());
     let side = |bind: IpAddr, adv: Option<IpAddr>| SideAddress {
         bind,
         advertise: adv.unwrap_or(bind),

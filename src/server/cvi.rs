@@ -251,6 +251,7 @@ fn cvi_admission(cfg: &Config) -> Limits {
 /// the other.
 fn relay(cfg: &Config) -> Arc<Relay> {
     crate::media::engine::set_threads(cfg.media.threads);
+    crate::media::engine::set_io(cfg.media.engine_io());
     let c = &cfg.cvi;
     Relay::new(MediaConfig {
         addresses: [

@@ -1,9 +1,14 @@
 //! The media threads: the relay's UDP sockets are served by one or more
-//! dedicated threads, each with its own epoll loop, outside the tokio
-//! runtime that carries the signalling (issue 18, D136).
+//! dedicated threads, each with its own event loop, outside the tokio
+//! runtime that carries the signalling (issue 18, D136, D257).
 //!
-//! Owns the threads, their epoll sets and which stream each registered
-//! socket belongs to. A thread waits in `epoll_wait` (level-triggered), then
+//! Owns the threads and, for the epoll loop, their epoll sets and which
+//! stream each registered socket belongs to. Each thread runs one of two
+//! loops (`[media] io`): io_uring (`uring.rs`, the default since issue 18:
+//! no system call per packet), or this file's epoll loop, which a thread
+//! also falls back to when the kernel refuses it a ring.
+//!
+//! The epoll loop waits in `epoll_wait` (level-triggered), then
 //! reads each ready socket once per round (a batch with `recvmmsg` when
 //! several packets wait: no read that finds the socket empty, and every
 //! ready socket gets its turn before any gets a second, so a flooded port
@@ -24,10 +29,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::Side;
-use super::stream::{Component, Stream};
+use super::stream::{Component, Direct, Stream};
 
 /// Packets one read takes from one socket at most (then the other ready
 /// sockets have their turn).
@@ -56,14 +61,37 @@ pub fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| Engine::start(THREADS.load(Ordering::Relaxed)))
 }
 
-enum Command {
+pub(crate) enum Command {
     Add(u64, Arc<Stream>),
     Remove(u64),
 }
 
-struct Worker {
+pub(crate) struct Worker {
     tx: Mutex<mpsc::Sender<Command>>,
-    wake: EventFd,
+    pub(crate) wake: EventFd,
+}
+
+/// How the media threads wait for and move packets (`[media] io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// `epoll_wait`, then `recvmmsg` and `sendto` per socket and packet.
+    Epoll,
+    /// One io_uring per thread: multishot receives into provided buffers,
+    /// sends queued and submitted together (`uring.rs`); a thread whose
+    /// ring cannot be set up (an old kernel, a sandbox) uses epoll.
+    IoUring,
+}
+
+/// The media threads' I/O unless configured.
+pub const DEFAULT_IO: Io = Io::IoUring;
+
+static IO_URING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(matches!(DEFAULT_IO, Io::IoUring));
+
+/// Sets how the media threads move packets; effective only before the
+/// first stream starts (`[media] io`, read at start-up).
+pub fn set_io(io: Io) {
+    IO_URING.store(io == Io::IoUring, Ordering::Relaxed);
 }
 
 /// The media threads.
@@ -148,9 +176,25 @@ fn spawn(i: usize) -> std::io::Result<Arc<Worker>> {
         wake,
     });
     let mine = w.clone();
+    let uring = IO_URING.load(Ordering::Relaxed);
     std::thread::Builder::new()
         .name(format!("fedge-media-{i}"))
-        .spawn(move || run(epoll, &mine, rx))?;
+        .spawn(move || {
+            if uring {
+                // Built on this thread: the ring has a single submitter.
+                match super::uring::start(mine.wake.as_fd().as_raw_fd()) {
+                    Ok(serve) => {
+                        info!(thread = i, "media thread serving with io_uring");
+                        return serve(&mine, rx);
+                    }
+                    Err(why) => {
+                        warn!(thread = i, %why, "media thread: io_uring unavailable; serving with epoll")
+                    }
+                }
+            }
+            info!(thread = i, "media thread serving with epoll");
+            run(epoll, &mine, rx)
+        })?;
     Ok(w)
 }
 
@@ -282,7 +326,8 @@ fn read(e: &mut Entry, bufs: &mut [[u8; BUF]; BATCH], headers: &mut MultiHeaders
     };
     for (i, (len, from)) in got.iter().take(n).enumerate() {
         if let (Some(from), Some(b)) = (from, bufs.get(i)) {
-            e.stream.on_udp(e.side, e.c, &b[..(*len).min(BUF)], *from);
+            e.stream
+                .on_udp(e.side, e.c, &b[..(*len).min(BUF)], *from, &mut Direct);
         }
     }
 }

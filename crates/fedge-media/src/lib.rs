@@ -25,6 +25,7 @@ pub mod ports;
 pub mod sdp;
 pub mod stream;
 pub mod stun;
+mod uring;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

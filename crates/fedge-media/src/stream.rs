@@ -47,6 +47,37 @@ pub const TCP_FIRST_FRAME: std::time::Duration = std::time::Duration::from_secs(
 /// An RFC 4571 connection that carries nothing accepted this long goes.
 pub const TCP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How a relayed UDP packet leaves: at once with `send_to` ([`Direct`]),
+/// or queued on a media thread's io_uring (`uring.rs`).
+pub(crate) trait UdpOut {
+    /// Sends (or queues) `pkt` from `sock` (side `side`'s socket `c`) to
+    /// `to`; false if it could not.
+    fn send(
+        &mut self,
+        side: Side,
+        c: Component,
+        sock: &std::net::UdpSocket,
+        pkt: &[u8],
+        to: SocketAddr,
+    ) -> bool;
+}
+
+/// Sends at once, with `send_to`.
+pub(crate) struct Direct;
+
+impl UdpOut for Direct {
+    fn send(
+        &mut self,
+        _: Side,
+        _: Component,
+        sock: &std::net::UdpSocket,
+        pkt: &[u8],
+        to: SocketAddr,
+    ) -> bool {
+        sock.send_to(pkt, to).is_ok()
+    }
+}
+
 /// Which socket of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Component {
@@ -509,9 +540,26 @@ impl Stream {
             .unwrap_or(0)
     }
 
-    /// A UDP packet a media thread read from `x`'s socket `c`.
-    pub(crate) fn on_udp(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr) {
-        self.on_packet(x, c, pkt, from, Via::Udp);
+    /// A UDP packet a media thread read from `x`'s socket `c`; a packet
+    /// relayed over UDP goes out through `out`.
+    pub(crate) fn on_udp(
+        &self,
+        x: Side,
+        c: Component,
+        pkt: &[u8],
+        from: SocketAddr,
+        out: &mut dyn UdpOut,
+    ) {
+        self.on_packet_via(x, c, pkt, from, Via::Udp, out);
+    }
+
+    /// A relayed packet from side `x` that `out` took but could not send
+    /// after all (an io_uring send that failed): counted as dropped.
+    pub(crate) fn send_failed(&self, x: Side, len: usize) {
+        self.end(x).counters.drops.fetch_add(1, Ordering::Relaxed);
+        self.totals.drops.fetch_add(1, Ordering::Relaxed);
+        self.totals.packets.fetch_sub(1, Ordering::Relaxed);
+        self.totals.bytes.fetch_sub(len as u64, Ordering::Relaxed);
     }
 
     /// Relays one packet from side `x`; true when it was that side's (a
@@ -523,6 +571,18 @@ impl Stream {
         pkt: &[u8],
         from: SocketAddr,
         via: Via<'_>,
+    ) -> bool {
+        self.on_packet_via(x, c, pkt, from, via, &mut Direct)
+    }
+
+    fn on_packet_via(
+        &self,
+        x: Side,
+        c: Component,
+        pkt: &[u8],
+        from: SocketAddr,
+        via: Via<'_>,
+        out: &mut dyn UdpOut,
     ) -> bool {
         let end = self.end(x);
         if !self.bfcp && stun::is_stun(pkt) {
@@ -554,7 +614,7 @@ impl Stream {
         let rtcp = !self.bfcp && (c == Component::Rtcp || is_rtcp(pkt));
         let other = self.end(x.other());
         let sent = match other.out(rtcp) {
-            Some(Out::Udp(comp, to)) => other.socket(comp).send_to(pkt, to).is_ok(),
+            Some(Out::Udp(comp, to)) => out.send(x.other(), comp, other.socket(comp), pkt, to),
             // BFCP messages carry their own length (RFC 8855 §5.1).
             Some(Out::Tcp(tx)) if self.bfcp => tx.try_send(Bytes::copy_from_slice(pkt)).is_ok(),
             Some(Out::Tcp(tx)) => tx.try_send(frame(pkt)).is_ok(),

@@ -15,6 +15,7 @@
 
 pub mod admission;
 pub mod outbound;
+mod outbox;
 pub mod stream;
 pub mod tls;
 pub mod udp;
@@ -29,7 +30,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::message::SipMessage;
@@ -181,10 +181,9 @@ pub struct Connection {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub identity: Option<Arc<PeerIdentity>>,
-    tx: mpsc::Sender<Bytes>,
+    /// What is queued for sending, and the writer (`outbox.rs`).
+    out: Arc<outbox::Outbox>,
     close: CancellationToken,
-    /// Bytes queued and not yet written (the writer takes them off).
-    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Most bytes queued for one connection: a peer that does not read is cut
@@ -211,18 +210,18 @@ impl Connection {
             return Ok(()); // an empty chunk is the writer's close marker
         }
         let len = data.len();
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        let before = self.out.count_in(len);
         if before > 0 && before + len > MAX_QUEUED_BYTES {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.out.count_out(len);
             // A peer that does not read its answers: cut off.
             self.close();
             return Err(SendError::Full(self.id));
         }
-        self.tx.try_send(data).map_err(|e| {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+        self.out.push(data).map_err(|e| {
+            self.out.count_out(len);
             match e {
-                mpsc::error::TrySendError::Full(_) => SendError::Full(self.id),
-                mpsc::error::TrySendError::Closed(_) => SendError::Closed(self.id),
+                outbox::Refused::Full => SendError::Full(self.id),
+                outbox::Refused::Closed => SendError::Closed(self.id),
             }
         })
     }
@@ -233,12 +232,12 @@ impl Connection {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.close.is_cancelled() || self.tx.is_closed()
+        self.close.is_cancelled() || self.out.is_closed()
     }
 
     /// True when more than half of the send queue is waiting.
     pub fn is_busy(&self) -> bool {
-        self.tx.capacity() < self.tx.max_capacity() / 2
+        self.out.is_busy()
     }
 }
 
@@ -255,8 +254,7 @@ impl Connection {
         remote: SocketAddr,
         local: SocketAddr,
     ) -> (Connection, InProcess) {
-        let (tx, rx) = mpsc::channel::<Bytes>(IN_PROCESS_QUEUE);
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let out = outbox::Outbox::new(IN_PROCESS_QUEUE);
         let close = CancellationToken::new();
         let conn = Connection {
             id: table.allocate_id(),
@@ -265,14 +263,12 @@ impl Connection {
             remote,
             local,
             identity: None,
-            tx,
+            out: out.clone(),
             close: close.clone(),
-            queued: queued.clone(),
         };
         table.insert(conn.clone());
         let end = InProcess {
-            rx,
-            queued,
+            out,
             close,
             table: table.clone(),
             id: conn.id,
@@ -287,8 +283,7 @@ const IN_PROCESS_QUEUE: usize = 64;
 /// The receiving end of an in-process [`Connection`].
 #[derive(Debug)]
 pub struct InProcess {
-    rx: mpsc::Receiver<Bytes>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
+    out: Arc<outbox::Outbox>,
     close: CancellationToken,
     table: Arc<ConnectionTable>,
     id: u64,
@@ -298,12 +293,7 @@ impl InProcess {
     /// The next chunk sent on the connection (one whole SIP message, as
     /// the handler sent it); `None` once the connection is closed.
     pub async fn recv(&mut self) -> Option<Bytes> {
-        let data = tokio::select! {
-            _ = self.close.cancelled() => None,
-            d = self.rx.recv() => d,
-        }?;
-        self.queued.fetch_sub(data.len(), Ordering::AcqRel);
-        Some(data)
+        self.out.pop(&self.close).await
     }
 
     /// The connection's id in the table.
@@ -314,6 +304,7 @@ impl InProcess {
 
 impl Drop for InProcess {
     fn drop(&mut self) {
+        self.out.shut();
         self.close.cancel();
         self.table.remove(self.id);
     }

@@ -1,6 +1,6 @@
 //! Stream listeners (TLS and TCP) and the life of one stream connection:
 //! handshake, framing, keep-alive pongs, syntax rejections, timeouts and
-//! an ordered send queue.
+//! an ordered send queue (`outbox.rs`).
 //!
 //! Owns per-connection failure: whatever a peer sends, only its own
 //! connection is answered or closed; the listener and every other
@@ -15,9 +15,11 @@
 //!
 //! Memory of an idle connection: a connection that has no partial message
 //! holds no read buffer (it waits with a buffer on the worker's stack, see
-//! [`read_some`]), and the handler's work on a message lives in a box of
-//! its own for as long as it runs, not in the connection's task, so an
-//! idle partner costs its TLS state and a few hundred bytes.
+//! [`read_some`]), the handler's work on a message lives in a box of its
+//! own for as long as it runs, not in the connection's task, and nothing
+//! waits to write: the send queue and its writer task exist only while
+//! there is something to send (`outbox.rs`). An idle partner costs its
+//! TLS state, one task and a few hundred bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +29,6 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Decoder;
@@ -35,11 +36,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::admission::{Admission, Limits, PendingTicket, Permit};
+use super::outbox::{Outbox, Writer};
 use super::tls::{
     ClientAuth, ServerTls, describe_handshake_error, describe_tls_error, identity_of,
 };
 use super::{
-    Capture, Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Source, Tag, Transport,
+    Connection, ConnectionTable, Handler, Inbound, PeerIdentity, Source, Tag, Transport,
     TransportSettings,
 };
 use crate::framing::{StreamDecoder, StreamError, StreamItem};
@@ -276,8 +278,7 @@ where
     H: Handler,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
-    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let out = Outbox::new(SEND_QUEUE);
     let close = ctx.shutdown.child_token();
     let id = ctx.table.allocate_id();
     let conn = Connection {
@@ -287,9 +288,8 @@ where
         remote: ctx.remote,
         local: ctx.local,
         identity: identity.clone(),
-        tx,
+        out: out.clone(),
         close: close.clone(),
-        queued: queued.clone(),
     };
     ctx.table.insert(conn.clone());
     let span = conn_span(&ctx);
@@ -298,8 +298,15 @@ where
         .capture
         .clone()
         .map(|c| (c, ctx.local, ctx.remote, transport));
-    let writer =
-        tokio::spawn(write_loop(wr, rx, close.clone(), queued, tap).instrument(span.clone()));
+    // No writer task until something is queued (outbox.rs).
+    Writer {
+        wr,
+        close: close.clone(),
+        tap,
+        runtime: tokio::runtime::Handle::current(),
+        span: span.clone(),
+    }
+    .park(&out);
     let handle = conn.clone();
     let task = async move {
         let mut rd = rd;
@@ -318,12 +325,11 @@ where
         debug!(role = %ctx.tag, conn = id, remote = %ctx.remote, %reason, "connection closed");
         // Let queued responses (e.g. a final 400) go out, then close: an empty
         // chunk tells the writer to shut the stream down.
-        let mut writer = writer;
-        if !close.is_cancelled() && conn.tx.send(Bytes::new()).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+        if !close.is_cancelled() && out.push(Bytes::new()).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), out.done()).await;
         }
-        writer.abort();
         close.cancel();
+        out.shut();
         drop(permit);
     };
     tokio::spawn(task.instrument(span));
@@ -334,59 +340,6 @@ where
 /// address, whatever logs it (this crate, rustls, the handler).
 fn conn_span(ctx: &ConnCtx) -> tracing::Span {
     info_span!("conn", peer = %ctx.remote, role = %ctx.tag)
-}
-
-/// The capture tap of a connection's writer: the tap, our address, the
-/// peer's, the transport.
-type WriteTap = (Capture, SocketAddr, SocketAddr, Transport);
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<Bytes>,
-    close: CancellationToken,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
-    tap: Option<WriteTap>,
-) {
-    let captured = |data: &Bytes| {
-        if let Some((c, local, remote, transport)) = &tap {
-            c.seen(*local, *remote, *transport, data);
-        }
-    };
-    use std::sync::atomic::Ordering;
-    loop {
-        let data = tokio::select! {
-            _ = close.cancelled() => break,
-            d = rx.recv() => match d { Some(d) => d, None => break },
-        };
-        if data.is_empty() {
-            break; // close marker from the reader
-        }
-        if wr.write_all(&data).await.is_err() {
-            close.cancel();
-            return;
-        }
-        captured(&data);
-        queued.fetch_sub(data.len(), Ordering::AcqRel);
-        // Coalesce whatever else is queued before flushing.
-        while let Ok(more) = rx.try_recv() {
-            if more.is_empty() {
-                let _ = wr.flush().await;
-                let _ = wr.shutdown().await;
-                return;
-            }
-            if wr.write_all(&more).await.is_err() {
-                close.cancel();
-                return;
-            }
-            captured(&more);
-            queued.fetch_sub(more.len(), Ordering::AcqRel);
-        }
-        if wr.flush().await.is_err() {
-            close.cancel();
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
 }
 
 /// Reads and dispatches until the connection ends; returns why it ended.
