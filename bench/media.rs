@@ -23,7 +23,8 @@
 //!       runtime)] [--media-threads N (fedge's [media] threads)]
 //!       [--pace-us 1000 (the generator's receiver pause; 0 = none)]
 //!       [--io epoll,io_uring (fedge's [media] io: one fedge per value,
-//!       "fedge" and "fedge-uring", measured in the same rounds)]`
+//!       "fedge-epoll" and "fedge-uring", measured in the same rounds;
+//!       without it one "fedge" on the binary's default)]`
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -76,10 +77,11 @@ fn args() -> Args {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(RX_PACE.as_micros() as u64),
         ),
-        io: f.get("io").map_or_else(
-            || vec!["epoll".to_string()],
-            |v| v.split(',').map(|s| s.trim().to_string()).collect(),
-        ),
+        // Empty: one fedge on its binary's default loop, with no `io` key
+        // (a build from before `[media] io` runs the bench too).
+        io: f.get("io").map_or_else(Vec::new, |v| {
+            v.split(',').map(|s| s.trim().to_string()).collect()
+        }),
     }
 }
 
@@ -389,12 +391,18 @@ fn main() {
     // Both relays are up, with all their calls set up, before the first
     // round; the one not measured idles.
     let mut fedges = Vec::new();
-    for (k, io) in a.io.iter().enumerate() {
+    let loops = if a.io.is_empty() {
+        vec![String::new()]
+    } else {
+        a.io.clone()
+    };
+    for (k, io) in loops.iter().enumerate() {
         if !(both || a.target == "fedge") {
             break;
         }
         let name: &'static str = match io.as_str() {
-            "epoll" => "fedge",
+            "" => "fedge",
+            "epoll" => "fedge-epoll",
             "io_uring" => "fedge-uring",
             other => panic!("--io {other}: epoll or io_uring"),
         };
@@ -422,7 +430,7 @@ fn main() {
                 } else {
                     format!("threads = {}\n", a.media_threads)
                 },
-                if io == "epoll" {
+                if io.is_empty() {
                     String::new()
                 } else {
                     format!("io = \"{io}\"\n")
@@ -476,7 +484,7 @@ fn main() {
     );
     for &n in &a.calls {
         let mut med = HashMap::new();
-        for relay in ["fedge", "fedge-uring", "rtpengine"] {
+        for relay in ["fedge", "fedge-epoll", "fedge-uring", "rtpengine"] {
             let mine: Vec<&Step> = steps
                 .iter()
                 .filter(|s| s.relay == relay && s.calls == n)
@@ -496,7 +504,7 @@ fn main() {
                 mine.iter().map(|s| s.offered_pct).fold(f64::MAX, f64::min),
             );
         }
-        for name in ["fedge", "fedge-uring"] {
+        for name in ["fedge", "fedge-epoll", "fedge-uring"] {
             if let (Some(f), Some(r)) = (med.get(name), med.get("rtpengine")) {
                 println!(
                     "{:>10} {:>6} {name}/rtpengine CPU per packet (medians): {:.2}",
@@ -506,9 +514,9 @@ fn main() {
                 );
             }
         }
-        if let (Some(f), Some(u)) = (med.get("fedge"), med.get("fedge-uring")) {
+        if let (Some(f), Some(u)) = (med.get("fedge-epoll"), med.get("fedge-uring")) {
             println!(
-                "{:>10} {:>6} fedge-uring/fedge CPU per packet (medians): {:.2}",
+                "{:>10} {:>6} fedge-uring/fedge-epoll CPU per packet (medians): {:.2}",
                 "ratio",
                 n,
                 u / f
