@@ -275,3 +275,126 @@ async fn write<W: AsyncWrite + Unpin + Send + 'static>(mut w: Box<Writer<W>>, ou
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn writer<W: AsyncWrite + Unpin + Send + 'static>(
+        wr: W,
+        close: &CancellationToken,
+    ) -> Writer<W> {
+        Writer {
+            wr,
+            close: close.clone(),
+            tap: None,
+            runtime: tokio::runtime::Handle::current(),
+            span: tracing::Span::none(),
+        }
+    }
+
+    fn parked(out: &Outbox) -> bool {
+        out.lock().parked.is_some()
+    }
+
+    #[tokio::test]
+    async fn the_writer_runs_only_while_something_is_queued() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 16);
+        let close = CancellationToken::new();
+        let out = Outbox::new(8);
+        writer(ours, &close).park(&out);
+        assert!(parked(&out), "idle: the write half waits, no task");
+        for i in 0..5u8 {
+            let chunk = Bytes::from(vec![b'a' + i; 3]);
+            out.count_in(chunk.len());
+            out.push(chunk).unwrap();
+        }
+        let mut got = vec![0u8; 15];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"aaabbbcccdddeee", "in order, nothing lost");
+        for _ in 0..100 {
+            if parked(&out) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(parked(&out), "the writer parked itself again");
+        assert_eq!(out.queued.load(Ordering::Acquire), 0);
+        assert_eq!(
+            out.lock().queue.capacity(),
+            0,
+            "no queue storage while idle"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_a_shut_one_closes_the_stream() {
+        let (ours, mut peer) = tokio::io::duplex(8);
+        let close = CancellationToken::new();
+        let out = Outbox::new(2);
+        // No writer yet: the queue fills.
+        out.push(Bytes::from_static(b"1")).unwrap();
+        out.push(Bytes::from_static(b"2")).unwrap();
+        assert_eq!(out.push(Bytes::from_static(b"3")), Err(Refused::Full));
+        // The reader's close marker goes past the bound.
+        assert!(out.push(Bytes::new()).is_ok());
+        writer(ours, &close).park(&out);
+        out.push(Bytes::from_static(b"x")).ok();
+        out.shut();
+        assert!(out.is_closed());
+        assert_eq!(out.push(Bytes::from_static(b"4")), Err(Refused::Closed));
+        assert!(!parked(&out), "the write half is dropped");
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            peer.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the stream closes")
+        .unwrap();
+        assert_eq!(n, rest.len());
+        assert!(!rest.contains(&b'x'), "nothing is written after shut");
+    }
+
+    #[tokio::test]
+    async fn the_close_marker_flushes_shuts_down_and_reports_done() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 10);
+        let close = CancellationToken::new();
+        let out = Outbox::new(8);
+        writer(ours, &close).park(&out);
+        out.push(Bytes::from_static(b"SIP/2.0 400 Bad Request\r\n\r\n"))
+            .unwrap();
+        out.push(Bytes::new()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(2), out.done())
+            .await
+            .expect("the writer says it is done");
+        let mut all = Vec::new();
+        peer.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"SIP/2.0 400 Bad Request\r\n\r\n");
+        assert!(out.is_closed());
+    }
+
+    #[tokio::test]
+    async fn an_in_process_end_pops_in_order_and_ends_when_closed() {
+        let close = CancellationToken::new();
+        let out = Outbox::new(4);
+        out.count_in(2);
+        out.push(Bytes::from_static(b"m1")).unwrap();
+        out.count_in(2);
+        out.push(Bytes::from_static(b"m2")).unwrap();
+        assert_eq!(out.pop(&close).await.as_deref(), Some(&b"m1"[..]));
+        assert_eq!(out.pop(&close).await.as_deref(), Some(&b"m2"[..]));
+        assert_eq!(out.queued.load(Ordering::Acquire), 0);
+        let waiter = {
+            let out = out.clone();
+            let close = close.clone();
+            tokio::spawn(async move { out.pop(&close).await })
+        };
+        tokio::task::yield_now().await;
+        out.push(Bytes::from_static(b"m3")).unwrap();
+        assert_eq!(waiter.await.unwrap().as_deref(), Some(&b"m3"[..]));
+        out.shut();
+        assert_eq!(out.pop(&close).await, None);
+    }
+}
