@@ -209,17 +209,28 @@ struct Uring {
     files: u32,
 }
 
-/// Tries to build a media thread's ring; `None` (and why) where the kernel
-/// has no io_uring or refuses it (a sandbox), so that the thread serves
-/// with epoll instead.
-pub(crate) fn start(wake_fd: i32) -> Result<impl FnOnce(&Worker, mpsc::Receiver<Command>), String> {
+/// Why a media thread has no ring (it serves with epoll instead).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RingError {
+    #[error("io_uring: {0}")]
+    Ring(std::io::Error),
+    #[error("io_uring buffers: {0}")]
+    Buffers(std::io::Error),
+}
+
+/// Tries to build a media thread's ring; an error (saying why) where the
+/// kernel has no io_uring or refuses it (a sandbox), so that the thread
+/// serves with epoll instead.
+pub(crate) fn start(
+    wake_fd: i32,
+) -> Result<impl FnOnce(&Worker, mpsc::Receiver<Command>), RingError> {
     let ring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
         .setup_cqsize(CQ_ENTRIES)
         .build(SQ_ENTRIES)
-        .map_err(|e| format!("io_uring: {e}"))?;
-    let bufs = Buffers::new(&ring).map_err(|e| format!("io_uring buffers: {e}"))?;
+        .map_err(RingError::Ring)?;
+    let bufs = Buffers::new(&ring).map_err(RingError::Buffers)?;
     // SAFETY: an all-zero msghdr is a valid (empty) one.
     let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
     msghdr.msg_namelen = NAME as u32;
@@ -244,7 +255,7 @@ pub(crate) fn start(wake_fd: i32) -> Result<impl FnOnce(&Worker, mpsc::Receiver<
             .build()
             .user_data(tag(WAKE, 0, 0, 0)),
     )
-    .map_err(|e| format!("io_uring: {e}"))?;
+    .map_err(RingError::Ring)?;
     Ok(move |w: &Worker, rx: mpsc::Receiver<Command>| u.run(w, rx, wake_fd))
 }
 
