@@ -200,8 +200,9 @@ struct Uring {
     /// The `msghdr` every receive names (only its name and control lengths
     /// count: the kernel copies it when the request starts).
     msghdr: Box<libc::msghdr>,
-    /// Where each buffer's send goes, kept until the send completes.
-    dest: Vec<SockaddrStorage>,
+    /// Where each buffer's send goes, kept until the send completes,
+    /// and its length (a failed send is taken off the counters).
+    dest: Vec<(SockaddrStorage, usize)>,
     /// Slots whose receive ended for want of buffers: armed again once
     /// buffers are back.
     rearm: Vec<usize>,
@@ -239,7 +240,13 @@ pub(crate) fn start(
         bufs,
         table: Table::default(),
         msghdr,
-        dest: vec![SockaddrStorage::from(SocketAddr::from(([0, 0, 0, 0], 0))); usize::from(NBUF)],
+        dest: vec![
+            (
+                SockaddrStorage::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+                0
+            );
+            usize::from(NBUF)
+        ],
         rearm: Vec::new(),
         files: 0,
     };
@@ -278,12 +285,9 @@ impl Uring {
         loop {
             let waited = self.ring.submit_and_wait(1);
             if let Err(e) = waited {
-                // Interrupted, the completion queue full for a moment, or a
-                // batching wait that ended on its timer: go round again.
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::ETIME)
-                ) {
+                // Interrupted, or the completion queue full for a moment:
+                // go round again.
+                if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) {
                     continue;
                 }
                 error!(error = %e, "media thread: io_uring_enter failed; its streams stop");
@@ -365,13 +369,13 @@ impl Uring {
             returned = true;
         }
         if !more && live {
-            let closing = self.table.slots[slot].as_ref().is_none_or(|e| e.closing);
+            let closing = matches!(self.table.slots.get(slot), Some(Some(e)) if e.closing);
             if closing {
                 self.free(slot); // the stream's last request here ended
             } else if cqe.result() == -libc::ENOBUFS {
                 self.rearm.push(slot);
             } else {
-                if cqe.result() < 0 && cqe.result() != -libc::ENOBUFS {
+                if cqe.result() < 0 {
                     warn!(error = %std::io::Error::from_raw_os_error(-cqe.result()), "media receive ended; armed again");
                 }
                 self.arm(slot);
@@ -397,34 +401,40 @@ impl Uring {
 
     /// Hands a received packet to its stream; true when a send took the buffer.
     fn relay(&mut self, slot: usize, bid: u16, len: usize) -> bool {
-        let Some(Some(e)) = self.table.slots.get(slot) else {
+        let Uring {
+            ring,
+            bufs,
+            table,
+            msghdr,
+            dest,
+            ..
+        } = self;
+        let Some(Some(e)) = table.slots.get(slot) else {
             return false;
         };
         if e.closing {
             return false; // the stream is going: nothing more is relayed
         }
-        let (stream, side, c, generation) = (e.stream.clone(), e.side, e.c, e.generation);
-        let files = e.peers.map(|p| match self.table.slots.get(p) {
+        let files = e.peers.map(|p| match table.slots.get(p) {
             Some(Some(peer)) => Some(peer.file),
             _ => None,
         });
-        let buf = self.bufs.filled(bid, len);
-        let Ok(msg) = RecvMsgOut::parse(buf, &self.msghdr) else {
+        let Ok(msg) = RecvMsgOut::parse(bufs.filled(bid, len), msghdr) else {
             return false;
         };
         let Some(from) = source(msg.name_data()) else {
             return false;
         };
-        let payload = msg.payload_data();
         let mut out = Queue {
-            sq: &mut self.ring,
+            sq: ring,
             files,
-            dest: &mut self.dest,
-            user_data: tag(SEND, generation, slot, bid),
+            dest,
+            user_data: tag(SEND, e.generation, slot, bid),
             bid,
             queued: false,
         };
-        stream.on_udp(side, c, payload, from, &mut out);
+        e.stream
+            .on_udp(e.side, e.c, msg.payload_data(), from, &mut out);
         out.queued
     }
 
@@ -432,8 +442,8 @@ impl Uring {
         if let Some(Some(e)) = self.table.slots.get(slot)
             && e.generation == generation
         {
-            let len = self.bufs.filled(bid, BUF).len();
-            e.stream.send_failed(e.side, len.min(PAYLOAD));
+            let len = self.dest.get(usize::from(bid)).map_or(0, |d| d.1);
+            e.stream.send_failed(e.side, len);
         }
     }
 
@@ -529,7 +539,7 @@ struct Queue<'a> {
     sq: &'a mut IoUring,
     /// The stream's sockets as the ring names them (see `Entry::peers`).
     files: [Option<File>; 4],
-    dest: &'a mut [SockaddrStorage],
+    dest: &'a mut [(SockaddrStorage, usize)],
     user_data: u64,
     bid: u16,
     queued: bool,
@@ -547,14 +557,14 @@ impl UdpOut for Queue<'_> {
         let Some(d) = self.dest.get_mut(usize::from(self.bid)) else {
             return false;
         };
-        *d = SockaddrStorage::from(to);
+        *d = (SockaddrStorage::from(to), pkt.len());
         let file = self.files[side.index() * 2 + c as usize].unwrap_or(File::Fd(sock.as_raw_fd()));
         let (ptr, len) = (pkt.as_ptr(), pkt.len() as u32);
         let e = match file {
             File::Fixed(i) => opcode::Send::new(Fixed(i), ptr, len),
             File::Fd(fd) => opcode::Send::new(Fd(fd), ptr, len),
         }
-        .dest_addr(d.as_ptr())
+        .dest_addr(d.0.as_ptr())
         .dest_addr_len(sockaddr_len(&to))
         .build()
         .user_data(self.user_data);
