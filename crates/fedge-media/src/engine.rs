@@ -324,10 +324,12 @@ fn read(e: &mut Entry, bufs: &mut [[u8; BUF]; BATCH], headers: &mut MultiHeaders
     } else {
         1
     };
+    // One clock read per batch, not per packet.
+    let now = tokio::time::Instant::now();
     for (i, (len, from)) in got.iter().take(n).enumerate() {
         if let (Some(from), Some(b)) = (from, bufs.get(i)) {
             e.stream
-                .on_udp(e.side, e.c, &b[..(*len).min(BUF)], *from, &mut Direct);
+                .on_udp(e.side, e.c, &b[..(*len).min(BUF)], *from, now, &mut Direct);
         }
     }
 }

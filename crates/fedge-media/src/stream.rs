@@ -387,8 +387,13 @@ impl Stream {
     }
 
     fn now_ms(&self) -> u64 {
-        // Never 0, which means "no packet yet".
-        self.epoch.elapsed().as_millis() as u64 + 1
+        self.ms_at(tokio::time::Instant::now())
+    }
+
+    /// `now` in this stream's milliseconds; never 0, which means "no
+    /// packet yet".
+    fn ms_at(&self, now: tokio::time::Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64 + 1
     }
 
     /// A side's SDP said this about the stream. A new address lets the side
@@ -540,17 +545,19 @@ impl Stream {
             .unwrap_or(0)
     }
 
-    /// A UDP packet a media thread read from `x`'s socket `c`; a packet
-    /// relayed over UDP goes out through `out`.
+    /// A UDP packet a media thread read from `x`'s socket `c` at `now`
+    /// (read once per batch of packets, not per packet); a packet relayed
+    /// over UDP goes out through `out`.
     pub(crate) fn on_udp(
         &self,
         x: Side,
         c: Component,
         pkt: &[u8],
         from: SocketAddr,
+        now: tokio::time::Instant,
         out: &mut dyn UdpOut,
     ) {
-        self.on_packet_via(x, c, pkt, from, Via::Udp, out);
+        self.on_packet_via(x, c, pkt, from, Via::Udp, self.ms_at(now), out);
     }
 
     /// A relayed packet from side `x` that `out` took but could not send
@@ -572,9 +579,10 @@ impl Stream {
         from: SocketAddr,
         via: Via<'_>,
     ) -> bool {
-        self.on_packet_via(x, c, pkt, from, via, &mut Direct)
+        self.on_packet_via(x, c, pkt, from, via, self.now_ms(), &mut Direct)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_packet_via(
         &self,
         x: Side,
@@ -582,13 +590,13 @@ impl Stream {
         pkt: &[u8],
         from: SocketAddr,
         via: Via<'_>,
+        now: u64,
         out: &mut dyn UdpOut,
     ) -> bool {
         let end = self.end(x);
         if !self.bfcp && stun::is_stun(pkt) {
             return self.on_stun(x, c, pkt, from, via);
         }
-        let now = self.now_ms();
         let accepted = {
             let mut t = lock(&end.target);
             let ok = t.accept(c as usize, from, now, false, &end.networks);

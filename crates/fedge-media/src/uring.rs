@@ -208,6 +208,9 @@ struct Uring {
     rearm: Vec<usize>,
     /// Entries in the table of registered files (0: none).
     files: u32,
+    /// When the slice of completions being handled was taken: one clock
+    /// read per slice, not per packet.
+    now: tokio::time::Instant,
 }
 
 /// Why a media thread has no ring (it serves with epoll instead).
@@ -249,6 +252,7 @@ pub(crate) fn start(
         ],
         rearm: Vec::new(),
         files: 0,
+        now: tokio::time::Instant::now(),
     };
     // A table of registered files saves a file lookup per request; without
     // one (a low open-files limit) sockets are named by descriptor.
@@ -303,6 +307,7 @@ impl Uring {
                 if cqes.is_empty() {
                     break;
                 }
+                self.now = tokio::time::Instant::now();
                 for cqe in &cqes {
                     let (kind, generation, slot, bid) = untag(cqe.user_data());
                     match kind {
@@ -407,6 +412,7 @@ impl Uring {
             table,
             msghdr,
             dest,
+            now,
             ..
         } = self;
         let Some(Some(e)) = table.slots.get(slot) else {
@@ -434,7 +440,7 @@ impl Uring {
             queued: false,
         };
         e.stream
-            .on_udp(e.side, e.c, msg.payload_data(), from, &mut out);
+            .on_udp(e.side, e.c, msg.payload_data(), from, *now, &mut out);
         out.queued
     }
 
