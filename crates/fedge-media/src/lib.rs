@@ -977,6 +977,42 @@ mod tests {
         nothing(&b_sock).await;
     }
 
+    /// Bursts both ways, each more datagrams than a media thread has
+    /// receive buffers in these tests (8): every datagram is relayed, in
+    /// order, so a receive that ran out of buffers was armed again.
+    #[tokio::test]
+    async fn bursts_larger_than_the_receive_buffers_are_relayed_whole() {
+        let (lo, hi) = range(4);
+        let r = relay(lo, hi, 10, 60_000);
+        let (a, b) = (bind().await, bind().await);
+        let offer = sdp(a.local_addr().unwrap().port(), "a=rtcp-mux\r\n");
+        let to_b = r
+            .update("burst", Side::A, &[offer.as_bytes()], true)
+            .unwrap();
+        let answer = sdp(b.local_addr().unwrap().port(), "a=rtcp-mux\r\n");
+        let to_a = r
+            .update("burst", Side::B, &[answer.as_bytes()], true)
+            .unwrap();
+        let ra = SocketAddr::new(LO, relay_port(&to_a[0]).0);
+        let rb = SocketAddr::new(LO, relay_port(&to_b[0]).0);
+        for round in 0..4u8 {
+            for seq in 0..64u8 {
+                a.send_to(&rtp(seq), ra).await.unwrap();
+                b.send_to(&rtp(seq), rb).await.unwrap();
+            }
+            for (to, from) in [(&b, rb), (&a, ra)] {
+                for seq in 0..64u8 {
+                    assert_eq!(recv(to).await, (rtp(seq), from), "round {round}");
+                }
+            }
+        }
+        let s = &r.list()[0].streams[0];
+        assert_eq!(
+            (s[0].packets, s[1].packets, s[0].drops, s[1].drops),
+            (256, 256, 0, 0)
+        );
+    }
+
     #[tokio::test]
     async fn ice_lite_answers_checks_with_its_own_credentials() {
         let (lo, hi) = range(4);
