@@ -22,9 +22,10 @@
 //!       [--secs 10] [--target both|fedge|rtpengine] [--threads N (fedge's
 //!       runtime)] [--media-threads N (fedge's [media] threads)]
 //!       [--pace-us 1000 (the generator's receiver pause; 0 = none)]
-//!       [--io epoll,io_uring (fedge's [media] io: one fedge per value,
-//!       "fedge-epoll" and "fedge-uring", measured in the same rounds;
-//!       without it one "fedge" on the binary's default)]`
+//!       [--io epoll,io_uring,io_uring-noconnect (fedge's [media] io: one
+//!       fedge per value, "fedge-epoll", "fedge-uring" and "fedge-unc"
+//!       (io_uring with `connect_peers = false`), measured in the same
+//!       rounds; without it one "fedge" on the binary's default)]`
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -404,7 +405,8 @@ fn main() {
             "" => "fedge",
             "epoll" => "fedge-epoll",
             "io_uring" => "fedge-uring",
-            other => panic!("--io {other}: epoll or io_uring"),
+            "io_uring-noconnect" => "fedge-unc",
+            other => panic!("--io {other}: epoll, io_uring or io_uring-noconnect"),
         };
         let p = Pki::new();
         let stop = Arc::new(AtomicBool::new(false));
@@ -430,10 +432,10 @@ fn main() {
                 } else {
                     format!("threads = {}\n", a.media_threads)
                 },
-                if io.is_empty() {
-                    String::new()
-                } else {
-                    format!("io = \"{io}\"\n")
+                match io.as_str() {
+                    "" => String::new(),
+                    "io_uring-noconnect" => "io = \"io_uring\"\nconnect_peers = false\n".into(),
+                    io => format!("io = \"{io}\"\n"),
                 }
             ),
         );
@@ -484,7 +486,13 @@ fn main() {
     );
     for &n in &a.calls {
         let mut med = HashMap::new();
-        for relay in ["fedge", "fedge-epoll", "fedge-uring", "rtpengine"] {
+        for relay in [
+            "fedge",
+            "fedge-epoll",
+            "fedge-uring",
+            "fedge-unc",
+            "rtpengine",
+        ] {
             let mine: Vec<&Step> = steps
                 .iter()
                 .filter(|s| s.relay == relay && s.calls == n)
@@ -504,7 +512,7 @@ fn main() {
                 mine.iter().map(|s| s.offered_pct).fold(f64::MAX, f64::min),
             );
         }
-        for name in ["fedge", "fedge-epoll", "fedge-uring"] {
+        for name in ["fedge", "fedge-epoll", "fedge-uring", "fedge-unc"] {
             if let (Some(f), Some(r)) = (med.get(name), med.get("rtpengine")) {
                 println!(
                     "{:>10} {:>6} {name}/rtpengine CPU per packet (medians): {:.2}",
@@ -514,13 +522,15 @@ fn main() {
                 );
             }
         }
-        if let (Some(f), Some(u)) = (med.get("fedge-epoll"), med.get("fedge-uring")) {
-            println!(
-                "{:>10} {:>6} fedge-uring/fedge-epoll CPU per packet (medians): {:.2}",
-                "ratio",
-                n,
-                u / f
-            );
+        for (a, b) in [("fedge-uring", "fedge-epoll"), ("fedge-uring", "fedge-unc")] {
+            if let (Some(x), Some(y)) = (med.get(a), med.get(b)) {
+                println!(
+                    "{:>10} {:>6} {a}/{b} CPU per packet (medians): {:.2}",
+                    "ratio",
+                    n,
+                    x / y
+                );
+            }
         }
     }
     for (_, _, _, stop, _) in &fedges {

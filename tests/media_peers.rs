@@ -17,7 +17,7 @@ use fedge::sip::parse::Limits;
 use fedge::sip::response::ResponseBuilder;
 use fedge_testkit::lab::*;
 use fedge_testkit::peers::{Sipp, free_port, scenario};
-use fedge_testkit::rtp::{udp_rx_queue, write_pcap};
+use fedge_testkit::rtp::{udp_connected_to, udp_rx_queue, write_pcap};
 use fedge_testkit::*;
 
 /// 100 packets of 172 bytes: what a socket holds at least once all arrived.
@@ -42,7 +42,9 @@ fn cli_config(lab: &Lab) -> std::path::PathBuf {
 
 /// One call: the caller (through `via`) and the callee (SIPp listening on
 /// `callee_port`) each play 100 RTP packets; both must receive the other's.
-fn call_with_media(lab: &Lab, partner_calls: bool) {
+/// Returns how many sockets were connected to the two parties' media
+/// ports while the call was up (the io_uring loop's siblings, D258).
+fn call_with_media(lab: &Lab, partner_calls: bool) -> usize {
     let dir = lab.dir();
     let (pa, pb) = (dir.join("caller.pcap"), dir.join("callee.pcap"));
     write_pcap(&pa, 0x1111_1111, 0xaa, 100);
@@ -98,6 +100,7 @@ fn call_with_media(lab: &Lab, partner_calls: bool) {
     // the other played, through the relay, and the relay lists the call.
     let t0 = Instant::now();
     let mut listed = false;
+    let mut connected = 0;
     loop {
         let (a, b) = (
             udp_rx_queue(caller_media).unwrap_or(0),
@@ -113,6 +116,7 @@ fn call_with_media(lab: &Lab, partner_calls: bool) {
         if a >= ALL_ARRIVED && b >= ALL_ARRIVED && listed {
             break;
         }
+        connected = connected.max(udp_connected_to(caller_media) + udp_connected_to(callee_media));
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "caller holds {a} bytes, callee {b}; listed: {listed}\n{}",
@@ -140,6 +144,13 @@ fn call_with_media(lab: &Lab, partner_calls: bool) {
     let v = admin_get(lab.edge.admin, "/media");
     assert_eq!(v["sessions"].as_array().map(Vec::len), Some(0), "{v}");
     assert_eq!(v["ports_in_use"], 0, "{v}");
+    // The call's sockets went with it, connected siblings too.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        udp_connected_to(caller_media) + udp_connected_to(callee_media),
+        0
+    );
+    connected
 }
 
 #[test]
@@ -162,7 +173,7 @@ fn the_epoll_media_loop_relays_calls_as_the_io_uring_one_does() {
     // it); `[media] io = "epoll"` keeps the other one, which must carry
     // the same calls.
     let lab = Lab::with("\n[media]\nio = \"epoll\"", Some("enabled"));
-    call_with_media(&lab, true);
+    assert_eq!(call_with_media(&lab, true), 0, "epoll connects no sockets");
     assert!(
         lab.edge
             .wait_log(&["media thread", "epoll"], Duration::from_secs(5))
@@ -181,7 +192,9 @@ fn the_epoll_media_loop_relays_calls_as_the_io_uring_one_does() {
 #[test]
 fn the_default_media_loop_is_io_uring() {
     let lab = Lab::new();
-    call_with_media(&lab, false);
+    // Each party, once latched, gets a socket connected to it on its relay
+    // port (D258): one each.
+    assert_eq!(call_with_media(&lab, false), 2);
     assert!(
         lab.edge
             .wait_log(&["media thread", "io_uring"], Duration::from_secs(5))
@@ -195,6 +208,13 @@ fn the_default_media_loop_is_io_uring() {
             .any(|l| l.contains("io_uring unavailable")),
         "this kernel has io_uring: no fallback"
     );
+}
+
+#[test]
+fn connect_peers_false_relays_through_the_relay_sockets_only() {
+    let lab = Lab::with("\n[media]\nconnect_peers = false", Some("enabled"));
+    assert_eq!(call_with_media(&lab, true), 0);
+    assert_eq!(metric(lab.edge.admin, "fedge_media_drops_total", &[]), 0.0);
 }
 
 const LYNC_OFFER: &str = "--lync-alt

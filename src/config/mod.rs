@@ -157,6 +157,10 @@ mod tests {
             Config::default().media.engine_io(),
             crate::media::engine::DEFAULT_IO
         );
+        assert!(Config::default().media.connect_peers);
+        let c = Config::from_toml("[media]\nio = \"io_uring\"\nconnect_peers = false\n").unwrap();
+        c.validate().unwrap();
+        assert!(!c.media.connect_peers);
         let c = Config::from_toml("[media]\nio = \"uring\"\n").unwrap();
         assert_eq!(
             c.validate().unwrap_err().0,

@@ -274,6 +274,10 @@ pub struct MediaSection {
     /// packet each way) or "io_uring" (one per round, issue 18; a thread
     /// whose ring the kernel refuses serves with epoll and says so).
     pub io: String,
+    /// With io_uring: give each latched peer a socket connected to it on
+    /// the relay's port (`SO_REUSEPORT`; no route lookup per packet sent to
+    /// it, D258). Off: every packet goes through the relay sockets.
+    pub connect_peers: bool,
 }
 
 impl MediaSection {
@@ -334,6 +338,7 @@ impl Default for MediaSection {
                 crate::media::engine::Io::IoUring => "io_uring".into(),
                 crate::media::engine::Io::Epoll => "epoll".into(),
             },
+            connect_peers: true,
         }
     }
 }

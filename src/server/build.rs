@@ -256,6 +256,7 @@ pub fn policy_config(
 fn federation_relay(cfg: &Config) -> Arc<Relay> {
     crate::media::engine::set_threads(cfg.media.threads);
     crate::media::engine::set_io(cfg.media.engine_io());
+    crate::media::engine::set_connect_peers(cfg.media.connect_peers);
     let side = |bind: IpAddr, adv: Option<IpAddr>| SideAddress {
         bind,
         advertise: adv.unwrap_or(bind),

@@ -252,6 +252,7 @@ fn cvi_admission(cfg: &Config) -> Limits {
 fn relay(cfg: &Config) -> Arc<Relay> {
     crate::media::engine::set_threads(cfg.media.threads);
     crate::media::engine::set_io(cfg.media.engine_io());
+    crate::media::engine::set_connect_peers(cfg.media.connect_peers);
     let c = &cfg.cvi;
     Relay::new(MediaConfig {
         addresses: [

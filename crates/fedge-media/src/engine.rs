@@ -94,6 +94,19 @@ pub fn set_io(io: Io) {
     IO_URING.store(io == Io::IoUring, Ordering::Relaxed);
 }
 
+static CONNECT_PEERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether io_uring threads give latched peers connected sibling sockets
+/// (`[media] connect_peers`, D258; on unless configured); effective only
+/// before the first stream starts.
+pub fn set_connect_peers(on: bool) {
+    CONNECT_PEERS.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn connect_peers() -> bool {
+    CONNECT_PEERS.load(Ordering::Relaxed)
+}
+
 /// The media threads.
 pub struct Engine {
     workers: Vec<Arc<Worker>>,

@@ -1001,9 +1001,20 @@ mod tests {
                 b.send_to(&rtp(seq), rb).await.unwrap();
             }
             for (to, from) in [(&b, rb), (&a, ra)] {
-                for seq in 0..64u8 {
-                    assert_eq!(recv(to).await, (rtp(seq), from), "round {round}");
+                let mut got = Vec::new();
+                for _ in 0..64u8 {
+                    let (p, src) = recv(to).await;
+                    assert_eq!(src, from);
+                    got.push(p[3]);
                 }
+                if round == 0 {
+                    // The io_uring loop connects a sibling socket to each
+                    // side during this round (`uring::connect`): datagrams
+                    // still queued on the relay socket then may come after
+                    // the sibling's first ones. Each arrives once.
+                    got.sort_unstable();
+                }
+                assert_eq!(got, (0..64u8).collect::<Vec<_>>(), "round {round}");
             }
         }
         let s = &r.list()[0].streams[0];
@@ -1011,6 +1022,88 @@ mod tests {
             (s[0].packets, s[1].packets, s[0].drops, s[1].drops),
             (256, 256, 0, 0)
         );
+    }
+
+    /// The local ports of this network namespace's connected UDP sockets
+    /// on `port` and the remote ports they are connected to
+    /// (`/proc/net/udp`, state 01).
+    fn connected_to(port: u16) -> Vec<u16> {
+        let table = std::fs::read_to_string("/proc/self/net/udp").unwrap();
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let local = u16::from_str_radix(f.get(1)?.split(':').nth(1)?, 16).ok()?;
+                let remote = u16::from_str_radix(f.get(2)?.split(':').nth(1)?, 16).ok()?;
+                (local == port && *f.get(3)? == "01").then_some(remote)
+            })
+            .collect()
+    }
+
+    /// `n` packets A to B and B to A through the relay, each checked.
+    async fn both_ways(a: &UdpSocket, b: &UdpSocket, ra: SocketAddr, rb: SocketAddr, n: u8) {
+        for seq in 0..n {
+            a.send_to(&rtp(seq), ra).await.unwrap();
+            assert_eq!(recv(b).await, (rtp(seq), rb));
+            b.send_to(&rtp(seq), rb).await.unwrap();
+            assert_eq!(recv(a).await, (rtp(seq), ra));
+        }
+    }
+
+    /// On the io_uring loop (the default), a latched side gets a socket
+    /// connected to it on the relay's port; a stranger still reaches the
+    /// relay socket and is dropped; a NAT rebinding after silence is
+    /// followed, and the connected socket follows it.
+    #[tokio::test]
+    async fn a_latched_peer_gets_a_connected_socket_that_follows_a_rebinding() {
+        let (lo, hi) = range(4);
+        let r = relay(lo, hi, 10, 60_000);
+        let (a, b) = (bind().await, bind().await);
+        // A is behind a NAT: its SDP names a port it does not send from.
+        let offer = sdp(9, "a=rtcp-mux\r\n");
+        let to_b = r
+            .update("conn", Side::A, &[offer.as_bytes()], true)
+            .unwrap();
+        let answer = sdp(b.local_addr().unwrap().port(), "a=rtcp-mux\r\n");
+        let to_a = r
+            .update("conn", Side::B, &[answer.as_bytes()], true)
+            .unwrap();
+        let ra = SocketAddr::new(LO, relay_port(&to_a[0]).0);
+        let rb = SocketAddr::new(LO, relay_port(&to_b[0]).0);
+        assert!(connected_to(ra.port()).is_empty());
+        both_ways(&a, &b, ra, rb, 20).await;
+        let a_port = a.local_addr().unwrap().port();
+        let b_port = b.local_addr().unwrap().port();
+        assert_eq!(connected_to(ra.port()), vec![a_port], "A side");
+        assert_eq!(connected_to(rb.port()), vec![b_port], "B side");
+        // Through the connected sockets, both ways, in order.
+        both_ways(&a, &b, ra, rb, 20).await;
+        // Another host, to A's relay port: the relay socket takes it, the
+        // stream drops it.
+        let stranger = UdpSocket::bind("127.0.0.9:0").await.unwrap();
+        stranger.send_to(&rtp(99), ra).await.unwrap();
+        nothing(&b).await;
+        // A's NAT gives it another port after a silence: followed, and the
+        // connected socket with it once B's media has gone there a while.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        let a2 = bind().await;
+        both_ways(&a2, &b, ra, rb, 20).await;
+        let a2_port = a2.local_addr().unwrap().port();
+        assert_eq!(
+            connected_to(ra.port()),
+            vec![a2_port],
+            "A side after the rebinding"
+        );
+        // The old port is no longer A's.
+        a.send_to(&rtp(98), ra).await.unwrap();
+        nothing(&b).await;
+        let s = &r.list()[0].streams[0];
+        assert_eq!((s[0].packets, s[1].packets), (60, 60), "{s:?}");
+        assert_eq!(s[0].drops, 2, "the stranger's and the old port's: {s:?}");
+        r.close("conn", "BYE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(connected_to(ra.port()).is_empty() && connected_to(rb.port()).is_empty());
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@
 //! ring), and never gives Rust code a buffer the kernel may still write.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::cell::Cell;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use io_uring::types::{BufRingEntry, Fd, Fixed, RecvMsgOut};
 use io_uring::{IoUring, cqueue, opcode};
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 use tracing::{error, warn};
+
+mod connect;
 
 use super::Side;
 use super::engine::{Command, Worker};
@@ -173,9 +176,19 @@ const FILES: u32 = 16384;
 /// One registered socket.
 struct Entry {
     stream: Arc<Stream>,
+    /// The stream's id in `Table::streams`.
+    id: u64,
     side: Side,
     c: Component,
     file: File,
+    /// A relay socket's connected sibling (its slot), and the peer it is
+    /// connected to: sends to that peer go through it.
+    conn: Cell<Option<(usize, SocketAddr)>>,
+    /// Sends in a row to one destination, which earn a connected sibling
+    /// at `connect::AFTER`.
+    run: Cell<(Option<SocketAddr>, u32)>,
+    /// A connected sibling: the socket it owns, and its relay socket's slot.
+    sibling: Option<(std::net::UdpSocket, usize)>,
     /// The stream's four slots, by side and component (A RTP, A RTCP,
     /// B RTP, B RTCP): where its packets are sent from.
     peers: [usize; 4],
@@ -213,6 +226,13 @@ struct Uring {
     /// When the slice of completions being handled was taken: one clock
     /// read per slice, not per packet.
     now: tokio::time::Instant,
+    /// Relay sockets (by slot) whose sends earned a connected sibling, and
+    /// the peer it is for: made once the slice is done.
+    to_connect: Vec<(usize, SocketAddr)>,
+    /// The highest descriptor a connected sibling may have (three quarters
+    /// of the open-files limit: the rest is kept for new calls' ports); -1
+    /// when siblings are off (`[media] connect_peers = false`).
+    sibling_fds: i32,
 }
 
 /// Why a media thread has no ring (it serves with epoll instead).
@@ -255,6 +275,12 @@ pub(crate) fn start(
         rearm: Vec::new(),
         files: 0,
         now: tokio::time::Instant::now(),
+        to_connect: Vec::new(),
+        sibling_fds: if super::engine::connect_peers() {
+            i32::try_from(u64::from(open_files_limit()) * 3 / 4).unwrap_or(i32::MAX)
+        } else {
+            -1
+        },
     };
     // A table of registered files saves a file lookup per request; without
     // one (a low open-files limit) sockets are named by descriptor.
@@ -339,6 +365,11 @@ impl Uring {
                 if let Err(e) = self.ring.submit() {
                     warn!(error = %e, "media thread: io_uring submit failed");
                 }
+                // After the submit: a sibling may take a slot freed in this
+                // slice, which no queued send may still name.
+                for (slot, to) in std::mem::take(&mut self.to_connect) {
+                    self.connect(slot, to);
+                }
             }
             if commands {
                 // Every send queued above is with the kernel already (each
@@ -382,7 +413,7 @@ impl Uring {
             } else if cqe.result() == -libc::ENOBUFS {
                 self.rearm.push(slot);
             } else {
-                if cqe.result() < 0 {
+                if cqe.result() < 0 && cqe.result() != -libc::ECONNREFUSED {
                     warn!(error = %std::io::Error::from_raw_os_error(-cqe.result()), "media receive ended; armed again");
                 }
                 self.arm(slot);
@@ -394,6 +425,13 @@ impl Uring {
     /// Frees a slot whose last request ended: its registered file goes
     /// (the socket closes once the stream is dropped).
     fn free(&mut self, slot: usize) {
+        if let Some(Some(e)) = self.table.slots.get(slot)
+            && let Some((_, primary)) = &e.sibling
+            && let Some(Some(p)) = self.table.slots.get(*primary)
+            && p.conn.get().is_some_and(|(s, _)| s == slot)
+        {
+            p.conn.set(None);
+        }
         if let Some(Some(e)) = self.table.slots.get(slot)
             && let File::Fixed(i) = e.file
             && let Err(err) = self.ring.submitter().register_files_update(i, &[-1])
@@ -415,6 +453,8 @@ impl Uring {
             msghdr,
             dest,
             now,
+            to_connect,
+            sibling_fds,
             ..
         } = self;
         let Some(Some(e)) = table.slots.get(slot) else {
@@ -435,6 +475,10 @@ impl Uring {
         };
         let mut out = Queue {
             sq: ring,
+            table,
+            peers: e.peers,
+            to_connect,
+            connect: *sibling_fds >= 0,
             files,
             dest,
             user_data: tag(SEND, e.generation, slot, bid),
@@ -506,9 +550,13 @@ impl Uring {
                 self.table.generation = self.table.generation.wrapping_add(1) & 0xF_FFFF;
                 self.table.slots[slot] = Some(Entry {
                     stream: stream.clone(),
+                    id,
                     side,
                     c,
                     file,
+                    conn: Cell::new(None),
+                    run: Cell::new((None, 0)),
+                    sibling: None,
                     peers,
                     generation: self.table.generation,
                     closing: false,
@@ -545,6 +593,12 @@ impl Uring {
 /// A relayed packet's way out: a `send` entry from the buffer it came in.
 struct Queue<'a> {
     sq: &'a mut IoUring,
+    table: &'a Table,
+    /// The stream's four slots (see `Entry::peers`).
+    peers: [usize; 4],
+    to_connect: &'a mut Vec<(usize, SocketAddr)>,
+    /// Whether latched peers get connected siblings.
+    connect: bool,
     /// The stream's sockets as the ring names them (see `Entry::peers`).
     files: [Option<File>; 4],
     dest: &'a mut [(SockaddrStorage, usize)],
@@ -566,15 +620,48 @@ impl UdpOut for Queue<'_> {
             return false;
         };
         *d = (SockaddrStorage::from(to), pkt.len());
-        let file = self.files[side.index() * 2 + c as usize].unwrap_or(File::Fd(sock.as_raw_fd()));
+        let k = side.index() * 2 + c as usize;
         let (ptr, len) = (pkt.as_ptr(), pkt.len() as u32);
-        let e = match file {
-            File::Fixed(i) => opcode::Send::new(Fixed(i), ptr, len),
-            File::Fd(fd) => opcode::Send::new(Fd(fd), ptr, len),
+        let primary = self.peers[k];
+        let relay_socket = match self.table.slots.get(primary) {
+            Some(Some(r)) => Some(r),
+            _ => None,
+        };
+        let connected = relay_socket
+            .and_then(|r| r.conn.get())
+            .filter(|(_, peer)| *peer == to)
+            .and_then(|(sib, _)| match self.table.slots.get(sib) {
+                Some(Some(s)) if !s.closing => Some(s.file),
+                _ => None,
+            });
+        let e = if let Some(file) = connected {
+            match file {
+                File::Fixed(i) => opcode::Send::new(Fixed(i), ptr, len),
+                File::Fd(fd) => opcode::Send::new(Fd(fd), ptr, len),
+            }
+            .build()
+        } else {
+            if let Some(r) = relay_socket.filter(|_| self.connect) {
+                let (last, n) = r.run.get();
+                let n = if last == Some(to) {
+                    n.saturating_add(1)
+                } else {
+                    1
+                };
+                r.run.set((Some(to), n));
+                if n == connect::AFTER {
+                    self.to_connect.push((primary, to));
+                }
+            }
+            let file = self.files[k].unwrap_or(File::Fd(sock.as_raw_fd()));
+            match file {
+                File::Fixed(i) => opcode::Send::new(Fixed(i), ptr, len),
+                File::Fd(fd) => opcode::Send::new(Fd(fd), ptr, len),
+            }
+            .dest_addr(d.0.as_ptr())
+            .dest_addr_len(sockaddr_len(&to))
+            .build()
         }
-        .dest_addr(d.0.as_ptr())
-        .dest_addr_len(sockaddr_len(&to))
-        .build()
         .user_data(self.user_data);
         loop {
             // SAFETY: `pkt` is in a provided buffer and `d` in `dest`, both

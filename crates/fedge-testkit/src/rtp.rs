@@ -56,6 +56,30 @@ pub fn write_pcap(path: &Path, ssrc: u32, fill: u8, count: u16) {
 
 /// Bytes queued for reading on the IPv4 UDP socket bound to `port`
 /// (`/proc/net/udp`'s rx_queue), if there is one.
+/// How many UDP sockets of this network namespace are connected to port
+/// `remote` (state 01 in `/proc/net/udp` and `/proc/net/udp6`): the media
+/// relay's connected siblings for a peer on that port (D258).
+pub fn udp_connected_to(remote: u16) -> usize {
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let port = f
+                        .get(2)
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    port == Some(remote) && f.get(3) == Some(&"01")
+                })
+                .count()
+        })
+        .sum()
+}
+
 pub fn udp_rx_queue(port: u16) -> Option<u64> {
     let table = std::fs::read_to_string("/proc/net/udp").ok()?;
     table.lines().skip(1).find_map(|l| {
