@@ -17,96 +17,16 @@
 //! refused. Every page is saved as a screenshot under
 //! target/console-screenshots/.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use fedge::model::account::Role;
 use fedge::store::Store;
+use fedge_testkit::browser::Driver;
 use fedge_testkit::lab::*;
 use fedge_testkit::peers::{Sipp, scenario};
 use fedge_testkit::*;
-
-/// chromedriver on a port picked by binding port 0 first; killed on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    fn start() -> Driver {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; .ci/test installs it)");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "chromedriver never listened"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Driver {
-            child,
-            port,
-            _profile: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn browser(&self) -> Client {
-        let profile = self._profile.path().join(format!("p{}", rand_id()));
-        let caps = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-dev-shm-usage",
-                    "--disable-gpu",
-                    "--window-size=1280,800",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            }
-        });
-        let serde_json::Value::Object(caps) = caps else {
-            unreachable!()
-        };
-        // Two rustls providers are compiled in (ring, and aws-lc through
-        // fantoccini's connector): this process uses ring, as fedge does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let c = ClientBuilder::rustls()
-            .unwrap()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a Chromium session");
-        c.set_window_size(1280, 800).await.unwrap();
-        c
-    }
-}
-
-fn rand_id() -> u32 {
-    rand::random()
-}
 
 fn shots_dir() -> PathBuf {
     let d = workspace_root().join("target/console-screenshots");
@@ -402,7 +322,7 @@ fn console_in_chromium_from_fpa_to_suspension() {
 async fn flow(lab: &Lab, driver: &Driver, ops_pw: String, other: &str, pem: &str) {
     let base = format!("http://{}", lab.edge.admin);
     let t = Tab {
-        c: driver.browser().await,
+        c: driver.browser((1280, 800), &[]).await,
         base: base.clone(),
     };
     let public = Tab {

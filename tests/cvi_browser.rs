@@ -17,96 +17,26 @@
 #[path = "browser/connector.rs"]
 mod connector;
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use connector::Connector;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
+use fedge_testkit::browser::Driver;
 use fedge_testkit::cvi::{ORGANISER, enrol, new_meeting};
 use fedge_testkit::*;
 
-/// chromedriver on a free port; killed on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-    profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Driver {
-    fn start() -> Driver {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver)");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "chromedriver never listened"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Driver {
-            child,
-            port,
-            profile: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn browser(&self) -> Client {
-        let profile = self
-            .profile
-            .path()
-            .join(format!("p{}", rand::random::<u32>()));
-        let caps = serde_json::json!({
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-dev-shm-usage",
-                    "--disable-gpu",
-                    "--window-size=1280,900",
-                    "--use-fake-device-for-media-stream",
-                    "--use-fake-ui-for-media-stream",
-                    "--autoplay-policy=no-user-gesture-required",
-                    "--allow-loopback-in-peer-connection",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            }
-        });
-        let serde_json::Value::Object(caps) = caps else {
-            unreachable!()
-        };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let c = ClientBuilder::rustls()
-            .unwrap()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{}", self.port))
-            .await
-            .expect("a Chromium session");
-        c.set_window_size(1280, 900).await.unwrap();
-        c
-    }
-}
+/// Chromium's fake camera and microphone, granted without asking, and
+/// WebRTC over loopback.
+const MEDIA_ARGS: &[&str] = &[
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--allow-loopback-in-peer-connection",
+];
 
 fn shots_dir() -> PathBuf {
     let d = workspace_root().join("target/cvi-screenshots");
@@ -267,7 +197,7 @@ async fn a_browser_joins_exchanges_media_and_leaves() {
     let lab = Lab::start(1);
     let id = lab.meeting();
     let driver = Driver::start();
-    let c = driver.browser().await;
+    let c = driver.browser((1280, 900), MEDIA_ARGS).await;
     join(&lab, &c, &id).await;
     wait_call(&lab, &c, "connected", Duration::from_secs(30)).await;
     let seen = lab.connector.seen.clone();
@@ -331,7 +261,7 @@ async fn a_browser_joins_exchanges_media_and_leaves() {
     std::fs::write(shots_dir().join("browser-call.png"), png).unwrap();
 
     // A second browser while the node is full (max_calls 1).
-    let c2 = driver.browser().await;
+    let c2 = driver.browser((1280, 900), MEDIA_ARGS).await;
     join(&lab, &c2, &id).await;
     wait_call(&lab, &c2, "refused", Duration::from_secs(20)).await;
     let why = text(&c2, "#join-status").await;
@@ -372,7 +302,7 @@ async fn the_connector_hanging_up_and_a_withdrawn_meeting_are_shown_on_the_page(
     let lab = Lab::start(4);
     let id = lab.meeting();
     let driver = Driver::start();
-    let c = driver.browser().await;
+    let c = driver.browser((1280, 900), MEDIA_ARGS).await;
     join(&lab, &c, &id).await;
     wait_call(&lab, &c, "connected", Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -386,7 +316,7 @@ async fn the_connector_hanging_up_and_a_withdrawn_meeting_are_shown_on_the_page(
     );
 
     // A page closed without Leave: its call is hung up all the same.
-    let c2 = driver.browser().await;
+    let c2 = driver.browser((1280, 900), MEDIA_ARGS).await;
     join(&lab, &c2, &id).await;
     wait_call(&lab, &c2, "connected", Duration::from_secs(30)).await;
     assert_eq!(lab.connector.seen.invites.load(Ordering::Relaxed), 2);
@@ -557,13 +487,13 @@ async fn a_draining_node_tells_the_page_and_keeps_the_call_up() {
     let lab = Lab::start(4);
     let id = lab.meeting();
     let driver = Driver::start();
-    let c = driver.browser().await;
+    let c = driver.browser((1280, 900), MEDIA_ARGS).await;
     join(&lab, &c, &id).await;
     wait_call(&lab, &c, "connected", Duration::from_secs(30)).await;
     let cli = lab.edge.cli_config("cli.toml");
     let out = fedge_ok(&cli, &["drain"]);
     assert!(out.contains("draining since"), "{out}");
-    let c2 = driver.browser().await;
+    let c2 = driver.browser((1280, 900), MEDIA_ARGS).await;
     join(&lab, &c2, &id).await;
     wait_call(&lab, &c2, "refused", Duration::from_secs(20)).await;
     let why = text(&c2, "#join-status").await;
@@ -695,7 +625,7 @@ async fn a_browser_without_udp_joins_over_ice_tcp() {
     let block = UdpBlock::new(media);
     let id = lab.meeting();
     let driver = Driver::start();
-    let c = driver.browser().await;
+    let c = driver.browser((1280, 900), MEDIA_ARGS).await;
     join(&lab, &c, &id).await;
     wait_call(&lab, &c, "connected", Duration::from_secs(30)).await;
     let answer = c

@@ -7,14 +7,15 @@
 //! and nothing in the application or the workspace crates may use it.
 //! `use fedge_testkit::*;` brings the everyday helpers (PKI, edge, CLI,
 //! TLS client, admin HTTP, tools); the lab, the peers, the CVI gateway
-//! tests' harness, PostgreSQL, RTP and the benchmark pieces are in their
-//! modules.
+//! tests' harness, PostgreSQL, RTP, the browser (chromedriver) and the
+//! benchmark pieces are in their modules.
 
 use std::path::PathBuf;
 
 pub mod admin;
 pub mod baresip;
 pub mod bench;
+pub mod browser;
 pub mod capture;
 pub mod client;
 pub mod cluster;
