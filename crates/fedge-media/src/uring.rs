@@ -198,6 +198,32 @@ struct Entry {
     closing: bool,
 }
 
+impl Entry {
+    /// Side `at.0`'s socket `at.1` of stream `id` (or its connected
+    /// sibling), not yet in the table (`Uring::install` names it).
+    fn new(
+        stream: Arc<Stream>,
+        id: u64,
+        at: (Side, Component),
+        peers: [usize; 4],
+        sibling: Option<(std::net::UdpSocket, usize)>,
+    ) -> Entry {
+        Entry {
+            stream,
+            id,
+            side: at.0,
+            c: at.1,
+            file: File::Fd(-1),
+            conn: Cell::new(None),
+            run: Cell::new((None, 0)),
+            sibling,
+            peers,
+            generation: 0,
+            closing: false,
+        }
+    }
+}
+
 /// The registered sockets of one thread, by slot.
 #[derive(Default)]
 struct Table {
@@ -524,13 +550,38 @@ impl Uring {
         }
     }
 
+    /// A free slot of the table.
+    fn take_slot(&mut self) -> usize {
+        self.table.free.pop().unwrap_or_else(|| {
+            self.table.slots.push(None);
+            self.table.slots.len() - 1
+        })
+    }
+
+    /// Puts `e` (socket `fd`) in `slot` under a new generation, named as a
+    /// registered file where the table has room, and arms its receive.
+    fn install(&mut self, slot: usize, fd: i32, mut e: Entry) {
+        e.file = match u32::try_from(slot) {
+            Ok(n) if n < self.files => {
+                match self.ring.submitter().register_files_update(n, &[fd]) {
+                    Ok(_) => File::Fixed(n),
+                    Err(_) => File::Fd(fd),
+                }
+            }
+            _ => File::Fd(fd),
+        };
+        self.table.generation = self.table.generation.wrapping_add(1) & 0xF_FFFF;
+        e.generation = self.table.generation;
+        if let Some(s) = self.table.slots.get_mut(slot) {
+            *s = Some(e);
+        }
+        self.arm(slot);
+    }
+
     fn add(&mut self, id: u64, stream: Arc<Stream>) {
         let mut peers = [0usize; 4];
         for p in &mut peers {
-            *p = self.table.free.pop().unwrap_or_else(|| {
-                self.table.slots.push(None);
-                self.table.slots.len() - 1
-            });
+            *p = self.take_slot();
         }
         let mut i = 0;
         for side in [Side::A, Side::B] {
@@ -538,30 +589,8 @@ impl Uring {
                 let slot = peers[i];
                 i += 1;
                 let fd = stream.end(side).socket(c).as_raw_fd();
-                let file = match u32::try_from(slot) {
-                    Ok(n) if n < self.files => {
-                        match self.ring.submitter().register_files_update(n, &[fd]) {
-                            Ok(_) => File::Fixed(n),
-                            Err(_) => File::Fd(fd),
-                        }
-                    }
-                    _ => File::Fd(fd),
-                };
-                self.table.generation = self.table.generation.wrapping_add(1) & 0xF_FFFF;
-                self.table.slots[slot] = Some(Entry {
-                    stream: stream.clone(),
-                    id,
-                    side,
-                    c,
-                    file,
-                    conn: Cell::new(None),
-                    run: Cell::new((None, 0)),
-                    sibling: None,
-                    peers,
-                    generation: self.table.generation,
-                    closing: false,
-                });
-                self.arm(slot);
+                let e = Entry::new(stream.clone(), id, (side, c), peers, None);
+                self.install(slot, fd, e);
             }
         }
         self.table.streams.insert(id, peers.to_vec());

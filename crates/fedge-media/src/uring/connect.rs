@@ -20,7 +20,7 @@ use std::os::fd::AsRawFd;
 use nix::sys::socket::SockaddrStorage;
 use tracing::debug;
 
-use super::{Cell, Entry, File, Uring};
+use super::{Entry, Uring};
 
 /// Sends in a row from one relay socket to one peer before that peer gets
 /// a connected sibling socket.
@@ -63,42 +63,23 @@ impl Uring {
                 return;
             }
         };
-        let (stream, id, side, c, peers) = (r.stream.clone(), r.id, r.side, r.c, r.peers);
-        let sib = self.table.free.pop().unwrap_or_else(|| {
-            self.table.slots.push(None);
-            self.table.slots.len() - 1
-        });
         let fd = sock.as_raw_fd();
-        let file = match u32::try_from(sib) {
-            Ok(n) if n < self.files => {
-                match self.ring.submitter().register_files_update(n, &[fd]) {
-                    Ok(_) => File::Fixed(n),
-                    Err(_) => File::Fd(fd),
-                }
-            }
-            _ => File::Fd(fd),
-        };
-        self.table.generation = self.table.generation.wrapping_add(1) & 0xF_FFFF;
-        self.table.slots[sib] = Some(Entry {
-            stream,
-            id,
-            side,
-            c,
-            file,
-            conn: Cell::new(None),
-            run: Cell::new((None, 0)),
-            sibling: Some((sock, slot)),
-            peers,
-            generation: self.table.generation,
-            closing: false,
-        });
+        let e = Entry::new(
+            r.stream.clone(),
+            r.id,
+            (r.side, r.c),
+            r.peers,
+            Some((sock, slot)),
+        );
+        let id = e.id;
+        let sib = self.take_slot();
+        self.install(sib, fd, e);
         if let Some(slots) = self.table.streams.get_mut(&id) {
             slots.push(sib);
         }
         if let Some(Some(r)) = self.table.slots.get(slot) {
             r.conn.set(Some((sib, to)));
         }
-        self.arm(sib);
     }
 }
 
