@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fedge_testkit::cluster::node_config;
+use fedge_testkit::cvi::{ORGANISER, enrol};
 use fedge_testkit::lab::{LIMIT, Lab, ereg, localhost, refs, refusal};
 use fedge_testkit::peers::{Kamailio, Sipp, SippResult, free_port, scenario};
 use fedge_testkit::pg::Postgres;
@@ -256,7 +257,6 @@ fn an_ig_lapse_suspends_the_partner_once_and_both_nodes_refuse_it() {
 }
 
 const DOMAIN: &str = "cvi.fedge.test";
-const ORGANISER: &str = "jane.doe@nhs.net";
 
 /// `[cvi]` for a node: its own media ports, the connector at `connector`.
 fn cvi_section(connector: u16, media: (u16, u16)) -> String {
@@ -390,20 +390,7 @@ fn a_meeting_created_through_node_a_is_joined_on_node_b_and_withdrawn_everywhere
     );
     let cvi_b = b.cvi.expect("node B's CVI listener");
     // Enrolled and created through node A's CLI.
-    fedge_ok(
-        &a.config_path,
-        &[
-            "cvi",
-            "enrol",
-            "--org",
-            "Leeds Teaching Hospitals",
-            "--ods",
-            "RR8",
-            "--teams-enabled",
-            "--email",
-            ORGANISER,
-        ],
-    );
+    enrol(&a.config_path);
     let out = fedge_ok(
         &a.config_path,
         &["cvi", "meeting", "create", "--organiser", ORGANISER],

@@ -13,10 +13,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fedge_testkit::cvi::{ORGANISER, enrol};
 use fedge_testkit::*;
 
 const DOMAIN: &str = "cvi.fedge.test";
-const ORGANISER: &str = "jane.doe@nhs.net";
 
 /// A running edge in CVI mode and its connector (a Rust UAS over TCP).
 struct Cvi {
@@ -41,20 +41,7 @@ impl Cvi {
             edge,
             connector,
         };
-        fedge_ok(
-            &cvi.edge.config_path,
-            &[
-                "cvi",
-                "enrol",
-                "--org",
-                "Leeds Teaching Hospitals",
-                "--ods",
-                "RR8",
-                "--teams-enabled",
-                "--email",
-                ORGANISER,
-            ],
-        );
+        enrol(&cvi.edge.config_path);
         cvi
     }
 
