@@ -595,7 +595,7 @@ impl Stream {
     ) -> bool {
         let end = self.end(x);
         if !self.bfcp && stun::is_stun(pkt) {
-            return self.on_stun(x, c, pkt, from, via);
+            return self.on_stun(x, c, pkt, from, via, now);
         }
         let accepted = {
             let mut t = lock(&end.target);
@@ -642,7 +642,15 @@ impl Stream {
 
     /// ICE-lite: answer a Binding request with our credentials for that
     /// side; a nominating one (USE-CANDIDATE) latches the side there.
-    fn on_stun(&self, x: Side, c: Component, pkt: &[u8], from: SocketAddr, via: Via<'_>) -> bool {
+    fn on_stun(
+        &self,
+        x: Side,
+        c: Component,
+        pkt: &[u8],
+        from: SocketAddr,
+        via: Via<'_>,
+        now: u64,
+    ) -> bool {
         let end = self.end(x);
         let Some(req) = stun::parse_binding_request(pkt) else {
             return false; // responses, indications, legacy STUN: not ours to answer
@@ -662,7 +670,7 @@ impl Stream {
             self.totals.stun.fetch_add(1, Ordering::Relaxed);
             if req.use_candidate {
                 let mut t = lock(&end.target);
-                t.accept(c as usize, from, self.now_ms(), true, &end.networks);
+                t.accept(c as usize, from, now, true, &end.networks);
                 if let Via::Tcp(tx) = via {
                     t.tcp = Some(tx.clone());
                 }

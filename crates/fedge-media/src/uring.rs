@@ -489,10 +489,6 @@ impl Uring {
         if e.closing {
             return false; // the stream is going: nothing more is relayed
         }
-        let files = e.peers.map(|p| match table.slots.get(p) {
-            Some(Some(peer)) => Some(peer.file),
-            _ => None,
-        });
         let Ok(msg) = RecvMsgOut::parse(bufs.filled(bid, len), msghdr) else {
             return false;
         };
@@ -505,7 +501,6 @@ impl Uring {
             peers: e.peers,
             to_connect,
             connect: *sibling_fds >= 0,
-            files,
             dest,
             user_data: tag(SEND, e.generation, slot, bid),
             bid,
@@ -628,8 +623,6 @@ struct Queue<'a> {
     to_connect: &'a mut Vec<(usize, SocketAddr)>,
     /// Whether latched peers get connected siblings.
     connect: bool,
-    /// The stream's sockets as the ring names them (see `Entry::peers`).
-    files: [Option<File>; 4],
     dest: &'a mut [(SockaddrStorage, usize)],
     user_data: u64,
     bid: u16,
@@ -682,7 +675,9 @@ impl UdpOut for Queue<'_> {
                     self.to_connect.push((primary, to));
                 }
             }
-            let file = self.files[k].unwrap_or(File::Fd(sock.as_raw_fd()));
+            // How the ring names the relay socket (by descriptor once its
+            // slot has gone).
+            let file = relay_socket.map_or(File::Fd(sock.as_raw_fd()), |r| r.file);
             match file {
                 File::Fixed(i) => opcode::Send::new(Fixed(i), ptr, len),
                 File::Fd(fd) => opcode::Send::new(Fd(fd), ptr, len),
